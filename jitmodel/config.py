@@ -1,0 +1,197 @@
+"""Configuration models of jitmodel: the one schema the planner writes and the trainer reads.
+
+Pure Python (pydantic), no torch. Defaults are the official JiT recipe (LTH14/JiT main_jit.py and its
+README; see docs/training.md). ``TrainConfig`` is saved as YAML by ``jitplan plan --out`` and read by
+``python -m jitmodel.train --config train.yaml``.
+
+    >>> from jitmodel.config import DataConfig, ModelConfig, TrainConfig
+    >>> cfg = TrainConfig(model=ModelConfig(variant="JiT-B/16"), data=DataConfig(path="/data/imagenet"))
+    >>> cfg.optim.lr_for(cfg.effective_batch(world_size=8))  # blr * 1024 / 256
+    0.0002
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from jitmodel.variants import Variant, get_variant
+
+SCHEMA_VERSION = 1
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    """What network to build. A checkpoint stores this; models are rebuilt from it, never from flags."""
+
+    variant: str = "JiT-B/16"
+    img_size: PositiveInt = 256
+    in_channels: PositiveInt = 3
+    num_classes: PositiveInt = 1000
+    attn_dropout: UnitFloat = 0.0
+    proj_dropout: UnitFloat = 0.0
+    attention: Literal["exact", "sdpa"] = "exact"  # exact = the official fp32 QK^T/softmax path
+
+    @field_validator("variant")
+    @classmethod
+    def _known_variant(cls, v: str) -> str:
+        try:
+            return get_variant(v).name
+        except KeyError as e:
+            raise ValueError(e.args[0]) from None
+
+    @model_validator(mode="after")
+    def _grid_divides(self) -> ModelConfig:
+        self.spec.grid(self.img_size)  # raises ValueError when img_size % patch != 0
+        return self
+
+    @property
+    def spec(self) -> Variant:
+        return get_variant(self.variant)
+
+
+class DataConfig(_Strict):
+    """Where images come from and how they are loaded (per rank)."""
+
+    kind: Literal["imagefolder", "digits"] = "imagefolder"  # digits: scikit-learn's 8x8 handwritten digits
+    path: str | None = None  # dataset root holding train/ (imagefolder)
+    num_images: PositiveInt | None = None  # known size (ImageNet-1k train: 1,281,167) for planning
+    num_workers: NonNegInt = 12
+    prefetch_factor: PositiveInt | None = 2  # only used when num_workers > 0
+    pin_memory: bool = True
+    persistent_workers: bool = True
+    hflip: bool = True
+
+    @model_validator(mode="after")
+    def _path_for_folders(self) -> DataConfig:
+        if self.kind == "imagefolder" and not self.path:
+            raise ValueError("data.path is required for an imagefolder dataset (a folder holding train/)")
+        return self
+
+
+class OptimConfig(_Strict):
+    """AdamW and the LR schedule. ``lr`` is absolute; when None it is blr * effective_batch / 256."""
+
+    blr: Annotated[float, Field(gt=0)] = 5e-5
+    lr: Annotated[float, Field(gt=0)] | None = None
+    min_lr: Annotated[float, Field(ge=0)] = 0.0
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_epochs: Annotated[float, Field(ge=0)] = 5.0
+    betas: tuple[UnitFloat, UnitFloat] = (0.9, 0.95)
+    eps: Annotated[float, Field(gt=0)] = 1e-8
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    grad_clip: Annotated[float, Field(gt=0)] | None = None  # official: none
+    fused: bool | None = None  # None: fused AdamW where the device supports it
+
+    def lr_for(self, effective_batch: int) -> float:
+        return self.lr if self.lr is not None else self.blr * effective_batch / 256
+
+
+class DiffusionConfig(_Strict):
+    """The denoising objective (official: x-prediction, v-space loss)."""
+
+    P_mean: float = -0.8
+    P_std: Annotated[float, Field(gt=0)] = 0.8
+    noise_scale: Annotated[float, Field(gt=0)] = 1.0  # 1.0 at 256 px, 2.0 at 512 px
+    t_eps: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    label_drop_prob: UnitFloat = 0.1
+    prediction: Literal["x", "v", "eps"] = "x"  # what the network output is read as
+    loss_space: Literal["v", "x", "eps"] = "v"  # where the L2 loss is taken
+    ema_decays: tuple[UnitFloat, UnitFloat] = (0.9999, 0.9996)
+
+
+class SampleConfig(_Strict):
+    """Sampler settings (official grid: linspace(0, 1, steps+1), Heun then a final Euler step)."""
+
+    method: Literal["heun", "euler"] = "heun"
+    steps: PositiveInt = 50
+    cfg: Annotated[float, Field(ge=0)] = 1.0
+    interval_min: UnitFloat = 0.0
+    interval_max: UnitFloat = 1.0
+    mode: Literal["exact", "fast"] = "fast"  # exact: the official sequence of network calls
+    ema: Literal["ema1", "ema2", "raw"] = "ema1"
+
+
+class EvalConfig(_Strict):
+    """Online evaluation during training (filled in by jitmodel.evaluate)."""
+
+    online: bool = False
+    every_epochs: PositiveInt = 40
+    at_epoch0: bool = False  # the official code evaluates at epoch 0 too
+    num_images: PositiveInt = 50_000
+    gen_batch: PositiveInt = 128
+    ref_stats: str | None = None  # npz with mu/sigma (the format of jit_in256_stats.npz)
+
+
+class CheckpointConfig(_Strict):
+    every_steps: PositiveInt | None = None  # also save every N optimizer steps (None: per epoch only)
+    every_epochs: PositiveInt = 1  # save last.pt every N epochs
+    keep_last: PositiveInt = 2  # rolling step checkpoints kept
+    keep_every_epochs: PositiveInt | None = 100  # permanent copies every N epochs
+
+
+class TrainConfig(_Strict):
+    """Everything ``jitmodel.train`` needs. Batch sizes are per rank (GPU)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    batch_per_gpu: PositiveInt = 128  # micro-batch per rank
+    accum_steps: PositiveInt = 1  # gradient accumulation (micro-steps per optimizer step)
+    world_size: PositiveInt | None = None  # planned number of ranks; the trainer checks it when set
+    epochs: Annotated[float, Field(gt=0)] = 600
+    max_steps: PositiveInt | None = None  # stop after this many optimizer steps (tests, budgets)
+    seed: NonNegInt = 0
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 autocast where supported
+    compile: bool = False
+    device: Literal["auto", "cuda", "cpu", "mps"] = "auto"
+    output_dir: str = "runs/jit"
+    log_every: PositiveInt = 20
+
+    def effective_batch(self, world_size: int | None = None) -> int:
+        ws = world_size or self.world_size or 1
+        return self.batch_per_gpu * self.accum_steps * ws
+
+    @property
+    def lr(self) -> float:
+        """Absolute peak LR for the planned world size."""
+        return self.optim.lr_for(self.effective_batch())
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """Read a TrainConfig YAML (or a plan YAML holding one under ``train``).
+
+    Raises ValueError with one line on a missing file, bad YAML or an invalid config.
+    """
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"config file not found: {p}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{p} does not hold a mapping")
+    if "train" in raw and "data" not in raw:  # a jitplan plan file
+        raw = raw["train"]
+    return TrainConfig.model_validate(raw)
+
+
+def dump_yaml(model: BaseModel) -> str:
+    return yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,3 @@
+from jitplan.cli import main
+
+main()

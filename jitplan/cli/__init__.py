@@ -1,0 +1,64 @@
+"""The ``jitplan`` command line: the app, command registration and ``main`` with the error map.
+
+Each command lives in its own module ``jitplan.cli.<name>`` exposing ``register(app)``; this file only
+wires them up. Nothing here may import torch or vastai (``jitplan --help`` must be instant).
+
+    jitplan plan --gpus 2xRTX3060 --host-ram 24GB
+    jitplan probe --out hardware.yaml
+    jitplan doctor --plan plan.yaml --data /data/imagenet
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from jitplan.cli._errors import run_with_error_map
+
+app = typer.Typer(
+    name="jitplan",
+    help="Plan, check and launch JiT diffusion-transformer training on the GPUs you can rent.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals can hold API keys
+)
+
+# One module per command family; a module that does not exist yet is skipped.
+_COMMAND_MODULES = ("plan", "probe", "doctor", "data", "launch", "runs", "demo", "compare")
+
+
+def _register_all() -> None:
+    for name in _COMMAND_MODULES:
+        modname = f"jitplan.cli.{name}"
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as e:
+            if e.name == modname:
+                continue
+            raise
+        mod.register(app)
+
+
+_register_all()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    if version:
+        from jitplan import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on ``argv`` and return the exit code (the error map applied). Used by tests."""
+    return run_with_error_map(app, argv)
+
+
+def main() -> None:
+    sys.exit(run())

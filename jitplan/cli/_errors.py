@@ -1,0 +1,66 @@
+"""The one error map: exception -> one line on stderr + exit code. Tracebacks only with JITPLAN_DEBUG=1.
+
+0 ok; 1 a check or run failed; 2 bad usage or bad input.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from jitplan.errors import JitplanError
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _validation_summary(err: Exception) -> str:
+    """First problem of a pydantic ValidationError as 'field.path: message'."""
+    errors = err.errors()  # type: ignore[attr-defined]
+    if not errors:
+        return _one_line(str(err))
+    first = errors[0]
+    loc = ".".join(str(p) for p in first.get("loc", ())) or "value"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{loc}: {first.get('msg', 'invalid')}{more}"
+
+
+def error(message: str, hint: str | None = None) -> None:
+    print(f"Error: {_one_line(message)}", file=sys.stderr)
+    if hint:
+        print(f"hint: {_one_line(hint)}", file=sys.stderr)
+
+
+def run_with_error_map(app: typer.Typer, argv: list[str] | None) -> int:
+    from pydantic import ValidationError
+
+    debug = os.environ.get("JITPLAN_DEBUG") == "1"
+    try:
+        rv = app(args=argv, standalone_mode=False, prog_name="jitplan")
+        return rv if isinstance(rv, int) else 0
+    except JitplanError as e:
+        if debug:
+            raise
+        error(e.message, e.hint)
+        return e.exit_code
+    except ValidationError as e:
+        if debug:
+            raise
+        error(f"invalid input: {_validation_summary(e)}")
+        return 2
+    except KeyboardInterrupt:
+        error("interrupted")
+        return 130
+    except Exception as e:  # click's usage errors and Abort, without importing click
+        code = getattr(e, "exit_code", None)
+        fmt = getattr(e, "format_message", None)
+        if isinstance(code, int) and callable(fmt):
+            error(fmt())
+            return code
+        if type(e).__name__ == "Abort":
+            error("aborted")
+            return 1
+        raise

@@ -1,0 +1,65 @@
+"""The hardware a plan is made for. ``jitplan probe --out hardware.yaml`` writes a HardwareSpec;
+``jitplan plan --hardware hardware.yaml`` reads it. Sizes are bytes; rates are decimal units (TFLOPS, GB/s).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+HARDWARE_SCHEMA_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GPUSpec(_Strict):
+    """One GPU model. Catalog rows and probed cards share this shape."""
+
+    name: str  # canonical catalog name, e.g. "RTX 3060 12GB"
+    memory_bytes: Annotated[int, Field(gt=0)]  # total memory as NVML reports it
+    bf16_tflops: Annotated[float, Field(gt=0)]  # dense bf16 tensor-core peak with fp32 accumulate
+    fp32_tflops: Annotated[float, Field(gt=0)] | None = None
+    mem_bw_gbs: Annotated[float, Field(gt=0)] | None = None  # GB/s
+    compute_capability: str | None = None  # "8.6"
+    bf16: bool = True  # native bf16 support (Ampere and newer)
+    nvlink: bool = False
+    gpu_class: Literal["consumer", "workstation", "datacenter", "custom"] = "custom"
+    aliases: list[str] = Field(default_factory=list)
+    source: str = ""  # where the numbers come from
+
+
+class HostSpec(_Strict):
+    """Per node. ``ram_bytes`` is what the processes may use: the container's limit when there is one."""
+
+    ram_bytes: Annotated[int, Field(gt=0)] | None = None
+    cpus: Annotated[int, Field(gt=0)] | None = None  # usable CPUs (affinity, cgroup quota)
+    shm_bytes: Annotated[int, Field(gt=0)] | None = None  # /dev/shm size
+    disk_free_bytes: Annotated[int, Field(ge=0)] | None = None
+
+
+class SoftwareSpec(_Strict):
+    torch_version: str | None = None
+    torch_cuda: str | None = None  # CUDA version torch was built with, None for a CPU build
+    driver_version: str | None = None
+    driver_cuda: str | None = None  # highest CUDA the driver supports
+    arch_list: list[str] = Field(default_factory=list)  # torch.cuda.get_arch_list()
+    nccl: str | None = None
+
+
+class HardwareSpec(_Strict):
+    """What a plan targets: nodes x GPUs per node of one GPU model, and each node's host."""
+
+    schema_version: Literal[1] = HARDWARE_SCHEMA_VERSION
+    nodes: Annotated[int, Field(gt=0)] = 1
+    gpus_per_node: Annotated[int, Field(ge=0)] = 1  # 0: CPU only
+    gpu: GPUSpec | None = None  # None for a CPU-only machine
+    host: HostSpec = Field(default_factory=HostSpec)
+    software: SoftwareSpec | None = None
+    source: Literal["catalog", "probe", "file", "flags"] = "catalog"
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * max(self.gpus_per_node, 1)
