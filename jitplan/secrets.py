@@ -37,8 +37,9 @@ _PATTERNS = (
     re.compile(r"(?i)(\bBearer\s+)([^\s'\"]+)"),
     re.compile(
         r"(?i)((?:api[_-]?key|(?:access|auth|api|bearer)?[_-]?token|secret|password|passwd)"
-        r"(?:[\"']?\s*[:=]\s*[\"']?|\s+))([^\s'\",}&]+)"
+        r"[\"']?\s*[:=]\s*[\"']?)([^\s'\",}&]+)"
     ),
+    re.compile(r"(?i)(--(?:api-key|token|password|secret)[ =])([^\s'\"]+)"),
 )
 
 
