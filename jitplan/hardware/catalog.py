@@ -1,0 +1,113 @@
+"""The GPU catalog (``catalog.yaml``, data with a source per row) and name matching.
+
+The spec grammar (``--gpus 2xRTX3060``), the probe (NVML names) and the Vast provider (offer names)
+all map names to catalog rows through this module.
+
+    >>> from jitplan.hardware.catalog import lookup, match_nvml_name
+    >>> lookup("rtx-3060").name
+    'RTX 3060 12GB'
+    >>> match_nvml_name("NVIDIA H100 80GB HBM3").name
+    'H100 SXM'
+    >>> match_nvml_name("NVIDIA GeForce RTX 3080", memory_bytes=12288 * 2**20).name
+    'RTX 3080 12GB'
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+from pathlib import Path
+
+import yaml
+
+from jitplan.errors import UsageError
+from jitplan.hardware.schema import GPUSpec
+
+CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
+_MIB = 2**20
+_NOISE = re.compile(r"nvidia|geforce|[^a-z0-9]")
+_MEM_SUFFIX = re.compile(r"[\s_-]+\d+\s*(?:gb|gib|g)$", re.IGNORECASE)  # "RTX 3060 12GB" -> "RTX 3060"
+
+
+def normalize(name: str) -> str:
+    """Lower-case, drop vendor words, spaces, hyphens and punctuation: "NVIDIA GeForce RTX-3060" -> "rtx3060"."""
+    return _NOISE.sub("", name.lower())
+
+
+def _keys(name: str) -> list[str]:
+    """The keys a name is found under: itself, without a memory suffix, each also without "rtx"."""
+    keys = [normalize(name), normalize(_MEM_SUFFIX.sub("", name.strip()))]
+    keys += [k[3:] for k in keys if k.startswith("rtx") and len(k) > 3]
+    return list(dict.fromkeys(k for k in keys if k))
+
+
+@functools.lru_cache(maxsize=1)
+def catalog() -> list[GPUSpec]:
+    """All catalog rows, in file order (cached: loaded once per process)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    rows = yaml.load(CATALOG_PATH.read_text(), Loader=loader)
+    specs = []
+    for row in rows:
+        row = dict(row)
+        row["memory_bytes"] = int(row.pop("memory_mib")) * _MIB
+        specs.append(GPUSpec(**row))
+    return specs
+
+
+@functools.lru_cache(maxsize=1)
+def _index() -> dict[str, list[GPUSpec]]:
+    index: dict[str, list[GPUSpec]] = {}
+    # Canonical names first, so that an exact name wins over another row's alias.
+    for pass_aliases in (False, True):
+        for spec in catalog():
+            for name in (spec.aliases if pass_aliases else [spec.name]):
+                for key in _keys(name):
+                    bucket = index.setdefault(key, [])
+                    if spec not in bucket:
+                        bucket.append(spec)
+    return index
+
+
+def _pick(candidates: list[GPUSpec], memory_bytes: int | None) -> GPUSpec:
+    if memory_bytes is None or len(candidates) == 1:
+        return candidates[0]
+    return min(candidates, key=lambda s: abs(s.memory_bytes - memory_bytes))
+
+
+def match_nvml_name(name: str, memory_bytes: int | None = None) -> GPUSpec | None:
+    """The catalog row for an NVML or Vast name ("NVIDIA GeForce RTX 3060", "H100 SXM"), or None.
+
+    ``memory_bytes`` (what NVML reports) picks between rows that share a name (RTX 3080 10/12 GB).
+    """
+    index = _index()
+    for key in _keys(name):
+        if key in index:
+            return _pick(index[key], memory_bytes)
+    return None
+
+
+def closest_names(name: str, n: int = 3) -> list[str]:
+    """Catalog names closest to ``name`` (for error messages)."""
+    names = {normalize(s.name): s.name for s in catalog()}
+    for s in catalog():
+        for a in s.aliases:
+            names.setdefault(normalize(a), s.name)
+    hits = difflib.get_close_matches(normalize(name), list(names), n=n * 3, cutoff=0.4)
+    out: list[str] = []
+    for h in hits:
+        if names[h] not in out:
+            out.append(names[h])
+    return out[:n]
+
+
+def lookup(name: str, memory_bytes: int | None = None) -> GPUSpec:
+    """The catalog row for ``name``; raises UsageError naming the closest rows when it is unknown."""
+    spec = match_nvml_name(name, memory_bytes)
+    if spec is None:
+        close = closest_names(name)
+        hint = f"closest: {', '.join(close)}" if close else "see `jitplan plan --list-gpus`"
+        raise UsageError(
+            f"unknown GPU {name!r} ({hint}); for an uncatalogued card pass --gpu-mem and --gpu-tflops",
+        )
+    return spec

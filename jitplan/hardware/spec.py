@@ -1,0 +1,153 @@
+"""The hardware spec grammar (``2x8xH100``), human byte units (``24GB``) and HardwareSpec assembly.
+
+    >>> nodes, per_node, gpu = parse_gpu_spec("2x8xH100")
+    >>> (nodes, per_node, gpu.name)
+    (2, 8, 'H100 SXM')
+    >>> parse_gpu_spec("rtx-3060")[:2]
+    (1, 1)
+    >>> parse_bytes("24GB"), parse_bytes("24GiB"), parse_bytes("512m")
+    (24000000000, 25769803776, 512000000)
+
+Grammar: ``[NODES x] [GPUS x] NAME`` where NAME is a catalog name or alias, forgiving case, spaces and
+hyphens (``RTX3060``, ``rtx-3060``, ``RTX 3060 12GB``, ``8 x H200``). Byte sizes: a number with an
+optional unit; decimal units (KB, MB, GB, TB, also K/M/G/T) are powers of 1000, binary units
+(KiB, MiB, GiB, TiB) powers of 1024; a bare number is bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from jitplan.errors import UsageError
+from jitplan.hardware.catalog import lookup
+from jitplan.hardware.schema import GPUSpec, HardwareSpec, HostSpec
+
+_SPEC = re.compile(r"^\s*(?:(\d+)\s*[x×*]\s*)?(?:(\d+)\s*[x×*]\s*)?(.*?)\s*$", re.IGNORECASE)
+_BYTES = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([a-z]*)\s*$", re.IGNORECASE)
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40,
+}
+
+
+def parse_bytes(text: str | int, what: str = "size") -> int:
+    """Parse a human size ("24GB", "24 GiB", "1.5T", "1048576") into bytes; UsageError when malformed."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value, unit = float(text), ""
+    else:
+        m = _BYTES.match(str(text))
+        if not m:
+            raise UsageError(f"{what}: cannot read {text!r} as a size (examples: 24GB, 24GiB, 512MB)")
+        value, unit = float(m.group(1)), m.group(2).lower()
+    if unit not in _UNITS:
+        raise UsageError(f"{what}: unknown unit {unit!r} in {text!r} (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")
+    n = int(round(value * _UNITS[unit]))
+    if n <= 0:
+        raise UsageError(f"{what}: {text!r} must be a positive size")
+    return n
+
+
+def parse_gpu_spec(text: str, memory_bytes: int | None = None) -> tuple[int, int, GPUSpec]:
+    """``"2x8xH100"`` -> (nodes=2, gpus_per_node=8, the H100 SXM row). UsageError on bad input.
+
+    ``N x NAME`` is one node with N GPUs; ``M x N x NAME`` is M nodes with N GPUs each.
+    """
+    if text.strip().startswith("-"):
+        raise UsageError(f"bad GPU spec {text!r}: counts must be positive (examples: 2xRTX3060, 8xH200, 2x8xH100)")
+    m = _SPEC.match(text)
+    if not m or not m.group(3):
+        raise UsageError(f"bad GPU spec {text!r} (examples: RTX3060, 2xRTX3060, 8xH200, 2x8xH100)")
+    a, b, name = m.group(1), m.group(2), m.group(3)
+    if a is not None and b is not None:
+        nodes, per_node = int(a), int(b)
+    else:
+        nodes, per_node = 1, int(a) if a is not None else 1
+    if nodes < 1 or per_node < 1:
+        raise UsageError(f"bad GPU spec {text!r}: node and GPU counts must be at least 1")
+    return nodes, per_node, lookup(name, memory_bytes)
+
+
+def custom_gpu(name: str, memory_bytes: int, tflops: float, mem_bw_gbs: float | None = None) -> GPUSpec:
+    """A GPU that is not in the catalog, from ``--gpu-mem``/``--gpu-tflops``/``--gpu-bw``."""
+    if tflops <= 0:
+        raise UsageError(f"--gpu-tflops must be positive, got {tflops}")
+    if mem_bw_gbs is not None and mem_bw_gbs <= 0:
+        raise UsageError(f"--gpu-bw must be positive, got {mem_bw_gbs}")
+    return GPUSpec(name=name, memory_bytes=memory_bytes, bf16_tflops=tflops, mem_bw_gbs=mem_bw_gbs,
+                   gpu_class="custom", source="flags (--gpu-mem/--gpu-tflops)")
+
+
+def hardware_from_flags(gpus: str, *, gpu_mem: str | None = None, gpu_tflops: float | None = None,
+                        gpu_bw: float | None = None, host_ram: str | None = None, cpus: int | None = None,
+                        shm: str | None = None, disk: str | None = None) -> HardwareSpec:
+    """Assemble a HardwareSpec from ``--gpus`` and the host flags (catalog values, flags override).
+
+        >>> hw = hardware_from_flags("2xRTX3060", host_ram="24GB")
+        >>> hw.world_size, hw.gpu.name, hw.host.ram_bytes
+        (2, 'RTX 3060 12GB', 24000000000)
+    """
+    mem = parse_bytes(gpu_mem, "--gpu-mem") if gpu_mem is not None else None
+    try:
+        nodes, per_node, gpu = parse_gpu_spec(gpus, mem)
+        source = "catalog"
+    except UsageError:
+        if mem is None or gpu_tflops is None:
+            raise
+        m = _SPEC.match(gpus)
+        nodes = int(m.group(1)) if m and m.group(1) and m.group(2) else 1
+        per_node = int(m.group(2) or m.group(1) or 1) if m else 1
+        if nodes < 1 or per_node < 1:
+            raise UsageError(f"bad GPU spec {gpus!r}: node and GPU counts must be at least 1") from None
+        gpu = custom_gpu(m.group(3) if m else gpus, mem, gpu_tflops, gpu_bw)
+        source = "flags"
+    else:
+        updates: dict[str, object] = {}
+        if mem is not None:
+            updates["memory_bytes"] = mem
+        if gpu_tflops is not None:
+            updates["bf16_tflops"] = custom_gpu(gpu.name, gpu.memory_bytes, gpu_tflops).bf16_tflops
+        if gpu_bw is not None:
+            updates["mem_bw_gbs"] = custom_gpu(gpu.name, gpu.memory_bytes, 1.0, gpu_bw).mem_bw_gbs
+        if updates:
+            gpu = gpu.model_copy(update=updates)
+            source = "flags"
+    if cpus is not None and cpus < 1:
+        raise UsageError(f"--cpus must be at least 1, got {cpus}")
+    host = HostSpec(
+        ram_bytes=parse_bytes(host_ram, "--host-ram") if host_ram is not None else None,
+        cpus=cpus,
+        shm_bytes=parse_bytes(shm, "--shm") if shm is not None else None,
+        disk_free_bytes=parse_bytes(disk, "--disk") if disk is not None else None,
+    )
+    return HardwareSpec(nodes=nodes, gpus_per_node=per_node, gpu=gpu, host=host, source=source)  # type: ignore[arg-type]
+
+
+def load_hardware(path: str | Path) -> HardwareSpec:
+    """Read a HardwareSpec YAML (what ``jitplan probe --out`` writes); UsageError with one line when bad."""
+    from pydantic import ValidationError
+
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"hardware file not found: {p}") from None
+    except yaml.YAMLError as e:
+        raise UsageError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if isinstance(raw, dict) and "hardware" in raw and "schema_version" not in raw:
+        raw = raw["hardware"]  # a plan file: use its hardware
+    if not isinstance(raw, dict):
+        raise UsageError(f"{p} does not hold a hardware mapping")
+    version = raw.get("schema_version", 1)
+    if version != 1:
+        raise UsageError(f"{p} has hardware schema_version {version!r}; this jitplan reads version 1")
+    try:
+        hw = HardwareSpec.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(x) for x in first.get("loc", ()))
+        raise UsageError(f"{p}: invalid hardware spec: {loc}: {first.get('msg')}") from None
+    return hw.model_copy(update={"source": "probe" if hw.source == "probe" else "file"})
