@@ -1,0 +1,144 @@
+"""Run a node command on this machine: its own process group, output teed to ``run_dir/train.log``.
+
+    >>> import sys, tempfile
+    >>> from jitplan.launch.torchrun import NodeCommand
+    >>> d = tempfile.mkdtemp()
+    >>> p = start(NodeCommand(node_rank=0, argv=[sys.executable, "-c", "print('hi')"], env={}), d)
+    >>> p.wait()
+    0
+    >>> open(p.log_path).read()
+    'hi\\n'
+
+``stop_run(run_dir)`` sends SIGTERM to the whole process group (torchrun forwards it to the ranks,
+which checkpoint and exit), then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import TextIO
+
+from jitplan.launch.torchrun import NodeCommand
+
+LOG_NAME = "train.log"
+PID_NAME = "pid"
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file in the same folder: fsync, then os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class LocalProcess:
+    """A started node command. ``wait()`` returns its exit code once its output is fully in the log."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path, pump: threading.Thread) -> None:
+        self.proc = proc
+        self.log_path = log_path
+        self._pump = pump
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        rc = self.proc.wait(timeout)
+        self._pump.join(timeout=30)
+        return rc
+
+    def terminate(self, grace_s: float = 30.0) -> int:
+        """SIGTERM the process group, SIGKILL it after ``grace_s``; returns the exit code."""
+        _signal_group(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            _signal_group(self.proc.pid, signal.SIGKILL)
+            return self.wait()
+
+
+def _signal_group(pid: int, sig: int) -> bool:
+    try:
+        os.killpg(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _pump(src: TextIO, log_path: Path, echo: TextIO | None) -> None:
+    with open(log_path, "a", buffering=1) as log:
+        for line in src:
+            log.write(line)
+            if echo is not None:
+                echo.write(line)
+                echo.flush()
+
+
+def start(cmd: NodeCommand, run_dir: str | Path, *, echo: TextIO | None = None, cwd: str | Path | None = None,
+          log_name: str = LOG_NAME, env: dict[str, str] | None = None) -> LocalProcess:
+    """Start ``cmd`` in a new session (so a stop reaches every rank), appending its output to the log.
+
+    ``env`` replaces the inherited environment (default: this process's); ``cmd.env`` is added on top.
+    The pid goes to ``run_dir/pid`` so ``stop_run`` works from another CLI call.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / log_name
+    full_env = dict(os.environ if env is None else env)
+    full_env.update(cmd.env)
+    proc = subprocess.Popen(cmd.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            cwd=cwd, env=full_env, start_new_session=True)
+    assert proc.stdout is not None  # for type checkers: stdout=PIPE always gives a stream
+    text = open(proc.stdout.fileno(), encoding="utf-8", errors="replace", closefd=True)  # noqa: SIM115
+    pump = threading.Thread(target=_pump, args=(text, log_path, echo), daemon=True)
+    pump.start()
+    if cmd.node_rank == 0:
+        write_atomic(run_dir / PID_NAME, f"{proc.pid}\n")
+    return LocalProcess(proc, log_path, pump)
+
+
+def stop_run(run_dir: str | Path, grace_s: float = 30.0) -> bool:
+    """Stop the run whose pid is in ``run_dir/pid``: SIGTERM its group, SIGKILL after ``grace_s``.
+
+    Returns False when nothing was running. Writes ``run_dir/stop`` first so a supervisor watching the
+    run knows the stop was asked for and does not restart it.
+    """
+    run_dir = Path(run_dir)
+    try:
+        pid = int((run_dir / PID_NAME).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return False
+    write_atomic(run_dir / "stop", "requested\n")
+    if not _signal_group(pid, signal.SIGTERM):
+        return False
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not _group_alive(pid):
+            return True
+        time.sleep(0.2)
+    _signal_group(pid, signal.SIGKILL)
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True

@@ -1,0 +1,299 @@
+"""Launch on any machine you can SSH into: upload, check the Python env, doctor, start detached, follow, stop.
+
+Every remote command is one string built with ``shlex.quote`` around each word, so a path holding spaces
+or ``;`` stays one argument and cannot inject a command. Host keys are checked: ``StrictHostKeyChecking=yes``
+against the user's known_hosts (or the file given), ``accept-new`` only when asked; never ``no``.
+
+Remote layout under ``root`` (relative paths are under the remote home)::
+
+    root/code/               the project, rsynced (no .git, runs, caches)
+    root/runs/<run_id>/      train.yaml, plan.yaml, run_remote.sh, train.log, pid, exit_code, out/
+    root/data/<name>/        the dataset, when uploaded
+
+    from jitplan.launch.ssh import SSHLaunch, SSHOptions
+    from jitplan.launch.target import SSHTarget
+    job = SSHLaunch(SSHTarget(user="root", host="1.2.3.4", port=22, identity="~/.ssh/id_ed25519"),
+                    SSHOptions(), root="jitplan", run_id="jit-tiny-20260101")
+    for step in job.steps(local_code=".", train_yaml="runs/x/train.yaml", command=cmd):
+        print(step.shell())        # what --dry-run prints
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Literal, TextIO
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jitplan.errors import CheckFailed, UsageError
+from jitplan.launch.target import SSHTarget
+from jitplan.launch.torchrun import NodeCommand
+from templates import templates_dir
+
+RSYNC_EXCLUDES = (".git", "runs", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache", ".venv", "*.egg-info",
+                  ".mypy_cache", "node_modules")
+RUN_SCRIPT = "launch/run_remote.sh"
+
+
+class SSHOptions(BaseModel):
+    """How to connect. ``known_hosts`` None means the user's own (~/.ssh/known_hosts)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    known_hosts: str | None = None
+    accept_new_host_key: bool = False  # StrictHostKeyChecking=accept-new: trust a host seen the first time
+    connect_timeout_s: Annotated[int, Field(gt=0)] = 15
+    python: str = "python3"  # the remote interpreter (or a venv's), used when no env is created
+    detach: Literal["setsid", "tmux"] = "setsid"
+
+
+class Step(BaseModel):
+    """One local command of a launch (ssh or rsync), with what it is for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    argv: list[str]
+
+    def shell(self) -> str:
+        return shlex.join(self.argv)
+
+
+def parse_target(text: str, identity: str | None = None) -> SSHTarget:
+    """``user@host[:port]`` -> SSHTarget. Bad input raises UsageError (exit 2).
+
+        >>> parse_target("root@10.0.0.5:2222")
+        SSHTarget(user='root', host='10.0.0.5', port=2222, identity=None)
+    """
+    user, sep, rest = text.rpartition("@")
+    if not sep or not user or not rest:
+        raise UsageError(f"--ssh wants user@host[:port], got {text!r}")
+    host, port = rest, 22
+    if rest.count(":") == 1:
+        host, port_s = rest.split(":")
+        if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+            raise UsageError(f"--ssh port must be a number in 1..65535, got {port_s!r}")
+        port = int(port_s)
+    if not host or any(c.isspace() for c in user + host) or user.startswith("-") or host.startswith("-"):
+        raise UsageError(f"--ssh wants user@host[:port], got {text!r}")
+    if identity is not None and not Path(identity).expanduser().is_file():
+        raise UsageError(f"--identity {identity}: no such key file")
+    return SSHTarget(user=user, host=host, port=port, identity=identity)
+
+
+def _ssh_option_value(v: str) -> str:
+    # ssh -o splits file lists on whitespace; a double-quoted value is one path.
+    if '"' in v:
+        raise UsageError(f"a path for ssh may not contain a double quote: {v!r}")
+    return f'"{v}"' if any(c.isspace() for c in v) else v
+
+
+def ssh_base(target: SSHTarget, opts: SSHOptions) -> list[str]:
+    """``ssh`` with the connection options, no destination (also rsync's ``-e`` command)."""
+    argv = ["ssh", "-p", str(target.port), "-o", "BatchMode=yes", "-o", f"ConnectTimeout={opts.connect_timeout_s}",
+            "-o", f"StrictHostKeyChecking={'accept-new' if opts.accept_new_host_key else 'yes'}"]
+    if opts.known_hosts:
+        argv += ["-o", f"UserKnownHostsFile={_ssh_option_value(str(Path(opts.known_hosts).expanduser()))}"]
+    if target.identity:
+        argv += ["-i", str(Path(target.identity).expanduser()), "-o", "IdentitiesOnly=yes"]
+    return argv
+
+
+def ssh_argv(target: SSHTarget, opts: SSHOptions, words: Sequence[str] | str) -> list[str]:
+    """An ssh call running ``words`` on the remote; a list is quoted word by word, a string is sent as is."""
+    remote = words if isinstance(words, str) else shlex.join(words)
+    return [*ssh_base(target, opts), f"{target.user}@{target.host}", "--", remote]
+
+
+def rsync_argv(target: SSHTarget, opts: SSHOptions, src: str, dest: str, *, excludes: Sequence[str] = (),
+               delete: bool = False) -> list[str]:
+    """rsync ``src`` to ``dest`` on the remote. The remote path is sent protected (one argument as is)."""
+    argv = ["rsync", "-az", "--partial", "--protect-args", "-e", shlex.join(ssh_base(target, opts))]
+    if delete:
+        argv.append("--delete")
+    argv += [f"--exclude={x}" for x in excludes]
+    return [*argv, src, f"{target.user}@{target.host}:{dest}"]
+
+
+def _remote_sh(script: str) -> list[str]:
+    return ["sh", "-c", script]
+
+
+class SSHLaunch:
+    """One run on one SSH host. ``steps()`` lists the commands (for --dry-run); the methods run them."""
+
+    def __init__(self, target: SSHTarget, opts: SSHOptions, *, root: str, run_id: str) -> None:
+        if not run_id or "/" in run_id or run_id in (".", ".."):
+            raise UsageError(f"run id must be a plain name, got {run_id!r}")
+        self.target, self.opts, self.root, self.run_id = target, opts, root.rstrip("/") or "/", run_id
+        self.code_dir = f"{self.root}/code"
+        self.run_dir = f"{self.root}/runs/{run_id}"
+
+    # ---------------------------------------------------------------- commands (pure)
+    def ssh(self, words: Sequence[str] | str) -> list[str]:
+        return ssh_argv(self.target, self.opts, words)
+
+    def mkdirs_step(self) -> Step:
+        return Step(name="make remote folders", argv=self.ssh(["mkdir", "-p", "--", self.code_dir, self.run_dir]))
+
+    def upload_code_step(self, local_code: str | Path) -> Step:
+        src = str(Path(local_code).resolve()) + "/"
+        return Step(name="upload code", argv=rsync_argv(self.target, self.opts, src, self.code_dir + "/",
+                                                         excludes=RSYNC_EXCLUDES, delete=True))
+
+    def upload_files_step(self, files: Sequence[str | Path]) -> Step:
+        srcs = [str(Path(f).resolve()) for f in files]
+        argv = rsync_argv(self.target, self.opts, srcs[0], self.run_dir + "/")
+        return Step(name="upload run files", argv=[*argv[:-2], *srcs, argv[-1]])
+
+    def upload_data_step(self, local_data: str | Path) -> tuple[Step, str]:
+        name = Path(local_data).resolve().name
+        remote = f"{self.root}/data/{name}"
+        step = Step(name="upload data", argv=rsync_argv(self.target, self.opts, str(Path(local_data).resolve()) + "/",
+                                                         remote + "/"))
+        return step, remote
+
+    def env_check_step(self, python: str) -> Step:
+        probe = "import sys, torch, jitmodel; print(sys.version.split()[0], torch.__version__)"
+        script = f"cd {shlex.quote(self.code_dir)} && PYTHONPATH=. {shlex.quote(python)} -c {shlex.quote(probe)}"
+        return Step(name="check python env", argv=self.ssh(_remote_sh(script)))
+
+    def env_create_step(self, base_python: str = "python3") -> tuple[Step, str]:
+        venv = f"{self.root}/venv"
+        q = shlex.quote
+        script = (f"{q(base_python)} -m venv {q(venv)} && {q(venv + '/bin/pip')} install -q --upgrade pip && "
+                  f"{q(venv + '/bin/pip')} install -q -e {q(self.code_dir + '[train]')}")
+        return Step(name="create python env", argv=self.ssh(_remote_sh(script))), f"{venv}/bin/python"
+
+    def doctor_step(self, python: str, data: str | None = None) -> Step:
+        q = shlex.quote
+        words = [python, "-m", "jitplan", "doctor", "--plan", "plan.yaml"] + (["--data", data] if data else [])
+        script = f"cd {q(self.run_dir)} && PYTHONPATH={q(self.code_dir)} {shlex.join(words)}"
+        return Step(name="remote doctor", argv=self.ssh(_remote_sh(script)))
+
+    def start_step(self, command: NodeCommand) -> Step:
+        q = shlex.quote
+        inner = ["bash", f"{self.run_dir}/run_remote.sh", self.code_dir, "env",
+                 *[f"{k}={v}" for k, v in sorted(command.env.items())], *command.argv]
+        if self.opts.detach == "tmux":
+            script = f"tmux new-session -d -s {q('jitplan-' + self.run_id)} {q(shlex.join(inner))}"
+        else:
+            script = f"setsid nohup {shlex.join(inner)} </dev/null >/dev/null 2>&1 &"
+        wait_pid = f"for i in $(seq 100); do [ -s {q(self.run_dir + '/pid')} ] && exit 0; sleep 0.1; done; exit 1"
+        return Step(name="start training (detached)", argv=self.ssh(_remote_sh(f"{script}\n{wait_pid}")))
+
+    def follow_step(self) -> Step:
+        q = shlex.quote
+        log, pid = q(self.run_dir + "/train.log"), q(self.run_dir + "/pid")
+        script = f"touch {log}; tail -n +1 --pid=\"$(cat {pid})\" -f {log}"
+        return Step(name="follow logs", argv=self.ssh(_remote_sh(script)))
+
+    def stop_step(self) -> Step:
+        pid = shlex.quote(self.run_dir + "/pid")
+        script = (f"p=$(cat {pid}) && g=$(ps -o pgid= -p \"$p\" | tr -d ' ') && [ -n \"$g\" ] && "
+                  f"kill -TERM \"-$g\"")
+        return Step(name="stop training", argv=self.ssh(_remote_sh(script)))
+
+    def status_step(self) -> Step:
+        q = shlex.quote
+        code, pid = q(self.run_dir + "/exit_code"), q(self.run_dir + "/pid")
+        script = (f"if [ -f {code} ]; then echo exited $(cat {code}); "
+                  f"elif [ -s {pid} ] && kill -0 \"$(cat {pid})\" 2>/dev/null; then echo running; "
+                  "else echo unknown; fi")
+        return Step(name="status", argv=self.ssh(_remote_sh(script)))
+
+    def steps(self, *, local_code: str | Path, files: Sequence[str | Path], command: NodeCommand,
+              data: str | Path | None = None, doctor: bool = True, create_env: bool = False) -> list[Step]:
+        """Every command a launch runs, in order (what ``--dry-run`` prints)."""
+        out = [self.mkdirs_step(), self.upload_code_step(local_code), self.upload_files_step(files)]
+        if data is not None:
+            out.append(self.upload_data_step(data)[0])
+        python = self.opts.python
+        if create_env:
+            step, python = self.env_create_step(self.opts.python)
+            out.append(step)
+        out.append(self.env_check_step(python))
+        if doctor:
+            out.append(self.doctor_step(python))
+        out += [self.start_step(command), self.follow_step()]
+        return out
+
+    # ---------------------------------------------------------------- side effects
+    def run(self, step: Step, *, timeout_s: float = 600) -> str:
+        """Run one step; its stdout on success, CheckFailed with the last stderr line otherwise."""
+        try:
+            res = subprocess.run(step.argv, capture_output=True, text=True, timeout=timeout_s,
+                                 stdin=subprocess.DEVNULL)
+        except FileNotFoundError as e:
+            raise CheckFailed(f"{step.name}: {e.filename} is not installed on this machine") from None
+        except subprocess.TimeoutExpired:
+            raise CheckFailed(f"{step.name}: no answer from {self.target} within {timeout_s:.0f} s") from None
+        if res.returncode != 0:
+            last = (res.stderr.strip().splitlines() or res.stdout.strip().splitlines() or ["(no output)"])[-1]
+            hint = None
+            if "Host key verification failed" in res.stderr or "No matching host key" in res.stderr:
+                hint = ("the host key of this machine is not in your known_hosts; add it (ssh-keyscan, checking "
+                        "the fingerprint) or pass --accept-new-host-key to trust it the first time")
+            raise CheckFailed(f"{step.name} failed on {self.target} (exit {res.returncode}): {last}", hint=hint)
+        return res.stdout
+
+    def ensure_env(self, *, create: bool) -> str:
+        """The remote python that can import torch and jitmodel; creates a venv when ``create``."""
+        python = self.opts.python
+        if create:
+            step, python = self.env_create_step(self.opts.python)
+            self.run(step, timeout_s=3600)
+        self.run(self.env_check_step(python))
+        return python
+
+    def start(self, command: NodeCommand) -> None:
+        self.run(self.start_step(command))
+
+    def follow(self, out: TextIO = sys.stdout, *, timeout_s: float | None = None) -> int | None:
+        """Stream train.log until the trainer exits; returns its exit code (None if unknown)."""
+        proc = subprocess.Popen(self.follow_step().argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        assert proc.stdout is not None
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        try:
+            for line in proc.stdout:
+                out.write(line)
+                out.flush()
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+        finally:
+            proc.terminate()
+            proc.wait()
+        return self.exit_code()
+
+    def exit_code(self) -> int | None:
+        state = self.run(self.status_step()).split()
+        return int(state[1]) if state and state[0] == "exited" else None
+
+    def status(self) -> str:
+        return self.run(self.status_step()).strip()
+
+    def stop(self, *, wait_s: float = 60.0) -> int | None:
+        """SIGTERM the remote run's process group (the trainer checkpoints); wait for its exit code."""
+        self.run(self.stop_step())
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            code = self.exit_code()
+            if code is not None:
+                return code
+            time.sleep(0.5)
+        return None
+
+
+def run_script_path() -> Path:
+    """The run_remote.sh template to upload into the run folder."""
+    return templates_dir() / RUN_SCRIPT
+
+
+def default_known_hosts() -> str:
+    return os.path.expanduser("~/.ssh/known_hosts")

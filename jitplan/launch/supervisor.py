@@ -1,0 +1,219 @@
+"""Watch a local run and recover it: a worker OOM-kill -> fewer workers + resume; a SIGTERM -> resume.
+
+Every try runs the same torchrun command with ``--resume auto``, so at most the steps since the last
+checkpoint are lost. Restarts are bounded (``max_restarts``); a plain crash (a bug) is not retried.
+Each event goes to ``events(kind, message, data)`` (the CLI points it at the run registry).
+
+    from jitplan.launch.supervisor import supervise
+    result = supervise(run_dir, spec, max_restarts=3, events=lambda k, m, d: print(k, m, d))
+    result.status, result.final_step, result.num_workers   # ('finished', 40, 1)
+
+Pure parts (``classify``, ``fewer_workers``, ``checkpoint_step``) are tested on their own.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import TextIO
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+from jitmodel.config import TrainConfig, dump_yaml, load_train_config
+from jitplan.launch import local
+from jitplan.launch.torchrun import TorchrunSpec, node_command
+
+TRAIN_CONFIG = "train.yaml"
+EventFn = Callable[[str, str, dict], None]
+
+# torch/utils/data/_utils/signal_handling.py and dataloader.py (torch 2.x): a dead worker surfaces as
+# "DataLoader worker (pid 123) is killed by signal: Killed." or "... exited unexpectedly".
+_WORKER_OOM = re.compile(
+    r"DataLoader worker \(pid\(?s?\)? ?[\d, ]+\)? (is killed by signal: Killed|exited unexpectedly)"
+    r"|killed by signal: Killed"
+)
+# torchrun's agent on SIGTERM/SIGINT: "SignalException: Process 123 got signal: 15".
+_SIGTERM = re.compile(r"got signal: (15|2|1)\b|Signals\.SIGTERM|received SIGTERM", re.IGNORECASE)
+_CKPT = re.compile(r"^(\d{7})\.pt$")
+
+
+class Outcome(str, Enum):
+    finished = "finished"
+    worker_oom = "worker_oom"  # a DataLoader worker was killed (OOM killer): fewer workers, resume
+    terminated = "terminated"  # SIGTERM (preemption, someone's kill): resume as is
+    killed = "killed"  # the trainer itself got SIGKILL (host OOM): resume with fewer workers
+    stopped = "stopped"  # the user asked for the stop: do not restart
+    failed = "failed"  # an error that a restart would only repeat
+
+
+class SupervisionResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: str  # finished | stopped | failed
+    attempts: int
+    restarts: int
+    final_step: int | None
+    num_workers: int
+    outcomes: list[Outcome]
+    message: str
+
+
+def classify(rc: int, log_text: str, *, step_before: int | None, step_after: int | None,
+             max_steps: int | None, stop_requested: bool) -> Outcome:
+    """Why one try ended, from its exit code, its log and the checkpoint steps. Pure.
+
+        >>> classify(1, "RuntimeError: DataLoader worker (pid 77) is killed by signal: Killed.",
+        ...          step_before=None, step_after=20, max_steps=50, stop_requested=False).value
+        'worker_oom'
+        >>> classify(0, "", step_before=20, step_after=30, max_steps=50, stop_requested=False).value
+        'terminated'
+        >>> classify(0, "", step_before=20, step_after=50, max_steps=50, stop_requested=False).value
+        'finished'
+    """
+    if stop_requested:
+        return Outcome.stopped
+    if rc == 0:
+        if max_steps is None or (step_after is not None and step_after >= max_steps):
+            return Outcome.finished
+        if step_after is not None and step_after == step_before:
+            return Outcome.finished  # no progress and a clean exit: the epochs ran out before max_steps
+        return Outcome.terminated  # checkpointed on SIGTERM and exited 0 before max_steps
+    if _WORKER_OOM.search(log_text):
+        return Outcome.worker_oom
+    if rc in (-9, 137) or "Signals.SIGKILL" in log_text or "got signal: 9" in log_text:
+        return Outcome.killed
+    if rc in (-15, 143) or _SIGTERM.search(log_text):
+        return Outcome.terminated
+    return Outcome.failed
+
+
+def fewer_workers(n: int) -> int:
+    """The worker count for the next try after an OOM-kill: half, down to 0 (load in the main process).
+
+        >>> [fewer_workers(n) for n in (12, 3, 1, 0)]
+        [6, 1, 0, 0]
+    """
+    if n < 0:
+        raise ValueError(f"num_workers must be >= 0, got {n}")
+    return n // 2
+
+
+def checkpoint_step(output_dir: str | Path) -> int | None:
+    """The step of the newest checkpoint under ``output_dir`` (``ckpt/{step:07d}.pt`` names), else None.
+
+    Falls back to reading ``step`` from ``last.pt`` (torch, lazily) when no step-named file exists.
+    """
+    out = Path(output_dir)
+    steps = [int(m.group(1)) for p in out.rglob("*.pt") if (m := _CKPT.match(p.name))]
+    if steps:
+        return max(steps)
+    last = out / "last.pt"
+    if not last.is_file():
+        return None
+    import torch  # lazy: only when a checkpoint exists without a step in its name
+
+    ckpt = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+    step = ckpt.get("step") if isinstance(ckpt, dict) else None
+    return int(step) if step is not None else None
+
+
+def write_train_config(run_dir: str | Path, cfg: TrainConfig) -> Path:
+    path = Path(run_dir) / TRAIN_CONFIG
+    local.write_atomic(path, dump_yaml(cfg))
+    return path
+
+
+def _log_since(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def supervise(run_dir: str | Path, spec: TorchrunSpec, *, max_restarts: int = 3, events: EventFn | None = None,
+              echo: TextIO | None = None, env: dict[str, str] | None = None, grace_s: float = 60.0,
+              poll_s: float = 0.5) -> SupervisionResult:
+    """Run ``spec`` (one node) in ``run_dir`` until it finishes, is stopped, fails or runs out of restarts.
+
+    ``run_dir/train.yaml`` holds the TrainConfig; between tries it is rewritten (atomically) with the new
+    ``data.num_workers``. ``spec.config`` must point at that file and ``spec.resume`` must be on.
+    """
+    if max_restarts < 0:
+        raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
+    if not spec.resume:
+        raise ValueError("supervision needs --resume auto (spec.resume=True) to continue from checkpoints")
+    run_dir = Path(run_dir)
+    cfg_path = Path(spec.config)
+    cfg = load_train_config(cfg_path)
+    out_dir = Path(cfg.output_dir)
+    if not out_dir.is_absolute():
+        out_dir = run_dir / out_dir
+    emit = events or (lambda kind, message, data: None)
+    stop_file = run_dir / "stop"
+    stop_file.unlink(missing_ok=True)
+    log_path = run_dir / local.LOG_NAME
+    outcomes: list[Outcome] = []
+    restarts = 0
+    step = checkpoint_step(out_dir)
+    while True:
+        offset = _size(log_path)
+        workers = cfg.data.num_workers
+        emit("started", f"try {len(outcomes) + 1}: torchrun with {workers} data workers per rank",
+             {"attempt": len(outcomes) + 1, "num_workers": workers, "resume_step": step})
+        proc = local.start(node_command(spec, 0), run_dir, echo=echo, env=env)
+        try:
+            while proc.poll() is None:
+                time.sleep(poll_s)
+            rc = proc.wait()
+        except KeyboardInterrupt:
+            local.write_atomic(stop_file, "interrupted\n")
+            rc = proc.terminate(grace_s)
+        new_step = checkpoint_step(out_dir)
+        outcome = classify(rc, _log_since(log_path, offset), step_before=step, step_after=new_step,
+                           max_steps=cfg.max_steps, stop_requested=stop_file.exists())
+        outcomes.append(outcome)
+        step = new_step
+        data = {"exit_code": rc, "step": step, "num_workers": workers}
+        if outcome in (Outcome.finished, Outcome.stopped, Outcome.failed):
+            status = {"finished": "finished", "stopped": "stopped"}.get(outcome.value, "failed")
+            msg = {"finished": f"finished at step {step}", "stopped": f"stopped at step {step}",
+                   "failed": f"trainer failed (exit code {rc}); see {log_path}"}[outcome.value]
+            emit(status, msg, data)
+            return SupervisionResult(status=status, attempts=len(outcomes), restarts=restarts, final_step=step,
+                                     num_workers=workers, outcomes=outcomes, message=msg)
+        emit({"worker_oom": "oom_detected", "killed": "killed", "terminated": "terminated"}[outcome.value],
+             {"worker_oom": "a DataLoader worker was killed by signal (out of memory)",
+              "killed": "the trainer was killed (SIGKILL; likely out of host memory)",
+              "terminated": "the trainer was terminated (SIGTERM)"}[outcome.value], data)
+        if restarts >= max_restarts:
+            msg = f"gave up after {restarts} restart(s) (--max-restarts {max_restarts}); last: {outcome.value}"
+            emit("gave_up", msg, data)
+            return SupervisionResult(status="failed", attempts=len(outcomes), restarts=restarts, final_step=step,
+                                     num_workers=workers, outcomes=outcomes, message=msg)
+        restarts += 1
+        if outcome in (Outcome.worker_oom, Outcome.killed):
+            fewer = fewer_workers(workers)
+            cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"num_workers": fewer})})
+            _rewrite_workers(cfg_path, fewer)
+            emit("replanned_workers", f"replanned data workers per rank {workers} -> {fewer}",
+                 {"from": workers, "to": fewer})
+        where = f"step {step}" if step is not None else "the start (no checkpoint yet)"
+        emit("resumed", f"resuming from {where}", {"step": step, "restart": restarts})
+
+
+def _rewrite_workers(cfg_path: Path, workers: int) -> None:
+    """Set ``data.num_workers`` in a TrainConfig or plan YAML, keeping everything else as written."""
+    raw = yaml.safe_load(cfg_path.read_text())
+    target = raw["train"] if "train" in raw and "data" not in raw else raw
+    target["data"]["num_workers"] = workers
+    local.write_atomic(cfg_path, yaml.safe_dump(raw, sort_keys=False))

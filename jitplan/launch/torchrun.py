@@ -1,0 +1,165 @@
+"""Plan -> torchrun command lines, one per node. Pure: no I/O, no torch import.
+
+The launcher's single authority on how ``jitmodel.train`` is started. Flags use torchrun's dashed names
+(``--nproc-per-node``, ``--rdzv-endpoint``); the tests parse the argv with torchrun's own parser.
+One node runs ``--standalone`` (a private c10d store on a free port, so two local runs never collide);
+several nodes use c10d rendezvous at node 0's endpoint, and node 0 hosts the store (``is_host=1``).
+
+    >>> spec = TorchrunSpec(nnodes=2, nproc_per_node=4, rdzv_endpoint="10.0.0.1:29400", rdzv_id="r1",
+    ...                     config="/runs/r1/train.yaml")
+    >>> cmds = node_commands(spec)
+    >>> shell_line(cmds[1])  # doctest: +NORMALIZE_WHITESPACE
+    'env PYTHONUNBUFFERED=1 python -m torch.distributed.run --nnodes=2 --nproc-per-node=4
+     --rdzv-backend=c10d --rdzv-endpoint=10.0.0.1:29400 --rdzv-id=r1 --rdzv-conf=is_host=0
+     --max-restarts=0 -m jitmodel.train --config /runs/r1/train.yaml --resume auto'
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+_ENDPOINT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.\-]+):([0-9]{1,5})$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class TorchrunSpec(BaseModel):
+    """Everything that decides the torchrun command lines of a run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    nnodes: PositiveInt = 1
+    nproc_per_node: PositiveInt = 1
+    rdzv_endpoint: str | None = None  # host:port of node 0; required when nnodes > 1
+    rdzv_id: str = "jitplan"  # shared by all nodes of one run
+    python: str = "python"  # interpreter that runs torch.distributed.run (and the trainer)
+    module: str = "jitmodel.train"
+    config: str = "train.yaml"  # the TrainConfig (or plan) YAML the trainer reads
+    resume: bool = True  # --resume auto: continue from output_dir/last.pt when it exists
+    omp_num_threads: PositiveInt | None = None  # set on purpose, so torchrun prints no banner
+    env: dict[str, str] = Field(default_factory=dict)  # extra environment for every rank
+
+    @field_validator("rdzv_endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None:
+            m = _ENDPOINT.match(v)
+            if not m or not 0 < int(m.group(2)) < 65536:
+                raise ValueError(f"rendezvous endpoint must be host:port with a port in 1..65535, got {v!r}")
+        return v
+
+    @field_validator("rdzv_id")
+    @classmethod
+    def _run_id(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", v):
+            raise ValueError(f"rendezvous id may hold letters, digits, '_', '.', '-' only, got {v!r}")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not _ENV_NAME.match(k)]
+        if bad:
+            raise ValueError(f"invalid environment variable name(s): {', '.join(map(repr, bad))}")
+        return v
+
+    @model_validator(mode="after")
+    def _multi_node_needs_endpoint(self) -> TorchrunSpec:
+        if self.nnodes > 1 and self.rdzv_endpoint is None:
+            raise ValueError(f"a {self.nnodes}-node run needs a rendezvous endpoint (node 0's host:port)")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.nnodes * self.nproc_per_node
+
+
+class NodeCommand(BaseModel):
+    """The command one node runs: argv plus the environment added to the caller's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    node_rank: NonNegInt
+    argv: list[str]
+    env: dict[str, str]
+
+
+def launcher_argv(spec: TorchrunSpec, node_rank: int) -> list[str]:
+    """torchrun's own arguments (what ``torch.distributed.run.get_args_parser()`` parses) for one node."""
+    if not 0 <= node_rank < spec.nnodes:
+        raise ValueError(f"node rank {node_rank} is outside 0..{spec.nnodes - 1}")
+    if spec.nnodes == 1:
+        args = ["--standalone", "--nnodes=1", f"--nproc-per-node={spec.nproc_per_node}"]
+    else:
+        args = [
+            f"--nnodes={spec.nnodes}",
+            f"--nproc-per-node={spec.nproc_per_node}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={spec.rdzv_endpoint}",
+            f"--rdzv-id={spec.rdzv_id}",
+            f"--rdzv-conf=is_host={1 if node_rank == 0 else 0}",
+        ]
+    # Restarts are the supervisor's job (it changes the plan between tries); torchrun's own are off.
+    args += ["--max-restarts=0", "-m", spec.module, "--config", spec.config]
+    if spec.resume:
+        args += ["--resume", "auto"]
+    return args
+
+
+def node_command(spec: TorchrunSpec, node_rank: int = 0) -> NodeCommand:
+    """The full command of one node: ``python -m torch.distributed.run <launcher_argv>``."""
+    env = {"PYTHONUNBUFFERED": "1"}
+    if spec.omp_num_threads is not None:
+        env["OMP_NUM_THREADS"] = str(spec.omp_num_threads)
+    env.update(spec.env)
+    argv = [spec.python, "-m", "torch.distributed.run", *launcher_argv(spec, node_rank)]
+    return NodeCommand(node_rank=node_rank, argv=argv, env=env)
+
+
+def node_commands(spec: TorchrunSpec) -> list[NodeCommand]:
+    """One command per node, node 0 first."""
+    return [node_command(spec, r) for r in range(spec.nnodes)]
+
+
+def shell_line(cmd: NodeCommand) -> str:
+    """The command as one POSIX shell line, every word quoted (safe to paste or send over SSH)."""
+    env = [f"{k}={shlex.quote(v)}" for k, v in sorted(cmd.env.items())]
+    return " ".join(["env", *env, shlex.join(cmd.argv)])
+
+
+def _get(obj: Any, *path: str) -> Any:
+    for name in path:
+        if obj is None:
+            return None
+        obj = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+    return obj
+
+
+def spec_from_plan(plan: Any, *, config: str, python: str = "python", rdzv_id: str = "jitplan",
+                   rdzv_endpoint: str | None = None, env: dict[str, str] | None = None) -> TorchrunSpec:
+    """Read nodes, processes per node, rendezvous and CPU threads from a Plan.
+
+    Uses ``plan.launch`` (nnodes, nproc_per_node, rdzv_endpoint) when the planner filled it, else the
+    hardware: one process per GPU, one per node on a CPU-only machine. OMP threads = CPUs / processes.
+
+        >>> plan = {"hardware": {"nodes": 1, "gpus_per_node": 0, "host": {"cpus": 8}}}
+        >>> s = spec_from_plan(plan, config="train.yaml")
+        >>> (s.nnodes, s.nproc_per_node, s.omp_num_threads)
+        (1, 1, 8)
+    """
+    nnodes = _get(plan, "launch", "nnodes") or _get(plan, "hardware", "nodes") or 1
+    nproc = _get(plan, "launch", "nproc_per_node") or _get(plan, "hardware", "gpus_per_node") or 1
+    if isinstance(nproc, str):  # torchrun allows "gpu"/"cpu"/"auto"; a plan says a number
+        raise ValueError(f"plan.launch.nproc_per_node must be a number, got {nproc!r}")
+    endpoint = rdzv_endpoint or _get(plan, "launch", "rdzv_endpoint")
+    cpus = _get(plan, "hardware", "host", "cpus")
+    threads = max(1, int(cpus) // int(nproc)) if cpus else None
+    return TorchrunSpec(nnodes=int(nnodes), nproc_per_node=int(nproc), rdzv_endpoint=endpoint,
+                        rdzv_id=rdzv_id, python=python, config=config, omp_num_threads=threads,
+                        env=env or {})

@@ -1,0 +1,184 @@
+"""The SSH backend against a real sshd + rsync on 127.0.0.1 (fresh host key, fresh client key)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from jitplan.errors import CheckFailed, UsageError
+from jitplan.launch.ssh import SSHLaunch, SSHOptions, parse_target, rsync_argv, ssh_argv
+from jitplan.launch.target import SSHTarget
+from jitplan.launch.torchrun import NodeCommand
+
+SSHD = "/usr/sbin/sshd"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LoopbackSSH:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.port = _free_port()
+        self.client_key = tmp / "client key"  # a space in the key path: quoting is exercised everywhere
+        self.known_hosts = tmp / "known hosts"
+        self.known_hosts.write_text("")
+        for key in (tmp / "hostkey", self.client_key):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        (tmp / "authorized_keys").write_text((tmp / "client key.pub").read_text())
+        self.host_pub = (tmp / "hostkey.pub").read_text().split()[:2]
+        cfg = tmp / "sshd_config"
+        cfg.write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {tmp}/hostkey\nPidFile {tmp}/sshd.pid\n"
+            f"AuthorizedKeysFile {tmp}/authorized_keys\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\nStrictModes no\n"
+            "Subsystem sftp internal-sftp\nPermitUserEnvironment no\n")
+        os.makedirs("/run/sshd", exist_ok=True)
+        subprocess.run([SSHD, "-t", "-f", str(cfg)], check=True)
+        self.proc = subprocess.Popen([SSHD, "-D", "-f", str(cfg), "-E", str(tmp / "sshd.log")])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("sshd did not start")
+
+    @property
+    def target(self) -> SSHTarget:
+        return SSHTarget(user="root", host="127.0.0.1", port=self.port, identity=str(self.client_key))
+
+    def trust(self) -> None:
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {' '.join(self.host_pub)}\n")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+needs_sshd = pytest.mark.skipif(not (os.path.exists(SSHD) and shutil.which("rsync") and os.geteuid() == 0),
+                                reason="needs /usr/sbin/sshd, rsync and root (CI installs openssh-server, rsync)")
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    d = tmp_path / "sshd"
+    d.mkdir()
+    server = LoopbackSSH(d)
+    yield server
+    server.close()
+
+
+# ------------------------------------------------------------------ pure command building
+
+def test_parse_target_forms_and_errors(tmp_path):
+    assert parse_target("ubuntu@host.example") == SSHTarget(user="ubuntu", host="host.example", port=22)
+    assert parse_target("root@1.2.3.4:2222").port == 2222
+    for bad in ("host-only", "@host", "root@", "root@h:99999", "root@h:x", "-oProxyCommand=x@h", "a b@h"):
+        with pytest.raises(UsageError):
+            parse_target(bad)
+    with pytest.raises(UsageError, match="no such key"):
+        parse_target("root@h", identity=str(tmp_path / "missing"))
+
+
+def test_host_keys_are_strict_by_default_and_never_no():
+    t = SSHTarget(host="h")
+    strict = ssh_argv(t, SSHOptions(), ["true"])
+    assert "StrictHostKeyChecking=yes" in strict
+    assert "StrictHostKeyChecking=accept-new" in ssh_argv(t, SSHOptions(accept_new_host_key=True), ["true"])
+    for argv in (strict, ssh_argv(t, SSHOptions(accept_new_host_key=True), "x")):
+        assert not any("StrictHostKeyChecking=no" in a for a in argv)
+        assert not any("/dev/null" in a for a in argv)
+
+
+def test_remote_words_are_quoted_so_semicolons_cannot_inject():
+    job = SSHLaunch(SSHTarget(host="h"), SSHOptions(), root="/srv/my runs; rm -rf ~", run_id="r1")
+    remote = job.mkdirs_step().argv[-1]
+    assert shlex.split(remote) == ["mkdir", "-p", "--", "/srv/my runs; rm -rf ~/code", "/srv/my runs; rm -rf ~/runs/r1"]
+    argv = rsync_argv(SSHTarget(host="h", identity="/k e y"), SSHOptions(known_hosts="/a b"), "src/", "/d;x/")
+    e = argv[argv.index("-e") + 1]
+    assert shlex.split(e)[-4:] == ["-i", "/k e y", "-o", "IdentitiesOnly=yes"]
+    assert 'UserKnownHostsFile="/a b"' in shlex.split(e)
+
+
+def test_run_id_must_be_a_plain_name():
+    with pytest.raises(UsageError):
+        SSHLaunch(SSHTarget(host="h"), SSHOptions(), root="x", run_id="../etc")
+
+
+# ------------------------------------------------------------------ real sshd on loopback
+
+@pytest.mark.net
+@needs_sshd
+def test_unknown_host_key_is_refused_with_a_hint(sshd):
+    job = SSHLaunch(sshd.target, SSHOptions(known_hosts=str(sshd.known_hosts)), root=str(sshd.tmp / "r"), run_id="a")
+    with pytest.raises(CheckFailed) as e:
+        job.run(job.mkdirs_step())
+    assert "accept-new-host-key" in (e.value.hint or "")
+    assert sshd.known_hosts.read_text() == ""
+
+
+@pytest.mark.net
+@needs_sshd
+def test_accept_new_records_the_key_then_strict_works(sshd):
+    opts = SSHOptions(known_hosts=str(sshd.known_hosts), accept_new_host_key=True)
+    job = SSHLaunch(sshd.target, opts, root=str(sshd.tmp / "r"), run_id="a")
+    job.run(job.mkdirs_step())
+    assert sshd.host_pub[1] in sshd.known_hosts.read_text()
+    strict = SSHLaunch(sshd.target, SSHOptions(known_hosts=str(sshd.known_hosts)), root="x", run_id="a")
+    assert strict.run(strict.status_step()).strip() == "unknown"
+
+
+@pytest.mark.net
+@needs_sshd
+def test_upload_start_detached_follow_and_stop_with_hostile_paths(sshd, tmp_path):
+    sshd.trust()
+    root = sshd.tmp / "remote root; touch PWNED"  # a space and a ';' in every remote path
+    job = SSHLaunch(sshd.target, SSHOptions(known_hosts=str(sshd.known_hosts), python=sys.executable),
+                    root=str(root), run_id="run one")
+    local_code = tmp_path / "code"
+    (local_code / "pkg").mkdir(parents=True)
+    (local_code / "pkg" / "__init__.py").write_text("")
+    (local_code / ".git").mkdir()
+    (local_code / ".git" / "HEAD").write_text("x")
+    (local_code / "runs").mkdir()
+    plan = tmp_path / "train.yaml"
+    plan.write_text("a: 1\n")
+    from jitplan.launch.ssh import run_script_path
+
+    job.run(job.mkdirs_step())
+    job.run(job.upload_code_step(local_code))
+    job.run(job.upload_files_step([plan, run_script_path()]))
+    assert (root / "code" / "pkg" / "__init__.py").is_file()
+    assert not (root / "code" / ".git").exists() and not (root / "code" / "runs").exists()
+    assert (root / "runs" / "run one" / "train.yaml").read_text() == "a: 1\n"
+    assert not list(sshd.tmp.rglob("PWNED")) and not Path.home().joinpath("PWNED").exists()
+
+    # A worker that logs, honours SIGTERM like the trainer (message, exit 0) and sees PYTHONPATH=code.
+    prog = ("import os, signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, lambda *a: (print('got SIGTERM, saving', flush=True), sys.exit(0)))\n"
+            "print('cwd', os.path.basename(os.getcwd()), 'pkg', __import__('pkg').__name__, flush=True)\n"
+            "for i in range(600):\n    print('step', i, flush=True); time.sleep(0.1)\n")
+    job.start(NodeCommand(node_rank=0, argv=[sys.executable, "-c", prog], env={"JITPLAN_X": "a b;c"}))
+    assert job.status() == "running"
+    buf = io.StringIO()
+    job.follow(buf, timeout_s=1.0)  # follow for a second, then detach from the log (the run goes on)
+    assert "cwd run one pkg pkg" in buf.getvalue() and "step 0" in buf.getvalue()
+    assert job.status() == "running"
+    assert job.stop() == 0
+    log = (root / "runs" / "run one" / "train.log").read_text()
+    assert "got SIGTERM, saving" in log
+    assert job.status() == "exited 0"
