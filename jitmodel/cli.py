@@ -1,0 +1,249 @@
+"""The ``jitmodel`` command: train, sample, trajectory, evaluate, fid-stats.
+
+Every command builds the model from the checkpoint's own description. Errors are one line on stderr
+(``Error: ...``) with exit code 2 for bad input; ``JITMODEL_DEBUG=1`` shows tracebacks.
+
+    jitmodel train --config train.yaml
+    jitmodel sample --ckpt runs/jit/last.pt --classes 207,360 --n 4 --cfg 2.9 --interval 0.1,1.0 --out grid.png
+    jitmodel sample --ckpt last.pt --random --n 16 --img-size 48 --out-dir singles/ --out grid.png
+    jitmodel trajectory --ckpt last.pt --classes 1,3,7 --steps 10 --out strip.png --html page.html
+    torchrun --nproc-per-node 8 -m jitmodel evaluate --ckpt last.pt --out-dir eval --ref-stats jit_in256_stats.npz
+    jitmodel fid-stats /data/imagenet-val-256 --out stats.npz
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+app = typer.Typer(name="jitmodel", help="Train, sample and evaluate JiT models.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_show_locals=False)
+
+CKPT = typer.Option(..., "--ckpt", help="Checkpoint (.pt from jitmodel, or an official checkpoint-*.pth).")
+DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | mps")
+EMA = typer.Option("ema1", "--ema", help="Weights: ema1 (official default, 0.9999) | ema2 | raw")
+SAMPLER = typer.Option(None, "--sampler", help="heun (default) | euler")
+STEPS = typer.Option(None, "--steps", help="Sampling steps (default 50; trajectory: 10).")
+CFG = typer.Option(None, "--cfg", help="Guidance weight (1 = none).")
+INTERVAL = typer.Option(None, "--interval", help="Guidance interval lo,hi in t (README recipes: 0.1,1.0).")
+MODE = typer.Option(None, "--mode", help="fast (batched, skips unguided uncond forwards) | exact (official calls)")
+IMG_SIZE = typer.Option(None, "--img-size", help="Serve at another resolution (rebuilds pos_embed and RoPE).")
+PRECISION = typer.Option("auto", "--precision", help="auto (bf16 autocast on CUDA, fp32 elsewhere) | bf16 | fp32")
+JSON = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
+
+
+def _sample_cfg(defaults: Any, sampler: str | None, steps: int | None, cfg: float | None,
+                interval: str | None, mode: str | None) -> Any:
+    upd: dict[str, Any] = {k: v for k, v in {"method": sampler, "steps": steps, "cfg": cfg, "mode": mode}.items()
+                           if v is not None}
+    if interval is not None:
+        try:
+            lo, hi = (float(x) for x in interval.split(","))
+        except ValueError:
+            raise ValueError(f"--interval takes lo,hi (e.g. 0.1,1.0), got {interval!r}") from None
+        upd |= {"interval_min": lo, "interval_max": hi}
+    return type(defaults).model_validate({**defaults.model_dump(), **upd})
+
+
+def _setup(ckpt: str, ema: str, img_size: int | None, device: str, precision: str, variant: str | None = None):
+    import torch
+
+    from jitmodel.dist import DistEnv, pick_device
+    from jitmodel.sample import load_for_sampling
+
+    env = DistEnv.from_env()
+    dev = pick_device(device, env.local_rank)
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"--precision must be auto, bf16 or fp32, got {precision!r}")
+    autocast = torch.bfloat16 if precision == "bf16" or (precision == "auto" and dev.type == "cuda") else None
+    return env, dev, autocast, load_for_sampling(ckpt, ema=ema, img_size=img_size, variant=variant, device=dev)
+
+
+def _emit(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(data))
+    else:
+        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in data.items()))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+def train(ctx: typer.Context) -> None:
+    """Train (arguments go to ``python -m jitmodel.train``; see ``jitmodel train --help``)."""
+    from jitmodel.train import main as train_main
+
+    rv = train_main(list(ctx.args))
+    raise typer.Exit(rv if isinstance(rv, int) else 0)
+
+
+@app.command()
+def sample(ckpt: str = CKPT,
+           classes: str = typer.Option(None, "--classes", help="Comma-separated class indices, e.g. 207,360."),
+           random: bool = typer.Option(False, "--random", help="Random classes instead of --classes."),
+           n: int = typer.Option(None, "--n", help="Images per class with --classes (4), in all with --random (8)."),
+           cfg: float = CFG, interval: str = INTERVAL, steps: int = STEPS, sampler: str = SAMPLER, mode: str = MODE,
+           ema: str = EMA, seed: int = typer.Option(0, "--seed"), device: str = DEVICE, img_size: int = IMG_SIZE,
+           variant: str = typer.Option(None, "--variant", help="Refuse unless the checkpoint is this variant."),
+           precision: str = PRECISION, out: Path = typer.Option(Path("samples.png"), "--out", help="Grid PNG."),
+           out_dir: Path = typer.Option(None, "--out-dir", help="Also write each image as NNNNN.png here."),
+           as_json: bool = JSON) -> None:
+    """Sample a grid of images from a checkpoint."""
+    import torch
+
+    from jitmodel.sample import make_grid, noise_for_ids, parse_classes, save_png, to_uint8
+    from jitmodel.sample import sample as run_sampler
+
+    if (classes is None) == (not random):
+        raise ValueError("give either --classes 207,360 or --random")
+    if n is not None and n < 1:
+        raise ValueError(f"--n must be >= 1, got {n}")
+    env, dev, autocast, m = _setup(ckpt, ema, img_size, device, precision, variant)
+    scfg = _sample_cfg(m.sample_defaults, sampler, steps, cfg, interval, mode)
+    nc = m.model_cfg.num_classes
+    if random:
+        labels = torch.randint(0, nc, (n or 8,), generator=torch.Generator().manual_seed(seed)).tolist()
+    else:
+        labels = [c for c in parse_classes(classes, nc) for _ in range(n or 4)]
+    shape = (m.model_cfg.in_channels, m.model_cfg.img_size, m.model_cfg.img_size)
+    z = noise_for_ids(list(range(len(labels))), seed, shape, m.diffusion.noise_scale, dev)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        img, stats = run_sampler(m.x_hat, z, torch.tensor(labels, device=dev), scfg, num_classes=nc,
+                                 t_eps=m.diffusion.t_eps, autocast=autocast)
+    secs = time.perf_counter() - t0
+    pics = to_uint8(img)
+    save_png(out, make_grid(pics, ncol=None if random else (n or 4)))
+    if out_dir is not None:
+        for k, p in enumerate(pics):
+            save_png(out_dir / f"{k:05d}.png", p.permute(1, 2, 0))
+    _emit({"images": len(labels), "grid": str(out), "img_size": m.model_cfg.img_size, "sampler": scfg.method,
+           "steps": scfg.steps, "mode": scfg.mode, "forwards_per_image": stats.forwards, "seconds": secs,
+           "images_per_s": len(labels) / secs}, as_json)
+
+
+@app.command()
+def trajectory(ckpt: str = CKPT, cls: int = typer.Option(None, "--class", help="One class index."),
+               classes: str = typer.Option(None, "--classes", help="Several classes for the page's picker."),
+               steps: int = typer.Option(10, "--steps"), cfg: float = CFG, interval: str = INTERVAL,
+               sampler: str = SAMPLER, ema: str = EMA, seed: int = typer.Option(0, "--seed"), device: str = DEVICE,
+               img_size: int = IMG_SIZE, out: Path = typer.Option(Path("trajectory.png"), "--out", help="PNG strip."),
+               html: Path = typer.Option(None, "--html", help="Self-contained HTML viewer."),
+               as_json: bool = JSON) -> None:
+    """Frames of the denoising (z_t, z_t with the patch grid, x̂) as a PNG strip and an HTML page."""
+    from jitmodel import trajectory as tr
+    from jitmodel.sample import parse_classes, save_png
+
+    env, dev, _, m = _setup(ckpt, ema, img_size, device, "fp32")
+    nc = m.model_cfg.num_classes
+    wanted = ",".join(x for x in (str(cls) if cls is not None else None, classes) if x) or "0"
+    labels = list(dict.fromkeys(parse_classes(wanted, nc)))
+    scfg = _sample_cfg(m.sample_defaults, sampler, steps, cfg, interval, "exact")
+    size, patch = m.model_cfg.img_size, m.model_cfg.spec.patch
+    frames = [tr.compute_frames(m.x_hat, label=c, num_classes=nc, img_size=size, steps=scfg.steps, sample_cfg=scfg,
+                                in_channels=m.model_cfg.in_channels, seed=seed, noise_scale=m.diffusion.noise_scale,
+                                t_eps=m.diffusion.t_eps, device=dev) for c in labels]
+    scale = tr.display_scale(size)
+    rendered = [[tr.render(f, patch, scale) for f in fr] for fr in frames]
+    save_png(out, tr.strip(rendered))
+    names = [f"{c}: {m.classes[c]}" if m.classes[c] != str(c) else str(c) for c in labels]
+    if html is not None:
+        title = f"{m.trained_cfg.variant} at {size}px — {scfg.method} {scfg.steps} steps, cfg {scfg.cfg}"
+        tr.write_text_atomic(html, tr.page(rendered, frames, names, title))
+    _emit({"classes": labels, "frames": scfg.steps + 1, "strip": str(out), "html": str(html) if html else None},
+          as_json)
+
+
+@app.command()
+def evaluate(ckpt: str = CKPT, out_dir: Path = typer.Option(..., "--out-dir", help="Folder of NNNNN.png (resumed)."),
+             n: int = typer.Option(None, "--n", help="Images in all (default 50 per class)."),
+             batch: int = typer.Option(64, "--batch", help="Images per rank per batch."),
+             cfg: float = CFG, interval: str = INTERVAL, steps: int = STEPS, sampler: str = SAMPLER,
+             mode: str = MODE, ema: str = EMA, seed: int = typer.Option(0, "--seed"), device: str = DEVICE,
+             img_size: int = IMG_SIZE, precision: str = PRECISION,
+             ref_stats: Path = typer.Option(None, "--ref-stats", help="npz with mu/sigma (jit_in256_stats.npz)."),
+             features: str = typer.Option("inception", "--features", help="inception | digits | module:factory"),
+             inception_weights: Path = typer.Option(None, "--inception-weights", help="Local Inception weights."),
+             isc: bool = typer.Option(True, "--isc/--no-isc", help="Also compute the Inception Score."),
+             npz: bool = typer.Option(False, "--npz", help="Also pack the images into samples.npz."),
+             as_json: bool = JSON) -> None:
+    """Generate N images over all torchrun ranks (resumable), then FID/IS against reference stats."""
+    from jitmodel import dist
+    from jitmodel.evaluate import EvalJob
+    from jitmodel.evaluate import evaluate as run_eval
+    from jitmodel.fid import get_extractor
+
+    env, dev, autocast, m = _setup(ckpt, ema, img_size, device, precision)
+    extractor = get_extractor(features, str(dev), inception_weights) if (ref_stats or isc) else None
+    if batch < 1 or (n is not None and n < 1):
+        raise ValueError(f"--batch and --n must be >= 1, got {batch} and {n}")
+    mc = m.model_cfg
+    job = EvalJob(out_dir=out_dir, num_images=n or 50 * mc.num_classes, num_classes=mc.num_classes,
+                  img_size=mc.img_size, sample=_sample_cfg(m.sample_defaults, sampler, steps, cfg, interval, mode),
+                  in_channels=mc.in_channels, seed=seed, noise_scale=m.diffusion.noise_scale, t_eps=m.diffusion.t_eps,
+                  batch=batch, autocast=autocast)
+    dist.init_process_group(env, dev)
+    try:
+        rep = run_eval(m.x_hat, job, extractor=extractor, ref_stats=ref_stats, rank=env.rank,
+                       world=env.world_size, device=dev, pack_npz=npz)
+    finally:
+        dist.destroy_process_group()
+    if env.is_main:
+        _emit({k: v for k, v in vars(rep).items() if v is not None}, as_json)
+
+
+@app.command("fid-stats")
+def fid_stats(folder: Path = typer.Argument(..., help="Folder of real images (searched recursively)."),
+              out: Path = typer.Option(..., "--out", help="npz to write (mu, sigma, n, extractor)."),
+              features: str = typer.Option("inception", "--features", help="inception | digits | module:factory"),
+              inception_weights: Path = typer.Option(None, "--inception-weights"),
+              img_size: int = typer.Option(None, "--img-size", help="Centre-crop and resize to this size first."),
+              batch: int = typer.Option(64, "--batch"), device: str = DEVICE, as_json: bool = JSON) -> None:
+    """Reference statistics (mu, sigma) of a folder of images, in the format of jit_in256_stats.npz."""
+    from jitmodel.dist import pick_device
+    from jitmodel.fid import folder_stats, get_extractor, save_stats
+
+    ext = get_extractor(features, str(pick_device(device)), inception_weights)
+    mu, sigma, count = folder_stats(folder, ext, batch, img_size)
+    save_stats(out, mu, sigma, count, ext.name)
+    _emit({"images": count, "dim": int(mu.size), "extractor": ext.name, "out": str(out)}, as_json)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run with the error map; returns the exit code."""
+    debug = os.environ.get("JITMODEL_DEBUG") == "1"
+    try:
+        rv = app(args=argv, standalone_mode=False, prog_name="jitmodel")
+        return rv if isinstance(rv, int) else 0
+    except ValueError as e:  # bad input (FeatureExtractorMissing and pydantic's ValidationError included)
+        if debug:
+            raise
+        errs = getattr(e, "errors", None)
+        msg = str(e) if not callable(errs) else "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}"
+                                                          for x in errs()[:1])
+        print(f"Error: {' '.join(msg.split())}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        if debug:
+            raise
+        print(f"Error: {e.name} is not installed (pip install 'jitplan[train,eval]')", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("Error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # typer's usage errors and Exit, without importing click
+        code, fmt = getattr(e, "exit_code", None), getattr(e, "format_message", None)
+        if isinstance(code, int) and callable(fmt):
+            print(f"Error: {' '.join(fmt().split())}", file=sys.stderr)
+            return 2 if code == 2 else code
+        if isinstance(code, int):
+            return code
+        raise
+
+
+def main() -> None:
+    sys.exit(run())
