@@ -26,7 +26,7 @@ from jitplan.hardware.catalog import lookup
 from jitplan.hardware.schema import GPUSpec, HardwareSpec, HostSpec
 
 _SPEC = re.compile(r"^\s*(?:(\d+)\s*[x×*]\s*)?(?:(\d+)\s*[x×*]\s*)?(.*?)\s*$", re.IGNORECASE)
-_BYTES = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([a-z]*)\s*$", re.IGNORECASE)
+_BYTES = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+)\s*([a-z]*)\s*$", re.IGNORECASE)
 _UNITS = {
     "": 1, "b": 1,
     "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
@@ -36,7 +36,9 @@ _UNITS = {
 
 def parse_bytes(text: str | int, what: str = "size") -> int:
     """Parse a human size ("24GB", "24 GiB", "1.5T", "1048576") into bytes; UsageError when malformed."""
-    if isinstance(text, int) and not isinstance(text, bool):
+    if isinstance(text, bool):
+        raise UsageError(f"{what}: cannot read {text!r} as a size")
+    if isinstance(text, int):
         value, unit = float(text), ""
     else:
         m = _BYTES.match(str(text))

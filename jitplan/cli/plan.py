@@ -1,0 +1,141 @@
+"""``jitplan plan``: adapt a reference JiT recipe to the GPUs you have, with every number explained.
+
+    jitplan plan --gpus 2xRTX3060 --host-ram 24GB                  # the seed case: 2 consumer cards
+    jitplan plan --gpus 8xH100 --out plan.yaml                     # write the plan jitmodel.train reads
+    jitplan plan --gpus 2x8xH100 --rdzv-endpoint 10.0.0.1:29400    # two nodes, c10d rendezvous
+    jitplan plan --gpus 1xRTX4090 --policy scale-lr --lr-scaling sqrt --json
+    jitplan plan --gpus 1xMYCARD --gpu-mem 20GB --gpu-tflops 80    # an uncatalogued card
+    jitplan plan --hardware hardware.yaml --trace                  # from `jitplan probe --out`, traced memory
+
+Thin: parse -> ``jitplan.planner.plan.make_plan`` -> render. No torch import unless ``--trace``.
+"""
+
+from __future__ import annotations
+
+import shlex
+from enum import Enum
+
+import typer
+
+
+class _Policy(str, Enum):
+    keep_batch = "keep-batch"
+    scale_lr = "scale-lr"
+
+
+class _LrScaling(str, Enum):
+    linear = "linear"
+    sqrt = "sqrt"
+
+
+class _Attention(str, Enum):
+    exact = "exact"
+    sdpa = "sdpa"
+
+
+def plan_command(
+    gpus: str | None = typer.Option(None, "--gpus", help="GPU spec: RTX3060, 2xRTX3060, 8xH200, 2x8xH100 (nodes x GPUs)."),
+    hardware: str | None = typer.Option(None, "--hardware", help="A HardwareSpec YAML (jitplan probe --out)."),
+    recipe: str = typer.Option("JiT-B/16", "--recipe", help="Reference recipe: JiT-B/16, JiT-L/16, JiT-H/16, "
+                               "JiT-B/32, JiT-L/32, JiT-H/32, or a YAML path."),
+    gpu_mem: str | None = typer.Option(None, "--gpu-mem", help="GPU memory for an uncatalogued card (24GB)."),
+    gpu_tflops: float | None = typer.Option(None, "--gpu-tflops", help="Dense bf16 TFLOPS (fp32 accumulate)."),
+    gpu_bw: float | None = typer.Option(None, "--gpu-bw", help="Memory bandwidth, GB/s."),
+    host_ram: str | None = typer.Option(None, "--host-ram", help="Host RAM per node (the container's limit): 24GB."),
+    cpus: int | None = typer.Option(None, "--cpus", help="Usable CPUs per node."),
+    shm: str | None = typer.Option(None, "--shm", help="/dev/shm size per node: 8GB."),
+    disk: str | None = typer.Option(None, "--disk", help="Free disk per node: 500GB."),
+    policy: _Policy = typer.Option(_Policy.keep_batch, "--policy", help="keep-batch (accumulate) or scale-lr."),
+    lr_scaling: _LrScaling = typer.Option(_LrScaling.sqrt, "--lr-scaling", help="For scale-lr: linear or sqrt."),
+    batch_per_gpu: int | None = typer.Option(None, "--batch-per-gpu", min=1, help="Micro-batch per GPU."),
+    accum: int | None = typer.Option(None, "--accum", min=1, help="Gradient accumulation steps."),
+    effective_batch: int | None = typer.Option(None, "--effective-batch", min=1, help="Target effective batch."),
+    compile_: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: recipe)."),
+    attention: _Attention | None = typer.Option(None, "--attention", help="exact (official) or sdpa."),
+    memory_fraction: float = typer.Option(0.9, "--memory-fraction", min=0.2, max=1.0,
+                                          help="Plan to this fraction of GPU memory."),
+    max_workers: int | None = typer.Option(None, "--workers", min=0, help="At most this many workers per GPU."),
+    data: str | None = typer.Option(None, "--data", help="Dataset root holding train/ (default: recipe)."),
+    price_per_hour: float | None = typer.Option(None, "--price-per-hour", min=0.0, help="USD per node-hour."),
+    rdzv_endpoint: str = typer.Option("HEAD_NODE_IP:29400", "--rdzv-endpoint", help="Multi-node: HOST:PORT."),
+    out: str | None = typer.Option(None, "--out", help="Write the plan (YAML) here."),
+    trace: bool = typer.Option(False, "--trace", help="Trace one training step (needs torch; slow)."),
+    json_: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+) -> None:
+    """Plan batch, LR, EMA, memory, workers and time for a recipe on your GPUs."""
+    from jitplan.cli._output import emit, note
+    from jitplan.errors import UsageError
+    from jitplan.planner.plan import make_plan
+    from jitplan.schemas import PlanOptions, load_recipe, save_plan
+
+    if (gpus is None) == (hardware is None):
+        raise UsageError("give exactly one of --gpus (e.g. 2xRTX3060) or --hardware FILE")
+    hw = _hardware(gpus, hardware, gpu_mem, gpu_tflops, gpu_bw, host_ram, cpus, shm, disk)
+    rec = load_recipe(recipe)
+    opts = PlanOptions(
+        policy=policy.value, lr_scaling=lr_scaling.value, batch_per_gpu=batch_per_gpu, accum=accum,
+        effective_batch=effective_batch, compile=compile_, attention=attention.value if attention else None,
+        memory_fraction=memory_fraction, max_workers=max_workers, data_path=data, price_per_hour=price_per_hour,
+        rdzv_endpoint=rdzv_endpoint, config_path=out or "plan.yaml",
+    )
+    plan = make_plan(hw, rec, opts)
+    if trace:
+        from jitplan.planner.trace import apply_trace
+
+        note("tracing one training step under FakeTensorMode (CPU, no allocation)...")
+        plan = apply_trace(plan)
+    if out:
+        save_plan(plan, out)
+        note(f"plan written to {out}")
+    emit(plan, json_mode=json_, render=lambda console: _render(console, plan))
+
+
+def _hardware(gpus, hardware, gpu_mem, gpu_tflops, gpu_bw, host_ram, cpus, shm, disk):
+    from jitplan.hardware.schema import HostSpec
+    from jitplan.hardware.spec import hardware_from_flags, load_hardware, parse_bytes
+
+    if gpus is not None:
+        return hardware_from_flags(gpus, gpu_mem=gpu_mem, gpu_tflops=gpu_tflops, gpu_bw=gpu_bw, host_ram=host_ram,
+                                   cpus=cpus, shm=shm, disk=disk)
+    hw = load_hardware(hardware)
+    host = hw.host.model_dump()
+    for key, flag, value in (("ram_bytes", "--host-ram", host_ram), ("shm_bytes", "--shm", shm),
+                             ("disk_free_bytes", "--disk", disk)):
+        if value is not None:
+            host[key] = parse_bytes(value, flag)
+    if cpus is not None:
+        host["cpus"] = cpus
+    return hw.model_copy(update={"host": HostSpec(**host)})
+
+
+def _render(console, plan) -> None:
+    from rich.markup import escape as esc
+    from rich.table import Table
+
+    from jitplan.planner.rows import fmt_bytes
+
+    hw = plan.hardware
+    title = f"{plan.train.model.variant}: {plan.recipe} adapted to {hw.world_size} x {hw.gpu.name} ({plan.policy})"
+    table = Table(title=esc(title), show_lines=False)
+    for col, style in (("quantity", "bold"), ("reference", ""), ("target", "cyan"), ("why", "dim")):
+        table.add_column(col, style=style, overflow="fold")
+    for r in plan.rows:
+        table.add_row(esc(r.quantity), esc(r.reference), esc(r.target), esc(r.why))
+    console.print(table)
+    mem = Table(title="memory per GPU (predicted)", show_header=True)
+    for col in ("item", "bytes", "why"):
+        mem.add_column(col, overflow="fold")
+    for item in plan.estimates.memory_breakdown:
+        mem.add_row(esc(item.name), fmt_bytes(item.bytes), esc(item.why))
+    e = plan.estimates
+    mem.add_row("total", fmt_bytes(e.memory_per_gpu_bytes), f"target {fmt_bytes(e.memory_target_bytes)} "
+                f"of {fmt_bytes(e.gpu_memory_bytes)} ({e.memory_source})", style="bold")
+    console.print(mem)
+    console.print(esc("workers: " + "; ".join(plan.workers.reasons)))
+    for w in plan.warnings:
+        console.print(f"[yellow]warning:[/] {esc(w)}")
+    console.print(esc("launch (every node): " + shlex.join(plan.launch.argv)))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plan")(plan_command)

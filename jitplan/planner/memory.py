@@ -1,0 +1,185 @@
+"""Per-GPU memory of one JiT training step: fixed bytes per parameter + activations(b) + overheads.
+
+Pure functions, no torch. The constants are calibrated against a traced training step of
+``jitmodel``'s real model (FakeTensorMode + MemTracker on the CPU, ``jitplan plan --trace``;
+``benchmarks/bench_memory_trace.py`` prints predicted vs traced). Derivation: docs/planning.md and
+``../shared/reference/estimation.md`` §1.4, §3.
+
+    >>> from jitplan.planner.memory import MemoryInputs, predict, max_micro_batch
+    >>> inp = MemoryInputs.for_model("JiT-B/16", 256, world_size=2)
+    >>> round(predict(inp, 16).total / 1e9, 1)
+    7.8
+    >>> max_micro_batch(inp, target_bytes=int(0.9 * 12 * 2**30))
+    21
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from jitmodel.counts import param_breakdown, seq_lens
+from jitmodel.variants import Variant, get_variant
+
+GB = 1e9
+
+# ---- constants (bytes) ------------------------------------------------------------------------------
+# Activation bytes per (token x hidden x block) per sample, eager bf16 autocast with the fp32 residual:
+# RMSNorm internals in fp32, adaLN modulate, qk-norm, RoPE, SwiGLU, gates. estimation.md §1.4 measured
+# 82-86 for a JiT-like model; calibrated here against the traced jitmodel step (see trace.py).
+C_BLOCK_EAGER = 82.0
+# torch.compile (AOTAutograd min-cut partitioner) saves about half: 42 vs 82 (estimation.md §1.7).
+C_BLOCK_COMPILE = 42.0
+# Attention-matrix bytes per (head x query x key) per block per sample. "exact" (the official path):
+# fp32 scores -> fp32 softmax output saved for its backward + its bf16 copy saved for A.V; "sdpa"
+# (flash / memory-efficient kernels): none, only the fp32 logsumexp per (head x query).
+C_ATTN = {"exact": 6.0, "sdpa": 0.0}
+C_LSE = 4.0  # fp32 logsumexp per (head x query) per block, SDPA only
+# Image-space tensors per sample (x, noise, z, targets, x_pred, loss terms), bytes per pixel-channel.
+C_IMAGE = 50.0
+# Token-level tensors outside the blocks (patch embedding, pos-embed add, final layer), bytes per token x hidden.
+C_EDGE = 24.0
+
+BYTES_WEIGHTS = 4  # fp32 master weights (autocast keeps weights fp32)
+BYTES_GRADS = 4
+BYTES_ADAM = 8  # exp_avg + exp_avg_sq
+BYTES_EMA = 4  # per EMA copy, fp32, on the GPU
+BYTES_DDP_BUCKETS = 4  # DDP flat gradient buckets unless gradient_as_bucket_view=True
+BYTES_FOREACH_TMP = 4  # foreach AdamW's transient fp32 copy at step time (0 when fused)
+BYTES_AUTOCAST_CACHE = 2  # bf16 copies of matmul/conv weights during forward/backward
+
+CUDA_CONTEXT_BYTES = int(0.5 * GB)  # per process; 0.3-0.6 GB depending on GPU/driver [unverified]
+NCCL_BYTES = int(0.4 * GB)  # NCCL communicators and buffers with DDP [unverified: 0.2-0.5 GB]
+ALLOCATOR_HEADROOM = 0.05  # reserved > allocated: block rounding and fragmentation (5-15%)
+
+
+@dataclass(frozen=True)
+class MemoryInputs:
+    """What the memory model needs to know about one training process."""
+
+    variant: Variant
+    img_size: int
+    world_size: int = 1
+    in_channels: int = 3
+    num_classes: int = 1000
+    compile: bool = False
+    attention: str = "exact"
+    fused_adamw: bool = True  # False: foreach AdamW (+4 B/param at step time)
+    ddp_bucket_view: bool = False
+    num_emas: int = 2
+
+    @classmethod
+    def for_model(cls, variant: str | Variant, img_size: int = 256, **kw: object) -> MemoryInputs:
+        v = variant if isinstance(variant, Variant) else get_variant(variant)
+        return cls(variant=v, img_size=img_size, **kw)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Item:
+    name: str
+    bytes: int
+    why: str
+
+
+@dataclass(frozen=True)
+class MemoryPrediction:
+    micro_batch: int
+    items: tuple[Item, ...]
+    tensor_peak: int  # what MemTracker/max_memory_allocated would see (single process, no DDP)
+    total: int  # per GPU, what nvidia-smi would see
+
+
+# ---- the parts --------------------------------------------------------------------------------------
+
+
+def fixed_items(inp: MemoryInputs) -> list[Item]:
+    """Bytes that do not depend on the batch: weights, grads, AdamW, EMAs, DDP buckets, autocast cache."""
+    pb = param_breakdown(inp.variant, inp.img_size, inp.num_classes, inp.in_channels)
+    p_all, p_train = pb.total, pb.trainable
+    v = inp.variant
+    matmul = v.depth * pb.tokenwise_block + pb.embed + pb.final  # weights cast to bf16 under autocast
+    items = [
+        Item("weights", BYTES_WEIGHTS * p_all, f"fp32, {p_all / 1e6:.2f}M params x 4 B"),
+        Item("gradients", BYTES_GRADS * p_train, f"fp32, {p_train / 1e6:.2f}M trainable x 4 B"),
+        Item("adamw state", BYTES_ADAM * p_train, "exp_avg + exp_avg_sq, 8 B/param"),
+        Item("ema", inp.num_emas * BYTES_EMA * p_all, f"{inp.num_emas} fp32 EMA copies on the GPU, 4 B/param each"),
+        Item("autocast weight cache", BYTES_AUTOCAST_CACHE * matmul, "bf16 copies of matmul/conv weights"),
+    ]
+    if inp.world_size > 1 and not inp.ddp_bucket_view:
+        items.append(Item("ddp buckets", BYTES_DDP_BUCKETS * p_train,
+                          "DDP flat gradient buckets, 4 B/param (0 with gradient_as_bucket_view)"))
+    return items
+
+
+def activation_per_sample(inp: MemoryInputs) -> float:
+    """Activation bytes per sample held at the peak of forward/backward."""
+    v = inp.variant
+    lens = seq_lens(v, inp.img_size)
+    c_block = C_BLOCK_COMPILE if inp.compile else C_BLOCK_EAGER
+    blocks = c_block * v.hidden * sum(lens)
+    attn = C_ATTN[inp.attention] * v.heads * sum(s * s for s in lens)
+    if inp.attention == "sdpa":
+        attn += C_LSE * v.heads * sum(lens)
+    image = C_IMAGE * inp.in_channels * inp.img_size**2
+    edge = C_EDGE * v.num_patches(inp.img_size) * v.hidden
+    return blocks + attn + image + edge
+
+
+def optimizer_transient(inp: MemoryInputs) -> int:
+    if inp.fused_adamw:
+        return 0
+    return BYTES_FOREACH_TMP * param_breakdown(inp.variant, inp.img_size, inp.num_classes).trainable
+
+
+def overhead_bytes(inp: MemoryInputs) -> int:
+    return CUDA_CONTEXT_BYTES + (NCCL_BYTES if inp.world_size > 1 else 0)
+
+
+def predict(inp: MemoryInputs, micro_batch: int) -> MemoryPrediction:
+    """Peak memory per GPU at ``micro_batch`` with the breakdown; ValueError on a non-positive batch."""
+    if micro_batch < 1:
+        raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
+    fixed = fixed_items(inp)
+    fixed_sum = sum(i.bytes for i in fixed)
+    act = int(round(activation_per_sample(inp) * micro_batch))
+    step_tmp = optimizer_transient(inp)
+    mode = "compiled" if inp.compile else "eager"
+    items = list(fixed)
+    items.append(Item("activations", act, f"{micro_batch} x {activation_per_sample(inp) / 1e6:.1f} MB/sample "
+                      f"({mode}, {inp.attention} attention)"))
+    if step_tmp > act:  # the peak falls in the optimizer step (tiny batches only)
+        items.append(Item("foreach adamw transient", step_tmp - act, "optimizer-phase peak exceeds activations"))
+    no_ddp = sum(i.bytes for i in items if i.name != "ddp buckets")
+    tensor_peak = no_ddp
+    headroom = int(ALLOCATOR_HEADROOM * (fixed_sum + max(act, step_tmp)))
+    items.append(Item("allocator headroom", headroom, f"{ALLOCATOR_HEADROOM:.0%} of tensor bytes: rounding, fragmentation"))
+    items.append(Item("cuda context", CUDA_CONTEXT_BYTES, "per process, outside the allocator"))
+    if inp.world_size > 1:
+        items.append(Item("nccl", NCCL_BYTES, "NCCL communicators and buffers (DDP)"))
+    total = sum(i.bytes for i in items)
+    return MemoryPrediction(micro_batch=micro_batch, items=tuple(items), tensor_peak=tensor_peak, total=total)
+
+
+def min_total(inp: MemoryInputs) -> int:
+    """Memory at micro-batch 1: if this exceeds the target nothing fits."""
+    return predict(inp, 1).total
+
+
+def max_micro_batch(inp: MemoryInputs, target_bytes: int, limit: int = 1 << 16) -> int:
+    """The largest micro-batch whose predicted total is <= ``target_bytes`` (0 when even 1 does not fit).
+
+    Memory is affine in the batch, so solve, then step down until the prediction fits (rounding).
+    """
+    if predict(inp, 1).total > target_bytes:
+        return 0
+    t1, t2 = predict(inp, 1).total, predict(inp, 2).total
+    slope = max(t2 - t1, 1)
+    b = min(limit, 1 + (target_bytes - t1) // slope)
+    while b > 1 and predict(inp, b).total > target_bytes:
+        b -= 1
+    while b < limit and predict(inp, b + 1).total <= target_bytes:
+        b += 1
+    return int(b)
+
+
+def with_world(inp: MemoryInputs, world_size: int) -> MemoryInputs:
+    return replace(inp, world_size=world_size)

@@ -1,0 +1,251 @@
+"""``make_plan``: HardwareSpec + Recipe + PlanOptions -> Plan. Pure (no I/O, no torch).
+
+    >>> from jitplan.hardware.spec import hardware_from_flags
+    >>> from jitplan.schemas import PlanOptions, load_recipe
+    >>> plan = make_plan(hardware_from_flags("2xRTX3060", host_ram="24GB"), load_recipe("JiT-B/16"), PlanOptions())
+    >>> plan.train.batch_per_gpu, plan.train.accum_steps, plan.train.effective_batch()
+    (32, 16, 1024)
+    >>> plan.workers.per_rank, plan.workers.bound_by
+    (8, 'host-ram')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+from jitmodel.config import TrainConfig
+from jitmodel.counts import param_breakdown, sample_flops_per_image, train_flops_per_image
+from jitplan.errors import CheckFailed, UsageError
+from jitplan.hardware.schema import HardwareSpec
+from jitplan.planner import compute, memory, scaling, workers
+from jitplan.planner.rows import build_rows
+from jitplan.schemas import Estimates, LaunchSpec, MemoryItem, Plan, PlanOptions, Recipe, WorkerDecision
+
+
+def memory_inputs(train: TrainConfig, world_size: int, options: PlanOptions | None = None) -> memory.MemoryInputs:
+    """The memory model's inputs for a TrainConfig run on ``world_size`` ranks."""
+    m = train.model
+    return memory.MemoryInputs.for_model(
+        m.variant, m.img_size, world_size=world_size, in_channels=m.in_channels, num_classes=m.num_classes,
+        compile=train.compile, attention=m.attention, fused_adamw=train.optim.fused is not False,
+        ddp_bucket_view=bool(options and options.ddp_bucket_view), num_emas=len(train.diffusion.ema_decays))
+
+
+def _infeasible(hw: HardwareSpec, inp: memory.MemoryInputs, target: int) -> CheckFailed:
+    pred = memory.predict(inp, 1)
+    core = sum(i.bytes for i in memory.fixed_items(inp) if i.name in ("weights", "gradients", "adamw state", "ema"))
+    params = param_breakdown(inp.variant, inp.img_size).total
+    gpu = hw.gpu
+    assert gpu is not None
+    return CheckFailed(
+        f"{inp.variant.name} does not fit {gpu.name} ({gpu.memory_bytes / 1e9:.1f} GB): its fixed state alone is "
+        f"{core / 1e9:.1f} GB ({core / params:.0f} B/param x {params / 1e6:.0f}M params: fp32 weights, grads, "
+        f"AdamW m and v, {inp.num_emas} EMAs) and batch 1 needs {pred.total / 1e9:.1f} GB with activations, "
+        f"DDP buckets and overheads > target {target / 1e9:.1f} GB",
+        hint="options: a smaller variant (--recipe JiT-B/16), EMA on the CPU, sharding the state across GPUs "
+             "(FSDP/ZeRO), or a bigger card (e.g. --gpus 1xRTX4090, 1xA100-80GB)",
+    )
+
+
+def _choose_batch(recipe: Recipe, options: PlanOptions, world: int, bmax: int) -> tuple[int, int, str]:
+    """(micro_batch, accum, why) for the policy and overrides."""
+    ref_eff = recipe.train.effective_batch()
+    if options.policy == "keep-batch" or options.effective_batch is not None:
+        target = options.effective_batch or ref_eff
+        if options.batch_per_gpu is not None:
+            b = options.batch_per_gpu
+            accum = options.accum or math.ceil(target / (world * b))
+            return b, accum, "--batch-per-gpu"
+        if options.accum is not None:
+            b = min(bmax, math.ceil(target / (world * options.accum)))
+            return b, options.accum, "--accum"
+        b, accum = scaling.choose_accumulation(target, world, bmax)
+        return b, accum, f"largest split of {target} under the memory target"
+    b = options.batch_per_gpu or min(bmax, recipe.train.batch_per_gpu)
+    return b, options.accum or 1, "largest micro-batch under the memory target, no accumulation"
+
+
+def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions) -> Plan:
+    """Adapt ``recipe`` to ``hardware``. CheckFailed (exit 1) when even batch 1 does not fit."""
+    if hardware.gpu is None or hardware.gpus_per_node < 1:
+        raise UsageError("jitplan plan needs GPUs: give --gpus (e.g. 2xRTX3060) or a probed --hardware file")
+    gpu, world = hardware.gpu, hardware.world_size
+    ref = recipe.train
+    compile_ = ref.compile if options.compile is None else options.compile
+    attention = options.attention or ref.model.attention
+    base = ref.model_copy(update={
+        "compile": compile_, "world_size": world,
+        "model": ref.model.model_copy(update={"attention": attention}),
+    })
+    inp = memory_inputs(base, world, options)
+    target = int(options.memory_fraction * gpu.memory_bytes)
+    bmax = memory.max_micro_batch(inp, target)
+    if bmax < 1:
+        raise _infeasible(hardware, inp, target)
+    b, accum, batch_why = _choose_batch(recipe, options, world, bmax)
+    pred = memory.predict(inp, b)
+    if pred.total > target:
+        raise CheckFailed(f"micro-batch {b} needs {pred.total / 1e9:.1f} GB per GPU > target {target / 1e9:.1f} GB "
+                          f"({options.memory_fraction:.0%} of {gpu.memory_bytes / 1e9:.1f} GB); the largest that "
+                          f"fits is {bmax}", hint=f"use --batch-per-gpu {bmax} or less")
+    eff = b * accum * world
+    ref_eff = ref.effective_batch()
+    kappa = eff / ref_eff
+
+    # ---- hyper-parameters ----
+    optim, diffusion = ref.optim, ref.diffusion
+    if options.policy == "scale-lr":
+        hp = scaling.scale_hparams(ref.lr, ref.optim.betas, ref.optim.eps, ref.diffusion.ema_decays, kappa,
+                                   options.lr_scaling)
+        optim = optim.model_copy(update={"lr": hp.lr, "betas": hp.betas, "eps": hp.eps})
+        diffusion = diffusion.model_copy(update={"ema_decays": hp.ema_decays})
+
+    # ---- workers ----
+    params = param_breakdown(inp.variant, inp.img_size, inp.num_classes)
+    num_images = ref.data.num_images or 1_281_167
+    wp = workers.decide_workers(
+        requested=ref.data.num_workers, ranks_per_node=hardware.gpus_per_node, micro_batch=b,
+        img_size=ref.model.img_size, num_images=num_images, ram_bytes=hardware.host.ram_bytes,
+        cpus=hardware.host.cpus, shm_bytes=hardware.host.shm_bytes, params=params.total,
+        prefetch=ref.data.prefetch_factor or workers.PREFETCH_DEFAULT, user_max=options.max_workers)
+    data = ref.data.model_copy(update={"num_workers": wp.per_rank, "path": options.data_path or ref.data.path})
+    if wp.per_rank == 0:
+        data = data.model_copy(update={"prefetch_factor": None, "persistent_workers": False})
+
+    train = TrainConfig.model_validate({
+        **base.model_dump(), "batch_per_gpu": b, "accum_steps": accum, "world_size": world,
+        "optim": optim.model_dump(), "diffusion": diffusion.model_dump(), "data": data.model_dump(),
+    })
+    if train.effective_batch() != eff:
+        raise ValueError(f"micro {b} x accum {accum} x world {world} = {b * accum * world} != effective {eff}")
+
+    est = estimate(hardware, train, pred, wp, options, target)
+    ref_est = reference_estimates(recipe)
+    warnings = []
+    if wp.per_rank < wp.requested:
+        warnings.append(wp.reasons[0])
+    if options.policy == "keep-batch" and eff != (options.effective_batch or ref_eff):
+        warnings.append(f"effective batch {eff} is {eff - (options.effective_batch or ref_eff)} above the target "
+                        f"{options.effective_batch or ref_eff} (no exact split); LR follows blr x {eff}/256")
+    plan = Plan(
+        recipe=recipe.slug, policy=options.policy,
+        lr_scaling=options.lr_scaling if options.policy == "scale-lr" else None,
+        hardware=hardware, reference_hardware=recipe.hardware, train=train, estimates=est,
+        workers=WorkerDecision(per_rank=wp.per_rank, total=wp.total, requested=wp.requested,
+                               bound_by=wp.bound_by, caps=wp.caps, reasons=wp.reasons),  # type: ignore[arg-type]
+        rows=[], launch=render_launch(hardware, options, recipe.slug),
+        provenance=provenance(hardware, recipe, options, est, batch_why, bmax), warnings=warnings,
+    )
+    return plan.model_copy(update={"rows": build_rows(plan, recipe, ref_est, kappa)})
+
+
+def estimate(hardware: HardwareSpec, train: TrainConfig, pred: memory.MemoryPrediction, wp: workers.WorkerPlan,
+             options: PlanOptions, target: int) -> Estimates:
+    """Time, memory, host and cost estimates of a TrainConfig on ``hardware``."""
+    gpu = hardware.gpu
+    assert gpu is not None
+    m = train.model
+    v = m.spec
+    world = hardware.world_size
+    params = param_breakdown(v, m.img_size, m.num_classes)
+    flops = train_flops_per_image(v, m.img_size, m.in_channels)
+    mfu = compute.mfu_prior(gpu.gpu_class, compile=train.compile, depth=v.depth, attention=m.attention)
+    images_per_gpu_step = train.batch_per_gpu * train.accum_steps
+    t_compute = compute.compute_time_s(images_per_gpu_step, flops, gpu.bf16_tflops, mfu)
+    t_comm = compute.allreduce_time_s(4 * params.trainable, world_size=world, nodes=hardware.nodes, nvlink=gpu.nvlink)
+    step = t_compute + t_comm
+    ips = world * images_per_gpu_step / step
+    n_img = train.data.num_images or 1_281_167
+    spe = compute.steps_per_epoch(n_img, world, train.batch_per_gpu, train.accum_steps)
+    epoch_time = spe * step
+    ev = train.eval
+    nfe_flops = sample_flops_per_image(v, m.img_size, train.sample.steps, train.sample.method)
+    eval_time = ev.num_images * nfe_flops / (world * gpu.bf16_tflops * 1e12 * mfu)
+    n_evals = compute.num_evals(train.epochs, ev.every_epochs, ev.at_epoch0, ev.online)
+    total = train.epochs * epoch_time + n_evals * eval_time
+    items = [MemoryItem(name=i.name, bytes=i.bytes, why=i.why) for i in pred.items]
+    return Estimates(
+        memory_per_gpu_bytes=pred.total, memory_breakdown=items, memory_target_bytes=target,
+        gpu_memory_bytes=gpu.memory_bytes, host_ram_needed_bytes=wp.host_ram_needed,
+        host_ram_per_worker_bytes=wp.worker_bytes, shm_needed_bytes=wp.shm_needed,
+        train_flops_per_image=flops, mfu=mfu, step_time_s=step, images_per_s=ips, epoch_time_s=epoch_time,
+        total_time_s=total, eval_time_s=eval_time, num_evals=n_evals,
+        checkpoint_bytes=compute.checkpoint_bytes(params.total, len(train.diffusion.ema_decays)),
+        cost_usd=compute.cost_usd(total, options.price_per_hour, hardware.nodes),
+        params=params.trainable, steps_per_epoch=spe,
+    )
+
+
+def reference_estimates(recipe: Recipe) -> Estimates:
+    """The same estimates for the recipe on its own hardware (the table's reference column)."""
+    hw, train = recipe.hardware, recipe.train
+    pred = memory.predict(memory_inputs(train, hw.world_size), train.batch_per_gpu)
+    n_img = train.data.num_images or 1_281_167
+    wp = workers.decide_workers(requested=train.data.num_workers, ranks_per_node=hw.gpus_per_node,
+                                micro_batch=train.batch_per_gpu, img_size=train.model.img_size, num_images=n_img,
+                                ram_bytes=None, cpus=None, shm_bytes=None)
+    assert hw.gpu is not None
+    return estimate(hw, train, pred, wp, PlanOptions(), int(0.9 * hw.gpu.memory_bytes))
+
+
+def render_launch(hardware: HardwareSpec, options: PlanOptions, slug: str) -> LaunchSpec:
+    """The torchrun command (torchrun's dashed flags), the same on every node."""
+    n, g = hardware.nodes, hardware.gpus_per_node
+    tail = ["-m", "jitmodel.train", "--config", options.config_path]
+    if n == 1:
+        argv = ["torchrun", "--standalone", "--nnodes", "1", "--nproc-per-node", str(g), *tail]
+        return LaunchSpec(nnodes=1, nproc_per_node=g, rdzv_backend="static", rdzv_endpoint=None, rdzv_id=None,
+                          argv=argv)
+    rid = "jit-" + hashlib.sha1(f"{slug}:{n}x{g}:{options.rdzv_endpoint}".encode()).hexdigest()[:8]
+    argv = ["torchrun", "--nnodes", str(n), "--nproc-per-node", str(g), "--rdzv-backend", "c10d",
+            "--rdzv-endpoint", options.rdzv_endpoint, "--rdzv-id", rid, *tail]
+    return LaunchSpec(nnodes=n, nproc_per_node=g, rdzv_backend="c10d", rdzv_endpoint=options.rdzv_endpoint,
+                      rdzv_id=rid, argv=argv)
+
+
+def provenance(hw: HardwareSpec, recipe: Recipe, options: PlanOptions, est: Estimates, batch_why: str,
+               bmax: int) -> dict[str, str]:
+    gpu = hw.gpu
+    assert gpu is not None
+    src = {"catalog": "catalog", "flags": "flags", "file": "hardware file", "probe": "probe"}[hw.source]
+    host = hw.host
+
+    def host_src(value: object, flag: str) -> str:
+        return f"{src} ({flag})" if value is not None else "unknown (not given; the cap is not applied)"
+
+    return {
+        "recipe": f"templates/recipes/{recipe.slug}.yaml ({recipe.source})",
+        "gpu": f"{src}: {gpu.name}; {gpu.source}",
+        "host.ram_bytes": host_src(host.ram_bytes, "--host-ram"),
+        "host.cpus": host_src(host.cpus, "--cpus"),
+        "host.shm_bytes": host_src(host.shm_bytes, "--shm"),
+        "memory": f"analytic model (jitplan.planner.memory), constants calibrated against a traced step; "
+                  f"target {options.memory_fraction:.0%} of GPU memory",
+        "batch_per_gpu": f"{'flag' if options.batch_per_gpu else 'derived'}: {batch_why}; largest that fits {bmax}",
+        "accum_steps": "flag --accum" if options.accum else "derived: micro x accum x GPUs reaches the effective batch",
+        "compile": "flag" if options.compile is not None else "recipe",
+        "attention": "flag" if options.attention is not None else "recipe",
+        "mfu": f"prior {est.mfu:.3f} for {gpu.gpu_class} GPUs (jitplan.planner.compute.MFU_PRIORS); "
+               "a measured step replaces it",
+        "lr": ("recipe: lr = blr x effective batch / 256" if options.policy == "keep-batch"
+               else f"scale-lr ({options.lr_scaling}) from the reference lr"),
+        "price_per_hour": "flag --price-per-hour" if options.price_per_hour is not None else "not given",
+    }
+
+
+def replan_workers(plan: Plan, max_workers: int) -> Plan:
+    """The same plan with at most ``max_workers`` DataLoader workers per rank (after a worker OOM)."""
+    if max_workers < 0:
+        raise ValueError(f"max_workers must be >= 0, got {max_workers}")
+    w = plan.workers
+    if w.per_rank <= max_workers:
+        return plan
+    reasons = [f"re-planned: {w.per_rank} -> {max_workers} workers per rank", *w.reasons]
+    workers_ = w.model_copy(update={"per_rank": max_workers, "total": max_workers * plan.hardware.gpus_per_node,
+                                    "bound_by": "user", "caps": {**w.caps, "user": max_workers}, "reasons": reasons})
+    data = plan.train.data.model_copy(update={"num_workers": max_workers})
+    if max_workers == 0:
+        data = data.model_copy(update={"prefetch_factor": None, "persistent_workers": False})
+    train = plan.train.model_copy(update={"data": data})
+    return plan.model_copy(update={"workers": workers_, "train": train})

@@ -1,0 +1,93 @@
+"""The side-by-side rows of a plan: quantity, reference, target, why. Pure formatting of numbers.
+
+    >>> fmt_duration(3600 * 30), fmt_bytes(12.9e9), fmt_duration(95)
+    ('1.2 d', '12.9 GB', '1.6 min')
+"""
+
+from __future__ import annotations
+
+from jitplan.hardware.schema import HardwareSpec
+from jitplan.planner.scaling import warmup_steps
+from jitplan.schemas import Estimates, Plan, PlanRow, Recipe
+
+
+def fmt_bytes(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
+def fmt_duration(s: float) -> str:
+    if s < 120:
+        return f"{s / 60:.1f} min" if s >= 60 else f"{s:.1f} s"
+    if s < 2 * 3600:
+        return f"{s / 60:.0f} min"
+    if s < 2 * 86400:
+        return f"{s / 3600:.1f} h" if s < 86400 else f"{s / 86400:.1f} d"
+    return f"{s / 86400:.1f} d"
+
+
+def _hw(hw: HardwareSpec) -> str:
+    assert hw.gpu is not None
+    count = f"{hw.nodes}x{hw.gpus_per_node}" if hw.nodes > 1 else f"{hw.gpus_per_node}"
+    return f"{count} x {hw.gpu.name}"
+
+
+def _mem(est: Estimates) -> str:
+    return f"{fmt_bytes(est.memory_per_gpu_bytes)} ({est.memory_per_gpu_bytes / est.gpu_memory_bytes:.0%})"
+
+
+def build_rows(plan: Plan, recipe: Recipe, ref: Estimates, kappa: float) -> list[PlanRow]:
+    t, r = plan.train, recipe.train
+    est, hw, rhw = plan.estimates, plan.hardware, recipe.hardware
+    assert hw.gpu is not None and rhw.gpu is not None
+    rows: list[tuple[str, str, str, str]] = []
+    add = rows.append
+    add(("GPUs", _hw(rhw), _hw(hw), plan.provenance.get("gpu", "")))
+    add(("total GPU memory", fmt_bytes(rhw.world_size * rhw.gpu.memory_bytes),
+         fmt_bytes(hw.world_size * hw.gpu.memory_bytes), "memory as NVML reports it x GPUs"))
+    add(("model", r.model.variant, t.model.variant,
+         f"{est.params / 1e6:.2f}M trainable params; {est.train_flops_per_image / 1e9:.1f} GFLOP per training image"))
+    add(("resolution", f"{r.model.img_size} px", f"{t.model.img_size} px", "from the recipe"))
+    add(("dataset", f"{r.data.num_images or 0:,} images", f"{t.data.num_images or 0:,} images",
+         f"{t.data.kind} at {t.data.path}"))
+    add(("compile / attention", f"{r.compile} / {r.model.attention}", f"{t.compile} / {t.model.attention}",
+         plan.provenance.get("compile", "") + " / " + plan.provenance.get("attention", "")))
+    add(("batch per GPU", str(r.batch_per_gpu), str(t.batch_per_gpu), plan.provenance.get("batch_per_gpu", "")))
+    add(("gradient accumulation", str(r.accum_steps), str(t.accum_steps), plan.provenance.get("accum_steps", "")))
+    eff, reff = t.effective_batch(), r.effective_batch()
+    eff_why = (f"{t.batch_per_gpu} x {t.accum_steps} x {hw.world_size} GPUs = {eff}"
+               + (" (kept exactly)" if eff == reff else f" ({kappa:.3g} x the reference)"))
+    add(("effective batch", str(reff), str(eff), eff_why))
+    add(("learning rate", f"{r.lr:.3g}", f"{t.lr:.3g}", plan.provenance.get("lr", "")
+         + ("" if plan.policy == "keep-batch" else f"; linear would give {r.lr * kappa:.3g}")))
+    add(("Adam betas", _pair(r.optim.betas), _pair(t.optim.betas),
+         "unchanged" if t.optim.betas == r.optim.betas else "sqrt rule: 1 - kappa(1 - beta) (Malladi et al. 2022)"))
+    add(("EMA decays", _pair(r.diffusion.ema_decays), _pair(t.diffusion.ema_decays),
+         "one update per optimizer step, unchanged" if t.diffusion.ema_decays == r.diffusion.ema_decays
+         else "rho^kappa keeps the EMA horizon in images (Busbridge et al. 2023)"))
+    ref_spe = ref.steps_per_epoch
+    add(("warmup steps", f"{warmup_steps(r.optim.warmup_epochs, ref_spe):,}",
+         f"{warmup_steps(t.optim.warmup_epochs, est.steps_per_epoch):,}",
+         f"{t.optim.warmup_epochs:g} epochs x {est.steps_per_epoch:,} optimizer steps/epoch"))
+    add(("memory per GPU", _mem(ref), _mem(est),
+         f"predicted peak; target {fmt_bytes(est.memory_target_bytes)}; see the breakdown"))
+    add(("workers per GPU (total)", f"{r.data.num_workers} ({r.data.num_workers * rhw.gpus_per_node})",
+         f"{plan.workers.per_rank} ({plan.workers.total})", plan.workers.reasons[0]))
+    add(("host RAM needed per node", "-", fmt_bytes(est.host_ram_needed_bytes),
+         f"{fmt_bytes(est.host_ram_per_worker_bytes)} per worker (doctor.md C8 model)"))
+    add(("images/s", f"{ref.images_per_s:,.0f}", f"{est.images_per_s:,.0f}",
+         f"MFU prior {est.mfu:.0%} of {hw.gpu.bf16_tflops:g} dense bf16 TFLOPS per GPU"))
+    add(("epoch time", fmt_duration(ref.epoch_time_s), fmt_duration(est.epoch_time_s),
+         f"{est.steps_per_epoch:,} steps x {est.step_time_s:.2f} s"))
+    add((f"time to {t.epochs:g} epochs", fmt_duration(ref.total_time_s), fmt_duration(est.total_time_s),
+         f"training + {est.num_evals} online evaluations"))
+    add(("evaluation time", fmt_duration(ref.eval_time_s), fmt_duration(est.eval_time_s),
+         f"{t.eval.num_images:,} images x Heun {t.sample.steps} (NFE {2 * t.sample.steps - 1}) x 2 forwards (CFG)"))
+    add(("checkpoint size", fmt_bytes(ref.checkpoint_bytes), fmt_bytes(est.checkpoint_bytes),
+         "model + 2 EMAs + AdamW moments, fp32"))
+    add(("cost", "-", f"${est.cost_usd:,.0f}" if est.cost_usd is not None else "-",
+         "--price-per-hour x nodes x total time" if est.cost_usd is not None else "give --price-per-hour"))
+    return [PlanRow(quantity=q, reference=a, target=b, why=w) for q, a, b, w in rows]
+
+
+def _pair(p: tuple[float, ...]) -> str:
+    return ", ".join(f"{x:g}" for x in p)

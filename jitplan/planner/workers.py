@@ -1,0 +1,113 @@
+"""DataLoader workers per rank and in total, capped by CPUs, host RAM (the container's limit) and /dev/shm.
+
+Pure functions. The per-worker RAM model is ``../shared/reference/doctor.md`` C8: each worker grows to
+its private base pages plus a copy-on-read copy of the dataset index (ImageFolder's list of (path, class)
+tuples, ~208 B/image), plus its prefetched batches and decode scratch; in-flight batches also sit in
+/dev/shm, which is RAM (tmpfs) and counts toward the container's limit (C7). Every rank of a node runs
+its own DataLoader: total = ranks x workers.
+
+    >>> d = decide_workers(requested=12, ranks_per_node=2, micro_batch=16, img_size=256, num_images=1281167,
+    ...                    ram_bytes=24 * 10**9, cpus=None, shm_bytes=None)
+    >>> d.per_rank, d.bound_by
+    (8, 'host-ram')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+GB = 1e9
+WORKER_BASE_BYTES = int(0.35 * GB)  # private pages of a forked worker (PIL, numpy, torch state) [judgement]
+INDEX_BYTES_PER_IMAGE = 208  # ImageFolder.samples, measured (doctor.md C8)
+DECODE_SCRATCH_BYTES = int(0.064 * GB)  # JPEG decode + resize buffers of one image in flight [judgement]
+MAIN_PROCESS_BYTES = int(3.0 * GB)  # python + torch + CUDA host-side libraries per rank [judgement]
+BYTES_PER_PARAM_HOST = 4  # the model is built on the CPU in fp32 before .to(device)
+RAM_USABLE_FRACTION = 0.85  # leave the rest to the OS, page cache, the shell
+NCCL_SHM_BYTES = int(0.032 * GB)  # NCCL shared-memory segments per rank
+PREFETCH_DEFAULT = 2
+
+
+def batch_bytes(micro_batch: int, img_size: int, channels: int = 3) -> int:
+    """One collated batch as the loader ships it: uint8 images (PILToTensor) + int64 labels."""
+    return micro_batch * (channels * img_size * img_size + 8)
+
+
+def worker_ram_bytes(micro_batch: int, img_size: int, num_images: int, prefetch: int = PREFETCH_DEFAULT) -> int:
+    """Steady-state RSS of one worker (its shm batches are counted separately)."""
+    return (WORKER_BASE_BYTES + INDEX_BYTES_PER_IMAGE * num_images + DECODE_SCRATCH_BYTES
+            + prefetch * batch_bytes(micro_batch, img_size))
+
+
+def shm_per_worker(micro_batch: int, img_size: int, prefetch: int = PREFETCH_DEFAULT) -> int:
+    return prefetch * batch_bytes(micro_batch, img_size)
+
+
+def main_process_bytes(params: int, micro_batch: int, img_size: int, prefetch: int = PREFETCH_DEFAULT) -> int:
+    """Per rank: the training process on the host, incl. pinned buffers for prefetched batches."""
+    return MAIN_PROCESS_BYTES + BYTES_PER_PARAM_HOST * params + prefetch * batch_bytes(micro_batch, img_size)
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    per_rank: int
+    total: int
+    requested: int
+    bound_by: str
+    caps: dict[str, int]
+    reasons: list[str] = field(default_factory=list)
+    worker_bytes: int = 0
+    host_ram_needed: int = 0  # per node at the chosen count
+    shm_needed: int = 0  # per node at the chosen count
+
+
+def decide_workers(*, requested: int, ranks_per_node: int, micro_batch: int, img_size: int, num_images: int,
+                   ram_bytes: int | None, cpus: int | None, shm_bytes: int | None, params: int = 0,
+                   prefetch: int = PREFETCH_DEFAULT, user_max: int | None = None) -> WorkerPlan:
+    """Workers per rank = min(requested, CPU cap, RAM cap, shm cap, user cap); says which cap bound."""
+    if ranks_per_node < 1 or micro_batch < 1 or requested < 0:
+        raise ValueError(f"ranks ({ranks_per_node}) and micro-batch ({micro_batch}) must be >= 1, "
+                         f"requested workers ({requested}) >= 0")
+    r = ranks_per_node
+    w_bytes = worker_ram_bytes(micro_batch, img_size, num_images, prefetch)
+    w_shm = shm_per_worker(micro_batch, img_size, prefetch)
+    main = main_process_bytes(params, micro_batch, img_size, prefetch)
+    caps: dict[str, int] = {}
+    reasons: list[str] = []
+    if cpus is not None:
+        caps["cpus"] = max(0, cpus // r - 1)
+        reasons.append(f"cpus: {cpus} CPUs / {r} ranks, one core kept for each training process -> "
+                       f"{caps['cpus']} per rank")
+    else:
+        reasons.append("cpus: unknown (pass --cpus or a probed --hardware file)")
+    if ram_bytes is not None:
+        usable = RAM_USABLE_FRACTION * ram_bytes - r * main - r * NCCL_SHM_BYTES
+        caps["host-ram"] = max(0, int(usable // (r * (w_bytes + w_shm))))
+        reasons.append(
+            f"host-ram: {RAM_USABLE_FRACTION:.0%} of {ram_bytes / GB:.1f} GB minus {r} x {main / GB:.1f} GB "
+            f"training processes leaves {max(usable, 0) / GB:.1f} GB; each worker needs "
+            f"{(w_bytes + w_shm) / GB:.2f} GB (base {WORKER_BASE_BYTES / GB:.2f} + dataset index "
+            f"{INDEX_BYTES_PER_IMAGE * num_images / GB:.2f} copied on read + decode "
+            f"{DECODE_SCRATCH_BYTES / GB:.3f} + {prefetch} prefetched batches in RAM and shm) -> "
+            f"{caps['host-ram']} per rank")
+    else:
+        reasons.append("host-ram: unknown (pass --host-ram: the container's limit, not the host's)")
+    if shm_bytes is not None:
+        caps["shm"] = max(0, int((shm_bytes - r * NCCL_SHM_BYTES) // (r * w_shm)))
+        reasons.append(f"shm: {shm_bytes / GB:.2f} GB /dev/shm holds {prefetch} x {batch_bytes(micro_batch, img_size) / 1e6:.1f} MB "
+                       f"batches per worker -> {caps['shm']} per rank")
+    if user_max is not None:
+        caps["user"] = user_max
+    chosen, bound = requested, "recipe"
+    for name, cap in caps.items():
+        if cap < chosen:
+            chosen, bound = cap, name
+    if chosen < requested:
+        reasons.insert(0, f"{requested} per rank x {r} ranks = {requested * r} workers refused: "
+                          f"bound by {bound}, {chosen} per rank ({chosen * r} in total)")
+    else:
+        reasons.insert(0, f"{requested} per rank as the recipe asks ({requested * r} in total)")
+    need = r * (main + chosen * (w_bytes + w_shm) + NCCL_SHM_BYTES)
+    shm_need = r * (chosen * w_shm + NCCL_SHM_BYTES)
+    return WorkerPlan(per_rank=chosen, total=chosen * r, requested=requested, bound_by=bound, caps=caps,
+                      reasons=reasons, worker_bytes=w_bytes + w_shm, host_ram_needed=int(need),
+                      shm_needed=int(shm_need))
