@@ -60,6 +60,7 @@ class TorchImport(_Strict):
     cuda_available: bool | None = None
     device_count: int | None = None
     cuda_warning: str | None = None  # e.g. "The NVIDIA driver on your system is too old ..."
+    cached: bool = False  # reused from an earlier successful run (nothing it depends on changed)
 
 
 _VERSION_RE = re.compile(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", re.M)
@@ -147,23 +148,70 @@ print("JITPLAN_TORCH " + json.dumps(out))
 """
 
 
+def _cache_key(python: str, env: Mapping[str, str]) -> str | None:
+    """What a successful import depends on: the interpreter, torch's files, MKL/NVIDIA wheels, library paths."""
+    import hashlib
+
+    meta = torch_metadata() if python == sys.executable else None
+    if meta is not None and not meta.installed:
+        return None
+    parts = [python, *(f"{k}={env.get(k, '')}" for k in ("LD_LIBRARY_PATH", "LD_PRELOAD", "CONDA_PREFIX",
+                                                           "CUDA_VISIBLE_DEVICES", "PYTHONPATH", "PYTHONHOME"))]
+    if meta is not None and meta.location:
+        loc = Path(meta.location)
+        parts += [meta.model_dump_json(), str((loc / "version.py").stat().st_mtime_ns),
+                  str((loc / "lib").stat().st_mtime_ns) if (loc / "lib").is_dir() else ""]
+    else:
+        return None  # another interpreter: no cheap way to see its torch change, never cache
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
+
+
 def torch_import_check(
-    python: str | None = None, *, timeout: float = 60.0, env: Mapping[str, str] | None = None
+    python: str | None = None, *, timeout: float = 60.0, env: Mapping[str, str] | None = None,
+    cache_dir: str | Path | None = None,
 ) -> TorchImport:
-    """Import torch in a child process (``python``, default this interpreter) and report what happened."""
+    """Import torch in a child process (``python``, default this interpreter) and report what happened.
+
+    With ``cache_dir``, a *successful* result is reused while nothing it depends on changed (torch's files,
+    the MKL/NVIDIA wheel versions, LD_LIBRARY_PATH, ...); failures are always re-run.
+    """
+    python = python or sys.executable
+    env = os.environ if env is None else env
+    key = _cache_key(python, env) if cache_dir is not None else None
+    cache_file = Path(cache_dir) / f"torch-import-{key}.json" if cache_dir is not None and key else None
+    if cache_file is not None and cache_file.is_file():
+        try:
+            cached = TorchImport.model_validate_json(cache_file.read_text())
+        except ValueError:
+            cached = None
+        if cached is not None and cached.ok:
+            cached.cached = True
+            return cached
+    result = _run_import(python, timeout, env)
+    if cache_file is not None and result.ok:
+        from jitplan.schemas import atomic_write_text
+
+        try:
+            atomic_write_text(cache_file, result.model_dump_json())
+        except OSError:
+            pass  # a read-only home is not an error
+    return result
+
+
+def _run_import(python: str, timeout: float, env: Mapping[str, str]) -> TorchImport:
     import time
 
-    child_env = dict(os.environ if env is None else env)
+    child_env = dict(env)
     child_env.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # avoid initialising CUDA just to ask
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run([python or sys.executable, "-c", _CHILD], capture_output=True, text=True,
+        proc = subprocess.run([python, "-c", _CHILD], capture_output=True, text=True,
                               timeout=timeout, env=child_env)
     except subprocess.TimeoutExpired:
         return TorchImport(ok=False, timed_out=True, seconds=timeout,
                            error=f"import torch did not finish within {timeout:.0f} s")
     except OSError as e:
-        return TorchImport(ok=False, error=f"could not run {python or sys.executable}: {e}")
+        return TorchImport(ok=False, error=f"could not run {python}: {e}")
     secs = round(time.perf_counter() - t0, 3)
     for line in proc.stdout.splitlines():
         if line.startswith("JITPLAN_TORCH "):

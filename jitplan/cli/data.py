@@ -1,0 +1,116 @@
+"""``jitplan data``: inspect a dataset folder; prepare train/ + val/ from flat or ILSVRC layouts.
+
+    jitplan data inspect /data/imagenet256
+    jitplan data inspect /data/imagenet256 --json
+    jitplan data prepare /data/imagenet256 /data/in256 --val-per-class 10 --seed 0
+    jitplan data prepare /data/ILSVRC /data/in1k --val-labels /data/LOC_val_solution.csv --copy --verify
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from jitplan.cli._output import emit, note
+
+data_app = typer.Typer(help="Inspect and prepare image datasets (ImageFolder layout).", no_args_is_help=True)
+
+
+def _render_report(rep, console: Console) -> None:  # rep: DatasetReport
+    t = Table("dataset", "value", show_header=False)
+    t.add_row("path", rep.path)
+    t.add_row("layout", rep.layout)
+    if rep.train_dir:
+        t.add_row("class folders in", rep.train_dir)
+        t.add_row("classes", f"{rep.classes} ({rep.wnid_fraction:.0%} wnid-named)")
+        if rep.class_names:
+            more = " ..." if rep.classes > 4 else ""
+            t.add_row("first classes", ", ".join(rep.class_names[:4]) + more)
+        t.add_row("images", f"{rep.images:,}")
+        t.add_row("per class min/median/max", f"{rep.per_class_min} / {rep.per_class_median:g} / {rep.per_class_max}")
+        t.add_row("extensions", ", ".join(f"{k} {v:,}" for k, v in rep.extensions.items()) or "-")
+        if rep.sizes:
+            t.add_row("sizes (sample)", ", ".join(f"{k} x{v}" for k, v in rep.sizes.items()))
+    if rep.val_dir:
+        t.add_row("val", f"{rep.val_images:,} images ({rep.val_layout}) in {rep.val_dir}")
+        if rep.val_layout == "flat":
+            t.add_row("val labels", rep.val_labels or "not found")
+    if rep.hidden_dirs:
+        t.add_row("hidden folders", ", ".join(rep.hidden_dirs) + " (ImageFolder would count them as classes)")
+    if rep.empty_classes:
+        t.add_row("empty classes", ", ".join(rep.empty_classes[:5]) + (" ..." if len(rep.empty_classes) > 5 else ""))
+    if rep.other_files:
+        t.add_row("non-image files", str(rep.other_files))
+    console.print(t)
+    for n in rep.notes:
+        console.print(f"note: {n}")
+
+
+@data_app.command("inspect")
+def inspect_cmd(
+    path: Path = typer.Argument(..., help="Dataset root."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Layout, classes, images per class, sizes and extensions of a dataset folder.
+
+    jitplan data inspect /data/imagenet256
+    """
+    from jitplan.dataset.inspect import inspect_dataset
+
+    rep = inspect_dataset(path)
+    emit(rep, json_mode=json_out, render=lambda c: _render_report(rep, c))
+
+
+@data_app.command("prepare")
+def prepare_cmd(
+    src: Path = typer.Argument(..., help="Flat class folders, or ILSVRC (train/<wnid>/ + flat val/)."),
+    dst: Path = typer.Argument(..., help="Output root: train/, val/, classes.json."),
+    copy: bool = typer.Option(False, "--copy", help="Copy files instead of symlinking them."),
+    val_per_class: int | None = typer.Option(None, "--val-per-class", help="Images per class held out (default 10)."),
+    val_fraction: float | None = typer.Option(None, "--val-fraction", help="Fraction per class held out."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the deterministic split."),
+    val_labels: Path | None = typer.Option(None, "--val-labels", help="Ground truth for a flat val/ (LOC_val_solution.csv)."),
+    verify: bool = typer.Option(False, "--verify", help="Decode every image (PIL) after preparing."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Make DST/train + DST/val (+ classes.json) from SRC; idempotent, never overwrites.
+
+    jitplan data prepare /data/imagenet256 /data/in256 --val-per-class 10
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from jitplan.cli._output import err
+    from jitplan.dataset.prepare import prepare_dataset
+    from jitplan.errors import CheckFailed
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err,
+                  transient=True, disable=json_out) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        res = prepare_dataset(src, dst, copy=copy, val_per_class=val_per_class, val_fraction=val_fraction,
+                              seed=seed, val_labels=val_labels, verify=verify, progress=progress)
+
+    def render(c: Console) -> None:
+        c.print(f"{res.layout} -> {res.dst}: {res.classes} classes, {res.train_images:,} train / "
+                f"{res.val_images:,} val images ({res.mode}; {res.created:,} new, {res.already:,} already there)")
+        if res.verified is not None:
+            c.print(f"verified {res.verified:,} images: {len(res.bad_images)} failed to decode")
+
+    emit(res, json_mode=json_out, render=render)
+    if res.bad_images:
+        for b in res.bad_images[:5]:
+            note(f"bad image: {b}")
+        raise CheckFailed(f"{len(res.bad_images)} of {res.verified} images failed to decode",
+                          hint="remove or re-download them, then re-run with --verify")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(data_app, name="data")

@@ -1,0 +1,74 @@
+"""``jitplan doctor``: checks C1-C13 on this machine, each with what it found and how to fix it.
+
+    jitplan doctor                                  # torch, driver, GPUs, P2P, shm, CPUs, env
+    jitplan doctor --plan plan.yaml                 # does this plan fit here (memory, workers, shm, eval)
+    jitplan doctor --data /data/imagenet256         # dataset layout
+    jitplan doctor --checkpoint runs/jit/last.pt --plan plan.yaml
+    jitplan doctor --json
+
+Exit code 1 when any check fails; see docs/doctor.md for every check.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from jitplan.cli._output import emit
+
+_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+
+
+def render(report, console: Console) -> None:  # report: DoctorReport
+    t = Table("id", "check", "level", "found", "fix")
+    for f in report.findings:
+        t.add_row(f.id, f.title, f"[{_STYLE[f.level]}]{f.level}[/]", f.found, (f.fix or "") if f.level != "pass" else "")
+    console.print(t)
+    c = report.counts()
+    console.print(f"{c['pass']} pass, {c['warn']} warn, {c['fail']} fail, {c['skip']} skip in {report.seconds} s")
+
+
+def doctor(
+    plan: Path | None = typer.Option(None, "--plan", help="A plan (jitplan plan --out) or a TrainConfig YAML."),
+    data: Path | None = typer.Option(None, "--data", help="Dataset root to check (default: the plan's data.path)."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A jitmodel or official JiT checkpoint."),
+    deep: bool = typer.Option(False, "--deep", help="Also decode a sample of dataset images."),
+    nccl_timeout: float = typer.Option(1800.0, "--nccl-timeout", help="The run's NCCL timeout, seconds "
+                                       "(jitmodel: 1800; official JiT: torch's 600)."),
+    python: str | None = typer.Option(None, "--python", help="The Python whose torch to check (default: this one)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Re-import torch even if nothing changed since the "
+                                  "last successful check."),
+    json_out: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
+    replay_nvml: Path | None = typer.Option(None, "--replay-nvml", hidden=True, help="Recorded NVML answers."),
+    host_root: Path | None = typer.Option(None, "--host-root", hidden=True, help="Re-root cgroup, /proc, /dev/shm."),
+) -> None:
+    """Check this machine (and a plan, dataset, checkpoint) before training; exit 1 on any failure.
+
+    jitplan doctor --plan plan.yaml --data /data/imagenet256
+    """
+    from jitplan.doctor.runner import run_doctor
+    from jitplan.errors import CheckFailed, UsageError
+    from jitplan.hardware.host import HostPaths
+    from jitplan.hardware.nvml import FakeNvml
+
+    if nccl_timeout <= 0:
+        raise UsageError(f"--nccl-timeout must be > 0 seconds, got {nccl_timeout:g}")
+    nvml = None
+    if replay_nvml is not None:
+        if not replay_nvml.is_file():
+            raise UsageError(f"recorded NVML file not found: {replay_nvml}")
+        nvml = FakeNvml.from_file(replay_nvml)
+    report = run_doctor(plan_path=plan, data_path=data, checkpoint_path=checkpoint, deep=deep,
+                        nccl_timeout_s=nccl_timeout, python=python, nvml=nvml, cache=not no_cache,
+                        paths=HostPaths.under(host_root) if host_root is not None else None)
+    emit(report, json_mode=json_out, render=lambda c: render(report, c))
+    if report.failed:
+        ids = ", ".join(f.id for f in report.failed)
+        raise CheckFailed(f"{len(report.failed)} check(s) failed: {ids}", hint="each finding above says how to fix it")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("doctor")(doctor)

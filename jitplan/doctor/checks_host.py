@@ -1,0 +1,177 @@
+"""C7-C9, C12, C13: /dev/shm, host RAM against DataLoader workers, CPUs, long phases vs the NCCL
+timeout, environment knobs. RAM and shm use the planner's worker model (``jitplan.planner.workers``)
+against the *measured* machine, so plan and doctor agree on what fits.
+"""
+
+from __future__ import annotations
+
+from jitplan.doctor.context import DoctorContext, PlanFacts
+from jitplan.doctor.finding import Finding
+
+GB = 1e9
+MIB = 2**20
+DOCKER_DEFAULT_SHM = 64 * MIB
+
+
+def _gb(n: float | None) -> str:
+    return "?" if n is None else f"{n / GB:.1f} GB"
+
+
+def _params(plan: PlanFacts) -> int:
+    if plan.params:
+        return plan.params
+    from jitmodel.counts import param_count
+
+    return param_count(plan.variant, plan.img_size, plan.num_classes)
+
+
+def worker_budget(plan: PlanFacts, ram_bytes: int | None, cpus: int | None, shm_bytes: int | None):
+    """The planner's worker decision for this plan's ranks and batch on this machine's limits."""
+    from jitplan.planner.workers import decide_workers
+
+    return decide_workers(requested=plan.num_workers, ranks_per_node=plan.nproc_per_node,
+                          micro_batch=plan.batch_per_gpu, img_size=plan.img_size,
+                          num_images=plan.num_images or 1_281_167, ram_bytes=ram_bytes, cpus=cpus,
+                          shm_bytes=shm_bytes, params=_params(plan), prefetch=plan.prefetch_factor)
+
+
+def ram_needed(plan: PlanFacts, workers: int) -> tuple[int, int, int]:
+    """(node RAM, per-worker RAM incl. its shm batches, one rank's main process) at ``workers`` per rank."""
+    from jitplan.planner import workers as w
+
+    mb, img, pf = plan.batch_per_gpu, plan.img_size, plan.prefetch_factor
+    per_worker = w.worker_ram_bytes(mb, img, plan.num_images or 1_281_167, pf) + w.shm_per_worker(mb, img, pf)
+    main = w.main_process_bytes(_params(plan), mb, img, pf)
+    r = plan.nproc_per_node
+    return r * (main + workers * per_worker + w.NCCL_SHM_BYTES), per_worker, main
+
+
+def check_shm(ctx: DoctorContext) -> Finding:
+    """C7: /dev/shm holds the in-flight batches of every worker of every rank (and NCCL's segments)."""
+    title = "/dev/shm"
+    host, plan = ctx.probe.host, ctx.plan
+    total, free = host.shm_total_bytes, host.shm_free_bytes
+    if total is None:
+        return Finding(id="C7", level="fail", title=title, found=f"{host.shm_path} does not exist",
+                       fix="mount a tmpfs at /dev/shm (docker run --shm-size=8g)")
+    have = f"{host.shm_path}: {total / MIB:.0f} MiB total, {(free or 0) / MIB:.0f} MiB free"
+    fix = ("docker run --shm-size=8g (or --ipc=host; Kubernetes: an emptyDir medium Memory at /dev/shm); on Vast.ai "
+           "shm follows the GPU fraction, so rent the whole machine or lower num_workers/prefetch_factor")
+    if plan is not None and plan.num_workers > 0:
+        from jitplan.planner import workers as w
+
+        need = plan.nproc_per_node * (plan.num_workers * w.shm_per_worker(plan.batch_per_gpu, plan.img_size,
+                                                                          plan.prefetch_factor) + w.NCCL_SHM_BYTES)
+        found = (f"{have}; {plan.nproc_per_node} ranks x {plan.num_workers} workers x {plan.prefetch_factor} "
+                 f"batches of {plan.batch_per_gpu} x {plan.img_size}px need {need / MIB:.0f} MiB")
+        if need > (free if free is not None else total):
+            cap = worker_budget(plan, None, None, total).caps.get("shm", 0)
+            return Finding(id="C7", level="fail", title=title,
+                           found=found + f" (DataLoader workers die with 'Bus error'); fits {cap} workers per rank",
+                           fix=f"{fix}; or set data.num_workers <= {cap}")
+        if need > 0.5 * total:
+            return Finding(id="C7", level="warn", title=title, found=found + " (more than half of it)", fix=fix)
+        return Finding(id="C7", level="pass", title=title, found=found)
+    if total <= DOCKER_DEFAULT_SHM:
+        return Finding(id="C7", level="fail", title=title,
+                       found=f"{have}: Docker's 64 MB default; DataLoader workers and NCCL's SHM transport will fail",
+                       fix=fix)
+    if total < 1 << 30:
+        return Finding(id="C7", level="warn", title=title, found=f"{have}: small for multi-worker loading",
+                       fix=fix)
+    return Finding(id="C7", level="pass", title=title, found=have)
+
+
+def check_ram(ctx: DoctorContext) -> Finding:
+    """C8: ranks x (main process + workers x per-worker RAM) against the container's memory limit."""
+    title = "host RAM vs DataLoader workers"
+    host, plan = ctx.probe.host, ctx.plan
+    limit = (f"cgroup limit {_gb(host.ram_limit_bytes)}; the host's {_gb(host.ram_host_bytes)} is not usable"
+             if host.ram_limit_bytes else f"host RAM {_gb(host.ram_bytes)}, no cgroup limit")
+    ooms = f"; {host.oom_kills} OOM kill(s) already in this cgroup" if host.oom_kills else ""
+    if plan is None:
+        return Finding(id="C8", level="skip", title=title, found=f"{limit}{ooms} (pass --plan to check workers)")
+    from jitplan.planner.workers import RAM_USABLE_FRACTION
+
+    r, nw = plan.nproc_per_node, plan.num_workers
+    need, per_worker, main = ram_needed(plan, nw)
+    usable = RAM_USABLE_FRACTION * host.ram_bytes
+    found = (f"{r} ranks x {nw} workers = {r * nw} workers; estimated {_gb(need)} ({r} x {_gb(main)} training "
+             f"process + {r * nw} x {per_worker / GB:.2f} GB per worker) vs {_gb(usable)} usable "
+             f"({RAM_USABLE_FRACTION:.0%} of {limit}){ooms}")
+    if need > usable:
+        cap = worker_budget(plan, host.ram_bytes, None, None).caps.get("host-ram", 0)
+        return Finding(id="C8", level="fail", title=title,
+                       found=found + ": workers will be OOM-killed ('DataLoader worker ... killed by signal: Killed')",
+                       fix=f"set data.num_workers <= {cap} per rank (jitplan plan --max-workers {cap}), "
+                           "prefetch_factor 1, or a host with more RAM")
+    if need > 0.9 * usable or host.oom_kills:
+        return Finding(id="C8", level="warn", title=title, found=found,
+                       fix="leave headroom: one or two fewer workers per rank")
+    return Finding(id="C8", level="pass", title=title, found=found)
+
+
+def check_cpus(ctx: DoctorContext) -> Finding:
+    """C9: DataLoader workers + trainers against usable CPUs (affinity and cgroup quota)."""
+    title = "CPU budget"
+    host, plan = ctx.probe.host, ctx.plan
+    quota = f", cgroup quota {host.cpu_quota:g}" if host.cpu_quota else ""
+    have = f"{host.cpus_usable} usable CPUs (affinity {host.cpus_affinity}{quota}, host {host.cpus_host})"
+    if plan is None:
+        return Finding(id="C9", level="pass", title=title, found=have)
+    r, nw = plan.nproc_per_node, plan.num_workers
+    procs = r * (nw + 1)
+    found = f"{r * nw} DataLoader workers + {r} trainers on {have}"
+    if procs > 2 * host.cpus_usable:
+        suggest = max(0, host.cpus_usable // r - 1)
+        return Finding(id="C9", level="warn", title=title, found=found + ": workers will contend for CPUs",
+                       fix=f"num_workers ~ {suggest} per rank (cpus // ranks - 1), capped by C8")
+    return Finding(id="C9", level="pass", title=title, found=found)
+
+
+def check_phases(ctx: DoctorContext) -> Finding:
+    """C12: a rank-0-only or long collective phase (online evaluation) against the NCCL timeout."""
+    title = "long phases vs NCCL timeout"
+    plan, timeout = ctx.plan, ctx.nccl_timeout_s
+    if plan is None or plan.eval_time_s is None:
+        return Finding(id="C12", level="skip", title=title, found="needs a plan with an evaluation estimate (--plan)")
+    if not plan.eval_online:
+        return Finding(id="C12", level="pass", title=title, found="online evaluation is off")
+    t = plan.eval_time_s
+    found = f"one online evaluation ~{t / 60:.0f} min against a {timeout / 60:.0f} min NCCL timeout"
+    if plan.nproc_per_node * plan.nodes < 2:
+        return Finding(id="C12", level="pass", title=title, found=found + " (single rank: no collective waits)")
+    if t > timeout:
+        return Finding(id="C12", level="fail", title=title,
+                       found=found + ": ranks waiting at a barrier hit the watchdog, and with one tqdm tick per "
+                                     "batch it looks hung",
+                       fix="eval.num_images smaller (e.g. 5,000 for a smoke FID), eval.online false, or "
+                           "init_process_group(timeout=timedelta(hours=...)) above the estimate")
+    if t > 0.5 * timeout:
+        return Finding(id="C12", level="warn", title=title, found=found, fix="raise the timeout for margin")
+    return Finding(id="C12", level="pass", title=title, found=found)
+
+
+def check_env(ctx: DoctorContext) -> Finding:
+    """C13: environment knobs that change CUDA/NCCL behaviour, open-file and memlock limits."""
+    title = "environment knobs"
+    host, env = ctx.probe.host, ctx.env
+    knobs = host.env
+    warns = []
+    multi = len(ctx.gpus) > 1
+    if multi and host.memlock_limit not in (None, -1):
+        warns.append(f"memlock limit {host.memlock_limit} B (NCCL recommends --ulimit memlock=-1)")
+    if host.nofile_limit is not None and host.nofile_limit < 4096:
+        warns.append(f"open files limit {host.nofile_limit} ('Too many open files' with many workers)")
+    for k in ("NCCL_P2P_DISABLE", "NCCL_SHM_DISABLE", "NCCL_IB_DISABLE"):
+        if env.get(k, "0") not in ("0", ""):
+            warns.append(f"{k}={env[k]} (a debugging switch; slower collectives)")
+    ld = env.get("LD_LIBRARY_PATH", "")
+    if "cuda" in ld.lower():
+        warns.append(f"LD_LIBRARY_PATH has a system CUDA ({ld}); it can shadow the pip nvidia-* libraries")
+    shown = ", ".join(f"{k}={v}" for k, v in knobs.items() if k != "LD_LIBRARY_PATH") or "none set"
+    if warns:
+        return Finding(id="C13", level="warn", title=title, found="; ".join(warns) + f" [{shown}]",
+                       fix="unset the debugging NCCL variables; raise limits (docker run --ulimit memlock=-1 "
+                           "--ulimit nofile=65536)")
+    return Finding(id="C13", level="pass", title=title, found=shown)

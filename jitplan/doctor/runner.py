@@ -1,0 +1,113 @@
+"""Run the checks: gather facts once (probe, torch import in a child, plan, dataset, checkpoint), then
+call each check ``C1``-``C13`` on the same context. Exit 1 when any check fails.
+
+    >>> from jitplan.hardware.nvml import FakeNvml
+    >>> report = run_doctor(nvml=FakeNvml.from_file("tests/data/nvml/no_driver.yaml"), run_torch=False)
+    >>> report.by_id("C4").level
+    'warn'
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from jitplan.doctor import checks_data, checks_gpu, checks_host, checks_torch
+from jitplan.doctor.context import DEFAULT_NCCL_TIMEOUT_S, DoctorContext, load_plan_facts
+from jitplan.doctor.finding import DoctorReport, Finding
+from jitplan.errors import UsageError
+
+CHECKS: list[tuple[str, Callable[[DoctorContext], Finding]]] = [
+    ("C1", checks_torch.check_torch_import),
+    ("C2", checks_torch.check_cuda_driver),
+    ("C3", checks_torch.check_arch),
+    ("C4", checks_gpu.check_driver),
+    ("C5", checks_gpu.check_gpus),
+    ("C6", checks_gpu.check_p2p),
+    ("C7", checks_host.check_shm),
+    ("C8", checks_host.check_ram),
+    ("C9", checks_host.check_cpus),
+    ("C10", checks_data.check_dataset),
+    ("C11", checks_data.check_checkpoint),
+    ("C12", checks_host.check_phases),
+    ("C13", checks_host.check_env),
+]
+DEEP_SAMPLE_IMAGES = 256
+
+
+def cache_dir(env: Mapping[str, str]) -> Path:
+    """Where doctor keeps its cache: $JITPLAN_CACHE_DIR, else $XDG_CACHE_HOME/jitplan, else ~/.cache/jitplan."""
+    if env.get("JITPLAN_CACHE_DIR"):
+        return Path(env["JITPLAN_CACHE_DIR"])
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "jitplan"
+
+
+def run_checks(ctx: DoctorContext) -> DoctorReport:
+    return DoctorReport(findings=[check(ctx) for _, check in CHECKS])
+
+
+def _sample_images(train_dir: str, n: int) -> list[Path]:
+    out: list[Path] = []
+    from jitplan.dataset.inspect import is_image
+
+    for d in sorted(os.scandir(train_dir), key=lambda e: e.name):
+        if not d.is_dir() or d.name.startswith("."):
+            continue
+        files = sorted(f for f in os.listdir(d.path) if is_image(f))
+        out += [Path(d.path) / f for f in files[:2]]
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
+def run_doctor(
+    *,
+    plan_path: str | Path | None = None,
+    data_path: str | Path | None = None,
+    checkpoint_path: str | Path | None = None,
+    deep: bool = False,
+    nccl_timeout_s: float = DEFAULT_NCCL_TIMEOUT_S,
+    run_torch: bool = True,
+    python: str | None = None,
+    cache: bool = True,
+    env: Mapping[str, str] | None = None,
+    nvml: Any | None = None,
+    paths: Any | None = None,
+    host_kwargs: dict[str, Any] | None = None,
+) -> DoctorReport:
+    """Gather facts and run every check. The keyword seams (nvml, paths, python, env) exist for tests."""
+    from jitplan.dataset.inspect import inspect_dataset
+    from jitplan.doctor.ckpt import read_checkpoint
+    from jitplan.hardware.probe import run_probe
+    from jitplan.hardware.software import torch_import_check
+
+    t0 = time.perf_counter()
+    env = dict(os.environ if env is None else env)
+    plan = load_plan_facts(plan_path) if plan_path is not None else None
+    if data_path is not None and not Path(data_path).is_dir():
+        raise UsageError(f"--data {data_path}: no such folder")
+    data = str(data_path) if data_path is not None else (plan.data_path if plan is not None else None)
+    disks = [p for p in (data, ".") if p]
+    probe = run_probe(nvml=nvml, paths=paths, disk_paths=disks, host_kwargs={"env": env, **(host_kwargs or {})})
+    ctx = DoctorContext(probe=probe, plan=plan, data_path=data, nccl_timeout_s=nccl_timeout_s, deep=deep, env=env)
+    if run_torch:
+        ctx.torch_import = torch_import_check(python, env=env, cache_dir=cache_dir(env) if cache else None)
+    if data is not None and Path(data).is_dir():
+        ctx.data = inspect_dataset(data)
+        if deep and ctx.data.train_dir:
+            from jitplan.dataset.prepare import verify_images
+
+            ctx.bad_images = verify_images(_sample_images(ctx.data.train_dir, DEEP_SAMPLE_IMAGES))
+    if checkpoint_path is not None:
+        ctx.checkpoint_path = str(checkpoint_path)
+        try:
+            ctx.checkpoint = read_checkpoint(checkpoint_path)
+        except UsageError as e:
+            ctx.checkpoint_error = e.message
+    report = run_checks(ctx)
+    report.seconds = round(time.perf_counter() - t0, 3)
+    return report
