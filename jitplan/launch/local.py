@@ -142,3 +142,41 @@ def _group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
+
+
+# ---------------------------------------------------------------------------------------------- run folders
+
+def run_name(variant: str, img_size: int, now: float | None = None) -> str:
+    """Run folders are named by variant, resolution and time: ``JiT-B-16-256px-20260101-120000``.
+
+        >>> run_name("JiT-B/16", 256, now=0)
+        'JiT-B-16-256px-19700101-000000'
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
+    return f"{variant.replace('/', '-')}-{img_size}px-{stamp}"
+
+
+def prepare_run_dir(plan, run_dir: str | Path, *, data_path: str | None = None) -> Path:
+    """Write the run's ``plan.yaml`` (the plan with ``train.output_dir = out``, relative to the run folder,
+    where the trainer runs) and return its path. ``data_path`` replaces ``train.data.path`` (an upload).
+    """
+    from jitplan.schemas import save_plan
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = plan.train.data if data_path is None else plan.train.data.model_copy(update={"path": data_path})
+    train = plan.train.model_copy(update={"output_dir": "out", "data": data})
+    path = run_dir / "plan.yaml"
+    save_plan(plan.model_copy(update={"train": train}), path)
+    return path
+
+
+def pythonpath_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment with the project that holds ``jitmodel`` first on PYTHONPATH, so a rank
+    started in the run folder imports the same code as this CLI."""
+    import jitmodel
+
+    env = dict(os.environ if base is None else base)
+    root = str(Path(jitmodel.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    return env

@@ -14,6 +14,7 @@ Pure parts (``classify``, ``fewer_workers``, ``checkpoint_step``) are tested on 
 from __future__ import annotations
 
 import re
+import socket
 import time
 from collections.abc import Callable
 from enum import Enum
@@ -170,14 +171,7 @@ def supervise(run_dir: str | Path, spec: TorchrunSpec, *, max_restarts: int = 3,
         workers = cfg.data.num_workers
         emit("started", f"try {len(outcomes) + 1}: torchrun with {workers} data workers per rank",
              {"attempt": len(outcomes) + 1, "num_workers": workers, "resume_step": step})
-        proc = local.start(node_command(spec, 0), run_dir, echo=echo, env=env)
-        try:
-            while proc.poll() is None:
-                time.sleep(poll_s)
-            rc = proc.wait()
-        except KeyboardInterrupt:
-            local.write_atomic(stop_file, "interrupted\n")
-            rc = proc.terminate(grace_s)
+        rc = _run_nodes(spec, run_dir, echo=echo, env=env, grace_s=grace_s, poll_s=poll_s, stop_file=stop_file)
         new_step = checkpoint_step(out_dir)
         outcome = classify(rc, _log_since(log_path, offset), step_before=step, step_after=new_step,
                            max_steps=cfg.max_steps, stop_requested=stop_file.exists())
@@ -209,6 +203,35 @@ def supervise(run_dir: str | Path, spec: TorchrunSpec, *, max_restarts: int = 3,
                  {"from": workers, "to": fewer})
         where = f"step {step}" if step is not None else "the start (no checkpoint yet)"
         emit("resumed", f"resuming from {where}", {"step": step, "restart": restarts})
+
+
+def _run_nodes(spec: TorchrunSpec, run_dir: Path, *, echo: TextIO | None, env: dict[str, str] | None,
+               grace_s: float, poll_s: float, stop_file: Path) -> int:
+    """Start every node of ``spec`` on this machine (node k > 0 logs to train.node{k}.log), wait for all.
+
+    Several "nodes" on one machine meet at 127.0.0.1 on a port that is free now (a new one per try).
+    Returns node 0's exit code, or the first non-zero one.
+    """
+    if spec.nnodes > 1:
+        spec = spec.model_copy(update={"rdzv_endpoint": f"127.0.0.1:{free_port()}"})
+    env = local.pythonpath_env() if env is None else env
+    procs = [local.start(node_command(spec, r), run_dir, echo=echo if r == 0 else None, cwd=run_dir, env=env,
+                         log_name=local.LOG_NAME if r == 0 else f"train.node{r}.log") for r in range(spec.nnodes)]
+    try:
+        while any(p.poll() is None for p in procs):
+            time.sleep(poll_s)
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        local.write_atomic(stop_file, "interrupted\n")
+        codes = [p.terminate(grace_s) for p in procs]
+    return next((c for c in codes if c != 0), 0)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _rewrite_workers(cfg_path: Path, workers: int) -> None:

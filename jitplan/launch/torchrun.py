@@ -160,6 +160,6 @@ def spec_from_plan(plan: Any, *, config: str, python: str = "python", rdzv_id: s
     endpoint = rdzv_endpoint or _get(plan, "launch", "rdzv_endpoint")
     cpus = _get(plan, "hardware", "host", "cpus")
     threads = max(1, int(cpus) // int(nproc)) if cpus else None
+    merged = {**(_get(plan, "launch", "env") or {}), **(env or {})}
     return TorchrunSpec(nnodes=int(nnodes), nproc_per_node=int(nproc), rdzv_endpoint=endpoint,
-                        rdzv_id=rdzv_id, python=python, config=config, omp_num_threads=threads,
-                        env=env or {})
+                        rdzv_id=rdzv_id, python=python, config=config, omp_num_threads=threads, env=merged)

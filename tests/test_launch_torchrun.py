@@ -1,0 +1,120 @@
+"""Plan -> torchrun argv, checked with torchrun's own parser; the sbatch template rendered and bash -n'd."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+
+import pytest
+from pydantic import ValidationError
+
+from jitplan.launch.slurm import fill, render_sbatch
+from jitplan.launch.torchrun import (
+    TorchrunSpec,
+    launcher_argv,
+    node_command,
+    node_commands,
+    shell_line,
+    spec_from_plan,
+)
+
+
+def _parse(argv: list[str]):
+    from torch.distributed.run import get_args_parser  # lazy: only the tests need torch here
+
+    return get_args_parser().parse_args(argv)
+
+
+def test_single_node_is_standalone_with_the_trainer_module():
+    spec = TorchrunSpec(nproc_per_node=2, config="/r/plan.yaml", omp_num_threads=4)
+    cmd = node_command(spec)
+    assert cmd.argv[:3] == ["python", "-m", "torch.distributed.run"]
+    a = _parse(cmd.argv[3:])
+    assert a.standalone and a.nnodes == "1" and a.nproc_per_node == "2" and a.max_restarts == 0
+    assert a.module and a.training_script == "jitmodel.train"
+    assert a.training_script_args == ["--config", "/r/plan.yaml", "--resume", "auto"]
+    assert cmd.env == {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "4"}
+
+
+def test_multi_node_renders_one_c10d_command_per_node_with_node0_hosting():
+    spec = TorchrunSpec(nnodes=3, nproc_per_node=8, rdzv_endpoint="10.1.2.3:29400", rdzv_id="run-7",
+                        config="plan.yaml")
+    cmds = node_commands(spec)
+    assert [c.node_rank for c in cmds] == [0, 1, 2]
+    parsed = [_parse(c.argv[3:]) for c in cmds]
+    for a in parsed:
+        assert (a.nnodes, a.nproc_per_node, a.rdzv_backend) == ("3", "8", "c10d")
+        assert (a.rdzv_endpoint, a.rdzv_id, a.standalone) == ("10.1.2.3:29400", "run-7", False)
+    assert [a.rdzv_conf for a in parsed] == ["is_host=1", "is_host=0", "is_host=0"]
+    assert cmds[1].argv == cmds[2].argv != cmds[0].argv  # c10d assigns ranks; only node 0 hosts the store
+
+
+def test_shell_line_round_trips_hostile_words():
+    spec = TorchrunSpec(config="/runs/a b; rm -rf ~/plan.yaml", python="/opt/my env/bin/python",
+                        env={"JITPLAN_NOTE": "x'y \"z\" $(id)"})
+    cmd = node_command(spec)
+    words = shlex.split(shell_line(cmd))
+    assert words[0] == "env" and "JITPLAN_NOTE=x'y \"z\" $(id)" in words
+    assert words[words.index("/opt/my env/bin/python"):] == cmd.argv
+
+
+@pytest.mark.parametrize(("kw", "msg"), [
+    ({"nnodes": 2}, "rendezvous endpoint"),
+    ({"rdzv_endpoint": "host"}, "host:port"),
+    ({"rdzv_endpoint": "h:70000"}, "1..65535"),
+    ({"rdzv_id": "a b"}, "rendezvous id"),
+    ({"env": {"A-B": "1"}}, "environment variable"),
+    ({"nproc_per_node": 0}, "greater than 0"),
+])
+def test_bad_specs_raise_with_the_values(kw, msg):
+    with pytest.raises(ValidationError, match=msg):
+        TorchrunSpec(**kw)
+    with pytest.raises(ValueError, match="node rank 2"):
+        launcher_argv(TorchrunSpec(), 2)
+
+
+def test_spec_from_plan_reads_launch_then_hardware():
+    plan = {"hardware": {"nodes": 2, "gpus_per_node": 4, "host": {"cpus": 32}},
+            "launch": {"nnodes": 2, "nproc_per_node": 4, "rdzv_endpoint": "head:29400", "env": {"NCCL_P2P_DISABLE": "1"}}}
+    s = spec_from_plan(plan, config="plan.yaml", rdzv_id="r1")
+    assert (s.nnodes, s.nproc_per_node, s.rdzv_endpoint, s.omp_num_threads) == (2, 4, "head:29400", 8)
+    assert s.env == {"NCCL_P2P_DISABLE": "1"}
+    cpu = spec_from_plan({"hardware": {"nodes": 1, "gpus_per_node": 0, "host": {"cpus": 2}}}, config="p.yaml")
+    assert (cpu.nnodes, cpu.nproc_per_node, cpu.omp_num_threads) == (1, 1, 2)
+    over = spec_from_plan(plan, config="p.yaml", rdzv_endpoint="10.0.0.9:1234", env={"X": "1"})
+    assert over.rdzv_endpoint == "10.0.0.9:1234" and over.env == {"NCCL_P2P_DISABLE": "1", "X": "1"}
+
+
+def test_sbatch_renders_and_passes_bash_n(tmp_path):
+    spec = TorchrunSpec(nnodes=2, nproc_per_node=8, rdzv_endpoint="head:29400", config="/w d/plan.yaml",
+                        python="/opt/venv/bin/python", omp_num_threads=8)
+    text = render_sbatch(spec, job_name="jit-b-16", workdir="/w d", cpus_per_task=64, gpus_per_node=8,
+                         time_limit="2-00:00:00")
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=8",
+                 "#SBATCH --cpus-per-task=64", "#SBATCH --time=2-00:00:00", "export OMP_NUM_THREADS=8"):
+        assert line in text.splitlines()
+    assert "{{" not in text and "srun --kill-on-bad-exit=1 /opt/venv/bin/python -m torch.distributed.run" in text
+    assert "--config '/w d/plan.yaml' --resume auto" in text and "cd '/w d'" in text
+    # the torchrun part parses with torchrun's parser once the shell has expanded it
+    line = text[text.index("-m torch.distributed.run") + len("-m torch.distributed.run"):].replace("\\\n", " ")
+    words = shlex.split(line.replace('"${head_node}:29400"', "node01:29400").replace('"${SLURM_JOB_ID}"', "42"))
+    a = _parse(words)
+    assert (a.nnodes, a.nproc_per_node, a.rdzv_backend, a.rdzv_endpoint, a.rdzv_id) == ("2", "8", "c10d",
+                                                                                       "node01:29400", "42")
+    script = tmp_path / "job.sbatch"
+    script.write_text(text)
+    if shutil.which("bash"):
+        assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    cpu = render_sbatch(TorchrunSpec(config="p.yaml"), job_name="t", workdir="/w", cpus_per_task=4, gpus_per_node=0)
+    assert "--gpus-per-node" not in cpu
+
+
+def test_sbatch_rejects_bad_values():
+    spec = TorchrunSpec(config="p.yaml")
+    with pytest.raises(ValueError, match="job name"):
+        render_sbatch(spec, job_name="a;b", workdir="/w", cpus_per_task=1, gpus_per_node=0)
+    with pytest.raises(ValueError, match="time limit"):
+        render_sbatch(spec, job_name="a", workdir="/w", cpus_per_task=1, gpus_per_node=0, time_limit="$(x)")
+    with pytest.raises(ValueError, match="missing values"):
+        fill("{{A}} {{B}}", {"A": "1"})

@@ -1,0 +1,158 @@
+"""Supervision of a local run: classification (pure) and real recoveries of the real trainer on the CPU."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from jitplan.launch.registry import Registry
+from jitplan.launch.supervisor import Outcome, checkpoint_step, classify, fewer_workers, supervise
+from jitplan.launch.torchrun import TorchrunSpec
+
+OOM_LINE = "RuntimeError: DataLoader worker (pid 4242) is killed by signal: Killed."
+
+
+# ------------------------------------------------------------------ pure parts
+
+@pytest.mark.parametrize(("rc", "log", "before", "after", "stop", "want"), [
+    (0, "done", None, 40, False, Outcome.finished),
+    (0, "", 8, 16, False, Outcome.terminated),  # checkpointed on SIGTERM before max_steps
+    (0, "", 16, 16, False, Outcome.finished),  # clean exit without progress: epochs ran out
+    (1, OOM_LINE, None, 8, False, Outcome.worker_oom),
+    (1, "RuntimeError: DataLoader worker (pid(s) 12, 13) exited unexpectedly", 4, 8, False, Outcome.worker_oom),
+    (-9, "", 4, 8, False, Outcome.killed),
+    (1, "SignalException: Process 77 got signal: 15", 4, 8, False, Outcome.terminated),
+    (1, "ValueError: loss is NaN", 4, 8, False, Outcome.failed),
+    (1, OOM_LINE, 4, 8, True, Outcome.stopped),  # a stop the user asked for is never restarted
+])
+def test_classify(rc, log, before, after, stop, want):
+    assert classify(rc, log, step_before=before, step_after=after, max_steps=40, stop_requested=stop) is want
+
+
+def test_fewer_workers_halves_down_to_zero():
+    seq = [12]
+    while seq[-1]:
+        seq.append(fewer_workers(seq[-1]))
+    assert seq == [12, 6, 3, 1, 0]
+    with pytest.raises(ValueError, match="-1"):
+        fewer_workers(-1)
+
+
+def test_checkpoint_step_reads_step_named_files(tmp_path):
+    assert checkpoint_step(tmp_path) is None
+    (tmp_path / "ckpt").mkdir()
+    for name in ("0000004.pt", "0000012.pt", "epoch-0001.pt", "0000008.pt.tmp"):
+        (tmp_path / "ckpt" / name).write_bytes(b"")
+    assert checkpoint_step(tmp_path) == 12
+
+
+def test_supervise_rejects_bad_settings(tmp_path):
+    spec = TorchrunSpec(config=str(tmp_path / "train.yaml"))
+    with pytest.raises(ValueError, match="max_restarts"):
+        supervise(tmp_path, spec, max_restarts=-1)
+    with pytest.raises(ValueError, match="resume"):
+        supervise(tmp_path, spec.model_copy(update={"resume": False}))
+
+
+# ------------------------------------------------------------------ the real trainer
+
+def _tiny_config(run_dir: Path, *, workers: int, max_steps: int, every: int) -> Path:
+    cfg = {
+        "model": {"variant": "JiT-Tiny/4", "img_size": 16, "in_channels": 1, "num_classes": 10},
+        "data": {"kind": "digits", "num_workers": workers, "persistent_workers": False},
+        "batch_per_gpu": 16, "max_steps": max_steps, "optim": {"warmup_epochs": 0},
+        "checkpoint": {"every_steps": every}, "output_dir": "out", "log_every": 2, "device": "cpu",
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "home"))
+    reg = Registry()
+    return reg
+
+
+def _sink(reg: Registry, run_id: str):
+    return lambda kind, message, data: reg.add_event(run_id, kind, message, **data)
+
+
+@pytest.mark.slow
+def test_worker_oom_is_replanned_with_fewer_workers_and_resumed(tmp_path, registry, monkeypatch):
+    run_dir = tmp_path / "run"
+    spec = TorchrunSpec(config=str(_tiny_config(run_dir, workers=0, max_steps=4, every=2)), omp_num_threads=1)
+    # A first leg writes the step-4 checkpoint (the injected kill fires within a worker's first batches,
+    # so the OOM below strikes a resumed run, and the test can see that no checkpointed step is lost).
+    assert supervise(run_dir, spec, max_restarts=0, poll_s=0.2).final_step == 4
+    cfg = _tiny_config(run_dir, workers=2, max_steps=8, every=2)
+    monkeypatch.setenv("JITMODEL_INJECT_WORKER_KILL", "2")  # a worker SIGKILLs itself while num_workers >= 2
+    rid = registry.create_run("oom", "local", run_dir=run_dir)
+    res = supervise(run_dir, spec, max_restarts=2, events=_sink(registry, rid), poll_s=0.2)
+    assert res.status == "finished", (res, (run_dir / "train.log").read_text()[-2000:])
+    assert res.outcomes == [Outcome.worker_oom, Outcome.finished]
+    assert res.num_workers == 1 and res.final_step == 8
+    assert yaml.safe_load(cfg.read_text())["data"]["num_workers"] == 1  # the rewritten config
+    ev = registry.events(rid)
+    kinds = [e.kind for e in ev]
+    assert kinds == ["created", "started", "oom_detected", "replanned_workers", "resumed", "started", "finished"]
+    replan = next(e for e in ev if e.kind == "replanned_workers")
+    assert (replan.data["from"], replan.data["to"]) == (2, 1)
+    assert next(e for e in ev if e.kind == "resumed").data["step"] >= 4  # nothing checkpointed was lost
+    assert "is killed by signal" in (run_dir / "train.log").read_text()
+
+
+def _trainer_pid(run_dir: Path) -> int | None:
+    torchrun = psutil.Process(int((run_dir / "pid").read_text()))
+    for child in torchrun.children(recursive=True):
+        if "jitmodel.train" in " ".join(child.cmdline()):
+            return child.pid
+    return None
+
+
+@pytest.mark.slow
+def test_sigtermed_trainer_is_resumed_from_its_checkpoint(tmp_path, registry):
+    run_dir = tmp_path / "run"
+    cfg = _tiny_config(run_dir, workers=0, max_steps=30, every=3)
+    rid = registry.create_run("term", "local", run_dir=run_dir)
+    box: dict = {}
+    t = threading.Thread(target=lambda: box.update(res=supervise(
+        run_dir, TorchrunSpec(config=str(cfg), omp_num_threads=1), max_restarts=1, events=_sink(registry, rid),
+        poll_s=0.2)))
+    t.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (checkpoint_step(run_dir / "out") or 0) >= 3:
+        time.sleep(0.1)
+    pid = _trainer_pid(run_dir)
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)  # as a preempting host would: the trainer checkpoints and exits 0
+    t.join(240)
+    res = box["res"]
+    assert res.status == "finished" and res.final_step == 30
+    assert res.outcomes == [Outcome.terminated, Outcome.finished]
+    resumed = next(e for e in registry.events(rid) if e.kind == "resumed")
+    assert 3 <= resumed.data["step"] < 30
+    log = (run_dir / "train.log").read_text()
+    assert "stopped by SIGTERM" in log
+
+
+@pytest.mark.slow
+def test_restarts_are_bounded(tmp_path, registry, monkeypatch):
+    run_dir = tmp_path / "run"
+    cfg = _tiny_config(run_dir, workers=2, max_steps=8, every=2)
+    monkeypatch.setenv("JITMODEL_INJECT_WORKER_KILL", "1")  # fires with 2 and 1 workers alike
+    rid = registry.create_run("bounded", "local", run_dir=run_dir)
+    res = supervise(run_dir, TorchrunSpec(config=str(cfg), omp_num_threads=1), max_restarts=1,
+                    events=_sink(registry, rid), poll_s=0.2)
+    assert res.status == "failed" and res.restarts == 1
+    assert res.outcomes == [Outcome.worker_oom, Outcome.worker_oom]
+    assert [e.kind for e in registry.events(rid)][-1] == "gave_up"
