@@ -1,0 +1,339 @@
+"""Translation to and from the ``vastai`` SDK: our pydantic models in, our models and errors out.
+
+The only module that imports ``vastai`` (lazily, inside :func:`_sdk_class`). Nothing here waits, retries
+a create or decides anything; that is ``instance.py`` and ``provision.py``.
+
+    client = VastClient.from_env()           # key from VAST_API_KEY or the vastai key file; VAST_URL honoured
+    offers = client.search(OfferQuery(gpu_names=["RTX 3060"], num_gpus=2))
+    iid = client.create(CreateSpec(offer_id=offers[0].id, image="pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime",
+                                   disk_gb=60, label="jitplan-8f3c2a-1"))
+    client.show(iid).state                   # "pending" | "running" | "failed" | "stopped" | "gone"
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pydantic import SecretStr
+
+from jitplan.errors import UsageError
+from jitplan.providers import (
+    AuthError,
+    CreateFailed,
+    CreateSpec,
+    CreateTimedOut,
+    Instance,
+    InstanceState,
+    Offer,
+    OfferQuery,
+    OfferUnavailable,
+    ProviderError,
+    RateLimited,
+)
+from jitplan.secrets import redact, register_secret, vast_api_key
+
+DEFAULT_URL = "https://console.vast.ai"
+DEFAULT_TIMEOUT_S = 30.0
+
+# actual_status values that end an instance's life as far as a launch is concerned (vast.md §1.8).
+_FAILED_STATUSES = frozenset({"exited", "unknown", "offline", "frozen"})
+# seen 2026 in dstack/SkyPilot reports: an image/CUDA failure shows as actual_status "created" + this text.
+_OCI_MARKERS = ("OCI runtime create failed", "Error response from daemon")
+
+
+def _sdk_class() -> Any:
+    try:
+        from vastai import VastAI
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise UsageError(
+            "the Vast.ai provider needs the vastai SDK, which is not installed",
+            hint='pip install "jitplan[vast]"',
+        ) from e
+    return VastAI
+
+
+def read_state(row: dict[str, Any]) -> InstanceState:
+    """Our reading of Vast's status fields (vast.md §1.8, §3.4).
+
+    ``stopped`` when every state field says stopped (outbid or out of credit), ``failed`` on an OCI error
+    or a terminal status, ``running`` when the container runs, otherwise ``pending`` (provisioning,
+    loading the image, rebooting, scheduling).
+    """
+    actual = (row.get("actual_status") or "").strip().lower() or None
+    msg = row.get("status_msg") or ""
+    if row.get("cur_state") == "unloaded":  # released by a destroy (vast.md §1.8)
+        return "gone"
+    if actual == "stopped" or (
+        row.get("cur_state") == row.get("intended_status") == row.get("next_state") == "stopped"
+    ):
+        return "stopped"
+    if any(m in msg for m in _OCI_MARKERS):
+        return "failed"
+    if actual in _FAILED_STATUSES:
+        return "failed"
+    if actual == "running":
+        return "running"
+    return "pending"
+
+
+def _num(v: Any, default: float | None = None) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return default
+
+
+def to_offer(row: dict[str, Any]) -> Offer:
+    """An offer row -> Offer. RAM is the share the instance gets: host RAM x effective/host vCPUs (gpuhunt)."""
+    cores = _num(row.get("cpu_cores")) or 0.0
+    eff = _num(row.get("cpu_cores_effective")) or cores
+    ram = _num(row.get("cpu_ram")) or 0.0
+    share = ram * eff / cores if cores > 0 and 0 < eff < cores else ram
+    return Offer(
+        id=int(row["id"]),
+        machine_id=row.get("machine_id"),
+        gpu_name=str(row.get("gpu_name") or "").strip(),
+        num_gpus=int(row.get("num_gpus") or 0),
+        gpu_ram_mib=_num(row.get("gpu_ram"), 0.0),
+        cpu_ram_mb=share,
+        cpus=eff,
+        disk_space_gb=_num(row.get("disk_space"), 0.0),
+        cuda_max_good=_num(row.get("cuda_max_good"), 0.0),
+        compute_cap=int(row["compute_cap"]) if row.get("compute_cap") is not None else None,
+        reliability=_num(row.get("reliability2", row.get("reliability"))),
+        inet_down_mbps=_num(row.get("inet_down")),
+        dph_total=_num(row.get("dph_total"), 0.0),
+        min_bid=_num(row.get("min_bid")),
+        storage_dph=_num(row.get("storage_total_cost"), 0.0),
+        geolocation=row.get("geolocation"),
+    )
+
+
+def to_instance(row: dict[str, Any]) -> Instance:
+    """An instance row -> Instance. Strings are stripped (Vast sends "203.0.113.57\\n"); HostPort is a string."""
+    def s(key: str) -> str | None:
+        v = row.get(key)
+        return v.strip() or None if isinstance(v, str) else None
+
+    direct = None
+    ports = row.get("ports") or {}
+    if isinstance(ports, dict) and ports.get("22/tcp"):
+        direct = int(ports["22/tcp"][0]["HostPort"])
+    return Instance(
+        id=int(row["id"]),
+        label=s("label"),
+        state=read_state(row),
+        actual_status=s("actual_status"),
+        status_msg=redact(s("status_msg") or "") or None,
+        machine_id=row.get("machine_id"),
+        gpu_name=s("gpu_name"),
+        num_gpus=row.get("num_gpus"),
+        dph=_num(row.get("dph_total")),
+        ssh_host=s("ssh_host"),
+        ssh_port=int(row["ssh_port"]) if row.get("ssh_port") else None,
+        public_ip=s("public_ipaddr"),
+        direct_ssh_port=direct,
+    )
+
+
+def build_search(query: OfferQuery, disk_gb: float | None = None) -> dict[str, Any]:
+    """The dict-form filter sent to ``POST /bundles/`` (units: MB RAM, MiB GPU RAM, x100 compute cap).
+
+    ``cuda_max_good`` is always sent together with ``compute_cap``: alone it hid H100/H200 offers
+    (gpuhunt #142, 2025). Host RAM is filtered again client-side on the instance's share.
+    """
+    q: dict[str, Any] = {
+        "num_gpus": {"eq": query.num_gpus},
+        "gpu_ram": {"gte": query.min_gpu_ram_mib},
+        "cpu_ram": {"gte": query.min_cpu_ram_mb},
+        "cpu_cores_effective": {"gte": query.min_cpus},
+        "disk_space": {"gte": max(query.min_disk_gb, disk_gb or 0)},
+        "cuda_max_good": {"gte": query.min_cuda},
+        "compute_cap": {"gte": query.min_compute_cap},
+        "reliability": {"gte": query.min_reliability},
+        "inet_down": {"gte": query.min_inet_down_mbps},
+    }
+    if query.gpu_names:
+        q["gpu_name"] = {"in": list(query.gpu_names)}
+    return q
+
+
+class VastClient:
+    """A thin typed wrapper around ``vastai.VastAI``. Two SDK objects: reads may retry, creates never do."""
+
+    def __init__(self, api_key: SecretStr, server_url: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
+        register_secret(api_key)
+        self.server_url = (server_url or os.environ.get("VAST_URL") or DEFAULT_URL).rstrip("/")
+        sdk = _sdk_class()
+        key = api_key.get_secret_value()
+        self._sdk = sdk(api_key=key, server_url=self.server_url, retry=3, quiet=True, raw=True)
+        # The SDK resends PUT /asks after a read timeout (vastai 1.9.1, VastClient._request): that can rent
+        # two instances. Creates go through a client with a single attempt; reconciliation is ours.
+        self._sdk_once = sdk(api_key=key, server_url=self.server_url, retry=1, quiet=True, raw=True)
+        for c in (self._sdk, self._sdk_once):
+            c.client.timeout = timeout_s
+
+    @classmethod
+    def from_env(cls, server_url: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> VastClient:
+        key = vast_api_key()
+        if key is None:
+            raise AuthError(
+                "no Vast.ai API key found",
+                hint="set VAST_API_KEY, or run `vastai set api-key KEY` (~/.config/vastai/vast_api_key)",
+            )
+        return cls(key, server_url=server_url, timeout_s=timeout_s)
+
+    # ------------------------------------------------------------------ errors
+    def _error(self, e: Exception, what: str) -> ProviderError:
+        import requests
+
+        if isinstance(e, requests.HTTPError) and e.response is not None:
+            r = e.response
+            try:
+                body = r.json()
+            except ValueError:
+                body = {"msg": r.text[:300]}
+            if not isinstance(body, dict):
+                body = {"msg": str(body)[:300]}
+            err = str(body.get("error") or "")
+            msg = redact(" ".join(str(body.get("msg") or body.get("detail") or err or r.reason).split()))
+            if err == "auth_error" or r.status_code in (401, 403):
+                return AuthError(
+                    f"Vast.ai refused the API key while trying to {what} (HTTP {r.status_code}: {msg})",
+                    hint="check VAST_API_KEY or ~/.config/vastai/vast_api_key",
+                )
+            if r.status_code == 429:
+                return RateLimited(f"Vast.ai rate limit while trying to {what}: {msg}")
+            return ProviderError(f"Vast.ai could not {what}: HTTP {r.status_code} {err} {msg}".strip())
+        if isinstance(e, requests.RequestException):
+            return ProviderError(f"Vast.ai could not {what}: {type(e).__name__}: {redact(str(e))[:300]}")
+        raise e
+
+    # ------------------------------------------------------------------ calls
+    def search(self, query: OfferQuery, disk_gb: float | None = None) -> list[Offer]:
+        """Offers matching ``query`` (cheapest first as Vast sorts them); ``disk_gb`` prices the storage."""
+        import requests
+
+        try:
+            rows = self._sdk.search_offers(
+                query=build_search(query, disk_gb),
+                type="bid" if query.interruptible else "on-demand",
+                order="dph_total",
+                limit=query.limit,
+                storage=float(disk_gb or query.min_disk_gb),
+            )
+        except requests.RequestException as e:
+            raise self._error(e, "search offers") from None
+        return [to_offer(r) for r in rows or []]
+
+    def create(self, spec: CreateSpec) -> int:
+        """``PUT /asks/{offer}/`` once. Returns the new instance id.
+
+        Raises OfferUnavailable (404/410 no_such_ask: nothing created), CreateFailed (``new_contract``
+        set when Vast created an instance anyway), CreateTimedOut (no answer: reconcile by label).
+        """
+        import requests
+
+        try:
+            out = self._sdk_once.create_instance(
+                id=spec.offer_id, image=spec.image, disk=spec.disk_gb, env=dict(spec.env) or None,
+                price=spec.bid, label=spec.label, onstart_cmd=spec.onstart or None, ssh=True, direct=True,
+                cancel_unavail=True,
+            )
+        except (requests.Timeout, requests.ConnectionError) as e:
+            raise CreateTimedOut(
+                f"no answer to the create of offer {spec.offer_id} ({type(e).__name__}); "
+                f"it may exist as label {spec.label}"
+            ) from None
+        except requests.HTTPError as e:
+            r = e.response
+            try:
+                body = r.json() if r is not None else {}
+            except ValueError:
+                body = {}
+            body = body if isinstance(body, dict) else {}
+            status = r.status_code if r is not None else None
+            text = redact(" ".join(str(body.get("msg") or body.get("error") or "").split()))
+            contract = body.get("new_contract")
+            if contract:
+                raise CreateFailed(
+                    f"create of offer {spec.offer_id} failed (HTTP {status}: {text}) but made instance {contract}",
+                    new_contract=int(contract), status=status,
+                ) from None
+            if status in (404, 410) and "no_such_ask" in f"{body.get('error')} {text}":
+                raise OfferUnavailable(f"offer {spec.offer_id} is no longer available (HTTP {status})") from None
+            err = self._error(e, f"create an instance from offer {spec.offer_id}")
+            if isinstance(err, AuthError):
+                raise err from None
+            raise CreateFailed(err.message, status=status) from None
+        if not isinstance(out, dict) or not out.get("new_contract"):
+            raise CreateFailed(f"create of offer {spec.offer_id} answered without an instance id: {out!r:.200}")
+        if out.get("success") is False:  # some endpoints answer 200 with success:false (vast.md §3.14)
+            raise CreateFailed(
+                f"create of offer {spec.offer_id} reported failure but made instance {out['new_contract']}",
+                new_contract=int(out["new_contract"]),
+            )
+        return int(out["new_contract"])
+
+    def show(self, instance_id: int) -> Instance:
+        """One instance; ``state == "gone"`` when Vast no longer knows it."""
+        import requests
+
+        try:
+            row = self._sdk.show_instance(id=instance_id)
+        except requests.RequestException as e:
+            raise self._error(e, f"read instance {instance_id}") from None
+        if not row:
+            return Instance(id=instance_id, state="gone")
+        return to_instance(row)
+
+    def list(self, label: str | None = None) -> list[Instance]:
+        """All instances of the account (v1 list, paginated), or those with exactly ``label``."""
+        import requests
+        from vastai.api.instances import show_instances
+
+        filters = {"label": {"eq": label}} if label is not None else {}
+        try:
+            rows = show_instances(self._sdk.client, select_filters=filters)
+        except requests.RequestException as e:
+            raise self._error(e, "list instances") from None
+        return [to_instance(r) for r in rows]
+
+    def destroy(self, instance_id: int) -> None:
+        """``DELETE /instances/{id}/``; an instance that is already gone counts as destroyed."""
+        import requests
+
+        try:
+            out = self._sdk.destroy_instance(id=instance_id)
+        except requests.HTTPError as e:
+            r = e.response
+            try:
+                body = r.json() if r is not None else {}
+            except ValueError:
+                body = {}
+            if isinstance(body, dict) and body.get("error") in ("no_such_instance", "not_found"):
+                return
+            raise self._error(e, f"destroy instance {instance_id}") from None
+        except requests.RequestException as e:
+            raise self._error(e, f"destroy instance {instance_id}") from None
+        if isinstance(out, dict) and out.get("success") is False:
+            raise ProviderError(f"Vast.ai did not destroy instance {instance_id}: {redact(str(out.get('msg')))}")
+
+    def attach_ssh(self, instance_id: int, public_key: str) -> None:
+        import requests
+
+        try:
+            self._sdk.attach_ssh(instance_id=instance_id, ssh_key=public_key.strip())
+        except requests.RequestException as e:
+            raise self._error(e, f"attach the SSH key to instance {instance_id}") from None
+
+    def logs(self, instance_id: int, tail: int = 50) -> str:
+        """The container log tail (redacted); empty when it cannot be fetched."""
+        import requests
+
+        try:
+            text = self._sdk.logs(instance_id=instance_id, tail=str(tail))
+        except (requests.RequestException, ValueError, KeyError):
+            return ""
+        return redact(text if isinstance(text, str) else str(text))
