@@ -1,0 +1,291 @@
+"""Atomic, self-describing checkpoints, and safe loading of official JiT checkpoints.
+
+A jitmodel checkpoint is a plain dict (tensors, numbers, strings, lists, dicts) so that
+``torch.load(weights_only=True)`` reads it without unpickling any code::
+
+    {"format": "jitmodel-checkpoint", "format_version": 1,
+     "model": Denoiser.state_dict() (keys net.*), "ema1": ..., "ema2": ..., "optimizer": ...,
+     "model_config": ModelConfig dump, "train_config": TrainConfig dump, "classes": [...],
+     "versions": {"jitmodel", "torch", "python"}, "epoch", "step", "epoch_step", "epoch_samples",
+     "rng": {...}, "world_size"}
+
+Files: ``<output_dir>/ckpt/{step:07d}.pt`` (the last ``keep_last`` kept), ``<output_dir>/ckpt/epoch-{E:04d}.pt``
+(permanent, every ``keep_every_epochs``) and ``<output_dir>/last.pt``; the latter two are hard links of the
+step file (one write per save). Every file is written to a temporary name in the same folder, flushed,
+fsynced and renamed over the final name, so a crash at any moment leaves the previous file intact.
+
+Official checkpoints (``checkpoint-last.pth``: model, model_ema1, model_ema2, optimizer, epoch, args)
+load too: only ``argparse.Namespace`` is allowed beyond the default weights-only types.
+
+This module imports torch lazily, so ``infer_model_config`` (pure: {key: shape} -> ModelConfig) is cheap:
+
+    >>> shapes = {"net.pos_embed": (1, 256, 768), "net.x_embedder.proj1.weight": (128, 3, 16, 16),
+    ...           "net.in_context_posemb": (1, 32, 768), "net.y_embedder.embedding_table.weight": (1001, 768),
+    ...           **{f"net.blocks.{i}.attn.q_norm.weight": (64,) for i in range(12)}}
+    >>> describe(infer_model_config(shapes))
+    'JiT-B/16 at 256px (1000 classes)'
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import random
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from jitmodel.config import ModelConfig
+from jitmodel.variants import VARIANTS
+
+FORMAT = "jitmodel-checkpoint"
+FORMAT_VERSION = 1
+OFFICIAL = "official-jit"
+_STEP_FILE = re.compile(r"^(\d{7})\.pt$")
+
+
+# --------------------------------------------------------------------------- describing models
+
+def describe(mc: ModelConfig) -> str:
+    """'JiT-B/16 at 256px (1000 classes)'."""
+    return f"{mc.variant} at {mc.img_size}px ({mc.num_classes} classes)"
+
+
+def _strip(key: str) -> str:
+    for prefix in ("module.", "_orig_mod.", "net.", "_orig_mod."):
+        key = key.removeprefix(prefix)
+    return key
+
+
+def infer_model_config(shapes: Mapping[str, Sequence[int]]) -> ModelConfig:
+    """Variant, patch, image size, channels and classes of a JiT state dict, from tensor shapes alone.
+
+    Accepts keys with or without the ``net.`` (denoiser), ``module.`` (DDP) or ``_orig_mod.`` (compile)
+    prefixes. Raises ValueError when the shapes are not those of a known JiT variant.
+    """
+    s = {_strip(k): tuple(int(d) for d in v) for k, v in shapes.items()}
+    for key in ("pos_embed", "x_embedder.proj1.weight", "y_embedder.embedding_table.weight"):
+        if key not in s:
+            raise ValueError(f"not a JiT state dict: no {key!r}")
+    _, n_tok, hidden = s["pos_embed"]
+    bottleneck, chans, patch, _ = s["x_embedder.proj1.weight"]
+    num_classes = s["y_embedder.embedding_table.weight"][0] - 1
+    ic_len = s.get("in_context_posemb", (1, 0, hidden))[1]
+    depth = 1 + max((int(m.group(1)) for k in s if (m := re.match(r"blocks\.(\d+)\.", k))), default=-1)
+    head_dim = s.get("blocks.0.attn.q_norm.weight", (None,))[0]
+    grid = math.isqrt(n_tok)
+    if grid * grid != n_tok:
+        raise ValueError(f"pos_embed holds {n_tok} tokens, not a square grid")
+    found = dict(depth=depth, hidden=hidden, patch=patch, bottleneck=bottleneck, in_context_len=ic_len)
+    for v in VARIANTS.values():
+        if all(getattr(v, k) == val for k, val in found.items()) and head_dim in (None, v.head_dim):
+            return ModelConfig(variant=v.name, img_size=grid * patch, in_channels=chans, num_classes=num_classes)
+    dims = ", ".join(f"{k} {val}" for k, val in found.items())
+    raise ValueError(f"no known JiT variant has {dims}" + (f", head_dim {head_dim}" if head_dim else ""))
+
+
+def check_compatible(ckpt: ModelConfig, wanted: ModelConfig) -> None:
+    """Refuse a checkpoint whose network differs from the config's (one message naming both)."""
+    keys = ("variant", "img_size", "in_channels", "num_classes")
+    if any(getattr(ckpt, k) != getattr(wanted, k) for k in keys):
+        extra = "" if ckpt.in_channels == wanted.in_channels else \
+            f" [{ckpt.in_channels} vs {wanted.in_channels} channels]"
+        raise ValueError(f"checkpoint is {describe(ckpt)}; config asks for {describe(wanted)}{extra}")
+
+
+# --------------------------------------------------------------------------- atomic files
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:  # not supported (e.g. Windows)
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """torch.save to a temp file in the same folder, flush + fsync, os.replace, fsync the folder."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_link(src: Path, dst: Path) -> None:
+    """Make ``dst`` a hard link of ``src`` atomically (copy when links are not supported)."""
+    import shutil
+
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(dst.parent)
+
+
+def versions() -> dict[str, str]:
+    import torch
+
+    import jitmodel
+
+    return {"jitmodel": jitmodel.__version__, "torch": str(torch.__version__), "python": platform.python_version()}
+
+
+def save_checkpoint(ckpt: dict[str, Any], output_dir: str | Path, *, keep_last: int,
+                    permanent_epoch: int | None = None) -> Path:
+    """Write ckpt/{step:07d}.pt, link last.pt (and ckpt/epoch-E.pt when permanent), prune old step files."""
+    out = Path(output_dir)
+    if ckpt.get("format") != FORMAT:
+        raise ValueError("save_checkpoint expects a dict built by the trainer (format jitmodel-checkpoint)")
+    step_path = atomic_save(ckpt, out / "ckpt" / f"{int(ckpt['step']):07d}.pt")
+    if permanent_epoch is not None:
+        atomic_link(step_path, out / "ckpt" / f"epoch-{permanent_epoch:04d}.pt")
+    atomic_link(step_path, out / "last.pt")
+    steps = sorted(p for p in (out / "ckpt").iterdir() if _STEP_FILE.match(p.name))
+    for old in steps[:-keep_last]:
+        old.unlink(missing_ok=True)  # last.pt / epoch-*.pt are separate links and survive
+    return step_path
+
+
+# --------------------------------------------------------------------------- loading
+
+def resolve_resume(arg: str | None, output_dir: str | Path) -> Path | None:
+    """``--resume``: '' / None = fresh; 'auto' = <output_dir>/last.pt when present; a file; or a folder
+    holding last.pt (ours) or checkpoint-last.pth (official). A path that does not exist is an error."""
+    if not arg:
+        return None
+    if arg == "auto":
+        p = Path(output_dir) / "last.pt"
+        return p if p.is_file() else None
+    p = Path(arg).expanduser()
+    if p.is_dir():
+        for name in ("last.pt", "checkpoint-last.pth"):
+            if (p / name).is_file():
+                return p / name
+        raise ValueError(f"--resume {arg}: the folder holds neither last.pt nor checkpoint-last.pth")
+    if not p.is_file():
+        raise ValueError(f"--resume {arg}: no such file")
+    return p
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load ours or an official JiT checkpoint with ``weights_only=True``.
+
+    Official checkpoints are normalised to our keys (model, ema1, ema2, optimizer, epoch) plus
+    ``args`` as a plain dict and ``model_config`` inferred from the shapes; ``format`` says which.
+    """
+    import argparse
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            raw = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"checkpoint not found: {path}") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+        first = next((ln for ln in lines if "Unsupported global" in ln), lines[0])
+        raise ValueError(f"{path} is not a loadable checkpoint: {first}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} does not hold a checkpoint dict")
+    if raw.get("format") == FORMAT:
+        if int(raw.get("format_version", 0)) > FORMAT_VERSION:
+            raise ValueError(f"{path} has checkpoint format {raw['format_version']}; this jitmodel reads "
+                             f"up to {FORMAT_VERSION} (upgrade jitmodel)")
+        return raw
+    if "model" in raw and ("args" in raw or "model_ema1" in raw):
+        args = raw.get("args")
+        return {
+            "format": OFFICIAL, "model": raw["model"], "ema1": raw.get("model_ema1"),
+            "ema2": raw.get("model_ema2"), "optimizer": raw.get("optimizer"), "epoch": raw.get("epoch"),
+            "args": dict(vars(args)) if isinstance(args, argparse.Namespace) else args,
+            "model_config": infer_model_config({k: v.shape for k, v in raw["model"].items()}).model_dump(mode="json"),
+        }
+    raise ValueError(f"{path} is neither a jitmodel nor an official JiT checkpoint (keys: {sorted(raw)[:8]})")
+
+
+def checkpoint_model_config(ckpt: Mapping[str, Any]) -> ModelConfig:
+    return ModelConfig.model_validate(ckpt["model_config"])
+
+
+def state_fingerprint(state: Mapping[str, Any]) -> str:
+    """A short sha256 over the names and exact bytes of a state dict (replica checks, tests)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k].detach().cpu().contiguous().reshape(-1)
+        h.update(k.encode())
+        h.update(str(v.dtype).encode())
+        h.update(v.view(torch_uint8()).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def torch_uint8() -> Any:
+    import torch
+
+    return torch.uint8
+
+
+# --------------------------------------------------------------------------- RNG state
+
+def capture_rng(generator: Any = None) -> dict[str, Any]:
+    """Every RNG the run draws from, as weights-only-safe values."""
+    import numpy as np
+    import torch
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    py = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": [py[0], list(py[1]), py[2]],
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    return state
+
+
+def restore_rng(state: Mapping[str, Any], generator: Any = None) -> None:
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    v, internal, gauss = state["python"]
+    random.setstate((v, tuple(internal), gauss))
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if generator is not None and state.get("generator") is not None:
+        generator.set_state(state["generator"].to("cpu") if hasattr(state["generator"], "to") else state["generator"])

@@ -1,0 +1,247 @@
+"""Datasets, the resumable distributed sampler and the DataLoader (no torchvision needed).
+
+* ``imagefolder``: ``<path>/train/<class>/*.JPEG`` (ImageNet wnid folders); classes are the sorted folder
+  names, as torchvision's ImageFolder numbers them. Each image gets the ADM centre crop (box-halve while
+  the short side is >= 2x the target, bicubic resize, centre crop), an optional horizontal flip, and is
+  returned as uint8 (C, H, W); the trainer maps it to [-1, 1] on the device, as the official code does.
+* ``digits``: scikit-learn's 1,797 scanned 8x8 handwritten digits (they ship inside the package), upscaled
+  bicubically to the model's image size and repeated to its channels. Never flipped (digits are not
+  mirror-symmetric). For tests, demos and the learning check.
+
+The sampler reproduces ``DistributedSampler(shuffle=True)`` (permutation from seed + epoch, padded to a
+multiple of the world size, rank r takes positions r, r + W, ...) and adds what resume needs: it can
+start inside an epoch, and the flip of each sample is drawn from the same per-epoch generator, so the
+data order *and* augmentation are a pure function of (seed, epoch) whatever the worker count.
+
+    >>> s = ResumableSampler(num_samples=10, world_size=2, rank=0, seed=0, micro_batch=2, hflip=False)
+    >>> s.set_epoch(0); len(s), len(list(s))
+    (4, 4)
+    >>> s.set_epoch(0, start_micro=1); len(list(s))
+    2
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+
+from jitmodel.config import DataConfig
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+INJECT_ENV = "JITMODEL_INJECT_WORKER_KILL"  # test hook, see docs/training.md
+_INJECT_AFTER_BATCHES = 2
+
+
+# --------------------------------------------------------------------------- transforms
+
+def center_crop_arr(img: Image.Image, size: int) -> Image.Image:
+    """ADM centre crop (guided-diffusion): BOX-halve while short side >= 2*size, BICUBIC resize, crop."""
+    while min(img.size) >= 2 * size:
+        img = img.resize(tuple(s // 2 for s in img.size), resample=Image.Resampling.BOX)
+    scale = size / min(img.size)
+    img = img.resize(tuple(round(s * scale) for s in img.size), resample=Image.Resampling.BICUBIC)
+    left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def pil_to_uint8(img: Image.Image) -> torch.Tensor:
+    """PIL image -> uint8 tensor (C, H, W), like torchvision's PILToTensor."""
+    arr = np.asarray(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+# --------------------------------------------------------------------------- datasets
+
+class _Base(Dataset):
+    """Items are keyed by (index, flip) pairs from ResumableSampler (a bare int means no flip)."""
+
+    classes: list[str]
+    kill_after_items: int | None = None  # armed by arm_worker_kill(); fires in DataLoader worker 0 only
+    _served = 0
+
+    def _load(self, index: int) -> tuple[torch.Tensor, int]:
+        raise NotImplementedError
+
+    def __getitem__(self, key: int | tuple[int, bool]) -> tuple[torch.Tensor, int]:
+        index, flip = key if isinstance(key, tuple) else (key, False)
+        if self.kill_after_items is not None:
+            info = get_worker_info()
+            if info is not None and info.id == 0:
+                self._served += 1
+                if self._served > self.kill_after_items:
+                    os.kill(os.getpid(), signal.SIGKILL)  # like the kernel's OOM killer
+        img, label = self._load(index)
+        return (img.flip(-1) if flip else img), label
+
+
+def find_classes(root: Path) -> list[str]:
+    """Sorted class-folder names under ``root`` (= <data.path>/train); ValueError when unusable."""
+    if not root.parent.is_dir():
+        raise ValueError(f"data directory not found: {root.parent}")
+    if not root.is_dir():
+        raise ValueError(f"{root.parent} has no train/ folder (expected {root}/<class>/<image>)")
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    if not classes:
+        raise ValueError(f"{root} holds no class folders (expected {root}/<class>/<image>)")
+    return classes
+
+
+class ImageFolder(_Base):
+    """``<path>/train/<class>/<image>`` with the ADM centre crop, as uint8 (C, H, W)."""
+
+    def __init__(self, path: str | Path, img_size: int, in_channels: int = 3):
+        root = Path(path).expanduser() / "train"
+        self.classes = find_classes(root)
+        self.img_size, self.mode = img_size, {1: "L", 3: "RGB"}.get(in_channels)
+        if self.mode is None:
+            raise ValueError(f"imagefolder supports 1 or 3 channels, not {in_channels}")
+        self.samples: list[tuple[str, int]] = []
+        empty = []
+        for label, name in enumerate(self.classes):
+            files = sorted(
+                os.path.join(d, f)
+                for d, _, fs in os.walk(root / name, followlinks=True)
+                for f in fs if f.lower().endswith(IMG_EXTENSIONS)
+            )
+            if not files:
+                empty.append(name)
+            self.samples.extend((f, label) for f in files)
+        if empty:
+            shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+            raise ValueError(f"{len(empty)} class folder(s) in {root} hold no images ({shown}); "
+                             f"image types: {' '.join(IMG_EXTENSIONS)}")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _load(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        with Image.open(path) as im:
+            img = center_crop_arr(im.convert(self.mode), self.img_size)
+        return pil_to_uint8(img), label
+
+
+class Digits(_Base):
+    """scikit-learn's handwritten digits (1,797 real scans, 8x8, classes 0-9) upscaled to ``img_size``."""
+
+    def __init__(self, img_size: int, in_channels: int = 3):
+        from sklearn.datasets import load_digits  # lazy: only this dataset needs scikit-learn
+
+        d = load_digits()
+        small = np.clip(np.rint(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)  # values 0..16
+        big = np.stack([
+            np.asarray(Image.fromarray(im, mode="L").resize((img_size, img_size), Image.Resampling.BICUBIC))
+            for im in small
+        ])
+        self.images = torch.from_numpy(big)[:, None].expand(-1, in_channels, -1, -1).contiguous()
+        self.labels = [int(t) for t in d.target]
+        self.classes = [str(i) for i in range(10)]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _load(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], self.labels[index]
+
+
+def build_dataset(cfg: DataConfig, img_size: int, in_channels: int = 3, num_classes: int | None = None) -> _Base:
+    """The configured dataset; ValueError (one line) when it cannot be used with this model."""
+    ds: _Base = Digits(img_size, in_channels) if cfg.kind == "digits" else ImageFolder(cfg.path, img_size, in_channels)
+    if num_classes is not None and len(ds.classes) > num_classes:
+        raise ValueError(f"the dataset has {len(ds.classes)} classes but model.num_classes is {num_classes}")
+    return ds
+
+
+# --------------------------------------------------------------------------- sampler
+
+class ResumableSampler(Sampler):
+    """DistributedSampler(shuffle=True, drop_last-by-batch) that can start mid-epoch.
+
+    Yields ``(index, flip)``. ``micro_per_epoch`` caps the micro-batches per rank (so an epoch holds
+    whole optimizer steps); ``start_micro`` skips the micro-batches already consumed in this epoch.
+    """
+
+    def __init__(self, num_samples: int, world_size: int, rank: int, seed: int, micro_batch: int,
+                 hflip: bool = True, micro_per_epoch: int | None = None):
+        if num_samples <= 0:
+            raise ValueError("the dataset is empty")
+        self.n, self.world, self.rank, self.seed = num_samples, world_size, rank, seed
+        self.micro, self.hflip = micro_batch, hflip
+        self.per_rank = math.ceil(num_samples / world_size)
+        full = self.per_rank // micro_batch
+        if full == 0:
+            raise ValueError(f"{num_samples} images over {world_size} rank(s) is less than one micro-batch "
+                             f"of {micro_batch} per rank")
+        self.micro_per_epoch = full if micro_per_epoch is None else min(full, micro_per_epoch)
+        self.epoch, self.start_micro = 0, 0
+
+    def set_epoch(self, epoch: int, start_micro: int = 0) -> None:
+        if not 0 <= start_micro <= self.micro_per_epoch:
+            raise ValueError(f"start_micro {start_micro} outside 0..{self.micro_per_epoch}")
+        self.epoch, self.start_micro = epoch, start_micro
+
+    def order(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Global (padded) index order and flip bits of an epoch: a pure function of seed + epoch."""
+        g = torch.Generator().manual_seed(self.seed + epoch)
+        perm = torch.randperm(self.n, generator=g)
+        flips = torch.randint(0, 2, (self.n,), generator=g, dtype=torch.bool) if self.hflip \
+            else torch.zeros(self.n, dtype=torch.bool)
+        pad = self.per_rank * self.world - self.n
+        if pad:
+            reps = math.ceil(pad / self.n)
+            perm, flips = torch.cat([perm] * (reps + 1))[: self.n + pad], torch.cat([flips] * (reps + 1))[: self.n + pad]
+        return perm, flips
+
+    def __len__(self) -> int:
+        return (self.micro_per_epoch - self.start_micro) * self.micro
+
+    def __iter__(self) -> Iterator[tuple[int, bool]]:
+        perm, flips = self.order(self.epoch)
+        first = self.rank + self.world * self.start_micro * self.micro
+        pos = range(first, len(perm), self.world)[: len(self)]
+        for p in pos:
+            yield int(perm[p]), bool(flips[p])
+
+
+# --------------------------------------------------------------------------- loader
+
+def worker_kill_threshold(num_workers: int, env: dict[str, str] | None = None) -> int | None:
+    """The fault-injection hook: JITMODEL_INJECT_WORKER_KILL=K fires only when num_workers >= K."""
+    raw = (os.environ if env is None else env).get(INJECT_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        k = int(raw)
+    except ValueError:
+        raise ValueError(f"{INJECT_ENV}={raw!r} is not an integer") from None
+    return k if num_workers >= max(k, 1) else None
+
+
+def build_loader(ds: _Base, sampler: ResumableSampler, cfg: DataConfig, device: torch.device,
+                 seed: int) -> DataLoader:
+    """The DataLoader with the config's worker settings; its own generator keeps the global RNG untouched."""
+    workers = cfg.num_workers
+    extra = {}
+    if workers > 0:
+        extra = {"prefetch_factor": cfg.prefetch_factor, "persistent_workers": cfg.persistent_workers}
+    return DataLoader(ds, batch_size=sampler.micro, sampler=sampler, num_workers=workers, drop_last=True,
+                      pin_memory=cfg.pin_memory and device.type == "cuda",
+                      generator=torch.Generator().manual_seed(seed), **extra)
+
+
+def arm_worker_kill(ds: _Base, num_workers: int, micro_batch: int) -> bool:
+    """Arm the fault-injection hook for the first epoch; returns whether it is armed."""
+    if worker_kill_threshold(num_workers) is None:
+        return False
+    ds.kill_after_items = _INJECT_AFTER_BATCHES * micro_batch
+    return True

@@ -1,0 +1,453 @@
+"""Train JiT from a TrainConfig: one process, N GPUs with torchrun, or several nodes.
+
+    python -m jitmodel.train --config train.yaml                                  # 1 process (CPU/GPU/MPS)
+    torchrun --standalone --nproc-per-node 8 -m jitmodel.train --config train.yaml
+    torchrun --nnodes 2 --node-rank 0 --nproc-per-node 8 --rdzv-backend c10d \\
+        --rdzv-endpoint host0:29500 -m jitmodel.train --config train.yaml         # node 0 of 2
+    python -m jitmodel.train --config train.yaml --resume auto                    # continue <output_dir>/last.pt
+
+The recipe is the official one (LTH14/JiT main_jit.py / engine_jit.py): AdamW (0.9, 0.95), no weight decay
+on 1-D tensors and biases, frozen pos_embed excluded, LR = blr * effective batch / 256 with a linear warm-up
+in fractional epochs set every optimizer step, then constant (or cosine); bf16 autocast on GPUs that have
+it; two EMAs updated every optimizer step. Added: gradient accumulation (``no_sync`` on non-final
+micro-steps), fused AdamW, optional clipping and torch.compile, exact mid-epoch resume, SIGTERM/SIGINT =
+finish the step, checkpoint, exit 0. Exit codes: 0 done or stopped by a signal, 1 the run failed
+(e.g. the loss became NaN), 2 bad config or input (one line on stderr). See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+from pydantic import ValidationError
+
+from jitmodel import checkpoint as ckpt_io
+from jitmodel import data as data_mod
+from jitmodel.config import OptimConfig, TrainConfig, load_train_config
+from jitmodel.dist import (
+    DistEnv,
+    all_reduce_sum,
+    barrier,
+    destroy_process_group,
+    init_process_group,
+    pick_device,
+)
+from jitmodel.metrics import MetricsLogger, peak_memory_mib
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf (exit 1)."""
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+def lr_at(epoch: float, peak: float, o: OptimConfig, total_epochs: float) -> float:
+    """LR at a fractional epoch: linear warm-up from 0 (as official), then constant or half-cosine.
+
+    >>> o = OptimConfig(warmup_epochs=5)
+    >>> lr_at(0.0, 2e-4, o, 600), lr_at(2.5, 2e-4, o, 600), lr_at(7.0, 2e-4, o, 600)
+    (0.0, 0.0001, 0.0002)
+    """
+    if epoch < o.warmup_epochs:
+        return peak * epoch / o.warmup_epochs
+    if o.lr_schedule == "constant":
+        return peak
+    span = max(total_epochs - o.warmup_epochs, 1e-12)
+    return o.min_lr + (peak - o.min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(epoch - o.warmup_epochs, span) / span))
+
+
+def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Official ``add_weight_decay``: 1-D tensors and biases get no decay; frozen parameters are left out."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype (None = fp32). auto: bf16 on CUDA GPUs that support it, fp32 elsewhere."""
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if precision == "auto":
+        return torch.bfloat16 if cuda_bf16 else None
+    if precision == "bf16":
+        if device.type == "cuda" and not cuda_bf16:
+            raise ValueError(f"precision bf16 was asked for but {torch.cuda.get_device_name(device)} lacks bf16; "
+                             "use precision: fp16 or fp32")
+        return torch.bfloat16
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise ValueError(f"precision fp16 needs a CUDA GPU (device is {device.type}); use bf16 or fp32")
+        return torch.float16
+    return None
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, ValidationError):
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "config"
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        return f"invalid config: {loc}: {err['msg']}{more}"
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+# --------------------------------------------------------------------------- the run
+
+class Trainer:
+    """Everything one rank needs; ``__init__`` raises ValueError for bad config/input (exit 2)."""
+
+    def __init__(self, cfg: TrainConfig, env: DistEnv, resume: str | None = None):
+        from jitmodel.denoiser import EMA, Denoiser
+
+        if cfg.world_size is not None and cfg.world_size != env.world_size:
+            raise ValueError(f"the config was planned for world_size {cfg.world_size} but this job has "
+                             f"{env.world_size} process(es)")
+        self.cfg, self.env = cfg, env
+        self.device = pick_device(cfg.device, env.local_rank)
+        self.amp = amp_dtype(cfg.precision, self.device)
+        self.out = Path(cfg.output_dir)
+        resume_path = ckpt_io.resolve_resume(resume, self.out)
+        ck = ckpt_io.load_checkpoint(resume_path) if resume_path else None
+        if ck is not None:
+            ckpt_io.check_compatible(ckpt_io.checkpoint_model_config(ck), cfg.model)
+
+        self.dataset = data_mod.build_dataset(cfg.data, cfg.model.img_size, cfg.model.in_channels,
+                                              cfg.model.num_classes)
+        mb, accum, world = cfg.batch_per_gpu, cfg.accum_steps, env.world_size
+        micro_full = math.ceil(len(self.dataset) / world) // mb
+        self.steps_per_epoch = micro_full // accum
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{len(self.dataset)} images give no full optimizer step per epoch with micro-batch "
+                             f"{mb} x accum {accum} x world {world}")
+        self.eff_batch = mb * accum * world
+        self.total_steps = math.ceil(cfg.epochs * self.steps_per_epoch)
+        if cfg.max_steps is not None:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        self.sampler = data_mod.ResumableSampler(len(self.dataset), world, env.rank, cfg.seed, mb,
+                                                 hflip=cfg.data.hflip and cfg.data.kind != "digits",
+                                                 micro_per_epoch=self.steps_per_epoch * accum)
+        self.kill_armed = data_mod.worker_kill_threshold(cfg.data.num_workers) is not None
+
+        init_process_group(env, self.device)
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+        self.denoiser = Denoiser(cfg.model, cfg.diffusion, device=self.device)
+        self.ema = EMA(self.denoiser, cfg.diffusion.ema_decays)
+        groups = param_groups(self.denoiser, cfg.optim.weight_decay)
+        self.peak_lr = cfg.optim.lr_for(self.eff_batch)
+        self.opt = self._optimizer(groups)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
+        self.step = self.epoch = self.epoch_step = 0
+        self.resume_note: str | None = None  # set when resuming
+        self.classes = list(self.dataset.classes)
+        if ck is not None:
+            self._restore(ck)
+        else:
+            self._seed_rank()
+        if cfg.compile:
+            self.denoiser.net.compile()  # compiles in place: state-dict keys stay net.*
+        self.model: torch.nn.Module = self.denoiser
+        if env.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(self.denoiser, device_ids=ids)
+        self.loader = data_mod.build_loader(self.dataset, self.sampler, cfg.data, self.device, cfg.seed + env.rank)
+        self.stop_signal: int | None = None
+
+    def _optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        kw = dict(lr=self.peak_lr, betas=tuple(o.betas), eps=o.eps)
+        fused = o.fused if o.fused is not None else self.device.type in ("cuda", "cpu")
+        if fused:
+            try:
+                return torch.optim.AdamW(groups, fused=True, **kw)
+            except (RuntimeError, TypeError) as e:
+                if o.fused:
+                    raise ValueError(f"optim.fused is true but fused AdamW is unavailable here: {_one_line(e)}") from None
+        return torch.optim.AdamW(groups, foreach=True if self.device.type in ("cuda", "mps") else None, **kw)
+
+    def _seed_rank(self) -> None:
+        s = self.cfg.seed + self.env.rank
+        torch.manual_seed(s)
+        np.random.seed(s)
+        random.seed(s)
+        self.gen = torch.Generator(device=self.device).manual_seed(s)  # t, noise, label dropout
+
+    def _restore(self, ck: dict[str, Any]) -> None:
+        self.denoiser.load_state_dict(ck["model"])
+        if ck.get("ema1") is not None and ck.get("ema2") is not None:
+            self.ema.load_state_dicts(ck["ema1"], ck["ema2"])
+        official = ck["format"] == ckpt_io.OFFICIAL
+        self.resume_note = ""
+        if ck.get("optimizer") is not None:
+            try:
+                self.opt.load_state_dict(ck["optimizer"])
+            except (ValueError, KeyError) as e:
+                if not official:
+                    raise ValueError(f"the checkpoint's optimizer state does not fit: {_one_line(e)}") from None
+                self.resume_note = f"official optimizer state not used ({_one_line(e)})"
+        self._seed_rank()
+        if official:  # saved at the end of epoch `epoch`; its random streams are not recorded
+            self.epoch = int(ck.get("epoch") or 0) + 1
+            self.step = self.epoch * self.steps_per_epoch
+            return
+        if self.scaler is not None and ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
+        self.step, self.epoch = int(ck["step"]), int(ck["epoch"])
+        consumed = int(ck.get("epoch_samples", 0))
+        per_step = self.eff_batch
+        self.epoch_step = min(consumed // per_step, self.steps_per_epoch)
+        rng = ck.get("rng") or {}
+        ranks = rng.get("per_rank", [])
+        if int(ck.get("world_size", 0)) == self.env.world_size and len(ranks) == self.env.world_size:
+            ckpt_io.restore_rng(ranks[self.env.rank], self.gen)
+        else:
+            self.resume_note = (f"world size changed ({ck.get('world_size')} -> {self.env.world_size}): data order "
+                                "kept, random streams re-seeded")
+        if consumed % per_step:
+            self.resume_note += f"; {consumed % per_step} image(s) of the epoch are seen again"
+
+    # -- one optimizer step --------------------------------------------------------------------------
+    def _micro_step(self, x: torch.Tensor, y: torch.Tensor, last: bool) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True).float().div_(255).mul_(2).sub_(1)  # uint8 -> [-1, 1]
+        y = y.to(self.device, non_blocking=True)
+        sync = self.model.no_sync() if (self.env.distributed and not last) else contextlib.nullcontext()
+        with sync:
+            amp = torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
+            with amp:
+                loss = self.model(x, y, generator=self.gen)
+            scaled = loss / self.cfg.accum_steps
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        return loss.detach().float()
+
+    def _optimizer_step(self, loss_sum: torch.Tensor) -> tuple[float, float, bool]:
+        """Reduce (loss, stop flag) over ranks, refuse NaN, set the LR, clip, step, update the EMAs."""
+        flag = torch.tensor(1.0 if self.stop_signal else 0.0, device=loss_sum.device)
+        buf = all_reduce_sum(torch.stack([loss_sum / self.cfg.accum_steps, flag]))
+        loss, stop = buf[0].item() / self.env.world_size, buf[1].item() > 0  # one host sync per step
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"the loss is {loss} at step {self.step + 1} (epoch {self.epoch}); "
+                                   f"lower the LR or check the data; last good checkpoint: {self.out / 'last.pt'}")
+        lr = lr_at(self.epoch + self.epoch_step / self.steps_per_epoch, self.peak_lr, self.cfg.optim, self.cfg.epochs)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        if self.scaler is not None:
+            self.scaler.unscale_(self.opt)
+        if self.cfg.optim.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.denoiser.parameters(), self.cfg.optim.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.ema.update(self.denoiser)
+        self.step += 1
+        self.epoch_step += 1
+        return loss, lr, stop
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def save(self, permanent: bool = False) -> None:
+        rng = ckpt_io.capture_rng(self.gen)
+        ranks = [rng]
+        if self.env.distributed:
+            ranks = [None] * self.env.world_size
+            torch_dist.all_gather_object(ranks, rng)
+        if self.env.is_main:
+            ck = {
+                "format": ckpt_io.FORMAT, "format_version": ckpt_io.FORMAT_VERSION,
+                "model": self.denoiser.state_dict(), "ema1": self.ema.state_dict("ema1"),
+                "ema2": self.ema.state_dict("ema2"), "optimizer": self.opt.state_dict(),
+                "model_config": self.cfg.model.model_dump(mode="json"),
+                "train_config": self.cfg.model_dump(mode="json"), "classes": self.classes,
+                "versions": ckpt_io.versions(), "epoch": self.epoch, "step": self.step,
+                "epoch_step": self.epoch_step, "epoch_samples": self.epoch_step * self.eff_batch,
+                "rng": {**rng, "per_rank": ranks}, "world_size": self.env.world_size,
+            }
+            if self.scaler is not None:
+                ck["scaler"] = self.scaler.state_dict()
+            ckpt_io.save_checkpoint(ck, self.out, keep_last=self.cfg.checkpoint.keep_last,
+                                    permanent_epoch=self.epoch if permanent else None)
+        barrier()
+
+    def _end_of_epoch(self, log: MetricsLogger) -> None:
+        """Called after the last step of epoch ``self.epoch - 1``: online eval, then the epoch checkpoint."""
+        done, c, ev = self.epoch, self.cfg.checkpoint, self.cfg.eval
+        if ev.online and (done % ev.every_epochs == 0 or (done == 1 and ev.at_epoch0)):
+            self._online_eval(done - 1, log)
+        keep = c.keep_every_epochs is not None and done % c.keep_every_epochs == 0
+        if done % c.every_epochs == 0 or keep:
+            self.save(permanent=keep)
+
+    def _online_eval(self, epoch: int, log: MetricsLogger) -> None:
+        try:
+            from jitmodel.evaluate import online_eval
+        except ImportError as e:
+            log.note(f"online evaluation unavailable ({_one_line(e)}); training continues")
+            return
+        which = self.cfg.sample.ema
+        swap = self.ema.swap_in(self.denoiser, which) if which != "raw" else contextlib.nullcontext()
+        self.denoiser.eval()
+        try:
+            with swap:
+                res = online_eval(self.denoiser, self.cfg, epoch=epoch, device=self.device, out_dir=self.out)
+        finally:
+            self.denoiser.train()
+        if self.env.is_main:
+            log.log({"step": self.step, "epoch": float(epoch + 1), **{f"eval/{k}": v for k, v in res.items()}})
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def fit(self) -> int:
+        log = MetricsLogger(self.out, self.total_steps, self.step) if self.env.is_main else None
+        try:
+            return self._fit(log or _Silent())
+        finally:
+            if log is not None:
+                log.close()
+
+    def _fit(self, log: MetricsLogger) -> int:
+        cfg, env, accum = self.cfg, self.env, self.cfg.accum_steps
+        log.note(f"{cfg.model.variant} at {cfg.model.img_size}px, {len(self.dataset)} images in {len(self.classes)} "
+                 f"classes | effective batch {self.eff_batch} = micro {cfg.batch_per_gpu} x accum {accum} x world "
+                 f"{env.world_size} | peak lr {self.peak_lr:.3g} | {self.steps_per_epoch} steps/epoch, "
+                 f"{self.total_steps} steps | {self.device.type}, "
+                 f"{str(self.amp).removeprefix('torch.') if self.amp else 'fp32'}, attention {cfg.model.attention}")
+        if self.resume_note is not None:
+            log.note(f"resumed at step {self.step} (epoch {self.epoch}, step {self.epoch_step} of it)"
+                     + (f"; {self.resume_note.lstrip('; ')}" if self.resume_note else ""))
+        self.denoiser.train()
+        first_epoch = True
+        window, t0, n0 = [], time.perf_counter(), self.step
+        while self.step < self.total_steps:
+            self.sampler.set_epoch(self.epoch, start_micro=self.epoch_step * accum)
+            if first_epoch and self.kill_armed:
+                data_mod.arm_worker_kill(self.dataset, cfg.data.num_workers, cfg.batch_per_gpu)
+            loss_sum, stop = None, False
+            for i, (x, y) in enumerate(self.loader):
+                loss = self._micro_step(x, y, last=(i + 1) % accum == 0)
+                loss_sum = loss if loss_sum is None else loss_sum + loss
+                if (i + 1) % accum:
+                    continue
+                value, lr, stop = self._optimizer_step(loss_sum)
+                loss_sum = None
+                window.append(value)
+                if log is not None:
+                    log.advance(self.step)
+                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                    dt = time.perf_counter() - t0
+                    mem, kind = peak_memory_mib(self.device)
+                    log.log({"step": self.step, "epoch": round(self.epoch + self.epoch_step / self.steps_per_epoch, 4),
+                             "loss": sum(window) / len(window), "lr": lr,
+                             "img_per_s": round((self.step - n0) * self.eff_batch / max(dt, 1e-9), 2),
+                             "peak_mem_mib": round(mem, 1), "mem_kind": kind})
+                    window, t0, n0 = [], time.perf_counter(), self.step
+                final = stop or self.step >= self.total_steps
+                every = cfg.checkpoint.every_steps
+                if every and self.step % every == 0 and not final:
+                    self.save()
+                if final or self.epoch_step == self.steps_per_epoch:
+                    break
+            if first_epoch and self.kill_armed:
+                self.dataset.kill_after_items = None
+            first_epoch = False
+            if self.epoch_step == self.steps_per_epoch:
+                self.epoch, self.epoch_step = self.epoch + 1, 0
+                self._end_of_epoch(log)
+            if stop:
+                self.save()
+                sig = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal on another rank"
+                log.note(f"stopped by {sig} at step {self.step}; checkpoint {self.out / 'last.pt'} "
+                         "(continue with --resume auto)")
+                return self._check_replicas(log)
+        self.save()
+        log.note(f"done: {self.step} steps; checkpoint {self.out / 'last.pt'}")
+        return self._check_replicas(log)
+
+    def _check_replicas(self, log: MetricsLogger) -> int:
+        """Every rank must hold the same weights (DDP keeps them in lockstep); 1 if they drifted apart."""
+        local = ckpt_io.state_fingerprint(self.denoiser.state_dict())
+        fps = [local]
+        if self.env.distributed:
+            fps = [None] * self.env.world_size
+            torch_dist.all_gather_object(fps, local)
+        log.log({"step": self.step, "event": "replicas", "fingerprints": fps, "consistent": len(set(fps)) == 1})
+        if len(set(fps)) != 1:
+            log.note(f"Error: the {len(fps)} ranks ended with different weights: {fps}")
+            return 1
+        return 0
+
+
+class _Silent:
+    """The logger of ranks other than 0."""
+
+    def note(self, msg: str) -> None: ...  # noqa: E704
+    def advance(self, step: int) -> None: ...  # noqa: E704
+    def log(self, rec: dict[str, Any]) -> None: ...  # noqa: E704
+
+
+# --------------------------------------------------------------------------- entry point
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m jitmodel.train", description="Train JiT from a TrainConfig YAML.")
+    p.add_argument("--config", required=True, help="TrainConfig YAML, or a jitplan plan YAML holding one")
+    p.add_argument("--resume", default=None, help="checkpoint file or folder, or 'auto' (<output_dir>/last.pt)")
+    p.add_argument("--output-dir", default=None, help="override output_dir of the config")
+    p.add_argument("--max-steps", type=int, default=None, help="override max_steps of the config")
+    return p.parse_args(argv)
+
+
+def _install_signal_handlers(trainer: Trainer) -> None:
+    def handler(signum: int, frame: Any) -> None:
+        if trainer.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        trainer.stop_signal = signum
+
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m jitmodel.train`` / ``torchrun -m jitmodel.train`` / ``jitmodel train``."""
+    args = parse_args(argv)
+    try:
+        env = DistEnv.from_env()
+        cfg = load_train_config(args.config)
+        over = {k: v for k, v in (("output_dir", args.output_dir), ("max_steps", args.max_steps)) if v is not None}
+        if over:
+            cfg = TrainConfig.model_validate({**cfg.model_dump(), **over})
+        trainer = Trainer(cfg, env, resume=args.resume)
+    except (ValueError, OSError) as e:
+        print(f"Error: {_one_line(e)}", file=sys.stderr)
+        destroy_process_group()
+        return 2
+    try:
+        _install_signal_handlers(trainer)
+        return trainer.fit()
+    except TrainingDiverged as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        destroy_process_group()
+
+
+def _entry() -> int:
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    return record(main)() or 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(_entry())
