@@ -135,6 +135,17 @@ def _in_place(src: Path, dst: Path, copy: bool) -> bool:
                      "refusing to overwrite (remove it or choose another DST)")
 
 
+def _refuse_foreign(dst: Path, planned: set[Path]) -> None:
+    """Files already under DST/train or DST/val that this run would not make (another split, seed or source)."""
+    extra = []
+    for sub in ("train", "val"):
+        for dirpath, _, files in os.walk(dst / sub):
+            extra += [Path(dirpath) / f for f in files if not f.startswith(".") and Path(dirpath) / f not in planned]
+    if extra:
+        raise UsageError(f"{dst} already holds {len(extra)} file(s) this split would not make (e.g. {extra[0]}): "
+                         "a different seed/split/source was used; choose a fresh DST")
+
+
 def _place(src: Path, dst: Path, copy: bool) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp")
@@ -191,6 +202,7 @@ def prepare_dataset(
     cj = dst_p / "classes.json"
     if cj.exists() and cj.read_text() != classes_json:
         raise UsageError(f"{cj} exists with a different class list; refusing to overwrite")
+    _refuse_foreign(dst_p, {d for _, d in pairs})
     todo = [(s, d) for s, d in pairs if not _in_place(s, d, copy)]  # raises before any write
     for i, (s, d) in enumerate(todo):
         _place(s, d, copy)
