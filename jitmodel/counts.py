@@ -122,12 +122,14 @@ def forward_flops_per_image(variant: str | Variant, img_size: int = 256, in_chan
     return 2.0 * mac
 
 
-def train_flops_per_image(variant: str | Variant, img_size: int = 256, in_channels: int = 3) -> float:
+def train_flops_per_image(variant: str | Variant, img_size: int = 256, in_channels: int = 3,
+                          attention: str = "sdpa") -> float:
     """Training FLOPs (forward + backward) of one image, the way FlopCounterMode counts them.
 
     Matmuls cost 3x their forward (input and weight gradients); the first patch-embedding conv has no
-    input gradient (2x); the flash-attention backward costs 2.5x its forward. Not 6 * N_total * T:
-    adaLN holds a third of the parameters and does per-sample, not per-token, work.
+    input gradient (2x); the flash-attention backward (``attention="sdpa"``) costs 2.5x its forward, the
+    official materialised attention (``"exact"``: two plain matmuls) 2x. Not 6 * N_total * T: adaLN holds a
+    third of the parameters and does per-sample, not per-token, work.
     """
     v = _spec(variant)
     d, p, bn = v.hidden, v.patch, v.bottleneck
@@ -136,7 +138,8 @@ def train_flops_per_image(variant: str | Variant, img_size: int = 256, in_channe
     attn_fwd = sum(2.0 * 2 * s * s * d for s in seq_lens(v, img_size))
     conv1_fwd = 2.0 * n * in_channels * p * p * bn
     dense_fwd = fwd - attn_fwd - conv1_fwd
-    return 3 * dense_fwd + 2 * conv1_fwd + (1 + _ATTN_BWD_FACTOR) * attn_fwd
+    bwd = _ATTN_BWD_FACTOR if attention == "sdpa" else 2.0
+    return 3 * dense_fwd + 2 * conv1_fwd + (1 + bwd) * attn_fwd
 
 
 def sample_flops_per_image(variant: str | Variant, img_size: int = 256, steps: int = 50,

@@ -66,6 +66,7 @@ class MemoryInputs:
     fused_adamw: bool = True  # False: foreach AdamW (+4 B/param at step time)
     ddp_bucket_view: bool = False
     num_emas: int = 2
+    accum: int = 1  # > 1: gradients stay allocated across micro-steps, so they sit under the forward peak
 
     @classmethod
     def for_model(cls, variant: str | Variant, img_size: int = 256, **kw: object) -> MemoryInputs:
@@ -92,22 +93,35 @@ class MemoryPrediction:
 
 
 def fixed_items(inp: MemoryInputs) -> list[Item]:
-    """Bytes that do not depend on the batch: weights, grads, AdamW, EMAs, DDP buckets, autocast cache."""
+    """Bytes that do not depend on the batch: weights, AdamW, EMAs, autocast cache, DDP buckets, gradients.
+
+    Gradients count only with accumulation: with one micro-step ``zero_grad(set_to_none=True)`` frees them
+    before the forward, whose end is the peak (they are allocated while activations are being freed).
+    """
     pb = param_breakdown(inp.variant, inp.img_size, inp.num_classes, inp.in_channels)
     p_all, p_train = pb.total, pb.trainable
     v = inp.variant
     matmul = v.depth * pb.tokenwise_block + pb.embed + pb.final  # weights cast to bf16 under autocast
+    grads = BYTES_GRADS * p_train if inp.accum > 1 else 0
     items = [
         Item("weights", BYTES_WEIGHTS * p_all, f"fp32, {p_all / 1e6:.2f}M params x 4 B"),
-        Item("gradients", BYTES_GRADS * p_train, f"fp32, {p_train / 1e6:.2f}M trainable x 4 B"),
         Item("adamw state", BYTES_ADAM * p_train, "exp_avg + exp_avg_sq, 8 B/param"),
         Item("ema", inp.num_emas * BYTES_EMA * p_all, f"{inp.num_emas} fp32 EMA copies on the GPU, 4 B/param each"),
+        Item("gradients", grads, f"fp32, 4 B/param, kept across {inp.accum} micro-steps" if grads else
+             "fp32 4 B/param, freed before the forward (set_to_none); not under the forward peak"),
         Item("autocast weight cache", BYTES_AUTOCAST_CACHE * matmul, "bf16 copies of matmul/conv weights"),
     ]
     if inp.world_size > 1 and not inp.ddp_bucket_view:
         items.append(Item("ddp buckets", BYTES_DDP_BUCKETS * p_train,
                           "DDP flat gradient buckets, 4 B/param (0 with gradient_as_bucket_view)"))
     return items
+
+
+def step_phase_bytes(inp: MemoryInputs) -> int:
+    """Tensor bytes in the optimizer step beyond the fixed items: gradients (if not counted) + foreach copy."""
+    p_train = param_breakdown(inp.variant, inp.img_size, inp.num_classes).trainable
+    grads = 0 if inp.accum > 1 else BYTES_GRADS * p_train
+    return grads + (0 if inp.fused_adamw else BYTES_FOREACH_TMP * p_train)
 
 
 def activation_per_sample(inp: MemoryInputs) -> float:
@@ -124,12 +138,6 @@ def activation_per_sample(inp: MemoryInputs) -> float:
     return blocks + attn + image + edge
 
 
-def optimizer_transient(inp: MemoryInputs) -> int:
-    if inp.fused_adamw:
-        return 0
-    return BYTES_FOREACH_TMP * param_breakdown(inp.variant, inp.img_size, inp.num_classes).trainable
-
-
 def overhead_bytes(inp: MemoryInputs) -> int:
     return CUDA_CONTEXT_BYTES + (NCCL_BYTES if inp.world_size > 1 else 0)
 
@@ -141,13 +149,14 @@ def predict(inp: MemoryInputs, micro_batch: int) -> MemoryPrediction:
     fixed = fixed_items(inp)
     fixed_sum = sum(i.bytes for i in fixed)
     act = int(round(activation_per_sample(inp) * micro_batch))
-    step_tmp = optimizer_transient(inp)
+    step_tmp = step_phase_bytes(inp)
     mode = "compiled" if inp.compile else "eager"
     items = list(fixed)
     items.append(Item("activations", act, f"{micro_batch} x {activation_per_sample(inp) / 1e6:.1f} MB/sample "
                       f"({mode}, {inp.attention} attention)"))
     if step_tmp > act:  # the peak falls in the optimizer step (tiny batches only)
-        items.append(Item("foreach adamw transient", step_tmp - act, "optimizer-phase peak exceeds activations"))
+        items.append(Item("optimizer step", step_tmp - act, "gradients + AdamW temporaries at step time exceed "
+                          "the activations"))
     no_ddp = sum(i.bytes for i in items if i.name != "ddp buckets")
     tensor_peak = no_ddp
     headroom = int(ALLOCATOR_HEADROOM * (fixed_sum + max(act, step_tmp)))

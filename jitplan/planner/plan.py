@@ -6,7 +6,7 @@
     >>> plan.train.batch_per_gpu, plan.train.accum_steps, plan.train.effective_batch()
     (32, 16, 1024)
     >>> plan.workers.per_rank, plan.workers.bound_by
-    (8, 'host-ram')
+    (9, 'host-ram')
 """
 
 from __future__ import annotations
@@ -23,13 +23,15 @@ from jitplan.planner.rows import build_rows
 from jitplan.schemas import Estimates, LaunchSpec, MemoryItem, Plan, PlanOptions, Recipe, WorkerDecision
 
 
-def memory_inputs(train: TrainConfig, world_size: int, options: PlanOptions | None = None) -> memory.MemoryInputs:
+def memory_inputs(train: TrainConfig, world_size: int, options: PlanOptions | None = None,
+                  accum: int | None = None) -> memory.MemoryInputs:
     """The memory model's inputs for a TrainConfig run on ``world_size`` ranks."""
     m = train.model
     return memory.MemoryInputs.for_model(
         m.variant, m.img_size, world_size=world_size, in_channels=m.in_channels, num_classes=m.num_classes,
         compile=train.compile, attention=m.attention, fused_adamw=train.optim.fused is not False,
-        ddp_bucket_view=bool(options and options.ddp_bucket_view), num_emas=len(train.diffusion.ema_decays))
+        ddp_bucket_view=bool(options and options.ddp_bucket_view), num_emas=len(train.diffusion.ema_decays),
+        accum=train.accum_steps if accum is None else accum)
 
 
 def _infeasible(hw: HardwareSpec, inp: memory.MemoryInputs, target: int) -> CheckFailed:
@@ -78,12 +80,21 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions) -> P
         "compile": compile_, "world_size": world,
         "model": ref.model.model_copy(update={"attention": attention}),
     })
-    inp = memory_inputs(base, world, options)
     target = int(options.memory_fraction * gpu.memory_bytes)
-    bmax = memory.max_micro_batch(inp, target)
-    if bmax < 1:
-        raise _infeasible(hardware, inp, target)
-    b, accum, batch_why = _choose_batch(recipe, options, world, bmax)
+    # Two regimes: without accumulation the gradients are not under the forward peak; with it they are.
+    inp1 = memory_inputs(base, world, options, accum=1)
+    inp = memory_inputs(base, world, options, accum=2)
+    bmax1, bmax = memory.max_micro_batch(inp1, target), memory.max_micro_batch(inp, target)
+    if bmax1 < 1:
+        raise _infeasible(hardware, inp1, target)
+    b, accum, batch_why = _choose_batch(recipe, options, world, bmax1)
+    if accum > 1:
+        if bmax < 1:
+            raise _infeasible(hardware, inp, target)
+        b, accum, batch_why = _choose_batch(recipe, options, world, bmax)
+    else:
+        bmax = bmax1
+    inp = memory_inputs(base, world, options, accum=accum)
     pred = memory.predict(inp, b)
     if pred.total > target:
         raise CheckFailed(f"micro-batch {b} needs {pred.total / 1e9:.1f} GB per GPU > target {target / 1e9:.1f} GB "
@@ -149,7 +160,7 @@ def estimate(hardware: HardwareSpec, train: TrainConfig, pred: memory.MemoryPred
     v = m.spec
     world = hardware.world_size
     params = param_breakdown(v, m.img_size, m.num_classes)
-    flops = train_flops_per_image(v, m.img_size, m.in_channels)
+    flops = train_flops_per_image(v, m.img_size, m.in_channels, m.attention)
     mfu = compute.mfu_prior(gpu.gpu_class, compile=train.compile, depth=v.depth, attention=m.attention)
     images_per_gpu_step = train.batch_per_gpu * train.accum_steps
     t_compute = compute.compute_time_s(images_per_gpu_step, flops, gpu.bf16_tflops, mfu)

@@ -9,7 +9,7 @@ its own DataLoader: total = ranks x workers.
     >>> d = decide_workers(requested=12, ranks_per_node=2, micro_batch=16, img_size=256, num_images=1281167,
     ...                    ram_bytes=24 * 10**9, cpus=None, shm_bytes=None)
     >>> d.per_rank, d.bound_by
-    (8, 'host-ram')
+    (10, 'host-ram')
 """
 
 from __future__ import annotations
