@@ -90,6 +90,8 @@ def run_doctor(
     plan = load_plan_facts(plan_path) if plan_path is not None else None
     if data_path is not None and not Path(data_path).is_dir():
         raise UsageError(f"--data {data_path}: no such folder")
+    if checkpoint_path is not None and not Path(checkpoint_path).is_file():
+        raise UsageError(f"--checkpoint {checkpoint_path}: no such file")
     data = str(data_path) if data_path is not None else (plan.data_path if plan is not None else None)
     disks = [p for p in (data, ".") if p]
     probe = run_probe(nvml=nvml, paths=paths, disk_paths=disks, host_kwargs={"env": env, **(host_kwargs or {})})
