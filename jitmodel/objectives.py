@@ -39,7 +39,9 @@ def _check(kind: str) -> None:
 
 def expand_t(t: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
     """Broadcast a per-sample time (B,) or a scalar to (B, 1, 1, ...) matching ``like``."""
-    t = torch.as_tensor(t, dtype=torch.float32, device=like.device)
+    if not (isinstance(t, torch.Tensor) and t.is_floating_point()):
+        t = torch.as_tensor(t, dtype=torch.float32)
+    t = t.to(like.device)
     if t.ndim == 0:
         return t
     if t.numel() == like.shape[0]:
@@ -108,8 +110,8 @@ def convert(out: torch.Tensor, z: torch.Tensor, t: torch.Tensor | float, src: st
 
 def per_sample_loss(out: torch.Tensor, x: torch.Tensor, e: torch.Tensor, z: torch.Tensor, t: torch.Tensor | float,
                     prediction: str = "x", loss_space: str = "v", t_eps: float = 0.05) -> torch.Tensor:
-    """Mean over all non-batch dims of (pred - true)^2 in ``loss_space``; shape (B,), float32."""
-    pred = convert(out.float(), z, t, prediction, loss_space, t_eps)
+    """Mean over all non-batch dims of (pred - true)^2 in ``loss_space``; shape (B,), at least fp32."""
+    pred = convert(out.to(torch.promote_types(out.dtype, torch.float32)), z, t, prediction, loss_space, t_eps)
     true = convert(target(x, e, prediction), z, t, prediction, loss_space, t_eps)
     return (pred - true).pow(2).mean(dim=tuple(range(1, out.ndim)))
 
