@@ -148,6 +148,15 @@ def atomic_link(src: Path, dst: Path) -> None:
     _fsync_dir(dst.parent)
 
 
+def remove_stale_temps(out: Path) -> None:
+    """Delete temp files left by a writer that was killed (one writer per output_dir: rank 0)."""
+    for d in (out, out / "ckpt"):
+        if d.is_dir():
+            for p in d.glob(".*.tmp-*"):
+                if not p.name.endswith(f".tmp-{os.getpid()}"):
+                    p.unlink(missing_ok=True)
+
+
 def versions() -> dict[str, str]:
     import torch
 
@@ -162,6 +171,7 @@ def save_checkpoint(ckpt: dict[str, Any], output_dir: str | Path, *, keep_last: 
     out = Path(output_dir)
     if ckpt.get("format") != FORMAT:
         raise ValueError("save_checkpoint expects a dict built by the trainer (format jitmodel-checkpoint)")
+    remove_stale_temps(out)
     step_path = atomic_save(ckpt, out / "ckpt" / f"{int(ckpt['step']):07d}.pt")
     if permanent_epoch is not None:
         atomic_link(step_path, out / "ckpt" / f"epoch-{permanent_epoch:04d}.pt")
@@ -212,7 +222,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         raise ValueError(f"checkpoint not found: {path}") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
-        first = next((ln for ln in lines if "Unsupported global" in ln), lines[0])
+        first = next((ln for ln in lines if "GLOBAL" in ln), lines[0])
         raise ValueError(f"{path} is not a loadable checkpoint: {first}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path} does not hold a checkpoint dict")

@@ -408,14 +408,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _install_signal_handlers(trainer: Trainer) -> None:
+def _install_signal_handlers(trainer: Trainer) -> dict[int, Any]:
+    """SIGTERM/SIGINT ask for a clean stop after the current optimizer step; returns the old handlers."""
     def handler(signum: int, frame: Any) -> None:
         if trainer.stop_signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
         trainer.stop_signal = signum
 
-    for s in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(s, handler)
+    return {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -432,13 +432,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Error: {_one_line(e)}", file=sys.stderr)
         destroy_process_group()
         return 2
+    old = _install_signal_handlers(trainer)
     try:
-        _install_signal_handlers(trainer)
         return trainer.fit()
     except TrainingDiverged as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1
     finally:
+        for s, h in old.items():
+            signal.signal(s, h)
         destroy_process_group()
 
 
