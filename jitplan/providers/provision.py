@@ -278,7 +278,8 @@ def provision_vast(
             target = SSHTarget(user="root", host=host, port=port, identity=str(key_path))
             registry.update_instance(PROVIDER, iid, status="running", ssh_host=host, ssh_port=port)
             registry.update_run(run_id, host=str(target), meta={"provider": PROVIDER, "instance_id": iid,
-                                                                  "label": label, "image": chosen_image})
+                                                                  "label": label, "image": chosen_image,
+                                                                  "ssh_target": str(target), "identity": str(key_path)})
             registry.add_event(run_id, "provision", f"instance {iid} ready at {target}", instance_id=iid)
             say(f"instance {iid} is ready: ssh -p {port} root@{host}")
             return ProvisionResult(instance_id=iid, ssh=target, offer=r.offer, label=label, image=chosen_image,
@@ -348,7 +349,8 @@ def _attach(client: VastClient, registry: Registry, run_id: str, instance_id: in
     target = SSHTarget(user="root", host=host, port=port, identity=str(key_path))
     registry.update_instance(PROVIDER, instance_id, status="running", ssh_host=host, ssh_port=port)
     registry.update_run(run_id, host=str(target), meta={"provider": PROVIDER, "instance_id": instance_id,
-                                                          "attached": True})
+                                                          "attached": True, "ssh_target": str(target),
+                                                          "identity": str(key_path)})
     registry.add_event(run_id, "provision", f"attached to instance {instance_id} at {target}")
     say(f"attached to instance {instance_id}: ssh -p {port} root@{host}")
     return ProvisionResult(instance_id=instance_id, ssh=target, offer=None, label=inst.label, image=None,
