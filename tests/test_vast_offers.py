@@ -1,0 +1,253 @@
+"""Pure parts of the Vast provider: query from a plan, image choice, ranking, SDK-row translation, lifecycle
+decisions (with scripted clients, no network), and the SSH banner probe."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from fakes.plans import make_plan
+from fakes.vast_server import BannerServer, VastFake, free_port, sample_offer
+
+from jitplan.errors import UsageError
+from jitplan.providers import CreateTimedOut, Instance, InstanceFailed, RateLimited, ReadyTimeout
+from jitplan.providers.vast.client import build_search, read_state, to_instance, to_offer
+from jitplan.providers.vast.instance import reconcile_create, ssh_banner, wait_ready
+from jitplan.providers.vast.offers import disk_gb, image_cuda, image_for, query_for, rank
+
+
+# ------------------------------------------------------------------------------------------- image
+@pytest.mark.parametrize(
+    ("torch", "cuda", "cc", "image"),
+    [
+        ("2.4.1", None, "8.6", "pytorch/pytorch:2.4.1-cuda12.4-cudnn9-runtime"),
+        ("2.8.0+cu128", "12.8", "8.6", "pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime"),
+        ("2.5", None, "8.9", "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"),
+        ("2.5.1", None, "12.0", "pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime"),  # Blackwell: CUDA >= 12.8
+        ("2.13.0", "13.0", "9.0", "pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime"),  # newer than the table
+        (None, None, None, "pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime"),
+    ],
+)
+def test_image_for(torch, cuda, cc, image) -> None:
+    got, c = image_for(torch, cuda, cc)
+    assert got == image and c == image_cuda(got)
+
+
+def test_image_cuda() -> None:
+    assert image_cuda("vastai/pytorch:2.7.1-cuda-12.8.1-py312") == 12.8
+    assert image_cuda("ubuntu:22.04") is None
+
+
+# ------------------------------------------------------------------------------------------- query
+def test_query_from_hand_plan() -> None:
+    plan = make_plan("RTX 3060", 2, host_ram_gib=20, workers=4)
+    q, image = query_for(plan)
+    assert "RTX 3060" in q.gpu_names and q.num_gpus == 2
+    assert q.min_gpu_ram_mib == int(12288 * 0.97)
+    assert q.min_cpu_ram_mb == math.ceil(20 * 1024**3 / 1e6)
+    assert q.min_cpus == 2 * (4 + 1)
+    assert q.min_compute_cap == 860 and q.min_cuda == image_cuda(image)
+    # ImageNet (~141 GB of JPEG) + image + checkpoints kept, with headroom
+    ckpts = plan.estimates.checkpoint_bytes * (2 + 1 + 6) / 1e9
+    assert q.min_disk_gb == math.ceil((20 + 1_281_167 * 110_000 / 1e9 + ckpts) * 1.15)
+    assert disk_gb(plan) == q.min_disk_gb
+    assert not q.interruptible and q.bid is None
+    qb, _ = query_for(plan, bid=0.2)
+    assert qb.interruptible and qb.bid == 0.2
+
+
+def test_query_from_a_real_planner_plan(cli, tmp_path) -> None:
+    from jitplan.schemas import load_plan
+
+    out = tmp_path / "plan.yaml"
+    r = cli("plan", "--gpus", "2xRTX3060", "--host-ram", "24GB", "--cpus", "8", "--out", str(out))
+    if r.code != 0:
+        pytest.skip(f"the planner could not plan 2xRTX3060 here: {r.err.strip()[:200]}")
+    plan = load_plan(out)
+    q, image = query_for(plan)
+    assert q.num_gpus == 2 and "RTX 3060" in q.gpu_names and q.min_cpus == 8
+    assert q.min_cpu_ram_mb == math.ceil(plan.estimates.host_ram_needed_bytes / 1e6)
+    assert image.startswith("pytorch/pytorch:")
+    qa, _ = query_for(plan, any_gpu=True)
+    assert qa.gpu_names is None and qa.min_gpu_ram_mib == int(plan.estimates.memory_per_gpu_bytes / 2**20)
+
+
+def test_query_refuses_multinode_and_cpu_plans() -> None:
+    with pytest.raises(UsageError, match="2 nodes"):
+        query_for(make_plan("RTX 3060", 2, nodes=2))
+    plan = make_plan("RTX 3060", 1)
+    cpu = plan.model_copy(update={"hardware": plan.hardware.model_copy(update={"gpu": None, "gpus_per_node": 0})})
+    with pytest.raises(UsageError, match="CPU-only"):
+        query_for(cpu)
+    with pytest.raises(UsageError, match="CUDA version of image"):
+        query_for(plan, image="myorg/trainer:latest")
+
+
+def test_build_search_units_and_shape() -> None:
+    q, _ = query_for(make_plan("H100 SXM", 8))
+    body = build_search(q, disk_gb=500)
+    assert body["num_gpus"] == {"eq": 8} and body["disk_space"] == {"gte": 500}
+    assert body["cuda_max_good"]["gte"] == q.min_cuda and body["compute_cap"] == {"gte": 900}  # sent together
+    assert "H100 SXM" in body["gpu_name"]["in"]
+    assert body["cpu_ram"] == {"gte": q.min_cpu_ram_mb}  # MB, as the data (the query language's GB x 1000)
+
+
+# ------------------------------------------------------------------------------------------- ranking
+def _offer(i: int, **kw):
+    row = sample_offer(i, **kw)
+    row["storage_total_cost"] = 0.01
+    row["dph_total"] = row["dph_base"] + 0.01
+    return to_offer(row)
+
+
+def test_rank_by_cost_per_epoch_not_price() -> None:
+    plan = make_plan("RTX 3060", 2)
+    q, _ = query_for(plan, any_gpu=True)
+    cheap_slow = _offer(1, num_gpus=2, dph_base=0.20)
+    dear_fast = _offer(2, num_gpus=2, dph_base=0.55, gpu_name="RTX 4090", gpu_ram=24564)
+    unknown = _offer(3, num_gpus=2, dph_base=0.05, gpu_name="Quadro Mystery", gpu_ram=49152)
+    ranked = rank(plan, [cheap_slow, unknown, dear_fast], q)
+    assert [r.offer.id for r in ranked] == [2, 1, 3]
+    a, b = ranked[0], ranked[1]
+    assert a.cost_per_epoch < b.cost_per_epoch and a.dph > b.dph
+    assert a.cost_per_epoch == pytest.approx(a.dph * a.epoch_time_s / 3600)
+    assert ranked[2].cost_per_epoch is None and "not in the GPU catalog" in ranked[2].why
+    # same GPUs: cost per epoch follows price
+    r2 = rank(plan, [_offer(5, num_gpus=2, dph_base=0.3), _offer(6, num_gpus=2, dph_base=0.25)], q)
+    assert [r.offer.id for r in r2] == [6, 5]
+    assert r2[0].epoch_time_s == pytest.approx(r2[1].epoch_time_s)
+
+
+def test_rank_filters_what_the_server_cannot() -> None:
+    plan = make_plan("RTX 3060", 2, host_ram_gib=20)
+    q, _ = query_for(plan, bid=0.15)
+    ok = _offer(1, num_gpus=2)
+    # 64 GB host but only 4 of 32 vCPUs: the instance's RAM share is 8 GB < 21.5 GB needed
+    small_share = _offer(2, num_gpus=2, cpu_cores=32, cpu_cores_effective=4.0)
+    floor_too_high = _offer(3, num_gpus=2, min_bid=0.30)
+    wrong_count = _offer(4, num_gpus=1)
+    assert small_share.cpu_ram_mb == pytest.approx(64218 * 4 / 32)
+    ranked = rank(plan, [ok, small_share, floor_too_high, wrong_count], q)
+    assert [r.offer.id for r in ranked] == [1]
+    assert ranked[0].dph == pytest.approx(0.15 + ok.storage_dph)
+
+
+# ------------------------------------------------------------------------------------------- translation
+@pytest.mark.parametrize(
+    ("row", "state"),
+    [
+        ({"actual_status": None}, "pending"),
+        ({"actual_status": "loading", "status_msg": "Downloading [==>  ]"}, "pending"),
+        ({"actual_status": "created"}, "pending"),
+        ({"actual_status": "created", "status_msg": "Error response from daemon: OCI runtime create failed: x"},
+         "failed"),
+        ({"actual_status": "running"}, "running"),
+        ({"actual_status": "exited"}, "failed"),
+        ({"actual_status": "offline"}, "failed"),
+        ({"actual_status": "unknown"}, "failed"),
+        ({"actual_status": "loading", "cur_state": "stopped", "intended_status": "stopped",
+          "next_state": "stopped"}, "stopped"),
+        ({"actual_status": "running", "cur_state": "unloaded"}, "gone"),
+    ],
+)
+def test_read_state(row, state) -> None:
+    assert read_state(row) == state
+
+
+def test_to_instance_strips_and_parses_ports() -> None:
+    inst = to_instance({
+        "id": 7, "label": "jitplan-x-1 ", "actual_status": "running", "public_ipaddr": "203.0.113.57\n",
+        "ports": {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": "41022"}]}, "ssh_host": "ssh5.vast.ai",
+        "ssh_port": 37000, "dph_total": "0.42", "status_msg": "token=abcdefghijk leaked",
+    })
+    assert inst.label == "jitplan-x-1" and inst.public_ip == "203.0.113.57" and inst.direct_ssh_port == 41022
+    assert inst.ssh_endpoints() == [("203.0.113.57", 41022), ("ssh5.vast.ai", 37000)]
+    assert inst.dph == 0.42 and "abcdefghijk" not in inst.status_msg
+    proxy = to_instance({"id": 8, "actual_status": "running", "ssh_host": "ssh5.vast.ai", "ssh_port": 37001,
+                         "ports": {"8080/tcp": [{"HostPort": "1"}]}})
+    assert proxy.ssh_endpoints() == [("ssh5.vast.ai", 37001)]
+
+
+# ------------------------------------------------------------------------------------------- lifecycle
+class Scripted:
+    """A client whose show() replays a list of instances (or exceptions)."""
+
+    def __init__(self, script, listing=()):
+        self.script, self.listing, self.shows, self.lists = list(script), list(listing), 0, 0
+
+    def show(self, iid):
+        self.shows += 1
+        item = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def list(self, label=None):
+        self.lists += 1
+        item = self.listing.pop(0) if len(self.listing) > 1 else self.listing[0]
+        return item
+
+    def destroy(self, iid):
+        pass
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+    def sleep(self, s):
+        self.t += s
+
+
+def _inst(state, status=None, **kw):
+    return Instance(id=1, state=state, actual_status=status, **kw)
+
+
+def test_wait_ready_skips_429_and_needs_ssh() -> None:
+    up = _inst("running", "running", ssh_host="h", ssh_port=22)
+    c = Scripted([_inst("pending"), RateLimited("slow down"), _inst("pending", "loading"), up, up, up])
+    answers = iter([None, None, "SSH-2.0-x"])  # sshd answers on the third try
+    clock = Clock()
+    inst, ep = wait_ready(c, 1, timeout_s=100, poll_s=5, probe=lambda h, p: next(answers), clock=clock,
+                          sleep=clock.sleep)
+    assert ep == ("h", 22) and inst.state == "running" and c.shows == 6 and clock.t == 25
+
+
+def test_wait_ready_fails_fast_and_times_out() -> None:
+    clock = Clock()
+    c = Scripted([_inst("pending", "loading"), _inst("failed", "exited")])
+    with pytest.raises(InstanceFailed, match="failed: instance 1 \\[exited\\]"):
+        wait_ready(c, 1, timeout_s=1000, poll_s=5, clock=clock, sleep=clock.sleep)
+    assert clock.t == 5
+    with pytest.raises(InstanceFailed, match="outbid"):
+        wait_ready(Scripted([_inst("stopped", "stopped")]), 1, timeout_s=10, clock=clock, sleep=clock.sleep)
+    with pytest.raises(InstanceFailed, match="vanished"):
+        wait_ready(Scripted([_inst("gone")]), 1, timeout_s=10, clock=clock, sleep=clock.sleep)
+    clock = Clock()
+    with pytest.raises(ReadyTimeout, match="not ready after 60 s: instance 1 \\[loading\\]") as e:
+        wait_ready(Scripted([_inst("pending", "loading")]), 1, timeout_s=60, poll_s=7, clock=clock, sleep=clock.sleep)
+    assert clock.t == 60 and e.value.instance_ids == (1,)
+
+
+def test_reconcile_create() -> None:
+    mine = Instance(id=5, state="pending", label="L")
+    c = Scripted([mine], listing=[[], [mine]])  # Vast lags after a create: found on the second read
+    assert reconcile_create(c, "L", sleep=lambda s: None) == 5 and c.lists == 2
+    assert reconcile_create(Scripted([mine], listing=[[]]), "L", sleep=lambda s: None) is None
+    dup = Scripted([mine], listing=[[mine, Instance(id=6, state="pending", label="L")]])
+    with pytest.raises(CreateTimedOut, match="2 instances carry label L") as e:
+        reconcile_create(dup, "L", sleep=lambda s: None)
+    assert e.value.instance_ids == (5, 6)
+
+
+@pytest.mark.net
+def test_ssh_banner_probe() -> None:
+    with BannerServer() as b:
+        assert ssh_banner("127.0.0.1", b.port).startswith("SSH-2.0-")
+    assert ssh_banner("127.0.0.1", free_port(), timeout_s=0.5) is None
+    with VastFake("k-123456") as f:  # an HTTP server is not sshd: it never sends a banner
+        port = int(f.url.rsplit(":", 1)[1])
+        assert ssh_banner("127.0.0.1", port, timeout_s=0.3) is None
