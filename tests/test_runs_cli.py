@@ -176,3 +176,34 @@ def test_runs_commands_do_not_import_vastai_or_torch() -> None:
             "bad = [m for m in ('vastai', 'torch', 'numpy') if m in sys.modules]; assert not bad, bad")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("backend", ["ssh", "vast"])
+def test_logs_and_stop_remote_runs_use_what_the_launcher_recorded(cli, reg: Registry, monkeypatch, backend) -> None:
+    from jitplan.launch.ssh import SSHLaunch
+
+    rid = reg.create_run("jit-b16", backend, status="running", host="root@10.0.0.5:2222")
+    reg.update_run(rid, run_dir="jitplan/runs/jit b16;x", log_path="jitplan/runs/jit b16;x/train.log",
+                   meta={"ssh": "root@10.0.0.5:2222", "remote_root": "jitplan"})
+    calls = []
+
+    def fake_run(self, step, *, timeout_s=600):  # the one side effect: running ssh
+        calls.append(step)
+        return "exited 143\n" if step.name == "status" else "line 1\nline 2\n"
+
+    monkeypatch.setattr(SSHLaunch, "run", fake_run)
+    r = cli("logs", rid)
+    assert r.code == 0 and r.out == "line 1\nline 2\n"
+    argv = calls[0].argv
+    assert argv[:3] == ["ssh", "-p", "2222"] and "root@10.0.0.5" in argv
+    assert argv[-1] == "sh -c 'cat '\"'\"'jitplan/runs/jit b16;x/train.log'\"'\"''"  # quoted: no injection
+    if backend == "vast":  # the per-registry known_hosts that `launch --vast` trusts on first use
+        assert f"UserKnownHostsFile={reg.path.parent / 'known_hosts'}" in argv
+        assert "StrictHostKeyChecking=accept-new" in argv
+    else:
+        assert "StrictHostKeyChecking=yes" in argv
+    r = cli("stop", rid)
+    assert r.code == 0, r.err
+    assert [c.name for c in calls[1:]] == ["stop training", "status"]
+    assert reg.get_run(rid).status == "stopped"
+    assert [e.message for e in reg.events(rid, kind="stop")] == ["stopped (exit code 143)"]

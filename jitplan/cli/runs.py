@@ -221,7 +221,7 @@ def logs_command(
         except KeyboardInterrupt:
             pass
         return
-    launch = _ssh_launch(row)
+    launch = _ssh_launch(row, reg.path.parent)
     if launch is None:
         raise UsageError(f"run {row.id} has no log at {path or '(no run folder recorded)'}")
     if follow_:
@@ -236,20 +236,24 @@ def logs_command(
     sys.stdout.write(launch.run(Step(name="read log", argv=launch.ssh(["sh", "-c", script]))))
 
 
-def _ssh_launch(run: RunRow) -> Any:
-    """An SSHLaunch for a remote run, from what the launcher recorded in ``run.meta``; None for local runs."""
+def _ssh_launch(run: RunRow, registry_dir: Path | None = None) -> Any:
+    """An SSHLaunch for a remote run, from what the launcher recorded (``host``, ``run_dir``, ``meta``)."""
     meta = run.meta
-    target = meta.get("ssh_target") or (run.host if run.backend in ("ssh", "vast") else None)
+    target = meta.get("ssh_target") or meta.get("ssh") or (run.host if run.backend in ("ssh", "vast") else None)
     if not target:
         return None
     from jitplan.launch.ssh import SSHLaunch, SSHOptions, parse_target
 
-    opts = SSHOptions(known_hosts=meta.get("known_hosts"), accept_new_host_key=bool(meta.get("accept_new_host_key")))
-    return SSHLaunch(parse_target(target, meta.get("identity")), opts, root=meta.get("remote_root", "jitplan"),
-                     run_id=meta.get("remote_run_id", run.id))
+    known_hosts, accept_new = meta.get("known_hosts"), bool(meta.get("accept_new_host_key"))
+    if run.backend == "vast" and known_hosts is None and registry_dir is not None:
+        known_hosts, accept_new = str(registry_dir / "known_hosts"), True  # where `launch --vast` keeps them
+    remote_id = meta.get("remote_run_id") or (Path(run.run_dir).name if run.run_dir else run.name)
+    return SSHLaunch(parse_target(target, meta.get("identity")),
+                     SSHOptions(known_hosts=known_hosts, accept_new_host_key=accept_new),
+                     root=meta.get("remote_root", "jitplan"), run_id=remote_id)
 
 
-def stop_training(run: RunRow) -> str:
+def stop_training(run: RunRow, registry_dir: Path | None = None) -> str:
     """Stop the run's training: the backend's ``stop_run(run)`` hook, local process group, or SSH. What happened."""
     from jitplan.launch import local
 
@@ -259,7 +263,7 @@ def stop_training(run: RunRow) -> str:
         hook = getattr(ssh, "stop_run", None)
         if hook is not None:
             return "stopped" if hook(run) is not False else "nothing was running"
-        launch = _ssh_launch(run)
+        launch = _ssh_launch(run, registry_dir)
         if launch is None:
             return "no SSH endpoint recorded: nothing to stop"
         code = launch.stop()
@@ -291,7 +295,7 @@ def stop_command(
     if row.active:
         reg.set_status(row.id, "stopping")
         try:
-            what = stop_training(row)
+            what = stop_training(row, reg.path.parent)
         except JitplanError as e:
             stop_error, what = e, f"could not stop training: {e.message}"
         reg.add_event(row.id, "stop", what)
