@@ -14,6 +14,15 @@ from jitmodel.denoiser import EMA, Denoiser  # noqa: E402
 MC = ModelConfig(variant="JiT-Tiny/4", img_size=8, num_classes=10)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one intra-op thread is faster and does not fight other processes for cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class Spy(torch.nn.Module):
     """Stands in for the network: records its inputs and returns a fixed output."""
 
@@ -177,17 +186,8 @@ def test_ema_shadows_are_fp32_for_a_bf16_module():
 # ---------------------------------------------------------------------------------------------- training smoke
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run faster on one thread (and do not fight other processes for the cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("prediction", ["x", "v", "eps"])
-def test_a_few_adamw_steps_reduce_the_loss(prediction, one_thread):
+def test_a_few_adamw_steps_reduce_the_loss(prediction):
     torch.manual_seed(0)
     den = Denoiser(MC, DiffusionConfig(prediction=prediction, label_drop_prob=0.0))
     g = torch.Generator().manual_seed(1)

@@ -28,6 +28,15 @@ ALL = list(JiT_models)
 TINY = [n for n in ALL if get_variant(n).test_only]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one intra-op thread is faster and does not fight other processes for cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _cfg(name: str, **kw) -> ModelConfig:
     """A config at the variant's smallest sensible image size (2x2 patches) unless given."""
     kw.setdefault("img_size", 2 * get_variant(name).patch)
