@@ -207,3 +207,39 @@ def test_logs_and_stop_remote_runs_use_what_the_launcher_recorded(cli, reg: Regi
     assert [c.name for c in calls[1:]] == ["stop training", "status"]
     assert reg.get_run(rid).status == "stopped"
     assert [e.message for e in reg.events(rid, kind="stop")] == ["stopped (exit code 143)"]
+
+
+def test_docs_runs_examples_run(cli, reg: Registry, tmp_path: Path) -> None:
+    """Every `$ jitplan ...` line and the Python block of docs/runs.md, against a real registry."""
+    import re
+    import shlex
+
+    doc = (Path(__file__).parent.parent / "docs" / "runs.md").read_text()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "train.log").write_text("".join(f"step {i}\n" for i in range(30)))
+    rid = reg.create_run("JiT-B-16", "local", run_dir=run_dir)
+    reg.set_status(rid, "finished")  # so `logs -f` returns
+    lines = [m.group(1).split("#")[0].strip() for m in re.finditer(r"^\$ jitplan (.+)$", doc, re.M)]
+    assert len(lines) >= 7
+    for line in lines:
+        r = cli(*shlex.split(line.replace("RUN", rid)))
+        assert r.code == 0, (line, r.err)
+    assert "step 29" in cli("logs", rid, "-f", "--tail", "20").out
+    (block,) = re.findall(r"```python\n(.*?)```", doc, re.S)
+    ns: dict = {}
+    exec(compile(block, "docs/runs.md", "exec"), ns)
+    assert ns["reg"].path == reg.path and ns["reg"].get_run(ns["rid"]).status == "running"
+
+
+def test_module_doctests() -> None:
+    import doctest
+
+    import jitplan.launch.registry
+    import jitplan.providers
+    import jitplan.providers.vast.offers
+    import jitplan.secrets
+
+    for mod in (jitplan.launch.registry, jitplan.secrets, jitplan.providers, jitplan.providers.vast.offers):
+        res = doctest.testmod(mod)
+        assert res.failed == 0 and res.attempted > 0, mod.__name__
