@@ -103,7 +103,7 @@ def check_ram(ctx: DoctorContext) -> Finding:
         cap = worker_budget(plan, host.ram_bytes, None, None).caps.get("host-ram", 0)
         return Finding(id="C8", level="fail", title=title,
                        found=found + ": workers will be OOM-killed ('DataLoader worker ... killed by signal: Killed')",
-                       fix=f"set data.num_workers <= {cap} per rank (jitplan plan --max-workers {cap}), "
+                       fix=f"set data.num_workers <= {cap} per rank (jitplan plan --workers {cap}), "
                            "prefetch_factor 1, or a host with more RAM")
     if need > 0.9 * usable or host.oom_kills:
         return Finding(id="C8", level="warn", title=title, found=found,
