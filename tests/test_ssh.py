@@ -106,8 +106,10 @@ def test_host_keys_are_strict_by_default_and_never_no():
 
 def test_remote_words_are_quoted_so_semicolons_cannot_inject():
     job = SSHLaunch(SSHTarget(host="h"), SSHOptions(), root="/srv/my runs; rm -rf ~", run_id="r1")
-    remote = job.mkdirs_step().argv[-1]
-    assert shlex.split(remote) == ["mkdir", "-p", "--", "/srv/my runs; rm -rf ~/code", "/srv/my runs; rm -rf ~/runs/r1"]
+    sh, c, script = shlex.split(job.mkdirs_step().argv[-1])
+    assert (sh, c) == ("sh", "-c")
+    assert shlex.split(script) == ["mkdir", "-p", "--", "/srv/my runs; rm -rf ~/code", "/srv/my runs; rm -rf ~/runs/r1",
+                                   "&&", "cd", "/srv/my runs; rm -rf ~", "&&", "pwd"]
     argv = rsync_argv(SSHTarget(host="h", identity="/k e y"), SSHOptions(known_hosts="/a b"), "src/", "/d;x/")
     e = argv[argv.index("-e") + 1]
     assert shlex.split(e)[-4:] == ["-i", "/k e y", "-o", "IdentitiesOnly=yes"]
@@ -159,7 +161,7 @@ def test_upload_start_detached_follow_and_stop_with_hostile_paths(sshd, tmp_path
     plan.write_text("a: 1\n")
     from jitplan.launch.ssh import run_script_path
 
-    job.run(job.mkdirs_step())
+    job.prepare()
     job.run(job.upload_code_step(local_code))
     job.run(job.upload_files_step([plan, run_script_path()]))
     assert (root / "code" / "pkg" / "__init__.py").is_file()

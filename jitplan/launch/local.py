@@ -157,15 +157,24 @@ def run_name(variant: str, img_size: int, now: float | None = None) -> str:
 
 
 def prepare_run_dir(plan, run_dir: str | Path, *, data_path: str | None = None) -> Path:
-    """Write the run's ``plan.yaml`` (the plan with ``train.output_dir = out``, relative to the run folder,
-    where the trainer runs) and return its path. ``data_path`` replaces ``train.data.path`` (an upload).
+    """Write the run's config into ``run_dir``: ``plan.yaml`` for a Plan, ``train.yaml`` for a bare TrainConfig.
+
+    ``train.output_dir`` becomes ``out`` (relative: the trainer runs in the run folder, here or remote);
+    ``data_path`` replaces ``train.data.path`` (an uploaded dataset). Returns the written file.
     """
-    from jitplan.schemas import save_plan
+    from jitmodel.config import TrainConfig, dump_yaml
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    data = plan.train.data if data_path is None else plan.train.data.model_copy(update={"path": data_path})
-    train = plan.train.model_copy(update={"output_dir": "out", "data": data})
+    train = plan if isinstance(plan, TrainConfig) else plan.train
+    data = train.data if data_path is None else train.data.model_copy(update={"path": data_path})
+    train = train.model_copy(update={"output_dir": "out", "data": data})
+    if isinstance(plan, TrainConfig):
+        path = run_dir / "train.yaml"
+        write_atomic(path, dump_yaml(train))
+        return path
+    from jitplan.schemas import save_plan
+
     path = run_dir / "plan.yaml"
     save_plan(plan.model_copy(update={"train": train}), path)
     return path

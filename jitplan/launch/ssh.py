@@ -131,16 +131,27 @@ class SSHLaunch:
     def __init__(self, target: SSHTarget, opts: SSHOptions, *, root: str, run_id: str) -> None:
         if not run_id or "/" in run_id or run_id in (".", ".."):
             raise UsageError(f"run id must be a plain name, got {run_id!r}")
-        self.target, self.opts, self.root, self.run_id = target, opts, root.rstrip("/") or "/", run_id
+        self.target, self.opts, self.run_id = target, opts, run_id
+        self._set_root(root)
+
+    def _set_root(self, root: str) -> None:
+        self.root = root.rstrip("/") or "/"
         self.code_dir = f"{self.root}/code"
-        self.run_dir = f"{self.root}/runs/{run_id}"
+        self.run_dir = f"{self.root}/runs/{self.run_id}"
+
+    @property
+    def venv_python(self) -> str:
+        return f"{self.root}/venv/bin/python"
 
     # ---------------------------------------------------------------- commands (pure)
     def ssh(self, words: Sequence[str] | str) -> list[str]:
         return ssh_argv(self.target, self.opts, words)
 
     def mkdirs_step(self) -> Step:
-        return Step(name="make remote folders", argv=self.ssh(["mkdir", "-p", "--", self.code_dir, self.run_dir]))
+        """Make the folders and print the absolute root (a relative root is under the remote home)."""
+        q = shlex.quote
+        script = f"mkdir -p -- {q(self.code_dir)} {q(self.run_dir)} && cd {q(self.root)} && pwd"
+        return Step(name="make remote folders", argv=self.ssh(_remote_sh(script)))
 
     def upload_code_step(self, local_code: str | Path) -> Step:
         src = str(Path(local_code).resolve()) + "/"
@@ -165,7 +176,7 @@ class SSHLaunch:
         return Step(name="check python env", argv=self.ssh(_remote_sh(script)))
 
     def env_create_step(self, base_python: str = "python3") -> tuple[Step, str]:
-        venv = f"{self.root}/venv"
+        venv = self.venv_python.removesuffix("/bin/python")
         q = shlex.quote
         script = (f"{q(base_python)} -m venv {q(venv)} && {q(venv + '/bin/pip')} install -q --upgrade pip && "
                   f"{q(venv + '/bin/pip')} install -q -e {q(self.code_dir + '[train]')}")
@@ -243,6 +254,13 @@ class SSHLaunch:
             raise CheckFailed(f"{step.name} failed on {self.target} (exit {res.returncode}): {last}", hint=hint)
         return res.stdout
 
+    def prepare(self) -> None:
+        """Make the remote folders and switch to absolute remote paths (the trainer runs in its run folder)."""
+        lines = self.run(self.mkdirs_step()).strip().splitlines()
+        if not lines or not lines[-1].startswith("/"):
+            raise CheckFailed(f"make remote folders on {self.target}: could not resolve {self.root!r}")
+        self._set_root(lines[-1])
+
     def ensure_env(self, *, create: bool) -> str:
         """The remote python that can import torch and jitmodel; creates a venv when ``create``."""
         python = self.opts.python
@@ -297,3 +315,56 @@ def run_script_path() -> Path:
 
 def default_known_hosts() -> str:
     return os.path.expanduser("~/.ssh/known_hosts")
+
+
+class SSHRunResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    target: str
+    remote_run_dir: str
+    status: str  # running (detached, not followed) | finished | failed | stopped
+    exit_code: int | None = None
+
+
+def launch_ssh(job: SSHLaunch, *, registry, name: str, local_code: str | Path, files: Sequence[str | Path],
+               command: NodeCommand, data: str | Path | None = None, doctor: bool = True,
+               create_env: bool = False, follow: bool = True, out: TextIO = sys.stdout,
+               run_id: str | None = None) -> SSHRunResult:
+    """The whole SSH launch: folders, code, plan, data, env, doctor, detached start, then follow the log.
+
+    ``command`` must already use the remote python (``job.venv_python`` when ``create_env``). Each step is
+    a registry event; a failing step marks the run failed and raises CheckFailed (exit 1).
+    """
+    if run_id is None:
+        run_id = registry.create_run(name, "ssh", status="starting", host=str(job.target))
+    registry.set_status(run_id, "starting", f"launching on {job.target}")
+
+    def step(kind: str, message: str, fn, **data):  # noqa: ANN001, ANN202 - a local helper
+        registry.add_event(run_id, kind, message, **data)
+        try:
+            return fn()
+        except CheckFailed as e:
+            registry.set_status(run_id, "failed", e.message)
+            raise
+
+    step("remote_folders", "making the remote folders", job.prepare)
+    registry.update_run(run_id, run_dir=job.run_dir, log_path=f"{job.run_dir}/train.log",
+                        meta={"ssh": str(job.target), "remote_root": job.root})
+    step("upload_code", f"uploading {Path(local_code).resolve()}", lambda: job.run(job.upload_code_step(local_code)))
+    step("upload_files", "uploading the plan", lambda: job.run(job.upload_files_step(files)))
+    if data is not None:
+        data_step, remote = job.upload_data_step(data)
+        step("upload_data", f"uploading {data} to {remote}", lambda: job.run(data_step, timeout_s=24 * 3600))
+    python = step("python_env", "checking the remote python env", lambda: job.ensure_env(create=create_env))
+    if doctor:
+        step("doctor", "running doctor on the remote", lambda: job.run(job.doctor_step(python)))
+    step("start", "starting training detached", lambda: job.start(command))
+    registry.set_status(run_id, "running", f"training on {job.target} in {job.run_dir}")
+    if not follow:
+        return SSHRunResult(run_id=run_id, target=str(job.target), remote_run_dir=job.run_dir, status="running")
+    code = job.follow(out)
+    status = "finished" if code == 0 else "failed"
+    registry.set_status(run_id, status, f"trainer exited with code {code}")  # type: ignore[arg-type]
+    return SSHRunResult(run_id=run_id, target=str(job.target), remote_run_dir=job.run_dir, status=status,
+                        exit_code=code)

@@ -235,8 +235,38 @@ def free_port() -> int:
 
 
 def _rewrite_workers(cfg_path: Path, workers: int) -> None:
-    """Set ``data.num_workers`` in a TrainConfig or plan YAML, keeping everything else as written."""
+    """Set the worker count in the run's config: a plan goes through the planner's ``replan_workers`` (its
+    worker decision and reasons follow); a bare TrainConfig YAML gets ``data.num_workers`` rewritten."""
     raw = yaml.safe_load(cfg_path.read_text())
+    if "train" in raw and "data" not in raw and "workers" in raw:
+        from jitplan.planner.plan import replan_workers
+        from jitplan.schemas import load_plan, save_plan
+
+        save_plan(replan_workers(load_plan(cfg_path), workers), cfg_path)
+        return
     target = raw["train"] if "train" in raw and "data" not in raw else raw
     target["data"]["num_workers"] = workers
+    if workers == 0:  # as the planner does: no prefetching or persistent workers without workers
+        target["data"].update(prefetch_factor=None, persistent_workers=False)
     local.write_atomic(cfg_path, yaml.safe_dump(raw, sort_keys=False))
+
+
+def run_local(run_dir: str | Path, spec: TorchrunSpec, *, registry, name: str, plan_path: str | None = None,
+              max_restarts: int = 3, echo: TextIO | None = None) -> tuple[str, SupervisionResult]:
+    """Record a local run in the registry, supervise it, record how it ended. Returns (run id, result)."""
+    run_dir = Path(run_dir).resolve()
+    run_id = registry.create_run(name, "local", plan_path=plan_path, run_dir=run_dir,
+                                 log_path=run_dir / local.LOG_NAME, host="localhost", status="starting",
+                                 meta={"nnodes": spec.nnodes, "nproc_per_node": spec.nproc_per_node})
+    registry.set_status(run_id, "running")
+
+    def events(kind: str, message: str, data: dict) -> None:
+        registry.add_event(run_id, kind, message, **data)
+
+    try:  # `jitplan stop RUN` reaches the ranks through run_dir/pid (local.stop_run)
+        result = supervise(run_dir, spec, max_restarts=max_restarts, events=events, echo=echo)
+    except BaseException:
+        registry.set_status(run_id, "interrupted", "the launcher stopped unexpectedly")
+        raise
+    registry.set_status(run_id, result.status, result.message)  # type: ignore[arg-type]
+    return run_id, result

@@ -1,0 +1,236 @@
+"""``jitplan launch``: run a plan here, on any SSH host, on a rented Vast.ai instance, or write a Slurm script.
+
+    jitplan launch plan.yaml --local                          # doctor, torchrun, supervised (OOM/SIGTERM -> resume)
+    jitplan launch plan.yaml --ssh root@1.2.3.4:2222 --identity ~/.ssh/id_ed25519
+    jitplan launch plan.yaml --vast --bid 0.30 --yes          # rent, then the SSH path
+    jitplan launch plan.yaml --slurm job.sbatch               # 2 nodes: srun + torchrun, c10d
+    jitplan launch plan.yaml --local --dry-run                # print every command, run nothing
+
+PLAN is a plan (``jitplan plan --out``) or a bare TrainConfig YAML (e.g. a demo's ``train.yaml``).
+See docs/launch.md.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+from jitplan.cli._output import emit, note
+from jitplan.errors import CheckFailed, UsageError
+
+
+def _load(path: Path):
+    """(plan or TrainConfig, what spec_from_plan reads, whether it is a plan)."""
+    import yaml
+
+    from jitmodel.config import load_train_config
+    from jitplan.schemas import load_plan
+
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"plan file not found: {path}") from None
+    except (yaml.YAMLError, IsADirectoryError) as e:
+        raise UsageError(f"{path} is not a readable YAML file: {' '.join(str(e).split())[:120]}") from None
+    if isinstance(raw, dict) and "train" in raw and "hardware" in raw:
+        plan = load_plan(path)
+        return plan, plan, True
+    try:
+        cfg = load_train_config(path)
+    except ValueError as e:
+        raise UsageError(f"{path}: neither a plan nor a TrainConfig: {' '.join(str(e).split())[:200]}") from None
+    shape = {"hardware": {"nodes": 1, "gpus_per_node": cfg.world_size or 1, "host": {"cpus": os.cpu_count()}}}
+    return cfg, shape, False
+
+
+def _doctor(plan_path: Path, data: str | None) -> None:
+    from jitplan.doctor.runner import run_doctor
+
+    report = run_doctor(plan_path=plan_path, data_path=data)
+    if report.failed:
+        ids = ", ".join(f"{f.id} ({f.title})" for f in report.failed)
+        raise CheckFailed(f"doctor: {len(report.failed)} check(s) failed: {ids}",
+                          hint=f"see `jitplan doctor --plan {plan_path}`; --no-doctor skips the preflight")
+
+
+def _render(res: dict):
+    def render(console) -> None:
+        for line in res.get("commands", []):
+            console.print(line, markup=False, soft_wrap=True)  # one command per line: copy-pasteable
+        if res.get("message"):
+            console.print(res["message"], markup=False, soft_wrap=True)
+    return render
+
+
+def launch(
+    plan_file: Path = typer.Argument(..., metavar="PLAN", help="plan.yaml (jitplan plan --out) or a TrainConfig YAML."),
+    local_: bool = typer.Option(False, "--local", help="Run on this machine, supervised."),
+    ssh: str | None = typer.Option(None, "--ssh", metavar="USER@HOST[:PORT]", help="Run on this SSH host."),
+    vast: bool = typer.Option(False, "--vast", help="Rent a Vast.ai instance for the plan, then run over SSH."),
+    slurm: Path | None = typer.Option(None, "--slurm", metavar="OUT.sbatch", help="Write an sbatch script."),
+    identity: str | None = typer.Option(None, "--identity", help="SSH private key file."),
+    known_hosts: str | None = typer.Option(None, "--known-hosts", help="known_hosts file (default: ~/.ssh/known_hosts)."),
+    accept_new: bool = typer.Option(False, "--accept-new-host-key", help="Trust a host key seen the first time."),
+    remote_dir: str = typer.Option("jitplan", "--remote-dir", help="Remote root (relative: under the remote home)."),
+    remote_python: str = typer.Option("python3", "--remote-python", help="Remote interpreter with torch."),
+    create_env: bool = typer.Option(False, "--create-env", help="Create a venv on the remote and pip install."),
+    data: Path | None = typer.Option(None, "--data", help="Upload this dataset folder (SSH/Vast)."),
+    detach: bool = typer.Option(False, "--detach", help="SSH: return once training started; do not follow logs."),
+    tmux: bool = typer.Option(False, "--tmux", help="SSH: start in a tmux session instead of setsid/nohup."),
+    bid: float | None = typer.Option(None, "--bid", help="Vast: interruptible at this $/h per GPU."),
+    instance: int | None = typer.Option(None, "--instance", help="Vast: attach to this existing instance."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Vast: do not ask before renting."),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="Local run folder (default runs/<variant>-<px>-<time>)."),
+    rdzv_endpoint: str | None = typer.Option(None, "--rdzv-endpoint", help="Multi-node: node 0's host:port."),
+    max_restarts: int = typer.Option(3, "--max-restarts", min=0, help="Local: restarts after OOM/SIGTERM."),
+    no_doctor: bool = typer.Option(False, "--no-doctor", help="Skip the preflight doctor."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print every command it would run; run nothing."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Launch a plan: --local | --ssh USER@HOST[:PORT] | --vast | --slurm OUT.sbatch.
+
+    jitplan launch plan.yaml --local --max-restarts 3
+    """
+    from jitplan.launch import local
+    from jitplan.launch.torchrun import spec_from_plan
+    from jitplan.secrets import redact
+
+    chosen = [n for n, on in (("--local", local_), ("--ssh", ssh), ("--vast", vast), ("--slurm", slurm)) if on]
+    if len(chosen) != 1:
+        raise UsageError("choose exactly one of --local, --ssh USER@HOST[:PORT], --vast, --slurm OUT.sbatch"
+                         + (f" (got {', '.join(chosen)})" if chosen else ""))
+    plan, shape, is_plan = _load(plan_file)
+    train = getattr(plan, "train", plan)
+    name = local.run_name(train.model.variant, train.model.img_size)
+    rdir = (run_dir or Path("runs") / name).resolve()
+    res: dict = {"backend": chosen[0].lstrip("-"), "name": name, "run_dir": str(rdir), "commands": []}
+
+    if slurm is not None:
+        from jitplan.launch.slurm import render_sbatch
+
+        spec = spec_from_plan(shape, config=str(plan_file.resolve()), rdzv_id=name, rdzv_endpoint=rdzv_endpoint)
+        hw = getattr(plan, "hardware", None)
+        text = render_sbatch(spec, job_name=name, workdir=str(Path.cwd()), gpus_per_node=hw.gpus_per_node if hw else 0,
+                             cpus_per_task=(hw.host.cpus if hw and hw.host.cpus else os.cpu_count() or 1))
+        if dry_run:
+            res["commands"] = text.splitlines()
+        else:
+            local.write_atomic(slurm, text)
+            res["message"] = f"wrote {slurm}; submit with: sbatch {slurm}"
+        res["commands"] = [redact(c) for c in res["commands"]]
+        emit(res, json_mode=json_out, render=_render(res))
+        return
+
+    if local_:
+        from jitplan.launch.supervisor import run_local
+
+        config = rdir / ("plan.yaml" if is_plan else "train.yaml")
+        spec = spec_from_plan(shape, config=str(config), python=sys.executable, rdzv_id=name,
+                              rdzv_endpoint=rdzv_endpoint)
+        if dry_run:
+            from jitplan.launch.torchrun import node_commands, shell_line
+
+            if not no_doctor and is_plan:
+                res["commands"].append(f"jitplan doctor --plan {plan_file}")
+            res["commands"] += [f"cd {shlex.quote(str(rdir))} && {shell_line(c)}" for c in node_commands(spec)]
+            res["commands"] = [redact(c) for c in res["commands"]]
+            emit(res, json_mode=json_out, render=_render(res))
+            return
+        if not no_doctor and is_plan:
+            _doctor(plan_file, train.data.path)
+        local.prepare_run_dir(plan, rdir)
+        from jitplan.launch.registry import Registry
+
+        note(f"run folder {rdir}; log {rdir / local.LOG_NAME}")
+        run_id, result = run_local(rdir, spec, registry=Registry(), name=name, plan_path=str(plan_file.resolve()),
+                                   max_restarts=max_restarts, echo=None if json_out else sys.stderr)
+        res.update(run_id=run_id, status=result.status, final_step=result.final_step, message=result.message,
+                   restarts=result.restarts, num_workers=result.num_workers)
+        emit(res, json_mode=json_out, render=_render(res))
+        if result.status == "failed":
+            raise CheckFailed(result.message, hint=f"jitplan status {run_id}; log: {rdir / local.LOG_NAME}")
+        return
+
+    _remote(plan, shape, is_plan, plan_file=plan_file, rdir=rdir, name=name, res=res, ssh=ssh, identity=identity,
+            known_hosts=known_hosts, accept_new=accept_new, remote_dir=remote_dir, remote_python=remote_python,
+            create_env=create_env, data=data, detach=detach, tmux=tmux, bid=bid, instance=instance, yes=yes,
+            rdzv_endpoint=rdzv_endpoint, no_doctor=no_doctor, dry_run=dry_run, json_out=json_out)
+
+
+def _remote(plan, shape, is_plan: bool, *, plan_file: Path, rdir: Path, name: str, res: dict, ssh: str | None, identity: str | None,
+            known_hosts: str | None, accept_new: bool, remote_dir: str, remote_python: str, create_env: bool,
+            data: Path | None, detach: bool, tmux: bool, bid: float | None, instance: int | None, yes: bool,
+            rdzv_endpoint: str | None, no_doctor: bool, dry_run: bool, json_out: bool) -> None:
+    """--ssh and --vast: stage the run folder here, then upload, check, start and follow over SSH."""
+    from jitplan.launch import local
+    from jitplan.launch.registry import Registry
+    from jitplan.launch.ssh import SSHLaunch, SSHOptions, launch_ssh, parse_target, run_script_path
+    from jitplan.launch.torchrun import node_command, spec_from_plan
+    from jitplan.secrets import redact
+
+    spec0 = spec_from_plan(shape, config="x", rdzv_endpoint=rdzv_endpoint)
+    if spec0.nnodes > 1:
+        raise UsageError(f"this plan has {spec0.nnodes} nodes; --ssh/--vast start one node",
+                         hint="use --slurm, or run the per-node commands that `--local --dry-run` prints on each node")
+    if data is not None and not data.is_dir():
+        raise UsageError(f"--data {data}: not a folder")
+    registry = None if dry_run else Registry()
+    run_id = None
+    if ssh is not None:
+        target = parse_target(ssh, identity)
+    elif dry_run:
+        raise UsageError("--vast --dry-run cannot show SSH commands before an instance exists",
+                         hint="jitplan plan shows the offers' needs; drop --dry-run to search and confirm")
+    else:
+        from jitplan.providers.provision import provision_vast
+
+        run_id = registry.create_run(name, "vast", plan_path=str(plan_file.resolve()), status="provisioning")
+        target = provision_vast(plan, registry=registry, run_id=run_id, bid=bid, yes=yes, instance_id=instance,
+                                identity=identity).ssh
+        # A fresh instance has a host key nobody has seen: trust it the first time, in a file of its own.
+        known_hosts = known_hosts or str(Path(registry.path).parent / "known_hosts")
+        accept_new = True
+    opts = SSHOptions(known_hosts=known_hosts, accept_new_host_key=accept_new, python=remote_python,
+                      detach="tmux" if tmux else "setsid")
+    job = SSHLaunch(target, opts, root=remote_dir, run_id=name)
+    python = job.venv_python if create_env else remote_python
+    spec = spec_from_plan(shape, config="plan.yaml" if is_plan else "train.yaml", python=python,
+                          rdzv_id=name)
+    remote_data = job.upload_data_step(data)[1] if data is not None else None
+    cmd = node_command(spec)
+    files = [rdir / spec.config, run_script_path()]  # staged here, then uploaded
+    if dry_run:
+        steps = job.steps(local_code=_project_root(), files=files, command=cmd, data=data,
+                          doctor=not no_doctor, create_env=create_env)
+        res["commands"] = [redact(s.shell()) for s in steps]
+        emit(res, json_mode=json_out, render=_render(res))
+        return
+    local.prepare_run_dir(plan, rdir, data_path=remote_data)
+    res_ssh = launch_ssh(job, registry=registry, name=name, local_code=_project_root(), files=files, command=cmd,
+                         data=data, doctor=not no_doctor and is_plan, create_env=create_env,
+                         follow=not detach, out=sys.stderr if json_out else sys.stdout, run_id=run_id)
+    res.update(res_ssh.model_dump())
+    res["message"] = (f"run {res_ssh.run_id} on {target}: {res_ssh.status}"
+                      + (f" (exit code {res_ssh.exit_code})" if res_ssh.exit_code is not None else ""))
+    emit(res, json_mode=json_out, render=_render(res))
+    if res_ssh.status == "failed":
+        raise CheckFailed(res["message"], hint=f"jitplan logs {res_ssh.run_id}")
+
+
+def _project_root() -> Path:
+    """The checkout (or install) holding jitmodel and jitplan: what gets uploaded."""
+    import jitmodel
+
+    root = Path(jitmodel.__file__).resolve().parent.parent
+    if not (root / "pyproject.toml").is_file():
+        raise UsageError(f"jitmodel is installed at {root} without its project folder, so there is no code to upload",
+                         hint="run jitplan from a checkout (pip install -e .)")
+    return root
+
+
+def register(app: typer.Typer) -> None:
+    app.command("launch")(launch)
