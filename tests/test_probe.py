@@ -187,3 +187,37 @@ def test_probe_imports_neither_torch_nor_numpy():
             "print(rc, sorted(m for m in ('torch', 'numpy', 'vastai') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "0 []"
+
+
+def test_probe_deep_imports_torch_in_a_child(cli, tmp_path, monkeypatch):
+    pkg = tmp_path / "site" / "torch"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(
+        "import types\n__version__ = '2.5.1+cu124'\nversion = types.SimpleNamespace(cuda='12.4')\n"
+        "_C = types.SimpleNamespace(_cuda_getArchFlags=lambda: 'sm_80 sm_86 sm_90')\n"
+        "backends = types.SimpleNamespace(cudnn=types.SimpleNamespace(is_available=lambda: True, version=lambda: 90100))\n"
+        "cuda = types.SimpleNamespace(is_available=lambda: True, device_count=lambda: 2,\n"
+        "                             nccl=types.SimpleNamespace(version=lambda: (2, 21, 5)))\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "site"))
+    out = tmp_path / "hw.yaml"
+    r = cli("probe", "--deep", "--json", "--replay-nvml", str(NVML / "2x_rtx3060.yaml"), "--out", str(out))
+    assert r.code == 0, r.err
+    imp = json.loads(r.out)["torch_import"]
+    assert imp["ok"] and imp["arch_list"] == ["sm_80", "sm_86", "sm_90"] and imp["nccl"] == "2.21.5"
+    sw = HardwareSpec.model_validate(yaml.safe_load(out.read_text())).software
+    assert (sw.torch_version, sw.torch_cuda, sw.arch_list, sw.nccl) == ("2.5.1+cu124", "12.4",
+                                                                       ["sm_80", "sm_86", "sm_90"], "2.21.5")
+
+
+@pytest.mark.parametrize("modname", [
+    "jitplan.hardware.nvml", "jitplan.hardware.host", "jitplan.hardware.software", "jitplan.hardware.probe",
+    "jitplan.doctor.finding", "jitplan.doctor.context", "jitplan.doctor.checks_torch", "jitplan.doctor.runner",
+    "jitplan.doctor.ckpt", "jitplan.dataset.inspect", "jitplan.dataset.prepare",
+])
+def test_docstring_examples_run(modname, monkeypatch):
+    import doctest
+    import importlib
+
+    monkeypatch.chdir(Path(__file__).parent.parent)  # examples use tests/data/... paths
+    res = doctest.testmod(importlib.import_module(modname), optionflags=doctest.ELLIPSIS)
+    assert res.failed == 0 and res.attempted > 0

@@ -13,7 +13,7 @@ Class folders are what ``ImageFolder``/``jitmodel.data`` would take: *every* sub
     >>> import tempfile, pathlib
     >>> root = pathlib.Path(tempfile.mkdtemp())
     >>> for c in ("n01440764", "n01443537"):
-    ...     (root / c).mkdir(); (root / c / "a.JPEG").write_bytes(b"")
+    ...     (root / c).mkdir(); _ = (root / c / "a.JPEG").write_bytes(b"")
     >>> r = inspect_dataset(root, sample_sizes=0)
     >>> (r.layout, r.classes, r.images, r.wnid_fraction)
     ('flat', 2, 2, 1.0)

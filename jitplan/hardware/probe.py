@@ -6,7 +6,8 @@ The full report (``ProbeReport``) is richer than what a plan needs; ``to_hardwar
     >>> from jitplan.hardware.nvml import FakeNvml
     >>> from jitplan.hardware.host import HostPaths
     >>> r = run_probe(nvml=FakeNvml.from_file("tests/data/nvml/2x_rtx3060.yaml"),
-    ...               paths=HostPaths.under("tests/data/cgroup/v2_24g"))
+    ...               paths=HostPaths.under("tests/data/cgroup/v2_24g"),
+    ...               host_kwargs={"host_ram_bytes": 256 << 30})  # a 24 GiB container on a 256 GiB host
     >>> spec = r.to_hardware_spec()
     >>> (spec.gpus_per_node, spec.gpu.compute_capability, spec.host.ram_bytes >> 30)
     (2, '8.6', 24)
