@@ -221,3 +221,9 @@ def test_docstring_examples_run(modname, monkeypatch):
     monkeypatch.chdir(Path(__file__).parent.parent)  # examples use tests/data/... paths
     res = doctest.testmod(importlib.import_module(modname), optionflags=doctest.ELLIPSIS)
     assert res.failed == 0 and res.attempted > 0
+
+
+def test_env_knob_values_are_redacted():
+    h = read_host(HostPaths.under(CG / "v2_24g"), env={"NCCL_SOCKET_IFNAME": "eth0",
+                                                        "NCCL_DEBUG_FILE": "/tmp/nccl.log?token=abcdef123456"})
+    assert h.env["NCCL_SOCKET_IFNAME"] == "eth0" and "abcdef123456" not in h.env["NCCL_DEBUG_FILE"]

@@ -220,8 +220,10 @@ def _rlimits() -> tuple[int | None, int | None]:
 
 
 def env_knobs(env: Mapping[str, str]) -> dict[str, str]:
-    """The environment variables that change how CUDA/NCCL/torch behave (doctor C13)."""
-    return {k: v for k, v in sorted(env.items()) if k in ENV_KNOBS or k.startswith(ENV_PREFIXES)}
+    """The environment variables that change how CUDA/NCCL/torch behave (doctor C13); secrets masked."""
+    from jitplan.secrets import redact
+
+    return {k: redact(v) for k, v in sorted(env.items()) if k in ENV_KNOBS or k.startswith(ENV_PREFIXES)}
 
 
 def read_host(

@@ -217,7 +217,9 @@ def _run_import(python: str, timeout: float, env: Mapping[str, str]) -> TorchImp
         if line.startswith("JITPLAN_TORCH "):
             data = json.loads(line.removeprefix("JITPLAN_TORCH "))
             return TorchImport(ok=True, seconds=secs, returncode=proc.returncode, **data)
-    err_lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    from jitplan.secrets import redact
+
+    err_lines = [ln for ln in redact(proc.stderr).strip().splitlines() if ln.strip()]
     return TorchImport(ok=False, seconds=secs, returncode=proc.returncode,
                        error=err_lines[-1] if err_lines else f"exit code {proc.returncode}, no output",
                        stderr_tail="\n".join(err_lines[-15:]))
