@@ -24,6 +24,7 @@ import json
 import os
 import secrets as _pyrandom
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -185,6 +186,7 @@ class Registry:
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = Path(path) if path is not None else default_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
         with self._connect() as con:
             mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
@@ -204,13 +206,28 @@ class Registry:
     # ---------------------------------------------------------------- connections
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        try:
+        """This thread's connection (one per thread and process: sqlite3 connections are not shareable).
+
+        Kept open: when the last connection to a WAL database closes, SQLite checkpoints and fsyncs, which
+        made every call of a lone CLI command wait for the disk (benchmarks/bench_registry.py).
+        """
+        key = (os.getpid(), threading.get_ident())
+        con = self._local.__dict__.get("con")
+        if con is None or self._local.__dict__.get("key") != key:
+            con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             con.row_factory = sqlite3.Row
             con.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             con.execute("PRAGMA foreign_keys=ON")
-            yield con
-        finally:
+            # WAL + NORMAL: no fsync per commit (the database cannot corrupt; a power cut may lose the last
+            # commits). FULL made each write wait ~40 ms for the disk here (benchmarks/bench_registry.py).
+            con.execute("PRAGMA synchronous=NORMAL")
+            self._local.con, self._local.key = con, key
+        yield con
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread's objects are collected)."""
+        con = self._local.__dict__.pop("con", None)
+        if con is not None:
             con.close()
 
     @contextmanager
