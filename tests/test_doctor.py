@@ -395,3 +395,16 @@ def test_C4_torch_cannot_see_the_gpus_nvml_sees(tmp_path):
     assert f.level == "fail" and "torch.cuda.is_available() is False" in f.found
     f = doctor(torch_dir=fake_torch(tmp_path / "t", devices=1), env={"CUDA_VISIBLE_DEVICES": "0"}).by_id("C4")
     assert f.level == "warn" and "torch sees 1" in f.found and "CUDA_VISIBLE_DEVICES=0" in f.found
+
+
+def test_C4_plan_made_for_another_gpu_model(tmp_path):
+    import contextlib
+    import io
+
+    from jitplan.cli import run
+
+    plan = tmp_path / "p4090.yaml"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert run(["plan", "--gpus", "2xRTX4090", "--host-ram", "64GB", "--out", str(plan)]) == 0
+    f = doctor(plan_path=plan).by_id("C4")
+    assert f.level == "warn" and "made for RTX 4090" in f.found and "this machine has RTX 3060 12GB" in f.found

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from jitplan.doctor.context import DoctorContext
 from jitplan.doctor.finding import Finding
+from jitplan.hardware.nvml import P2P_MEANING
 
 GIB = 2**30
 
@@ -38,6 +39,12 @@ def check_driver(ctx: DoctorContext) -> Finding:
                            found=f"{found}; torch sees {imp.device_count} (CUDA_VISIBLE_DEVICES="
                                  f"{ctx.env.get('CUDA_VISIBLE_DEVICES', 'unset')})",
                            fix="make CUDA_VISIBLE_DEVICES list the GPUs the run should use")
+    here = ctx.probe.to_hardware_spec().gpu
+    if plan is not None and plan.gpu_name and here is not None and here.name != plan.gpu_name:
+        return Finding(id="C4", level="warn", title=title,
+                       found=f"{found}; the plan was made for {plan.gpu_name}, this machine has {here.name}",
+                       fix="re-plan for this machine: jitplan probe --out hardware.yaml && "
+                           "jitplan plan --hardware hardware.yaml")
     return Finding(id="C4", level="pass", title=title, found=found)
 
 
@@ -95,8 +102,6 @@ def check_p2p(ctx: DoctorContext) -> Finding:
                            fix="unset NCCL_P2P_DISABLE unless the first all_reduce hangs (then check PCIe ACS/IOMMU)")
         return Finding(id="C6", level="pass", title=title, found=f"P2P OK between all {len(nv.gpus)} GPUs")
     codes = sorted({s for _, _, s in bad})
-    from jitplan.hardware.nvml import P2P_MEANING
-
     shm = host.shm_total_bytes
     found = (f"no P2P on {len(bad)} of {len(pairs)} GPU pairs ({', '.join(f'{c} = {P2P_MEANING.get(c, c)}' for c in codes)}); "
              f"NCCL will use the SHM transport through /dev/shm ({(shm or 0) / 2**20:.0f} MiB)")
