@@ -184,3 +184,85 @@ def test_upload_start_detached_follow_and_stop_with_hostile_paths(sshd, tmp_path
     log = (root / "runs" / "run one" / "train.log").read_text()
     assert "got SIGTERM, saving" in log
     assert job.status() == "exited 0"
+
+
+# ------------------------------------------------------------------ `jitplan launch --ssh` end to end
+
+def _tiny_plan(path: Path, max_steps: int) -> Path:
+    import yaml
+
+    from jitmodel.config import TrainConfig
+    from jitplan.hardware.spec import hardware_from_flags
+    from jitplan.planner.plan import make_plan
+    from jitplan.schemas import PlanOptions, load_recipe, save_plan
+
+    train = {"model": {"variant": "JiT-Tiny/4", "img_size": 16, "in_channels": 1, "num_classes": 10},
+             "data": {"kind": "digits", "num_workers": 0, "persistent_workers": False, "prefetch_factor": None},
+             "batch_per_gpu": 16, "max_steps": max_steps, "optim": {"warmup_epochs": 0},
+             "checkpoint": {"every_steps": 2}, "log_every": 1, "device": "cpu"}
+    plan = make_plan(hardware_from_flags("1xRTX3060", host_ram="24GB"), load_recipe("JiT-B/16"), PlanOptions())
+    save_plan(plan.model_copy(update={"train": TrainConfig.model_validate(train)}), path)
+    assert yaml.safe_load(path.read_text())["train"]["max_steps"] == max_steps
+    return path
+
+
+@pytest.fixture
+def launch_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.net
+@pytest.mark.slow
+@needs_sshd
+def test_cli_launch_over_ssh_trains_detached_then_follow_and_stop(cli, sshd, tmp_path, launch_env):
+    import json
+
+    from jitplan.launch.registry import Registry
+
+    sshd.trust()
+    plan = _tiny_plan(tmp_path / "plan.yaml", max_steps=2000)
+    root = sshd.tmp / "remote; touch PWNED"
+    r = cli("launch", str(plan), "--ssh", f"root@127.0.0.1:{sshd.port}", "--identity", str(sshd.client_key),
+            "--known-hosts", str(sshd.known_hosts), "--remote-dir", str(root), "--remote-python", sys.executable,
+            "--no-doctor", "--detach", "--run-dir", str(tmp_path / "staged"), "--json")
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    assert res["status"] == "running" and res["remote_run_dir"].startswith(str(root))
+    remote = Path(res["remote_run_dir"])
+    assert (root / "code" / "jitmodel" / "train.py").is_file() and not (root / "code" / ".git").exists()
+    assert yaml_load(remote / "plan.yaml")["train"]["output_dir"] == "out"
+
+    job = SSHLaunch(sshd.target, SSHOptions(known_hosts=str(sshd.known_hosts)), root=str(root), run_id=res["name"])
+    buf = io.StringIO()
+    deadline = time.monotonic() + 180
+    while "step 2 " not in buf.getvalue() and time.monotonic() < deadline:  # follow until a checkpoint is due
+        job.follow(buf, timeout_s=2.0)
+    assert "step 2 " in buf.getvalue(), buf.getvalue()[-2000:]
+    assert job.stop(wait_s=120) is not None  # SIGTERM to the group: torchrun exits 1, the trainer checkpoints
+    log = (remote / "train.log").read_text()
+    assert "stopped by SIGTERM" in log and (remote / "out" / "last.pt").is_file() and (remote / "stop").exists()
+    assert not list(sshd.tmp.rglob("PWNED"))
+    kinds = [e.kind for e in Registry().events(res["run_id"])]
+    assert ["upload_code", "upload_files", "python_env", "start"] == [
+        k for k in kinds if k in ("upload_code", "upload_files", "python_env", "start")]
+
+
+@pytest.mark.net
+@needs_sshd
+def test_cli_launch_over_ssh_runs_the_remote_doctor_first(cli, sshd, tmp_path, launch_env):
+    sshd.trust()
+    plan = _tiny_plan(tmp_path / "plan.yaml", max_steps=4)
+    root = sshd.tmp / "remote"
+    r = cli("launch", str(plan), "--ssh", f"root@127.0.0.1:{sshd.port}", "--identity", str(sshd.client_key),
+            "--known-hosts", str(sshd.known_hosts), "--remote-dir", str(root), "--remote-python", sys.executable,
+            "--run-dir", str(tmp_path / "staged"))
+    # This machine has no GPU for an RTX 3060 plan: the remote doctor fails, and nothing is started.
+    assert r.code == 1 and "remote doctor failed" in r.err, r.err
+    assert not list(root.glob("runs/*/pid"))
+
+
+def yaml_load(path: Path):
+    import yaml
+
+    return yaml.safe_load(path.read_text())

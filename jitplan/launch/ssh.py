@@ -206,8 +206,8 @@ class SSHLaunch:
         return Step(name="follow logs", argv=self.ssh(_remote_sh(script)))
 
     def stop_step(self) -> Step:
-        pid = shlex.quote(self.run_dir + "/pid")
-        script = (f"p=$(cat {pid}) && g=$(ps -o pgid= -p \"$p\" | tr -d ' ') && [ -n \"$g\" ] && "
+        pid, stop = shlex.quote(self.run_dir + "/pid"), shlex.quote(self.run_dir + "/stop")
+        script = (f"touch {stop} && p=$(cat {pid}) && g=$(ps -o pgid= -p \"$p\" | tr -d ' ') && [ -n \"$g\" ] && "
                   f"kill -TERM \"-$g\"")
         return Step(name="stop training", argv=self.ssh(_remote_sh(script)))
 
@@ -297,7 +297,11 @@ class SSHLaunch:
         return self.run(self.status_step()).strip()
 
     def stop(self, *, wait_s: float = 60.0) -> int | None:
-        """SIGTERM the remote run's process group (the trainer checkpoints); wait for its exit code."""
+        """SIGTERM the remote run's process group and wait for its exit code.
+
+        The ranks checkpoint and exit 0; torchrun itself then exits 1 ("got signal: 15"), so the code
+        returned is torchrun's. ``run_dir/stop`` marks the stop as asked for.
+        """
         self.run(self.stop_step())
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
