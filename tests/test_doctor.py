@@ -408,3 +408,22 @@ def test_C4_plan_made_for_another_gpu_model(tmp_path):
         assert run(["plan", "--gpus", "2xRTX4090", "--host-ram", "64GB", "--out", str(plan)]) == 0
     f = doctor(plan_path=plan).by_id("C4")
     assert f.level == "warn" and "made for RTX 4090" in f.found and "this machine has RTX 3060 12GB" in f.found
+
+
+@pytest.mark.slow
+def test_C8_deep_measures_the_real_dataloader(tmp_path):
+    from jitmodel.config import DataConfig, ModelConfig, TrainConfig, dump_yaml
+
+    data = make_imagefolder(tmp_path / "ds", ["n01440764", "n01443537"], per_class=24)
+    cfg = TrainConfig(model=ModelConfig(variant="JiT-Tiny/4", img_size=32, num_classes=2),
+                      data=DataConfig(path=str(data), num_workers=2, num_images=48), batch_per_gpu=4, world_size=1)
+    plan = tmp_path / "train.yaml"
+    plan.write_text(dump_yaml(cfg))
+    rep = doctor(nvml="no_driver", plan_path=plan, deep=True)
+    f = rep.by_id("C8")
+    assert "measured (" in f.found and "2 workers)" in f.found and "PSS per worker" in f.found
+    assert f.level in ("pass", "warn")
+    import re
+
+    per_worker_gb = float(re.search(r"([\d.]+) GB PSS per worker", f.found).group(1))
+    assert 0.005 < per_worker_gb < 2.0  # a real forked worker: some MB, not nothing, not the whole host

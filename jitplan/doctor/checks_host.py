@@ -95,10 +95,21 @@ def check_ram(ctx: DoctorContext) -> Finding:
 
     r, nw = plan.nproc_per_node, plan.num_workers
     need, per_worker, main = ram_needed(plan, nw)
+    measured = ""
+    lm = ctx.loader
+    if lm is not None and lm.ok and lm.workers:
+        measured = (f"; measured ({lm.batches} batches, {lm.workers} workers): {lm.per_worker_bytes / GB:.2f} GB "
+                    f"PSS per worker, /dev/shm peak {lm.shm_peak_bytes / 2**20:.0f} MiB")
+        if lm.per_worker_bytes > per_worker:
+            need += r * nw * (lm.per_worker_bytes - per_worker)
+            per_worker = lm.per_worker_bytes
+            measured += " (above the model: used)"
+    elif lm is not None and not lm.ok:
+        measured = f"; the DataLoader measurement failed: {lm.error}"
     usable = RAM_USABLE_FRACTION * host.ram_bytes
     found = (f"{r} ranks x {nw} workers = {r * nw} workers; estimated {_gb(need)} ({r} x {_gb(main)} training "
              f"process + {r * nw} x {per_worker / GB:.2f} GB per worker) vs {_gb(usable)} usable "
-             f"({RAM_USABLE_FRACTION:.0%} of {limit}){ooms}")
+             f"({RAM_USABLE_FRACTION:.0%} of {limit}){ooms}{measured}")
     if need > usable:
         cap = worker_budget(plan, host.ram_bytes, None, None).caps.get("host-ram", 0)
         return Finding(id="C8", level="fail", title=title,

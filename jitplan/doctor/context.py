@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from jitmodel.config import TrainConfig
     from jitplan.dataset.inspect import DatasetReport
     from jitplan.doctor.ckpt import CheckpointSummary
+    from jitplan.doctor.measure import LoaderMeasurement
     from jitplan.hardware.probe import ProbeReport
     from jitplan.hardware.software import TorchImport
 
@@ -113,6 +114,7 @@ class DoctorContext:
     data_path: str | None = None
     data: DatasetReport | None = None
     bad_images: list[str] = field(default_factory=list)  # --deep: sample images that failed to decode
+    loader: LoaderMeasurement | None = None  # --deep with a plan: the measured DataLoader
     checkpoint_path: str | None = None
     checkpoint: CheckpointSummary | None = None
     checkpoint_error: str | None = None

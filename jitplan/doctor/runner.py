@@ -104,6 +104,10 @@ def run_doctor(
             from jitplan.dataset.prepare import verify_images
 
             ctx.bad_images = verify_images(_sample_images(ctx.data.train_dir, DEEP_SAMPLE_IMAGES))
+            if plan is not None and ctx.data.layout == "imagefolder" and not ctx.bad_images:
+                from jitplan.doctor.measure import measure_loader
+
+                ctx.loader = measure_loader(plan, data, shm=probe.host.shm_path, python=python)
     if checkpoint_path is not None:
         ctx.checkpoint_path = str(checkpoint_path)
         try:
