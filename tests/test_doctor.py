@@ -427,3 +427,27 @@ def test_C8_deep_measures_the_real_dataloader(tmp_path):
 
     per_worker_gb = float(re.search(r"([\d.]+) GB PSS per worker", f.found).group(1))
     assert 0.005 < per_worker_gb < 2.0  # a real forked worker: some MB, not nothing, not the whole host
+
+
+def _bash_blocks(md: Path) -> list[str]:
+    import re
+
+    return re.findall(r"```bash\n(.*?)```", md.read_text(), re.S)
+
+
+def test_docs_story_example_runs(tmp_path):
+    """The replayed story in docs/doctor.md runs as written (paths moved to a temporary folder)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("jitplan") is None:
+        pytest.skip("the jitplan console script is not installed (pip install -e .)")
+    root = Path(__file__).parent.parent
+    block = next(b for b in _bash_blocks(root / "docs" / "doctor.md") if "plan12.yaml" in b)
+    script = block.replace("/tmp/", f"{tmp_path}/")
+    proc = subprocess.run(["bash", "-c", script], cwd=root, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "JITPLAN_CACHE_DIR": str(tmp_path), "COLUMNS": "250"})
+    assert proc.returncode == 1, proc.stderr
+    rows = {line.split("│")[1].strip(): line.split("│")[3].strip() for line in proc.stdout.splitlines()
+            if line.startswith("│ C")}
+    assert rows["C8"] == "fail" and rows["C12"] == "fail"
