@@ -129,3 +129,14 @@ def test_unknown_kind_is_a_value_error():
         ob.convert(z, z, 0.5, "x", "score")
     with pytest.raises(ValueError, match="unknown"):
         ob.to_v(z, z, 0.5, "noise")
+
+
+def test_docs_examples_run():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "objectives.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 3
+    for code in blocks:
+        exec(compile(code, "docs/objectives.md", "exec"), {})
