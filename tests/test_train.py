@@ -295,3 +295,21 @@ def test_online_eval_missing_is_reported_and_training_continues(tmp_path, folder
     monkeypatch.setitem(sys.modules, "jitmodel.evaluate", None)  # import fails
     assert run(write_cfg(tmp_path, folder, epochs=2, eval={"online": True, "every_epochs": 1})) == 0
     assert "online evaluation unavailable" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- the docs' example runs
+
+def test_docs_training_quickstart_config_runs(tmp_path, capsys):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "training.md").read_text()
+    block = re.search(r"```yaml\n# digits.yaml\n(.*?)```", text, re.S).group(1)
+    cfg = yaml.safe_load(block)
+    cfg["output_dir"] = str(tmp_path / "digits")
+    cfg["model"]["img_size"] = 8  # the same config, smaller and shorter
+    (tmp_path / "digits.yaml").write_text(yaml.safe_dump(cfg))
+    assert run(tmp_path / "digits.yaml", "--max-steps", "2") == 0
+    ck = C.load_checkpoint(tmp_path / "digits" / "last.pt")
+    assert C.describe(C.checkpoint_model_config(ck)) == "JiT-Tiny/4 at 8px (10 classes)" and ck["step"] == 2
+    assert ck["classes"] == [str(i) for i in range(10)]
