@@ -6,6 +6,7 @@
     jitplan plan --gpus 1xRTX4090 --policy scale-lr --lr-scaling sqrt --json
     jitplan plan --gpus 1xMYCARD --gpu-mem 20GB --gpu-tflops 80    # an uncatalogued card
     jitplan plan --hardware hardware.yaml --trace                  # from `jitplan probe --out`, traced memory
+    jitplan plan --show plan.yaml                                  # render a saved plan
 
 Thin: parse -> ``jitplan.planner.plan.make_plan`` -> render. No torch import unless ``--trace``.
 """
@@ -60,14 +61,19 @@ def plan_command(
     rdzv_endpoint: str = typer.Option("HEAD_NODE_IP:29400", "--rdzv-endpoint", help="Multi-node: HOST:PORT."),
     out: str | None = typer.Option(None, "--out", help="Write the plan (YAML) here."),
     trace: bool = typer.Option(False, "--trace", help="Trace one training step (needs torch; slow)."),
+    show: str | None = typer.Option(None, "--show", help="Render a saved plan file instead of planning."),
     json_: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
 ) -> None:
     """Plan batch, LR, EMA, memory, workers and time for a recipe on your GPUs."""
     from jitplan.cli._output import emit, note
     from jitplan.errors import UsageError
     from jitplan.planner.plan import make_plan
-    from jitplan.schemas import PlanOptions, load_recipe, save_plan
+    from jitplan.schemas import PlanOptions, load_plan, load_recipe, save_plan
 
+    if show is not None:
+        saved = load_plan(show)
+        emit(saved, json_mode=json_, render=lambda console: _render(console, saved))
+        return
     if (gpus is None) == (hardware is None):
         raise UsageError("give exactly one of --gpus (e.g. 2xRTX3060) or --hardware FILE")
     hw = _hardware(gpus, hardware, gpu_mem, gpu_tflops, gpu_bw, host_ram, cpus, shm, disk)

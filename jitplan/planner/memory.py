@@ -176,18 +176,20 @@ def min_total(inp: MemoryInputs) -> int:
 def max_micro_batch(inp: MemoryInputs, target_bytes: int, limit: int = 1 << 16) -> int:
     """The largest micro-batch whose predicted total is <= ``target_bytes`` (0 when even 1 does not fit).
 
-    Memory is affine in the batch, so solve, then step down until the prediction fits (rounding).
+    The prediction is non-decreasing in the batch, so a binary search needs ~16 evaluations.
     """
     if predict(inp, 1).total > target_bytes:
         return 0
-    t1, t2 = predict(inp, 1).total, predict(inp, 2).total
-    slope = max(t2 - t1, 1)
-    b = min(limit, 1 + (target_bytes - t1) // slope)
-    while b > 1 and predict(inp, b).total > target_bytes:
-        b -= 1
-    while b < limit and predict(inp, b + 1).total <= target_bytes:
-        b += 1
-    return int(b)
+    lo, hi = 1, limit  # predict(lo) fits; find the last b that fits
+    if predict(inp, hi).total <= target_bytes:
+        return hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if predict(inp, mid).total <= target_bytes:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def with_world(inp: MemoryInputs, world_size: int) -> MemoryInputs:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 
@@ -36,7 +37,8 @@ def memory_inputs(train: TrainConfig, world_size: int, options: PlanOptions | No
 
 def _infeasible(hw: HardwareSpec, inp: memory.MemoryInputs, target: int) -> CheckFailed:
     pred = memory.predict(inp, 1)
-    core = sum(i.bytes for i in memory.fixed_items(inp) if i.name in ("weights", "gradients", "adamw state", "ema"))
+    every = dataclasses.replace(inp, accum=2)  # gradients counted: the whole fixed state, 24 B/param
+    core = sum(i.bytes for i in memory.fixed_items(every) if i.name in ("weights", "gradients", "adamw state", "ema"))
     params = param_breakdown(inp.variant, inp.img_size).total
     gpu = hw.gpu
     assert gpu is not None

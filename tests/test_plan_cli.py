@@ -1,0 +1,137 @@
+"""``jitplan plan`` end to end: the side-by-side table, --json, --out, bad input, infeasible plans, speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from jitmodel.config import load_train_config
+from jitplan.schemas import load_plan
+
+SEED = ("plan", "--gpus", "2xRTX3060", "--host-ram", "24GB")
+
+
+def test_seed_case_table(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    r = cli(*SEED)
+    assert r.code == 0, r.err
+    for text in ("quantity", "reference", "target", "why", "batch per GPU", "gradient accumulation",
+                 "8 x H200", "2 x RTX 3060 12GB", "memory per GPU", "refused", "host-ram", "torchrun"):
+        assert text in r.out, text
+    assert "[derived]" in r.out  # sources are printed literally, not eaten as rich markup
+
+
+@pytest.mark.parametrize("spec", ["2xRTX3060", "8xH100", "1xRTX4090", "2x8xH100"])
+def test_out_writes_a_valid_plan(cli, tmp_path, spec):
+    out = tmp_path / "plan.yaml"
+    r = cli("plan", "--gpus", spec, "--host-ram", "24GB", "--out", str(out), "--json")
+    assert r.code == 0, r.err
+    plan = load_plan(out)
+    assert json.loads(r.out) == plan.model_dump(mode="json")
+    assert load_train_config(out) == plan.train
+    assert plan.launch.argv[-2:] == ["--config", str(out)]
+    assert plan.hardware.world_size == plan.train.world_size
+
+
+def test_show_renders_a_saved_plan(cli, tmp_path):
+    out = tmp_path / "plan.yaml"
+    assert cli(*SEED, "--out", str(out)).code == 0
+    r = cli("plan", "--show", str(out), "--json")
+    assert r.code == 0 and json.loads(r.out)["recipe"] == "jit-b-16"
+
+
+def test_hardware_file_with_host_override(cli, tmp_path):
+    from jitplan.hardware.spec import hardware_from_flags
+
+    hw = tmp_path / "hw.yaml"
+    hw.write_text(yaml.safe_dump(hardware_from_flags("2xRTX3060", cpus=8).model_dump(mode="json")))
+    r = cli("plan", "--hardware", str(hw), "--host-ram", "24GB", "--json")
+    assert r.code == 0, r.err
+    d = json.loads(r.out)
+    assert d["hardware"]["host"]["ram_bytes"] == 24 * 10**9 and d["workers"]["bound_by"] == "cpus"
+
+
+def test_scale_lr_policy_flags(cli):
+    r = cli("plan", "--gpus", "1xRTX4090", "--policy", "scale-lr", "--lr-scaling", "linear", "--json")
+    assert r.code == 0, r.err
+    d = json.loads(r.out)
+    assert d["policy"] == "scale-lr" and d["lr_scaling"] == "linear" and d["train"]["accum_steps"] == 1
+
+
+def test_uncatalogued_gpu(cli):
+    r = cli("plan", "--gpus", "2xMYCARD", "--gpu-mem", "20GB", "--gpu-tflops", "80", "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["hardware"]["gpu"]["gpu_class"] == "custom"
+
+
+@pytest.mark.parametrize("argv,match", [
+    (("plan", "--gpus", "2xRTX3061"), "closest: RTX 3060 12GB"),
+    (("plan", "--gpus", "0xRTX3060"), "at least 1"),
+    (("plan", "--gpus", "2xRTX3060", "--host-ram", "-24GB"), "positive"),
+    (("plan", "--gpus", "2xRTX3060", "--host-ram", "lots"), "size"),
+    (("plan",), "exactly one of --gpus"),
+    (("plan", "--gpus", "2xRTX3060", "--recipe", "JiT-X/16"), "unknown recipe"),
+    (("plan", "--gpus", "2xRTX3060", "--policy", "yolo"), "yolo"),
+])
+def test_bad_input_one_line_exit_2(cli, argv, match):
+    r = cli(*argv)
+    assert r.code == 2
+    assert r.out == ""
+    lines = r.err.strip().splitlines()
+    assert lines[0].startswith("Error:") and match in r.err and "Traceback" not in r.err
+
+
+@pytest.mark.parametrize("content,match", [("nodes: [", "not valid YAML"), ("schema_version: 3\n", "schema_version 3")])
+def test_bad_files_exit_2(cli, tmp_path, content, match):
+    p = tmp_path / "f.yaml"
+    p.write_text(content)
+    for flag in ("--hardware", "--show"):
+        r = cli("plan", flag, str(p))
+        assert r.code == 2 and match in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_infeasible_exit_1_with_numbers_and_options(cli):
+    r = cli("plan", "--gpus", "2xRTX3060", "--recipe", "JiT-L/16")
+    assert r.code == 1
+    assert "24 B/param" in r.err and "11.0 GB" in r.err and "bigger card" in r.err
+    assert "Traceback" not in r.err
+
+
+def test_plan_does_not_import_torch_numpy_or_vastai():
+    code = ("import sys; from jitplan.cli import run; rc = run(['plan', '--gpus', '2xRTX3060', '--json']); "
+            "print(rc, [m for m in ('torch', 'numpy', 'vastai') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "0 []"
+
+
+TINY_RECIPE = """
+schema_version: 1
+name: tiny test recipe
+slug: tiny
+description: a CPU-sized recipe for tests
+source: tests
+hardware: 2xRTX3060
+eval_cfg: {cfg_online: 1.5, cfg_release: 1.5}
+train:
+  model: {variant: JiT-Tiny/4, img_size: 16, num_classes: 10}
+  data: {kind: digits, num_images: 1797, num_workers: 2}
+  batch_per_gpu: 64
+  world_size: 2
+  epochs: 2
+"""
+
+
+def test_trace_flag_replaces_the_memory_estimate(cli, tmp_path):
+    pytest.importorskip("torch")
+    rec = tmp_path / "tiny.yaml"
+    rec.write_text(TINY_RECIPE)
+    r = cli("plan", "--gpus", "1xRTX3060", "--recipe", str(rec), "--trace", "--json")
+    assert r.code == 0, r.err
+    est = json.loads(r.out)["estimates"]
+    assert est["memory_source"] == "trace"
+    assert est["memory_breakdown"][0]["name"] == "traced step (eager)"
+    assert sum(i["bytes"] for i in est["memory_breakdown"]) == est["memory_per_gpu_bytes"]
