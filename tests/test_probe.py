@@ -227,3 +227,22 @@ def test_env_knob_values_are_redacted():
     h = read_host(HostPaths.under(CG / "v2_24g"), env={"NCCL_SOCKET_IFNAME": "eth0",
                                                         "NCCL_DEBUG_FILE": "/tmp/nccl.log?token=abcdef123456"})
     assert h.env["NCCL_SOCKET_IFNAME"] == "eth0" and "abcdef123456" not in h.env["NCCL_DEBUG_FILE"]
+
+
+def test_seam_uses_only_functions_the_real_binding_has():
+    """query_nvml swallows AttributeError per field (old drivers), so a typo would hide silently: check names."""
+    import re
+
+    import pynvml
+
+    src = (Path(__file__).parent.parent / "jitplan" / "hardware" / "nvml.py").read_text()
+    used = set(re.findall(r"get\(\"(nvml[A-Z]\w+)\"", src)) | set(re.findall(r"nvml\.(nvml[A-Z]\w+)\(", src))
+    assert len(used) > 20
+    assert sorted(n for n in used if not hasattr(pynvml, n)) == []
+    assert all(hasattr(FakeNvml, n) for n in used)  # the recorded answers cover every call
+
+
+def test_old_driver_without_v2_entry_point_falls_back():
+    f = fake("2x_rtx3060")
+    f.data["cuda_driver_version_v2"] = False
+    assert query_nvml(f).driver_cuda == "12.4"

@@ -288,6 +288,11 @@ class FakeNvml:
         return self.data["driver_version"]
 
     def nvmlSystemGetCudaDriverVersion_v2(self) -> int:
+        if self.data.get("cuda_driver_version_v2") is False:  # an old driver without the _v2 entry point
+            raise _FAKE_ERRORS["FunctionNotFound"]("Function Not Found")
+        return int(self.data["cuda_driver_version"])
+
+    def nvmlSystemGetCudaDriverVersion(self) -> int:
         return int(self.data["cuda_driver_version"])
 
     def nvmlSystemGetNVMLVersion(self) -> str:
