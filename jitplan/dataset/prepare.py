@@ -220,7 +220,10 @@ def prepare_dataset(
 
 def verify_images(paths: list[Path], progress: Callable[[str, int, int], None] | None = None) -> list[str]:
     """Decode every image fully (PIL); return 'path: error' for the ones that fail."""
-    from PIL import Image
+    try:
+        from PIL import Image
+    except ImportError:
+        raise UsageError("decoding images needs Pillow: pip install 'jitplan[train]' (or pillow)") from None
 
     bad = []
     for i, p in enumerate(paths):
