@@ -144,6 +144,11 @@ class Trainer:
 
         self.dataset = data_mod.build_dataset(cfg.data, cfg.model.img_size, cfg.model.in_channels,
                                               cfg.model.num_classes)
+        if ck is not None and ck.get("classes") and list(ck["classes"]) != list(self.dataset.classes):
+            a, b = list(ck["classes"]), list(self.dataset.classes)
+            first = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+            raise ValueError(f"the checkpoint was trained on other classes ({len(a)} vs {len(b)} in the data; "
+                             f"first difference at label {first}): labels would change meaning")
         mb, accum, world = cfg.batch_per_gpu, cfg.accum_steps, env.world_size
         micro_full = math.ceil(len(self.dataset) / world) // mb
         self.steps_per_epoch = micro_full // accum
@@ -253,7 +258,8 @@ class Trainer:
         """Reduce (loss, stop flag) over ranks, refuse NaN, set the LR, clip, step, update the EMAs."""
         flag = torch.tensor(1.0 if self.stop_signal else 0.0, device=loss_sum.device)
         buf = all_reduce_sum(torch.stack([loss_sum / self.cfg.accum_steps, flag]))
-        loss, stop = buf[0].item() / self.env.world_size, buf[1].item() > 0  # one host sync per step
+        loss_total, flags = buf.tolist()  # the one host sync of the step
+        loss, stop = loss_total / self.env.world_size, flags > 0
         if not math.isfinite(loss):
             raise TrainingDiverged(f"the loss is {loss} at step {self.step + 1} (epoch {self.epoch}); "
                                    f"lower the LR or check the data; last good checkpoint: {self.out / 'last.pt'}")

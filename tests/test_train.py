@@ -180,6 +180,15 @@ def test_refuses_checkpoint_of_another_model(tmp_path, folder, capsys):
                            "config asks for JiT-Tiny/8 at 16px (3 classes)")
 
 
+def test_refuses_checkpoint_trained_on_other_classes(tmp_path, folder, capsys):
+    cfg = write_cfg(tmp_path, folder, max_steps=1)
+    assert run(cfg) == 0
+    (folder / "train" / "n02").rename(folder / "train" / "n02b")
+    capsys.readouterr()
+    assert run(cfg, "--resume", "auto", "--max-steps", "2") == 2
+    assert "trained on other classes (3 vs 3 in the data; first difference at label 1)" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- a run and its files
 
 def test_run_writes_metrics_and_a_self_describing_checkpoint(tmp_path, folder):
