@@ -135,3 +135,29 @@ def test_trace_flag_replaces_the_memory_estimate(cli, tmp_path):
     assert est["memory_source"] == "trace"
     assert est["memory_breakdown"][0]["name"] == "traced step (eager)"
     assert sum(i["bytes"] for i in est["memory_breakdown"]) == est["memory_per_gpu_bytes"]
+
+
+def _doc_commands():
+    import re
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "planning.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
+    return [shlex.split(line.split("#")[0])[1:] for line in block.splitlines() if line.startswith("jitplan plan")]
+
+
+def test_docs_examples_run(cli, tmp_path, monkeypatch):
+    """Every `jitplan plan` example in docs/planning.md runs (in order: --out before --show)."""
+    from jitplan.hardware.spec import hardware_from_flags
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hardware.yaml").write_text(
+        yaml.safe_dump(hardware_from_flags("2xRTX3060", host_ram="24GB").model_dump(mode="json")))
+    commands = _doc_commands()
+    assert len(commands) >= 8
+    for argv in commands:
+        if "--trace" in argv:  # traced in test_trace_flag_replaces_the_memory_estimate (B/16 takes ~10 s)
+            continue
+        r = cli(*argv)
+        assert r.code == 0, (argv, r.err)
