@@ -145,14 +145,44 @@ def test_sigtermed_trainer_is_resumed_from_its_checkpoint(tmp_path, registry):
     assert "stopped by SIGTERM" in log
 
 
-@pytest.mark.slow
+FAKE_TRAINER = """
+import os, pathlib, signal, sys, time
+mode = os.environ["FAKE_TRAINER_MODE"]
+if mode == "oom":  # what torch prints when the OOM killer takes a DataLoader worker
+    print("RuntimeError: DataLoader worker (pid 4242) is killed by signal: Killed.", flush=True)
+    sys.exit(1)
+signal.signal(signal.SIGTERM, lambda *a: (print("stopped by SIGTERM", flush=True), sys.exit(0)))
+pathlib.Path("out/ckpt").mkdir(parents=True, exist_ok=True)
+pathlib.Path("out/ckpt/0000003.pt").write_bytes(b"")
+print("step 3", flush=True)
+time.sleep(120)
+"""
+
+
+def _fake_spec(tmp_path: Path, monkeypatch, mode: str) -> TorchrunSpec:
+    """torchrun running a stand-in trainer module: the supervisor's loop without a minute of real training."""
+    (tmp_path / "fakes").mkdir()
+    (tmp_path / "fakes" / "fake_trainer.py").write_text(FAKE_TRAINER)
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path / 'fakes'}:{Path(__file__).resolve().parent.parent}")
+    monkeypatch.setenv("FAKE_TRAINER_MODE", mode)
+    cfg = _tiny_config(tmp_path / "run", workers=2, max_steps=8, every=2)
+    return TorchrunSpec(config=str(cfg), module="fake_trainer", omp_num_threads=1)
+
+
 def test_restarts_are_bounded(tmp_path, registry, monkeypatch):
-    run_dir = tmp_path / "run"
-    cfg = _tiny_config(run_dir, workers=2, max_steps=8, every=2)
-    monkeypatch.setenv("JITMODEL_INJECT_WORKER_KILL", "1")  # fires with 2 and 1 workers alike
-    rid = registry.create_run("bounded", "local", run_dir=run_dir)
-    res = supervise(run_dir, TorchrunSpec(config=str(cfg), omp_num_threads=1), max_restarts=1,
-                    events=_sink(registry, rid), poll_s=0.2)
-    assert res.status == "failed" and res.restarts == 1
-    assert res.outcomes == [Outcome.worker_oom, Outcome.worker_oom]
-    assert [e.kind for e in registry.events(rid)][-1] == "gave_up"
+    spec = _fake_spec(tmp_path, monkeypatch, "oom")
+    rid = registry.create_run("bounded", "local", run_dir=tmp_path / "run")
+    res = supervise(tmp_path / "run", spec, max_restarts=2, events=_sink(registry, rid), poll_s=0.1)
+    assert res.status == "failed" and res.restarts == 2 and res.num_workers == 0
+    assert res.outcomes == [Outcome.worker_oom] * 3
+    kinds = [e.kind for e in registry.events(rid)]
+    assert kinds.count("replanned_workers") == 2 and kinds[-1] == "gave_up"
+    assert "--max-restarts 2" in registry.events(rid)[-1].message
+
+
+def test_time_budget_stops_gracefully_and_counts_as_finished(tmp_path, registry, monkeypatch):
+    spec = _fake_spec(tmp_path, monkeypatch, "sleep")
+    res = supervise(tmp_path / "run", spec, max_restarts=2, poll_s=0.1, time_budget_s=12, grace_s=20)
+    assert res.status == "finished" and res.final_step == 3 and "time budget" in res.message
+    assert res.outcomes == [Outcome.stopped]
+    assert "stopped by SIGTERM" in (tmp_path / "run" / "train.log").read_text()

@@ -143,11 +143,13 @@ def _size(path: Path) -> int:
 
 def supervise(run_dir: str | Path, spec: TorchrunSpec, *, max_restarts: int = 3, events: EventFn | None = None,
               echo: TextIO | None = None, env: dict[str, str] | None = None, grace_s: float = 60.0,
-              poll_s: float = 0.5) -> SupervisionResult:
+              poll_s: float = 0.5, time_budget_s: float | None = None) -> SupervisionResult:
     """Run ``spec`` (one node) in ``run_dir`` until it finishes, is stopped, fails or runs out of restarts.
 
     ``run_dir/train.yaml`` holds the TrainConfig; between tries it is rewritten (atomically) with the new
     ``data.num_workers``. ``spec.config`` must point at that file and ``spec.resume`` must be on.
+    ``time_budget_s`` stops the run gracefully (SIGTERM: the ranks checkpoint) once that much time has
+    passed; a run stopped so counts as finished.
     """
     if max_restarts < 0:
         raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
@@ -166,12 +168,14 @@ def supervise(run_dir: str | Path, spec: TorchrunSpec, *, max_restarts: int = 3,
     outcomes: list[Outcome] = []
     restarts = 0
     step = checkpoint_step(out_dir)
+    deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
     while True:
         offset = _size(log_path)
         workers = cfg.data.num_workers
         emit("started", f"try {len(outcomes) + 1}: torchrun with {workers} data workers per rank",
              {"attempt": len(outcomes) + 1, "num_workers": workers, "resume_step": step})
-        rc = _run_nodes(spec, run_dir, echo=echo, env=env, grace_s=grace_s, poll_s=poll_s, stop_file=stop_file)
+        rc = _run_nodes(spec, run_dir, echo=echo, env=env, grace_s=grace_s, poll_s=poll_s, stop_file=stop_file,
+                        deadline=deadline)
         new_step = checkpoint_step(out_dir)
         outcome = classify(rc, _log_since(log_path, offset), step_before=step, step_after=new_step,
                            max_steps=cfg.max_steps, stop_requested=stop_file.exists())
@@ -182,6 +186,8 @@ def supervise(run_dir: str | Path, spec: TorchrunSpec, *, max_restarts: int = 3,
             status = {"finished": "finished", "stopped": "stopped"}.get(outcome.value, "failed")
             msg = {"finished": f"finished at step {step}", "stopped": f"stopped at step {step}",
                    "failed": f"trainer failed (exit code {rc}); see {log_path}"}[outcome.value]
+            if outcome is Outcome.stopped and stop_file.read_text().strip() == "time budget":
+                status, msg = "finished", f"time budget of {time_budget_s:.0f} s reached at step {step}"
             emit(status, msg, data)
             return SupervisionResult(status=status, attempts=len(outcomes), restarts=restarts, final_step=step,
                                      num_workers=workers, outcomes=outcomes, message=msg)
@@ -206,7 +212,7 @@ def supervise(run_dir: str | Path, spec: TorchrunSpec, *, max_restarts: int = 3,
 
 
 def _run_nodes(spec: TorchrunSpec, run_dir: Path, *, echo: TextIO | None, env: dict[str, str] | None,
-               grace_s: float, poll_s: float, stop_file: Path) -> int:
+               grace_s: float, poll_s: float, stop_file: Path, deadline: float | None = None) -> int:
     """Start every node of ``spec`` on this machine (node k > 0 logs to train.node{k}.log), wait for all.
 
     Several "nodes" on one machine meet at 127.0.0.1 on a port that is free now (a new one per try).
@@ -219,6 +225,9 @@ def _run_nodes(spec: TorchrunSpec, run_dir: Path, *, echo: TextIO | None, env: d
                          log_name=local.LOG_NAME if r == 0 else f"train.node{r}.log") for r in range(spec.nnodes)]
     try:
         while any(p.poll() is None for p in procs):
+            if deadline is not None and time.monotonic() > deadline:
+                local.write_atomic(stop_file, "time budget\n")
+                return next((c for c in (p.terminate(grace_s) for p in procs) if c != 0), 0)
             time.sleep(poll_s)
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
@@ -252,7 +261,8 @@ def _rewrite_workers(cfg_path: Path, workers: int) -> None:
 
 
 def run_local(run_dir: str | Path, spec: TorchrunSpec, *, registry, name: str, plan_path: str | None = None,
-              max_restarts: int = 3, echo: TextIO | None = None) -> tuple[str, SupervisionResult]:
+              max_restarts: int = 3, echo: TextIO | None = None,
+              time_budget_s: float | None = None) -> tuple[str, SupervisionResult]:
     """Record a local run in the registry, supervise it, record how it ended. Returns (run id, result)."""
     run_dir = Path(run_dir).resolve()
     run_id = registry.create_run(name, "local", plan_path=plan_path, run_dir=run_dir,
@@ -264,7 +274,8 @@ def run_local(run_dir: str | Path, spec: TorchrunSpec, *, registry, name: str, p
         registry.add_event(run_id, kind, message, **data)
 
     try:  # `jitplan stop RUN` reaches the ranks through run_dir/pid (local.stop_run)
-        result = supervise(run_dir, spec, max_restarts=max_restarts, events=events, echo=echo)
+        result = supervise(run_dir, spec, max_restarts=max_restarts, events=events, echo=echo,
+                           time_budget_s=time_budget_s)
     except BaseException:
         registry.set_status(run_id, "interrupted", "the launcher stopped unexpectedly")
         raise
