@@ -89,6 +89,22 @@ def find_ssh_key(identity: str | Path | None) -> tuple[Path, str]:
                      hint="create one with `ssh-keygen -t ed25519` or pass --identity KEY")
 
 
+def _env_seconds(name: str, default: float, given: float | None) -> float:
+    """An argument, else ``$name``, else the default (provenance: CLI > JITPLAN_* env > default)."""
+    if given is not None:
+        return given
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UsageError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise UsageError(f"{name} must be > 0 seconds, got {value}")
+    return value
+
+
 def _interactive() -> bool:
     return sys.stdin.isatty() and sys.stderr.isatty()
 
@@ -193,8 +209,8 @@ def provision_vast(
         raise UsageError(f"--bid must be between 0.001 and 128 $/h (Vast's range), got {bid}")
     say = say or _default_say
     sleep = sleep or time.sleep
-    timeout = lifecycle.DEFAULT_READY_TIMEOUT_S if ready_timeout_s is None else ready_timeout_s
-    poll = lifecycle.POLL_INTERVAL_S if poll_s is None else poll_s
+    timeout = _env_seconds("JITPLAN_VAST_READY_TIMEOUT_S", lifecycle.DEFAULT_READY_TIMEOUT_S, ready_timeout_s)
+    poll = _env_seconds("JITPLAN_VAST_POLL_S", lifecycle.POLL_INTERVAL_S, poll_s)
     key_path, pubkey = find_ssh_key(identity)
     if instance_id is None and not yes and confirm is None and not _interactive():
         raise UsageError("renting a Vast.ai instance costs money; pass --yes to confirm without a terminal")

@@ -25,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -118,9 +119,11 @@ def _match(value: Any, ops: Any) -> bool:
 class VastFake:
     """The fake server. Use as a context manager; ``url`` is its base URL."""
 
-    def __init__(self, api_key: str, *, ssh_port: int = 1, default_loading_ticks: int = 1) -> None:
+    def __init__(self, api_key: str, *, ssh_port: int = 1, default_loading_ticks: int = 1,
+                 authorized_keys: Path | None = None) -> None:
         self._key_digest = hashlib.sha256(api_key.encode()).hexdigest()
         self.ssh_port = ssh_port
+        self.authorized_keys = authorized_keys  # attached keys are installed here, as Vast does in the container
         self.default_loading_ticks = default_loading_ticks
         self.faults = Faults()
         self.offers: dict[int, dict[str, Any]] = {}
@@ -282,7 +285,11 @@ class VastFake:
             if len(parts) == 5 and parts[4] == "ssh" and method == "POST":
                 if iid not in self.instances:
                     return 404, {"success": False, "error": "no_such_instance", "msg": f"no instance {iid}"}
-                self.ssh_keys.setdefault(iid, []).append((body or {}).get("ssh_key", ""))
+                key = (body or {}).get("ssh_key", "")
+                self.ssh_keys.setdefault(iid, []).append(key)
+                if self.authorized_keys is not None:
+                    with self.authorized_keys.open("a") as f:
+                        f.write(key.strip() + "\n")
                 return 200, {"success": True, "msg": "SSH key attached successfully"}
             if method == "GET":
                 inst = self.instances.get(iid)
