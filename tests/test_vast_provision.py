@@ -363,3 +363,19 @@ def test_v0_list_is_gone_like_the_real_api(fake: VastFake) -> None:
 
     r = requests.get(f"{fake.url}/api/v0/instances/", headers={"Authorization": f"Bearer {KEY}"}, timeout=5)
     assert r.status_code == 410 and r.json()["error"] == "deprecated_endpoint"
+
+
+def test_unexpected_error_after_create_still_destroys(fake: VastFake, reg: Registry, env: Path) -> None:
+    client = VastClient(SecretStr(KEY), server_url=fake.url, timeout_s=5)
+
+    def boom(iid, key):
+        raise RuntimeError("something nobody planned for")
+
+    client.attach_ssh = boom  # type: ignore[method-assign]
+    rid = reg.create_run("x", "vast")
+    said: list[str] = []
+    with pytest.raises(RuntimeError, match="nobody planned"):
+        provision_vast(make_plan(), registry=reg, run_id=rid, client=client, identity=env, yes=True,
+                       say=said.append, sleep=lambda s: None)
+    assert len(fake.creates()) == 1 and len(fake.deletes()) == 1 and fake.live() == []
+    assert any("RuntimeError" in e.message for e in reg.events(rid, kind="interrupted"))

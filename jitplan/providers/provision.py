@@ -300,13 +300,16 @@ def provision_vast(
             say(f"instance {iid} is ready: ssh -p {port} root@{host}")
             return ProvisionResult(instance_id=iid, ssh=target, offer=r.offer, label=label, image=chosen_image,
                                    dph=r.dph)
-    except KeyboardInterrupt:
-        say("interrupted: destroying what this run created")
-        registry.add_event(run_id, "interrupted", "Ctrl-C during provisioning")
+    except CleanupFailed:
+        raise  # already loud; trying again now could race the provider
+    except BaseException as e:  # Ctrl-C, a refused key mid-way, anything unexpected: leave nothing billing
+        why = "Ctrl-C" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {redact(str(e))[:200]}"
+        say(f"provisioning stopped ({why}): destroying what this run created")
+        registry.add_event(run_id, "interrupted", f"provisioning stopped: {why}")
         try:
-            att.cleanup(att.pending(), "interrupted")
-        except CleanupFailed as e:
-            say(f"Error: {e.message}")
+            att.cleanup(att.pending(), "provisioning stopped")
+        except CleanupFailed as ce:
+            say(f"Error: {ce.message}")
         raise
     tail = "; ".join(reasons[-max_offers:]) or "no offer left to try"
     raise CheckFailed(f"no Vast.ai instance became ready after {tried} attempt(s): {redact(tail)}",
