@@ -251,3 +251,76 @@ def test_ssh_banner_probe() -> None:
     with VastFake("k-123456") as f:  # an HTTP server is not sshd: it never sends a banner
         port = int(f.url.rsplit(":", 1)[1])
         assert ssh_banner("127.0.0.1", port, timeout_s=0.3) is None
+
+
+# ------------------------------------------------------------------------------------------- the interface
+class MemProvider:
+    """An in-memory Provider: proves provision() needs nothing beyond the interface."""
+
+    name = "mem"
+
+    def __init__(self, offers):
+        self.offers, self.live, self.calls, self.next_id = offers, {}, [], 100
+
+    def search(self, query):
+        self.calls.append("search")
+        return list(self.offers)
+
+    def create(self, spec):
+        from jitplan.providers import OfferUnavailable
+
+        self.calls.append(f"create {spec.offer_id}")
+        if spec.offer_id == 1:
+            raise OfferUnavailable("offer 1 is no longer available")
+        self.next_id += 1
+        self.live[self.next_id] = spec.label
+        return self.next_id
+
+    def wait_ready(self, instance_id, *, timeout_s):
+        self.calls.append(f"wait {instance_id}")
+        return Instance(id=instance_id, state="running", ssh_host="10.1.2.3", ssh_port=2200)
+
+    def ssh_info(self, instance):
+        from jitplan.launch.target import SSHTarget
+
+        return SSHTarget(host=instance.ssh_host, port=instance.ssh_port)
+
+    def destroy(self, instance_id):
+        self.live.pop(instance_id, None)
+
+    def list(self, label=None):
+        return [Instance(id=i, state="running", label=lb) for i, lb in self.live.items() if label in (None, lb)]
+
+
+def test_provision_runs_on_any_provider(tmp_path) -> None:
+    from fakes.vast_server import sample_offer
+
+    from jitplan.launch.registry import Registry
+    from jitplan.providers import Provider
+    from jitplan.providers.provision import provision_vast
+
+    keyfile = tmp_path / "k"
+    keyfile.write_text("private")
+    (tmp_path / "k.pub").write_text("ssh-ed25519 AAAAtest me")
+    offers = [to_offer({**sample_offer(i, num_gpus=2, dph_base=0.1 * i), "dph_total": 0.1 * i}) for i in (1, 2)]
+    mem = MemProvider(offers)
+    assert isinstance(mem, Provider)
+    reg = Registry(tmp_path / "runs.db")
+    rid = reg.create_run("x", "vast")
+    res = provision_vast(make_plan(), registry=reg, run_id=rid, provider=mem, identity=keyfile, yes=True,
+                         say=lambda m: None)
+    assert mem.calls == ["search", "create 1", "create 2", "wait 101"]
+    assert (res.instance_id, res.ssh.host, res.ssh.port, res.ssh.identity) == (101, "10.1.2.3", 2200, str(keyfile))
+    assert [i.status for i in reg.instances(run_id=rid)] == ["running"]
+
+
+def test_vast_provider_satisfies_the_interface() -> None:
+    from pydantic import SecretStr
+
+    from jitplan.providers import Provider
+    from jitplan.providers.vast import VastProvider
+    from jitplan.providers.vast.client import VastClient
+
+    pytest.importorskip("vastai")
+    p = VastProvider(VastClient(SecretStr("k-0123456789"), server_url="http://127.0.0.1:9"))
+    assert isinstance(p, Provider) and p.name == "vast"

@@ -36,7 +36,6 @@ from jitplan.providers import (
     CreateFailed,
     CreateSpec,
     CreateTimedOut,
-    Instance,
     Offer,
     OfferUnavailable,
     ProviderError,
@@ -45,6 +44,7 @@ from jitplan.secrets import redact
 
 if TYPE_CHECKING:  # pragma: no cover
     from jitplan.launch.registry import Registry
+    from jitplan.providers import Provider
     from jitplan.providers.vast.client import VastClient
     from jitplan.schemas import Plan
 
@@ -118,9 +118,8 @@ def _default_say(msg: str) -> None:
 class _Attempts:
     """What this provisioning call created, and what it has destroyed: the no-orphans bookkeeping."""
 
-    def __init__(self, client: VastClient, registry: Registry, run_id: str, say: Callable[[str], None],
-                 sleep: Callable[[float], None]) -> None:
-        self.client, self.registry, self.run_id, self.say, self.sleep = client, registry, run_id, say, sleep
+    def __init__(self, provider: Provider, registry: Registry, run_id: str, say: Callable[[str], None]) -> None:
+        self.provider, self.registry, self.run_id, self.say = provider, registry, run_id, say
         self.created: list[int] = []
         self.destroyed: set[int] = set()
         self.last_reason = ""
@@ -134,19 +133,20 @@ class _Attempts:
 
     def cleanup(self, ids: list[int] | tuple[int, ...], why: str) -> None:
         """Destroy ``ids`` (ours); CleanupFailed when any survives. Registry rows follow the outcome."""
-        from jitplan.providers.vast.instance import destroy_all
-
-        todo = [i for i in ids if i not in self.destroyed]
+        todo = [i for i in dict.fromkeys(ids) if i not in self.destroyed]
         if not todo:
             return
         self.say(f"destroying instance {', '.join(map(str, todo))} ({why})")
-        failed = dict(destroy_all(self.client, todo, sleep=self.sleep))
+        failed: dict[int, str] = {}
         for iid in todo:
-            if iid in failed:
+            try:
+                self.provider.destroy(iid)
+            except ProviderError as e:
+                failed[iid] = e.message
                 self._mark(iid, "failed")
-            else:
-                self.destroyed.add(iid)
-                self._mark(iid, "destroyed")
+                continue
+            self.destroyed.add(iid)
+            self._mark(iid, "destroyed")
         if failed:
             lines = "; ".join(f"{i}: {r}" for i, r in failed.items())
             self.registry.add_event(self.run_id, "cleanup-failed", f"could not destroy {lines}")
@@ -168,7 +168,7 @@ class _Attempts:
         ids = [i for i in self.created if i not in self.destroyed]
         if self.current_label is not None:
             try:
-                ids += [x.id for x in self.client.list(label=self.current_label)
+                ids += [x.id for x in self.provider.list(label=self.current_label)
                         if x.state != "gone" and x.id not in ids and x.id not in self.destroyed]
             except ProviderError as e:
                 self.say(f"could not check label {self.current_label} for a half-made instance: {e.message}")
@@ -191,17 +191,22 @@ def provision_vast(
     ready_timeout_s: float | None = None,
     poll_s: float | None = None,
     top: int = 5,
+    provider: Provider | None = None,
     client: VastClient | None = None,
     confirm: Callable[[str], bool] | None = None,
     say: Callable[[str], None] | None = None,
     sleep: Callable[[float], None] | None = None,
 ) -> ProvisionResult:
-    """Rent (or attach to) a Vast.ai instance for ``plan`` and return its SSH endpoint. See the module doc."""
+    """Rent (or attach to) a Vast.ai instance for ``plan`` and return its SSH endpoint. See the module doc.
+
+    ``provider`` (any ``jitplan.providers.Provider``) or ``client`` (a VastClient to wrap) replace the default
+    Vast provider built from the environment; tests pass one pointed at the fake.
+    """
     import time
 
+    from jitplan.providers.vast import VastProvider
     from jitplan.providers.vast import instance as lifecycle
     from jitplan.providers.vast import offers as offers_mod
-    from jitplan.providers.vast.client import VastClient
 
     if max_offers < 1:
         raise UsageError(f"--max-offers must be >= 1, got {max_offers}")
@@ -214,22 +219,22 @@ def provision_vast(
     key_path, pubkey = find_ssh_key(identity)
     if instance_id is None and not yes and confirm is None and not _interactive():
         raise UsageError("renting a Vast.ai instance costs money; pass --yes to confirm without a terminal")
-    client = client or VastClient.from_env()
+    progress = lambda i: say(f"  instance {i.id}: {i.actual_status or 'scheduling'}")  # noqa: E731
+    if provider is None:
+        provider = VastProvider(client, poll_s=poll, sleep=sleep, on_progress=progress)
 
-    def ready(iid: int) -> tuple[Instance, tuple[str, int]]:
-        return lifecycle.wait_ready(
-            client, iid, timeout_s=timeout, poll_s=poll, sleep=sleep,
-            on_progress=lambda i: say(f"  instance {i.id}: {i.actual_status or 'scheduling'}"),
-        )
+    def ready(iid: int) -> SSHTarget:
+        inst = provider.wait_ready(iid, timeout_s=timeout)
+        return provider.ssh_info(inst).model_copy(update={"identity": str(key_path)})
 
     if instance_id is not None:
-        return _attach(client, registry, run_id, instance_id, key_path, pubkey, ready, say)
+        return _attach(provider, registry, run_id, instance_id, pubkey, ready, say)
 
     query, chosen_image = offers_mod.query_for(plan, bid=bid, any_gpu=any_gpu, image=image)
     disk = query.min_disk_gb
     registry.add_event(run_id, "provision", f"searching Vast.ai offers for image {chosen_image}",
                        query=query.model_dump(mode="json"))
-    ranked = offers_mod.rank(plan, client.search(query, disk_gb=disk), query)
+    ranked = offers_mod.rank(plan, provider.search(query), query)
     if not ranked:
         raise CheckFailed(
             f"no Vast.ai offer satisfies the plan ({query.num_gpus}x {', '.join(query.gpu_names or ['any GPU'])}, "
@@ -252,7 +257,7 @@ def provision_vast(
             registry.add_event(run_id, "provision", "declined at the confirmation prompt")
             raise CheckFailed("not confirmed; nothing was rented")
 
-    att = _Attempts(client, registry, run_id, say, sleep)
+    att = _Attempts(provider, registry, run_id, say)
     bad_machines: set[int] = set()
     reasons: list[str] = []
     onstart = render_onstart(run_id)
@@ -273,13 +278,12 @@ def provision_vast(
             registry.add_event(run_id, "provision", f"create offer {r.offer.id} as {label}", offer_id=r.offer.id,
                                dph=r.dph, image=chosen_image)
             att.current_label = label
-            iid = _create(client, spec, r.offer, r.dph, att, lifecycle, sleep, say)
+            iid = _create(provider, spec, r.offer, r.dph, att, lifecycle, sleep, say)
             if iid is None:
                 reasons.append(f"offer {r.offer.id}: {att.last_reason}")
                 continue
             try:
-                client.attach_ssh(iid, pubkey)
-                inst, (host, port) = ready(iid)
+                target = ready(iid)
             except ProviderError as e:
                 if isinstance(e, CleanupFailed):
                     raise
@@ -291,7 +295,7 @@ def provision_vast(
                 att.cleanup([iid, *[i for i in e.instance_ids if i != iid]], "failed attempt")
                 continue
             att.current_label = None
-            target = SSHTarget(user="root", host=host, port=port, identity=str(key_path))
+            host, port = target.host, target.port
             registry.update_instance(PROVIDER, iid, status="running", ssh_host=host, ssh_port=port)
             registry.update_run(run_id, host=str(target), meta={"provider": PROVIDER, "instance_id": iid,
                                                                   "label": label, "image": chosen_image,
@@ -316,11 +320,11 @@ def provision_vast(
                       hint="raise --max-offers, widen the search (--any-gpu) or try later")
 
 
-def _create(client: VastClient, spec: CreateSpec, offer: Offer, dph: float, att: _Attempts, lifecycle,
+def _create(provider: Provider, spec: CreateSpec, offer: Offer, dph: float, att: _Attempts, lifecycle,
             sleep: Callable[[float], None], say: Callable[[str], None]) -> int | None:
     """One create, made safe: the new id (recorded), or None with ``att.last_reason`` set."""
     try:
-        iid = client.create(spec)
+        iid = provider.create(spec)
     except OfferUnavailable as e:
         att.last_reason = e.message
         say(f"  {e.message}")
@@ -335,7 +339,7 @@ def _create(client: VastClient, spec: CreateSpec, offer: Offer, dph: float, att:
     except CreateTimedOut as e:
         say(f"  {e.message}; looking for label {spec.label} before anything else")
         try:
-            found = lifecycle.reconcile_create(client, spec.label, sleep=sleep)
+            found = lifecycle.reconcile_create(provider, spec.label, sleep=sleep)
         except CreateTimedOut as dup:
             for i in dup.instance_ids:
                 att.record(i, spec.label, offer, dph)
@@ -351,27 +355,29 @@ def _create(client: VastClient, spec: CreateSpec, offer: Offer, dph: float, att:
     return iid
 
 
-def _attach(client: VastClient, registry: Registry, run_id: str, instance_id: int, key_path: Path, pubkey: str,
-            ready: Callable[[int], tuple[Instance, tuple[str, int]]], say: Callable[[str], None]) -> ProvisionResult:
+def _attach(provider: Provider, registry: Registry, run_id: str, instance_id: int, pubkey: str,
+            ready: Callable[[int], SSHTarget], say: Callable[[str], None]) -> ProvisionResult:
     """``--instance ID``: use an existing instance. It is not ours, so a failure never destroys it."""
-    inst = client.show(instance_id)
-    if inst.state == "gone":
+    found = [i for i in provider.list() if i.id == instance_id and i.state != "gone"]
+    if not found:
         raise UsageError(f"no Vast.ai instance {instance_id} in this account")
+    inst = found[0]
     registry.add_instance(run_id, PROVIDER, instance_id, inst.label or f"attached-{instance_id}", inst.dph or 0.0,
                           gpu_name=inst.gpu_name, num_gpus=inst.num_gpus, status="loading")
-    client.attach_ssh(instance_id, pubkey)
+    authorize = getattr(provider, "authorize", None)  # optional capability: attach a key to a live instance
     try:
-        inst, (host, port) = ready(instance_id)
+        if authorize is not None:
+            authorize(instance_id, pubkey)
+        target = ready(instance_id)
     except ProviderError as e:
         registry.update_instance(PROVIDER, instance_id, status="failed")
         raise CheckFailed(f"instance {instance_id} is not usable: {e.message} (left as it is: it is not ours)") from None
-    target = SSHTarget(user="root", host=host, port=port, identity=str(key_path))
-    registry.update_instance(PROVIDER, instance_id, status="running", ssh_host=host, ssh_port=port)
+    registry.update_instance(PROVIDER, instance_id, status="running", ssh_host=target.host, ssh_port=target.port)
     registry.update_run(run_id, host=str(target), meta={"provider": PROVIDER, "instance_id": instance_id,
                                                           "attached": True, "ssh_target": str(target),
-                                                          "identity": str(key_path)})
+                                                          "identity": target.identity})
     registry.add_event(run_id, "provision", f"attached to instance {instance_id} at {target}")
-    say(f"attached to instance {instance_id}: ssh -p {port} root@{host}")
+    say(f"attached to instance {instance_id}: ssh -p {target.port} {target.user}@{target.host}")
     return ProvisionResult(instance_id=instance_id, ssh=target, offer=None, label=inst.label, image=None,
                            dph=inst.dph)
 
@@ -381,6 +387,7 @@ def destroy(
     registry: Registry,
     run_id: str | None = None,
     instance_id: int | None = None,
+    provider: Provider | None = None,
     client: VastClient | None = None,
     say: Callable[[str], None] | None = None,
     sleep: Callable[[float], None] | None = None,
@@ -388,8 +395,7 @@ def destroy(
     """Destroy a run's live Vast.ai instances (or one instance by id); return the ids destroyed."""
     import time
 
-    from jitplan.providers.vast.client import VastClient
-    from jitplan.providers.vast.instance import destroy_all
+    from jitplan.providers.vast import VastProvider
 
     if (run_id is None) == (instance_id is None):
         raise UsageError("destroy needs exactly one of run_id or instance_id")
@@ -400,10 +406,16 @@ def destroy(
         ids = [int(instance_id)]  # type: ignore[arg-type]
     if not ids:
         return []
-    client = client or VastClient.from_env()
-    failed = dict(destroy_all(client, ids, sleep=sleep or time.sleep))
-    done = [i for i in ids if i not in failed]
-    for iid in done:
+    provider = provider or VastProvider(client, sleep=sleep or time.sleep)
+    failed: dict[int, str] = {}
+    done: list[int] = []
+    for iid in ids:
+        try:
+            provider.destroy(iid)
+        except ProviderError as e:
+            failed[iid] = e.message
+            continue
+        done.append(iid)
         try:
             row = registry.update_instance(PROVIDER, iid, status="destroyed")
             say(f"destroyed Vast.ai instance {iid} (cost so far {row.cost_so_far():.2f} $)")

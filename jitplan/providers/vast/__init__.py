@@ -1,0 +1,101 @@
+"""Vast.ai behind the provider interface (``jitplan.providers.Provider``).
+
+``client.py`` translates to the ``vastai`` SDK (imported lazily, only there), ``instance.py`` holds the
+lifecycle (wait ready, reconcile, destroy and verify), ``offers.py`` turns a Plan into a query and ranks
+offers. :class:`VastProvider` puts them together in the interface's six calls.
+
+    p = VastProvider()                                 # key from VAST_API_KEY / the vastai key file; VAST_URL
+    offers = p.search(query)
+    iid = p.create(spec)                               # rents, and attaches spec.ssh_public_key
+    target = p.ssh_info(p.wait_ready(iid, timeout_s=900))
+    p.destroy(iid)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from jitplan.launch.target import SSHTarget
+from jitplan.providers import (
+    CleanupFailed,
+    CreateFailed,
+    CreateSpec,
+    Instance,
+    Offer,
+    OfferQuery,
+    ProviderError,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from jitplan.providers.vast.client import VastClient
+
+
+class VastProvider:
+    """The Provider for Vast.ai. ``poll_s``, ``sleep`` and ``on_progress`` tune the wait (tests use tiny polls)."""
+
+    name = "vast"
+
+    def __init__(
+        self,
+        client: VastClient | None = None,
+        *,
+        poll_s: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        on_progress: Callable[[Instance], None] | None = None,
+    ) -> None:
+        from jitplan.providers.vast import instance as lifecycle
+        from jitplan.providers.vast.client import VastClient
+
+        self.client = client or VastClient.from_env()
+        self.poll_s = lifecycle.POLL_INTERVAL_S if poll_s is None else poll_s
+        self.sleep, self.on_progress = sleep, on_progress
+        self._endpoints: dict[int, tuple[str, int]] = {}
+
+    def search(self, query: OfferQuery) -> list[Offer]:
+        return self.client.search(query, disk_gb=query.min_disk_gb)
+
+    def create(self, spec: CreateSpec) -> int:
+        """Rent the offer, then attach the SSH key. A failed attach is a CreateFailed carrying the new id."""
+        iid = self.client.create(spec)
+        if spec.ssh_public_key:
+            try:
+                self.client.attach_ssh(iid, spec.ssh_public_key)
+            except ProviderError as e:
+                raise CreateFailed(f"instance {iid} was created but its SSH key was refused: {e.message}",
+                                   new_contract=iid) from None
+        return iid
+
+    def authorize(self, instance_id: int, public_key: str) -> None:
+        """Attach a public key to an instance that already exists (``--instance``)."""
+        self.client.attach_ssh(instance_id, public_key)
+
+    def wait_ready(self, instance_id: int, *, timeout_s: float) -> Instance:
+        from jitplan.providers.vast.instance import wait_ready
+
+        inst, endpoint = wait_ready(self.client, instance_id, timeout_s=timeout_s, poll_s=self.poll_s,
+                                    sleep=self.sleep, on_progress=self.on_progress)
+        self._endpoints[instance_id] = endpoint
+        return inst
+
+    def ssh_info(self, instance: Instance) -> SSHTarget:
+        """The endpoint that answered while waiting; else the first that answers now (direct, then proxy)."""
+        from jitplan.providers.vast.instance import reachable_endpoint
+
+        endpoint = self._endpoints.get(instance.id) or reachable_endpoint(instance)
+        if endpoint is None:
+            raise ProviderError(f"no SSH endpoint of instance {instance.id} answers: {instance.summary()}")
+        return SSHTarget(user="root", host=endpoint[0], port=endpoint[1])
+
+    def destroy(self, instance_id: int) -> None:
+        """Destroy and check it is gone (three tries); CleanupFailed when it survives."""
+        from jitplan.providers.vast.instance import destroy_all
+
+        failed = destroy_all(self.client, [instance_id], sleep=self.sleep)
+        if failed:
+            raise CleanupFailed(f"could not destroy Vast.ai instance {instance_id}: {failed[0][1]}",
+                                instance_ids=(instance_id,))
+
+    def list(self, label: str | None = None) -> list[Instance]:
+        return self.client.list(label=label)
