@@ -105,3 +105,31 @@ def test_launch_vast_end_to_end(cli, tmp_path: Path, monkeypatch) -> None:
     for p in [*tmp_path.rglob("*")]:
         if p.is_file() and p.stat().st_size < 50_000_000:
             assert KEY.encode() not in p.read_bytes(), p
+
+
+@pytest.mark.net
+def test_launch_vast_without_yes_and_without_a_terminal_is_refused(cli, tmp_path: Path, monkeypatch) -> None:
+    from fakes.plans import make_plan
+
+    from jitplan.launch.registry import Registry
+    from jitplan.schemas import save_plan
+
+    monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("VAST_API_KEY", KEY)
+    monkeypatch.chdir(tmp_path)
+    plan = tmp_path / "plan.yaml"
+    save_plan(make_plan("RTX 3060", 2), plan)
+    identity = keygen(tmp_path / "id_ed25519") if sshd_available() else None
+    if identity is None:
+        identity = tmp_path / "id_ed25519"
+        identity.write_text("x")
+        identity.with_suffix(".pub").write_text("ssh-ed25519 AAAAx test")
+    with VastFake(KEY) as fake:
+        monkeypatch.setenv("VAST_URL", fake.url)
+        fake.add_offer(2001, num_gpus=2)
+        r = cli("launch", str(plan), "--vast", "--identity", str(identity))
+        assert r.code == 2 and "pass --yes" in r.err and "Traceback" not in r.err
+        assert fake.log == []  # refused before any request
+    (run,) = Registry().list_runs()
+    assert run.backend == "vast" and run.status == "failed"
+    assert KEY not in r.out + r.err

@@ -179,6 +179,8 @@ def test_stuck_loading_last_offer_fails_cleanly(fake: VastFake, reg: Registry, e
     with pytest.raises(CheckFailed, match=r"no Vast.ai instance became ready after 2 attempt\(s\)"):
         _run(fake, reg, env, timeout_s=0.2, max_offers=2)
     assert len(fake.creates()) == 2 and len(fake.deletes()) == 2 and fake.live() == []
+    (run,) = reg.list_runs()
+    assert run.status == "failed" and run.ended_at is not None
 
 
 @pytest.mark.parametrize(
@@ -270,6 +272,7 @@ def test_ctrl_c_while_loading_destroys(fake: VastFake, reg: Registry, env: Path)
     assert len(fake.creates()) == 1 and len(fake.deletes()) == 1 and fake.live() == []
     assert [i.status for i in reg.instances(active_only=False, run_id=rid)] == ["destroyed"]
     assert any(e.kind == "interrupted" for e in reg.events(rid))
+    assert reg.get_run(rid).status == "interrupted"
 
 
 def test_ctrl_c_during_create_finds_the_instance_by_label(fake: VastFake, reg: Registry, env: Path) -> None:

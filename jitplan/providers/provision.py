@@ -25,11 +25,11 @@ import string
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from jitplan.errors import CheckFailed, UsageError
+from jitplan.errors import CheckFailed, JitplanError, UsageError
 from jitplan.launch.target import SSHTarget
 from jitplan.providers import (
     CleanupFailed,
@@ -175,7 +175,33 @@ class _Attempts:
         return ids
 
 
-def provision_vast(
+def provision_vast(plan: Plan, *, registry: Registry, run_id: str, **kw: Any) -> ProvisionResult:
+    """Rent (or attach to) a Vast.ai instance for ``plan`` and return its SSH endpoint. See the module doc.
+
+    Keyword arguments: ``bid``, ``yes``, ``max_offers``, ``instance_id``, ``any_gpu``, ``image``, ``identity``,
+    ``env``, ``ready_timeout_s``, ``poll_s``, ``top``; ``provider`` (any ``jitplan.providers.Provider``) or
+    ``client`` (a VastClient to wrap) replace the Vast provider built from the environment (tests pass one
+    pointed at the fake); ``confirm``, ``say``, ``sleep`` replace the prompt, the progress printer, the clock.
+    When it fails, the run is marked ``failed`` (``interrupted`` on Ctrl-C) with the reason.
+    """
+    try:
+        return _provision(plan, registry=registry, run_id=run_id, **kw)
+    except JitplanError as e:
+        _mark_run(registry, run_id, "failed", e.message)
+        raise
+    except KeyboardInterrupt:
+        _mark_run(registry, run_id, "interrupted", "Ctrl-C during provisioning")
+        raise
+
+
+def _mark_run(registry: Registry, run_id: str, status: str, message: str) -> None:
+    try:
+        registry.set_status(run_id, status, message)  # type: ignore[arg-type]
+    except UsageError:  # the caller's run id is not recorded: nothing to mark
+        pass
+
+
+def _provision(
     plan: Plan,
     *,
     registry: Registry,
@@ -197,11 +223,6 @@ def provision_vast(
     say: Callable[[str], None] | None = None,
     sleep: Callable[[float], None] | None = None,
 ) -> ProvisionResult:
-    """Rent (or attach to) a Vast.ai instance for ``plan`` and return its SSH endpoint. See the module doc.
-
-    ``provider`` (any ``jitplan.providers.Provider``) or ``client`` (a VastClient to wrap) replace the default
-    Vast provider built from the environment; tests pass one pointed at the fake.
-    """
     import time
 
     from jitplan.providers.vast import VastProvider
