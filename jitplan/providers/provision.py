@@ -230,7 +230,7 @@ def _provision(
     from jitplan.providers.vast import offers as offers_mod
 
     if max_offers < 1:
-        raise UsageError(f"--max-offers must be >= 1, got {max_offers}")
+        raise UsageError(f"max_offers must be >= 1, got {max_offers}")
     if bid is not None and not 0.001 <= bid <= 128:
         raise UsageError(f"--bid must be between 0.001 and 128 $/h (Vast's range), got {bid}")
     say = say or _default_say
@@ -261,7 +261,7 @@ def _provision(
             f"no Vast.ai offer satisfies the plan ({query.num_gpus}x {', '.join(query.gpu_names or ['any GPU'])}, "
             f">= {query.min_cpu_ram_mb / 1000:.0f} GB RAM, >= {query.min_cpus:g} CPUs, >= {disk:g} GB disk, "
             f"CUDA >= {query.min_cuda:g}, reliability >= {query.min_reliability})",
-            hint="try --any-gpu, a --bid, or a plan for another GPU",
+            hint="try a --bid, or a plan for another GPU (jitplan plan --gpus ...)",
         )
     from jitplan.cli._output import err as err_console
 
@@ -338,7 +338,7 @@ def _provision(
         raise
     tail = "; ".join(reasons[-max_offers:]) or "no offer left to try"
     raise CheckFailed(f"no Vast.ai instance became ready after {tried} attempt(s): {redact(tail)}",
-                      hint="raise --max-offers, widen the search (--any-gpu) or try later")
+                      hint="try again later, or plan for another GPU (jitplan plan --gpus ...)")
 
 
 def _create(provider: Provider, spec: CreateSpec, offer: Offer, dph: float, att: _Attempts, lifecycle,
@@ -448,13 +448,3 @@ def destroy(
                             hint="retry `jitplan stop RUN --destroy` or use the Vast.ai console",
                             instance_ids=tuple(failed))
     return done
-
-
-def vast_env_summary() -> dict[str, str]:
-    """Where the key and the API come from, without the key (for `jitplan doctor`/docs)."""
-    from jitplan.secrets import vast_api_key, vast_key_files
-
-    src = "VAST_API_KEY" if os.environ.get("VAST_API_KEY") else next(
-        (str(p) for p in vast_key_files() if p.is_file()), "none")
-    return {"key_source": src if vast_api_key() else "none",
-            "url": os.environ.get("VAST_URL") or "https://console.vast.ai"}
