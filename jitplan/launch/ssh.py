@@ -354,7 +354,9 @@ def launch_ssh(job: SSHLaunch, *, registry, name: str, local_code: str | Path, f
 
     step("remote_folders", "making the remote folders", job.prepare)
     registry.update_run(run_id, run_dir=job.run_dir, log_path=f"{job.run_dir}/train.log",
-                        meta={"ssh": str(job.target), "remote_root": job.root})
+                        meta={"ssh": str(job.target), "remote_root": job.root, "remote_run_id": job.run_id,
+                              "identity": job.target.identity, "known_hosts": job.opts.known_hosts,
+                              "accept_new_host_key": job.opts.accept_new_host_key})  # what `jitplan stop/logs` read
     step("upload_code", f"uploading {Path(local_code).resolve()}", lambda: job.run(job.upload_code_step(local_code)))
     step("upload_files", "uploading the plan", lambda: job.run(job.upload_files_step(files)))
     if data is not None:
