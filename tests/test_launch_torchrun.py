@@ -118,3 +118,34 @@ def test_sbatch_rejects_bad_values():
         render_sbatch(spec, job_name="a", workdir="/w", cpus_per_task=1, gpus_per_node=0, time_limit="$(x)")
     with pytest.raises(ValueError, match="missing values"):
         fill("{{A}} {{B}}", {"A": "1"})
+
+
+def test_the_docs_torchrun_example_runs_and_prints_one_line_per_node(capsys):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "launch.md").read_text()
+    block = text.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(block, "docs/launch.md", "exec"), {})
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all("--rdzv-endpoint=10.0.0.1:29400" in ln for ln in lines)
+    assert "is_host=1" in lines[0] and "is_host=0" in lines[1]
+
+
+def test_module_docstring_examples_pass():
+    import doctest
+
+    from jitplan.launch import local, slurm, ssh, supervisor, torchrun
+
+    for mod in (torchrun, slurm, supervisor, local, ssh):
+        failed, _ = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert failed == 0, mod.__name__
+
+
+def test_launch_and_demo_commands_import_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, jitplan.cli.launch, jitplan.cli.demo, jitplan.launch.ssh, jitplan.launch.supervisor; "
+            "bad = [m for m in ('torch', 'numpy', 'vastai') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
