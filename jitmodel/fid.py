@@ -15,6 +15,7 @@ stand in for it, e.g. ``digits``: a small classifier trained on scikit-learn's 8
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -123,13 +124,14 @@ def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray, str | None]:
     if not path.is_file():
         raise ValueError(f"reference statistics not found: {path}")
     try:
-        with np.load(path) as z:
-            if "mu" not in z or "sigma" not in z:
-                raise ValueError(f"{path} has no mu/sigma arrays (keys: {', '.join(z.files)})")
-            mu, sigma = z["mu"], z["sigma"]
-            extractor = str(z["extractor"]) if "extractor" in z else None
-    except (OSError, EOFError) as e:  # not a zip / truncated
-        raise ValueError(f"{path} is not a readable npz file: {e}") from None
+        z = np.load(path)
+    except (OSError, EOFError, ValueError) as e:  # not a zip, truncated, or a pickle
+        raise ValueError(f"{path} is not a readable npz file: {' '.join(str(e).split())[:120]}") from None
+    with z:
+        if not hasattr(z, "files") or "mu" not in z.files or "sigma" not in z.files:
+            raise ValueError(f"{path} has no mu/sigma arrays (keys: {', '.join(getattr(z, 'files', []))})")
+        mu, sigma = z["mu"], z["sigma"]
+        extractor = str(z["extractor"]) if "extractor" in z.files else None
     if mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
         raise ValueError(f"{path}: mu {mu.shape} and sigma {sigma.shape} are not a D / DxD pair")
     return mu, sigma, extractor
@@ -233,12 +235,17 @@ class DigitsExtractor:
         return hidden, logits
 
 
+@functools.lru_cache(maxsize=1)
+def _digits_extractor() -> DigitsExtractor:
+    return DigitsExtractor()
+
+
 def get_extractor(name: str, device: str = "cpu", weights: str | Path | None = None) -> FeatureExtractor:
     """``inception`` | ``digits`` | ``package.module:factory`` (called with no arguments)."""
     if name == "inception":
         return InceptionExtractor(weights, device)
     if name == "digits":
-        return DigitsExtractor()
+        return _digits_extractor()
     if ":" in name:
         mod, _, attr = name.partition(":")
         try:
