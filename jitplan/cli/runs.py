@@ -314,6 +314,8 @@ def stop_command(
                 raise UsageError(f"cannot destroy {p} instances (only vast)")
             done = destroy_instances(registry=reg, run_id=row.id, say=note)
             reg.add_event(row.id, "destroy", f"destroyed instance(s) {', '.join(map(str, done))}")
+            if stop_error is not None and reg.get_run(row.id).status == "stopping":
+                reg.set_status(row.id, "stopped", "training ended with its instance")
     if stop_error is not None:
         raise stop_error
 
