@@ -243,3 +243,31 @@ def test_module_doctests() -> None:
     for mod in (jitplan.launch.registry, jitplan.secrets, jitplan.providers, jitplan.providers.vast.offers):
         res = doctest.testmod(mod)
         assert res.failed == 0 and res.attempted > 0, mod.__name__
+
+
+@pytest.mark.net
+def test_stop_destroy_when_the_host_is_unreachable(cli, reg: Registry, monkeypatch) -> None:
+    pytest.importorskip("vastai", reason="the vastai SDK (jitplan[vast]) is not installed")
+    import shutil
+
+    if shutil.which("ssh") is None:
+        pytest.skip("needs the ssh client")
+    from fakes.vast_server import VastFake, free_port
+    from pydantic import SecretStr
+
+    from jitplan.providers import CreateSpec
+    from jitplan.providers.vast.client import VastClient
+
+    dead = f"root@127.0.0.1:{free_port()}"
+    with VastFake(KEY) as fake:
+        fake.add_offer(2001, num_gpus=2)
+        iid = VastClient(SecretStr(KEY), server_url=fake.url).create(
+            CreateSpec(offer_id=2001, image="img", disk_gb=50, label="jitplan-t-1"))
+        rid = reg.create_run("v", "vast", status="running", host=dead)
+        reg.update_run(rid, run_dir="jitplan/runs/v", meta={"ssh": dead, "remote_root": "jitplan"})
+        reg.add_instance(rid, "vast", iid, "jitplan-t-1", 0.2, status="running")
+        monkeypatch.setenv("VAST_URL", fake.url)
+        r = cli("stop", rid, "--destroy", "--yes")
+        assert fake.live() == []  # the instance goes even though training could not be reached
+    assert r.code == 1 and "stop training failed" in r.err and "Traceback" not in r.err
+    assert reg.get_run(rid).status == "stopped" and reg.instances() == []
