@@ -1,0 +1,128 @@
+"""``jitplan compare``: train two or more objectives (x / v / eps) for the same budget and compare them.
+
+    jitplan compare templates/compare/digits.yaml --objectives x,v,eps --steps 300 --out runs/cmp-digits
+    jitplan compare plan.yaml --arm x:v --arm eps:eps --minutes 10 --out runs/cmp   # PRED:LOSS pairs
+    jitplan compare --gpus 1xRTX4090 --recipe JiT-B/16 --data /data/imagenet --objectives x,v --images 1000000 \\
+        --ref-stats jit_in256_stats.npz
+    jitplan compare plan.yaml --objectives x,eps --steps 2000 --ssh root@1.2.3.4:2222 --identity ~/.ssh/id_ed25519
+
+PLAN is a plan (``jitplan plan --out``) or a TrainConfig YAML; or give --gpus/--recipe as ``jitplan plan``
+does. Writes results.json, summary.md, loss.png and grids/ under --out. See docs/objectives.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+
+def compare(
+    plan_file: Path | None = typer.Argument(None, metavar="[PLAN]", help="plan.yaml or a TrainConfig YAML."),
+    arm: list[str] | None = typer.Option(None, "--arm", metavar="PRED[:LOSS]",
+                                         help="An objective, e.g. x:v, v:v, eps:eps (repeat). LOSS defaults to v."),
+    objectives: str | None = typer.Option(None, "--objectives", metavar="x,v,eps",
+                                          help="Predictions to compare, each with the v-space loss."),
+    steps: int | None = typer.Option(None, "--steps", help="Budget: optimizer steps per arm."),
+    images: int | None = typer.Option(None, "--images", help="Budget: training images per arm."),
+    minutes: float | None = typer.Option(None, "--minutes", help="Budget: wall-clock minutes of training per arm."),
+    out: Path | None = typer.Option(None, "--out", help="Results folder (default runs/compare-<time>)."),
+    seed: int | None = typer.Option(None, "--seed", min=0, help="Seed of every arm (default: the config's)."),
+    gpus: str | None = typer.Option(None, "--gpus", help="Instead of PLAN: GPU spec as for `jitplan plan`."),
+    recipe: str = typer.Option("JiT-B/16", "--recipe", help="With --gpus: the reference recipe."),
+    data: str | None = typer.Option(None, "--data", help="With --gpus: dataset root holding train/."),
+    local_: bool = typer.Option(False, "--local", help="Run the arms on this machine (the default)."),
+    ssh: str | None = typer.Option(None, "--ssh", metavar="USER@HOST[:PORT]", help="Run the arms on this SSH host."),
+    vast: bool = typer.Option(False, "--vast", help="Rent one Vast.ai instance for the plan; run the arms there."),
+    identity: str | None = typer.Option(None, "--identity", help="SSH private key file."),
+    known_hosts: str | None = typer.Option(None, "--known-hosts", help="known_hosts file."),
+    accept_new: bool = typer.Option(False, "--accept-new-host-key", help="Trust a host key seen the first time."),
+    remote_python: str = typer.Option("python3", "--remote-python", help="Remote interpreter with torch."),
+    bid: float | None = typer.Option(None, "--bid", help="Vast: interruptible at this $/h per GPU."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Vast: do not ask before renting."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="OMP_NUM_THREADS of each rank."),
+    ema: str | None = typer.Option(None, "--ema", help="Weights to score: ema1, ema2 or raw (default: config)."),
+    sample_steps: int = typer.Option(50, "--sample-steps", min=1, help="Sampler steps for the grids/metrics."),
+    per_class: int = typer.Option(10, "--per-class", min=1, help="Samples per class (10 classes at most)."),
+    ref_stats: str | None = typer.Option(None, "--ref-stats", help="FID reference statistics (npz, mu/sigma)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Compare objectives on the same data, seed and budget: table, loss plot, sample grids.
+
+    jitplan compare templates/compare/digits.yaml --objectives x,v,eps --steps 300
+    """
+    from jitplan import compare as core
+    from jitplan.cli._output import emit, note
+    from jitplan.errors import UsageError
+
+    arms = core.parse_arms(arm, objectives)
+    budget = core.make_budget(steps, images, minutes)
+    chosen = [n for n, on in (("--local", local_), ("--ssh", ssh), ("--vast", vast)) if on]
+    if len(chosen) > 1:
+        raise UsageError(f"choose one of --local, --ssh, --vast (got {', '.join(chosen)})")
+    base, shape = _base(plan_file, gpus, recipe, data)
+    out_dir = out or Path("runs") / f"compare-{_stamp()}"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir} is a file")
+    echo = sys.stderr if not json_out else None
+    if ssh or vast:
+        runner = _remote_runner(base, shape, ssh=ssh, vast=vast, identity=identity, known_hosts=known_hosts,
+                                accept_new=accept_new, remote_python=remote_python, bid=bid, yes=yes, echo=echo)
+    else:
+        runner = core.LocalRunner(shape, threads=threads, echo=echo)
+    result = core.run_compare(base, shape, arms, budget, out_dir, runner=runner, seed=seed, ema=ema,
+                              sample_steps=sample_steps, per_class=per_class, ref_stats=ref_stats, note=note)
+    note(f"results in {out_dir.resolve()}: summary.md, results.json, loss.png, grids/")
+    emit(result, json_mode=json_out, render=lambda console: console.print(core.summary_markdown(result),
+                                                                           markup=False, soft_wrap=True))
+
+
+def _stamp() -> str:
+    import time
+
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+
+
+def _base(plan_file: Path | None, gpus: str | None, recipe: str, data: str | None):
+    """(plan or TrainConfig, the shape torchrun reads): from PLAN, or built with the planner from --gpus."""
+    from jitplan import compare as core
+    from jitplan.errors import UsageError
+
+    if (plan_file is None) == (gpus is None):
+        raise UsageError("give a PLAN file or --gpus (with --recipe and --data), not both and not neither")
+    if plan_file is not None:
+        base, shape, _ = core.load_base(plan_file)
+        return base, shape
+    from jitplan.hardware.spec import hardware_from_flags
+    from jitplan.planner.plan import make_plan
+    from jitplan.schemas import PlanOptions, load_recipe
+
+    plan = make_plan(hardware_from_flags(gpus), load_recipe(recipe), PlanOptions(data_path=data))
+    return plan, plan
+
+
+def _remote_runner(base, shape, *, ssh, vast, identity, known_hosts, accept_new, remote_python, bid, yes, echo):
+    from jitplan import compare as core
+    from jitplan.errors import UsageError
+    from jitplan.launch.registry import Registry
+    from jitplan.launch.ssh import SSHOptions, parse_target
+
+    registry = Registry()
+    if ssh:
+        target = parse_target(ssh, identity)
+    else:
+        if not hasattr(base, "hardware"):
+            raise UsageError("--vast needs a plan (jitplan plan --out plan.yaml), not a bare TrainConfig")
+        from jitplan.providers.provision import provision_vast
+
+        run_id = registry.create_run("compare", "vast", status="provisioning")
+        target = provision_vast(base, registry=registry, run_id=run_id, bid=bid, yes=yes, identity=identity).ssh
+        known_hosts = known_hosts or str(Path(registry.path).parent / "known_hosts")
+        accept_new = True
+    opts = SSHOptions(known_hosts=known_hosts, accept_new_host_key=accept_new, python=remote_python)
+    return core.SSHRunner(shape, target, opts, echo=echo, registry=registry)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare")(compare)

@@ -1,0 +1,247 @@
+"""``jitplan compare``: objective settings, budgets, metrics, plots, and one real run of two arms on the CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jitplan import compare as core
+from jitplan.errors import UsageError
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "templates" / "compare" / "digits.yaml"
+
+
+def _tiny_config(tmp_path: Path) -> Path:
+    """The shipped digits study, shrunk: JiT-Tiny/4 at 16 px, batch 32."""
+    raw = yaml.safe_load(TEMPLATE.read_text())
+    raw["model"].update(variant="JiT-Tiny/4", img_size=16)
+    raw["batch_per_gpu"] = 32
+    raw["log_every"] = 1
+    path = tmp_path / "digits_tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+# ------------------------------------------------------------------------------------------- settings
+def test_arms_parse_pairs_and_default_v_loss():
+    arms = core.parse_arms(["eps:eps", "V:x"], "x")
+    assert [(a.prediction, a.loss_space) for a in arms] == [("eps", "eps"), ("v", "x"), ("x", "v")]
+    assert [a.slug for a in core.parse_arms(None, "x,v,eps")] == ["x-v", "v-v", "eps-v"]
+
+
+@pytest.mark.parametrize("arms,objectives,fragment", [
+    (["x:v", "y:v"], None, "unknown prediction 'y'"),
+    (["x:q", "v"], None, "unknown loss space 'q'"),
+    (["x"], None, "at least two objectives, got 1"),
+    (["x:v"], "x", "x:v is given twice"),
+    (None, None, "got 0"),
+])
+def test_bad_arms_are_usage_errors(arms, objectives, fragment):
+    with pytest.raises(UsageError, match=fragment.replace("(", r"\(")):
+        core.parse_arms(arms, objectives)
+
+
+def test_budget_rules():
+    assert core.make_budget(None, 1000, None).max_steps(effective_batch=64) == 16  # ceil(1000 / 64)
+    assert core.make_budget(7, None, None).max_steps(effective_batch=64) == 7
+    assert core.make_budget(None, None, 1.5).max_steps(effective_batch=64) is None
+    for bad in ((0, None, None), (None, -5, None), (None, None, 0.0)):
+        with pytest.raises(UsageError, match="must be > 0"):
+            core.make_budget(*bad)
+    with pytest.raises(UsageError, match="exactly one budget"):
+        core.make_budget(10, 100, None)
+    with pytest.raises(UsageError, match="got none"):
+        core.make_budget(None, None, None)
+
+
+def test_arm_config_changes_only_the_objective_seed_and_cap():
+    base, shape, is_plan = core.load_base(TEMPLATE)
+    assert not is_plan and core.world_size_of(shape) == 1
+    a = core.arm_train_config(base, core.parse_arm("eps:x"), core.Budget(images=640), seed=3, world_size=1)
+    assert (a.diffusion.prediction, a.diffusion.loss_space, a.max_steps, a.seed) == ("eps", "x", 10, 3)
+    same = {"diffusion": {"prediction", "loss_space"}, "max_steps": None, "seed": None, "log_every": None}
+    da, db = a.model_dump(), base.model_dump()
+    for key in db:
+        if key == "diffusion":
+            assert {k for k in db[key] if db[key][k] != da[key][k]} == same[key]
+        elif key not in same:
+            assert da[key] == db[key], key  # model, data, optimizer, batch, sampler: shared by every arm
+    m = core.arm_train_config(base, core.parse_arm("x"), core.Budget(minutes=2), seed=None, world_size=1)
+    assert m.max_steps == base.max_steps and m.seed == base.seed
+
+
+def test_metrics_summary_skips_torn_lines_and_startup_window(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    recs = [{"step": 10, "loss": 3.0, "img_per_s": 1.0, "peak_mem_mib": 100.0, "mem_kind": "rss"},
+            {"step": 20, "event": "replicas"},
+            {"step": 20, "loss": 2.0, "img_per_s": 50.0, "peak_mem_mib": 120.0, "mem_kind": "rss"},
+            {"step": 30, "loss": 1.0, "img_per_s": 70.0, "peak_mem_mib": 110.0, "mem_kind": "rss"},
+            {"step": 40, "loss": 0.5, "img_per_s": 60.0, "peak_mem_mib": 115.0, "mem_kind": "rss"}]
+    p.write_text("".join(json.dumps(r) + "\n" for r in recs) + '{"step": 50, "lo')
+    s = core.summarize_metrics(core.read_metrics(p))
+    assert s["loss_curve"] == [(10, 3.0), (20, 2.0), (30, 1.0), (40, 0.5)]
+    assert s["images_per_s"] == 60.0  # median of 50, 70, 60: the first (start-up) window left out
+    assert (s["peak_mem_mib"], s["final_loss"]) == (120.0, 0.5)
+    assert core.read_metrics(tmp_path / "missing.jsonl") == []
+
+
+def test_minutes_budget_waits_for_the_trainer_to_start(tmp_path):
+    calls: list[float] = []
+    t0 = time.monotonic()
+    timer = core._StopOnTime(tmp_path, 0.5 / 60, lambda: calls.append(time.monotonic() - t0))
+    time.sleep(0.8)
+    assert calls == []  # not started yet: the clock has not begun
+    (tmp_path / "train.log").write_text("JiT-Tiny/8 at 32px ... | 28 steps/epoch, 100 steps | cpu\n")
+    deadline = time.monotonic() + 10
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.05)
+    timer.cancel()
+    assert timer.fired and len(calls) == 1 and calls[0] >= 1.2  # 0.8 s waiting + 0.5 s of "training"
+    never = core._StopOnTime(tmp_path, 10, lambda: calls.append(-1.0))
+    never.cancel()
+    assert not never.fired and len(calls) == 1
+
+
+# ------------------------------------------------------------------------------------------- scoring
+def test_common_v_loss_is_zero_for_an_oracle_of_every_prediction_type():
+    """The common metric converts each prediction type to v: a perfect network scores 0 whatever it predicts,
+    and a wrong one scores the same whichever type it is read as, once converted."""
+    import torch
+
+    from jitmodel.config import TrainConfig
+
+    train = TrainConfig.model_validate({**yaml.safe_load(TEMPLATE.read_text()),
+                                        "model": {"variant": "JiT-Tiny/4", "img_size": 8, "num_classes": 10}})
+    scorer = core.Scorer.__new__(core.Scorer)  # the fixed batch without the classifier (scored below)
+    scorer.device = torch.device("cpu")
+    g = torch.Generator().manual_seed(0)
+    scorer.x = torch.rand(6, 3, 8, 8, generator=g) * 2 - 1
+    scorer.e = torch.randn(6, 3, 8, 8, generator=g)
+    scorer.y = torch.arange(6)
+    scorer.t = torch.tensor([0.02, 0.3, 0.7, 0.99])
+
+    class Oracle:
+        def __init__(self, kind: str, err: float = 0.0):
+            self.kind, self.err, self.diff_cfg = kind, err, train.diffusion
+
+        def net(self, z, t, y):
+            from jitmodel import objectives
+
+            return objectives.target(scorer.x, scorer.e, self.kind) + self.err
+
+    for kind in ("x", "v", "eps"):
+        rows = scorer.common_v_loss(Oracle(kind), kind)
+        assert [t for t, _ in rows] == pytest.approx([0.02, 0.3, 0.7, 0.99])
+        assert max(v for _, v in rows) < 1e-10, kind
+    # an x error d is a v error d / max(1 - t, t_eps): (0.1 / 0.05)^2 = 4 at t = 0.99
+    assert scorer.common_v_loss(Oracle("x", 0.1), "x")[-1][1] == pytest.approx(4.0, rel=1e-4)
+
+
+# ------------------------------------------------------------------------------------------- plots
+def _result(**arm) -> core.CompareResult:
+    arms = [core.ArmResult(arm=n, prediction=n[0] if n[0] != "e" else "eps", loss_space="v", status="finished",
+                           run_dir="r", wall_s=1.0, loss_curve=[(1, 2.0 * k), (2, 1.0 * k), (3, 0.7 * k)],
+                           v_loss_by_t=[(0.1, 3.0 / k), (0.5, 1.0), (0.9, 0.5 * k)], **arm)
+            for k, n in ((1, "x:v"), (3, "eps:v"))]
+    return core.CompareResult(variant="JiT-Tiny/8", img_size=32, patch_dim=192, hidden=96, data="digits",
+                              budget=core.Budget(steps=3), seed=0, effective_batch=64, backend="local",
+                              weights="ema1", sample_steps=5, arms=arms)
+
+
+def test_pil_plot_when_matplotlib_is_missing(tmp_path):
+    from PIL import Image
+
+    path = core._plot_pil(_result(), tmp_path / "loss.png")
+    with Image.open(path) as im:
+        assert im.size == (900, 360)
+        colors = {c for _, c in im.getcolors(maxcolors=100000)}
+    assert core._COLORS[0] in colors and core._COLORS[1] in colors  # both curves drawn
+
+
+def test_summary_table_has_one_row_per_arm_and_the_caveats():
+    r = _result(accuracy=0.5, final_loss=0.7)
+    r.notes = ["Training losses are each in their own loss space"]
+    md = core.summary_markdown(r)
+    rows = [line for line in md.splitlines() if line.startswith("| x:v") or line.startswith("| eps:v")]
+    assert len(rows) == 2 and all(row.count("|") == 11 for row in rows)
+    assert "| 0.7 |" in rows[0] and "0.500" in rows[0] and "own loss space" in md
+
+
+# ------------------------------------------------------------------------------------------- CLI
+@pytest.mark.parametrize("args,fragment", [
+    (["TEMPLATE", "--arm", "x:v", "--arm", "q:v", "--steps", "2"], "unknown prediction 'q'"),
+    (["TEMPLATE", "--objectives", "x,v", "--steps", "0"], "--steps must be > 0"),
+    (["TEMPLATE", "--objectives", "x,v", "--minutes", "0"], "--minutes must be > 0"),
+    (["TEMPLATE", "--objectives", "x,v"], "exactly one budget"),
+    (["TEMPLATE", "--objectives", "x", "--steps", "2"], "at least two objectives"),
+    (["missing.yaml", "--objectives", "x,v", "--steps", "2"], "plan file not found: missing.yaml"),
+    (["--objectives", "x,v", "--steps", "2"], "give a PLAN file or --gpus"),
+    (["TEMPLATE", "--objectives", "x,v", "--steps", "2", "--local", "--ssh", "a@b"], "choose one of"),
+    (["TEMPLATE", "--objectives", "x,v", "--steps", "2", "--ema", "ema3"], "--ema must be ema1, ema2 or raw"),
+])
+def test_bad_input_is_one_line_and_exit_2(cli, tmp_path, monkeypatch, args, fragment):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "home"))
+    if fragment.startswith("--ema"):  # checked before any training: give it a runner that must not run
+        monkeypatch.setattr(core.LocalRunner, "run", lambda *a, **k: pytest.fail("an arm was started"))
+    argv = [str(TEMPLATE) if a == "TEMPLATE" else a for a in args]
+    r = cli("compare", *argv)
+    assert r.code == 2, (r.out, r.err)
+    assert fragment in r.err and "Traceback" not in r.err
+    assert len([line for line in r.err.splitlines() if line.startswith("Error:")]) == 1
+
+
+def test_ssh_download_fetches_the_run_output_only(tmp_path):
+    from jitplan.launch.ssh import SSHOptions, parse_target
+
+    runner = core.SSHRunner({}, parse_target("root@10.0.0.5:2222", None), SSHOptions(known_hosts="/kh"))
+    argv = runner.download_argv("/home/root/jitplan/runs/cmp-x-v", tmp_path / "x-v")
+    assert argv[0] == "rsync" and "-azL" in argv and "--exclude=ckpt/" in argv
+    assert argv[-2:] == ["root@10.0.0.5:/home/root/jitplan/runs/cmp-x-v/out/", f"{tmp_path}/x-v/out/"]
+    assert "2222" in argv[argv.index("-e") + 1]
+
+
+@pytest.mark.slow
+def test_compare_two_objectives_end_to_end(cli, tmp_path, monkeypatch):
+    """Two arms through the real launch path (torchrun, supervisor, registry), scored and plotted."""
+    monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("JITMODEL_NO_PROGRESS", "1")
+    out = tmp_path / "cmp"
+    r = cli("compare", str(_tiny_config(tmp_path)), "--arm", "x:v", "--arm", "eps:eps", "--steps", "3",
+            "--out", str(out), "--sample-steps", "2", "--per-class", "2", "--threads", "1", "--seed", "5", "--json")
+    assert r.code == 0, r.err[-3000:]
+    res = json.loads(r.out)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["arms"] == res["arms"] and [a["arm"] for a in res["arms"]] == ["x:v", "eps:eps"]
+    assert res["budget"] == {"steps": 3, "images": None, "minutes": None} and res["seed"] == 5
+    for a in res["arms"]:
+        assert a["status"] == "finished" and a["steps"] == 3 and a["images"] == 3 * 32
+        assert [s for s, _ in a["loss_curve"]] == [1, 2, 3]
+        assert all(math.isfinite(v) and v > 0 for _, v in a["loss_curve"])
+        assert math.isfinite(a["v_loss_common"]) and len(a["v_loss_by_t"]) == 16
+        assert 0.0 <= a["accuracy"] <= 1.0 and math.isfinite(a["fd_digits"]) and a["samples"] == 20
+        assert a["images_per_s"] > 0 and a["peak_mem_mib"] > 50 and a["mem_kind"] == "rss"
+        train = yaml.safe_load((Path(a["run_dir"]) / "train.yaml").read_text())
+        assert train["diffusion"]["prediction"] == a["prediction"] and train["seed"] == 5
+    # both arms started from the same weights with the same data and draws: the v-loss of step 0 would be equal;
+    # after 3 different updates the two objectives must have moved apart
+    assert res["arms"][0]["v_loss_common"] != res["arms"][1]["v_loss_common"]
+    from PIL import Image
+
+    with Image.open(out / "loss.png") as im:
+        assert im.size[0] >= 800 and im.size[1] >= 300
+    for a in res["arms"]:
+        with Image.open(a["grid"]) as im:  # 2 rows x 10 digits of 16 px with 2 px padding
+            assert im.size == (10 * 18 + 2, 2 * 18 + 2)
+    md = (out / "summary.md").read_text()
+    assert md.count("| finished |") == 2 and "not comparable" in md and "grids/eps-eps.png" in md
+    from jitplan.launch.registry import Registry
+
+    names = {row.name for row in Registry().list_runs()}
+    assert {"compare-cmp-x-v", "compare-cmp-eps-eps"} <= names
