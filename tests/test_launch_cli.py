@@ -131,6 +131,7 @@ def test_ssh_dry_run_lists_every_step_safely_quoted(cli, tmp_path):
     r = cli("launch", "plan.yaml", "--ssh", "ubuntu@10.0.0.5:2222", "--remote-dir", "/srv/a b; touch x",
             "--create-env", "--dry-run", "--json")
     assert r.code == 0, r.err
+    assert SENTINEL not in r.out + r.err  # VAST_API_KEY is set in this test's environment
     cmds = json.loads(r.out)["commands"]
     words = [shlex.split(c) for c in cmds]
     assert [w[0] for w in words] == ["ssh", "rsync", "rsync", "ssh", "ssh", "ssh", "ssh", "ssh"]
