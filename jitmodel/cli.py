@@ -160,27 +160,30 @@ def trajectory(ckpt: str = CKPT, cls: int = typer.Option(None, "--class", help="
 
 @app.command()
 def evaluate(ckpt: str = CKPT, out_dir: Path = typer.Option(..., "--out-dir", help="Folder of NNNNN.png (resumed)."),
-             n: int = typer.Option(None, "--n", help="Images in all (default 50 per class)."),
+             n: int = typer.Option(None, "--num-images", help="Images in all (default 50 per class)."),
              batch: int = typer.Option(64, "--batch", help="Images per rank per batch."),
              cfg: float = CFG, interval: str = INTERVAL, steps: int = STEPS, sampler: str = SAMPLER,
              mode: str = MODE, ema: str = EMA, seed: int = typer.Option(0, "--seed"), device: str = DEVICE,
              img_size: int = IMG_SIZE, precision: str = PRECISION,
              ref_stats: Path = typer.Option(None, "--ref-stats", help="npz with mu/sigma (jit_in256_stats.npz)."),
-             features: str = typer.Option("inception", "--features", help="inception | digits | module:factory"),
+             features: str = typer.Option(None, "--features",
+                                          help="inception | digits | module:factory (default: as the ref stats)"),
              inception_weights: Path = typer.Option(None, "--inception-weights", help="Local Inception weights."),
-             isc: bool = typer.Option(True, "--isc/--no-isc", help="Also compute the Inception Score."),
+             isc: bool = typer.Option(None, "--isc/--no-isc", help="Score the images (IS) even without --ref-stats."),
              npz: bool = typer.Option(False, "--npz", help="Also pack the images into samples.npz."),
              as_json: bool = JSON) -> None:
     """Generate N images over all torchrun ranks (resumable), then FID/IS against reference stats."""
     from jitmodel import dist
     from jitmodel.evaluate import EvalJob
     from jitmodel.evaluate import evaluate as run_eval
-    from jitmodel.fid import get_extractor
+    from jitmodel.fid import get_extractor, load_stats
 
     env, dev, autocast, m = _setup(ckpt, ema, img_size, device, precision)
+    if features is None:  # the extractor the reference statistics name, else Inception
+        features = (load_stats(ref_stats)[2] if ref_stats else None) or "inception"
     extractor = get_extractor(features, str(dev), inception_weights) if (ref_stats or isc) else None
     if batch < 1 or (n is not None and n < 1):
-        raise ValueError(f"--batch and --n must be >= 1, got {batch} and {n}")
+        raise ValueError(f"--batch and --num-images must be >= 1, got {batch} and {n}")
     mc = m.model_cfg
     job = EvalJob(out_dir=out_dir, num_images=n or 50 * mc.num_classes, num_classes=mc.num_classes,
                   img_size=mc.img_size, sample=_sample_cfg(m.sample_defaults, sampler, steps, cfg, interval, mode),

@@ -323,8 +323,9 @@ def online_eval(net: torch.nn.Module, cfg: TrainConfig, *, epoch: int, device: A
                   t_eps=cfg.diffusion.t_eps, batch=cfg.eval.gen_batch,
                   autocast=torch.bfloat16 if dev.type == "cuda" and cfg.precision in ("auto", "bf16") else None)
     extractor = None
-    if cfg.eval.ref_stats:
-        extractor = extractor_factory() if extractor_factory else get_extractor("inception", str(dev))
+    if cfg.eval.ref_stats:  # the extractor the reference statistics were made with (Inception by default)
+        name = load_stats(cfg.eval.ref_stats)[2] or "inception"
+        extractor = extractor_factory() if extractor_factory else get_extractor(name, str(dev))
     was_training = net.training
     net.eval()
     try:
