@@ -41,6 +41,7 @@ class ParamBreakdown:
     final: int  # final layer (norm, adaLN, linear)
     pos_embed: int  # frozen, not trainable
     tokenwise_block: int  # per block: the weights applied to every token (qkv, proj, w12, w3)
+    lookup: int  # parameters never fed to a matmul: label table, in-context pos-embed, norm weights
 
     @property
     def trainable(self) -> int:
@@ -49,6 +50,11 @@ class ParamBreakdown:
     @property
     def total(self) -> int:
         return self.trainable + self.pos_embed
+
+    @property
+    def matmul(self) -> int:
+        """Weights and biases of every Linear/conv: what bf16 autocast casts (and caches) each step."""
+        return self.trainable - self.lookup
 
 
 def _num_classes_default(num_classes: int | None) -> int:
@@ -75,8 +81,9 @@ def param_breakdown(variant: str | Variant, img_size: int = 256, num_classes: in
     block = tokenwise + adaln_block + norms
     adaln_final = 2 * d * d + 2 * d
     final = d + adaln_final + (d * p * p * in_channels + p * p * in_channels)
+    lookup = (nc + 1) * d + v.in_context_len * d + v.depth * norms + d
     return ParamBreakdown(embed=embed, cond=cond, blocks=v.depth * block, adaln=v.depth * adaln_block + adaln_final,
-                          final=final, pos_embed=n * d, tokenwise_block=tokenwise)
+                          final=final, pos_embed=n * d, tokenwise_block=tokenwise, lookup=lookup)
 
 
 def param_count(variant: str | Variant, img_size: int = 256, num_classes: int | None = None,

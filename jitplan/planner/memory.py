@@ -8,9 +8,9 @@ Pure functions, no torch. The constants are calibrated against a traced training
     >>> from jitplan.planner.memory import MemoryInputs, predict, max_micro_batch
     >>> inp = MemoryInputs.for_model("JiT-B/16", 256, world_size=2)
     >>> round(predict(inp, 16).total / 1e9, 1)
-    7.8
+    9.2
     >>> max_micro_batch(inp, target_bytes=int(0.9 * 12 * 2**30))
-    21
+    24
 """
 
 from __future__ import annotations
@@ -23,21 +23,26 @@ from jitmodel.variants import Variant, get_variant
 GB = 1e9
 
 # ---- constants (bytes) ------------------------------------------------------------------------------
+# Calibration: least-squares fit of the per-sample slopes of traced jitmodel steps (trace.py; B/16 exact
+# and sdpa, B/32@512, L/16 at 2-3 batch sizes each, 2026-11-26; benchmarks/RESULTS.md). Each constant is
+# bytes per unit of its term.
 # Activation bytes per (token x hidden x block) per sample, eager bf16 autocast with the fp32 residual:
-# RMSNorm internals in fp32, adaLN modulate, qk-norm, RoPE, SwiGLU, gates. estimation.md §1.4 measured
-# 82-86 for a JiT-like model; calibrated here against the traced jitmodel step (see trace.py).
-C_BLOCK_EAGER = 82.0
-# torch.compile (AOTAutograd min-cut partitioner) saves about half: 42 vs 82 (estimation.md §1.7).
-C_BLOCK_COMPILE = 42.0
+# RMSNorm internals in fp32, adaLN modulate, qk-norm, RoPE, SwiGLU, gates (estimation.md §1.4: 82-86
+# for a JiT-like model).
+C_BLOCK_EAGER = 80.3
+# torch.compile (AOTAutograd min-cut partitioner) keeps (38.3 + 4) / (77.6 + 4) of the eager block
+# activations (estimation.md §1.7, measured on a JiT-like block); not traceable here, so derived.
+C_BLOCK_COMPILE = round(C_BLOCK_EAGER * 42.3 / 81.6, 1)
 # Attention-matrix bytes per (head x query x key) per block per sample. "exact" (the official path):
 # fp32 scores -> fp32 softmax output saved for its backward + its bf16 copy saved for A.V; "sdpa"
 # (flash / memory-efficient kernels): none, only the fp32 logsumexp per (head x query).
-C_ATTN = {"exact": 6.0, "sdpa": 0.0}
+C_ATTN = {"exact": 6.0, "sdpa": 0.0}  # traced: B/16 exact minus sdpa = 6.0 x heads x sum(s^2)
 C_LSE = 4.0  # fp32 logsumexp per (head x query) per block, SDPA only
-# Image-space tensors per sample (x, noise, z, targets, x_pred, loss terms), bytes per pixel-channel.
-C_IMAGE = 50.0
+# Image-space tensors per sample (x, noise, z, targets, x_pred, loss terms), bytes per pixel-channel:
+# B/32 at 512 px minus B/16 at 256 px (same tokens, 4x the pixels).
+C_IMAGE = 36.0
 # Token-level tensors outside the blocks (patch embedding, pos-embed add, final layer), bytes per token x hidden.
-C_EDGE = 24.0
+C_EDGE = 15.2
 
 BYTES_WEIGHTS = 4  # fp32 master weights (autocast keeps weights fp32)
 BYTES_GRADS = 4
@@ -100,8 +105,6 @@ def fixed_items(inp: MemoryInputs) -> list[Item]:
     """
     pb = param_breakdown(inp.variant, inp.img_size, inp.num_classes, inp.in_channels)
     p_all, p_train = pb.total, pb.trainable
-    v = inp.variant
-    matmul = v.depth * pb.tokenwise_block + pb.embed + pb.final  # weights cast to bf16 under autocast
     grads = BYTES_GRADS * p_train if inp.accum > 1 else 0
     items = [
         Item("weights", BYTES_WEIGHTS * p_all, f"fp32, {p_all / 1e6:.2f}M params x 4 B"),
@@ -109,7 +112,8 @@ def fixed_items(inp: MemoryInputs) -> list[Item]:
         Item("ema", inp.num_emas * BYTES_EMA * p_all, f"{inp.num_emas} fp32 EMA copies on the GPU, 4 B/param each"),
         Item("gradients", grads, f"fp32, 4 B/param, kept across {inp.accum} micro-steps" if grads else
              "fp32 4 B/param, freed before the forward (set_to_none); not under the forward peak"),
-        Item("autocast weight cache", BYTES_AUTOCAST_CACHE * matmul, "bf16 copies of matmul/conv weights"),
+        Item("autocast weight cache", BYTES_AUTOCAST_CACHE * pb.matmul,
+             "bf16 copies of every Linear/conv weight (adaLN included) during forward and backward"),
     ]
     if inp.world_size > 1 and not inp.ddp_bucket_view:
         items.append(Item("ddp buckets", BYTES_DDP_BUCKETS * p_train,

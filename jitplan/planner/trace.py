@@ -15,7 +15,7 @@ Imports torch lazily: importing this module is cheap.
     >>> cfg = TrainConfig(model=ModelConfig(variant="JiT-Tiny/4", img_size=16, num_classes=10),
     ...                   data=DataConfig(kind="digits"))
     >>> r = trace_step(cfg, micro_batch=4)
-    >>> r.peak_bytes > r.by_category["Param"] > 0
+    >>> r.peak_bytes > r.by_category["Parameter"] > 0
     True
 """
 
@@ -31,7 +31,7 @@ class TraceResult:
     micro_batch: int
     peak_bytes: int  # steady-state (second step) peak of tensor bytes, one process
     first_step_peak_bytes: int
-    by_category: dict[str, int]  # MemTracker categories at the peak: Param, Grad, Act, Opt, Oth, ...
+    by_category: dict[str, int]  # MemTracker categories at the peak: Parameter, Gradient, Activation, Optstate, Other, ...
     optimizer: str  # "fused" | "foreach"
 
 
