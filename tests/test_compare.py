@@ -245,3 +245,30 @@ def test_compare_two_objectives_end_to_end(cli, tmp_path, monkeypatch):
 
     names = {row.name for row in Registry().list_runs()}
     assert {"compare-cmp-x-v", "compare-cmp-eps-eps"} <= names
+
+
+def test_hardware_flags_and_ssh_reach_the_core(cli, tmp_path, monkeypatch):
+    """--gpus/--recipe build the plan with the planner; --ssh picks the SSH runner; nothing is trained here."""
+    monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "home"))
+    seen = {}
+
+    def fake_run_compare(base, shape, arms, budget, out, **kw):
+        seen.update(base=base, shape=shape, arms=arms, budget=budget, out=out, **kw)
+        raise UsageError("stop here")
+
+    monkeypatch.setattr(core, "run_compare", fake_run_compare)
+    r = cli("compare", "--gpus", "2xRTX3060", "--recipe", "JiT-B/16", "--data", str(tmp_path), "--objectives",
+            "x,eps", "--images", "5000", "--ssh", "me@127.0.0.1:2201", "--seed", "4", "--out", str(tmp_path / "o"))
+    assert r.code == 2 and "stop here" in r.err
+    plan = seen["base"]
+    assert plan.hardware.world_size == 2 and plan.train.model.variant == "JiT-B/16"
+    assert plan.train.data.path == str(tmp_path) and seen["shape"] is plan
+    assert [a.name for a in seen["arms"]] == ["x:v", "eps:v"] and seen["budget"].images == 5000
+    runner = seen["runner"]
+    assert isinstance(runner, core.SSHRunner) and runner.backend == "ssh"
+    assert (runner.target.user, runner.target.host, runner.target.port) == ("me", "127.0.0.1", 2201)
+    assert seen["seed"] == 4
+    # the images budget becomes whole steps of the plan's effective batch (2 GPUs x micro x accum)
+    eff = plan.train.effective_batch(2)
+    cfg = core.arm_train_config(plan.train, seen["arms"][0], seen["budget"], seed=4, world_size=2)
+    assert cfg.max_steps == -(-5000 // eff)
