@@ -83,7 +83,7 @@ class MetricsLogger:
             self._bar.start()
 
     def note(self, msg: str) -> None:
-        """A human line (start-up facts, warnings): stdout, above the bar when there is one."""
+        """A human line (start-up facts, records): stdout, or stderr above the bar when there is one."""
         if self._bar is not None:
             self._bar.console.print(msg, markup=False, highlight=False)
         elif self.echo:
