@@ -423,10 +423,14 @@ def run_compare(base: Any, shape: Any, arms: list[Arm], budget: Budget, out: str
     results: list[ArmResult] = []
     run_dirs: dict[str, Path] = {}
     for arm in arms:
-        cfg = arm_train_config(train, arm, budget, seed=seed, world_size=world)
         rdir = out / "arms" / arm.slug
         if rdir.exists() and any(rdir.iterdir()):
             raise UsageError(f"{rdir} already holds a run; choose a new --out folder")
+    note("preparing the common evaluation (fixed batch, t grid, classifier / reference statistics)")
+    scorer = Scorer(train, seed=train.seed if seed is None else seed, ref_stats=ref_stats)
+    for arm in arms:
+        cfg = arm_train_config(train, arm, budget, seed=seed, world_size=world)
+        rdir = out / "arms" / arm.slug
         what = base.model_copy(update={"train": cfg}) if is_plan else cfg
         config = local.prepare_run_dir(what, rdir)
         note(f"arm {arm.name}: training in {rdir} ({budget.describe()})")
@@ -440,7 +444,6 @@ def run_compare(base: Any, shape: Any, arms: list[Arm], budget: Budget, out: str
         run_dirs[arm.name] = rdir
         note(f"arm {arm.name}: {status}: {message} ({wall:.0f} s)")
 
-    scorer = Scorer(train, seed=train.seed if seed is None else seed, ref_stats=ref_stats, note=note)
     (out / "grids").mkdir(parents=True, exist_ok=True)
     for res in results:
         ckpt = run_dirs[res.arm] / "out" / "last.pt"
@@ -468,9 +471,10 @@ def _notes(results: list[ArmResult], scorer: Scorer, train: Any) -> list[str]:
     if len(spaces) > 1:
         notes.append(f"Training losses are each in their own loss space ({', '.join(spaces)}); their values are not "
                      "comparable across spaces. Compare the common v-space loss instead.")
-    notes.append(f"Common v-space loss: every arm's network on the same {scorer.n_fixed} training images, the same "
-                 f"noise and {len(scorer.t)} fixed times (quantiles of the logit-normal training t distribution), "
-                 "converted to v with jitmodel.objectives (t_eps clamp as in training).")
+    if scorer.x is not None:
+        notes.append(f"Common v-space loss: every arm's network on the same {scorer.n_fixed} training images, the "
+                     f"same noise and {len(scorer.t)} fixed times (quantiles of the logit-normal training t "
+                     "distribution), converted to v with jitmodel.objectives (t_eps clamp as in training).")
     if scorer.digits is not None:
         notes.append("Digits accuracy: a small MLP trained on scikit-learn's 8x8 digits classifies class-conditional "
                      "samples (downscaled to 8x8); FD-digits is the Fréchet distance in its 64-d hidden features "
@@ -492,16 +496,34 @@ class Scorer:
     the digits classifier and the real-digit statistics; the Inception extractor and reference stats."""
 
     def __init__(self, train: Any, *, seed: int, ref_stats: str | None = None, n_fixed: int = 256,
-                 n_t: int = 16, note: Note | None = None):
-        import numpy as np
+                 n_t: int = 16):
         import torch
 
         from jitmodel import data as data_mod
 
         self.train, self.seed, self.notes = train, seed, []
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        mc, d = train.model, train.diffusion
-        ds = data_mod.build_dataset(train.data, mc.img_size, mc.in_channels, mc.num_classes)
+        mc = train.model
+        self.x = self.digits = self.ref = self.inception = None
+        self.n_fixed = self.n_real = 0
+        self.t = torch.empty(0)
+        self.num_classes = mc.num_classes
+        if ref_stats:  # first: a bad path fails in a second, before any training
+            self._fid_setup(ref_stats)
+        try:
+            ds = data_mod.build_dataset(train.data, mc.img_size, mc.in_channels, mc.num_classes)
+        except (ValueError, OSError) as e:  # e.g. the data sits on the SSH host only
+            self.notes.append(f"Common v-loss and data metrics skipped: the data is not readable here "
+                              f"({' '.join(str(e).split())[:160]}).")
+            ds = None
+        if ds is not None:
+            self._fixed_batch(ds, seed, n_fixed, n_t)
+
+    def _fixed_batch(self, ds: Any, seed: int, n_fixed: int, n_t: int) -> None:
+        import numpy as np
+        import torch
+
+        train, mc, d = self.train, self.train.model, self.train.diffusion
         g = torch.Generator().manual_seed(seed + 7919)
         idx = torch.randperm(len(ds), generator=g)[: min(n_fixed, len(ds))]
         items = [ds[int(i)] for i in idx]
@@ -512,8 +534,6 @@ class Scorer:
         q = (torch.arange(n_t, dtype=torch.float64) + 0.5) / n_t
         self.t = torch.sigmoid(d.P_mean + d.P_std * torch.special.ndtri(q)).float()
         self.num_classes = min(mc.num_classes, len(ds.classes))
-        self.digits = self.real_mu = self.real_sigma = None
-        self.n_real = 0
         if train.data.kind == "digits":
             from jitmodel.fid import DigitsExtractor
 
@@ -521,18 +541,18 @@ class Scorer:
             real = torch.stack([ds[i][0] for i in range(len(ds))])
             feats, _ = self.digits(real)
             self.real_mu, self.real_sigma, self.n_real = feats.mean(0), np.cov(feats, rowvar=False), len(feats)
-        self.ref = self.inception = None
-        if ref_stats:
-            from jitmodel.fid import FeatureExtractorMissing, get_extractor, load_stats
 
-            try:
-                self.ref = load_stats(ref_stats)
-            except (OSError, ValueError, KeyError) as e:
-                raise UsageError(f"--ref-stats {ref_stats}: {' '.join(str(e).split())[:160]}") from None
-            try:
-                self.inception = get_extractor(self.ref[2] or "inception", device=str(self.device))
-            except FeatureExtractorMissing as e:
-                self.notes.append(f"FID skipped: {' '.join(str(e).split())[:200]}")
+    def _fid_setup(self, ref_stats: str) -> None:
+        from jitmodel.fid import FeatureExtractorMissing, get_extractor, load_stats
+
+        try:
+            self.ref = load_stats(ref_stats)
+        except (OSError, ValueError, KeyError) as e:
+            raise UsageError(f"--ref-stats {ref_stats}: {' '.join(str(e).split())[:160]}") from None
+        try:
+            self.inception = get_extractor(self.ref[2] or "inception", device=str(self.device))
+        except FeatureExtractorMissing as e:
+            self.notes.append(f"FID skipped: {' '.join(str(e).split())[:200]}")
 
     def common_v_loss(self, den: Any, prediction: str) -> list[tuple[float, float]]:
         """(t, v-space loss) on the fixed batch for each grid time."""
@@ -575,8 +595,9 @@ class Scorer:
         den, d, mc = loaded.denoiser, loaded.diffusion, loaded.model_cfg
         if (d.prediction, d.loss_space) != (res.prediction, res.loss_space):
             raise CheckFailed(f"{ckpt} records prediction {d.prediction}, loss {d.loss_space}; expected {res.arm}")
-        res.v_loss_by_t = self.common_v_loss(den, d.prediction)
-        res.v_loss_common = float(np.mean([v for _, v in res.v_loss_by_t]))
+        if self.x is not None:
+            res.v_loss_by_t = self.common_v_loss(den, d.prediction)
+            res.v_loss_common = float(np.mean([v for _, v in res.v_loss_by_t]))
 
         cls = self.classes()
         y = torch.tensor(cls * per_class, device=self.device)  # row r: one sample of every class
@@ -681,7 +702,8 @@ def plot_losses(r: CompareResult, path: Path) -> Path:
             title="common metric: v-loss on a fixed batch")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.suptitle(f"{r.variant} {r.img_size}px, {r.data}, {r.budget.describe()}", fontsize=10)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")

@@ -184,11 +184,12 @@ def test_summary_table_has_one_row_per_arm_and_the_caveats():
     (["--objectives", "x,v", "--steps", "2"], "give a PLAN file or --gpus"),
     (["TEMPLATE", "--objectives", "x,v", "--steps", "2", "--local", "--ssh", "a@b"], "choose one of"),
     (["TEMPLATE", "--objectives", "x,v", "--steps", "2", "--ema", "ema3"], "--ema must be ema1, ema2 or raw"),
+    (["TEMPLATE", "--objectives", "x,v", "--steps", "2", "--ref-stats", "nope.npz"], "--ref-stats nope.npz"),
 ])
 def test_bad_input_is_one_line_and_exit_2(cli, tmp_path, monkeypatch, args, fragment):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "home"))
-    if fragment.startswith("--ema"):  # checked before any training: give it a runner that must not run
+    if fragment.startswith(("--ema", "--ref")):  # checked before any training: give it a runner that must not run
         monkeypatch.setattr(core.LocalRunner, "run", lambda *a, **k: pytest.fail("an arm was started"))
     argv = [str(TEMPLATE) if a == "TEMPLATE" else a for a in args]
     r = cli("compare", *argv)
@@ -272,3 +273,35 @@ def test_hardware_flags_and_ssh_reach_the_core(cli, tmp_path, monkeypatch):
     eff = plan.train.effective_batch(2)
     cfg = core.arm_train_config(plan.train, seen["arms"][0], seen["budget"], seed=4, world_size=2)
     assert cfg.max_steps == -(-5000 // eff)
+
+
+def test_a_failed_arm_is_reported_and_exits_1(cli, tmp_path, monkeypatch):
+    """An arm whose trainer fails leaves no checkpoint: it is listed as failed, the others' files are still
+    written, and the command exits 1 with one line. Imagefolder data without --ref-stats: no quality metric."""
+    from PIL import Image
+
+    for c in ("cat", "dog"):
+        (tmp_path / "data" / "train" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (12, 12), (40 * i, 90, 200)).save(tmp_path / "data" / "train" / c / f"{i}.png")
+    raw = yaml.safe_load(TEMPLATE.read_text())
+    raw["model"].update(variant="JiT-Tiny/4", img_size=8, num_classes=2)
+    raw["data"].update(kind="imagefolder", path=str(tmp_path / "data"))
+    cfg = tmp_path / "folder.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(core.LocalRunner, "run", lambda self, run_dir, config, **kw: ("failed", "trainer exit 1"))
+    out = tmp_path / "cmp"
+    r = cli("compare", str(cfg), "--objectives", "x,v", "--steps", "2", "--out", str(out), "--json")
+    assert r.code == 1 and "2 of 2 arm(s) failed: x:v, v:v" in r.err and "Traceback" not in r.err
+    res = json.loads((out / "results.json").read_text())
+    assert [a["status"] for a in res["arms"]] == ["failed", "failed"]
+    assert all(a["v_loss_common"] is None and a["grid"] is None for a in res["arms"])
+    assert any("No quality metric" in n for n in res["notes"]) and any("Failed arm" in n for n in res["notes"])
+    assert (out / "summary.md").read_text().count("| failed |") == 2 and (out / "loss.png").is_file()
+    # the arms' run folders were prepared through the launch path: one config each, objective set
+    for slug, pred in (("x-v", "x"), ("v-v", "v")):
+        assert yaml.safe_load((out / "arms" / slug / "train.yaml").read_text())["diffusion"]["prediction"] == pred
+    # a second run into the same folder is refused before anything starts
+    r2 = cli("compare", str(cfg), "--objectives", "x,v", "--steps", "2", "--out", str(out))
+    assert r2.code == 2 and "already holds a run" in r2.err

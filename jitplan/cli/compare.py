@@ -54,7 +54,7 @@ def compare(
     """
     from jitplan import compare as core
     from jitplan.cli._output import emit, note
-    from jitplan.errors import UsageError
+    from jitplan.errors import CheckFailed, UsageError
 
     arms = core.parse_arms(arm, objectives)
     budget = core.make_budget(steps, images, minutes)
@@ -76,6 +76,10 @@ def compare(
     note(f"results in {out_dir.resolve()}: summary.md, results.json, loss.png, grids/")
     emit(result, json_mode=json_out, render=lambda console: console.print(core.summary_markdown(result),
                                                                            markup=False, soft_wrap=True))
+    failed = [a.arm for a in result.arms if a.status == "failed"]
+    if failed:
+        raise CheckFailed(f"{len(failed)} of {len(result.arms)} arm(s) failed: {', '.join(failed)}",
+                          hint=f"see train.log under {out_dir / 'arms'}")
 
 
 def _stamp() -> str:
