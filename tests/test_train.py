@@ -213,6 +213,34 @@ def test_run_writes_metrics_and_a_self_describing_checkpoint(tmp_path, folder):
     assert not torch.equal(ck["ema1"]["net.final_layer.linear.weight"], ck["model"]["net.final_layer.linear.weight"])
 
 
+def test_bf16_autocast_and_sdpa_on_cpu(tmp_path, folder):
+    cfg = write_cfg(tmp_path, folder, precision="bf16", model={"attention": "sdpa"}, max_steps=3)
+    assert run(cfg) == 0
+    ck, _ = final_state(tmp_path / "out")
+    assert all(v.dtype == torch.float32 for v in ck["model"].values())  # autocast: fp32 master weights
+    recs = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss"] > 0 for r in recs if "loss" in r)
+
+
+def test_resume_from_an_official_checkpoint_folder(tmp_path, folder, capsys):
+    import argparse
+
+    assert run(write_cfg(tmp_path, folder, max_steps=3)) == 0
+    ours = C.load_checkpoint(tmp_path / "out" / "last.pt")
+    official = tmp_path / "official"
+    official.mkdir()
+    torch.save({"model": ours["model"], "model_ema1": ours["ema1"], "model_ema2": ours["ema2"],
+                "optimizer": ours["optimizer"], "epoch": 0,
+                "args": argparse.Namespace(model="JiT-Tiny/4", img_size=8, class_num=3)},
+               official / "checkpoint-last.pth")
+    cfg = write_cfg(tmp_path, folder, name="ft.yaml", output_dir=str(tmp_path / "ft"), max_steps=4)
+    capsys.readouterr()
+    assert run(cfg, "--resume", str(official)) == 0
+    assert "resumed at step 3 (epoch 1, step 0 of it)" in capsys.readouterr().out
+    ck = C.load_checkpoint(tmp_path / "ft" / "last.pt")
+    assert ck["step"] == 4 and ck["epoch"] == 1 and ck["epoch_step"] == 1
+
+
 # --------------------------------------------------------------------------- exact resume
 
 @pytest.mark.parametrize("stop_at", [3, 4])  # 3: at an epoch boundary; 4: one step into epoch 1
