@@ -145,11 +145,15 @@ def test_accept_new_records_the_key_then_strict_works(sshd):
 
 
 @pytest.mark.net
+@pytest.mark.slow
 @needs_sshd
-def test_upload_start_detached_follow_and_stop_with_hostile_paths(sshd, tmp_path):
+@pytest.mark.parametrize("detach", ["setsid", "tmux"])
+def test_upload_start_detached_follow_and_stop_with_hostile_paths(sshd, tmp_path, detach):
+    if detach == "tmux" and not shutil.which("tmux"):
+        pytest.skip("tmux is not installed (the default detach is setsid/nohup)")
     sshd.trust()
     root = sshd.tmp / "remote root; touch PWNED"  # a space and a ';' in every remote path
-    job = SSHLaunch(sshd.target, SSHOptions(known_hosts=str(sshd.known_hosts), python=sys.executable),
+    job = SSHLaunch(sshd.target, SSHOptions(known_hosts=str(sshd.known_hosts), python=sys.executable, detach=detach),
                     root=str(root), run_id="run one")
     local_code = tmp_path / "code"
     (local_code / "pkg").mkdir(parents=True)
@@ -251,6 +255,7 @@ def test_cli_launch_over_ssh_trains_detached_then_follow_and_stop(cli, sshd, tmp
 
 
 @pytest.mark.net
+@pytest.mark.slow
 @needs_sshd
 def test_cli_launch_over_ssh_runs_the_remote_doctor_first(cli, sshd, tmp_path, launch_env):
     sshd.trust()

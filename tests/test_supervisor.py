@@ -169,6 +169,7 @@ def _fake_spec(tmp_path: Path, monkeypatch, mode: str) -> TorchrunSpec:
     return TorchrunSpec(config=str(cfg), module="fake_trainer", omp_num_threads=1)
 
 
+@pytest.mark.slow
 def test_restarts_are_bounded(tmp_path, registry, monkeypatch):
     spec = _fake_spec(tmp_path, monkeypatch, "oom")
     rid = registry.create_run("bounded", "local", run_dir=tmp_path / "run")
@@ -180,6 +181,7 @@ def test_restarts_are_bounded(tmp_path, registry, monkeypatch):
     assert "--max-restarts 2" in registry.events(rid)[-1].message
 
 
+@pytest.mark.slow
 def test_time_budget_stops_gracefully_and_counts_as_finished(tmp_path, registry, monkeypatch):
     spec = _fake_spec(tmp_path, monkeypatch, "sleep")
     res = supervise(tmp_path / "run", spec, max_restarts=2, poll_s=0.1, time_budget_s=12, grace_s=20)
