@@ -148,7 +148,8 @@ def launch(
         note(f"run folder {rdir}; log {rdir / local.LOG_NAME}")
         run_id, result = run_local(rdir, spec, registry=Registry(), name=name, plan_path=str(plan_file.resolve()),
                                    max_restarts=max_restarts, echo=None if json_out else sys.stderr)
-        res.update(run_id=run_id, status=result.status, final_step=result.final_step, message=result.message,
+        res.update(run_id=run_id, status=result.status, final_step=result.final_step,
+                   message=f"run {run_id}: {result.message} (folder {rdir})",
                    restarts=result.restarts, num_workers=result.num_workers)
         emit(res, json_mode=json_out, render=_render(res))
         if result.status == "failed":
