@@ -349,3 +349,20 @@ def test_docs_training_quickstart_config_runs(tmp_path, capsys):
     ck = C.load_checkpoint(tmp_path / "digits" / "last.pt")
     assert C.describe(C.checkpoint_model_config(ck)) == "JiT-Tiny/4 at 8px (10 classes)" and ck["step"] == 2
     assert ck["classes"] == [str(i) for i in range(10)]
+
+
+# --------------------------------------------------------------------------- metrics sink
+
+def test_metrics_logger_jsonl_bar_and_switches(tmp_path, monkeypatch, capsys):
+    from jitmodel.metrics import MetricsLogger, progress_wanted
+
+    with MetricsLogger(tmp_path, total_steps=4, progress=True, tensorboard=False) as m:
+        m.note("hello")
+        m.advance(1)
+        m.log({"step": 2, "loss": float("nan"), "lr": 1e-4})
+    rec = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert rec == {"step": 2, "loss": None, "lr": 1e-4}  # NaN is not JSON: written as null
+    err = capsys.readouterr().err
+    assert "hello" in err and "step 2" in err  # with a bar, lines go above it on stderr
+    monkeypatch.setenv("JITMODEL_NO_PROGRESS", "1")
+    assert not progress_wanted()
