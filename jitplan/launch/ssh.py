@@ -24,6 +24,7 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -274,19 +275,25 @@ class SSHLaunch:
         self.run(self.start_step(command))
 
     def follow(self, out: TextIO = sys.stdout, *, timeout_s: float | None = None) -> int | None:
-        """Stream train.log until the trainer exits; returns its exit code (None if unknown)."""
+        """Stream train.log until the trainer exits (or ``timeout_s`` passes); its exit code, None if still running."""
         proc = subprocess.Popen(self.follow_step().argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-        assert proc.stdout is not None
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        try:
+
+        def pump() -> None:
+            assert proc.stdout is not None
             for line in proc.stdout:
                 out.write(line)
                 out.flush()
-                if deadline is not None and time.monotonic() > deadline:
-                    break
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            pass  # detach from the log; the run goes on
         finally:
             proc.terminate()
             proc.wait()
+            reader.join(5)
         return self.exit_code()
 
     def exit_code(self) -> int | None:
