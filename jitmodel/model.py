@@ -110,6 +110,7 @@ class JiT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid, D, **kw), requires_grad=False)
         if self.in_context_len > 0:
             self.in_context_posemb = nn.Parameter(torch.zeros(1, self.in_context_len, D, **kw))
+            nn.init.normal_(self.in_context_posemb, std=0.02)  # here, as official: same RNG order, same init
         self.feat_rope = Rope2D(spec.head_dim, grid, device=device)
         self.feat_rope_incontext = Rope2D(spec.head_dim, grid, num_prefix=self.in_context_len, device=device)
 
@@ -128,8 +129,17 @@ class JiT(nn.Module):
     def img_size(self) -> int:
         return self.cfg.img_size
 
+    def reset_parameters(self) -> None:
+        """Initialise everything (e.g. after ``to_empty``): in-context posemb, weights, fixed tables."""
+        if self.in_context_len > 0:
+            nn.init.normal_(self.in_context_posemb, std=0.02)
+        self.initialize_weights()
+
     def initialize_weights(self) -> None:
-        """The official initialisation (also rebuilds the fixed tables, e.g. after ``to_empty``)."""
+        """The official initialisation, in the official order (also rebuilds the fixed tables).
+
+        Under the same seed, a model built here equals the official one tensor for tensor.
+        """
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
@@ -139,8 +149,6 @@ class JiT(nn.Module):
             nn.init.xavier_uniform_(conv.weight.view(conv.weight.shape[0], -1))
         nn.init.zeros_(self.x_embedder.proj2.bias)
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        if self.in_context_len > 0:
-            nn.init.normal_(self.in_context_posemb, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
         for mod in [*(b.adaLN_modulation[-1] for b in self.blocks), self.final_layer.adaLN_modulation[-1],

@@ -314,8 +314,9 @@ def test_build_on_meta_and_under_fake_tensors_without_allocating():
         assert m.blocks[0].attn.qkv.weight.grad is not None
 
 
-def test_to_empty_then_initialize_restores_tables():
+def test_to_empty_then_reset_parameters_restores_tables():
     m = build_model(_cfg("JiT-Tiny/4"), device="meta").to_empty(device="cpu")
-    m.initialize_weights()
+    m.reset_parameters()
     ref = build_model(_cfg("JiT-Tiny/4"))
     assert torch.equal(m.pos_embed, ref.pos_embed) and torch.equal(m.feat_rope.sin, ref.feat_rope.sin)
+    assert abs(m.in_context_posemb.std().item() - 0.02) < 0.01 and not m.final_layer.linear.weight.any()
