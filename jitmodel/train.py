@@ -187,6 +187,7 @@ class Trainer:
             self.model = torch.nn.parallel.DistributedDataParallel(self.denoiser, device_ids=ids)
         self.loader = data_mod.build_loader(self.dataset, self.sampler, cfg.data, self.device, cfg.seed + env.rank)
         self.stop_signal: int | None = None
+        self._saved_step = -1
 
     def _optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
         o = self.cfg.optim
@@ -230,7 +231,9 @@ class Trainer:
         self.step, self.epoch = int(ck["step"]), int(ck["epoch"])
         consumed = int(ck.get("epoch_samples", 0))
         per_step = self.eff_batch
-        self.epoch_step = min(consumed // per_step, self.steps_per_epoch)
+        self.epoch_step = consumed // per_step
+        if self.epoch_step >= self.steps_per_epoch:  # saved at an epoch's end (or the epoch got shorter)
+            self.epoch, self.epoch_step = self.epoch + 1, 0
         rng = ck.get("rng") or {}
         ranks = rng.get("per_rank", [])
         if int(ck.get("world_size", 0)) == self.env.world_size and len(ranks) == self.env.world_size:
@@ -283,6 +286,10 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def save(self, permanent: bool = False) -> None:
+        """Checkpoint on rank 0 (every rank's RNG state gathered into it), then a barrier."""
+        if self.step == self._saved_step and not permanent:
+            return  # e.g. the end of an epoch that was also the last step
+        self._saved_step = self.step
         rng = ckpt_io.capture_rng(self.gen)
         ranks = [rng]
         if self.env.distributed:
@@ -341,7 +348,7 @@ class Trainer:
                 log.close()
 
     def _fit(self, log: MetricsLogger) -> int:
-        cfg, env, accum = self.cfg, self.env, self.cfg.accum_steps
+        cfg, env, accum, every = self.cfg, self.env, self.cfg.accum_steps, self.cfg.checkpoint.every_steps
         log.note(f"{cfg.model.variant} at {cfg.model.img_size}px, {len(self.dataset)} images in {len(self.classes)} "
                  f"classes | effective batch {self.eff_batch} = micro {cfg.batch_per_gpu} x accum {accum} x world "
                  f"{env.world_size} | peak lr {self.peak_lr:.3g} | {self.steps_per_epoch} steps/epoch, "
@@ -357,7 +364,7 @@ class Trainer:
             self.sampler.set_epoch(self.epoch, start_micro=self.epoch_step * accum)
             if first_epoch and self.kill_armed:
                 data_mod.arm_worker_kill(self.dataset, cfg.data.num_workers, cfg.batch_per_gpu)
-            loss_sum, stop = None, False
+            loss_sum, stop, at = None, False, self.step
             for i, (x, y) in enumerate(self.loader):
                 loss = self._micro_step(x, y, last=(i + 1) % accum == 0)
                 loss_sum = loss if loss_sum is None else loss_sum + loss
@@ -366,8 +373,7 @@ class Trainer:
                 value, lr, stop = self._optimizer_step(loss_sum)
                 loss_sum = None
                 window.append(value)
-                if log is not None:
-                    log.advance(self.step)
+                log.advance(self.step)
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                     dt = time.perf_counter() - t0
                     mem, kind = peak_memory_mib(self.device)
@@ -376,18 +382,20 @@ class Trainer:
                              "img_per_s": round((self.step - n0) * self.eff_batch / max(dt, 1e-9), 2),
                              "peak_mem_mib": round(mem, 1), "mem_kind": kind})
                     window, t0, n0 = [], time.perf_counter(), self.step
-                final = stop or self.step >= self.total_steps
-                every = cfg.checkpoint.every_steps
-                if every and self.step % every == 0 and not final:
+                if stop or self.step >= self.total_steps or self.epoch_step == self.steps_per_epoch:
+                    break  # the saves below see a consistent position (epoch bumped first)
+                if every and self.step % every == 0:
                     self.save()
-                if final or self.epoch_step == self.steps_per_epoch:
-                    break
+            if self.step == at:
+                raise RuntimeError(f"the data loader gave no batch for epoch {self.epoch} (step {self.step})")
             if first_epoch and self.kill_armed:
                 self.dataset.kill_after_items = None
             first_epoch = False
             if self.epoch_step == self.steps_per_epoch:
                 self.epoch, self.epoch_step = self.epoch + 1, 0
                 self._end_of_epoch(log)
+            if every and self.step % every == 0:
+                self.save()  # no-op when the epoch end already saved this step
             if stop:
                 self.save()
                 sig = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal on another rank"

@@ -257,6 +257,18 @@ def test_interrupted_and_resumed_equals_uninterrupted_bitwise(tmp_path, folder, 
     assert_same_training_state(tmp_path / "whole", tmp_path / "again")
 
 
+def test_step_checkpoints_resume_exactly_including_at_an_epoch_end(tmp_path, folder):
+    cfg = write_cfg(tmp_path, folder, max_steps=7, checkpoint={"every_steps": 3, "every_epochs": 100, "keep_last": 5})
+    assert run(cfg) == 0
+    assert sorted(p.name for p in (tmp_path / "out" / "ckpt").iterdir()) == ["0000003.pt", "0000006.pt", "0000007.pt"]
+    at_end = C.load_checkpoint(tmp_path / "out" / "ckpt" / "0000003.pt")
+    assert (at_end["epoch"], at_end["epoch_step"]) == (1, 0)  # saved after the epoch was counted
+    for start in ("0000003.pt", "0000006.pt"):
+        out = tmp_path / f"from-{start}"
+        assert run(cfg, "--resume", str(tmp_path / "out" / "ckpt" / start), "--output-dir", str(out)) == 0
+        assert_same_training_state(tmp_path / "out", out)
+
+
 @pytest.mark.slow
 def test_sigterm_finishes_the_step_checkpoints_exits_0_and_resumes_exactly(tmp_path, folder):
     cfg = write_cfg(tmp_path, folder, name="long.yaml", output_dir=str(tmp_path / "sig"), max_steps=10_000)
