@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +131,12 @@ def test_python_m_jitmodel_help_runs():
     assert out.returncode == 0
     for cmd in ("train", "sample", "trajectory", "evaluate", "fid-stats"):
         assert cmd in out.stdout
+
+
+def test_the_python_example_in_docs_runs(ckpt):
+    import re
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "sampling.md").read_text()
+    block = re.search(r"```python\n(.*?)```", doc, re.S).group(1)
+    code = block.replace('"runs/jit/last.pt"', repr(str(ckpt))).replace("steps=50", "steps=3")
+    exec(compile(code, "docs/sampling.md", "exec"), {})
