@@ -9,6 +9,7 @@ Target: median <= 0.3 s on the 2-core CI machine, and neither torch, numpy nor v
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import statistics
 import subprocess
@@ -29,17 +30,23 @@ def main() -> None:
     exe = shutil.which("jitplan")
     cmd = [exe, "plan", *args] if exe else [sys.executable, "-m", "jitplan", "plan", *args]
     subprocess.run(cmd, capture_output=True, check=True)  # warm the page cache and .pyc files
-    walls = []
+    walls, cpus = [], []
     for _ in range(a.n):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         subprocess.run(cmd, capture_output=True, check=True)
         walls.append(time.perf_counter() - t0)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     probe = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True)
     heavy = [ln.split(" ", 1)[1] if " " in ln else "" for ln in probe.stderr.splitlines() if ln.startswith("HEAVY")]
     q = statistics.quantiles(walls, n=10)
     print(f"command: {' '.join(cmd)}")
     print(f"runs: {a.n}  median: {statistics.median(walls):.3f} s  p10: {q[0]:.3f} s  p90: {q[-1]:.3f} s  "
           f"min: {min(walls):.3f} s")
+    print(f"cpu (user+sys) median: {statistics.median(cpus):.3f} s  min: {min(cpus):.3f} s  "
+          f"(what the wall would be on an idle machine; one process, one thread)")
+    print(f"load average during the runs: {' '.join(f'{x:.1f}' for x in __import__('os').getloadavg())}")
     print(f"heavy modules imported: {heavy[0] or 'none'}")
     print("target: median <= 0.300 s -> " + ("OK" if statistics.median(walls) <= 0.3 else "MISSED"))
 

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 
 from jitmodel.config import TrainConfig
@@ -210,6 +209,8 @@ def render_launch(hardware: HardwareSpec, options: PlanOptions, slug: str) -> La
         argv = ["torchrun", "--standalone", "--nnodes", "1", "--nproc-per-node", str(g), *tail]
         return LaunchSpec(nnodes=1, nproc_per_node=g, rdzv_backend="static", rdzv_endpoint=None, rdzv_id=None,
                           argv=argv)
+    import hashlib
+
     rid = "jit-" + hashlib.sha1(f"{slug}:{n}x{g}:{options.rdzv_endpoint}".encode()).hexdigest()[:8]
     argv = ["torchrun", "--nnodes", str(n), "--nproc-per-node", str(g), "--rdzv-backend", "c10d",
             "--rdzv-endpoint", options.rdzv_endpoint, "--rdzv-id", rid, *tail]
