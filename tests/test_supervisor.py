@@ -122,7 +122,7 @@ def _trainer_pid(run_dir: Path) -> int | None:
 @pytest.mark.slow
 def test_sigtermed_trainer_is_resumed_from_its_checkpoint(tmp_path, registry):
     run_dir = tmp_path / "run"
-    cfg = _tiny_config(run_dir, workers=0, max_steps=30, every=3)
+    cfg = _tiny_config(run_dir, workers=1, max_steps=30, every=3)  # a DataLoader worker must survive the stop
     rid = registry.create_run("term", "local", run_dir=run_dir)
     box: dict = {}
     t = threading.Thread(target=lambda: box.update(res=supervise(

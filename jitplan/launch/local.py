@@ -9,8 +9,8 @@
     >>> open(p.log_path).read()
     'hi\\n'
 
-``stop_run(run_dir)`` sends SIGTERM to the whole process group (torchrun forwards it to the ranks,
-which checkpoint and exit), then SIGKILL after a grace period.
+``stop_run(run_dir)`` sends SIGTERM to the ranks (each finishes its step, checkpoints and exits 0),
+then SIGKILL to the whole process group after a grace period.
 """
 
 from __future__ import annotations
@@ -62,13 +62,40 @@ class LocalProcess:
         return rc
 
     def terminate(self, grace_s: float = 30.0) -> int:
-        """SIGTERM the process group, SIGKILL it after ``grace_s``; returns the exit code."""
-        _signal_group(self.proc.pid, signal.SIGTERM)
+        """Stop gracefully (``term_ranks``), SIGKILL the group after ``grace_s``; returns the exit code."""
+        term_ranks(self.proc.pid)
         try:
             return self.wait(grace_s)
         except subprocess.TimeoutExpired:
             _signal_group(self.proc.pid, signal.SIGKILL)
             return self.wait()
+
+
+def term_ranks(torchrun_pid: int) -> list[int]:
+    """SIGTERM the ranks (torchrun's child processes) only; the whole group when there are none yet.
+
+    Why not the group: torchrun answers its own SIGTERM by killing each rank's *process group*, and that
+    takes the ranks' DataLoader workers down mid-step ("DataLoader worker ... killed by signal:
+    Terminated", seen with torch 2.13), before the trainer can write its checkpoint. A rank that gets the
+    signal alone finishes its step, checkpoints, shuts its workers down and exits 0; torchrun then exits 0.
+    Returns the pids signalled.
+    """
+    import psutil
+
+    try:
+        ranks = [c.pid for c in psutil.Process(torchrun_pid).children(recursive=False)]
+    except psutil.NoSuchProcess:
+        return []
+    sent = []
+    for pid in ranks:
+        try:
+            os.kill(pid, signal.SIGTERM)
+            sent.append(pid)
+        except ProcessLookupError:
+            continue
+    if not sent:
+        _signal_group(torchrun_pid, signal.SIGTERM)
+    return sent
 
 
 def _signal_group(pid: int, sig: int) -> bool:
@@ -112,7 +139,7 @@ def start(cmd: NodeCommand, run_dir: str | Path, *, echo: TextIO | None = None, 
 
 
 def stop_run(run_dir: str | Path, grace_s: float = 30.0) -> bool:
-    """Stop the run whose pid is in ``run_dir/pid``: SIGTERM its group, SIGKILL after ``grace_s``.
+    """Stop the run whose pid is in ``run_dir/pid``: SIGTERM its ranks, SIGKILL the group after ``grace_s``.
 
     Returns False when nothing was running. Writes ``run_dir/stop`` first so a supervisor watching the
     run knows the stop was asked for and does not restart it.
@@ -122,9 +149,10 @@ def stop_run(run_dir: str | Path, grace_s: float = 30.0) -> bool:
         pid = int((run_dir / PID_NAME).read_text().strip())
     except (FileNotFoundError, ValueError):
         return False
-    write_atomic(run_dir / "stop", "requested\n")
-    if not _signal_group(pid, signal.SIGTERM):
+    if not _group_alive(pid):
         return False
+    write_atomic(run_dir / "stop", "requested\n")
+    term_ranks(pid)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         if not _group_alive(pid):

@@ -206,10 +206,18 @@ class SSHLaunch:
         script = f"touch {log}; tail -n +1 --pid=\"$(cat {pid})\" -f {log}"
         return Step(name="follow logs", argv=self.ssh(_remote_sh(script)))
 
-    def stop_step(self) -> Step:
+    def stop_step(self, *, group: bool = False) -> Step:
+        """SIGTERM the ranks (torchrun's children) so they checkpoint and exit 0, or the whole process group
+        (``group``: the escalation). run_remote.sh's pid -> torchrun -> ranks; see local.term_ranks for why
+        not the group first."""
         pid, stop = shlex.quote(self.run_dir + "/pid"), shlex.quote(self.run_dir + "/stop")
-        script = (f"touch {stop} && p=$(cat {pid}) && g=$(ps -o pgid= -p \"$p\" | tr -d ' ') && [ -n \"$g\" ] && "
-                  f"kill -TERM \"-$g\"")
+        to_group = "g=$(ps -o pgid= -p \"$p\" | tr -d ' ') && [ -n \"$g\" ] && kill -TERM \"-$g\""
+        if group:
+            script = f"touch {stop} && p=$(cat {pid}) && {to_group}"
+        else:
+            script = (f"touch {stop} && p=$(cat {pid}) && r= && for t in $(pgrep -P \"$p\"); do "
+                      f"r=\"$r $(pgrep -P \"$t\" | tr '\\n' ' ')\"; done; "
+                      f"if [ -n \"$(echo $r)\" ]; then kill -TERM $r; else {to_group}; fi")
         return Step(name="stop training", argv=self.ssh(_remote_sh(script)))
 
     def status_step(self) -> Step:
@@ -304,18 +312,18 @@ class SSHLaunch:
         return self.run(self.status_step()).strip()
 
     def stop(self, *, wait_s: float = 60.0) -> int | None:
-        """SIGTERM the remote run's process group and wait for its exit code.
-
-        The ranks checkpoint and exit 0; torchrun itself then exits 1 ("got signal: 15"), so the code
-        returned is torchrun's. ``run_dir/stop`` marks the stop as asked for.
-        """
+        """SIGTERM the remote ranks and wait for the exit code; after ``wait_s``, SIGTERM the process group
+        and wait 30 s more. ``run_dir/stop`` marks the stop as asked for. None when it has not exited yet."""
         self.run(self.stop_step())
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            code = self.exit_code()
-            if code is not None:
-                return code
-            time.sleep(0.5)
+        for extra, escalate in ((wait_s, True), (30.0, False)):
+            deadline = time.monotonic() + extra
+            while time.monotonic() < deadline:
+                code = self.exit_code()
+                if code is not None:
+                    return code
+                time.sleep(0.5)
+            if escalate:
+                self.run(self.stop_step(group=True))
         return None
 
 

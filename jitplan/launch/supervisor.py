@@ -227,7 +227,8 @@ def _run_nodes(spec: TorchrunSpec, run_dir: Path, *, echo: TextIO | None, env: d
         while any(p.poll() is None for p in procs):
             if deadline is not None and time.monotonic() > deadline:
                 local.write_atomic(stop_file, "time budget\n")
-                return next((c for c in (p.terminate(grace_s) for p in procs) if c != 0), 0)
+                codes = [p.terminate(grace_s) for p in procs]
+                return next((c for c in codes if c != 0), 0)
             time.sleep(poll_s)
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
