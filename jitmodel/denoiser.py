@@ -70,7 +70,10 @@ class Denoiser(nn.Module):
         return objectives.loss(out, x, e, z, tb, d.prediction, d.loss_space, d.t_eps)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Scalar training loss. Draw order (as official): label dropout (training only), t, noise."""
+        """Scalar training loss. Draw order (as official): label dropout (training only), t, noise.
+
+        ``generator`` (optional) must live on ``x``'s device; without it the global RNG is used.
+        """
         if x.ndim != 4:
             raise ValueError(f"expected images of shape (B, C, H, W), got {tuple(x.shape)}")
         if self.training and self.diff_cfg.label_drop_prob > 0:

@@ -320,3 +320,16 @@ def test_to_empty_then_reset_parameters_restores_tables():
     ref = build_model(_cfg("JiT-Tiny/4"))
     assert torch.equal(m.pos_embed, ref.pos_embed) and torch.equal(m.feat_rope.sin, ref.feat_rope.sin)
     assert abs(m.in_context_posemb.std().item() - 0.02) < 0.01 and not m.final_layer.linear.weight.any()
+
+
+@pytest.mark.slow
+def test_exact_path_compiles_as_one_graph_under_autocast():
+    m = build_model(_cfg("JiT-Tiny/4"))  # the exact path holds an autocast-off region
+    _randomize(m)
+    compiled = torch.compile(m, backend="aot_eager", fullgraph=True)  # fullgraph: a graph break raises
+    x, t, y = torch.randn(2, 3, 8, 8), torch.rand(2), torch.tensor([1, 10])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, ref = compiled(x, t, y), m(x, t, y)
+    assert torch.equal(out, ref)
+    out.float().sum().backward()
+    assert m.blocks[0].attn.qkv.weight.grad is not None
