@@ -7,8 +7,8 @@ and the images do not depend on the batch size or the number of ranks.
 
 Staying inside the NCCL timeout: generation has no collective at all (the official code calls a barrier
 after every batch, so every rank waits for rank 0's PNG writes); rank 0 only prints progress. The ranks
-meet once, after their shards, in one all-reduce of feature sums (n, sum f, sum f f^T and IS split sums),
-and strided shards keep them within a batch of each other. Every rank then computes the same FID/IS from
+meet only after their shards, in two small all-reduces (the image count, then the feature sums n, sum f,
+sum f f^T and the IS split sums), and strided shards keep them within a batch of each other. Every rank then computes the same FID/IS from
 the merged sums (seconds), so no rank waits on another's arithmetic.
 
     # one process
