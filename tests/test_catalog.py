@@ -44,6 +44,8 @@ def test_geforce_bf16_is_fp32_accumulate_rate():
     ("NVIDIA A100-SXM4-40GB", "A100 40GB SXM"), ("NVIDIA A100 80GB PCIe", "A100 80GB PCIe"),
     ("RTX 6000Ada", "RTX 6000 Ada"), ("NVIDIA RTX 6000 Ada Generation", "RTX 6000 Ada"), ("a6000", "RTX A6000"),
     ("l40s", "L40S"), ("H200", "H200"), ("RTX 4060 Ti", "RTX 4060 Ti 16GB"),
+    ("A100-40GB", "A100 40GB SXM"), ("A100-80GB", "A100 80GB SXM"), ("A100 PCIE 80GB", "A100 80GB PCIe"),
+    ("RTX 3080 12GB", "RTX 3080 12GB"), ("rtx3080 10gb", "RTX 3080 10GB"),
 ])
 def test_lookup_forgiving(name, expected):
     assert lookup(name).name == expected

@@ -27,6 +27,9 @@ from jitplan.hardware.schema import GPUSpec
 CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 _MIB = 2**20
 _NOISE = re.compile(r"nvidia|geforce|[^a-z0-9]")
+# Memory sizes and form factors as separate words: "A100 40GB SXM" -> family "a100".
+_FAMILY_NOISE = re.compile(r"[\s_-]+(?:\d+\s*gi?b|sxm\d?|pcie|nvl|hbm\d?e?)(?=$|[\s_-])", re.IGNORECASE)
+_MEM_GB = re.compile(r"(\d+)\s*gb", re.IGNORECASE)
 _MEM_SUFFIX = re.compile(r"[\s_-]+\d+\s*(?:gb|gib|g)$", re.IGNORECASE)  # "RTX 3060 12GB" -> "RTX 3060"
 
 
@@ -69,6 +72,18 @@ def _index() -> dict[str, list[GPUSpec]]:
     return index
 
 
+def _family(name: str) -> str:
+    return normalize(_FAMILY_NOISE.sub("", name.strip()))
+
+
+@functools.lru_cache(maxsize=1)
+def _families() -> dict[str, list[GPUSpec]]:
+    fam: dict[str, list[GPUSpec]] = {}
+    for spec in catalog():
+        fam.setdefault(_family(spec.name), []).append(spec)
+    return fam
+
+
 def _pick(candidates: list[GPUSpec], memory_bytes: int | None) -> GPUSpec:
     if memory_bytes is None or len(candidates) == 1:
         return candidates[0]
@@ -81,9 +96,17 @@ def match_nvml_name(name: str, memory_bytes: int | None = None) -> GPUSpec | Non
     ``memory_bytes`` (what NVML reports) picks between rows that share a name (RTX 3080 10/12 GB).
     """
     index = _index()
-    for key in _keys(name):
+    keys = _keys(name)
+    gb = _MEM_GB.search(name)
+    hint = memory_bytes if memory_bytes is not None else (int(gb.group(1)) * 2**30 if gb else None)
+    if keys and keys[0] in index:
+        return _pick(index[keys[0]], hint)
+    family = _families().get(_family(name))
+    if gb and family:  # "A100-40GB": the size in the name picks the row of its family
+        return _pick(family, hint)
+    for key in keys[1:]:
         if key in index:
-            return _pick(index[key], memory_bytes)
+            return _pick(index[key], hint)
     return None
 
 
