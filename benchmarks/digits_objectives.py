@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--objectives", default="x,v,eps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="OMP threads per arm (1 is fastest on a busy 2-core box)")
-    p.add_argument("--per-class", type=int, default=30, help="samples per digit for accuracy / FD")
+    p.add_argument("--per-class", type=int, default=20, help="samples per digit for accuracy / FD")
     p.add_argument("--out", default="runs/study-digits")
     p.add_argument("--docs-img", default=None, help="also copy loss.png and the grids into this folder")
     args = p.parse_args(argv)
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     res = compare.run_compare(base, shape, arms, compare.Budget(steps=args.steps), args.out,
                               runner=compare.LocalRunner(shape, threads=args.threads, echo=sys.stderr),
-                              seed=args.seed, per_class=args.per_class, note=lambda m: print(m, file=sys.stderr))
+                              seed=args.seed, per_class=args.per_class, threads=args.threads, note=lambda m: print(m, file=sys.stderr))
     total = time.monotonic() - t0
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads/arm "
           f"{args.threads}, total {total / 60:.1f} min")

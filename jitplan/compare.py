@@ -403,11 +403,13 @@ def world_size_of(shape: Any) -> int:
 def run_compare(base: Any, shape: Any, arms: list[Arm], budget: Budget, out: str | Path, *,
                 runner: Runner | None = None, seed: int | None = None, ema: str | None = None,
                 sample_steps: int = 50, per_class: int = 10, ref_stats: str | None = None,
-                note: Note | None = None) -> CompareResult:
+                threads: int | None = None, note: Note | None = None) -> CompareResult:
     """Run every arm with the same data, seed and budget, score them alike, and write the results.
 
     ``base`` is a Plan or a TrainConfig; ``shape`` what the torchrun spec reads (the plan itself, or a
-    hardware mapping). Returns the CompareResult also written to ``out/results.json``.
+    hardware mapping). ``threads`` caps torch's CPU threads while scoring (as ``--threads`` does for the
+    ranks: on a busy machine fewer threads are much faster). Returns the CompareResult also written to
+    ``out/results.json``.
     """
     from jitplan.launch import local
 
@@ -426,6 +428,10 @@ def run_compare(base: Any, shape: Any, arms: list[Arm], budget: Budget, out: str
         rdir = out / "arms" / arm.slug
         if rdir.exists() and any(rdir.iterdir()):
             raise UsageError(f"{rdir} already holds a run; choose a new --out folder")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     note("preparing the common evaluation (fixed batch, t grid, classifier / reference statistics)")
     scorer = Scorer(train, seed=train.seed if seed is None else seed, ref_stats=ref_stats)
     for arm in arms:

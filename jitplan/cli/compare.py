@@ -41,7 +41,7 @@ def compare(
     remote_python: str = typer.Option("python3", "--remote-python", help="Remote interpreter with torch."),
     bid: float | None = typer.Option(None, "--bid", help="Vast: interruptible at this $/h per GPU."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Vast: do not ask before renting."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="OMP_NUM_THREADS of each rank."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads of each rank and of the scoring."),
     ema: str | None = typer.Option(None, "--ema", help="Weights to score: ema1, ema2 or raw (default: config)."),
     sample_steps: int = typer.Option(50, "--sample-steps", min=1, help="Sampler steps for the grids/metrics."),
     per_class: int = typer.Option(10, "--per-class", min=1, help="Samples per class (10 classes at most)."),
@@ -72,7 +72,8 @@ def compare(
     else:
         runner = core.LocalRunner(shape, threads=threads, echo=echo)
     result = core.run_compare(base, shape, arms, budget, out_dir, runner=runner, seed=seed, ema=ema,
-                              sample_steps=sample_steps, per_class=per_class, ref_stats=ref_stats, note=note)
+                              sample_steps=sample_steps, per_class=per_class, ref_stats=ref_stats, threads=threads,
+                              note=note)
     note(f"results in {out_dir.resolve()}: summary.md, results.json, loss.png, grids/")
     emit(result, json_mode=json_out, render=lambda console: console.print(core.summary_markdown(result),
                                                                            markup=False, soft_wrap=True))
