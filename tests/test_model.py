@@ -333,3 +333,12 @@ def test_exact_path_compiles_as_one_graph_under_autocast():
     assert torch.equal(out, ref)
     out.float().sum().backward()
     assert m.blocks[0].attn.qkv.weight.grad is not None
+
+
+@pytest.mark.parametrize("module", ["jitmodel.layers", "jitmodel.model", "jitmodel.objectives", "jitmodel.denoiser"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), verbose=False)
+    assert result.attempted > 0 and result.failed == 0
