@@ -273,3 +273,16 @@ def yaml_load(path: Path):
     import yaml
 
     return yaml.safe_load(path.read_text())
+
+
+@pytest.mark.net
+@needs_sshd
+def test_a_remote_python_without_torch_is_refused_with_the_fixes(sshd, tmp_path):
+    sshd.trust()
+    job = SSHLaunch(sshd.target, SSHOptions(known_hosts=str(sshd.known_hosts), python="/bin/false"),
+                    root=str(sshd.tmp / "r"), run_id="a")
+    job.prepare()
+    with pytest.raises(CheckFailed) as e:
+        job.ensure_env(create=False)
+    assert "check python env failed" in e.value.message
+    assert "--create-env" in e.value.hint and "--remote-python" in e.value.hint

@@ -276,7 +276,14 @@ class SSHLaunch:
         if create:
             step, python = self.env_create_step(self.opts.python)
             self.run(step, timeout_s=3600)
-        self.run(self.env_check_step(python))
+        try:
+            self.run(self.env_check_step(python))
+        except CheckFailed as e:
+            if create:
+                raise
+            raise CheckFailed(e.message, hint=f"{python} on {self.target} cannot import torch and jitmodel: pass "
+                              f"--remote-python PATH (a Python with torch), or --create-env to make a venv at "
+                              f"{self.root}/venv and pip install the project into it") from None
         return python
 
     def start(self, command: NodeCommand) -> None:
