@@ -188,3 +188,30 @@ def test_time_budget_stops_gracefully_and_counts_as_finished(tmp_path, registry,
     assert res.status == "finished" and res.final_step == 3 and "time budget" in res.message
     assert res.outcomes == [Outcome.stopped]
     assert "stopped by SIGTERM" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_rewrite_workers_goes_through_the_planner_for_a_plan(tmp_path):
+    from jitmodel.config import TrainConfig
+    from jitplan.hardware.spec import hardware_from_flags
+    from jitplan.launch.supervisor import _rewrite_workers
+    from jitplan.planner.plan import make_plan
+    from jitplan.schemas import PlanOptions, load_plan, load_recipe, save_plan
+
+    plan = make_plan(hardware_from_flags("1xRTX3060", host_ram="24GB"), load_recipe("JiT-B/16"), PlanOptions())
+    assert plan.workers.per_rank >= 2
+    path = tmp_path / "plan.yaml"
+    save_plan(plan, path)
+    _rewrite_workers(path, 1)
+    new = load_plan(path)
+    assert new.train.data.num_workers == 1 and new.workers.per_rank == 1
+    assert new.workers.reasons[0].startswith("re-planned")
+    # a config whose worker count is above the plan's decision is still lowered
+    tiny = TrainConfig.model_validate({"data": {"kind": "digits", "num_workers": 6}})
+    save_plan(plan.model_copy(update={"train": tiny, "workers": plan.workers.model_copy(update={"per_rank": 1})}),
+              path)
+    _rewrite_workers(path, 3)
+    assert load_plan(path).train.data.num_workers == 3
+    bare = _tiny_config(tmp_path / "bare", workers=1, max_steps=4, every=2)
+    _rewrite_workers(bare, 0)
+    data = yaml.safe_load(bare.read_text())["data"]
+    assert (data["num_workers"], data["prefetch_factor"], data["persistent_workers"]) == (0, None, False)

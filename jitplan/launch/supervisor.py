@@ -144,10 +144,11 @@ def _size(path: Path) -> int:
 def supervise(run_dir: str | Path, spec: TorchrunSpec, *, max_restarts: int = 3, events: EventFn | None = None,
               echo: TextIO | None = None, env: dict[str, str] | None = None, grace_s: float = 60.0,
               poll_s: float = 0.5, time_budget_s: float | None = None) -> SupervisionResult:
-    """Run ``spec`` (one node) in ``run_dir`` until it finishes, is stopped, fails or runs out of restarts.
+    """Run ``spec`` (all its nodes, here) in ``run_dir`` until it finishes, is stopped, fails or runs out of
+    restarts.
 
-    ``run_dir/train.yaml`` holds the TrainConfig; between tries it is rewritten (atomically) with the new
-    ``data.num_workers``. ``spec.config`` must point at that file and ``spec.resume`` must be on.
+    ``spec.config`` is the run's plan or TrainConfig YAML; between tries it is rewritten (atomically) with
+    the new ``data.num_workers``. ``spec.resume`` must be on.
     ``time_budget_s`` stops the run gracefully (SIGTERM: the ranks checkpoint) once that much time has
     passed; a run stopped so counts as finished.
     """
@@ -252,7 +253,11 @@ def _rewrite_workers(cfg_path: Path, workers: int) -> None:
         from jitplan.planner.plan import replan_workers
         from jitplan.schemas import load_plan, save_plan
 
-        save_plan(replan_workers(load_plan(cfg_path), workers), cfg_path)
+        plan = replan_workers(load_plan(cfg_path), workers)
+        if plan.train.data.num_workers != workers:  # the plan's decision was already lower than the config
+            data = plan.train.data.model_copy(update={"num_workers": workers})
+            plan = plan.model_copy(update={"train": plan.train.model_copy(update={"data": data})})
+        save_plan(plan, cfg_path)
         return
     target = raw["train"] if "train" in raw and "data" not in raw else raw
     target["data"]["num_workers"] = workers
