@@ -272,12 +272,16 @@ def test_exact_and_sdpa_attention_agree_fp32_and_bf16():
 
 
 def test_exact_attention_logits_are_fp32_under_autocast():
-    q = torch.randn(1, 1, 8, 16)
-    k = q + 1e-3 * torch.randn_like(q)  # near-duplicate keys: bf16 logits would tie
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 1, 8, 16, generator=g) * 20
+    k = q[:, :, :1] + 0.2 * torch.randn(1, 1, 8, 16, generator=g)  # large logits, small differences
+    v = torch.eye(8)[None, None]
+    ref = torch.softmax(q.double() @ k.double().transpose(-2, -1) / 4, -1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        a = attention_exact(q * 20, k * 20, torch.eye(8)[None, None].bfloat16())
-    ref = torch.softmax((q * 20) @ (k * 20).transpose(-2, -1) / 4, -1)
-    assert torch.allclose(a.float(), ref, atol=1e-2)
+        exact = attention_exact(q, k, v.bfloat16())
+        bf16_logits = torch.softmax(q @ k.transpose(-2, -1) / 4, -1)  # what autocast alone would do
+    assert (exact.double() - ref).abs().max() < 0.01  # measured 0.002
+    assert (bf16_logits.double() - ref).abs().max() > 0.1  # measured 0.38: the case is discriminative
 
 
 @pytest.mark.parametrize("name", TINY)
