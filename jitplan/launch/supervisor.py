@@ -171,14 +171,16 @@ def supervise(run_dir: str | Path, spec: TorchrunSpec, *, max_restarts: int = 3,
     step = checkpoint_step(out_dir)
     deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
     while True:
-        offset = _size(log_path)
+        logs = [log_path, *(run_dir / f"train.node{r}.log" for r in range(1, spec.nnodes))]
+        offsets = [_size(p) for p in logs]
         workers = cfg.data.num_workers
         emit("started", f"try {len(outcomes) + 1}: torchrun with {workers} data workers per rank",
              {"attempt": len(outcomes) + 1, "num_workers": workers, "resume_step": step})
         rc = _run_nodes(spec, run_dir, echo=echo, env=env, grace_s=grace_s, poll_s=poll_s, stop_file=stop_file,
                         deadline=deadline)
         new_step = checkpoint_step(out_dir)
-        outcome = classify(rc, _log_since(log_path, offset), step_before=step, step_after=new_step,
+        log_text = "\n".join(_log_since(p, o) for p, o in zip(logs, offsets, strict=True))
+        outcome = classify(rc, log_text, step_before=step, step_after=new_step,
                            max_steps=cfg.max_steps, stop_requested=stop_file.exists())
         outcomes.append(outcome)
         step = new_step
