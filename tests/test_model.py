@@ -85,6 +85,22 @@ def test_state_dict_matches_official_b16_keys_and_shapes():
     assert got == expected  # same keys, same shapes, same order; RoPE tables are not in it
 
 
+@pytest.mark.parametrize("name,img,shapes", [
+    # from jit_repo.md section 1.3: the shapes behind the "pos_embed shape mismatch" reports
+    ("JiT-B/16", 256, {"pos_embed": (1, 256, 768), "x_embedder.proj1.weight": (128, 3, 16, 16),
+                       "final_layer.linear.weight": (768, 768)}),
+    ("JiT-B/16", 512, {"pos_embed": (1, 1024, 768)}),
+    ("JiT-B/32", 512, {"pos_embed": (1, 256, 768), "x_embedder.proj1.weight": (128, 3, 32, 32),
+                       "final_layer.linear.weight": (3072, 768)}),
+    ("JiT-L/16", 256, {"pos_embed": (1, 256, 1024), "blocks.23.mlp.w3.weight": (1024, 2730)}),
+    ("JiT-H/16", 256, {"pos_embed": (1, 256, 1280), "x_embedder.proj1.weight": (256, 3, 16, 16),
+                       "blocks.31.attn.q_norm.weight": (80,), "blocks.31.mlp.w12.weight": (6826, 1280)}),
+])
+def test_image_size_dependent_shapes(name, img, shapes):
+    sd = build_model(ModelConfig(variant=name, img_size=img), device="meta").state_dict()
+    assert {k: tuple(sd[k].shape) for k in shapes} == shapes
+
+
 def test_rope_tables_are_non_persistent_buffers():
     m = build_model(_cfg("JiT-Tiny/4"))
     names = {n for n, _ in m.named_buffers()}
