@@ -129,12 +129,17 @@ def test_trace_flag_replaces_the_memory_estimate(cli, tmp_path):
     pytest.importorskip("torch")
     rec = tmp_path / "tiny.yaml"
     rec.write_text(TINY_RECIPE)
-    r = cli("plan", "--gpus", "1xRTX3060", "--recipe", str(rec), "--trace", "--json")
+    r = cli("plan", "--gpus", "1xRTX3060", "--recipe", str(rec), "--trace", "--batch-per-gpu", "32", "--json")
     assert r.code == 0, r.err
-    est = json.loads(r.out)["estimates"]
-    assert est["memory_source"] == "trace"
-    assert est["memory_breakdown"][0]["name"] == "traced step (eager)"
+    plan = json.loads(r.out)
+    est = plan["estimates"]
+    assert est["memory_source"] == "trace" and plan["train"]["accum_steps"] == 4
+    names = [i["name"] for i in est["memory_breakdown"]]
+    assert names[0] == "traced step (eager)"
+    assert "gradients" in names  # one traced micro-step; with accumulation the gradients stay allocated
     assert sum(i["bytes"] for i in est["memory_breakdown"]) == est["memory_per_gpu_bytes"]
+    row = next(r for r in plan["rows"] if r["quantity"] == "memory per GPU")
+    assert "traced" in row["why"]
 
 
 def _doc_commands():

@@ -116,8 +116,9 @@ def apply_trace(plan):  # type: ignore[no-untyped-def]
                     * train.batch_per_gpu)
         items.append(MemoryItem(name="torch.compile saving", bytes=0, why=f"-{saved / 1e9:.2f} GB of block activations"))
         traced -= saved
+    # The trace runs one micro-step per optimizer step; with accumulation the gradients stay allocated.
     extra = [i for i in memory.predict(inp, train.batch_per_gpu).items
-             if i.name in ("ddp buckets", "cuda context", "nccl")]
+             if i.name in ("ddp buckets", "cuda context", "nccl") or (i.name == "gradients" and i.bytes > 0)]
     items += [MemoryItem(name=i.name, bytes=i.bytes, why=i.why) for i in extra]
     headroom = int(memory.ALLOCATOR_HEADROOM * traced)
     items.append(MemoryItem(name="allocator headroom", bytes=headroom, why="5% of traced tensor bytes"))
@@ -129,4 +130,7 @@ def apply_trace(plan):  # type: ignore[no-untyped-def]
         warnings.append(f"traced memory {total / 1e9:.1f} GB exceeds the target {est.memory_target_bytes / 1e9:.1f} GB: "
                         f"lower --batch-per-gpu")
     prov = {**plan.provenance, "memory": f"trace: {res.peak_bytes:,} B traced tensor peak at batch {res.micro_batch}"}
-    return plan.model_copy(update={"estimates": est, "warnings": warnings, "provenance": prov})
+    rows = [r.model_copy(update={"target": f"{total / 1e9:.1f} GB ({total / est.gpu_memory_bytes:.0%})",
+                                 "why": f"traced step + overheads; target {est.memory_target_bytes / 1e9:.1f} GB"})
+            if r.quantity == "memory per GPU" else r for r in plan.rows]
+    return plan.model_copy(update={"estimates": est, "warnings": warnings, "provenance": prov, "rows": rows})
