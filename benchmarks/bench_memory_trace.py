@@ -53,13 +53,13 @@ def main() -> None:
             err = (pred - res.peak_bytes) / res.peak_bytes
             errors.append(abs(err))
             print(f"| {variant}@{img} | {attention} | {b} | {pred / 1e9:.3f} | {res.peak_bytes / 1e9:.3f} | "
-                  f"{err:+.1%} | {wall:.0f} |", flush=True)
+                  f"{err:+.2%} | {wall:.0f} |", flush=True)
             if args.jsonl:
                 with open(args.jsonl, "a") as f:
                     f.write(json.dumps({"variant": variant, "img": img, "attention": attention, "batch": b,
                                         "traced": res.peak_bytes, "predicted": pred,
                                         "categories": res.by_category}) + "\n")
-    print(f"\nmax |error| {max(errors):.1%} over {len(errors)} rows (target: within 5%)")
+    print(f"\nmax |error| {max(errors):.2%} over {len(errors)} rows (target: within 5%)")
 
 
 if __name__ == "__main__":
