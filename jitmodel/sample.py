@@ -223,6 +223,13 @@ def make_grid(images: Tensor, ncol: int | None = None, pad: int = 2, fill: int =
     return out.permute(1, 2, 0).contiguous()
 
 
+def file_mode() -> int:
+    """0666 less the process umask: the mode ``open()`` would give a new file."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def save_png(path: str | Path, hwc: Tensor) -> Path:
     """Write an (H, W, 3) or (H, W) uint8 picture as PNG atomically (temp file, fsync, rename)."""
     from PIL import Image
@@ -233,6 +240,7 @@ def save_png(path: str | Path, hwc: Tensor) -> Path:
     img = Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600; a picture gets the usual umask'd mode
         with os.fdopen(fd, "wb") as f:
             img.save(f, format="PNG")
             f.flush()

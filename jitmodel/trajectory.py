@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from jitmodel.config import SampleConfig
-from jitmodel.sample import XHatFn, make_grid, noise_for_ids, sample, to_uint8, x_hat_from_velocity
+from jitmodel.sample import XHatFn, file_mode, make_grid, noise_for_ids, sample, to_uint8, x_hat_from_velocity
 
 GRID_COLOR = (255, 48, 48)
 VIEWS = ("z", "grid", "xhat")
@@ -135,6 +135,7 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, file_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

@@ -186,3 +186,21 @@ def test_noise_is_per_image_and_scaled():
     b = noise_for_ids([2], 5, (3, 8, 8), noise_scale=2.0)
     assert torch.equal(a[2], b[0]) and not torch.equal(a[0], a[1])
     assert 1.5 < a.std().item() < 2.5
+
+
+def test_save_png_is_atomic_and_keeps_the_usual_mode(tmp_path):
+    import os
+    import stat
+
+    from PIL import Image
+
+    from jitmodel.sample import save_png
+
+    old = os.umask(0o022)
+    try:
+        p = save_png(tmp_path / "a" / "x.png", torch.full((4, 6, 3), 7, dtype=torch.uint8))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644 and [q.name for q in p.parent.iterdir()] == ["x.png"]
+    with Image.open(p) as im:
+        assert im.size == (6, 4) and im.getpixel((0, 0)) == (7, 7, 7)
