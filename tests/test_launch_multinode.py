@@ -33,21 +33,3 @@ def test_two_nodes_on_localhost_train_through_the_rendered_commands(tmp_path):
     assert "world 2" in both  # the trainer's banner: the two nodes formed one process group
     assert checkpoint_step(run_dir / "out") == 4
 
-
-@pytest.mark.slow
-def test_cli_runs_a_two_node_plan_as_two_local_nodes(cli, tmp_path, monkeypatch):
-    """`launch --local` on a 2-node plan: both nodes here, meeting at 127.0.0.1 (the plan's endpoint is
-    another machine's), supervised as one run."""
-    import json
-
-    from test_launch_cli import tiny_plan
-
-    monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-    plan = tiny_plan(tmp_path, nodes=2)
-    r = cli("launch", str(plan), "--local", "--no-doctor", "--run-dir", "two", "--json")
-    assert r.code == 0, r.err
-    res = json.loads(r.out)
-    assert res["status"] == "finished" and res["final_step"] == 4
-    logs = [(tmp_path / "two" / name).read_text() for name in ("train.log", "train.node1.log")]
-    assert "world 2" in "".join(logs)  # rank 0 prints the banner; c10d decides which node holds it
