@@ -140,3 +140,22 @@ def test_the_python_example_in_docs_runs(ckpt):
     block = re.search(r"```python\n(.*?)```", doc, re.S).group(1)
     code = block.replace('"runs/jit/last.pt"', repr(str(ckpt))).replace("steps=50", "steps=3")
     exec(compile(code, "docs/sampling.md", "exec"), {})
+
+
+def test_train_delegates_to_the_trainer(jm, tmp_path):
+    r = jm("train", "--config", tmp_path / "missing.yaml")
+    assert r.code == 2 and "missing.yaml" in r.err
+
+
+def test_evaluate_without_inception_weights_stops_before_generating(jm, ckpt, tmp_path, monkeypatch):
+    import numpy as np
+
+    from jitmodel.fid import INCEPTION_FILE
+
+    monkeypatch.delenv("JITMODEL_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    np.savez(tmp_path / "in256.npz", mu=np.zeros(2048), sigma=np.eye(2048))  # official layout: no extractor
+    r = jm("evaluate", "--ckpt", ckpt, "--out-dir", tmp_path / "eval", "--num-images", "10",
+           "--ref-stats", tmp_path / "in256.npz", "--device", "cpu")
+    assert r.code == 2 and INCEPTION_FILE in r.err and str(tmp_path / "hub") in r.err
+    assert not (tmp_path / "eval").exists()
