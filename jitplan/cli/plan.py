@@ -64,7 +64,11 @@ def plan_command(
     show: str | None = typer.Option(None, "--show", help="Render a saved plan file instead of planning."),
     json_: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
 ) -> None:
-    """Plan batch, LR, EMA, memory, workers and time for a recipe on your GPUs."""
+    """Plan batch, LR, EMA, memory, workers and time for a recipe on your GPUs.
+
+    Examples: jitplan plan --gpus 2xRTX3060 --host-ram 24GB | jitplan plan --gpus 8xH100 --out plan.yaml |
+    jitplan plan --gpus 2x8xH100 --rdzv-endpoint 10.0.0.1:29400 | jitplan plan --hardware hardware.yaml
+    """
     from jitplan.cli._output import emit, note
     from jitplan.errors import UsageError
     from jitplan.planner.plan import make_plan
