@@ -204,3 +204,12 @@ def test_save_png_is_atomic_and_keeps_the_usual_mode(tmp_path):
     assert stat.S_IMODE(p.stat().st_mode) == 0o644 and [q.name for q in p.parent.iterdir()] == ["x.png"]
     with Image.open(p) as im:
         assert im.size == (6, 4) and im.getpixel((0, 0)) == (7, 7, 7)
+
+
+@pytest.mark.parametrize("module", ["jitmodel.sample", "jitmodel.fid", "jitmodel.evaluate", "jitmodel.trajectory"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert res.failed == 0 and res.attempted > 0
