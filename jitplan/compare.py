@@ -466,14 +466,20 @@ def run_compare(base: Any, shape: Any, arms: list[Arm], budget: Budget, out: str
         hidden=mc.spec.hidden, data=train.data.kind if train.data.kind == "digits" else str(train.data.path),
         budget=budget, seed=train.seed if seed is None else seed, effective_batch=train.effective_batch(world),
         backend=runner.backend, weights=weights, sample_steps=sample_steps, arms=results,
-        notes=_notes(results, scorer, train))
+        notes=_notes(results, scorer, budget))
     write_outputs(result, out)
     return result
 
 
-def _notes(results: list[ArmResult], scorer: Scorer, train: Any) -> list[str]:
+def _notes(results: list[ArmResult], scorer: Scorer, budget: Budget) -> list[str]:
+    """The caveats printed under the table. Pure."""
     spaces = sorted({r.loss_space for r in results})
     notes = []
+    steps = {r.arm: r.steps for r in results if r.steps is not None}
+    if budget.minutes is not None and len(set(steps.values())) > 1:
+        notes.append("Wall-clock budget: the arms ran different numbers of steps (" +
+                     ", ".join(f"{a} {n}" for a, n in steps.items()) + "), which also reflects the machine's "
+                     "load at the time; for a like-for-like comparison of objectives use --steps or --images.")
     if len(spaces) > 1:
         notes.append(f"Training losses are each in their own loss space ({', '.join(spaces)}); their values are not "
                      "comparable across spaces. Compare the common v-space loss instead.")

@@ -305,3 +305,19 @@ def test_a_failed_arm_is_reported_and_exits_1(cli, tmp_path, monkeypatch):
     # a second run into the same folder is refused before anything starts
     r2 = cli("compare", str(cfg), "--objectives", "x,v", "--steps", "2", "--out", str(out))
     assert r2.code == 2 and "already holds a run" in r2.err
+
+
+def test_notes_name_the_caveats_that_apply():
+    from types import SimpleNamespace
+
+    arms = _result().arms
+    arms[0].steps, arms[1].steps = 165, 113
+    arms[1].loss_space, arms[1].status = "eps", "failed"
+    bare = SimpleNamespace(x=None, digits=None, ref=None, notes=["FID skipped: no weights"])
+    notes = " ".join(core._notes(arms, bare, core.Budget(minutes=0.25)))
+    for part in ("x:v 165, eps:v 113", "not comparable across spaces", "No quality metric", "FID skipped",
+                 "Failed arm(s): eps:v"):
+        assert part in notes
+    arms[1].loss_space, arms[1].status = "v", "finished"
+    notes = " ".join(core._notes(arms, bare, core.Budget(steps=3)))
+    assert "different numbers of steps" not in notes and "not comparable" not in notes
