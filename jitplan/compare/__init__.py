@@ -1,0 +1,177 @@
+"""Compare objectives (x / v / eps prediction, and the loss space) on the same data, seed and budget.
+
+Each *arm* is one ``prediction:loss_space`` setting of ``DiffusionConfig``; everything else (network,
+data, data order, initial weights, t/noise draws, optimizer, budget) is the base config's. Each arm is a
+normal run through the launch path (run folder, torchrun, supervisor, registry), then this process reads
+its ``metrics.jsonl`` and ``last.pt`` and scores it the same way for every arm:
+
+* training loss curves (each in its own loss space: values of different spaces are not comparable),
+* a common metric: the v-space loss of every arm on one fixed batch, fixed noise and a fixed t grid
+  (the quantiles of the training t distribution), through ``jitmodel.objectives``,
+* images/s and peak memory (from the trainer's metrics),
+* a samples grid per arm (one class per column) and the quality metric the data supports: on ``digits``,
+  the accuracy of the digits classifier on class-conditional samples and a Fréchet distance in its
+  feature space; FID (Inception) when reference statistics are given.
+
+Results: ``results.json``, ``summary.md``, ``loss.png`` and ``grids/<arm>.png`` under the output folder.
+
+    jitplan compare templates/compare/digits.yaml --objectives x,v,eps --steps 300 --out runs/cmp
+    jitplan compare plan.yaml --arm x:v --arm eps:eps --minutes 10
+    jitplan compare --gpus 1xRTX4090 --recipe JiT-B/16 --data /data/imagenet --arm x:v --arm v:v --images 1e6
+
+    >>> [a.name for a in parse_arms(["x:v", "eps"], None)]
+    ['x:v', 'eps:v']
+    >>> Budget(steps=100).max_steps(effective_batch=64), Budget(images=1000).max_steps(effective_batch=64)
+    (100, 16)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from jitplan.compare.plot import _COLORS, _plot_pil, plot_losses
+from jitplan.compare.results import (
+    ArmResult,
+    CompareResult,
+    read_metrics,
+    summarize_metrics,
+    summary_markdown,
+)
+from jitplan.compare.runners import (
+    LocalRunner,
+    Runner,
+    SSHRunner,
+    _StopOnTime,
+    load_base,
+    project_root,
+    world_size_of,
+)
+from jitplan.compare.score import Scorer
+from jitplan.compare.settings import KINDS, Arm, Budget, arm_train_config, make_budget, parse_arm, parse_arms
+from jitplan.errors import UsageError
+
+Note = Callable[[str], None]
+
+__all__ = ["KINDS", "Arm", "ArmResult", "Budget", "CompareResult", "LocalRunner", "Runner", "SSHRunner", "Scorer",
+           "arm_train_config", "load_base", "make_budget", "parse_arm", "parse_arms", "plot_losses", "project_root",
+           "read_metrics", "run_compare", "summarize_metrics", "summary_markdown", "world_size_of", "write_outputs",
+           "_COLORS", "_StopOnTime", "_notes", "_plot_pil"]
+
+
+def run_compare(base: Any, shape: Any, arms: list[Arm], budget: Budget, out: str | Path, *,
+                runner: Runner | None = None, seed: int | None = None, ema: str | None = None,
+                sample_steps: int = 50, per_class: int = 10, ref_stats: str | None = None,
+                threads: int | None = None, note: Note | None = None) -> CompareResult:
+    """Run every arm with the same data, seed and budget, score them alike, and write the results.
+
+    ``base`` is a Plan or a TrainConfig; ``shape`` what the torchrun spec reads (the plan itself, or a
+    hardware mapping). ``threads`` caps torch's CPU threads while scoring (as ``--threads`` does for the
+    ranks: on a busy machine fewer threads are much faster). Returns the CompareResult also written to
+    ``out/results.json``.
+    """
+    from jitplan.launch import local
+
+    note = note or (lambda m: None)
+    out = Path(out).resolve()
+    is_plan = not hasattr(base, "diffusion")
+    train = base.train if is_plan else base
+    world = world_size_of(shape)
+    runner = runner or LocalRunner(shape)
+    weights = ema or train.sample.ema
+    if weights not in ("ema1", "ema2", "raw"):
+        raise UsageError(f"--ema must be ema1, ema2 or raw, got {weights!r}")
+    results: list[ArmResult] = []
+    run_dirs: dict[str, Path] = {}
+    for arm in arms:
+        rdir = out / "arms" / arm.slug
+        if rdir.exists() and any(rdir.iterdir()):
+            raise UsageError(f"{rdir} already holds a run; choose a new --out folder")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    note("preparing the common evaluation (fixed batch, t grid, classifier / reference statistics)")
+    scorer = Scorer(train, seed=train.seed if seed is None else seed, ref_stats=ref_stats)
+    for arm in arms:
+        cfg = arm_train_config(train, arm, budget, seed=seed, world_size=world)
+        rdir = out / "arms" / arm.slug
+        what = base.model_copy(update={"train": cfg}) if is_plan else cfg
+        config = local.prepare_run_dir(what, rdir)
+        note(f"arm {arm.name}: training in {rdir} ({budget.describe()})")
+        t0 = time.monotonic()
+        status, message = runner.run(rdir, config, minutes=budget.minutes, name=f"compare-{out.name}-{arm.slug}")
+        wall = time.monotonic() - t0
+        recs = read_metrics(rdir / "out" / "metrics.jsonl")
+        results.append(ArmResult(arm=arm.name, prediction=arm.prediction, loss_space=arm.loss_space, status=status,
+                                 message=message, run_dir=str(rdir), wall_s=round(wall, 2),
+                                 **summarize_metrics(recs)))
+        run_dirs[arm.name] = rdir
+        note(f"arm {arm.name}: {status}: {message} ({wall:.0f} s)")
+
+    (out / "grids").mkdir(parents=True, exist_ok=True)
+    for res in results:
+        ckpt = run_dirs[res.arm] / "out" / "last.pt"
+        if not ckpt.is_file():
+            res.message = (res.message + "; " if res.message else "") + "no checkpoint to score"
+            continue
+        note(f"arm {res.arm}: scoring {ckpt} ({weights} weights, {sample_steps}-step sampler)")
+        scorer.score(res, ckpt, weights=weights, sample_steps=sample_steps, per_class=per_class,
+                     grid_path=out / "grids" / f"{res.arm.replace(':', '-')}.png",
+                     effective_batch=train.effective_batch(world))
+    mc = train.model
+    result = CompareResult(
+        variant=mc.variant, img_size=mc.img_size, patch_dim=mc.spec.patch ** 2 * mc.in_channels,
+        hidden=mc.spec.hidden, data=train.data.kind if train.data.kind == "digits" else str(train.data.path),
+        budget=budget, seed=train.seed if seed is None else seed, effective_batch=train.effective_batch(world),
+        backend=runner.backend, weights=weights, sample_steps=sample_steps, arms=results,
+        notes=_notes(results, scorer, budget))
+    write_outputs(result, out)
+    return result
+
+
+def _notes(results: list[ArmResult], scorer: Scorer, budget: Budget) -> list[str]:
+    """The caveats printed under the table. Pure."""
+    spaces = sorted({r.loss_space for r in results})
+    notes = []
+    steps = {r.arm: r.steps for r in results if r.steps is not None}
+    if budget.minutes is not None and len(set(steps.values())) > 1:
+        notes.append("Wall-clock budget: the arms ran different numbers of steps (" +
+                     ", ".join(f"{a} {n}" for a, n in steps.items()) + "), which also reflects the machine's "
+                     "load at the time; for a like-for-like comparison of objectives use --steps or --images.")
+    if len(spaces) > 1:
+        notes.append(f"Training losses are each in their own loss space ({', '.join(spaces)}); their values are not "
+                     "comparable across spaces. Compare the common v-space loss instead.")
+    if scorer.x is not None:
+        notes.append(f"Common v-space loss: every arm's network on the same {scorer.n_fixed} training images, the "
+                     f"same noise and {len(scorer.t)} fixed times (quantiles of the logit-normal training t "
+                     "distribution), converted to v with jitmodel.objectives (t_eps clamp as in training).")
+    if scorer.digits is not None:
+        notes.append("Digits accuracy: a small MLP trained on scikit-learn's 8x8 digits classifies class-conditional "
+                     "samples (downscaled to 8x8); FD-digits is the Fréchet distance in its 64-d hidden features "
+                     f"against all {scorer.n_real} real digits (biased upwards with few samples).")
+    elif scorer.ref is None:
+        notes.append("No quality metric: the data is not digits and no --ref-stats were given for FID.")
+    notes += scorer.notes
+    failed = [r.arm for r in results if r.status == "failed"]
+    if failed:
+        notes.append(f"Failed arm(s): {', '.join(failed)}; see their train.log.")
+    return notes
+
+
+
+
+def write_outputs(r: CompareResult, out: Path) -> None:
+    """results.json and summary.md (atomic), then loss.png."""
+    from jitplan.launch.local import write_atomic
+
+    r.files = {"results": "results.json", "summary": "summary.md", "plot": "loss.png",
+               **{f"grid {a.arm}": f"grids/{Path(a.grid).name}" for a in r.arms if a.grid}}
+    plot_losses(r, out / "loss.png")
+    write_atomic(out / "results.json", json.dumps(r.model_dump(mode="json"), indent=2) + "\n")
+    write_atomic(out / "summary.md", summary_markdown(r))
+
+

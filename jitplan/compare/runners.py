@@ -1,0 +1,175 @@
+"""Running one arm through the launch path: locally (supervised torchrun, registry) or over SSH."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from jitplan.errors import UsageError
+
+
+class Runner:
+    """Runs one arm in ``run_dir`` from a prepared config file; returns (status, message). Backends: local, ssh."""
+
+    backend = "local"
+
+    def run(self, run_dir: Path, config: Path, *, minutes: float | None, name: str) -> tuple[str, str]:
+        raise NotImplementedError
+
+
+class LocalRunner(Runner):
+    """The ``jitplan launch --local`` path: torchrun under the supervisor, recorded in the registry."""
+
+    def __init__(self, shape: Any, *, threads: int | None = None, max_restarts: int = 1, echo: Any = None,
+                 registry: Any = None):
+        self.shape, self.threads, self.max_restarts, self.echo = shape, threads, max_restarts, echo
+        self.registry = registry
+
+    def run(self, run_dir: Path, config: Path, *, minutes: float | None, name: str) -> tuple[str, str]:
+        from jitplan.launch import local
+        from jitplan.launch.registry import Registry
+        from jitplan.launch.supervisor import run_local
+        from jitplan.launch.torchrun import spec_from_plan
+
+        env = {"OMP_NUM_THREADS": str(self.threads)} if self.threads else None
+        spec = spec_from_plan(self.shape, config=str(config), python=sys.executable, rdzv_id=name, env=env)
+        timer = _StopOnTime(run_dir, minutes, lambda: local.stop_run(run_dir, grace_s=120)) if minutes else None
+        try:
+            _, res = run_local(run_dir, spec, registry=self.registry or Registry(), name=name,
+                               max_restarts=self.max_restarts, echo=self.echo)
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if res.status == "stopped" and timer is not None and timer.fired:
+            return "stopped", f"stopped after {minutes:g} min of training at step {res.final_step}"
+        return res.status, res.message
+
+
+class SSHRunner(Runner):
+    """The ``jitplan launch --ssh`` path (upload, detached start, follow), then the run's ``out/`` comes back
+    here (metrics.jsonl, last.pt) for scoring. A minutes budget stops the remote run (SIGTERM: it checkpoints)."""
+
+    backend = "ssh"
+
+    def __init__(self, shape: Any, target: Any, opts: Any, *, remote_dir: str = "jitplan", echo: Any = None,
+                 registry: Any = None, create_env: bool = False):
+        self.shape, self.target, self.opts, self.remote_dir = shape, target, opts, remote_dir
+        self.echo, self.registry, self.create_env = echo, registry, create_env
+
+    def download_argv(self, remote_run_dir: str, run_dir: Path) -> list[str]:
+        """rsync the remote ``out/`` (links followed, rolling checkpoints left there) into ``run_dir/out/``."""
+        import shlex
+
+        from jitplan.launch.ssh import ssh_base
+
+        return ["rsync", "-azL", "--protect-args", "--exclude=ckpt/", "--exclude=tb/", "-e",
+                shlex.join(ssh_base(self.target, self.opts)),
+                f"{self.target.user}@{self.target.host}:{remote_run_dir}/out/", f"{run_dir}/out/"]
+
+    def run(self, run_dir: Path, config: Path, *, minutes: float | None, name: str) -> tuple[str, str]:
+        import subprocess
+
+        from jitplan.launch.registry import Registry
+        from jitplan.launch.ssh import SSHLaunch, launch_ssh, run_script_path
+        from jitplan.launch.torchrun import node_command, spec_from_plan
+
+        registry = self.registry or Registry()
+        job = SSHLaunch(self.target, self.opts, root=self.remote_dir, run_id=name)
+        python = job.venv_python if self.create_env else self.opts.python
+        spec = spec_from_plan(self.shape, config=config.name, python=python, rdzv_id=name)
+        res = launch_ssh(job, registry=registry, name=name, local_code=project_root(),
+                         files=[config, run_script_path()], command=node_command(spec), doctor=False,
+                         create_env=self.create_env, follow=False, out=self.echo or sys.stderr)
+        code = job.follow(self.echo or sys.stderr, timeout_s=minutes * 60 if minutes else None)
+        status = "finished" if code == 0 else "failed"
+        if minutes and code is None:
+            code, status = job.stop(), "stopped"
+        msg = f"remote trainer on {self.target} exited with code {code}"
+        registry.set_status(res.run_id, status, msg)
+        dl = subprocess.run(self.download_argv(job.run_dir, run_dir), capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL)
+        if dl.returncode != 0:
+            last = (dl.stderr.strip().splitlines() or ["(no output)"])[-1]
+            return "failed", f"{msg}; fetching {job.run_dir}/out failed: {last}"
+        return status, msg
+
+
+def project_root() -> Path:
+    """The checkout holding jitmodel and jitplan (what the SSH path uploads)."""
+    import jitmodel
+
+    root = Path(jitmodel.__file__).resolve().parent.parent
+    if not (root / "pyproject.toml").is_file():
+        raise UsageError(f"jitmodel is installed at {root} without its project folder, so there is no code to upload",
+                         hint="run jitplan from a checkout (pip install -e .)")
+    return root
+
+
+class _StopOnTime:
+    """Stop a run ``minutes`` after its trainer has started (its start-up line is in train.log)."""
+
+    STARTED = "steps/epoch"  # in the trainer's first note, printed once data and model are built
+
+    def __init__(self, run_dir: Path, minutes: float, stop: Callable[[], Any], startup_limit_s: float = 600):
+        self.run_dir, self.seconds, self.stop, self.limit = run_dir, minutes * 60, stop, startup_limit_s
+        self.fired = False
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        log, t0 = self.run_dir / "train.log", time.monotonic()
+        while not self._cancel.is_set() and time.monotonic() - t0 < self.limit:
+            if log.is_file() and self.STARTED in log.read_text(errors="replace"):
+                break
+            self._cancel.wait(0.5)
+        if not self._cancel.wait(self.seconds):
+            self.fired = True
+            self.stop()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        self._thread.join(timeout=5)
+
+
+def load_base(path: Path) -> tuple[Any, Any, bool]:
+    """(plan or TrainConfig, the hardware shape the torchrun spec reads, whether it is a plan); UsageError."""
+    import yaml
+
+    from jitmodel.config import load_train_config
+
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"plan file not found: {path}") from None
+    except (yaml.YAMLError, IsADirectoryError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path} is not a readable YAML file: {' '.join(str(e).split())[:120]}") from None
+    if isinstance(raw, dict) and "train" in raw and "hardware" in raw:
+        from pydantic import ValidationError
+
+        from jitplan.schemas import load_plan
+
+        try:
+            plan = load_plan(path)
+        except (ValueError, ValidationError) as e:
+            raise UsageError(f"{path}: not a valid plan: {' '.join(str(e).split())[:200]}") from None
+        return plan, plan, True
+    try:
+        cfg = load_train_config(path)
+    except ValueError as e:
+        raise UsageError(f"{path}: neither a plan nor a TrainConfig: {' '.join(str(e).split())[:200]}") from None
+    shape = {"hardware": {"nodes": 1, "gpus_per_node": cfg.world_size or 1, "host": {"cpus": os.cpu_count()}}}
+    return cfg, shape, False
+
+
+def world_size_of(shape: Any) -> int:
+    from jitplan.launch.torchrun import spec_from_plan
+
+    return spec_from_plan(shape, config="x").world_size
+
+
