@@ -109,7 +109,7 @@ def test_remote_words_are_quoted_so_semicolons_cannot_inject():
     sh, c, script = shlex.split(job.mkdirs_step().argv[-1])
     assert (sh, c) == ("sh", "-c")
     assert shlex.split(script) == ["mkdir", "-p", "--", "/srv/my runs; rm -rf ~/code", "/srv/my runs; rm -rf ~/runs/r1",
-                                   "&&", "cd", "/srv/my runs; rm -rf ~", "&&", "pwd"]
+                                   "/srv/my runs; rm -rf ~/data", "&&", "cd", "/srv/my runs; rm -rf ~", "&&", "pwd"]
     argv = rsync_argv(SSHTarget(host="h", identity="/k e y"), SSHOptions(known_hosts="/a b"), "src/", "/d;x/")
     e = argv[argv.index("-e") + 1]
     assert shlex.split(e)[-4:] == ["-i", "/k e y", "-o", "IdentitiesOnly=yes"]
@@ -171,6 +171,13 @@ def test_upload_start_detached_follow_and_stop_with_hostile_paths(sshd, tmp_path
     assert (root / "code" / "pkg" / "__init__.py").is_file()
     assert not (root / "code" / ".git").exists() and not (root / "code" / "runs").exists()
     assert (root / "runs" / "run one" / "train.yaml").read_text() == "a: 1\n"
+    data = tmp_path / "my data" / "train" / "class a"
+    data.mkdir(parents=True)
+    (data / "x.png").write_bytes(b"png")
+    step, remote_data = job.upload_data_step(tmp_path / "my data")
+    job.run(step)
+    assert remote_data == f"{root}/data/my data"
+    assert (Path(remote_data) / "train" / "class a" / "x.png").read_bytes() == b"png"
     assert not list(sshd.tmp.rglob("PWNED")) and not Path.home().joinpath("PWNED").exists()
 
     # A worker that logs, honours SIGTERM like the trainer (message, exit 0) and sees PYTHONPATH=code.
@@ -220,15 +227,24 @@ def launch_env(tmp_path, monkeypatch):
 @pytest.mark.slow
 @needs_sshd
 def test_cli_launch_over_ssh_trains_detached_then_follow_and_stop(cli, sshd, tmp_path, launch_env):
+    sshd.trust()
+    plan = _tiny_plan(tmp_path / "plan.yaml", max_steps=2000)
+    # A relative remote root (the default kind: under the remote home, here root's own) with a ';' in it.
+    rel = f".jitplan-test-{os.getpid()}-{time.time_ns()}; touch PWNED"
+    root = Path.home() / rel
+    try:
+        _launch_detach_follow_stop(cli, sshd, tmp_path, plan, rel, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _launch_detach_follow_stop(cli, sshd, tmp_path: Path, plan: Path, rel: str, root: Path) -> None:
     import json
 
     from jitplan.launch.registry import Registry
 
-    sshd.trust()
-    plan = _tiny_plan(tmp_path / "plan.yaml", max_steps=2000)
-    root = sshd.tmp / "remote; touch PWNED"
     r = cli("launch", str(plan), "--ssh", f"root@127.0.0.1:{sshd.port}", "--identity", str(sshd.client_key),
-            "--known-hosts", str(sshd.known_hosts), "--remote-dir", str(root), "--remote-python", sys.executable,
+            "--known-hosts", str(sshd.known_hosts), "--remote-dir", rel, "--remote-python", sys.executable,
             "--no-doctor", "--detach", "--run-dir", str(tmp_path / "staged"), "--json")
     assert r.code == 0, r.err
     res = json.loads(r.out)
@@ -248,7 +264,7 @@ def test_cli_launch_over_ssh_trains_detached_then_follow_and_stop(cli, sshd, tmp
     assert job.status() == "exited 0"  # SIGTERM to the rank: it checkpointed and exited 0, and so did torchrun
     log = (remote / "train.log").read_text()
     assert "stopped by SIGTERM" in log and (remote / "out" / "last.pt").is_file() and (remote / "stop").exists()
-    assert not list(sshd.tmp.rglob("PWNED"))
+    assert not list(sshd.tmp.rglob("PWNED")) and not (Path.home() / "PWNED").exists() and not Path("PWNED").exists()
     kinds = [e.kind for e in Registry().events(res["run_id"])]
     assert ["upload_code", "upload_files", "python_env", "start"] == [
         k for k in kinds if k in ("upload_code", "upload_files", "python_env", "start")]

@@ -198,22 +198,26 @@ def _remote(plan, shape, is_plan: bool, *, plan_file: Path, rdir: Path, name: st
     opts = SSHOptions(known_hosts=known_hosts, accept_new_host_key=accept_new, python=remote_python,
                       detach="tmux" if tmux else "setsid")
     job = SSHLaunch(target, opts, root=remote_dir, run_id=name)
-    python = job.venv_python if create_env else remote_python
-    spec = spec_from_plan(shape, config="plan.yaml" if is_plan else "train.yaml", python=python,
-                          rdzv_id=name)
-    remote_data = job.upload_data_step(data)[1] if data is not None else None
-    cmd = node_command(spec)
-    files = [rdir / spec.config, run_script_path()]  # staged here, then uploaded
+    config = "plan.yaml" if is_plan else "train.yaml"
+
+    def stage(j: SSHLaunch, remote_data: str | None):
+        """Write the run folder here once the remote paths are absolute; the files to upload and the command."""
+        python = j.venv_python if create_env else remote_python  # the trainer runs in its run folder
+        if not dry_run:
+            local.prepare_run_dir(plan, rdir, data_path=remote_data)
+        spec = spec_from_plan(shape, config=config, python=python, rdzv_id=name)
+        return [rdir / config, run_script_path()], node_command(spec)
+
     if dry_run:
+        files, cmd = stage(job, None)
         steps = job.steps(local_code=_project_root(), files=files, command=cmd, data=data,
                           doctor=not no_doctor, create_env=create_env)
         res["commands"] = [redact(s.shell()) for s in steps]
         emit(res, json_mode=json_out, render=_render(res))
         return
-    local.prepare_run_dir(plan, rdir, data_path=remote_data)
-    res_ssh = launch_ssh(job, registry=registry, name=name, local_code=_project_root(), files=files, command=cmd,
-                         data=data, doctor=not no_doctor and is_plan, create_env=create_env,
-                         follow=not detach, out=sys.stderr if json_out else sys.stdout, run_id=run_id)
+    res_ssh = launch_ssh(job, registry=registry, name=name, local_code=_project_root(), stage=stage, data=data,
+                         doctor=not no_doctor and is_plan, create_env=create_env, follow=not detach,
+                         out=sys.stderr if json_out else sys.stdout, run_id=run_id)
     res.update(res_ssh.model_dump())
     res["message"] = (f"run {res_ssh.run_id} on {target}: {res_ssh.status}"
                       + (f" (exit code {res_ssh.exit_code})" if res_ssh.exit_code is not None else ""))

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Literal, TextIO
 
@@ -151,7 +151,8 @@ class SSHLaunch:
     def mkdirs_step(self) -> Step:
         """Make the folders and print the absolute root (a relative root is under the remote home)."""
         q = shlex.quote
-        script = f"mkdir -p -- {q(self.code_dir)} {q(self.run_dir)} && cd {q(self.root)} && pwd"
+        script = (f"mkdir -p -- {q(self.code_dir)} {q(self.run_dir)} {q(self.root + '/data')} && "
+                  f"cd {q(self.root)} && pwd")
         return Step(name="make remote folders", argv=self.ssh(_remote_sh(script)))
 
     def upload_code_step(self, local_code: str | Path) -> Step:
@@ -353,14 +354,16 @@ class SSHRunResult(BaseModel):
     exit_code: int | None = None
 
 
-def launch_ssh(job: SSHLaunch, *, registry, name: str, local_code: str | Path, files: Sequence[str | Path],
-               command: NodeCommand, data: str | Path | None = None, doctor: bool = True,
-               create_env: bool = False, follow: bool = True, out: TextIO = sys.stdout,
-               run_id: str | None = None) -> SSHRunResult:
+def launch_ssh(job: SSHLaunch, *, registry, name: str, local_code: str | Path,
+               stage: Callable[[SSHLaunch, str | None], tuple[Sequence[Path], NodeCommand]],
+               data: str | Path | None = None, doctor: bool = True, create_env: bool = False, follow: bool = True,
+               out: TextIO = sys.stdout, run_id: str | None = None) -> SSHRunResult:
     """The whole SSH launch: folders, code, plan, data, env, doctor, detached start, then follow the log.
 
-    ``command`` must already use the remote python (``job.venv_python`` when ``create_env``). Each step is
-    a registry event; a failing step marks the run failed and raises CheckFailed (exit 1).
+    ``stage(job, remote_data_path)`` runs once the remote paths are absolute: it writes the run's files
+    here and returns them (to upload into the remote run folder) and the command to start, which must use
+    the remote python (``job.venv_python`` when ``create_env``). Each step is a registry event; a failing
+    step marks the run failed and raises CheckFailed (exit 1).
     """
     if run_id is None:
         run_id = registry.create_run(name, "ssh", status="starting", host=str(job.target))
@@ -379,14 +382,15 @@ def launch_ssh(job: SSHLaunch, *, registry, name: str, local_code: str | Path, f
                         meta={"ssh": str(job.target), "remote_root": job.root, "remote_run_id": job.run_id,
                               "identity": job.target.identity, "known_hosts": job.opts.known_hosts,
                               "accept_new_host_key": job.opts.accept_new_host_key})  # what `jitplan stop/logs` read
+    data_step, remote_data = job.upload_data_step(data) if data is not None else (None, None)
+    files, command = stage(job, remote_data)
     step("upload_code", f"uploading {Path(local_code).resolve()}", lambda: job.run(job.upload_code_step(local_code)))
     step("upload_files", "uploading the plan", lambda: job.run(job.upload_files_step(files)))
-    if data is not None:
-        data_step, remote = job.upload_data_step(data)
-        step("upload_data", f"uploading {data} to {remote}", lambda: job.run(data_step, timeout_s=24 * 3600))
+    if data_step is not None:
+        step("upload_data", f"uploading {data} to {remote_data}", lambda: job.run(data_step, timeout_s=24 * 3600))
     python = step("python_env", "checking the remote python env", lambda: job.ensure_env(create=create_env))
     if doctor:
-        step("doctor", "running doctor on the remote", lambda: job.run(job.doctor_step(python)))
+        step("doctor", "running doctor on the remote", lambda: job.run(job.doctor_step(python, remote_data)))
     step("start", "starting training detached", lambda: job.start(command))
     registry.set_status(run_id, "running", f"training on {job.target} in {job.run_dir}")
     if not follow:
