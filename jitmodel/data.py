@@ -135,7 +135,10 @@ class Digits(_Base):
     """scikit-learn's handwritten digits (1,797 real scans, 8x8, classes 0-9) upscaled to ``img_size``."""
 
     def __init__(self, img_size: int, in_channels: int = 3):
-        from sklearn.datasets import load_digits  # lazy: only this dataset needs scikit-learn
+        try:
+            from sklearn.datasets import load_digits  # lazy: only this dataset needs scikit-learn
+        except ImportError:
+            raise ValueError("data.kind 'digits' needs scikit-learn (pip install scikit-learn)") from None
 
         d = load_digits()
         small = np.clip(np.rint(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)  # values 0..16
