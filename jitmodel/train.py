@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import random
 import signal
 import sys
@@ -482,5 +481,4 @@ def _entry() -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(_entry())
