@@ -28,6 +28,24 @@ def _tiny_config(tmp_path: Path) -> Path:
     return path
 
 
+def _folder_config(tmp_path: Path, per_class: int = 3) -> Path:
+    """An image folder of two classes of 12 px pictures, JiT-Tiny/4 at 8 px, batch 2: no classifier to train."""
+    from PIL import Image
+
+    for c in ("cat", "dog"):
+        (tmp_path / "data" / "train" / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (12, 12), (40 * i, 90 if c == "cat" else 10, 200)).save(
+                tmp_path / "data" / "train" / c / f"{i}.png")
+    raw = yaml.safe_load(TEMPLATE.read_text())
+    raw["model"].update(variant="JiT-Tiny/4", img_size=8, num_classes=2)
+    raw["data"].update(kind="imagefolder", path=str(tmp_path / "data"))
+    raw.update(batch_per_gpu=2, log_every=1)
+    cfg = tmp_path / "folder.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    return cfg
+
+
 # ------------------------------------------------------------------------------------------- settings
 def test_arms_parse_pairs_and_default_v_loss():
     arms = core.parse_arms(["eps:eps", "V:x"], "x")
@@ -278,17 +296,7 @@ def test_hardware_flags_and_ssh_reach_the_core(cli, tmp_path, monkeypatch):
 def test_a_failed_arm_is_reported_and_exits_1(cli, tmp_path, monkeypatch):
     """An arm whose trainer fails leaves no checkpoint: it is listed as failed, the others' files are still
     written, and the command exits 1 with one line. Imagefolder data without --ref-stats: no quality metric."""
-    from PIL import Image
-
-    for c in ("cat", "dog"):
-        (tmp_path / "data" / "train" / c).mkdir(parents=True)
-        for i in range(3):
-            Image.new("RGB", (12, 12), (40 * i, 90, 200)).save(tmp_path / "data" / "train" / c / f"{i}.png")
-    raw = yaml.safe_load(TEMPLATE.read_text())
-    raw["model"].update(variant="JiT-Tiny/4", img_size=8, num_classes=2)
-    raw["data"].update(kind="imagefolder", path=str(tmp_path / "data"))
-    cfg = tmp_path / "folder.yaml"
-    cfg.write_text(yaml.safe_dump(raw))
+    cfg = _folder_config(tmp_path)
     monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(core.LocalRunner, "run", lambda self, run_dir, config, **kw: ("failed", "trainer exit 1"))
     out = tmp_path / "cmp"
@@ -321,3 +329,40 @@ def test_notes_name_the_caveats_that_apply():
     arms[1].loss_space, arms[1].status = "v", "finished"
     notes = " ".join(core._notes(arms, bare, core.Budget(steps=3)))
     assert "different numbers of steps" not in notes and "not comparable" not in notes
+
+
+@pytest.mark.net
+@pytest.mark.slow
+def test_compare_over_ssh_fetches_each_arm_back_and_scores_it(cli, tmp_path, monkeypatch):
+    """Two arms through the SSH launch path against a loopback sshd (tests/test_ssh.py's), then scored here
+    (image-folder data, readable on both sides of the loopback)."""
+    import sys
+
+    from test_ssh import LoopbackSSH, needs_sshd
+
+    if needs_sshd.args[0]:
+        pytest.skip(needs_sshd.kwargs["reason"])
+    monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("JITMODEL_NO_PROGRESS", "1")
+    (tmp_path / "sshd").mkdir()
+    server = LoopbackSSH(tmp_path / "sshd")
+    try:
+        server.trust()
+        root, out = tmp_path / "remote", tmp_path / "cmp"
+        r = cli("compare", str(_folder_config(tmp_path)), "--objectives", "x,eps", "--steps", "2", "--out", str(out),
+                "--ssh", f"root@127.0.0.1:{server.port}", "--identity", str(server.client_key), "--known-hosts",
+                str(server.known_hosts), "--remote-dir", str(root), "--remote-python", sys.executable,
+                "--sample-steps", "2", "--per-class", "1", "--threads", "1", "--json")
+    finally:
+        server.close()
+    assert r.code == 0, r.err[-3000:]
+    res = json.loads(r.out)
+    assert res["backend"] == "ssh" and [a["arm"] for a in res["arms"]] == ["x:v", "eps:v"]
+    for a in res["arms"]:
+        slug = a["arm"].replace(":", "-")
+        remote = root / "runs" / f"compare-cmp-{slug}"
+        assert (remote / "out" / "last.pt").is_file()  # trained there...
+        assert (out / "arms" / slug / "out" / "last.pt").is_file()  # ...fetched here, rolling checkpoints left
+        assert not (out / "arms" / slug / "out" / "ckpt").exists()
+        assert a["status"] == "finished" and a["steps"] == 2 and math.isfinite(a["v_loss_common"])
+        assert [s for s, _ in a["loss_curve"]] == [1, 2] and a["grid"]

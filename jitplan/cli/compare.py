@@ -39,6 +39,7 @@ def compare(
     known_hosts: str | None = typer.Option(None, "--known-hosts", help="known_hosts file."),
     accept_new: bool = typer.Option(False, "--accept-new-host-key", help="Trust a host key seen the first time."),
     remote_python: str = typer.Option("python3", "--remote-python", help="Remote interpreter with torch."),
+    remote_dir: str = typer.Option("jitplan", "--remote-dir", help="Remote root (relative: under the remote home)."),
     bid: float | None = typer.Option(None, "--bid", help="Vast: interruptible at this $/h per GPU."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Vast: do not ask before renting."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads of each rank and of the scoring."),
@@ -53,7 +54,7 @@ def compare(
     jitplan compare templates/compare/digits.yaml --objectives x,v,eps --steps 300
     """
     from jitplan import compare as core
-    from jitplan.cli._output import emit, note
+    from jitplan.cli._output import emit, err
     from jitplan.errors import CheckFailed, UsageError
 
     arms = core.parse_arms(arm, objectives)
@@ -68,9 +69,13 @@ def compare(
     echo = sys.stderr if not json_out else None
     if ssh or vast:
         runner = _remote_runner(base, shape, ssh=ssh, vast=vast, identity=identity, known_hosts=known_hosts,
-                                accept_new=accept_new, remote_python=remote_python, bid=bid, yes=yes, echo=echo)
+                                accept_new=accept_new, remote_python=remote_python, remote_dir=remote_dir, bid=bid, yes=yes,
+                                echo=echo)
     else:
         runner = core.LocalRunner(shape, threads=threads, echo=echo)
+    def note(message: str) -> None:  # plain: "x:v" must not become an emoji nor "[...]" markup
+        err.print(message, markup=False, emoji=False, highlight=False)
+
     result = core.run_compare(base, shape, arms, budget, out_dir, runner=runner, seed=seed, ema=ema,
                               sample_steps=sample_steps, per_class=per_class, ref_stats=ref_stats, threads=threads,
                               note=note)
@@ -107,7 +112,8 @@ def _base(plan_file: Path | None, gpus: str | None, recipe: str, data: str | Non
     return plan, plan
 
 
-def _remote_runner(base, shape, *, ssh, vast, identity, known_hosts, accept_new, remote_python, bid, yes, echo):
+def _remote_runner(base, shape, *, ssh, vast, identity, known_hosts, accept_new, remote_python, remote_dir, bid, yes,
+                   echo):
     from jitplan import compare as core
     from jitplan.errors import UsageError
     from jitplan.launch.registry import Registry
@@ -126,7 +132,7 @@ def _remote_runner(base, shape, *, ssh, vast, identity, known_hosts, accept_new,
         known_hosts = known_hosts or str(Path(registry.path).parent / "known_hosts")
         accept_new = True
     opts = SSHOptions(known_hosts=known_hosts, accept_new_host_key=accept_new, python=remote_python)
-    return core.SSHRunner(shape, target, opts, echo=echo, registry=registry)
+    return core.SSHRunner(shape, target, opts, remote_dir=remote_dir, echo=echo, registry=registry)
 
 
 def register(app: typer.Typer) -> None:

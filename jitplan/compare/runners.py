@@ -82,9 +82,10 @@ class SSHRunner(Runner):
         job = SSHLaunch(self.target, self.opts, root=self.remote_dir, run_id=name)
         python = job.venv_python if self.create_env else self.opts.python
         spec = spec_from_plan(self.shape, config=config.name, python=python, rdzv_id=name)
+        # the run folder is staged here already (prepare_run_dir); upload it with the run script
         res = launch_ssh(job, registry=registry, name=name, local_code=project_root(),
-                         files=[config, run_script_path()], command=node_command(spec), doctor=False,
-                         create_env=self.create_env, follow=False, out=self.echo or sys.stderr)
+                         stage=lambda job, remote_data: ([config, run_script_path()], node_command(spec)),
+                         doctor=False, create_env=self.create_env, follow=False, out=self.echo or sys.stderr)
         code = job.follow(self.echo or sys.stderr, timeout_s=minutes * 60 if minutes else None)
         status = "finished" if code == 0 else "failed"
         if minutes and code is None:
