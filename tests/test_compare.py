@@ -366,3 +366,38 @@ def test_compare_over_ssh_fetches_each_arm_back_and_scores_it(cli, tmp_path, mon
         assert not (out / "arms" / slug / "out" / "ckpt").exists()
         assert a["status"] == "finished" and a["steps"] == 2 and math.isfinite(a["v_loss_common"])
         assert [s for s, _ in a["loss_curve"]] == [1, 2] and a["grid"]
+
+
+def test_vast_rents_one_instance_for_all_arms(cli, tmp_path, monkeypatch):
+    """--vast provisions through the provider once (patched here: no account), then every arm goes over SSH to it
+    with the new host key trusted in jitplan's own known_hosts; a bare TrainConfig cannot say what to rent."""
+    from types import SimpleNamespace
+
+    import jitplan.providers.provision as provision
+    from jitplan.launch.target import SSHTarget
+
+    monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "home"))
+    r = cli("compare", str(TEMPLATE), "--objectives", "x,v", "--steps", "2", "--vast", "--yes")
+    assert r.code == 2 and "--vast needs a plan" in r.err
+    rented = []
+
+    def fake_provision(plan, *, registry, run_id, bid=None, yes=False, identity=None, **kw):
+        rented.append((plan.hardware.world_size, run_id, bid, yes))
+        return SimpleNamespace(ssh=SSHTarget(user="root", host="203.0.113.7", port=41022))
+
+    monkeypatch.setattr(provision, "provision_vast", fake_provision)
+    seen = {}
+
+    def fake_run_compare(*args, **kw):
+        seen.update(kw)
+        raise UsageError("stop here")
+
+    monkeypatch.setattr(core, "run_compare", fake_run_compare)
+    plan = tmp_path / "plan.yaml"
+    assert cli("plan", "--gpus", "1xRTX3060", "--data", str(tmp_path), "--out", str(plan)).code == 0
+    r = cli("compare", str(plan), "--objectives", "x,v", "--steps", "2", "--vast", "--bid", "0.2", "--yes")
+    assert r.code == 2 and "stop here" in r.err and "--destroy" in r.err
+    assert len(rented) == 1 and rented[0][0] == 1 and rented[0][2:] == (0.2, True)
+    runner = seen["runner"]
+    assert isinstance(runner, core.SSHRunner) and runner.target.host == "203.0.113.7"
+    assert runner.opts.accept_new_host_key and runner.opts.known_hosts.startswith(str(tmp_path / "home"))

@@ -115,6 +115,7 @@ def _base(plan_file: Path | None, gpus: str | None, recipe: str, data: str | Non
 def _remote_runner(base, shape, *, ssh, vast, identity, known_hosts, accept_new, remote_python, remote_dir, bid, yes,
                    echo):
     from jitplan import compare as core
+    from jitplan.cli._output import note
     from jitplan.errors import UsageError
     from jitplan.launch.registry import Registry
     from jitplan.launch.ssh import SSHOptions, parse_target
@@ -132,7 +133,10 @@ def _remote_runner(base, shape, *, ssh, vast, identity, known_hosts, accept_new,
         known_hosts = known_hosts or str(Path(registry.path).parent / "known_hosts")
         accept_new = True
     opts = SSHOptions(known_hosts=known_hosts, accept_new_host_key=accept_new, python=remote_python)
-    return core.SSHRunner(shape, target, opts, remote_dir=remote_dir, echo=echo, registry=registry)
+    runner = core.SSHRunner(shape, target, opts, remote_dir=remote_dir, echo=echo, registry=registry)
+    if vast:  # every arm runs on this one instance; it is not destroyed here
+        note(f"Vast instance for run {run_id} at {target}; when done: jitplan stop {run_id} --destroy")
+    return runner
 
 
 def register(app: typer.Typer) -> None:
