@@ -37,6 +37,14 @@ def test_out_writes_a_valid_plan(cli, tmp_path, spec):
     assert plan.hardware.world_size == plan.train.world_size
 
 
+def test_list_gpus(cli):
+    r = cli("plan", "--list-gpus", "--json")
+    assert r.code == 0
+    names = [g["name"] for g in json.loads(r.out)]
+    assert "RTX 3060 12GB" in names and "H200" in names
+    assert cli("plan", "--list-gpus").code == 0
+
+
 def test_show_renders_a_saved_plan(cli, tmp_path):
     out = tmp_path / "plan.yaml"
     assert cli(*SEED, "--out", str(out)).code == 0

@@ -7,6 +7,7 @@
     jitplan plan --gpus 1xMYCARD --gpu-mem 20GB --gpu-tflops 80    # an uncatalogued card
     jitplan plan --hardware hardware.yaml --trace                  # from `jitplan probe --out`, traced memory
     jitplan plan --show plan.yaml                                  # render a saved plan
+    jitplan plan --list-gpus                                       # the GPU catalog with its sources
 
 Thin: parse -> ``jitplan.planner.plan.make_plan`` -> render. No torch import unless ``--trace``.
 """
@@ -62,6 +63,7 @@ def plan_command(
     out: str | None = typer.Option(None, "--out", help="Write the plan (YAML) here."),
     trace: bool = typer.Option(False, "--trace", help="Trace one training step (needs torch; slow)."),
     show: str | None = typer.Option(None, "--show", help="Render a saved plan file instead of planning."),
+    list_gpus: bool = typer.Option(False, "--list-gpus", help="List the GPU catalog and exit."),
     json_: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
 ) -> None:
     """Plan batch, LR, EMA, memory, workers and time for a recipe on your GPUs.
@@ -74,6 +76,12 @@ def plan_command(
     from jitplan.planner.plan import make_plan
     from jitplan.schemas import PlanOptions, load_plan, load_recipe, save_plan
 
+    if list_gpus:
+        from jitplan.hardware.catalog import catalog
+
+        rows = catalog()
+        emit(rows, json_mode=json_, render=lambda console: _render_catalog(console, rows))
+        return
     if show is not None:
         saved = load_plan(show)
         emit(saved, json_mode=json_, render=lambda console: _render(console, saved))
@@ -145,6 +153,20 @@ def _render(console, plan) -> None:
     for w in plan.warnings:
         console.print(f"[yellow]warning:[/] {esc(w)}")
     console.print(esc("launch (every node): " + shlex.join(plan.launch.argv)))
+
+
+def _render_catalog(console, rows) -> None:
+    from rich.markup import escape as esc
+    from rich.table import Table
+
+    table = Table(title="GPU catalog (jitplan/hardware/catalog.yaml)")
+    for col in ("name", "memory", "bf16 TFLOPS", "fp32 TFLOPS", "GB/s", "CC", "NVLink", "class", "source"):
+        table.add_column(col, overflow="fold")
+    for g in rows:
+        table.add_row(esc(g.name), f"{g.memory_bytes / 2**30:.1f} GiB", f"{g.bf16_tflops:g}", f"{g.fp32_tflops or 0:g}",
+                      f"{g.mem_bw_gbs or 0:g}", g.compute_capability or "-", "yes" if g.nvlink else "no", g.gpu_class,
+                      esc(g.source))
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
