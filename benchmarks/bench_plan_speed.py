@@ -9,6 +9,7 @@ Target: median <= 0.3 s on the 2-core CI machine, and neither torch, numpy nor v
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import statistics
@@ -24,24 +25,29 @@ PROBE = ("import sys; from jitplan.cli import run; rc = run(['plan', *sys.argv[1
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=15, help="runs (default 15)")
+    ap.add_argument("--no-pyc", action="store_true",
+                    help="keep PYTHONDONTWRITEBYTECODE (compile every module from source on every run)")
     ap.add_argument("args", nargs="*", help="arguments after `jitplan plan` (default: the seed case)")
     a = ap.parse_args()
+    env = dict(os.environ)
+    if not a.no_pyc:  # an installed wheel has its .pyc files; this box sets PYTHONDONTWRITEBYTECODE=1
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
     args = a.args or SEED
     exe = shutil.which("jitplan")
     cmd = [exe, "plan", *args] if exe else [sys.executable, "-m", "jitplan", "plan", *args]
-    subprocess.run(cmd, capture_output=True, check=True)  # warm the page cache and .pyc files
+    subprocess.run(cmd, capture_output=True, check=True, env=env)  # warm the page cache and .pyc files
     walls, cpus = [], []
     for _ in range(a.n):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        subprocess.run(cmd, capture_output=True, check=True)
+        subprocess.run(cmd, capture_output=True, check=True, env=env)
         walls.append(time.perf_counter() - t0)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-    probe = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True)
+    probe = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True, env=env)
     heavy = [ln.split(" ", 1)[1] if " " in ln else "" for ln in probe.stderr.splitlines() if ln.startswith("HEAVY")]
     q = statistics.quantiles(walls, n=10)
-    print(f"command: {' '.join(cmd)}")
+    print(f"command: {' '.join(cmd)}  (.pyc files: {'no' if a.no_pyc else 'yes'})")
     print(f"runs: {a.n}  median: {statistics.median(walls):.3f} s  p10: {q[0]:.3f} s  p90: {q[-1]:.3f} s  "
           f"min: {min(walls):.3f} s")
     print(f"cpu (user+sys) median: {statistics.median(cpus):.3f} s  min: {min(cpus):.3f} s  "
