@@ -401,3 +401,15 @@ def test_vast_rents_one_instance_for_all_arms(cli, tmp_path, monkeypatch):
     runner = seen["runner"]
     assert isinstance(runner, core.SSHRunner) and runner.target.host == "203.0.113.7"
     assert runner.opts.accept_new_host_key and runner.opts.known_hosts.startswith(str(tmp_path / "home"))
+
+
+def test_module_docstring_examples_run():
+    import doctest
+
+    import jitplan.compare
+    import jitplan.compare.results
+    import jitplan.compare.settings
+
+    for mod in (jitplan.compare, jitplan.compare.settings, jitplan.compare.results):
+        res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert res.attempted > 0 and res.failed == 0, mod.__name__
