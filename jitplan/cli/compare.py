@@ -74,7 +74,7 @@ def compare(
     else:
         runner = core.LocalRunner(shape, threads=threads, echo=echo)
     def note(message: str) -> None:  # plain: "x:v" must not become an emoji nor "[...]" markup
-        err.print(message, markup=False, emoji=False, highlight=False)
+        err.print(message, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
     result = core.run_compare(base, shape, arms, budget, out_dir, runner=runner, seed=seed, ema=ema,
                               sample_steps=sample_steps, per_class=per_class, ref_stats=ref_stats, threads=threads,
