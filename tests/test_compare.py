@@ -231,10 +231,14 @@ def test_compare_two_objectives_end_to_end(cli, tmp_path, monkeypatch):
     """Two arms through the real launch path (torchrun, supervisor, registry), scored and plotted."""
     monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("JITMODEL_NO_PROGRESS", "1")
+    import torch
+
+    torch.set_num_threads(2)
     out = tmp_path / "cmp"
     r = cli("compare", str(_tiny_config(tmp_path)), "--arm", "x:v", "--arm", "eps:eps", "--steps", "3",
             "--out", str(out), "--sample-steps", "2", "--per-class", "2", "--threads", "1", "--seed", "5", "--json")
     assert r.code == 0, r.err[-3000:]
+    assert torch.get_num_threads() == 2  # --threads 1 held while scoring only
     res = json.loads(r.out)
     saved = json.loads((out / "results.json").read_text())
     assert saved["arms"] == res["arms"] and [a["arm"] for a in res["arms"]] == ["x:v", "eps:eps"]

@@ -27,9 +27,10 @@ Results: ``results.json``, ``summary.md``, ``loss.png`` and ``grids/<arm>.png`` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,6 @@ def run_compare(base: Any, shape: Any, arms: list[Arm], budget: Budget, out: str
     ranks: on a busy machine fewer threads are much faster). Returns the CompareResult also written to
     ``out/results.json``.
     """
-    from jitplan.launch import local
-
     note = note or (lambda m: None)
     out = Path(out).resolve()
     is_plan = not hasattr(base, "diffusion")
@@ -84,16 +83,38 @@ def run_compare(base: Any, shape: Any, arms: list[Arm], budget: Budget, out: str
     weights = ema or train.sample.ema
     if weights not in ("ema1", "ema2", "raw"):
         raise UsageError(f"--ema must be ema1, ema2 or raw, got {weights!r}")
-    results: list[ArmResult] = []
-    run_dirs: dict[str, Path] = {}
     for arm in arms:
         rdir = out / "arms" / arm.slug
         if rdir.exists() and any(rdir.iterdir()):
             raise UsageError(f"{rdir} already holds a run; choose a new --out folder")
-    if threads:
-        import torch
+    with _torch_threads(threads):
+        return _train_and_score(base, train, is_plan, world, runner, arms, budget, out, seed=seed, weights=weights,
+                                sample_steps=sample_steps, per_class=per_class, ref_stats=ref_stats, note=note)
 
-        torch.set_num_threads(threads)
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` inside, restored after (the CLI may run in a longer process)."""
+    if not n:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_and_score(base: Any, train: Any, is_plan: bool, world: int, runner: Runner, arms: list[Arm],
+                     budget: Budget, out: Path, *, seed: int | None, weights: str, sample_steps: int,
+                     per_class: int, ref_stats: str | None, note: Note) -> CompareResult:
+    from jitplan.launch import local
+
+    results: list[ArmResult] = []
+    run_dirs: dict[str, Path] = {}
     note("preparing the common evaluation (fixed batch, t grid, classifier / reference statistics)")
     scorer = Scorer(train, seed=train.seed if seed is None else seed, ref_stats=ref_stats)
     for arm in arms:
@@ -160,8 +181,6 @@ def _notes(results: list[ArmResult], scorer: Scorer, budget: Budget) -> list[str
     if failed:
         notes.append(f"Failed arm(s): {', '.join(failed)}; see their train.log.")
     return notes
-
-
 
 
 def write_outputs(r: CompareResult, out: Path) -> None:
