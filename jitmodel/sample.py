@@ -16,7 +16,7 @@ Two modes give the same images (up to floating-point rounding):
 The state z stays in fp32 whatever the network runs in (bf16 autocast only wraps the network calls).
 
     >>> import torch
-    >>> from jitmodel.config import SampleConfig
+    >>> from jitmodel.config import DiffusionConfig, ModelConfig, SampleConfig
     >>> from jitmodel.sample import forwards_per_image, sample
     >>> cfg = SampleConfig(steps=50, cfg=2.9, interval_min=0.1, interval_max=1.0, mode="fast")
     >>> forwards_per_image(cfg)  # 99 evaluations, 11 of them at t <= 0.1 without guidance
@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from jitmodel.config import SampleConfig
+from jitmodel.config import DiffusionConfig, ModelConfig, SampleConfig
 
 # x_hat(z (B, C, H, W) fp32, t (B,) fp32, y (B,) long) -> x prediction (B, C, H, W)
 XHatFn = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -259,10 +259,10 @@ def save_png(path: str | Path, hwc: Tensor) -> Path:
 class Loaded:
     """A denoiser with the chosen weights, its configs and class names (from the checkpoint)."""
 
-    denoiser: torch.nn.Module
-    model_cfg: object  # ModelConfig at the *served* image size
-    trained_cfg: object  # ModelConfig as trained
-    diffusion: object  # DiffusionConfig
+    denoiser: torch.nn.Module  # a jitmodel.denoiser.Denoiser, in eval mode
+    model_cfg: ModelConfig  # at the *served* image size
+    trained_cfg: ModelConfig  # as trained
+    diffusion: DiffusionConfig
     classes: list[str]
     sample_defaults: SampleConfig
 
@@ -274,9 +274,7 @@ class Loaded:
 _WEIGHTS = {"ema1": "ema1", "ema2": "ema2", "raw": "model"}
 
 
-def _diffusion_from(ckpt: dict):
-    from jitmodel.config import DiffusionConfig
-
+def _diffusion_from(ckpt: dict) -> DiffusionConfig:
     tc = ckpt.get("train_config") or {}
     if isinstance(tc, dict) and isinstance(tc.get("diffusion"), dict):
         return DiffusionConfig.model_validate(tc["diffusion"])
@@ -294,7 +292,6 @@ def load_for_sampling(path: str | Path, *, ema: str = "ema1", img_size: int | No
     request: another variant or patch size, or an image size that the patch does not divide.
     """
     from jitmodel.checkpoint import checkpoint_model_config, describe, infer_model_config, load_checkpoint
-    from jitmodel.config import ModelConfig
     from jitmodel.denoiser import Denoiser
     from jitmodel.variants import get_variant
 
