@@ -165,6 +165,23 @@ def versions() -> dict[str, str]:
     return {"jitmodel": jitmodel.__version__, "torch": str(torch.__version__), "python": platform.python_version()}
 
 
+def make_checkpoint(*, model: Mapping[str, Any], ema1: Mapping[str, Any], ema2: Mapping[str, Any],
+                    optimizer: Mapping[str, Any], model_config: Any, train_config: Any, classes: Sequence[str],
+                    epoch: int, step: int, epoch_step: int, epoch_samples: int,
+                    rng_per_rank: Sequence[Mapping[str, Any]], scaler: Mapping[str, Any] | None = None) -> dict:
+    """The checkpoint dict (format 1). ``rng`` holds rank 0's streams at the top and every rank's in per_rank."""
+    ck = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "model": model, "ema1": ema1, "ema2": ema2,
+        "optimizer": optimizer, "model_config": model_config.model_dump(mode="json"),
+        "train_config": train_config.model_dump(mode="json"), "classes": list(classes), "versions": versions(),
+        "epoch": int(epoch), "step": int(step), "epoch_step": int(epoch_step), "epoch_samples": int(epoch_samples),
+        "rng": {**rng_per_rank[0], "per_rank": list(rng_per_rank)}, "world_size": len(rng_per_rank),
+    }
+    if scaler is not None:
+        ck["scaler"] = scaler
+    return ck
+
+
 def save_checkpoint(ckpt: dict[str, Any], output_dir: str | Path, *, keep_last: int,
                     permanent_epoch: int | None = None) -> Path:
     """Write ckpt/{step:07d}.pt, link last.pt (and ckpt/epoch-E.pt when permanent), prune old step files."""

@@ -1,4 +1,4 @@
-"""Rank/world helpers: the torchrun environment, the process group, device and backend choice.
+"""Rank/world helpers: the torchrun environment, the process group, device, backend and autocast choice.
 
 One process works without any launcher (rank 0 of 1); under torchrun the ranks come from RANK,
 WORLD_SIZE and LOCAL_RANK. NCCL on CUDA, gloo otherwise.
@@ -16,6 +16,7 @@ import datetime
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as torch_dist
@@ -105,6 +106,32 @@ def destroy_process_group() -> None:
 def barrier() -> None:
     if torch_dist.is_available() and torch_dist.is_initialized():
         torch_dist.barrier()
+
+
+def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype (None = fp32). auto: bf16 on CUDA GPUs that support it, fp32 elsewhere."""
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if precision == "auto":
+        return torch.bfloat16 if cuda_bf16 else None
+    if precision == "bf16":
+        if device.type == "cuda" and not cuda_bf16:
+            raise ValueError(f"precision bf16 was asked for but {torch.cuda.get_device_name(device)} lacks bf16; "
+                             "use precision: fp16 or fp32")
+        return torch.bfloat16
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise ValueError(f"precision fp16 needs a CUDA GPU (device is {device.type}); use bf16 or fp32")
+        return torch.float16
+    return None
+
+
+def all_gather(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` for one process."""
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return [obj]
+    out: list[Any] = [None] * torch_dist.get_world_size()
+    torch_dist.all_gather_object(out, obj)
+    return out
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as torch_dist
 from pydantic import ValidationError
 
 from jitmodel import checkpoint as ckpt_io
@@ -37,7 +36,9 @@ from jitmodel import data as data_mod
 from jitmodel.config import OptimConfig, TrainConfig, load_train_config
 from jitmodel.dist import (
     DistEnv,
+    all_gather,
     all_reduce_sum,
+    amp_dtype,
     barrier,
     destroy_process_group,
     init_process_group,
@@ -75,23 +76,6 @@ def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str,
             continue
         (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
-
-
-def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype (None = fp32). auto: bf16 on CUDA GPUs that support it, fp32 elsewhere."""
-    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    if precision == "auto":
-        return torch.bfloat16 if cuda_bf16 else None
-    if precision == "bf16":
-        if device.type == "cuda" and not cuda_bf16:
-            raise ValueError(f"precision bf16 was asked for but {torch.cuda.get_device_name(device)} lacks bf16; "
-                             "use precision: fp16 or fp32")
-        return torch.bfloat16
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise ValueError(f"precision fp16 needs a CUDA GPU (device is {device.type}); use bf16 or fp32")
-        return torch.float16
-    return None
 
 
 def eval_due(epoch: int, cfg: TrainConfig) -> bool:
@@ -289,24 +273,14 @@ class Trainer:
         if self.step == self._saved_step and not permanent:
             return  # e.g. the end of an epoch that was also the last step
         self._saved_step = self.step
-        rng = ckpt_io.capture_rng(self.gen)
-        ranks = [rng]
-        if self.env.distributed:
-            ranks = [None] * self.env.world_size
-            torch_dist.all_gather_object(ranks, rng)
+        ranks = all_gather(ckpt_io.capture_rng(self.gen))
         if self.env.is_main:
-            ck = {
-                "format": ckpt_io.FORMAT, "format_version": ckpt_io.FORMAT_VERSION,
-                "model": self.denoiser.state_dict(), "ema1": self.ema.state_dict("ema1"),
-                "ema2": self.ema.state_dict("ema2"), "optimizer": self.opt.state_dict(),
-                "model_config": self.cfg.model.model_dump(mode="json"),
-                "train_config": self.cfg.model_dump(mode="json"), "classes": self.classes,
-                "versions": ckpt_io.versions(), "epoch": self.epoch, "step": self.step,
-                "epoch_step": self.epoch_step, "epoch_samples": self.epoch_step * self.eff_batch,
-                "rng": {**rng, "per_rank": ranks}, "world_size": self.env.world_size,
-            }
-            if self.scaler is not None:
-                ck["scaler"] = self.scaler.state_dict()
+            ck = ckpt_io.make_checkpoint(
+                model=self.denoiser.state_dict(), ema1=self.ema.state_dict("ema1"), ema2=self.ema.state_dict("ema2"),
+                optimizer=self.opt.state_dict(), scaler=self.scaler.state_dict() if self.scaler else None,
+                model_config=self.cfg.model, train_config=self.cfg, classes=self.classes, epoch=self.epoch,
+                step=self.step, epoch_step=self.epoch_step, epoch_samples=self.epoch_step * self.eff_batch,
+                rng_per_rank=ranks)
             ckpt_io.save_checkpoint(ck, self.out, keep_last=self.cfg.checkpoint.keep_last,
                                     permanent_epoch=self.epoch if permanent else None)
         barrier()
@@ -407,11 +381,7 @@ class Trainer:
 
     def _check_replicas(self, log: MetricsLogger) -> int:
         """Every rank must hold the same weights (DDP keeps them in lockstep); 1 if they drifted apart."""
-        local = ckpt_io.state_fingerprint(self.denoiser.state_dict())
-        fps = [local]
-        if self.env.distributed:
-            fps = [None] * self.env.world_size
-            torch_dist.all_gather_object(fps, local)
+        fps = all_gather(ckpt_io.state_fingerprint(self.denoiser.state_dict()))
         log.log({"step": self.step, "event": "replicas", "fingerprints": fps, "consistent": len(set(fps)) == 1})
         if len(set(fps)) != 1:
             log.note(f"Error: the {len(fps)} ranks ended with different weights: {fps}")
