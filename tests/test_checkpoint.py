@@ -208,3 +208,13 @@ def test_state_fingerprint_sees_one_bit():
     assert C.state_fingerprint(sd2) == fp
     sd2["a"][1] = torch.finfo(torch.float32).tiny
     assert C.state_fingerprint(sd2) != fp
+
+
+@pytest.mark.parametrize("module", ["jitmodel.checkpoint", "jitmodel.data", "jitmodel.dist", "jitmodel.metrics",
+                                    "jitmodel.train"])
+def test_module_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(module))
+    assert res.attempted > 0 and res.failed == 0
