@@ -220,11 +220,13 @@ def resolve_resume(arg: str | None, output_dir: str | Path) -> Path | None:
     return p
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
     """Load ours or an official JiT checkpoint with ``weights_only=True``.
 
     Official checkpoints are normalised to our keys (model, ema1, ema2, optimizer, epoch) plus
     ``args`` as a plain dict and ``model_config`` inferred from the shapes; ``format`` says which.
+    ``mmap=True`` maps the tensors from the file (private, copy-on-write) instead of reading them: the
+    ranks of a node then share one copy in the page cache (an H/16 checkpoint is ~19 GB).
     """
     import argparse
     import pickle
@@ -234,7 +236,12 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     path = Path(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            raw = torch.load(path, map_location=map_location, weights_only=True)
+            try:
+                raw = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+            except RuntimeError:
+                if not mmap:
+                    raise
+                raw = torch.load(path, map_location=map_location, weights_only=True)  # pre-zip format
     except FileNotFoundError:
         raise ValueError(f"checkpoint not found: {path}") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:

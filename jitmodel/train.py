@@ -121,7 +121,7 @@ class Trainer:
         self.amp = amp_dtype(cfg.precision, self.device)
         self.out = Path(cfg.output_dir)
         resume_path = ckpt_io.resolve_resume(resume, self.out)
-        ck = ckpt_io.load_checkpoint(resume_path) if resume_path else None
+        ck = ckpt_io.load_checkpoint(resume_path, mmap=True) if resume_path else None
         if ck is not None:
             ckpt_io.check_compatible(ckpt_io.checkpoint_model_config(ck), cfg.model)
 

@@ -218,3 +218,13 @@ def test_module_docstring_examples_run(module):
 
     res = doctest.testmod(importlib.import_module(module))
     assert res.attempted > 0 and res.failed == 0
+
+
+def test_mmap_load_is_private(tmp_path):
+    C.atomic_save(_ours(1, 1.0), tmp_path / "last.pt")
+    ck = C.load_checkpoint(tmp_path / "last.pt", mmap=True)
+    ck["model"]["w"].add_(5)  # copy-on-write: the file keeps its values
+    assert torch.equal(C.load_checkpoint(tmp_path / "last.pt")["model"]["w"], torch.ones(3))
+    legacy = tmp_path / "legacy.pt"
+    torch.save(_ours(2), legacy, _use_new_zipfile_serialization=False)
+    assert C.load_checkpoint(legacy, mmap=True)["step"] == 2  # pre-zip files fall back to a plain read
