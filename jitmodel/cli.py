@@ -136,6 +136,7 @@ def trajectory(ckpt: str = CKPT, cls: int = typer.Option(None, "--class", help="
                as_json: bool = JSON) -> None:
     """Frames of the denoising (z_t, z_t with the patch grid, x̂) as a PNG strip and an HTML page."""
     from jitmodel import trajectory as tr
+    from jitmodel.atomic import atomic_write_text
     from jitmodel.sample import parse_classes, save_png
 
     env, dev, _, m = _setup(ckpt, ema, img_size, device, "fp32")
@@ -153,7 +154,7 @@ def trajectory(ckpt: str = CKPT, cls: int = typer.Option(None, "--class", help="
     names = [f"{c}: {m.classes[c]}" if m.classes[c] != str(c) else str(c) for c in labels]
     if html is not None:
         title = f"{m.trained_cfg.variant} at {size}px — {scfg.method} {scfg.steps} steps, cfg {scfg.cfg}"
-        tr.write_text_atomic(html, tr.page(rendered, frames, names, title))
+        atomic_write_text(html, tr.page(rendered, frames, names, title))
     _emit({"classes": labels, "frames": scfg.steps + 1, "strip": str(out), "html": str(html) if html else None},
           as_json)
 

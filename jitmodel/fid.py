@@ -20,7 +20,6 @@ import importlib
 import importlib.util
 import os
 import sys
-import tempfile
 import types
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -103,21 +102,9 @@ def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]
 
 def save_stats(path: str | Path, mu: np.ndarray, sigma: np.ndarray, n: int, extractor: str) -> Path:
     """Write reference statistics as npz (mu, sigma, n, extractor) atomically."""
-    from jitmodel.sample import file_mode
+    from jitmodel.atomic import atomic_write
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, file_mode())
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, mu=mu, sigma=sigma, n=np.int64(n), extractor=np.str_(extractor))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: np.savez(f, mu=mu, sigma=sigma, n=np.int64(n), extractor=np.str_(extractor)))
     return path
 
 

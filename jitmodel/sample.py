@@ -31,8 +31,6 @@ The state z stays in fp32 whatever the network runs in (bf16 autocast only wraps
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +38,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from jitmodel.atomic import atomic_write
 from jitmodel.config import DiffusionConfig, ModelConfig, SampleConfig
 
 # x_hat(z (B, C, H, W) fp32, t (B,) fp32, y (B,) long) -> x prediction (B, C, H, W)
@@ -223,13 +222,6 @@ def make_grid(images: Tensor, ncol: int | None = None, pad: int = 2, fill: int =
     return out.permute(1, 2, 0).contiguous()
 
 
-def file_mode() -> int:
-    """0666 less the process umask: the mode ``open()`` would give a new file."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def save_png(path: str | Path, hwc: Tensor) -> Path:
     """Write an (H, W, 3) or (H, W) uint8 picture as PNG atomically (temp file, fsync, rename)."""
     from PIL import Image
@@ -238,17 +230,7 @@ def save_png(path: str | Path, hwc: Tensor) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = hwc.numpy()
     img = Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, file_mode())  # mkstemp makes 0600; a picture gets the usual umask'd mode
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: img.save(f, format="PNG"))
     return path
 
 

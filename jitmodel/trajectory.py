@@ -20,17 +20,14 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from jitmodel.config import SampleConfig
-from jitmodel.sample import XHatFn, file_mode, make_grid, noise_for_ids, sample, to_uint8, x_hat_from_velocity
+from jitmodel.sample import XHatFn, make_grid, noise_for_ids, sample, to_uint8, x_hat_from_velocity
 
 GRID_COLOR = (255, 48, 48)
 VIEWS = ("z", "grid", "xhat")
@@ -130,18 +127,3 @@ def _escape(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, file_mode())
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

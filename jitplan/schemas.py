@@ -11,14 +11,13 @@ plan.yaml`` reads the plan's ``train`` key.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from jitmodel.atomic import atomic_write_text
 from jitmodel.config import TrainConfig
 from jitplan.errors import UsageError
 from jitplan.hardware.schema import HardwareSpec
@@ -233,22 +232,6 @@ def load_plan(path: str | Path) -> Plan:
         return Plan.model_validate(raw)
     except ValidationError as e:
         raise UsageError(f"{p}: invalid plan: {_first_error(e)}") from None
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: temp file in the same folder, fsync, os.replace."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def plan_to_yaml(plan: Plan) -> str:

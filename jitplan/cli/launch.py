@@ -169,7 +169,14 @@ def _remote(plan, shape, is_plan: bool, *, plan_file: Path, rdir: Path, name: st
     """--ssh and --vast: stage the run folder here, then upload, check, start and follow over SSH."""
     from jitplan.launch import local
     from jitplan.launch.registry import Registry
-    from jitplan.launch.ssh import SSHLaunch, SSHOptions, launch_ssh, parse_target, run_script_path
+    from jitplan.launch.ssh import (
+        SSHLaunch,
+        SSHOptions,
+        launch_ssh,
+        parse_target,
+        project_root,
+        run_script_path,
+    )
     from jitplan.launch.torchrun import node_command, spec_from_plan
     from jitplan.secrets import redact
 
@@ -210,12 +217,12 @@ def _remote(plan, shape, is_plan: bool, *, plan_file: Path, rdir: Path, name: st
 
     if dry_run:
         files, cmd = stage(job, None)
-        steps = job.steps(local_code=_project_root(), files=files, command=cmd, data=data,
+        steps = job.steps(local_code=project_root(), files=files, command=cmd, data=data,
                           doctor=not no_doctor, create_env=create_env)
         res["commands"] = [redact(s.shell()) for s in steps]
         emit(res, json_mode=json_out, render=_render(res))
         return
-    res_ssh = launch_ssh(job, registry=registry, name=name, local_code=_project_root(), stage=stage, data=data,
+    res_ssh = launch_ssh(job, registry=registry, name=name, local_code=project_root(), stage=stage, data=data,
                          doctor=not no_doctor and is_plan, create_env=create_env, follow=not detach,
                          out=sys.stderr if json_out else sys.stdout, run_id=run_id)
     res.update(res_ssh.model_dump())
@@ -224,17 +231,6 @@ def _remote(plan, shape, is_plan: bool, *, plan_file: Path, rdir: Path, name: st
     emit(res, json_mode=json_out, render=_render(res))
     if res_ssh.status == "failed":
         raise CheckFailed(res["message"], hint=f"jitplan logs {res_ssh.run_id}")
-
-
-def _project_root() -> Path:
-    """The checkout (or install) holding jitmodel and jitplan: what gets uploaded."""
-    import jitmodel
-
-    root = Path(jitmodel.__file__).resolve().parent.parent
-    if not (root / "pyproject.toml").is_file():
-        raise UsageError(f"jitmodel is installed at {root} without its project folder, so there is no code to upload",
-                         hint="run jitplan from a checkout (pip install -e .)")
-    return root
 
 
 def register(app: typer.Typer) -> None:

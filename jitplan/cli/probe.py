@@ -116,7 +116,7 @@ def probe(
     if out is not None:
         import yaml
 
-        from jitplan.schemas import atomic_write_text
+        from jitmodel.atomic import atomic_write_text
 
         if out.exists() and out.is_dir():
             raise UsageError(f"--out {out} is a directory")

@@ -48,7 +48,6 @@ from jitplan.compare.runners import (
     SSHRunner,
     _StopOnTime,
     load_base,
-    project_root,
     world_size_of,
 )
 from jitplan.compare.score import Scorer
@@ -58,7 +57,7 @@ from jitplan.errors import UsageError
 Note = Callable[[str], None]
 
 __all__ = ["KINDS", "Arm", "ArmResult", "Budget", "CompareResult", "LocalRunner", "Runner", "SSHRunner", "Scorer",
-           "arm_train_config", "load_base", "make_budget", "parse_arm", "parse_arms", "plot_losses", "project_root",
+           "arm_train_config", "load_base", "make_budget", "parse_arm", "parse_arms", "plot_losses",
            "read_metrics", "run_compare", "summarize_metrics", "summary_markdown", "world_size_of", "write_outputs",
            "_COLORS", "_StopOnTime", "_notes", "_plot_pil"]
 

@@ -75,7 +75,7 @@ class SSHRunner(Runner):
         import subprocess
 
         from jitplan.launch.registry import Registry
-        from jitplan.launch.ssh import SSHLaunch, launch_ssh, run_script_path
+        from jitplan.launch.ssh import SSHLaunch, launch_ssh, project_root, run_script_path
         from jitplan.launch.torchrun import node_command, spec_from_plan
 
         registry = self.registry or Registry()
@@ -98,17 +98,6 @@ class SSHRunner(Runner):
             last = (dl.stderr.strip().splitlines() or ["(no output)"])[-1]
             return "failed", f"{msg}; fetching {job.run_dir}/out failed: {last}"
         return status, msg
-
-
-def project_root() -> Path:
-    """The checkout holding jitmodel and jitplan (what the SSH path uploads)."""
-    import jitmodel
-
-    root = Path(jitmodel.__file__).resolve().parent.parent
-    if not (root / "pyproject.toml").is_file():
-        raise UsageError(f"jitmodel is installed at {root} without its project folder, so there is no code to upload",
-                         hint="run jitplan from a checkout (pip install -e .)")
-    return root
 
 
 class _StopOnTime:

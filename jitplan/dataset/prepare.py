@@ -171,7 +171,7 @@ def prepare_dataset(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> PrepareResult:
     """Build ``dst/train``, ``dst/val`` and ``dst/classes.json`` from ``src`` (see the module docstring)."""
-    from jitplan.schemas import atomic_write_text
+    from jitmodel.atomic import atomic_write_text
 
     if val_per_class is not None and val_fraction is not None:
         raise UsageError("give --val-per-class or --val-fraction, not both")

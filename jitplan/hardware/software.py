@@ -189,7 +189,7 @@ def torch_import_check(
             return cached
     result = _run_import(python, timeout, env)
     if cache_file is not None and result.ok:
-        from jitplan.schemas import atomic_write_text
+        from jitmodel.atomic import atomic_write_text
 
         try:
             atomic_write_text(cache_file, result.model_dump_json())

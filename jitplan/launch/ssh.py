@@ -335,6 +335,17 @@ class SSHLaunch:
         return None
 
 
+def project_root() -> Path:
+    """The checkout holding jitmodel and jitplan: the code the SSH path uploads."""
+    import jitmodel
+
+    root = Path(jitmodel.__file__).resolve().parent.parent
+    if not (root / "pyproject.toml").is_file():
+        raise UsageError(f"jitmodel is installed at {root} without its project folder, so there is no code to upload",
+                         hint="run jitplan from a checkout (pip install -e .)")
+    return root
+
+
 def run_script_path() -> Path:
     """The run_remote.sh template to upload into the run folder."""
     return templates_dir() / RUN_SCRIPT
