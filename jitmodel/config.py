@@ -12,6 +12,7 @@ README; see docs/training.md). ``TrainConfig`` is saved as YAML by ``jitplan pla
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -167,6 +168,21 @@ class TrainConfig(_Strict):
     def effective_batch(self, world_size: int | None = None) -> int:
         ws = world_size or self.world_size or 1
         return self.batch_per_gpu * self.accum_steps * ws
+
+    def eval_due(self, epoch: int) -> bool:
+        """Online evaluation after (0-based) ``epoch``, the official cadence: every ``every_epochs``, the
+        last epoch, and epoch 0 only with ``at_epoch0`` (the official code always evaluates at epoch 0).
+
+        >>> cfg = TrainConfig(data=DataConfig(kind="digits"), epochs=100, eval=EvalConfig(online=True))
+        >>> [e for e in range(100) if cfg.eval_due(e)]
+        [40, 80, 99]
+        """
+        ev = self.eval
+        if not ev.online:
+            return False
+        if epoch == 0:
+            return ev.at_epoch0
+        return epoch % ev.every_epochs == 0 or epoch + 1 >= math.ceil(self.epochs)
 
     @property
     def lr(self) -> float:

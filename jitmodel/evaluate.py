@@ -283,19 +283,8 @@ def pack_images_npz(folder: Path, num_images: int) -> Path:
 # The trainer's hook
 # --------------------------------------------------------------------------------------------------------
 def due(epoch: int, cfg: TrainConfig) -> bool:
-    """Official cadence: every ``every_epochs`` and at the last epoch; epoch 0 only with ``at_epoch0``.
-
-    >>> from jitmodel.config import DataConfig, EvalConfig, TrainConfig
-    >>> cfg = TrainConfig(data=DataConfig(kind="digits"), epochs=100, eval=EvalConfig(online=True))
-    >>> [e for e in range(100) if due(e, cfg)]
-    [40, 80, 99]
-    """
-    e = cfg.eval
-    if not e.online:
-        return False
-    if epoch == 0:
-        return e.at_epoch0
-    return epoch % e.every_epochs == 0 or epoch + 1 >= int(np.ceil(cfg.epochs))
+    """Whether the trainer evaluates after (0-based) ``epoch``: ``TrainConfig.eval_due`` (official cadence)."""
+    return cfg.eval_due(epoch)
 
 
 def online_eval(net: torch.nn.Module, cfg: TrainConfig, *, epoch: int, device: Any, out_dir: Path,

@@ -78,23 +78,6 @@ def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str,
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
-def eval_due(epoch: int, cfg: TrainConfig) -> bool:
-    """Online evaluation after (0-based) ``epoch``, the official cadence: every ``every_epochs``, the last
-    epoch, and epoch 0 only with ``at_epoch0``.
-
-    >>> from jitmodel.config import DataConfig, EvalConfig
-    >>> cfg = TrainConfig(data=DataConfig(kind="digits"), epochs=100, eval=EvalConfig(online=True))
-    >>> [e for e in range(100) if eval_due(e, cfg)]
-    [40, 80, 99]
-    """
-    ev = cfg.eval
-    if not ev.online:
-        return False
-    if epoch == 0:
-        return ev.at_epoch0
-    return epoch % ev.every_epochs == 0 or epoch + 1 >= math.ceil(cfg.epochs)
-
-
 def _one_line(e: BaseException) -> str:
     if isinstance(e, ValidationError):
         err = e.errors()[0]
@@ -288,7 +271,7 @@ class Trainer:
     def _end_of_epoch(self, log: MetricsLogger) -> None:
         """Called after the last step of epoch ``self.epoch - 1``: online eval, then the epoch checkpoint."""
         done, c = self.epoch, self.cfg.checkpoint
-        if eval_due(done - 1, self.cfg):
+        if self.cfg.eval_due(done - 1):
             self._online_eval(done - 1, log)
         keep = c.keep_every_epochs is not None and done % c.keep_every_epochs == 0
         if done % c.every_epochs == 0 or keep:
