@@ -239,7 +239,16 @@ def build_loader(ds: _Base, sampler: ResumableSampler, cfg: DataConfig, device: 
         extra = {"prefetch_factor": cfg.prefetch_factor, "persistent_workers": cfg.persistent_workers}
     return DataLoader(ds, batch_size=sampler.micro, sampler=sampler, num_workers=workers, drop_last=True,
                       pin_memory=cfg.pin_memory and device.type == "cuda",
-                      generator=torch.Generator().manual_seed(seed), **extra)
+                      generator=torch.Generator().manual_seed(seed),
+                      worker_init_fn=_ignore_sigterm if workers > 0 else None, **extra)
+
+
+def _ignore_sigterm(_worker_id: int) -> None:
+    """A SIGTERM meant for the trainer (a preempting host signals every process) must not kill the
+    DataLoader workers mid-step: the trainer finishes its step, checkpoints, then shuts its workers down
+    itself (they also exit when their parent dies). Seen with torch 2.13: a group-wide SIGTERM crashed the
+    rank with "DataLoader worker ... killed by signal: Terminated" before it could checkpoint."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def arm_worker_kill(ds: _Base, num_workers: int, micro_batch: int) -> bool:

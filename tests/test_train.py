@@ -292,6 +292,27 @@ def test_sigterm_finishes_the_step_checkpoints_exits_0_and_resumes_exactly(tmp_p
     assert_same_training_state(tmp_path / "ref", tmp_path / "sig")
 
 
+@pytest.mark.slow
+def test_sigterm_to_the_whole_process_group_still_checkpoints(tmp_path):
+    """A preempting host may signal every process, DataLoader workers included: the workers ignore it, so
+    the rank finishes its step, checkpoints and exits 0 instead of dying of a 'killed by signal' error."""
+    cfg = write_cfg(tmp_path, None, name="grp.yaml", output_dir=str(tmp_path / "grp"), max_steps=10_000,
+                    model={"num_classes": 10},
+                    data={"kind": "digits", "num_workers": 2, "persistent_workers": True})
+    proc = subprocess.Popen([sys.executable, "-m", "jitmodel.train", "--config", str(cfg)], env=ENV1,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    metrics = tmp_path / "grp" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)  # the trainer and both workers
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, err
+    assert "killed by signal" not in err
+    assert C.load_checkpoint(tmp_path / "grp" / "last.pt")["step"] >= 2
+
+
 # --------------------------------------------------------------------------- failures
 
 def test_nan_loss_is_a_clear_error_and_exit_1(tmp_path, folder, capsys, monkeypatch):
