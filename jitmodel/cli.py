@@ -194,6 +194,7 @@ def evaluate(ckpt: str = CKPT, out_dir: Path = typer.Option(..., "--out-dir", he
     try:
         rep = run_eval(m.x_hat, job, extractor=extractor, ref_stats=ref_stats, rank=env.rank,
                        world=env.world_size, device=dev, pack_npz=npz)
+        dist.barrier()  # leave together: a gloo rank torn down while its peer still works can abort at exit
     finally:
         dist.destroy_process_group()
     if env.is_main:

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from jitmodel import checkpoint as ckpt_io
 from jitmodel import data as data_mod
-from jitmodel.config import OptimConfig, TrainConfig, load_train_config
+from jitmodel.config import TrainConfig, load_train_config
 from jitmodel.dist import (
     DistEnv,
     all_gather,
@@ -45,37 +45,11 @@ from jitmodel.dist import (
     pick_device,
 )
 from jitmodel.metrics import MetricsLogger, peak_memory_mib
+from jitmodel.optim import build_optimizer, lr_at, param_groups
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf (exit 1)."""
-
-
-# --------------------------------------------------------------------------- pure helpers
-
-def lr_at(epoch: float, peak: float, o: OptimConfig, total_epochs: float) -> float:
-    """LR at a fractional epoch: linear warm-up from 0 (as official), then constant or half-cosine.
-
-    >>> o = OptimConfig(warmup_epochs=5)
-    >>> lr_at(0.0, 2e-4, o, 600), lr_at(2.5, 2e-4, o, 600), lr_at(7.0, 2e-4, o, 600)
-    (0.0, 0.0001, 0.0002)
-    """
-    if epoch < o.warmup_epochs:
-        return peak * epoch / o.warmup_epochs
-    if o.lr_schedule == "constant":
-        return peak
-    span = max(total_epochs - o.warmup_epochs, 1e-12)
-    return o.min_lr + (peak - o.min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(epoch - o.warmup_epochs, span) / span))
-
-
-def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Official ``add_weight_decay``: 1-D tensors and biases get no decay; frozen parameters are left out."""
-    decay, no_decay = [], []
-    for name, p in module.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
 def _one_line(e: BaseException) -> str:
@@ -136,7 +110,7 @@ class Trainer:
         self.ema = EMA(self.denoiser, cfg.diffusion.ema_decays)
         groups = param_groups(self.denoiser, cfg.optim.weight_decay)
         self.peak_lr = cfg.optim.lr_for(self.eff_batch)
-        self.opt = self._optimizer(groups)
+        self.opt = build_optimizer(groups, cfg.optim, self.peak_lr, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self.step = self.epoch = self.epoch_step = 0
         self.resume_note: str | None = None  # set when resuming
@@ -154,18 +128,6 @@ class Trainer:
         self.loader = data_mod.build_loader(self.dataset, self.sampler, cfg.data, self.device, cfg.seed + env.rank)
         self.stop_signal: int | None = None
         self._saved_step = -1
-
-    def _optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
-        o = self.cfg.optim
-        kw = dict(lr=self.peak_lr, betas=tuple(o.betas), eps=o.eps)
-        fused = o.fused if o.fused is not None else self.device.type in ("cuda", "cpu")
-        if fused:
-            try:
-                return torch.optim.AdamW(groups, fused=True, **kw)
-            except (RuntimeError, TypeError) as e:
-                if o.fused:
-                    raise ValueError(f"optim.fused is true but fused AdamW is unavailable here: {_one_line(e)}") from None
-        return torch.optim.AdamW(groups, foreach=True if self.device.type in ("cuda", "mps") else None, **kw)
 
     def _seed_rank(self) -> None:
         s = self.cfg.seed + self.env.rank
@@ -417,7 +379,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     old = _install_signal_handlers(trainer)
     try:
-        return trainer.fit()
+        rc = trainer.fit()
+        barrier()  # leave together: a gloo rank torn down while its peer still works can abort at exit
+        return rc
     except TrainingDiverged as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1

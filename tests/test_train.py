@@ -20,7 +20,8 @@ import yaml
 
 from jitmodel import checkpoint as C
 from jitmodel.config import ModelConfig, OptimConfig
-from jitmodel.train import amp_dtype, lr_at, main, param_groups
+from jitmodel.optim import lr_at, param_groups
+from jitmodel.train import amp_dtype, main
 
 
 def make_folder(root, classes, per_class, size, seed=0):
