@@ -283,7 +283,14 @@ def pack_images_npz(folder: Path, num_images: int) -> Path:
 # The trainer's hook
 # --------------------------------------------------------------------------------------------------------
 def due(epoch: int, cfg: TrainConfig) -> bool:
-    """Whether the trainer evaluates after (0-based) ``epoch``: ``TrainConfig.eval_due`` (official cadence)."""
+    """Whether the trainer evaluates after (0-based) ``epoch``: ``TrainConfig.eval_due``, the official
+    cadence (every ``every_epochs`` and at the last epoch; epoch 0 only with ``at_epoch0``).
+
+    >>> from jitmodel.config import DataConfig, EvalConfig, TrainConfig
+    >>> cfg = TrainConfig(data=DataConfig(kind="digits"), epochs=100, eval=EvalConfig(online=True))
+    >>> [e for e in range(100) if due(e, cfg)]
+    [40, 80, 99]
+    """
     return cfg.eval_due(epoch)
 
 

@@ -211,7 +211,7 @@ def test_state_fingerprint_sees_one_bit():
 
 
 @pytest.mark.parametrize("module", ["jitmodel.checkpoint", "jitmodel.data", "jitmodel.dist", "jitmodel.metrics",
-                                    "jitmodel.train"])
+                                    "jitmodel.optim", "jitmodel.atomic", "jitmodel.config"])
 def test_module_docstring_examples_run(module):
     import doctest
     import importlib
