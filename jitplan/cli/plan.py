@@ -14,6 +14,7 @@ Thin: parse -> ``jitplan.planner.plan.make_plan`` -> render. No torch import unl
 
 from __future__ import annotations
 
+import os
 import shlex
 from enum import Enum
 
@@ -38,8 +39,8 @@ class _Attention(str, Enum):
 def plan_command(
     gpus: str | None = typer.Option(None, "--gpus", help="GPU spec: RTX3060, 2xRTX3060, 8xH200, 2x8xH100 (nodes x GPUs)."),
     hardware: str | None = typer.Option(None, "--hardware", help="A HardwareSpec YAML (jitplan probe --out)."),
-    recipe: str = typer.Option("JiT-B/16", "--recipe", help="Reference recipe: JiT-B/16, JiT-L/16, JiT-H/16, "
-                               "JiT-B/32, JiT-L/32, JiT-H/32, or a YAML path."),
+    recipe: str | None = typer.Option(None, "--recipe", help="Reference recipe: JiT-B/16 (default), JiT-L/16, "
+                                      "JiT-H/16, JiT-B/32, JiT-L/32, JiT-H/32, or a YAML path."),
     gpu_mem: str | None = typer.Option(None, "--gpu-mem", help="GPU memory for an uncatalogued card (24GB)."),
     gpu_tflops: float | None = typer.Option(None, "--gpu-tflops", help="Dense bf16 TFLOPS (fp32 accumulate)."),
     gpu_bw: float | None = typer.Option(None, "--gpu-bw", help="Memory bandwidth, GB/s."),
@@ -72,6 +73,7 @@ def plan_command(
     jitplan plan --gpus 2x8xH100 --rdzv-endpoint 10.0.0.1:29400 | jitplan plan --hardware hardware.yaml
     """
     from jitplan.cli._output import emit, note
+    from jitplan.envsettings import env_float, read_env
     from jitplan.errors import UsageError
     from jitplan.planner.plan import make_plan
     from jitplan.schemas import PlanOptions, load_plan, load_recipe, save_plan
@@ -86,10 +88,18 @@ def plan_command(
         saved = load_plan(show)
         emit(saved, json_mode=json_, render=lambda console: _render(console, saved))
         return
+    env = read_env(os.environ)  # JITPLAN_* fill what neither a flag nor the hardware file gives
+    if gpus is None and hardware is None:
+        gpus = env.take("gpus", None)
+        if gpus is None:
+            hardware = env.take("hardware", None)
     if (gpus is None) == (hardware is None):
-        raise UsageError("give exactly one of --gpus (e.g. 2xRTX3060) or --hardware FILE")
+        raise UsageError("give exactly one of --gpus (e.g. 2xRTX3060) or --hardware FILE"
+                         " (or JITPLAN_GPUS / JITPLAN_HARDWARE)")
     hw = _hardware(gpus, hardware, gpu_mem, gpu_tflops, gpu_bw, host_ram, cpus, shm, disk)
-    rec = load_recipe(recipe)
+    hw = _host_from_env(hw, env)
+    rec = load_recipe(env.take("recipe", recipe) or "JiT-B/16")
+    price_per_hour = env_float("price_per_hour", env.take("price_per_hour", price_per_hour))
     opts = PlanOptions(
         policy=policy.value, lr_scaling=lr_scaling.value, batch_per_gpu=batch_per_gpu, accum=accum,
         effective_batch=effective_batch, compile=compile_, attention=attention.value if attention else None,
@@ -97,6 +107,8 @@ def plan_command(
         rdzv_endpoint=rdzv_endpoint, config_path=out or "plan.yaml",
     )
     plan = make_plan(hw, rec, opts)
+    if env.names:
+        plan = plan.model_copy(update={"provenance": {**plan.provenance, **env.provenance(plan.provenance)}})
     if trace:
         from jitplan.planner.trace import apply_trace
 
@@ -106,6 +118,21 @@ def plan_command(
         save_plan(plan, out)
         note(f"plan written to {out}")
     emit(plan, json_mode=json_, render=lambda console: _render(console, plan))
+
+
+def _host_from_env(hw, env):
+    """Host fields that neither a flag nor the hardware file set, from JITPLAN_HOST_RAM/CPUS/SHM/DISK."""
+    from jitplan.envsettings import ENV_VARS, env_int
+    from jitplan.hardware.schema import HostSpec
+    from jitplan.hardware.spec import parse_bytes
+
+    host = hw.host.model_dump()
+    for key, option in (("ram_bytes", "host_ram"), ("shm_bytes", "shm"), ("disk_free_bytes", "disk")):
+        text = env.take(option, host[key])
+        if isinstance(text, str):
+            host[key] = parse_bytes(text, ENV_VARS[option])
+    host["cpus"] = env_int("cpus", env.take("cpus", host["cpus"]))
+    return hw.model_copy(update={"host": HostSpec(**host)})
 
 
 def _hardware(gpus, hardware, gpu_mem, gpu_tflops, gpu_bw, host_ram, cpus, shm, disk):
