@@ -5,8 +5,10 @@ default. A value taken from the environment is named in the plan's provenance, s
 on an invisible setting. Pure: takes the environment as a mapping.
 
     >>> s = read_env({"JITPLAN_HOST_RAM": "24GB", "JITPLAN_CPUS": "8", "HOME": "/root"})
-    >>> s.values["host_ram"], s.values["cpus"], sorted(s.names)
-    ('24GB', '8', ['cpus', 'host_ram'])
+    >>> s.take("host_ram", None), s.take("cpus", 16)  # a flag's 16 wins over the environment's 8
+    ('24GB', 16)
+    >>> s.provenance({})
+    {'host.ram_bytes': 'env JITPLAN_HOST_RAM=24GB'}
 """
 
 from __future__ import annotations
