@@ -11,14 +11,15 @@ plan.yaml`` reads the plan's ``train`` key.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jitmodel.atomic import atomic_write_text
-from jitmodel.config import TrainConfig
+from jitmodel.config import TrainConfig, load_train_config
 from jitplan.errors import UsageError
 from jitplan.hardware.schema import HardwareSpec
 
@@ -243,3 +244,36 @@ def plan_to_yaml(plan: Plan) -> str:
 def save_plan(plan: Plan, path: str | Path) -> None:
     """Save a plan as YAML, atomically."""
     atomic_write_text(path, plan_to_yaml(plan))
+
+
+def load_plan_or_train_config(path: Path) -> tuple[Any, Any, bool]:
+    """What ``jitplan launch`` and ``jitplan compare`` accept: a plan file or a bare TrainConfig YAML.
+
+    Returns (plan or TrainConfig, the hardware shape the torchrun spec reads, whether it is a plan); a
+    one-line UsageError when the file is missing, unreadable or neither.
+    """
+    from pydantic import ValidationError
+
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"plan file not found: {path}") from None
+    except (yaml.YAMLError, IsADirectoryError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path} is not a readable YAML file: {' '.join(str(e).split())[:120]}") from None
+    if isinstance(raw, dict) and "train" in raw and "hardware" in raw:
+        try:
+            plan = load_plan(path)
+        except (ValueError, ValidationError) as e:
+            raise UsageError(f"{path}: not a valid plan: {' '.join(str(e).split())[:200]}") from None
+        return plan, plan, True
+    try:
+        cfg = load_train_config(path)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ())) or "value"
+        raise UsageError(f"{path}: neither a plan nor a TrainConfig: {where}: {first.get('msg')}"
+                         + (f" (+{e.error_count() - 1} more)" if e.error_count() > 1 else "")) from None
+    except ValueError as e:
+        raise UsageError(f"{path}: neither a plan nor a TrainConfig: {' '.join(str(e).split())[:200]}") from None
+    shape = {"hardware": {"nodes": 1, "gpus_per_node": cfg.world_size or 1, "host": {"cpus": os.cpu_count()}}}
+    return cfg, shape, False

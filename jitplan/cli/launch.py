@@ -23,30 +23,6 @@ from jitplan.cli._output import emit, note
 from jitplan.errors import CheckFailed, UsageError
 
 
-def _load(path: Path):
-    """(plan or TrainConfig, what spec_from_plan reads, whether it is a plan)."""
-    import yaml
-
-    from jitmodel.config import load_train_config
-    from jitplan.schemas import load_plan
-
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"plan file not found: {path}") from None
-    except (yaml.YAMLError, IsADirectoryError) as e:
-        raise UsageError(f"{path} is not a readable YAML file: {' '.join(str(e).split())[:120]}") from None
-    if isinstance(raw, dict) and "train" in raw and "hardware" in raw:
-        plan = load_plan(path)
-        return plan, plan, True
-    try:
-        cfg = load_train_config(path)
-    except ValueError as e:
-        raise UsageError(f"{path}: neither a plan nor a TrainConfig: {' '.join(str(e).split())[:200]}") from None
-    shape = {"hardware": {"nodes": 1, "gpus_per_node": cfg.world_size or 1, "host": {"cpus": os.cpu_count()}}}
-    return cfg, shape, False
-
-
 def _doctor(plan_path: Path, data: str | None) -> None:
     from jitplan.doctor.runner import run_doctor
 
@@ -97,13 +73,14 @@ def launch(
     """
     from jitplan.launch import local
     from jitplan.launch.torchrun import spec_from_plan
+    from jitplan.schemas import load_plan_or_train_config
     from jitplan.secrets import redact
 
     chosen = [n for n, on in (("--local", local_), ("--ssh", ssh), ("--vast", vast), ("--slurm", slurm)) if on]
     if len(chosen) != 1:
         raise UsageError("choose exactly one of --local, --ssh USER@HOST[:PORT], --vast, --slurm OUT.sbatch"
                          + (f" (got {', '.join(chosen)})" if chosen else ""))
-    plan, shape, is_plan = _load(plan_file)
+    plan, shape, is_plan = load_plan_or_train_config(plan_file)
     train = getattr(plan, "train", plan)
     name = local.run_name(train.model.variant, train.model.img_size)
     rdir = (run_dir or Path("runs") / name).resolve()

@@ -47,12 +47,12 @@ from jitplan.compare.runners import (
     Runner,
     SSHRunner,
     _StopOnTime,
-    load_base,
     world_size_of,
 )
 from jitplan.compare.score import Scorer
 from jitplan.compare.settings import KINDS, Arm, Budget, arm_train_config, make_budget, parse_arm, parse_arms
 from jitplan.errors import UsageError
+from jitplan.schemas import load_plan_or_train_config as load_base
 
 Note = Callable[[str], None]
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from jitplan.errors import UsageError
 
 
 class Runner:
@@ -125,36 +122,6 @@ class _StopOnTime:
     def cancel(self) -> None:
         self._cancel.set()
         self._thread.join(timeout=5)
-
-
-def load_base(path: Path) -> tuple[Any, Any, bool]:
-    """(plan or TrainConfig, the hardware shape the torchrun spec reads, whether it is a plan); UsageError."""
-    import yaml
-
-    from jitmodel.config import load_train_config
-
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"plan file not found: {path}") from None
-    except (yaml.YAMLError, IsADirectoryError, UnicodeDecodeError) as e:
-        raise UsageError(f"{path} is not a readable YAML file: {' '.join(str(e).split())[:120]}") from None
-    if isinstance(raw, dict) and "train" in raw and "hardware" in raw:
-        from pydantic import ValidationError
-
-        from jitplan.schemas import load_plan
-
-        try:
-            plan = load_plan(path)
-        except (ValueError, ValidationError) as e:
-            raise UsageError(f"{path}: not a valid plan: {' '.join(str(e).split())[:200]}") from None
-        return plan, plan, True
-    try:
-        cfg = load_train_config(path)
-    except ValueError as e:
-        raise UsageError(f"{path}: neither a plan nor a TrainConfig: {' '.join(str(e).split())[:200]}") from None
-    shape = {"hardware": {"nodes": 1, "gpus_per_node": cfg.world_size or 1, "host": {"cpus": os.cpu_count()}}}
-    return cfg, shape, False
 
 
 def world_size_of(shape: Any) -> int:
