@@ -190,20 +190,31 @@ class TrainConfig(_Strict):
         return self.optim.lr_for(self.effective_batch())
 
 
+def read_yaml_mapping(path: str | Path, what: str = "config") -> dict:
+    """The mapping a YAML file holds; ValueError with one line when the file is missing, a folder,
+    not text, not YAML or not a mapping. The project's one YAML file reader (jitplan wraps it)."""
+    p = Path(path)
+    try:
+        raw = yaml.load(p.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except FileNotFoundError:
+        raise ValueError(f"{what} file not found: {p}") from None
+    except IsADirectoryError:
+        raise ValueError(f"{what} path is a directory: {p}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{p} is not a text file") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{p} is not valid YAML: {' '.join(str(e).split())[:160]}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{p} does not hold a {what} mapping")
+    return raw
+
+
 def load_train_config(path: str | Path) -> TrainConfig:
     """Read a TrainConfig YAML (or a plan YAML holding one under ``train``).
 
     Raises ValueError with one line on a missing file, bad YAML or an invalid config.
     """
-    p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"config file not found: {p}") from None
-    except yaml.YAMLError as e:
-        raise ValueError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{p} does not hold a mapping")
+    raw = read_yaml_mapping(path)
     if "train" in raw and "data" not in raw:  # a jitplan plan file
         raw = raw["train"]
     return TrainConfig.model_validate(raw)

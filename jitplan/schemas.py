@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jitmodel.atomic import atomic_write_text
-from jitmodel.config import TrainConfig, load_train_config
+from jitmodel.config import TrainConfig, load_train_config, read_yaml_mapping
 from jitplan.errors import UsageError
 from jitplan.hardware.schema import HardwareSpec
 
@@ -209,16 +209,9 @@ def _first_error(e: ValidationError) -> str:
 
 def _read_yaml(p: Path, what: str) -> dict:
     try:
-        raw = yaml.load(p.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except FileNotFoundError:
-        raise UsageError(f"{what} file not found: {p}") from None
-    except IsADirectoryError:
-        raise UsageError(f"{what} path is a directory: {p}") from None
-    except yaml.YAMLError as e:
-        raise UsageError(f"{p} is not valid YAML: {' '.join(str(e).split())[:160]}") from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"{p} does not hold a {what} mapping")
-    return raw
+        return read_yaml_mapping(p, what)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -254,13 +247,8 @@ def load_plan_or_train_config(path: Path) -> tuple[Any, Any, bool]:
     """
     from pydantic import ValidationError
 
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"plan file not found: {path}") from None
-    except (yaml.YAMLError, IsADirectoryError, UnicodeDecodeError) as e:
-        raise UsageError(f"{path} is not a readable YAML file: {' '.join(str(e).split())[:120]}") from None
-    if isinstance(raw, dict) and "train" in raw and "hardware" in raw:
+    raw = _read_yaml(Path(path), "plan")
+    if "train" in raw and "hardware" in raw:
         try:
             plan = load_plan(path)
         except (ValueError, ValidationError) as e:

@@ -70,3 +70,17 @@ def test_bad_hardware_file(tmp_path, content, match):
         load_hardware(p)
     with pytest.raises(UsageError, match="not found"):
         load_hardware(tmp_path / "missing.yaml")
+
+
+def test_a_plan_file_serves_as_hardware_file(cli, tmp_path):
+    """`--hardware plan.yaml` re-plans for the plan's hardware (a plan has its own schema_version key)."""
+    import json
+
+    out = tmp_path / "plan.yaml"
+    first = cli("plan", "--gpus", "2xRTX3060", "--host-ram", "24GB", "--out", str(out), "--json")
+    assert first.code == 0, first.err
+    again = cli("plan", "--hardware", str(out), "--json")
+    assert again.code == 0, again.err
+    a, b = json.loads(first.out), json.loads(again.out)
+    assert b["hardware"]["gpu"] == a["hardware"]["gpu"] and b["hardware"]["host"] == a["hardware"]["host"]
+    assert b["train"]["batch_per_gpu"] == a["train"]["batch_per_gpu"]

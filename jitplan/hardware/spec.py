@@ -19,8 +19,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import yaml
-
 from jitplan.errors import UsageError
 from jitplan.hardware.catalog import lookup
 from jitplan.hardware.schema import GPUSpec, HardwareSpec, HostSpec
@@ -132,17 +130,15 @@ def load_hardware(path: str | Path) -> HardwareSpec:
     """Read a HardwareSpec YAML (what ``jitplan probe --out`` writes); UsageError with one line when bad."""
     from pydantic import ValidationError
 
+    from jitmodel.config import read_yaml_mapping
+
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"hardware file not found: {p}") from None
-    except yaml.YAMLError as e:
-        raise UsageError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if isinstance(raw, dict) and "hardware" in raw and "schema_version" not in raw:
+        raw = read_yaml_mapping(p, "hardware")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if isinstance(raw.get("hardware"), dict) and "train" in raw:
         raw = raw["hardware"]  # a plan file: use its hardware
-    if not isinstance(raw, dict):
-        raise UsageError(f"{p} does not hold a hardware mapping")
     version = raw.get("schema_version", 1)
     if version != 1:
         raise UsageError(f"{p} has hardware schema_version {version!r}; this jitplan reads version 1")
