@@ -28,13 +28,7 @@ ALL = list(JiT_models)
 TINY = [n for n in ALL if get_variant(n).test_only]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one intra-op thread is faster and does not fight other processes for cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(name: str, **kw) -> ModelConfig:

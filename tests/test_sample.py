@@ -8,7 +8,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_sample_tinyckpt import one_thread, tiny_checkpoint  # noqa: E402, F401
+from test_sample_tinyckpt import tiny_checkpoint  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from jitmodel.config import SampleConfig  # noqa: E402
 from jitmodel.sample import (  # noqa: E402

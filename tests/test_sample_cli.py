@@ -10,7 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from PIL import Image  # noqa: E402
-from test_sample_tinyckpt import one_thread, tiny_checkpoint  # noqa: E402, F401
+from test_sample_tinyckpt import tiny_checkpoint  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from jitmodel.cli import run  # noqa: E402
 

@@ -84,10 +84,4 @@ def test_tiny_training_learns(tmp_path_factory):
     assert checkpoint_model_config(ck).variant == VARIANT and ck["classes"][3] == "3"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread (and do not fight other tests for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -40,13 +40,7 @@ def make_folder(root, classes, per_class, size, seed=0):
 ENV1 = {**os.environ, "OMP_NUM_THREADS": "1", "JITMODEL_NO_PROGRESS": "1"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Bitwise comparisons need the same thread count in every run (and the box is shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
