@@ -190,12 +190,7 @@ class VastClient:
 
         if isinstance(e, requests.HTTPError) and e.response is not None:
             r = e.response
-            try:
-                body = r.json()
-            except ValueError:
-                body = {"msg": r.text[:300]}
-            if not isinstance(body, dict):
-                body = {"msg": str(body)[:300]}
+            body = _error_body(e)
             err = str(body.get("error") or "")
             msg = redact(" ".join(str(body.get("msg") or body.get("detail") or err or r.reason).split()))
             if err == "auth_error" or r.status_code in (401, 403):
@@ -248,11 +243,7 @@ class VastClient:
             ) from None
         except requests.HTTPError as e:
             r = e.response
-            try:
-                body = r.json() if r is not None else {}
-            except ValueError:
-                body = {}
-            body = body if isinstance(body, dict) else {}
+            body = _error_body(e)
             status = r.status_code if r is not None else None
             text = redact(" ".join(str(body.get("msg") or body.get("error") or "").split()))
             contract = body.get("new_contract")
@@ -307,12 +298,7 @@ class VastClient:
         try:
             out = self._sdk.destroy_instance(id=instance_id)
         except requests.HTTPError as e:
-            r = e.response
-            try:
-                body = r.json() if r is not None else {}
-            except ValueError:
-                body = {}
-            if isinstance(body, dict) and body.get("error") in ("no_such_instance", "not_found"):
+            if _error_body(e).get("error") in ("no_such_instance", "not_found"):
                 return
             raise self._error(e, f"destroy instance {instance_id}") from None
         except requests.RequestException as e:
@@ -337,3 +323,16 @@ class VastClient:
         except (requests.RequestException, ValueError, KeyError):
             return ""
         return redact(text if isinstance(text, str) else str(text))
+
+
+def _error_body(e: Exception) -> dict:
+    """The JSON object an HTTP error response carries: ``{"msg": text}`` when it is not a JSON object,
+    ``{}`` when there is no response."""
+    r = getattr(e, "response", None)
+    if r is None:
+        return {}
+    try:
+        body = r.json()
+    except ValueError:
+        return {"msg": r.text[:300]}
+    return body if isinstance(body, dict) else {"msg": str(body)[:300]}
