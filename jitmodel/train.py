@@ -33,11 +33,10 @@ from pydantic import ValidationError
 
 from jitmodel import checkpoint as ckpt_io
 from jitmodel import data as data_mod
+from jitmodel import strategy, train_state, train_step
 from jitmodel.config import TrainConfig, load_train_config
 from jitmodel.dist import (
     DistEnv,
-    all_gather,
-    all_reduce_sum,
     amp_dtype,
     barrier,
     destroy_process_group,
@@ -45,11 +44,8 @@ from jitmodel.dist import (
     pick_device,
 )
 from jitmodel.metrics import MetricsLogger, peak_memory_mib
-from jitmodel.optim import build_optimizer, lr_at, param_groups
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN/inf (exit 1)."""
+from jitmodel.optim import build_optimizer, param_groups
+from jitmodel.train_step import TrainingDiverged
 
 
 def _one_line(e: BaseException) -> str:
@@ -111,7 +107,7 @@ class Trainer:
         groups = param_groups(self.denoiser, cfg.optim.weight_decay)
         self.peak_lr = cfg.optim.lr_for(self.eff_batch)
         self.opt = build_optimizer(groups, cfg.optim, self.peak_lr, self.device)
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
+        self.scaler = strategy.make_scaler(self.amp, self.device)
         self.step = self.epoch = self.epoch_step = 0
         self.resume_note: str | None = None  # set when resuming
         self.classes = list(self.dataset.classes)
@@ -119,12 +115,7 @@ class Trainer:
             self._restore(ck)
         else:
             self._seed_rank()
-        if cfg.compile:
-            self.denoiser.net.compile()  # compiles in place: state-dict keys stay net.*
-        self.model: torch.nn.Module = self.denoiser
-        if env.distributed:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = torch.nn.parallel.DistributedDataParallel(self.denoiser, device_ids=ids)
+        self.model: torch.nn.Module = strategy.wrap_model(self.denoiser, cfg, env, self.device)
         self.loader = data_mod.build_loader(self.dataset, self.sampler, cfg.data, self.device, cfg.seed + env.rank)
         self.stop_signal: int | None = None
         self._saved_step = -1
@@ -137,98 +128,19 @@ class Trainer:
         self.gen = torch.Generator(device=self.device).manual_seed(s)  # t, noise, label dropout
 
     def _restore(self, ck: dict[str, Any]) -> None:
-        self.denoiser.load_state_dict(ck["model"])
-        if ck.get("ema1") is not None and ck.get("ema2") is not None:
-            self.ema.load_state_dicts(ck["ema1"], ck["ema2"])
-        official = ck["format"] == ckpt_io.OFFICIAL
-        self.resume_note = ""
-        if ck.get("optimizer") is not None:
-            try:
-                self.opt.load_state_dict(ck["optimizer"])
-            except (ValueError, KeyError) as e:
-                if not official:
-                    raise ValueError(f"the checkpoint's optimizer state does not fit: {_one_line(e)}") from None
-                self.resume_note = f"official optimizer state not used ({_one_line(e)})"
-        self._seed_rank()
-        if official:  # saved at the end of epoch `epoch`; its random streams are not recorded
-            self.epoch = int(ck.get("epoch") or 0) + 1
-            self.step = self.epoch * self.steps_per_epoch
-            return
-        if self.scaler is not None and ck.get("scaler"):
-            self.scaler.load_state_dict(ck["scaler"])
-        self.step, self.epoch = int(ck["step"]), int(ck["epoch"])
-        consumed = int(ck.get("epoch_samples", 0))
-        per_step = self.eff_batch
-        self.epoch_step = consumed // per_step
-        if self.epoch_step >= self.steps_per_epoch:  # saved at an epoch's end (or the epoch got shorter)
-            self.epoch, self.epoch_step = self.epoch + 1, 0
-        rng = ck.get("rng") or {}
-        ranks = rng.get("per_rank", [])
-        if int(ck.get("world_size", 0)) == self.env.world_size and len(ranks) == self.env.world_size:
-            ckpt_io.restore_rng(ranks[self.env.rank], self.gen)
-        else:
-            self.resume_note = (f"world size changed ({ck.get('world_size')} -> {self.env.world_size}): data order "
-                                "kept, random streams re-seeded")
-        if consumed % per_step:
-            self.resume_note += f"; {consumed % per_step} image(s) of the epoch are seen again"
+        train_state.restore(self, ck)
 
     # -- one optimizer step --------------------------------------------------------------------------
     def _micro_step(self, x: torch.Tensor, y: torch.Tensor, last: bool) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True).float().div_(255).mul_(2).sub_(1)  # uint8 -> [-1, 1]
-        y = y.to(self.device, non_blocking=True)
-        sync = self.model.no_sync() if (self.env.distributed and not last) else contextlib.nullcontext()
-        with sync:
-            amp = torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
-            with amp:
-                loss = self.model(x, y, generator=self.gen)
-            scaled = loss / self.cfg.accum_steps
-            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
-        return loss.detach().float()
+        return train_step.micro_step(self, x, y, last)
 
     def _optimizer_step(self, loss_sum: torch.Tensor) -> tuple[float, float, bool]:
-        """Reduce (loss, stop flag) over ranks, refuse NaN, set the LR, clip, step, update the EMAs."""
-        flag = torch.tensor(1.0 if self.stop_signal else 0.0, device=loss_sum.device)
-        buf = all_reduce_sum(torch.stack([loss_sum / self.cfg.accum_steps, flag]))
-        loss_total, flags = buf.tolist()  # the one host sync of the step
-        loss, stop = loss_total / self.env.world_size, flags > 0
-        if not math.isfinite(loss):
-            raise TrainingDiverged(f"the loss is {loss} at step {self.step + 1} (epoch {self.epoch}); "
-                                   f"lower the LR or check the data; last good checkpoint: {self.out / 'last.pt'}")
-        lr = lr_at(self.epoch + self.epoch_step / self.steps_per_epoch, self.peak_lr, self.cfg.optim, self.cfg.epochs)
-        for g in self.opt.param_groups:
-            g["lr"] = lr
-        if self.scaler is not None:
-            self.scaler.unscale_(self.opt)
-        if self.cfg.optim.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.denoiser.parameters(), self.cfg.optim.grad_clip)
-        if self.scaler is not None:
-            self.scaler.step(self.opt)
-            self.scaler.update()
-        else:
-            self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        self.ema.update(self.denoiser)
-        self.step += 1
-        self.epoch_step += 1
-        return loss, lr, stop
+        return train_step.optimizer_step(self, loss_sum)
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def save(self, permanent: bool = False) -> None:
-        """Checkpoint on rank 0 (every rank's RNG state gathered into it), then a barrier."""
-        if self.step == self._saved_step and not permanent:
-            return  # e.g. the end of an epoch that was also the last step
-        self._saved_step = self.step
-        ranks = all_gather(ckpt_io.capture_rng(self.gen))
-        if self.env.is_main:
-            ck = ckpt_io.make_checkpoint(
-                model=self.denoiser.state_dict(), ema1=self.ema.state_dict("ema1"), ema2=self.ema.state_dict("ema2"),
-                optimizer=self.opt.state_dict(), scaler=self.scaler.state_dict() if self.scaler else None,
-                model_config=self.cfg.model, train_config=self.cfg, classes=self.classes, epoch=self.epoch,
-                step=self.step, epoch_step=self.epoch_step, epoch_samples=self.epoch_step * self.eff_batch,
-                rng_per_rank=ranks)
-            ckpt_io.save_checkpoint(ck, self.out, keep_last=self.cfg.checkpoint.keep_last,
-                                    permanent_epoch=self.epoch if permanent else None)
-        barrier()
+        """Checkpoint on rank 0 (full state gathered whatever the strategy), then a barrier."""
+        train_state.save(self, permanent)
 
     def _end_of_epoch(self, log: MetricsLogger) -> None:
         """Called after the last step of epoch ``self.epoch - 1``: online eval, then the epoch checkpoint."""
@@ -325,13 +237,7 @@ class Trainer:
         return self._check_replicas(log)
 
     def _check_replicas(self, log: MetricsLogger) -> int:
-        """Every rank must hold the same weights (DDP keeps them in lockstep); 1 if they drifted apart."""
-        fps = all_gather(ckpt_io.state_fingerprint(self.denoiser.state_dict()))
-        log.log({"step": self.step, "event": "replicas", "fingerprints": fps, "consistent": len(set(fps)) == 1})
-        if len(set(fps)) != 1:
-            log.note(f"Error: the {len(fps)} ranks ended with different weights: {fps}")
-            return 1
-        return 0
+        return train_state.check_replicas(self, log)
 
 
 class _Silent:
