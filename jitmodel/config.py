@@ -109,6 +109,9 @@ class DiffusionConfig(_Strict):
     prediction: Literal["x", "v", "eps"] = "x"  # what the network output is read as
     loss_space: Literal["v", "x", "eps"] = "v"  # where the L2 loss is taken
     ema_decays: tuple[UnitFloat, UnitFloat] = (0.9999, 0.9996)
+    # Warm-up: decay min(d, (1+step)/(10+step)), so short runs are not averaged with the random init.
+    # Off by default (the official recipe has none; parity tests); the digits demo turns it on.
+    ema_warmup: bool = False
 
 
 class SampleConfig(_Strict):

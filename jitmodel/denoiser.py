@@ -111,15 +111,19 @@ def _ema_index(which: int | str) -> int:
 class EMA:
     """Two fp32 shadow copies of every parameter of ``module`` (frozen ones included, as official).
 
-    ``update`` after each optimizer step: ``s = d*s + (1-d)*p`` (no warm-up, no bias correction), starting
-    from a copy of the initial weights. Build it on the unwrapped module (not a DDP/compiled wrapper) so
-    the keys match ``module.state_dict()``.
+    ``update`` after each optimizer step: ``s = d*s + (1-d)*p`` (official: no warm-up, no bias correction),
+    starting from a copy of the initial weights. With ``warmup=True`` the decay of update number ``step``
+    (0-based) is ``min(d, (1+step)/(10+step))``, as common diffusion trainers do: 0.1 at the first update,
+    0.9 at step 80, 0.99 at step 890, so a short run is not an average with the random initial weights.
+    Build it on the unwrapped module (not a DDP/compiled wrapper) so the keys match ``module.state_dict()``.
     """
 
-    def __init__(self, module: nn.Module, decays: Sequence[float] = (0.9999, 0.9996)):
+    def __init__(self, module: nn.Module, decays: Sequence[float] = (0.9999, 0.9996), *, warmup: bool = False):
         if len(decays) != 2 or not all(0.0 <= d <= 1.0 for d in decays):
             raise ValueError(f"EMA needs two decays in [0, 1], got {tuple(decays)}")
         self.decays = tuple(float(d) for d in decays)
+        self.warmup = warmup
+        self.updates = 0  # updates since construction; ``update(step=...)`` overrides it (resume)
         self._module = module
         self.names = [n for n, _ in module.named_parameters()]
         self.shadows = [[p.detach().float().clone() for p in module.parameters()] for _ in self.decays]
@@ -130,11 +134,20 @@ class EMA:
             raise ValueError(f"module has {len(params)} parameters but the EMA tracks {len(self.names)}")
         return [p if p.dtype == torch.float32 else p.float() for p in params]
 
+    def decays_at(self, step: int) -> tuple[float, float]:
+        """The decays update number ``step`` (0-based) applies: the configured ones, or less during warm-up."""
+        if not self.warmup:
+            return self.decays
+        ramp = (1.0 + step) / (10.0 + step)
+        return tuple(min(d, ramp) for d in self.decays)  # type: ignore[return-value]
+
     @torch.no_grad()
-    def update(self, module: nn.Module | None = None) -> None:
-        """One EMA step of both shadows towards the current parameters."""
+    def update(self, module: nn.Module | None = None, step: int | None = None) -> None:
+        """One EMA step of both shadows towards the current parameters (``step``: optimizer steps done before)."""
         params = self._params(module if module is not None else self._module)
-        for d, shadow in zip(self.decays, self.shadows, strict=True):
+        decays = self.decays_at(self.updates if step is None else step)
+        self.updates = (self.updates if step is None else step) + 1
+        for d, shadow in zip(decays, self.shadows, strict=True):
             if hasattr(torch, "_foreach_mul_"):
                 torch._foreach_mul_(shadow, d)
                 torch._foreach_add_(shadow, params, alpha=1 - d)

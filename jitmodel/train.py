@@ -103,7 +103,7 @@ class Trainer:
         init_process_group(env, self.device)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
         self.denoiser = Denoiser(cfg.model, cfg.diffusion, device=self.device)
-        self.ema = EMA(self.denoiser, cfg.diffusion.ema_decays)
+        self.ema = EMA(self.denoiser, cfg.diffusion.ema_decays, warmup=cfg.diffusion.ema_warmup)
         groups = param_groups(self.denoiser, cfg.optim.weight_decay)
         self.peak_lr = cfg.optim.lr_for(self.eff_batch)
         self.opt = build_optimizer(groups, cfg.optim, self.peak_lr, self.device)

@@ -60,7 +60,7 @@ def optimizer_step(tr: Trainer, loss_sum: torch.Tensor) -> tuple[float, float, b
     else:
         tr.opt.step()
     tr.opt.zero_grad(set_to_none=True)
-    tr.ema.update(tr.denoiser)
+    tr.ema.update(tr.denoiser, step=tr.step)
     tr.step += 1
     tr.epoch_step += 1
     return loss, lr, stop

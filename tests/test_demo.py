@@ -21,6 +21,7 @@ def test_demo_plans_workers_from_this_machines_cpus(cpus, ram, workers):
     assert (cfg.model.variant, cfg.model.img_size, cfg.data.kind) == ("JiT-Tiny/4", 16, "digits")
     assert cfg.max_steps is None and cfg.checkpoint.every_steps == 50
     assert cfg.data.persistent_workers == (workers > 0)
+    assert cfg.diffusion.ema_warmup  # short runs: the EMA must not stay an average with the random init
     fixed, _ = demo_config(hw, steps=7, minutes=1)
     assert fixed.max_steps == 7 and fixed.checkpoint.every_steps == 7
 

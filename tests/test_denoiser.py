@@ -129,6 +129,30 @@ def test_ema_update_math_and_coverage():
             assert torch.allclose(sd[n], ref, atol=1e-6), (n, d)
 
 
+def test_ema_warmup_ramps_the_decay_and_is_off_by_default():
+    den = _den()
+    assert EMA(den).decays_at(0) == (0.9999, 0.9996)  # the official recipe: no warm-up
+    warm = EMA(den, decays=(0.995, 0.5), warmup=True)
+    assert warm.decays_at(0) == pytest.approx((0.1, 0.1))
+    assert warm.decays_at(80) == pytest.approx((0.9, 0.5))
+    assert warm.decays_at(10_000) == pytest.approx((0.995, 0.5))
+    # After 200 warm-up updates towards fixed weights the shadow is within 5 % of them (no warm-up: 37 % left).
+    cold = EMA(den, decays=(0.995, 0.5))
+    start = [p.detach().clone() for p in den.parameters()]
+    with torch.no_grad():
+        for p in den.parameters():
+            p.add_(1.0)
+    for step in range(200):
+        warm.update(den, step=step)
+        cold.update(den)
+    moved = lambda e: min(float((s - a).mean()) for s, a in zip(e.shadows[0], start, strict=True))  # noqa: E731
+    assert moved(warm) > 0.95 and moved(cold) < 0.64
+    # The step passed in wins over the count (a resumed run continues the ramp where it was).
+    resumed = EMA(den, decays=(0.995, 0.5), warmup=True)
+    resumed.update(den, step=5000)
+    assert resumed.updates == 5001 and resumed.decays_at(resumed.updates) == pytest.approx((0.995, 0.5))
+
+
 def test_ema_state_dict_load_and_names():
     den = _den()
     ema = EMA(den)

@@ -28,7 +28,7 @@ DEMO_TRAIN = {
     "model": {"variant": "JiT-Tiny/4", "img_size": 16, "num_classes": 10},
     "data": {"kind": "digits", "num_images": DIGITS_IMAGES},
     "optim": {"lr": 1.0e-3, "warmup_epochs": 1},
-    "diffusion": {"ema_decays": [0.995, 0.999]},
+    "diffusion": {"ema_decays": [0.995, 0.999], "ema_warmup": True},
     "sample": {"steps": 20, "cfg": 2.0, "interval_min": 0.1},
     "batch_per_gpu": 32, "epochs": 1000, "log_every": 20,
 }
