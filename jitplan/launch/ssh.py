@@ -28,11 +28,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Literal, TextIO
+from typing import TextIO
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from jitplan.errors import CheckFailed, UsageError
+from jitplan.launch.sshcmd import (  # noqa: F401 - re-exported: the SSH backend's public names
+    SSHOptions,
+    Step,
+    remote_sh,
+    parse_target,
+    rsync_argv,
+    ssh_argv,
+    ssh_base,
+)
 from jitplan.launch.target import SSHTarget
 from jitplan.launch.torchrun import NodeCommand
 from templates import templates_dir
@@ -40,90 +49,6 @@ from templates import templates_dir
 RSYNC_EXCLUDES = (".git", "runs", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache", ".venv", "*.egg-info",
                   ".mypy_cache", "node_modules")
 RUN_SCRIPT = "launch/run_remote.sh"
-
-
-class SSHOptions(BaseModel):
-    """How to connect. ``known_hosts`` None means the user's own (~/.ssh/known_hosts)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    known_hosts: str | None = None
-    accept_new_host_key: bool = False  # StrictHostKeyChecking=accept-new: trust a host seen the first time
-    connect_timeout_s: Annotated[int, Field(gt=0)] = 15
-    python: str = "python3"  # the remote interpreter (or a venv's), used when no env is created
-    detach: Literal["setsid", "tmux"] = "setsid"
-
-
-class Step(BaseModel):
-    """One local command of a launch (ssh or rsync), with what it is for."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    argv: list[str]
-
-    def shell(self) -> str:
-        return shlex.join(self.argv)
-
-
-def parse_target(text: str, identity: str | None = None) -> SSHTarget:
-    """``user@host[:port]`` -> SSHTarget. Bad input raises UsageError (exit 2).
-
-        >>> parse_target("root@10.0.0.5:2222")
-        SSHTarget(user='root', host='10.0.0.5', port=2222, identity=None)
-    """
-    user, sep, rest = text.rpartition("@")
-    if not sep or not user or not rest:
-        raise UsageError(f"--ssh wants user@host[:port], got {text!r}")
-    host, port = rest, 22
-    if rest.count(":") == 1:
-        host, port_s = rest.split(":")
-        if not port_s.isdigit() or not 0 < int(port_s) < 65536:
-            raise UsageError(f"--ssh port must be a number in 1..65535, got {port_s!r}")
-        port = int(port_s)
-    if not host or any(c.isspace() for c in user + host) or user.startswith("-") or host.startswith("-"):
-        raise UsageError(f"--ssh wants user@host[:port], got {text!r}")
-    if identity is not None and not Path(identity).expanduser().is_file():
-        raise UsageError(f"--identity {identity}: no such key file")
-    return SSHTarget(user=user, host=host, port=port, identity=identity)
-
-
-def _ssh_option_value(v: str) -> str:
-    # ssh -o splits file lists on whitespace; a double-quoted value is one path.
-    if '"' in v:
-        raise UsageError(f"a path for ssh may not contain a double quote: {v!r}")
-    return f'"{v}"' if any(c.isspace() for c in v) else v
-
-
-def ssh_base(target: SSHTarget, opts: SSHOptions) -> list[str]:
-    """``ssh`` with the connection options, no destination (also rsync's ``-e`` command)."""
-    argv = ["ssh", "-p", str(target.port), "-o", "BatchMode=yes", "-o", f"ConnectTimeout={opts.connect_timeout_s}",
-            "-o", f"StrictHostKeyChecking={'accept-new' if opts.accept_new_host_key else 'yes'}"]
-    if opts.known_hosts:
-        argv += ["-o", f"UserKnownHostsFile={_ssh_option_value(str(Path(opts.known_hosts).expanduser()))}"]
-    if target.identity:
-        argv += ["-i", str(Path(target.identity).expanduser()), "-o", "IdentitiesOnly=yes"]
-    return argv
-
-
-def ssh_argv(target: SSHTarget, opts: SSHOptions, words: Sequence[str] | str) -> list[str]:
-    """An ssh call running ``words`` on the remote; a list is quoted word by word, a string is sent as is."""
-    remote = words if isinstance(words, str) else shlex.join(words)
-    return [*ssh_base(target, opts), f"{target.user}@{target.host}", "--", remote]
-
-
-def rsync_argv(target: SSHTarget, opts: SSHOptions, src: str, dest: str, *, excludes: Sequence[str] = (),
-               delete: bool = False) -> list[str]:
-    """rsync ``src`` to ``dest`` on the remote. The remote path is sent protected (one argument as is)."""
-    argv = ["rsync", "-az", "--partial", "--protect-args", "-e", shlex.join(ssh_base(target, opts))]
-    if delete:
-        argv.append("--delete")
-    argv += [f"--exclude={x}" for x in excludes]
-    return [*argv, src, f"{target.user}@{target.host}:{dest}"]
-
-
-def _remote_sh(script: str) -> list[str]:
-    return ["sh", "-c", script]
 
 
 class SSHLaunch:
@@ -153,7 +78,7 @@ class SSHLaunch:
         q = shlex.quote
         script = (f"mkdir -p -- {q(self.code_dir)} {q(self.run_dir)} {q(self.root + '/data')} && "
                   f"cd {q(self.root)} && pwd")
-        return Step(name="make remote folders", argv=self.ssh(_remote_sh(script)))
+        return Step(name="make remote folders", argv=self.ssh(remote_sh(script)))
 
     def upload_code_step(self, local_code: str | Path) -> Step:
         src = str(Path(local_code).resolve()) + "/"
@@ -175,20 +100,20 @@ class SSHLaunch:
     def env_check_step(self, python: str) -> Step:
         probe = "import sys, torch, jitmodel; print(sys.version.split()[0], torch.__version__)"
         script = f"cd {shlex.quote(self.code_dir)} && PYTHONPATH=. {shlex.quote(python)} -c {shlex.quote(probe)}"
-        return Step(name="check python env", argv=self.ssh(_remote_sh(script)))
+        return Step(name="check python env", argv=self.ssh(remote_sh(script)))
 
     def env_create_step(self, base_python: str = "python3") -> tuple[Step, str]:
         venv = self.venv_python.removesuffix("/bin/python")
         q = shlex.quote
         script = (f"{q(base_python)} -m venv {q(venv)} && {q(venv + '/bin/pip')} install -q --upgrade pip && "
                   f"{q(venv + '/bin/pip')} install -q -e {q(self.code_dir + '[train]')}")
-        return Step(name="create python env", argv=self.ssh(_remote_sh(script))), f"{venv}/bin/python"
+        return Step(name="create python env", argv=self.ssh(remote_sh(script))), f"{venv}/bin/python"
 
     def doctor_step(self, python: str, data: str | None = None) -> Step:
         q = shlex.quote
         words = [python, "-m", "jitplan", "doctor", "--plan", "plan.yaml"] + (["--data", data] if data else [])
         script = f"cd {q(self.run_dir)} && PYTHONPATH={q(self.code_dir)} {shlex.join(words)}"
-        return Step(name="remote doctor", argv=self.ssh(_remote_sh(script)))
+        return Step(name="remote doctor", argv=self.ssh(remote_sh(script)))
 
     def start_step(self, command: NodeCommand) -> Step:
         q = shlex.quote
@@ -199,13 +124,13 @@ class SSHLaunch:
         else:
             script = f"setsid nohup {shlex.join(inner)} </dev/null >/dev/null 2>&1 &"
         wait_pid = f"for i in $(seq 100); do [ -s {q(self.run_dir + '/pid')} ] && exit 0; sleep 0.1; done; exit 1"
-        return Step(name="start training (detached)", argv=self.ssh(_remote_sh(f"{script}\n{wait_pid}")))
+        return Step(name="start training (detached)", argv=self.ssh(remote_sh(f"{script}\n{wait_pid}")))
 
     def follow_step(self) -> Step:
         q = shlex.quote
         log, pid = q(self.run_dir + "/train.log"), q(self.run_dir + "/pid")
         script = f"touch {log}; tail -n +1 --pid=\"$(cat {pid})\" -f {log}"
-        return Step(name="follow logs", argv=self.ssh(_remote_sh(script)))
+        return Step(name="follow logs", argv=self.ssh(remote_sh(script)))
 
     def stop_step(self, *, group: bool = False) -> Step:
         """SIGTERM the ranks (torchrun's children) so they checkpoint and exit 0, or the whole process group
@@ -219,7 +144,7 @@ class SSHLaunch:
             script = (f"touch {stop} && p=$(cat {pid}) && r= && for t in $(pgrep -P \"$p\"); do "
                       f"r=\"$r $(pgrep -P \"$t\" | tr '\\n' ' ')\"; done; "
                       f"if [ -n \"$(echo $r)\" ]; then kill -TERM $r; else {to_group}; fi")
-        return Step(name="stop training", argv=self.ssh(_remote_sh(script)))
+        return Step(name="stop training", argv=self.ssh(remote_sh(script)))
 
     def status_step(self) -> Step:
         q = shlex.quote
@@ -227,7 +152,7 @@ class SSHLaunch:
         script = (f"if [ -f {code} ]; then echo exited $(cat {code}); "
                   f"elif [ -s {pid} ] && kill -0 \"$(cat {pid})\" 2>/dev/null; then echo running; "
                   "else echo unknown; fi")
-        return Step(name="status", argv=self.ssh(_remote_sh(script)))
+        return Step(name="status", argv=self.ssh(remote_sh(script)))
 
     def steps(self, *, local_code: str | Path, files: Sequence[str | Path], command: NodeCommand,
               data: str | Path | None = None, doctor: bool = True, create_env: bool = False) -> list[Step]:
