@@ -268,6 +268,9 @@ def test_stop_destroy_when_the_host_is_unreachable(cli, reg: Registry, monkeypat
         reg.add_instance(rid, "vast", iid, "jitplan-t-1", 0.2, status="running")
         monkeypatch.setenv("VAST_URL", fake.url)
         r = cli("stop", rid, "--destroy", "--yes")
-        assert fake.live() == []  # the instance goes even though training could not be reached
+        # nothing could be pulled from it: the instance (its disk holds the checkpoints) is kept
+        assert r.code == 1 and "not destroying" in r.err and len(fake.live()) == 1
+        r = cli("stop", rid, "--destroy", "--yes", "--discard")
+        assert fake.live() == []  # told to, the instance goes even though training could not be reached
     assert r.code == 1 and "stop training failed" in r.err and "Traceback" not in r.err
     assert reg.get_run(rid).status == "stopped" and reg.instances() == []

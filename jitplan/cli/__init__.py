@@ -26,7 +26,7 @@ app = typer.Typer(
 )
 
 # One module per command family; a module that does not exist yet is skipped.
-_COMMAND_MODULES = ("plan", "probe", "doctor", "data", "launch", "runs", "demo", "compare")
+_COMMAND_MODULES = ("plan", "probe", "doctor", "data", "launch", "runs", "pull", "demo", "compare")
 
 
 def _register_all() -> None:

@@ -201,7 +201,7 @@ def _remote(plan, shape, is_plan: bool, *, plan_file: Path, rdir: Path, name: st
         return
     res_ssh = launch_ssh(job, registry=registry, name=name, local_code=project_root(), stage=stage, data=data,
                          doctor=not no_doctor and is_plan, create_env=create_env, follow=not detach,
-                         out=sys.stderr if json_out else sys.stdout, run_id=run_id)
+                         out=sys.stderr if json_out else sys.stdout, run_id=run_id, local_run_dir=rdir)
     res.update(res_ssh.model_dump())
     res["message"] = (f"run {res_ssh.run_id} on {target}: {res_ssh.status}"
                       + (f" (exit code {res_ssh.exit_code})" if res_ssh.exit_code is not None else ""))

@@ -238,19 +238,9 @@ def logs_command(
 
 def _ssh_launch(run: RunRow, registry_dir: Path | None = None) -> Any:
     """An SSHLaunch for a remote run, from what the launcher recorded (``host``, ``run_dir``, ``meta``)."""
-    meta = run.meta
-    target = meta.get("ssh_target") or meta.get("ssh") or (run.host if run.backend in ("ssh", "vast") else None)
-    if not target:
-        return None
-    from jitplan.launch.ssh import SSHLaunch, SSHOptions, parse_target
+    from jitplan.launch.pull import remote_job
 
-    known_hosts, accept_new = meta.get("known_hosts"), bool(meta.get("accept_new_host_key"))
-    if run.backend == "vast" and known_hosts is None and registry_dir is not None:
-        known_hosts, accept_new = str(registry_dir / "known_hosts"), True  # where `launch --vast` keeps them
-    remote_id = meta.get("remote_run_id") or (Path(run.run_dir).name if run.run_dir else run.name)
-    return SSHLaunch(parse_target(target, meta.get("identity")),
-                     SSHOptions(known_hosts=known_hosts, accept_new_host_key=accept_new),
-                     root=meta.get("remote_root", "jitplan"), run_id=remote_id)
+    return remote_job(run, registry_dir)
 
 
 def stop_training(run: RunRow, registry_dir: Path | None = None) -> str:
@@ -277,8 +267,10 @@ def stop_command(
     run: str = typer.Argument(..., help="Run id (a unique prefix is enough) or name."),
     destroy: bool = typer.Option(False, "--destroy", help="Also destroy the run's cloud instance (billing stops)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before destroying."),
+    discard: bool = typer.Option(False, "--discard", help="Destroy even when the checkpoint could not be pulled."),
 ) -> None:
-    """Stop a run's training (the trainer checkpoints on SIGTERM); --destroy releases its instance."""
+    """Stop a run's training (the trainer checkpoints on SIGTERM); --destroy pulls its checkpoint, metrics
+    and logs home (verified), then releases its instance; a failed pull refuses unless --discard."""
     from jitplan.cli._output import note
     from jitplan.errors import CheckFailed, JitplanError, UsageError
 
@@ -308,10 +300,14 @@ def stop_command(
         if not live:
             note(f"run {row.id} has no live cloud instance")
         else:
+            from jitplan.launch.pull import pull_before_destroy
             from jitplan.providers.provision import destroy as destroy_instances
 
             for p in {i.provider for i in live} - {"vast"}:
                 raise UsageError(f"cannot destroy {p} instances (only vast)")
+            pulled = pull_before_destroy(reg, row.id, discard=discard, say=note)  # refuses: nothing destroyed
+            if pulled is not None:
+                note(pulled.message)
             done = destroy_instances(registry=reg, run_id=row.id, say=note)
             reg.add_event(row.id, "destroy", f"destroyed instance(s) {', '.join(map(str, done))}")
             if stop_error is not None and reg.get_run(row.id).status == "stopping":

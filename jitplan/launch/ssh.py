@@ -36,8 +36,8 @@ from jitplan.errors import CheckFailed, UsageError
 from jitplan.launch.sshcmd import (  # noqa: F401 - re-exported: the SSH backend's public names
     SSHOptions,
     Step,
-    remote_sh,
     parse_target,
+    remote_sh,
     rsync_argv,
     ssh_argv,
     ssh_base,
@@ -293,13 +293,15 @@ class SSHRunResult(BaseModel):
 def launch_ssh(job: SSHLaunch, *, registry, name: str, local_code: str | Path,
                stage: Callable[[SSHLaunch, str | None], tuple[Sequence[Path], NodeCommand]],
                data: str | Path | None = None, doctor: bool = True, create_env: bool = False, follow: bool = True,
-               out: TextIO = sys.stdout, run_id: str | None = None) -> SSHRunResult:
+               out: TextIO = sys.stdout, run_id: str | None = None,
+               local_run_dir: str | Path | None = None) -> SSHRunResult:
     """The whole SSH launch: folders, code, plan, data, env, doctor, detached start, then follow the log.
 
     ``stage(job, remote_data_path)`` runs once the remote paths are absolute: it writes the run's files
     here and returns them (to upload into the remote run folder) and the command to start, which must use
     the remote python (``job.venv_python`` when ``create_env``). Each step is a registry event; a failing
-    step marks the run failed and raises CheckFailed (exit 1).
+    step marks the run failed and raises CheckFailed (exit 1). ``local_run_dir`` (the staged folder) is
+    where ``jitplan pull`` brings the run's checkpoint, metrics and logs home.
     """
     if run_id is None:
         run_id = registry.create_run(name, "ssh", status="starting", host=str(job.target))
@@ -317,7 +319,8 @@ def launch_ssh(job: SSHLaunch, *, registry, name: str, local_code: str | Path,
     registry.update_run(run_id, run_dir=job.run_dir, log_path=f"{job.run_dir}/train.log",
                         meta={"ssh": str(job.target), "remote_root": job.root, "remote_run_id": job.run_id,
                               "identity": job.target.identity, "known_hosts": job.opts.known_hosts,
-                              "accept_new_host_key": job.opts.accept_new_host_key})  # what `jitplan stop/logs` read
+                              "accept_new_host_key": job.opts.accept_new_host_key,
+                              **({"local_run_dir": str(Path(local_run_dir).resolve())} if local_run_dir else {})})  # what `jitplan stop/logs` read
     data_step, remote_data = job.upload_data_step(data) if data is not None else (None, None)
     files, command = stage(job, remote_data)
     step("upload_code", f"uploading {Path(local_code).resolve()}", lambda: job.run(job.upload_code_step(local_code)))

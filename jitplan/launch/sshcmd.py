@@ -102,5 +102,15 @@ def rsync_argv(target: SSHTarget, opts: SSHOptions, src: str, dest: str, *, excl
     return [*argv, src, f"{target.user}@{target.host}:{dest}"]
 
 
+def rsync_pull_argv(target: SSHTarget, opts: SSHOptions, src: str, dest: str, *,
+                    includes: Sequence[str] = ()) -> list[str]:
+    """rsync ``src`` on the remote to ``dest`` here; with ``includes``, only those paths (rsync filter rules,
+    anchored at ``src``) and nothing else. Files land atomically (rsync's temp name, then rename)."""
+    argv = ["rsync", "-a", "--partial", "--protect-args", "-e", shlex.join(ssh_base(target, opts))]
+    if includes:
+        argv += [f"--include={x}" for x in includes] + ["--exclude=*"]
+    return [*argv, f"{target.user}@{target.host}:{src}", dest]
+
+
 def remote_sh(script: str) -> list[str]:
     return ["sh", "-c", script]

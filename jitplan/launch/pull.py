@@ -1,0 +1,273 @@
+"""Pull a remote run home: its latest checkpoint, metrics and logs, verified, into the local run folder.
+
+Nothing is lost at teardown: ``jitplan stop RUN --destroy`` and every automatic teardown call
+:func:`pull_before_destroy` first, which refuses (``PullFailed``, exit 1) when the pull or its check fails,
+unless the user said ``--discard``. ``jitplan pull RUN`` runs the same pull while the run trains.
+
+One pull, in order:
+
+1. On the remote (one ssh call): hard-link ``out/last.pt`` to ``.pull/last.pt`` (a snapshot: the trainer
+   replaces ``last.pt`` atomically, so the link keeps the file we hash even if a newer one lands), and
+   print its sha256 and size, computed there.
+2. One rsync (real rsync over the same ssh options) of exactly ``.pull/last.pt``, ``out/metrics.jsonl``,
+   ``train.log``, ``watchdog.log``, ``watchdog-state.json`` and ``exit_code`` into the local run folder.
+3. Here: the sha256 of the received file must equal the remote one; the checkpoint must load with
+   ``torch.load(weights_only=True)`` in a child process (so the CLI stays torch-free), and per-tensor
+   digests are checked when the checkpoint carries them and jitmodel can check them.
+4. Only then is it promoted: hard links ``out/last.pt`` and ``out/ckpt/{step:07d}.pt``, and ``pulled.json``
+   (step, sha256, size, when). A failed pull never replaces an earlier good one.
+
+    from jitplan.launch.registry import Registry
+    res = pull_run(Registry(), "8f3c")          # PullResult: local checkpoint, step, sha256, files
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from jitplan.errors import CheckFailed, JitplanError, UsageError
+from jitplan.launch.sshcmd import SSHOptions, Step, parse_target, remote_sh, rsync_pull_argv
+
+if TYPE_CHECKING:  # pragma: no cover
+    from jitplan.launch.registry import Registry, RunRow
+    from jitplan.launch.ssh import SSHLaunch
+
+SNAPSHOT = ".pull/last.pt"
+PULLED_FILES = ("train.log", "watchdog.log", "watchdog-state.json", "exit_code", "out/metrics.jsonl")
+MANIFEST = "pulled.json"
+
+# Runs in a child process: loads with weights_only=True and checks per-tensor digests when it can.
+_VERIFY = r"""
+import json, sys
+from jitmodel import checkpoint as c
+ck = c.load_checkpoint(sys.argv[1], mmap=True)
+check = getattr(c, "verify_tensor_digests", None)
+digests = "absent"
+if check is not None and ck.get("tensor_digests") is not None:
+    check(ck)
+    digests = "verified"
+print(json.dumps({"format": ck.get("format"), "step": ck.get("step"), "tensor_digests": digests}))
+"""
+
+
+class PullFailed(CheckFailed):
+    """A pull or its verification failed. ``not_saved`` names what exists only on the remote."""
+
+    def __init__(self, message: str, hint: str | None = None, not_saved: tuple[str, ...] = ()) -> None:
+        super().__init__(message, hint)
+        self.not_saved = tuple(not_saved)
+
+
+class PullResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    local_dir: str
+    remote: str
+    checkpoint: str | None  # the local, verified checkpoint (out/last.pt); None when the remote had none
+    step: int | None = None
+    sha256: str | None = None
+    size: int | None = None
+    tensor_digests: str | None = None  # verified | absent
+    files: list[str]  # the other files now here (relative to local_dir)
+    seconds: float
+    message: str
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def snapshot_script(run_dir: str) -> str:
+    """The remote half of a pull: snapshot the checkpoint by hard link, print ``ckpt SHA SIZE`` or
+    ``ckpt none``; ``nofolder`` when the run folder is missing. Pure.
+
+        >>> "ln -f out/last.pt .pull/last.pt" in snapshot_script("/r/runs/a b")
+        True
+    """
+    q = shlex.quote
+    return (f"cd {q(run_dir)} 2>/dev/null || {{ echo nofolder; exit 0; }}; mkdir -p .pull && "
+            f"if [ -f out/last.pt ]; then "
+            f"{{ ln -f out/last.pt {SNAPSHOT} 2>/dev/null || {{ cp -p out/last.pt {SNAPSHOT}.tmp && "
+            f"mv {SNAPSHOT}.tmp {SNAPSHOT}; }}; }} && "
+            f"echo ckpt $(sha256sum {SNAPSHOT} | cut -d' ' -f1) $(wc -c < {SNAPSHOT}); "
+            f"else rm -f {SNAPSHOT}; echo ckpt none; fi")
+
+
+def parse_snapshot(text: str) -> tuple[str, int] | None:
+    """``ckpt SHA SIZE`` -> (sha, size); ``ckpt none`` -> None. ValueError on anything else. Pure.
+
+        >>> parse_snapshot("ckpt " + "a" * 64 + " 12\\n")
+        ('aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 12)
+    """
+    lines = [ln.split() for ln in text.splitlines() if ln.strip()]
+    last = lines[-1] if lines else []
+    if last == ["nofolder"]:
+        raise ValueError("the remote run folder does not exist")
+    if last == ["ckpt", "none"]:
+        return None
+    if len(last) == 3 and last[0] == "ckpt" and len(last[1]) == 64 and last[2].isdigit():
+        return last[1], int(last[2])
+    raise ValueError(f"unexpected answer from the remote: {' '.join(' '.join(x) for x in lines)[:200]!r}")
+
+
+def verify_loads(path: Path, *, python: str = sys.executable, timeout_s: float = 900) -> dict[str, Any]:
+    """Load the checkpoint weights-only in a child process; its format, step and digest check."""
+    try:
+        res = subprocess.run([python, "-c", _VERIFY, str(path)], capture_output=True, text=True, timeout=timeout_s,
+                             stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise ValueError(f"loading {path} took over {timeout_s:.0f} s") from None
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise ValueError(f"it does not load: {last}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.link(src, tmp)
+    os.replace(tmp, dst)
+
+
+def pull(job: SSHLaunch, local_dir: str | Path, *, timeout_s: float = 6 * 3600) -> PullResult:
+    """Pull the run of ``job`` into ``local_dir`` and verify it (see the module doc). PullFailed otherwise."""
+    from jitmodel.atomic import atomic_write_text
+
+    t0 = time.monotonic()
+    local = Path(local_dir).resolve()
+    where = f"{job.target}:{job.run_dir}"
+    everything = ("the checkpoint", "metrics.jsonl", "train.log")
+    try:
+        snap = parse_snapshot(job.run(Step(name="snapshot checkpoint", argv=job.ssh(remote_sh(
+            snapshot_script(job.run_dir)))), timeout_s=timeout_s))
+    except ValueError as e:
+        raise PullFailed(f"pull from {where}: {e}", not_saved=everything) from None
+    except CheckFailed as e:
+        raise PullFailed(f"pull from {where}: {e.message}", hint=e.hint, not_saved=everything) from None
+    local.mkdir(parents=True, exist_ok=True)
+    includes = ["/.pull/", f"/{SNAPSHOT}" if snap else "/.pull/none", "/out/",
+                *(f"/{f}" for f in PULLED_FILES)]
+    argv = rsync_pull_argv(job.target, job.opts, job.run_dir + "/", str(local) + "/", includes=includes)
+    try:
+        job.run(Step(name="pull files", argv=argv), timeout_s=timeout_s)
+    except CheckFailed as e:
+        raise PullFailed(f"pull from {where}: {e.message}", not_saved=everything) from None
+    files = [f for f in PULLED_FILES if (local / f).is_file()]
+    if snap is None:
+        return PullResult(local_dir=str(local), remote=where, checkpoint=None, files=files,
+                          seconds=time.monotonic() - t0, message=f"no checkpoint on {where} yet; pulled "
+                          f"{', '.join(files) or 'nothing else'}")
+    sha, size = snap
+    got = local / SNAPSHOT
+    not_ckpt = ("the checkpoint",)
+    if not got.is_file():
+        raise PullFailed(f"pull from {where}: rsync brought no checkpoint", not_saved=not_ckpt)
+    local_sha = sha256_file(got)
+    if local_sha != sha or got.stat().st_size != size:
+        raise PullFailed(f"pulled checkpoint from {where} differs from the remote file (sha256 {local_sha[:12]} "
+                         f"here, {sha[:12]} there; {got.stat().st_size} vs {size} bytes)", not_saved=not_ckpt)
+    try:
+        info = verify_loads(got)
+    except ValueError as e:
+        raise PullFailed(f"pulled checkpoint from {where} is not usable: {e}", not_saved=not_ckpt) from None
+    step = info.get("step")
+    _link(got, local / "out" / "last.pt")
+    if isinstance(step, int):
+        _link(got, local / "out" / "ckpt" / f"{step:07d}.pt")
+    manifest = {"step": step, "sha256": sha, "size": size, "remote": where, "pulled_at": time.time(),
+                "tensor_digests": info.get("tensor_digests")}
+    atomic_write_text(local / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    secs = time.monotonic() - t0
+    return PullResult(local_dir=str(local), remote=where, checkpoint=str(local / "out" / "last.pt"), step=step,
+                      sha256=sha, size=size, tensor_digests=info.get("tensor_digests"), files=files, seconds=secs,
+                      message=f"pulled step {step} ({size / 2**20:.1f} MiB, sha256 {sha[:12]} matches, loads) "
+                      f"and {', '.join(files) or 'no other files'} into {local} in {secs:.1f} s")
+
+
+# ------------------------------------------------------------------------------- runs in the registry
+def remote_job(run: RunRow, registry_dir: Path | None = None) -> SSHLaunch | None:
+    """An SSHLaunch for a remote run, from what the launcher recorded (``host``, ``run_dir``, ``meta``)."""
+    from jitplan.launch.ssh import SSHLaunch
+
+    meta = run.meta
+    target = meta.get("ssh_target") or meta.get("ssh") or (run.host if run.backend in ("ssh", "vast") else None)
+    if not target:
+        return None
+    known_hosts, accept_new = meta.get("known_hosts"), bool(meta.get("accept_new_host_key"))
+    if run.backend == "vast" and known_hosts is None and registry_dir is not None:
+        known_hosts, accept_new = str(registry_dir / "known_hosts"), True  # where `launch --vast` keeps them
+    remote_id = meta.get("remote_run_id") or (Path(run.run_dir).name if run.run_dir else run.name)
+    return SSHLaunch(parse_target(target, meta.get("identity")),
+                     SSHOptions(known_hosts=known_hosts, accept_new_host_key=accept_new),
+                     root=meta.get("remote_root", "jitplan"), run_id=remote_id)
+
+
+def local_run_dir(run: RunRow, registry_dir: Path) -> Path:
+    """Where a remote run's files come home: the staged run folder the launcher recorded, else
+    ``<registry folder>/runs/<run id>``."""
+    return Path(run.meta.get("local_run_dir") or registry_dir / "runs" / run.id)
+
+
+def pull_run(registry: Registry, run_id: str) -> PullResult:
+    """Pull a recorded remote run (events ``pull`` / ``pulled`` / ``pull-failed``; ``meta.last_pull``)."""
+    run = registry.get_run(run_id)
+    job = remote_job(run, registry.path.parent)
+    if job is None:
+        raise UsageError(f"run {run.id} ({run.backend}) has no remote to pull from; its files are in {run.run_dir}")
+    local = local_run_dir(run, registry.path.parent)
+    registry.add_event(run.id, "pull", f"pulling {job.run_dir} from {job.target} into {local}")
+    try:
+        res = pull(job, local)
+    except PullFailed as e:
+        registry.add_event(run.id, "pull-failed", e.message, not_saved=list(e.not_saved))
+        raise
+    last = {"step": res.step, "sha256": res.sha256, "at": time.time(), "checkpoint": res.checkpoint}
+    registry.update_run(run.id, meta={"local_run_dir": str(local), **({"last_pull": last} if res.checkpoint else {})})
+    registry.add_event(run.id, "pulled", res.message, step=res.step, sha256=res.sha256)
+    return res
+
+
+def pull_before_destroy(registry: Registry, run_id: str, *, discard: bool = False,
+                        say: Callable[[str], None] = lambda m: None) -> PullResult | None:
+    """The teardown guard: pull and verify, or refuse (PullFailed, naming what would be lost).
+
+    With ``discard`` a failed pull is recorded and teardown goes on (returns None)."""
+    run = registry.get_run(run_id)
+    live = [i.instance_id for i in registry.instances(active_only=True, run_id=run.id)]
+    if remote_job(run, registry.path.parent) is None:  # training starts only after its endpoint is recorded
+        registry.add_event(run.id, "pull", "no SSH endpoint was ever recorded: no training ran, nothing to pull")
+        say(f"run {run.id} never reached its instance over SSH: nothing to pull")
+        return None
+    try:
+        return pull_run(registry, run.id)
+    except JitplanError as e:
+        prev = run.meta.get("last_pull") or {}
+        kept = (f"the last verified pull is step {prev.get('step')} in {prev.get('checkpoint')}" if prev
+                else "nothing was ever pulled")
+        remote = f"{run.meta.get('ssh_target') or run.host}:{run.run_dir}"
+        lost = (f"not saved: the newest checkpoint, metrics.jsonl and train.log in {remote}"
+                f"{' on instance ' + ', '.join(live) if live else ''}; {kept}")
+        if discard:
+            registry.add_event(run.id, "discard", f"teardown without a verified pull (--discard): {lost}")
+            say(f"pull failed ({e.message}); --discard given, so going on: {lost}")
+            return None
+        raise PullFailed(f"not destroying run {run.id}: the pull failed ({e.message}); {lost}",
+                         hint=f"fix the connection and `jitplan pull {run.id}`, or pass --discard to destroy "
+                         "anyway and lose what is listed") from None

@@ -1,0 +1,236 @@
+"""Pulls over a real sshd + rsync on 127.0.0.1: the checkpoint comes home verified (remote sha256 = local
+sha256, loads weights-only), a bad or changed one is refused and never replaces the last good pull, and
+`jitplan stop --destroy` refuses to destroy when the pull fails unless --discard."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from fakes.sshd import LoopbackSSHD, keygen, sshd_available
+
+from jitplan.launch import pull as pull_mod
+from jitplan.launch.pull import PullFailed, parse_snapshot, pull, sha256_file
+from jitplan.launch.registry import Registry
+from jitplan.launch.ssh import SSHLaunch, SSHOptions
+from jitplan.launch.target import SSHTarget
+
+needs_sshd = pytest.mark.skipif(not sshd_available(), reason="needs /usr/sbin/sshd, rsync and root")
+KEY = "SENTINEL-pull-key-5e4d3c2b1a"
+
+
+class Remote:
+    """A real sshd with a client key and a known_hosts file; the 'remote' disk is a folder here."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.key = keygen(tmp / "client key")
+        self.sshd = LoopbackSSHD(tmp / "sshd").__enter__()
+        self.sshd.authorized_keys.write_text(self.key.with_name("client key.pub").read_text())
+        self.known_hosts = tmp / "known_hosts"
+        host_pub = (tmp / "sshd" / "hostkey.pub").read_text().split()[:2]
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.sshd.port} {' '.join(host_pub)}\n")
+        self.root = tmp / "remote root"
+
+    @property
+    def target(self) -> SSHTarget:
+        return SSHTarget(user="root", host="127.0.0.1", port=self.sshd.port, identity=str(self.key))
+
+    def job(self, run_id: str = "run-a") -> SSHLaunch:
+        job = SSHLaunch(self.target, SSHOptions(known_hosts=str(self.known_hosts)), root=str(self.root),
+                        run_id=run_id)
+        Path(job.run_dir, "out").mkdir(parents=True, exist_ok=True)
+        return job
+
+
+@pytest.fixture
+def remote(tmp_path):
+    r = Remote(tmp_path)
+    yield r
+    r.sshd.__exit__()
+
+
+def write_checkpoint(path: Path, step: int) -> None:
+    """A small checkpoint in the trainer's format, written the trainer's way (atomic, last.pt a link)."""
+    import torch
+
+    from jitmodel.checkpoint import FORMAT, atomic_link, atomic_save
+
+    ck = {"format": FORMAT, "format_version": 1, "step": step, "model": {"w": torch.full((64, 64), float(step))}}
+    step_file = atomic_save(ck, path / "ckpt" / f"{step:07d}.pt")
+    atomic_link(step_file, path / "last.pt")
+
+
+def test_parse_snapshot_answers() -> None:
+    assert parse_snapshot("ckpt none\n") is None
+    with pytest.raises(ValueError, match="does not exist"):
+        parse_snapshot("nofolder\n")
+    with pytest.raises(ValueError, match="unexpected"):
+        parse_snapshot("sh: sha256sum: not found\n")
+
+
+@pytest.mark.net
+@needs_sshd
+def test_pull_brings_the_checkpoint_metrics_and_logs_home_verified(remote, tmp_path) -> None:
+    job = remote.job()
+    rdir = Path(job.run_dir)
+    write_checkpoint(rdir / "out", 7)
+    (rdir / "out" / "metrics.jsonl").write_text('{"step": 7, "loss": 0.5}\n')
+    (rdir / "train.log").write_text("step 7 loss 0.5\n")
+    local = tmp_path / "local run"
+    res = pull(job, local)
+    assert res.step == 7 and res.checkpoint == str(local / "out" / "last.pt")
+    assert sha256_file(local / "out" / "last.pt") == sha256_file(rdir / "out" / "last.pt") == res.sha256
+    assert (local / "out" / "ckpt" / "0000007.pt").samefile(local / "out" / "last.pt")
+    assert (local / "out" / "metrics.jsonl").read_text() == '{"step": 7, "loss": 0.5}\n'
+    assert (local / "train.log").read_text() == "step 7 loss 0.5\n"
+    assert json.loads((local / "pulled.json").read_text())["step"] == 7
+    assert res.tensor_digests in ("verified", "absent")
+    assert not (local / "out" / "ckpt" / "0000006.pt").exists() and not (local / "code").exists()
+
+    # a newer checkpoint: the next pull brings it; the older pulled step file stays
+    write_checkpoint(rdir / "out", 9)
+    assert pull(job, local).step == 9
+    assert sorted(p.name for p in (local / "out" / "ckpt").iterdir()) == ["0000007.pt", "0000009.pt"]
+
+
+@pytest.mark.net
+@needs_sshd
+def test_a_checkpoint_that_does_not_load_is_refused_and_the_last_good_pull_stays(remote, tmp_path) -> None:
+    job = remote.job()
+    rdir = Path(job.run_dir)
+    write_checkpoint(rdir / "out", 3)
+    local = tmp_path / "local"
+    good = pull(job, local).sha256
+    (rdir / "out" / "last.pt").unlink()
+    (rdir / "out" / "last.pt").write_bytes(b"PK\x03\x04 this is not a torch checkpoint" * 100)
+    with pytest.raises(PullFailed, match="not usable: it does not load") as e:
+        pull(job, local)
+    assert e.value.not_saved == ("the checkpoint",)
+    assert sha256_file(local / "out" / "last.pt") == good  # never replaced by the bad one
+
+
+@pytest.mark.net
+@needs_sshd
+def test_a_checkpoint_changed_after_hashing_is_refused(remote, tmp_path, monkeypatch) -> None:
+    job = remote.job()
+    write_checkpoint(Path(job.run_dir) / "out", 5)
+    real = pull_mod.snapshot_script
+    # the file changes on the remote between its sha256 and the transfer (bit rot, a second writer)
+    monkeypatch.setattr(pull_mod, "snapshot_script", lambda d: real(d) + "; printf x >> .pull/last.pt")
+    with pytest.raises(PullFailed, match="differs from the remote file"):
+        pull(job, tmp_path / "local")
+    assert not (tmp_path / "local" / "out" / "last.pt").exists()
+
+
+@pytest.mark.net
+@needs_sshd
+def test_pull_with_no_checkpoint_yet_brings_the_logs(remote, tmp_path) -> None:
+    job = remote.job()
+    (Path(job.run_dir) / "train.log").write_text("starting\n")
+    res = pull(job, tmp_path / "l")
+    assert res.checkpoint is None and res.files == ["train.log"] and "no checkpoint" in res.message
+
+
+@pytest.mark.net
+@needs_sshd
+def test_unreachable_or_missing_remote_is_a_pull_failure(remote, tmp_path) -> None:
+    job = SSHLaunch(remote.target, SSHOptions(known_hosts=str(remote.known_hosts)), root=str(remote.root),
+                    run_id="never-made")
+    with pytest.raises(PullFailed, match="remote run folder does not exist"):
+        pull(job, tmp_path / "l")
+    remote.sshd.__exit__()
+    with pytest.raises(PullFailed, match="snapshot checkpoint failed") as e:
+        pull(remote.job(), tmp_path / "l")
+    assert "the checkpoint" in e.value.not_saved
+
+
+# ------------------------------------------------------------------------------ the CLI and the guard
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "jp"))
+    monkeypatch.setenv("VAST_API_KEY", KEY)
+    return Registry()
+
+
+def _vast_run(reg: Registry, remote: Remote, fake, local: Path) -> tuple[str, int]:
+    from pydantic import SecretStr
+
+    from jitplan.providers import CreateSpec
+    from jitplan.providers.vast.client import VastClient
+
+    fake.add_offer(2001, num_gpus=1)
+    iid = VastClient(SecretStr(KEY), server_url=fake.url).create(
+        CreateSpec(offer_id=2001, image="img", disk_gb=50, label="jitplan-t-1"))
+    job = remote.job("jit-tiny")
+    rid = reg.create_run("jit-tiny", "vast", status="running", host=str(remote.target))
+    reg.update_run(rid, run_dir=job.run_dir, meta={"ssh": str(remote.target), "remote_root": str(remote.root),
+                                                   "remote_run_id": "jit-tiny", "identity": str(remote.key),
+                                                   "known_hosts": str(remote.known_hosts), "local_run_dir": str(local)})
+    reg.add_instance(rid, "vast", iid, "jitplan-t-1", 0.2, status="running")
+    reg.set_status(rid, "finished")  # nothing to stop: the test is about the pull and the destroy
+    return rid, iid
+
+
+@pytest.mark.net
+@needs_sshd
+def test_cli_pull_then_stop_destroy_pulls_first_and_refuses_when_the_pull_fails(cli, env, remote, tmp_path,
+                                                                               monkeypatch) -> None:
+    pytest.importorskip("vastai", reason="the vastai SDK (jitplan[vast]) is not installed")
+    from fakes.vast_server import VastFake
+
+    local = tmp_path / "staged"
+    with VastFake(KEY) as fake:
+        monkeypatch.setenv("VAST_URL", fake.url)
+        rid, iid = _vast_run(env, remote, fake, local)
+        rdir = Path(env.get_run(rid).run_dir)
+        write_checkpoint(rdir / "out", 4)
+        r = cli("pull", rid, "--json")
+        assert r.code == 0, r.err
+        assert json.loads(r.out)["step"] == 4 and (local / "out" / "ckpt" / "0000004.pt").is_file()
+
+        write_checkpoint(rdir / "out", 6)
+        (rdir / "out" / "last.pt").unlink()
+        (rdir / "out" / "last.pt").write_bytes(b"garbage")  # the newest checkpoint is broken: refuse
+        r = cli("stop", rid, "--destroy", "--yes")
+        assert r.code == 1 and "not destroying run" in r.err and "not saved: the newest checkpoint" in r.err
+        assert "last verified pull is step 4" in r.err and "--discard" in r.err and "Traceback" not in r.err
+        assert fake.deletes() == [] and len(fake.live()) == 1
+
+        write_checkpoint(rdir / "out", 8)  # fixed: the destroy pulls step 8 first, then destroys
+        r = cli("stop", rid, "--destroy", "--yes")
+        assert r.code == 0, r.err
+        assert fake.live() == [] and [d.path for d in fake.deletes()] == [f"/api/v0/instances/{iid}/"]
+    assert (local / "out" / "ckpt" / "0000008.pt").samefile(local / "out" / "last.pt")
+    kinds = [e.kind for e in env.events(rid)]
+    assert kinds.index("pulled", kinds.index("pull-failed")) < kinds.index("destroy")
+
+
+@pytest.mark.net
+@needs_sshd
+def test_stop_destroy_discard_destroys_without_a_pull_and_says_what_was_lost(cli, env, remote, tmp_path,
+                                                                           monkeypatch) -> None:
+    pytest.importorskip("vastai", reason="the vastai SDK (jitplan[vast]) is not installed")
+    from fakes.vast_server import VastFake
+
+    with VastFake(KEY) as fake:
+        monkeypatch.setenv("VAST_URL", fake.url)
+        rid, iid = _vast_run(env, remote, fake, tmp_path / "staged")
+        remote.sshd.__exit__()  # the host stops answering
+        r = cli("stop", rid, "--destroy", "--yes")
+        assert r.code == 1 and "not destroying" in r.err and len(fake.live()) == 1
+        r = cli("stop", rid, "--destroy", "--yes", "--discard")
+        assert r.code == 0, r.err
+        assert fake.live() == [] and "nothing was ever pulled" in r.err
+    assert [e.kind for e in env.events(rid)].count("discard") == 1
+
+
+def test_cli_pull_help_does_not_import_torch() -> None:
+    import subprocess
+
+    code = ("import sys; from jitplan.cli import run; run(['pull', '--help']); "
+            "print('torch' in sys.modules, 'vastai' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False False"
