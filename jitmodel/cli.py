@@ -227,9 +227,11 @@ def run(argv: list[str] | None = None) -> int:
     except ValueError as e:  # bad input (FeatureExtractorMissing and pydantic's ValidationError included)
         if debug:
             raise
-        errs = getattr(e, "errors", None)
-        msg = str(e) if not callable(errs) else "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}"
-                                                          for x in errs()[:1])
+        from pydantic import ValidationError
+
+        from jitmodel.config import validation_summary
+
+        msg = validation_summary(e) if isinstance(e, ValidationError) else str(e)
         print(f"Error: {' '.join(msg.split())}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:

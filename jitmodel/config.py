@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from jitmodel.variants import Variant, get_variant
 
 SCHEMA_VERSION = 1
+IMAGENET_TRAIN_IMAGES = 1_281_167  # ImageNet-1k train split; what planning assumes when data.num_images is unset
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -73,11 +74,34 @@ class DataConfig(_Strict):
     persistent_workers: bool = True
     hflip: bool = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_workers_no_prefetch(cls, raw: object) -> object:
+        """Worker normalisation, the one place it lives: 0 workers load in the main process, so there is
+        nothing to prefetch and no worker to keep alive (DataLoader refuses those settings then)."""
+        if isinstance(raw, dict) and raw.get("num_workers") == 0:
+            raw = {**raw, "prefetch_factor": None, "persistent_workers": False}
+        return raw
+
     @model_validator(mode="after")
     def _path_for_folders(self) -> DataConfig:
         if self.kind == "imagefolder" and not self.path:
             raise ValueError("data.path is required for an imagefolder dataset (a folder holding train/)")
         return self
+
+    def with_workers(self, num_workers: int) -> DataConfig:
+        """The same data settings with ``num_workers`` per rank, normalised (validated, unlike model_copy).
+
+            >>> d = DataConfig(kind="digits").with_workers(0)
+            >>> d.num_workers, d.prefetch_factor, d.persistent_workers
+            (0, None, False)
+        """
+        return DataConfig.model_validate({**self.model_dump(), "num_workers": num_workers})
+
+    @property
+    def planned_images(self) -> int:
+        """Images per epoch for planning: ``num_images``, else the ImageNet-1k train split."""
+        return self.num_images or IMAGENET_TRAIN_IMAGES
 
 
 class OptimConfig(_Strict):
@@ -148,6 +172,7 @@ class TrainConfig(_Strict):
     """Everything ``jitmodel.train`` needs. Batch sizes are per rank (GPU)."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
+    kind: Literal["train"] = "train"  # the file discriminator: a plan file says kind: plan
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -192,6 +217,58 @@ class TrainConfig(_Strict):
         """Absolute peak LR for the planned world size."""
         return self.optim.lr_for(self.effective_batch())
 
+    def with_workers(self, num_workers: int) -> TrainConfig:
+        """The same config with ``num_workers`` DataLoader workers per rank (normalised, see DataConfig)."""
+        return self.model_copy(update={"data": self.data.with_workers(num_workers)})
+
+
+def steps_per_epoch(num_images: int, world_size: int, micro_batch: int, accum: int) -> int:
+    """Optimizer steps per epoch, the one formula (planner and trainer): the DistributedSampler pads to
+    ceil(N / world) per rank, the loader drops the last partial micro-batch, a partial accumulation is dropped.
+
+        >>> steps_per_epoch(1281167, 8, 128, 1)
+        1251
+    """
+    return (math.ceil(num_images / world_size) // micro_batch) // accum
+
+
+FileKind = Literal["plan", "train"]
+
+
+def file_kind(raw: dict) -> FileKind:
+    """What a YAML mapping holds: a jitplan plan (``kind: plan``) or a bare TrainConfig (``kind: train``).
+
+    The one rule, for every reader. Files written before the ``kind:`` key: a mapping with a ``train``
+    section and no ``data`` section is a plan.
+
+        >>> file_kind({"kind": "plan"}), file_kind({"train": {}, "hardware": {}}), file_kind({"data": {}})
+        ('plan', 'plan', 'train')
+    """
+    kind = raw.get("kind")
+    if kind in ("plan", "train"):
+        return kind
+    if kind is not None:
+        raise ValueError(f"unknown kind {kind!r}: a config file holds kind: plan or kind: train")
+    return "plan" if isinstance(raw.get("train"), dict) and "data" not in raw else "train"
+
+
+def validation_summary(e: ValidationError) -> str:
+    """A pydantic error in one line, the project's one formatter: ``field.path: message (+N more)``.
+
+        >>> try:
+        ...     DataConfig(kind="imagefolder")
+        ... except ValidationError as e:
+        ...     print(validation_summary(e))
+        value: Value error, data.path is required for an imagefolder dataset (a folder holding train/)
+    """
+    errors = e.errors()
+    if not errors:
+        return " ".join(str(e).split())
+    first = errors[0]
+    loc = ".".join(str(x) for x in first.get("loc", ())) or "value"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return " ".join(f"{loc}: {first.get('msg', 'invalid')}{more}".split())
+
 
 def read_yaml_mapping(path: str | Path, what: str = "config") -> dict:
     """The mapping a YAML file holds; ValueError with one line when the file is missing, a folder,
@@ -218,8 +295,10 @@ def load_train_config(path: str | Path) -> TrainConfig:
     Raises ValueError with one line on a missing file, bad YAML or an invalid config.
     """
     raw = read_yaml_mapping(path)
-    if "train" in raw and "data" not in raw:  # a jitplan plan file
-        raw = raw["train"]
+    if file_kind(raw) == "plan":  # a jitplan plan file: its train section
+        raw = raw.get("train")
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: the plan has no train mapping")
     return TrainConfig.model_validate(raw)
 
 

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from jitmodel import checkpoint as ckpt_io
 from jitmodel import data as data_mod
 from jitmodel import strategy, train_state, train_step
-from jitmodel.config import TrainConfig, load_train_config
+from jitmodel.config import TrainConfig, load_train_config, steps_per_epoch, validation_summary
 from jitmodel.dist import (
     DistEnv,
     amp_dtype,
@@ -50,10 +50,7 @@ from jitmodel.train_step import TrainingDiverged
 
 def _one_line(e: BaseException) -> str:
     if isinstance(e, ValidationError):
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "config"
-        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        return f"invalid config: {loc}: {err['msg']}{more}"
+        return f"invalid config: {validation_summary(e)}"
     lines = str(e).strip().splitlines()
     return lines[0] if lines else type(e).__name__
 
@@ -86,8 +83,7 @@ class Trainer:
             raise ValueError(f"the checkpoint was trained on other classes ({len(a)} vs {len(b)} in the data; "
                              f"first difference at label {first}): labels would change meaning")
         mb, accum, world = cfg.batch_per_gpu, cfg.accum_steps, env.world_size
-        micro_full = math.ceil(len(self.dataset) / world) // mb
-        self.steps_per_epoch = micro_full // accum
+        self.steps_per_epoch = steps_per_epoch(len(self.dataset), world, mb, accum)
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(self.dataset)} images give no full optimizer step per epoch with micro-batch "
                              f"{mb} x accum {accum} x world {world}")

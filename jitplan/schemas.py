@@ -11,15 +11,14 @@ plan.yaml`` reads the plan's ``train`` key.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from jitmodel.atomic import atomic_write_text
-from jitmodel.config import TrainConfig, load_train_config, read_yaml_mapping
+from jitmodel.config import TrainConfig, read_yaml_mapping, validation_summary
 from jitplan.errors import UsageError
 from jitplan.hardware.schema import HardwareSpec
 
@@ -57,7 +56,15 @@ class Recipe(_Strict):
     hardware: HardwareSpec  # the reference hardware (8xH200)
     train: TrainConfig  # batch_per_gpu=128, world_size=8, data.num_images=1281167, ...
     eval_cfg: RecipeEval
-    dataloader_workers_per_gpu: Annotated[int, Field(ge=0)] = 12
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_unread(cls, raw: object) -> object:
+        # Recipes written before 2026-12 carry dataloader_workers_per_gpu, which nothing read (the
+        # planner starts from train.data.num_workers); they still load.
+        if isinstance(raw, dict) and "dataloader_workers_per_gpu" in raw:
+            raw = {k: v for k, v in raw.items() if k != "dataloader_workers_per_gpu"}
+        return raw
 
 
 def recipes_dir() -> Path:
@@ -92,7 +99,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as e:
-        raise UsageError(f"{p}: invalid recipe: {_first_error(e)}") from None
+        raise UsageError(f"{p}: invalid recipe: {validation_summary(e)}") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,6 +188,7 @@ class Plan(_Strict):
     """A hardware adaptation of a recipe. ``train`` is what ``jitmodel.train --config plan.yaml`` reads."""
 
     schema_version: Literal[1] = PLAN_SCHEMA_VERSION
+    kind: Literal["plan"] = "plan"  # the file discriminator (a bare TrainConfig says kind: train)
     recipe: str
     policy: Policy
     lr_scaling: LrScaling | None = None  # only for policy scale-lr
@@ -198,13 +206,6 @@ class Plan(_Strict):
 # --------------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------------
-
-
-def _first_error(e: ValidationError) -> str:
-    first = e.errors()[0]
-    loc = ".".join(str(x) for x in first.get("loc", ())) or "value"
-    more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-    return f"{loc}: {first.get('msg', 'invalid')}{more}"
 
 
 def _read_yaml(p: Path, what: str) -> dict:
@@ -225,7 +226,7 @@ def load_plan(path: str | Path) -> Plan:
     try:
         return Plan.model_validate(raw)
     except ValidationError as e:
-        raise UsageError(f"{p}: invalid plan: {_first_error(e)}") from None
+        raise UsageError(f"{p}: invalid plan: {validation_summary(e)}") from None
 
 
 def plan_to_yaml(plan: Plan) -> str:
@@ -237,31 +238,3 @@ def plan_to_yaml(plan: Plan) -> str:
 def save_plan(plan: Plan, path: str | Path) -> None:
     """Save a plan as YAML, atomically."""
     atomic_write_text(path, plan_to_yaml(plan))
-
-
-def load_plan_or_train_config(path: Path) -> tuple[Any, Any, bool]:
-    """What ``jitplan launch`` and ``jitplan compare`` accept: a plan file or a bare TrainConfig YAML.
-
-    Returns (plan or TrainConfig, the hardware shape the torchrun spec reads, whether it is a plan); a
-    one-line UsageError when the file is missing, unreadable or neither.
-    """
-    from pydantic import ValidationError
-
-    raw = _read_yaml(Path(path), "plan")
-    if "train" in raw and "hardware" in raw:
-        try:
-            plan = load_plan(path)
-        except (ValueError, ValidationError) as e:
-            raise UsageError(f"{path}: not a valid plan: {' '.join(str(e).split())[:200]}") from None
-        return plan, plan, True
-    try:
-        cfg = load_train_config(path)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first.get("loc", ())) or "value"
-        raise UsageError(f"{path}: neither a plan nor a TrainConfig: {where}: {first.get('msg')}"
-                         + (f" (+{e.error_count() - 1} more)" if e.error_count() > 1 else "")) from None
-    except ValueError as e:
-        raise UsageError(f"{path}: neither a plan nor a TrainConfig: {' '.join(str(e).split())[:200]}") from None
-    shape = {"hardware": {"nodes": 1, "gpus_per_node": cfg.world_size or 1, "host": {"cpus": os.cpu_count()}}}
-    return cfg, shape, False

@@ -79,8 +79,9 @@ def test_budget_rules():
 
 
 def test_arm_config_changes_only_the_objective_seed_and_cap():
-    base, shape, is_plan = core.load_base(TEMPLATE)
-    assert not is_plan and core.world_size_of(shape) == 1
+    run = core.load_base(TEMPLATE)
+    assert run.kind == "train" and run.topology.world_size == 1
+    base = run.train
     a = core.arm_train_config(base, core.parse_arm("eps:x"), core.Budget(images=640), seed=3, world_size=1)
     assert (a.diffusion.prediction, a.diffusion.loss_space, a.max_steps, a.seed) == ("eps", "x", 10, 3)
     same = {"diffusion": {"prediction", "loss_space"}, "max_steps": None, "seed": None, "log_every": None}
@@ -219,7 +220,7 @@ def test_bad_input_is_one_line_and_exit_2(cli, tmp_path, monkeypatch, args, frag
 def test_ssh_download_fetches_the_run_output_only(tmp_path):
     from jitplan.launch.ssh import SSHOptions, parse_target
 
-    runner = core.SSHRunner({}, parse_target("root@10.0.0.5:2222", None), SSHOptions(known_hosts="/kh"))
+    runner = core.SSHRunner(core.load_base(TEMPLATE), parse_target("root@10.0.0.5:2222", None), SSHOptions(known_hosts="/kh"))
     argv = runner.download_argv("/home/root/jitplan/runs/cmp-x-v", tmp_path / "x-v")
     assert argv[0] == "rsync" and "-azL" in argv and "--exclude=ckpt/" in argv
     assert argv[-2:] == ["root@10.0.0.5:/home/root/jitplan/runs/cmp-x-v/out/", f"{tmp_path}/x-v/out/"]
@@ -275,17 +276,19 @@ def test_hardware_flags_and_ssh_reach_the_core(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "home"))
     seen = {}
 
-    def fake_run_compare(base, shape, arms, budget, out, **kw):
-        seen.update(base=base, shape=shape, arms=arms, budget=budget, out=out, **kw)
+    def fake_run_compare(base, arms, budget, out, **kw):
+        seen.update(base=base, arms=arms, budget=budget, out=out, **kw)
         raise UsageError("stop here")
 
     monkeypatch.setattr(core, "run_compare", fake_run_compare)
     r = cli("compare", "--gpus", "2xRTX3060", "--recipe", "JiT-B/16", "--data", str(tmp_path), "--objectives",
             "x,eps", "--images", "5000", "--ssh", "me@127.0.0.1:2201", "--seed", "4", "--out", str(tmp_path / "o"))
     assert r.code == 2 and "stop here" in r.err
-    plan = seen["base"]
+    run = seen["base"]
+    plan = run.plan
+    assert run.kind == "plan" and run.topology.world_size == 2
     assert plan.hardware.world_size == 2 and plan.train.model.variant == "JiT-B/16"
-    assert plan.train.data.path == str(tmp_path) and seen["shape"] is plan
+    assert plan.train.data.path == str(tmp_path)
     assert [a.name for a in seen["arms"]] == ["x:v", "eps:v"] and seen["budget"].images == 5000
     runner = seen["runner"]
     assert isinstance(runner, core.SSHRunner) and runner.backend == "ssh"

@@ -16,7 +16,8 @@ from jitplan.launch.torchrun import (
     node_command,
     node_commands,
     shell_line,
-    spec_from_plan,
+    spec_for_run,
+    torchrun_argv,
 )
 
 
@@ -74,16 +75,46 @@ def test_bad_specs_raise_with_the_values(kw, msg):
         launcher_argv(TorchrunSpec(), 2)
 
 
-def test_spec_from_plan_reads_launch_then_hardware():
-    plan = {"hardware": {"nodes": 2, "gpus_per_node": 4, "host": {"cpus": 32}},
-            "launch": {"nnodes": 2, "nproc_per_node": 4, "rdzv_endpoint": "head:29400", "env": {"NCCL_P2P_DISABLE": "1"}}}
-    s = spec_from_plan(plan, config="plan.yaml", rdzv_id="r1")
+def _plan(spec: str, **opts):
+    from jitplan.hardware.spec import hardware_from_flags
+    from jitplan.planner.plan import make_plan
+    from jitplan.schemas import PlanOptions, load_recipe
+
+    return make_plan(hardware_from_flags(spec, cpus=32), load_recipe("JiT-B/16"), PlanOptions(**opts))
+
+
+def test_spec_for_run_reads_the_plans_topology():
+    from jitplan.runspec import RunSpec
+
+    plan = _plan("2x4xH100", rdzv_endpoint="head:29400")
+    plan = plan.model_copy(update={"launch": plan.launch.model_copy(update={"env": {"NCCL_P2P_DISABLE": "1"}})})
+    s = spec_for_run(RunSpec.from_plan(plan), config="plan.yaml", rdzv_id="r1")
     assert (s.nnodes, s.nproc_per_node, s.rdzv_endpoint, s.omp_num_threads) == (2, 4, "head:29400", 8)
     assert s.env == {"NCCL_P2P_DISABLE": "1"}
-    cpu = spec_from_plan({"hardware": {"nodes": 1, "gpus_per_node": 0, "host": {"cpus": 2}}}, config="p.yaml")
-    assert (cpu.nnodes, cpu.nproc_per_node, cpu.omp_num_threads) == (1, 1, 2)
-    over = spec_from_plan(plan, config="p.yaml", rdzv_endpoint="10.0.0.9:1234", env={"X": "1"})
+    over = spec_for_run(RunSpec.from_plan(plan), config="p.yaml", rdzv_endpoint="10.0.0.9:1234", env={"X": "1"})
     assert over.rdzv_endpoint == "10.0.0.9:1234" and over.env == {"NCCL_P2P_DISABLE": "1", "X": "1"}
+
+
+def test_spec_for_a_bare_config_is_one_node_of_world_size_ranks():
+    from jitmodel.config import DataConfig, TrainConfig
+    from jitplan.runspec import RunSpec
+
+    cpu = spec_for_run(RunSpec.from_train(TrainConfig(data=DataConfig(kind="digits")), cpus=2), config="p.yaml")
+    assert (cpu.nnodes, cpu.nproc_per_node, cpu.omp_num_threads) == (1, 1, 2)
+    two = spec_for_run(RunSpec.from_train(TrainConfig(data=DataConfig(kind="digits"), world_size=2), cpus=None),
+                       config="p.yaml")
+    assert (two.nnodes, two.nproc_per_node, two.omp_num_threads) == (1, 2, None)
+
+
+@pytest.mark.parametrize("gpus", ["8xH100", "2x8xH100"])
+def test_the_plan_shows_the_command_the_launcher_runs(gpus):
+    """One authority on the torchrun flags: the plan's argv is torchrun_argv of the launcher's own spec."""
+    from jitplan.runspec import RunSpec
+
+    plan = _plan(gpus, rdzv_endpoint="10.0.0.1:29400")
+    spec = spec_for_run(RunSpec.from_plan(plan), config="plan.yaml", rdzv_id=plan.launch.rdzv_id or "jitplan")
+    assert plan.launch.argv == torchrun_argv(spec)
+    assert node_command(spec).argv[3:] == plan.launch.argv[1:]  # python -m torch.distributed.run <same flags>
 
 
 def test_sbatch_renders_and_passes_bash_n(tmp_path):

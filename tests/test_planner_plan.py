@@ -72,7 +72,7 @@ def test_multi_node_launch_parses_with_torchrun():
     assert (args.nnodes, args.nproc_per_node, args.rdzv_backend, args.rdzv_endpoint) == ("2", "8", "c10d",
                                                                                          "10.0.0.1:29400")
     assert args.module and args.training_script == "jitmodel.train"
-    assert args.training_script_args == ["--config", "plan.yaml"]
+    assert args.training_script_args == ["--config", "plan.yaml", "--resume", "auto"]
 
 
 def test_scale_lr_sqrt_and_linear():
@@ -161,7 +161,7 @@ def test_load_plan_errors(tmp_path):
         "missing.yaml": None,
         "bad.yaml": "train: [unclosed",
         "list.yaml": "- 1\n",
-        "v2.yaml": good.replace("schema_version: 1\nrecipe:", "schema_version: 2\nrecipe:", 1),
+        "v2.yaml": good.replace("schema_version: 1\nkind: plan", "schema_version: 2\nkind: plan", 1),
         "extra.yaml": good + "surprise: 1\n",
     }
     for name, content in cases.items():

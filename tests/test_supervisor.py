@@ -178,10 +178,16 @@ def test_time_budget_stops_gracefully_and_counts_as_finished(tmp_path, registry,
     assert "stopped by SIGTERM" in (tmp_path / "run" / "train.log").read_text()
 
 
+def _rewrite_workers(path, workers: int) -> None:
+    """What the supervisor does after a worker OOM: one typed path for plans and bare configs."""
+    from jitplan.runspec import load_run_spec, save_run_spec
+
+    save_run_spec(load_run_spec(path).with_workers(workers), path)
+
+
 def test_rewrite_workers_goes_through_the_planner_for_a_plan(tmp_path):
     from jitmodel.config import TrainConfig
     from jitplan.hardware.spec import hardware_from_flags
-    from jitplan.launch.supervisor import _rewrite_workers
     from jitplan.planner.plan import make_plan
     from jitplan.schemas import PlanOptions, load_plan, load_recipe, save_plan
 

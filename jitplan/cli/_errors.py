@@ -17,17 +17,6 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _validation_summary(err: Exception) -> str:
-    """First problem of a pydantic ValidationError as 'field.path: message'."""
-    errors = err.errors()  # type: ignore[attr-defined]
-    if not errors:
-        return _one_line(str(err))
-    first = errors[0]
-    loc = ".".join(str(p) for p in first.get("loc", ())) or "value"
-    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{loc}: {first.get('msg', 'invalid')}{more}"
-
-
 def error(message: str, hint: str | None = None) -> None:
     print(f"Error: {_one_line(message)}", file=sys.stderr)
     if hint:
@@ -36,6 +25,8 @@ def error(message: str, hint: str | None = None) -> None:
 
 def run_with_error_map(app: typer.Typer, argv: list[str] | None) -> int:
     from pydantic import ValidationError
+
+    from jitmodel.config import validation_summary
 
     debug = os.environ.get("JITPLAN_DEBUG") == "1"
     try:
@@ -49,7 +40,7 @@ def run_with_error_map(app: typer.Typer, argv: list[str] | None) -> int:
     except ValidationError as e:
         if debug:
             raise
-        error(f"invalid input: {_validation_summary(e)}")
+        error(f"invalid input: {validation_summary(e)}")
         return 2
     except KeyboardInterrupt:
         error("interrupted")

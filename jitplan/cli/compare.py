@@ -62,21 +62,21 @@ def compare(
     chosen = [n for n, on in (("--local", local_), ("--ssh", ssh), ("--vast", vast)) if on]
     if len(chosen) > 1:
         raise UsageError(f"choose one of --local, --ssh, --vast (got {', '.join(chosen)})")
-    base, shape = _base(plan_file, gpus, recipe, data)
+    base = _base(plan_file, gpus, recipe, data)
     out_dir = out or Path("runs") / f"compare-{_stamp()}"
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is a file")
     echo = sys.stderr if not json_out else None
     if ssh or vast:
-        runner = _remote_runner(base, shape, ssh=ssh, vast=vast, identity=identity, known_hosts=known_hosts,
+        runner = _remote_runner(base, ssh=ssh, vast=vast, identity=identity, known_hosts=known_hosts,
                                 accept_new=accept_new, remote_python=remote_python, remote_dir=remote_dir, bid=bid, yes=yes,
                                 echo=echo)
     else:
-        runner = core.LocalRunner(shape, threads=threads, echo=echo)
+        runner = core.LocalRunner(base, threads=threads, echo=echo)
     def note(message: str) -> None:  # plain: "x:v" must not become an emoji nor "[...]" markup
         err.print(message, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
-    result = core.run_compare(base, shape, arms, budget, out_dir, runner=runner, seed=seed, ema=ema,
+    result = core.run_compare(base, arms, budget, out_dir, runner=runner, seed=seed, ema=ema,
                               sample_steps=sample_steps, per_class=per_class, ref_stats=ref_stats, threads=threads,
                               note=note)
     note(f"results in {out_dir.resolve()}: summary.md, results.json, loss.png, grids/")
@@ -95,24 +95,23 @@ def _stamp() -> str:
 
 
 def _base(plan_file: Path | None, gpus: str | None, recipe: str, data: str | None):
-    """(plan or TrainConfig, the shape torchrun reads): from PLAN, or built with the planner from --gpus."""
+    """The run spec every arm starts from: PLAN (a plan or a TrainConfig), or a plan made for --gpus."""
     from jitplan import compare as core
     from jitplan.errors import UsageError
 
     if (plan_file is None) == (gpus is None):
         raise UsageError("give a PLAN file or --gpus (with --recipe and --data), not both and not neither")
     if plan_file is not None:
-        base, shape, _ = core.load_base(plan_file)
-        return base, shape
+        return core.load_base(plan_file)
     from jitplan.hardware.spec import hardware_from_flags
     from jitplan.planner.plan import make_plan
+    from jitplan.runspec import RunSpec
     from jitplan.schemas import PlanOptions, load_recipe
 
-    plan = make_plan(hardware_from_flags(gpus), load_recipe(recipe), PlanOptions(data_path=data))
-    return plan, plan
+    return RunSpec.from_plan(make_plan(hardware_from_flags(gpus), load_recipe(recipe), PlanOptions(data_path=data)))
 
 
-def _remote_runner(base, shape, *, ssh, vast, identity, known_hosts, accept_new, remote_python, remote_dir, bid, yes,
+def _remote_runner(base, *, ssh, vast, identity, known_hosts, accept_new, remote_python, remote_dir, bid, yes,
                    echo):
     from jitplan import compare as core
     from jitplan.cli._output import note
@@ -124,16 +123,16 @@ def _remote_runner(base, shape, *, ssh, vast, identity, known_hosts, accept_new,
     if ssh:
         target = parse_target(ssh, identity)
     else:
-        if not hasattr(base, "hardware"):
+        if base.plan is None:
             raise UsageError("--vast needs a plan (jitplan plan --out plan.yaml), not a bare TrainConfig")
         from jitplan.providers.provision import provision_vast
 
         run_id = registry.create_run("compare", "vast", status="provisioning")
-        target = provision_vast(base, registry=registry, run_id=run_id, bid=bid, yes=yes, identity=identity).ssh
+        target = provision_vast(base.plan, registry=registry, run_id=run_id, bid=bid, yes=yes, identity=identity).ssh
         known_hosts = known_hosts or str(Path(registry.path).parent / "known_hosts")
         accept_new = True
     opts = SSHOptions(known_hosts=known_hosts, accept_new_host_key=accept_new, python=remote_python)
-    runner = core.SSHRunner(shape, target, opts, remote_dir=remote_dir, echo=echo, registry=registry)
+    runner = core.SSHRunner(base, target, opts, remote_dir=remote_dir, echo=echo, registry=registry)
     if vast:  # every arm runs on this one instance; it is not destroyed here
         note(f"Vast instance for run {run_id} at {target}; when done: jitplan stop {run_id} --destroy")
     return runner

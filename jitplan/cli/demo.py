@@ -59,9 +59,7 @@ def demo_config(hardware, *, steps: int | None, minutes: float):
     ranks = max(hardware.gpus_per_node, 1) if hardware.gpu is not None else 1
     wp = decide_workers(requested=2, ranks_per_node=ranks, micro_batch=DEMO_TRAIN["batch_per_gpu"], img_size=16,
                         num_images=DIGITS_IMAGES, ram_bytes=host.ram_bytes, cpus=host.cpus, shm_bytes=host.shm_bytes)
-    data = {**DEMO_TRAIN["data"], "num_workers": wp.per_rank, "persistent_workers": wp.per_rank > 0}
-    if wp.per_rank == 0:
-        data["prefetch_factor"] = None
+    data = {**DEMO_TRAIN["data"], "num_workers": wp.per_rank}  # 0 workers: DataConfig drops prefetching
     # Checkpoint often: a minute-long run stopped by its time budget keeps what it learned.
     every = max(1, min(50, steps or 50))
     cfg = TrainConfig.model_validate({**DEMO_TRAIN, "data": data, "max_steps": steps, "world_size": ranks,
@@ -80,12 +78,12 @@ def demo(
 
     jitplan demo --minutes 1
     """
-    from jitmodel.config import dump_yaml
     from jitplan.hardware.probe import run_probe
     from jitplan.launch import local
     from jitplan.launch.registry import Registry
     from jitplan.launch.supervisor import run_local
-    from jitplan.launch.torchrun import spec_from_plan
+    from jitplan.launch.torchrun import spec_for_run
+    from jitplan.runspec import RunSpec, save_run_spec
 
     if minutes <= 0:
         raise UsageError(f"--minutes must be > 0, got {minutes:g}")
@@ -97,10 +95,9 @@ def demo(
         raise UsageError(f"{run_dir} already holds a run", hint="pick another --out, or continue it with "
                          f"`jitplan launch {run_dir / 'train.yaml'} --local`")
     cfg = cfg.model_copy(update={"output_dir": "out"})
-    local.write_atomic(run_dir / "train.yaml", dump_yaml(cfg))
-    spec = spec_from_plan({"hardware": hw.model_dump()} if hw.gpu is not None else
-                          {"hardware": {"nodes": 1, "gpus_per_node": 1, "host": {"cpus": hw.host.cpus}}},
-                          config=str(run_dir / "train.yaml"), python=sys.executable, rdzv_id="demo")
+    run = RunSpec.from_train(cfg, gpus_per_node=hw.gpus_per_node if hw.gpu is not None else 0, cpus=hw.host.cpus)
+    save_run_spec(run, run_dir / "train.yaml")
+    spec = spec_for_run(run, config=str(run_dir / "train.yaml"), python=sys.executable, rdzv_id="demo")
     budget = None if steps else minutes * 60
     note(f"demo: JiT-Tiny/4 on the digits on {device}, {cfg.data.num_workers} data worker(s); "
          + (f"{steps} steps" if steps else f"{minutes:g} min") + f"; run folder {run_dir}")

@@ -16,11 +16,15 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from jitplan.cli._output import emit, note
 from jitplan.errors import CheckFailed, UsageError
+
+if TYPE_CHECKING:
+    from jitplan.runspec import RunSpec
 
 
 def _doctor(plan_path: Path, data: str | None) -> None:
@@ -72,31 +76,33 @@ def launch(
     jitplan launch plan.yaml --local --max-restarts 3
     """
     from jitplan.launch import local
-    from jitplan.launch.torchrun import spec_from_plan
-    from jitplan.schemas import load_plan_or_train_config
+    from jitplan.launch.torchrun import spec_for_run
+    from jitplan.runspec import load_run_spec
     from jitplan.secrets import redact
 
     chosen = [n for n, on in (("--local", local_), ("--ssh", ssh), ("--vast", vast), ("--slurm", slurm)) if on]
     if len(chosen) != 1:
         raise UsageError("choose exactly one of --local, --ssh USER@HOST[:PORT], --vast, --slurm OUT.sbatch"
                          + (f" (got {', '.join(chosen)})" if chosen else ""))
-    plan, shape, is_plan = load_plan_or_train_config(plan_file)
-    train = getattr(plan, "train", plan)
+    run = load_run_spec(plan_file)
+    train = run.train
     name = local.run_name(train.model.variant, train.model.img_size)
     rdir = (run_dir or Path("runs") / name).resolve()
     res: dict = {"backend": chosen[0].lstrip("-"), "name": name, "run_dir": str(rdir), "commands": []}
 
     if slurm is not None:
+        from jitmodel.atomic import atomic_write_text
         from jitplan.launch.slurm import render_sbatch
 
-        spec = spec_from_plan(shape, config=str(plan_file.resolve()), rdzv_id=name, rdzv_endpoint=rdzv_endpoint)
-        hw = getattr(plan, "hardware", None)
-        text = render_sbatch(spec, job_name=name, workdir=str(Path.cwd()), gpus_per_node=hw.gpus_per_node if hw else 0,
-                             cpus_per_task=(hw.host.cpus if hw and hw.host.cpus else os.cpu_count() or 1))
+        spec = spec_for_run(run, config=str(plan_file.resolve()), rdzv_id=name, rdzv_endpoint=rdzv_endpoint)
+        topo = run.topology
+        text = render_sbatch(spec, job_name=name, workdir=str(Path.cwd()),
+                             gpus_per_node=topo.gpus_per_node if run.kind == "plan" else 0,
+                             cpus_per_task=topo.cpus_per_node or os.cpu_count() or 1)
         if dry_run:
             res["commands"] = text.splitlines()
         else:
-            local.write_atomic(slurm, text)
+            atomic_write_text(slurm, text)
             res["message"] = f"wrote {slurm}; submit with: sbatch {slurm}"
         res["commands"] = [redact(c) for c in res["commands"]]
         emit(res, json_mode=json_out, render=_render(res))
@@ -105,21 +111,20 @@ def launch(
     if local_:
         from jitplan.launch.supervisor import run_local
 
-        config = rdir / ("plan.yaml" if is_plan else "train.yaml")
-        spec = spec_from_plan(shape, config=str(config), python=sys.executable, rdzv_id=name,
-                              rdzv_endpoint=rdzv_endpoint)
+        spec = spec_for_run(run, config=str(rdir / run.file_name), python=sys.executable, rdzv_id=name,
+                            rdzv_endpoint=rdzv_endpoint)
         if dry_run:
             from jitplan.launch.torchrun import node_commands, shell_line
 
-            if not no_doctor and is_plan:
+            if not no_doctor and run.kind == "plan":
                 res["commands"].append(f"jitplan doctor --plan {plan_file}")
             res["commands"] += [f"cd {shlex.quote(str(rdir))} && {shell_line(c)}" for c in node_commands(spec)]
             res["commands"] = [redact(c) for c in res["commands"]]
             emit(res, json_mode=json_out, render=_render(res))
             return
-        if not no_doctor and is_plan:
+        if not no_doctor and run.kind == "plan":
             _doctor(plan_file, train.data.path)
-        local.prepare_run_dir(plan, rdir)
+        local.prepare_run_dir(run, rdir)
         from jitplan.launch.registry import Registry
 
         note(f"run folder {rdir}; log {rdir / local.LOG_NAME}")
@@ -133,13 +138,13 @@ def launch(
             raise CheckFailed(result.message, hint=f"jitplan status {run_id}; log: {rdir / local.LOG_NAME}")
         return
 
-    _remote(plan, shape, is_plan, plan_file=plan_file, rdir=rdir, name=name, res=res, ssh=ssh, identity=identity,
+    _remote(run, plan_file=plan_file, rdir=rdir, name=name, res=res, ssh=ssh, identity=identity,
             known_hosts=known_hosts, accept_new=accept_new, remote_dir=remote_dir, remote_python=remote_python,
             create_env=create_env, data=data, detach=detach, tmux=tmux, bid=bid, instance=instance, yes=yes,
             rdzv_endpoint=rdzv_endpoint, no_doctor=no_doctor, dry_run=dry_run, json_out=json_out)
 
 
-def _remote(plan, shape, is_plan: bool, *, plan_file: Path, rdir: Path, name: str, res: dict, ssh: str | None, identity: str | None,
+def _remote(run: RunSpec, *, plan_file: Path, rdir: Path, name: str, res: dict, ssh: str | None, identity: str | None,
             known_hosts: str | None, accept_new: bool, remote_dir: str, remote_python: str, create_env: bool,
             data: Path | None, detach: bool, tmux: bool, bid: float | None, instance: int | None, yes: bool,
             rdzv_endpoint: str | None, no_doctor: bool, dry_run: bool, json_out: bool) -> None:
@@ -154,12 +159,11 @@ def _remote(plan, shape, is_plan: bool, *, plan_file: Path, rdir: Path, name: st
         project_root,
         run_script_path,
     )
-    from jitplan.launch.torchrun import node_command, spec_from_plan
+    from jitplan.launch.torchrun import node_command, spec_for_run
     from jitplan.secrets import redact
 
-    spec0 = spec_from_plan(shape, config="x", rdzv_endpoint=rdzv_endpoint)
-    if spec0.nnodes > 1:
-        raise UsageError(f"this plan has {spec0.nnodes} nodes; --ssh/--vast start one node",
+    if run.topology.nnodes > 1:
+        raise UsageError(f"this plan has {run.topology.nnodes} nodes; --ssh/--vast start one node",
                          hint="use --slurm, or run the per-node commands that `--local --dry-run` prints on each node")
     if data is not None and not data.is_dir():
         raise UsageError(f"--data {data}: not a folder")
@@ -174,7 +178,7 @@ def _remote(plan, shape, is_plan: bool, *, plan_file: Path, rdir: Path, name: st
         from jitplan.providers.provision import provision_vast
 
         run_id = registry.create_run(name, "vast", plan_path=str(plan_file.resolve()), status="provisioning")
-        target = provision_vast(plan, registry=registry, run_id=run_id, bid=bid, yes=yes, instance_id=instance,
+        target = provision_vast(run.plan or run.train, registry=registry, run_id=run_id, bid=bid, yes=yes, instance_id=instance,
                                 identity=identity).ssh
         # A fresh instance has a host key nobody has seen: trust it the first time, in a file of its own.
         known_hosts = known_hosts or str(Path(registry.path).parent / "known_hosts")
@@ -182,14 +186,14 @@ def _remote(plan, shape, is_plan: bool, *, plan_file: Path, rdir: Path, name: st
     opts = SSHOptions(known_hosts=known_hosts, accept_new_host_key=accept_new, python=remote_python,
                       detach="tmux" if tmux else "setsid")
     job = SSHLaunch(target, opts, root=remote_dir, run_id=name)
-    config = "plan.yaml" if is_plan else "train.yaml"
+    config = run.file_name
 
     def stage(j: SSHLaunch, remote_data: str | None):
         """Write the run folder here once the remote paths are absolute; the files to upload and the command."""
         python = j.venv_python if create_env else remote_python  # the trainer runs in its run folder
         if not dry_run:
-            local.prepare_run_dir(plan, rdir, data_path=remote_data)
-        spec = spec_from_plan(shape, config=config, python=python, rdzv_id=name)
+            local.prepare_run_dir(run, rdir, data_path=remote_data)
+        spec = spec_for_run(run, config=config, python=python, rdzv_id=name)
         return [rdir / config, run_script_path()], node_command(spec)
 
     if dry_run:
@@ -200,7 +204,7 @@ def _remote(plan, shape, is_plan: bool, *, plan_file: Path, rdir: Path, name: st
         emit(res, json_mode=json_out, render=_render(res))
         return
     res_ssh = launch_ssh(job, registry=registry, name=name, local_code=project_root(), stage=stage, data=data,
-                         doctor=not no_doctor and is_plan, create_env=create_env, follow=not detach,
+                         doctor=not no_doctor and run.kind == "plan", create_env=create_env, follow=not detach,
                          out=sys.stderr if json_out else sys.stdout, run_id=run_id, local_run_dir=rdir)
     res.update(res_ssh.model_dump())
     res["message"] = (f"run {res_ssh.run_id} on {target}: {res_ssh.status}"

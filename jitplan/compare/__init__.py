@@ -32,7 +32,6 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from jitplan.compare.plot import _COLORS, _plot_pil, plot_losses
 from jitplan.compare.results import (
@@ -47,38 +46,36 @@ from jitplan.compare.runners import (
     Runner,
     SSHRunner,
     _StopOnTime,
-    world_size_of,
 )
 from jitplan.compare.score import Scorer
 from jitplan.compare.settings import KINDS, Arm, Budget, arm_train_config, make_budget, parse_arm, parse_arms
 from jitplan.errors import UsageError
-from jitplan.schemas import load_plan_or_train_config as load_base
+from jitplan.runspec import RunSpec
+from jitplan.runspec import load_run_spec as load_base
 
 Note = Callable[[str], None]
 
 __all__ = ["KINDS", "Arm", "ArmResult", "Budget", "CompareResult", "LocalRunner", "Runner", "SSHRunner", "Scorer",
            "arm_train_config", "load_base", "make_budget", "parse_arm", "parse_arms", "plot_losses",
-           "read_metrics", "run_compare", "summarize_metrics", "summary_markdown", "world_size_of", "write_outputs",
+           "read_metrics", "run_compare", "summarize_metrics", "summary_markdown", "write_outputs",
            "_COLORS", "_StopOnTime", "_notes", "_plot_pil"]
 
 
-def run_compare(base: Any, shape: Any, arms: list[Arm], budget: Budget, out: str | Path, *,
+def run_compare(base: RunSpec, arms: list[Arm], budget: Budget, out: str | Path, *,
                 runner: Runner | None = None, seed: int | None = None, ema: str | None = None,
                 sample_steps: int = 50, per_class: int = 10, ref_stats: str | None = None,
                 threads: int | None = None, note: Note | None = None) -> CompareResult:
     """Run every arm with the same data, seed and budget, score them alike, and write the results.
 
-    ``base`` is a Plan or a TrainConfig; ``shape`` what the torchrun spec reads (the plan itself, or a
-    hardware mapping). ``threads`` caps torch's CPU threads while scoring (as ``--threads`` does for the
+    ``base`` is the run spec every arm starts from (a plan or a bare TrainConfig). ``threads`` caps torch's CPU threads while scoring (as ``--threads`` does for the
     ranks: on a busy machine fewer threads are much faster). Returns the CompareResult also written to
     ``out/results.json``.
     """
     note = note or (lambda m: None)
     out = Path(out).resolve()
-    is_plan = not hasattr(base, "diffusion")
-    train = base.train if is_plan else base
-    world = world_size_of(shape)
-    runner = runner or LocalRunner(shape)
+    train = base.train
+    world = base.topology.world_size
+    runner = runner or LocalRunner(base)
     weights = ema or train.sample.ema
     if weights not in ("ema1", "ema2", "raw"):
         raise UsageError(f"--ema must be ema1, ema2 or raw, got {weights!r}")
@@ -87,7 +84,7 @@ def run_compare(base: Any, shape: Any, arms: list[Arm], budget: Budget, out: str
         if rdir.exists() and any(rdir.iterdir()):
             raise UsageError(f"{rdir} already holds a run; choose a new --out folder")
     with _torch_threads(threads):
-        return _train_and_score(base, train, is_plan, world, runner, arms, budget, out, seed=seed, weights=weights,
+        return _train_and_score(base, world, runner, arms, budget, out, seed=seed, weights=weights,
                                 sample_steps=sample_steps, per_class=per_class, ref_stats=ref_stats, note=note)
 
 
@@ -107,11 +104,12 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _train_and_score(base: Any, train: Any, is_plan: bool, world: int, runner: Runner, arms: list[Arm],
+def _train_and_score(base: RunSpec, world: int, runner: Runner, arms: list[Arm],
                      budget: Budget, out: Path, *, seed: int | None, weights: str, sample_steps: int,
                      per_class: int, ref_stats: str | None, note: Note) -> CompareResult:
     from jitplan.launch import local
 
+    train = base.train
     results: list[ArmResult] = []
     run_dirs: dict[str, Path] = {}
     note("preparing the common evaluation (fixed batch, t grid, classifier / reference statistics)")
@@ -119,8 +117,7 @@ def _train_and_score(base: Any, train: Any, is_plan: bool, world: int, runner: R
     for arm in arms:
         cfg = arm_train_config(train, arm, budget, seed=seed, world_size=world)
         rdir = out / "arms" / arm.slug
-        what = base.model_copy(update={"train": cfg}) if is_plan else cfg
-        config = local.prepare_run_dir(what, rdir)
+        config = local.prepare_run_dir(base.with_train(cfg), rdir)
         note(f"arm {arm.name}: training in {rdir} ({budget.describe()})")
         t0 = time.monotonic()
         status, message = runner.run(rdir, config, minutes=budget.minutes, name=f"compare-{out.name}-{arm.slug}")
@@ -184,12 +181,12 @@ def _notes(results: list[ArmResult], scorer: Scorer, budget: Budget) -> list[str
 
 def write_outputs(r: CompareResult, out: Path) -> None:
     """results.json and summary.md (atomic), then loss.png."""
-    from jitplan.launch.local import write_atomic
+    from jitmodel.atomic import atomic_write_text
 
     r.files = {"results": "results.json", "summary": "summary.md", "plot": "loss.png",
                **{f"grid {a.arm}": f"grids/{Path(a.grid).name}" for a in r.arms if a.grid}}
     plot_losses(r, out / "loss.png")
-    write_atomic(out / "results.json", json.dumps(r.model_dump(mode="json"), indent=2) + "\n")
-    write_atomic(out / "summary.md", summary_markdown(r))
+    atomic_write_text(out / "results.json", json.dumps(r.model_dump(mode="json"), indent=2) + "\n")
+    atomic_write_text(out / "summary.md", summary_markdown(r))
 
 

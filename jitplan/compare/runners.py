@@ -7,7 +7,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from jitplan.launch.registry import Registry
+    from jitplan.launch.ssh import SSHOptions
+    from jitplan.launch.target import SSHTarget
+    from jitplan.runspec import RunSpec
 
 
 class Runner:
@@ -22,19 +28,19 @@ class Runner:
 class LocalRunner(Runner):
     """The ``jitplan launch --local`` path: torchrun under the supervisor, recorded in the registry."""
 
-    def __init__(self, shape: Any, *, threads: int | None = None, max_restarts: int = 1, echo: Any = None,
-                 registry: Any = None):
-        self.shape, self.threads, self.max_restarts, self.echo = shape, threads, max_restarts, echo
+    def __init__(self, run: RunSpec, *, threads: int | None = None, max_restarts: int = 1,
+                 echo: TextIO | None = None, registry: Registry | None = None):
+        self.run_spec, self.threads, self.max_restarts, self.echo = run, threads, max_restarts, echo
         self.registry = registry
 
     def run(self, run_dir: Path, config: Path, *, minutes: float | None, name: str) -> tuple[str, str]:
         from jitplan.launch import local
         from jitplan.launch.registry import Registry
         from jitplan.launch.supervisor import run_local
-        from jitplan.launch.torchrun import spec_from_plan
+        from jitplan.launch.torchrun import spec_for_run
 
         env = {"OMP_NUM_THREADS": str(self.threads)} if self.threads else None
-        spec = spec_from_plan(self.shape, config=str(config), python=sys.executable, rdzv_id=name, env=env)
+        spec = spec_for_run(self.run_spec, config=str(config), python=sys.executable, rdzv_id=name, env=env)
         timer = _StopOnTime(run_dir, minutes, lambda: local.stop_run(run_dir, grace_s=120)) if minutes else None
         try:
             _, res = run_local(run_dir, spec, registry=self.registry or Registry(), name=name,
@@ -53,9 +59,9 @@ class SSHRunner(Runner):
 
     backend = "ssh"
 
-    def __init__(self, shape: Any, target: Any, opts: Any, *, remote_dir: str = "jitplan", echo: Any = None,
-                 registry: Any = None, create_env: bool = False):
-        self.shape, self.target, self.opts, self.remote_dir = shape, target, opts, remote_dir
+    def __init__(self, run: RunSpec, target: SSHTarget, opts: SSHOptions, *, remote_dir: str = "jitplan",
+                 echo: TextIO | None = None, registry: Registry | None = None, create_env: bool = False):
+        self.run_spec, self.target, self.opts, self.remote_dir = run, target, opts, remote_dir
         self.echo, self.registry, self.create_env = echo, registry, create_env
 
     def download_argv(self, remote_run_dir: str, run_dir: Path) -> list[str]:
@@ -73,12 +79,12 @@ class SSHRunner(Runner):
 
         from jitplan.launch.registry import Registry
         from jitplan.launch.ssh import SSHLaunch, launch_ssh, project_root, run_script_path
-        from jitplan.launch.torchrun import node_command, spec_from_plan
+        from jitplan.launch.torchrun import node_command, spec_for_run
 
         registry = self.registry or Registry()
         job = SSHLaunch(self.target, self.opts, root=self.remote_dir, run_id=name)
         python = job.venv_python if self.create_env else self.opts.python
-        spec = spec_from_plan(self.shape, config=config.name, python=python, rdzv_id=name)
+        spec = spec_for_run(self.run_spec, config=config.name, python=python, rdzv_id=name)
         # the run folder is staged here already (prepare_run_dir); upload it with the run script
         res = launch_ssh(job, registry=registry, name=name, local_code=project_root(),
                          stage=lambda job, remote_data: ([config, run_script_path()], node_command(spec)),
@@ -122,11 +128,3 @@ class _StopOnTime:
     def cancel(self) -> None:
         self._cancel.set()
         self._thread.join(timeout=5)
-
-
-def world_size_of(shape: Any) -> int:
-    from jitplan.launch.torchrun import spec_from_plan
-
-    return spec_from_plan(shape, config="x").world_size
-
-

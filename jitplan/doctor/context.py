@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from jitplan.errors import UsageError
-
 if TYPE_CHECKING:
     from jitmodel.config import TrainConfig
     from jitplan.dataset.inspect import DatasetReport
@@ -26,6 +24,7 @@ if TYPE_CHECKING:
     from jitplan.doctor.measure import LoaderMeasurement
     from jitplan.hardware.probe import ProbeReport
     from jitplan.hardware.software import TorchImport
+    from jitplan.runspec import RunSpec
 
 # jitmodel.dist.init_process_group(timeout_s=1800); the official JiT code keeps torch's 600 s default.
 DEFAULT_NCCL_TIMEOUT_S = 1800.0
@@ -68,40 +67,28 @@ class PlanFacts(BaseModel):
             num_images=t.data.num_images, data_path=t.data.path, eval_online=t.eval.online, **extra,
         )
 
-
-def load_plan_facts(path: str | Path) -> PlanFacts:
-    """A plan file (``jitplan plan --out``) or a TrainConfig YAML -> PlanFacts. UsageError on bad input."""
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"plan file not found: {p}")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise UsageError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"{p} does not hold a mapping")
-    if "estimates" in raw:
-        from jitplan.schemas import load_plan
-
-        plan = load_plan(p)
-        e = plan.estimates
-        return PlanFacts.from_train(
-            plan.train, source=str(p), nodes=plan.hardware.nodes,
-            planned_workers=plan.workers.per_rank,
+    @classmethod
+    def from_run(cls, run: RunSpec) -> PlanFacts:
+        """The facts of a run spec; a plan adds its estimates and its worker decision."""
+        source = run.source or run.kind
+        if run.plan is None:
+            return cls.from_train(run.train, source=source)
+        plan, e = run.plan, run.plan.estimates
+        return cls.from_train(
+            run.train, source=source, nodes=run.topology.nnodes,
+            planned_workers=run.workers.per_rank if run.workers is not None else None,
             gpu_name=plan.hardware.gpu.name if plan.hardware.gpu else None,
             memory_per_gpu_bytes=e.memory_per_gpu_bytes, host_ram_needed_bytes=e.host_ram_needed_bytes,
             host_ram_per_worker_bytes=e.host_ram_per_worker_bytes, shm_needed_bytes=e.shm_needed_bytes,
             eval_time_s=e.eval_time_s, params=e.params,
         )
-    from jitmodel.config import load_train_config
 
-    try:
-        return PlanFacts.from_train(load_train_config(p), source=str(p))
-    except ValueError as e:  # includes pydantic's ValidationError
-        first = str(e).strip().splitlines()
-        raise UsageError(f"{p}: invalid config: {' '.join(first[:3])}") from None
+
+def load_plan_facts(path: str | Path) -> PlanFacts:
+    """A plan file (``jitplan plan --out``) or a TrainConfig YAML -> PlanFacts. UsageError on bad input."""
+    from jitplan.runspec import load_run_spec
+
+    return PlanFacts.from_run(load_run_spec(path))
 
 
 @dataclass

@@ -130,22 +130,20 @@ def load_hardware(path: str | Path) -> HardwareSpec:
     """Read a HardwareSpec YAML (what ``jitplan probe --out`` writes); UsageError with one line when bad."""
     from pydantic import ValidationError
 
-    from jitmodel.config import read_yaml_mapping
+    from jitmodel.config import file_kind, read_yaml_mapping, validation_summary
 
     p = Path(path)
     try:
         raw = read_yaml_mapping(p, "hardware")
+        if "gpus_per_node" not in raw and file_kind(raw) == "plan" and isinstance(raw.get("hardware"), dict):
+            raw = raw["hardware"]  # a plan file: use its hardware
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if isinstance(raw.get("hardware"), dict) and "train" in raw:
-        raw = raw["hardware"]  # a plan file: use its hardware
     version = raw.get("schema_version", 1)
     if version != 1:
         raise UsageError(f"{p} has hardware schema_version {version!r}; this jitplan reads version 1")
     try:
         hw = HardwareSpec.model_validate(raw)
     except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(x) for x in first.get("loc", ()))
-        raise UsageError(f"{p}: invalid hardware spec: {loc}: {first.get('msg')}") from None
+        raise UsageError(f"{p}: invalid hardware spec: {validation_summary(e)}") from None
     return hw.model_copy(update={"source": "probe" if hw.source == "probe" else "file"})

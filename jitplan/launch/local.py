@@ -21,24 +21,16 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from jitmodel.atomic import atomic_write_text
 from jitplan.launch.torchrun import NodeCommand
+
+if TYPE_CHECKING:
+    from jitplan.runspec import RunSpec
 
 LOG_NAME = "train.log"
 PID_NAME = "pid"
-
-
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder: fsync, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class LocalProcess:
@@ -134,7 +126,7 @@ def start(cmd: NodeCommand, run_dir: str | Path, *, echo: TextIO | None = None, 
     pump = threading.Thread(target=_pump, args=(text, log_path, echo), daemon=True)
     pump.start()
     if cmd.node_rank == 0:
-        write_atomic(run_dir / PID_NAME, f"{proc.pid}\n")
+        atomic_write_text(run_dir / PID_NAME, f"{proc.pid}\n")
     return LocalProcess(proc, log_path, pump)
 
 
@@ -151,7 +143,7 @@ def stop_run(run_dir: str | Path, grace_s: float = 30.0) -> bool:
         return False
     if not _group_alive(pid):
         return False
-    write_atomic(run_dir / "stop", "requested\n")
+    atomic_write_text(run_dir / "stop", "requested\n")
     term_ranks(pid)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
@@ -184,28 +176,20 @@ def run_name(variant: str, img_size: int, now: float | None = None) -> str:
     return f"{variant.replace('/', '-')}-{img_size}px-{stamp}"
 
 
-def prepare_run_dir(plan, run_dir: str | Path, *, data_path: str | None = None) -> Path:
-    """Write the run's config into ``run_dir``: ``plan.yaml`` for a Plan, ``train.yaml`` for a bare TrainConfig.
+def prepare_run_dir(run: RunSpec, run_dir: str | Path, *, data_path: str | None = None) -> Path:
+    """Write the run's config into ``run_dir``: ``plan.yaml`` for a plan, ``train.yaml`` for a bare TrainConfig.
 
     ``train.output_dir`` becomes ``out`` (relative: the trainer runs in the run folder, here or remote);
     ``data_path`` replaces ``train.data.path`` (an uploaded dataset). Returns the written file.
     """
-    from jitmodel.config import TrainConfig, dump_yaml
+    from jitplan.runspec import save_run_spec
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    train = plan if isinstance(plan, TrainConfig) else plan.train
+    train = run.train
     data = train.data if data_path is None else train.data.model_copy(update={"path": data_path})
-    train = train.model_copy(update={"output_dir": "out", "data": data})
-    if isinstance(plan, TrainConfig):
-        path = run_dir / "train.yaml"
-        write_atomic(path, dump_yaml(train))
-        return path
-    from jitplan.schemas import save_plan
-
-    path = run_dir / "plan.yaml"
-    save_plan(plan.model_copy(update={"train": train}), path)
-    return path
+    return save_run_spec(run.with_train(train.model_copy(update={"output_dir": "out", "data": data})),
+                         run_dir / run.file_name)
 
 
 def pythonpath_env(base: dict[str, str] | None = None) -> dict[str, str]:

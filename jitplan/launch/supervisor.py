@@ -21,12 +21,13 @@ from enum import Enum
 from pathlib import Path
 from typing import TextIO
 
-import yaml
 from pydantic import BaseModel, ConfigDict
 
-from jitmodel.config import TrainConfig, dump_yaml, load_train_config
+from jitmodel.atomic import atomic_write_text
+from jitmodel.config import TrainConfig, dump_yaml
 from jitplan.launch import local
 from jitplan.launch.torchrun import TorchrunSpec, node_command
+from jitplan.runspec import load_run_spec, save_run_spec
 
 TRAIN_CONFIG = "train.yaml"
 EventFn = Callable[[str, str, dict], None]
@@ -124,7 +125,7 @@ def checkpoint_step(output_dir: str | Path) -> int | None:
 
 def write_train_config(run_dir: str | Path, cfg: TrainConfig) -> Path:
     path = Path(run_dir) / TRAIN_CONFIG
-    local.write_atomic(path, dump_yaml(cfg))
+    atomic_write_text(path, dump_yaml(cfg))
     return path
 
 
@@ -158,7 +159,8 @@ def supervise(run_dir: str | Path, spec: TorchrunSpec, *, max_restarts: int = 3,
         raise ValueError("supervision needs --resume auto (spec.resume=True) to continue from checkpoints")
     run_dir = Path(run_dir)
     cfg_path = Path(spec.config)
-    cfg = load_train_config(cfg_path)
+    run = load_run_spec(cfg_path)
+    cfg = run.train
     out_dir = Path(cfg.output_dir)
     if not out_dir.is_absolute():
         out_dir = run_dir / out_dir
@@ -206,8 +208,9 @@ def supervise(run_dir: str | Path, spec: TorchrunSpec, *, max_restarts: int = 3,
         restarts += 1
         if outcome in (Outcome.worker_oom, Outcome.killed):
             fewer = fewer_workers(workers)
-            cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"num_workers": fewer})})
-            _rewrite_workers(cfg_path, fewer)
+            run = run.with_workers(fewer)  # a plan's worker decision and reasons follow
+            save_run_spec(run, cfg_path)
+            cfg = run.train
             emit("replanned_workers", f"replanned data workers per rank {workers} -> {fewer}",
                  {"from": workers, "to": fewer})
         where = f"step {step}" if step is not None else "the start (no checkpoint yet)"
@@ -229,13 +232,13 @@ def _run_nodes(spec: TorchrunSpec, run_dir: Path, *, echo: TextIO | None, env: d
     try:
         while any(p.poll() is None for p in procs):
             if deadline is not None and time.monotonic() > deadline:
-                local.write_atomic(stop_file, "time budget\n")
+                atomic_write_text(stop_file, "time budget\n")
                 codes = [p.terminate(grace_s) for p in procs]
                 return next((c for c in codes if c != 0), 0)
             time.sleep(poll_s)
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
-        local.write_atomic(stop_file, "interrupted\n")
+        atomic_write_text(stop_file, "interrupted\n")
         codes = [p.terminate(grace_s) for p in procs]
     return next((c for c in codes if c != 0), 0)
 
@@ -245,27 +248,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _rewrite_workers(cfg_path: Path, workers: int) -> None:
-    """Set the worker count in the run's config: a plan goes through the planner's ``replan_workers`` (its
-    worker decision and reasons follow); a bare TrainConfig YAML gets ``data.num_workers`` rewritten."""
-    raw = yaml.safe_load(cfg_path.read_text())
-    if "train" in raw and "data" not in raw and "workers" in raw:
-        from jitplan.planner.plan import replan_workers
-        from jitplan.schemas import load_plan, save_plan
-
-        plan = replan_workers(load_plan(cfg_path), workers)
-        if plan.train.data.num_workers != workers:  # the plan's decision was already lower than the config
-            data = plan.train.data.model_copy(update={"num_workers": workers})
-            plan = plan.model_copy(update={"train": plan.train.model_copy(update={"data": data})})
-        save_plan(plan, cfg_path)
-        return
-    target = raw["train"] if "train" in raw and "data" not in raw else raw
-    target["data"]["num_workers"] = workers
-    if workers == 0:  # as the planner does: no prefetching or persistent workers without workers
-        target["data"].update(prefetch_factor=None, persistent_workers=False)
-    local.write_atomic(cfg_path, yaml.safe_dump(raw, sort_keys=False))
 
 
 def run_local(run_dir: str | Path, spec: TorchrunSpec, *, registry, name: str, plan_path: str | None = None,

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from jitplan.runspec import RunSpec
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -133,33 +136,32 @@ def shell_line(cmd: NodeCommand) -> str:
     return " ".join(["env", *env, shlex.join(cmd.argv)])
 
 
-def _get(obj: Any, *path: str) -> Any:
-    for name in path:
-        if obj is None:
-            return None
-        obj = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
-    return obj
+def torchrun_argv(spec: TorchrunSpec, node_rank: int = 0) -> list[str]:
+    """The command as a person types it: ``torchrun <launcher_argv>`` (what ``jitplan plan`` shows).
+
+        >>> torchrun_argv(TorchrunSpec(nproc_per_node=2, config="plan.yaml"))  # doctest: +NORMALIZE_WHITESPACE
+        ['torchrun', '--standalone', '--nnodes=1', '--nproc-per-node=2', '--max-restarts=0', '-m', 'jitmodel.train',
+         '--config', 'plan.yaml', '--resume', 'auto']
+    """
+    return ["torchrun", *launcher_argv(spec, node_rank)]
 
 
-def spec_from_plan(plan: Any, *, config: str, python: str = "python", rdzv_id: str = "jitplan",
-                   rdzv_endpoint: str | None = None, env: dict[str, str] | None = None) -> TorchrunSpec:
-    """Read nodes, processes per node, rendezvous and CPU threads from a Plan.
+def spec_for_run(run: RunSpec, *, config: str, python: str = "python", rdzv_id: str = "jitplan",
+                 rdzv_endpoint: str | None = None, env: dict[str, str] | None = None) -> TorchrunSpec:
+    """The torchrun spec of a run: its topology (nodes, processes per node, rendezvous), OMP threads =
+    CPUs per node / processes, the plan's launch environment plus ``env``.
 
-    Uses ``plan.launch`` (nnodes, nproc_per_node, rdzv_endpoint) when the planner filled it, else the
-    hardware: one process per GPU, one per node on a CPU-only machine. OMP threads = CPUs / processes.
-
-        >>> plan = {"hardware": {"nodes": 1, "gpus_per_node": 0, "host": {"cpus": 8}}}
-        >>> s = spec_from_plan(plan, config="train.yaml")
+        >>> from jitmodel.config import DataConfig, TrainConfig
+        >>> from jitplan.runspec import RunSpec
+        >>> s = spec_for_run(RunSpec.from_train(TrainConfig(data=DataConfig(kind="digits")), cpus=8),
+        ...                  config="train.yaml")
         >>> (s.nnodes, s.nproc_per_node, s.omp_num_threads)
         (1, 1, 8)
     """
-    nnodes = _get(plan, "launch", "nnodes") or _get(plan, "hardware", "nodes") or 1
-    nproc = _get(plan, "launch", "nproc_per_node") or _get(plan, "hardware", "gpus_per_node") or 1
-    if isinstance(nproc, str):  # torchrun allows "gpu"/"cpu"/"auto"; a plan says a number
-        raise ValueError(f"plan.launch.nproc_per_node must be a number, got {nproc!r}")
-    endpoint = rdzv_endpoint or _get(plan, "launch", "rdzv_endpoint")
-    cpus = _get(plan, "hardware", "host", "cpus")
-    threads = max(1, int(cpus) // int(nproc)) if cpus else None
-    merged = {**(_get(plan, "launch", "env") or {}), **(env or {})}
-    return TorchrunSpec(nnodes=int(nnodes), nproc_per_node=int(nproc), rdzv_endpoint=endpoint,
-                        rdzv_id=rdzv_id, python=python, config=config, omp_num_threads=threads, env=merged)
+    topo = run.topology
+    cpus = topo.cpus_per_node
+    threads = max(1, cpus // topo.nproc_per_node) if cpus else None
+    plan_env = run.plan.launch.env if run.plan is not None else {}
+    return TorchrunSpec(nnodes=topo.nnodes, nproc_per_node=topo.nproc_per_node,
+                        rdzv_endpoint=rdzv_endpoint or topo.rdzv_endpoint, rdzv_id=rdzv_id, python=python,
+                        config=config, omp_num_threads=threads, env={**plan_env, **(env or {})})

@@ -64,8 +64,9 @@ def steps_per_epoch(num_images: int, world_size: int, micro_batch: int, accum: i
         >>> steps_per_epoch(1281167, 8, 128, 1)
         1251
     """
-    micro_steps = math.ceil(num_images / world_size) // micro_batch
-    return micro_steps // accum
+    from jitmodel.config import steps_per_epoch as spe  # the one formula, shared with the trainer
+
+    return spe(num_images, world_size, micro_batch, accum)
 
 
 def num_evals(epochs: float, every: int, at_epoch0: bool, online: bool) -> int:

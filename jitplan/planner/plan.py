@@ -115,15 +115,13 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions) -> P
 
     # ---- workers ----
     params = param_breakdown(inp.variant, inp.img_size, inp.num_classes)
-    num_images = ref.data.num_images or 1_281_167
+    num_images = ref.data.planned_images
     wp = workers.decide_workers(
         requested=ref.data.num_workers, ranks_per_node=hardware.gpus_per_node, micro_batch=b,
         img_size=ref.model.img_size, num_images=num_images, ram_bytes=hardware.host.ram_bytes,
         cpus=hardware.host.cpus, shm_bytes=hardware.host.shm_bytes, params=params.total,
         prefetch=ref.data.prefetch_factor or workers.PREFETCH_DEFAULT, user_max=options.max_workers)
-    data = ref.data.model_copy(update={"num_workers": wp.per_rank, "path": options.data_path or ref.data.path})
-    if wp.per_rank == 0:
-        data = data.model_copy(update={"prefetch_factor": None, "persistent_workers": False})
+    data = ref.data.model_copy(update={"path": options.data_path or ref.data.path}).with_workers(wp.per_rank)
 
     train = TrainConfig.model_validate({
         **base.model_dump(), "batch_per_gpu": b, "accum_steps": accum, "world_size": world,
@@ -168,7 +166,7 @@ def estimate(hardware: HardwareSpec, train: TrainConfig, pred: memory.MemoryPred
     t_comm = compute.allreduce_time_s(4 * params.trainable, world_size=world, nodes=hardware.nodes, nvlink=gpu.nvlink)
     step = t_compute + t_comm
     ips = world * images_per_gpu_step / step
-    n_img = train.data.num_images or 1_281_167
+    n_img = train.data.planned_images
     spe = compute.steps_per_epoch(n_img, world, train.batch_per_gpu, train.accum_steps)
     epoch_time = spe * step
     ev = train.eval
@@ -193,7 +191,7 @@ def reference_estimates(recipe: Recipe) -> Estimates:
     """The same estimates for the recipe on its own hardware (the table's reference column)."""
     hw, train = recipe.hardware, recipe.train
     pred = memory.predict(memory_inputs(train, hw.world_size), train.batch_per_gpu)
-    n_img = train.data.num_images or 1_281_167
+    n_img = train.data.planned_images
     wp = workers.decide_workers(requested=train.data.num_workers, ranks_per_node=hw.gpus_per_node,
                                 micro_batch=train.batch_per_gpu, img_size=train.model.img_size, num_images=n_img,
                                 ram_bytes=None, cpus=None, shm_bytes=None)
@@ -202,20 +200,22 @@ def reference_estimates(recipe: Recipe) -> Estimates:
 
 
 def render_launch(hardware: HardwareSpec, options: PlanOptions, slug: str) -> LaunchSpec:
-    """The torchrun command (torchrun's dashed flags), the same on every node."""
+    """The torchrun command node 0 runs, computed by the launcher's own ``torchrun_argv`` (other nodes
+    differ only in ``--rdzv-conf=is_host=0``)."""
+    from jitplan.launch.torchrun import TorchrunSpec, torchrun_argv
+
     n, g = hardware.nodes, hardware.gpus_per_node
-    tail = ["-m", "jitmodel.train", "--config", options.config_path]
     if n == 1:
-        argv = ["torchrun", "--standalone", "--nnodes", "1", "--nproc-per-node", str(g), *tail]
+        spec = TorchrunSpec(nnodes=1, nproc_per_node=g, config=options.config_path)
         return LaunchSpec(nnodes=1, nproc_per_node=g, rdzv_backend="static", rdzv_endpoint=None, rdzv_id=None,
-                          argv=argv)
+                          argv=torchrun_argv(spec))
     import hashlib
 
     rid = "jit-" + hashlib.sha1(f"{slug}:{n}x{g}:{options.rdzv_endpoint}".encode()).hexdigest()[:8]
-    argv = ["torchrun", "--nnodes", str(n), "--nproc-per-node", str(g), "--rdzv-backend", "c10d",
-            "--rdzv-endpoint", options.rdzv_endpoint, "--rdzv-id", rid, *tail]
+    spec = TorchrunSpec(nnodes=n, nproc_per_node=g, rdzv_endpoint=options.rdzv_endpoint, rdzv_id=rid,
+                        config=options.config_path)
     return LaunchSpec(nnodes=n, nproc_per_node=g, rdzv_backend="c10d", rdzv_endpoint=options.rdzv_endpoint,
-                      rdzv_id=rid, argv=argv)
+                      rdzv_id=rid, argv=torchrun_argv(spec))
 
 
 def provenance(hw: HardwareSpec, recipe: Recipe, options: PlanOptions, est: Estimates, batch_why: str,
@@ -253,13 +253,12 @@ def replan_workers(plan: Plan, max_workers: int) -> Plan:
     if max_workers < 0:
         raise ValueError(f"max_workers must be >= 0, got {max_workers}")
     w = plan.workers
-    if w.per_rank <= max_workers:
-        return plan
+    if w.per_rank <= max_workers:  # the decision holds; a hand-edited train.data.num_workers is still capped
+        n = min(plan.train.data.num_workers, max_workers)
+        return plan if n == plan.train.data.num_workers else plan.model_copy(
+            update={"train": plan.train.with_workers(n)})
     reasons = [f"re-planned: {w.per_rank} -> {max_workers} workers per rank", *w.reasons]
     workers_ = w.model_copy(update={"per_rank": max_workers, "total": max_workers * plan.hardware.gpus_per_node,
                                     "bound_by": "user", "caps": {**w.caps, "user": max_workers}, "reasons": reasons})
-    data = plan.train.data.model_copy(update={"num_workers": max_workers})
-    if max_workers == 0:
-        data = data.model_copy(update={"prefetch_factor": None, "persistent_workers": False})
-    train = plan.train.model_copy(update={"data": data})
-    return plan.model_copy(update={"workers": workers_, "train": train})
+    n = min(plan.train.data.num_workers, max_workers)
+    return plan.model_copy(update={"workers": workers_, "train": plan.train.with_workers(n)})
