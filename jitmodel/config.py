@@ -73,6 +73,8 @@ class DataConfig(_Strict):
     pin_memory: bool = True
     persistent_workers: bool = True
     hflip: bool = True
+    manifest: str | None = None  # verified manifest (jitplan data verify); default <path>/jitmodel-manifest.json
+    skip_bad: bool = False  # train without the images that do not decode (else: refuse to start)
 
     @model_validator(mode="before")
     @classmethod

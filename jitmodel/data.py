@@ -33,9 +33,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
+from jitmodel import scan as scan_mod
 from jitmodel.config import DataConfig
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+IMG_EXTENSIONS = scan_mod.IMG_EXTENSIONS
 INJECT_ENV = "JITMODEL_INJECT_WORKER_KILL"  # test hook, see docs/training.md
 _INJECT_AFTER_BATCHES = 2
 
@@ -84,51 +85,106 @@ class _Base(Dataset):
         return (img.flip(-1) if flip else img), label
 
 
+class BadImage(ValueError):
+    """An image that does not decode (one line; exit 2 in the trainer)."""
+
+    def one_line(self) -> str:
+        """The message, also when a DataLoader worker re-raised it with its traceback prepended."""
+        last = str(self).strip().splitlines()[-1] if str(self).strip() else "an image does not decode"
+        head, sep, rest = last.partition(": ")
+        return rest if sep and head.endswith("BadImage") else last
+
+
+def _shown(items: list[str], n: int = 3) -> str:
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
 def find_classes(root: Path) -> list[str]:
     """Sorted class-folder names under ``root`` (= <data.path>/train); ValueError when unusable."""
+    return _scan(root).classes
+
+
+def _scan(root: Path) -> scan_mod.Scan:
     if not root.parent.is_dir():
         raise ValueError(f"data directory not found: {root.parent}")
     if not root.is_dir():
         raise ValueError(f"{root.parent} has no train/ folder (expected {root}/<class>/<image>)")
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
-    if not classes:
+    scan = scan_mod.scan_classes(root)
+    problems = scan.problems()
+    if problems:
+        raise ValueError(f"{root}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    if not scan.class_list:
         raise ValueError(f"{root} holds no class folders (expected {root}/<class>/<image>)")
-    return classes
+    return scan
 
 
 class ImageFolder(_Base):
-    """``<path>/train/<class>/<image>`` with the ADM centre crop, as uint8 (C, H, W)."""
+    """``<path>/train/<class>/<image>`` with the ADM centre crop, as uint8 (C, H, W).
 
-    def __init__(self, path: str | Path, img_size: int, in_channels: int = 3):
-        root = Path(path).expanduser() / "train"
-        self.classes = find_classes(root)
+    Files come from ``jitmodel.scan`` (each real folder once, links back into the dataset skipped).
+    With a verified manifest (``jitplan data verify``) bad images refuse the run, or with ``skip_bad``
+    are left out; ``note`` says what was done for the trainer's log.
+    """
+
+    def __init__(self, path: str | Path, img_size: int, in_channels: int = 3, *, manifest: str | None = None,
+                 skip_bad: bool = False):
+        data = Path(path).expanduser()
+        root = data / "train"
+        scan = _scan(root)
+        self.classes = scan.classes
         self.img_size, self.mode = img_size, {1: "L", 3: "RGB"}.get(in_channels)
         if self.mode is None:
             raise ValueError(f"imagefolder supports 1 or 3 channels, not {in_channels}")
-        self.samples: list[tuple[str, int]] = []
-        empty = []
-        for label, name in enumerate(self.classes):
-            files = sorted(
-                os.path.join(d, f)
-                for d, _, fs in os.walk(root / name, followlinks=True)
-                for f in fs if f.lower().endswith(IMG_EXTENSIONS)
-            )
-            if not files:
-                empty.append(name)
-            self.samples.extend((f, label) for f in files)
+        bad, self.note = _check_images(data, root, scan, manifest, skip_bad)
+        drop = {rel for rel, _ in bad}
+        self.samples: list[tuple[str, int]] = [(str(root / rel), label) for label, c in enumerate(scan.class_list)
+                                               for rel in c.images if rel not in drop]
+        have = {label for _, label in self.samples}
+        empty = [name for label, name in enumerate(self.classes) if label not in have]
         if empty:
-            shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
-            raise ValueError(f"{len(empty)} class folder(s) in {root} hold no images ({shown}); "
-                             f"image types: {' '.join(IMG_EXTENSIONS)}")
+            raise ValueError(f"{len(empty)} class folder(s) in {root} hold no images ({_shown(empty, 5)}); "
+                             f"image types: {' '.join(scan_mod.IMG_EXTENSIONS)}")
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def _load(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        with Image.open(path) as im:
-            img = center_crop_arr(im.convert(self.mode), self.img_size)
+        try:
+            with Image.open(path) as im:
+                img = center_crop_arr(im.convert(self.mode), self.img_size)
+        except Exception as e:  # noqa: BLE001 - PIL's errors vary by format; all mean "this file is bad"
+            why = " ".join(str(e).split())[:160] or type(e).__name__
+            raise BadImage(f"cannot decode {path} ({type(e).__name__}: {why}); find every bad file with "
+                           "`jitplan data verify`, then remove them or set data.skip_bad: true") from None
         return pil_to_uint8(img), label
+
+
+def _check_images(data: Path, root: Path, scan: scan_mod.Scan, manifest: str | None,
+                  skip_bad: bool) -> tuple[list[tuple[str, str]], str | None]:
+    """(bad images, a note for the log). ValueError when bad images are known and not to be skipped."""
+    from jitmodel import manifest as mf
+
+    mpath = Path(manifest).expanduser() if manifest else data / mf.MANIFEST_NAME
+    if manifest or mpath.is_file():
+        bad, unverified = mf.check_against(root, scan, mf.load_manifest(mpath))
+        source = f"manifest {mpath}"
+    else:
+        bad, unverified, source = [], scan.images, "no manifest"
+    parts = []
+    if skip_bad and unverified:  # decode what the manifest does not vouch for now, so nothing bad is left
+        previous = mf.load_manifest(mpath) if mpath.is_file() else None
+        bad = mf.bad_files(mf.build_manifest(root, scan=scan, previous=previous))
+        parts.append(f"decoded {unverified:,} image(s) not vouched for ({source})")
+    elif unverified and source != "no manifest":
+        parts.append(f"{unverified:,} image(s) are new or changed since {mpath} (not verified)")
+    if bad and not skip_bad:
+        rel, why = bad[0]
+        raise ValueError(f"{len(bad)} image(s) in {root} do not decode, e.g. {rel} ({why}) [{source}]; remove "
+                         "them, or set data.skip_bad: true to train without them")
+    if bad:
+        parts.append(f"skipped {len(bad)} bad image(s) (data.skip_bad), e.g. {bad[0][0]}")
+    return bad, "; ".join(parts) or None
 
 
 class Digits(_Base):
@@ -159,7 +215,8 @@ class Digits(_Base):
 
 def build_dataset(cfg: DataConfig, img_size: int, in_channels: int = 3, num_classes: int | None = None) -> _Base:
     """The configured dataset; ValueError (one line) when it cannot be used with this model."""
-    ds: _Base = Digits(img_size, in_channels) if cfg.kind == "digits" else ImageFolder(cfg.path, img_size, in_channels)
+    ds: _Base = Digits(img_size, in_channels) if cfg.kind == "digits" else \
+        ImageFolder(cfg.path, img_size, in_channels, manifest=cfg.manifest, skip_bad=cfg.skip_bad)
     if num_classes is not None and len(ds.classes) > num_classes:
         raise ValueError(f"the dataset has {len(ds.classes)} classes but model.num_classes is {num_classes}")
     return ds
@@ -249,6 +306,19 @@ def _ignore_sigterm(_worker_id: int) -> None:
     itself (they also exit when their parent dies). Seen with torch 2.13: a group-wide SIGTERM crashed the
     rank with "DataLoader worker ... killed by signal: Terminated" before it could checkpoint."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def close_loader(loader: DataLoader) -> None:
+    """Stop the loader's workers now, after an error. Seen with torch 2.13: an exception re-raised from a
+    worker keeps its iterator alive in a reference cycle until interpreter exit, where multiprocessing
+    SIGTERMs the workers (ignored, see ``_ignore_sigterm``) and then joins them forever."""
+    import gc
+
+    gc.collect()  # frees a non-persistent iterator caught in the exception's cycle (its __del__ shuts down)
+    it = getattr(loader, "_iterator", None)  # persistent_workers keeps one on the loader
+    if it is not None and hasattr(it, "_shutdown_workers"):
+        it._shutdown_workers()
+        loader._iterator = None
 
 
 def arm_worker_kill(ds: _Base, num_workers: int, micro_batch: int) -> bool:

@@ -180,6 +180,8 @@ class Trainer:
                  f"{env.world_size} | peak lr {self.peak_lr:.3g} | {self.steps_per_epoch} steps/epoch, "
                  f"{self.total_steps} steps | {self.device.type}, "
                  f"{str(self.amp).removeprefix('torch.') if self.amp else 'fp32'}, attention {cfg.model.attention}")
+        if getattr(self.dataset, "note", None):
+            log.note(f"data: {self.dataset.note}")
         if self.resume_note is not None:
             log.note(f"resumed at step {self.step} (epoch {self.epoch}, step {self.epoch_step} of it)"
                      + (f"; {self.resume_note.lstrip('; ')}" if self.resume_note else ""))
@@ -287,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1
+    except data_mod.BadImage as e:  # also when a DataLoader worker raised it
+        print(f"Error: {e.one_line()}", file=sys.stderr)
+        data_mod.close_loader(trainer.loader)
+        return 2
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -191,3 +191,92 @@ def test_worker_kill_threshold(monkeypatch):
     monkeypatch.setenv(INJECT_ENV, "2")
     assert arm_worker_kill(ds, 2, 8) and ds.kill_after_items == 16
     assert ds[(0, False)][0].shape == (3, 8, 8)  # the main process never kills itself
+
+
+# --------------------------------------------------------------------------- hostile folders and files
+
+def test_link_loops_are_walked_once_and_agree_with_inspect(tmp_path):
+    """ln -s . train/c0/loop and ln -s .. train/c1/up: no image is read twice or under another label."""
+    import os
+
+    from jitplan.dataset.inspect import inspect_dataset
+
+    make_folder(tmp_path, classes=("c0", "c1"), per_class=3)
+    os.symlink(".", tmp_path / "train" / "c0" / "loop")
+    os.symlink("..", tmp_path / "train" / "c1" / "up")
+    ds = ImageFolder(tmp_path, img_size=8)
+    assert len(ds) == 6 and [label for _, label in ds.samples] == [0, 0, 0, 1, 1, 1]
+    assert len({os.path.realpath(p) for p, _ in ds.samples}) == 6
+    rep = inspect_dataset(tmp_path)
+    assert (rep.classes, rep.images, rep.class_names) == (2, 6, ds.classes)
+    assert sorted(rep.links_skipped) == ["c0/loop", "c1/up"]
+
+
+@pytest.mark.parametrize("kind,words", [
+    ("self_loop", "broken or looping link"),
+    ("class_is_root", "links back into the dataset"),
+    ("unreadable", "is unreadable (Permission denied)"),
+])
+def test_broken_class_folders_are_named_in_one_line(tmp_path, monkeypatch, kind, words):
+    import os
+
+    make_folder(tmp_path, classes=("c0", "c1"), per_class=2)
+    train = tmp_path / "train"
+    if kind == "self_loop":
+        os.symlink("zz", train / "zz")
+    elif kind == "class_is_root":
+        os.symlink(".", train / "c2")
+    else:
+        real = os.scandir
+
+        def scandir(p="."):
+            if str(p).endswith("c1"):
+                raise PermissionError(13, "Permission denied", str(p))
+            return real(p)
+        monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")) as e:
+        ImageFolder(tmp_path, img_size=8)
+    assert "\n" not in str(e.value)
+    from jitplan.dataset.inspect import inspect_dataset
+
+    assert any(words in p for p in inspect_dataset(tmp_path).problems)
+
+
+def _bad_files(train):
+    (train / "c0" / "zero.png").write_bytes(b"")
+    (train / "c1" / "text.png").write_text("hello")
+    good = (train / "c0" / "img0.png").read_bytes()
+    (train / "c1" / "trunc.png").write_bytes(good[: len(good) // 2])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_bad_image_is_one_line_badimage_even_from_a_worker(tmp_path, workers):
+    from jitmodel.data import BadImage, close_loader
+
+    make_folder(tmp_path, classes=("c0", "c1"), per_class=3)
+    _bad_files(tmp_path / "train")
+    ds = ImageFolder(tmp_path, img_size=8)
+    s = ResumableSampler(len(ds), 1, 0, seed=0, micro_batch=9, hflip=False)
+    s.set_epoch(0)
+    loader = build_loader(ds, s, DataConfig(path=str(tmp_path), num_workers=workers), torch.device("cpu"), seed=0)
+    with pytest.raises(BadImage) as e:
+        list(loader)
+    line = e.value.one_line()
+    assert line.startswith("cannot decode ") and "jitplan data verify" in line and "\n" not in line
+    close_loader(loader)
+
+
+def test_manifest_refuses_bad_files_or_skips_them_with_a_note(tmp_path):
+    from jitmodel.manifest import MANIFEST_NAME, build_manifest, write_manifest
+
+    make_folder(tmp_path, classes=("c0", "c1"), per_class=3)
+    _bad_files(tmp_path / "train")
+    write_manifest(tmp_path / MANIFEST_NAME, build_manifest(tmp_path / "train", workers=1))
+    with pytest.raises(ValueError, match=r"^3 image\(s\) in .* do not decode, e\.g\. c0/zero\.png") as e:
+        ImageFolder(tmp_path, img_size=8)
+    assert "skip_bad" in str(e.value)
+    ds = build_dataset(DataConfig(path=str(tmp_path), skip_bad=True), img_size=8)
+    assert len(ds) == 6 and "skipped 3 bad image(s)" in ds.note
+    (tmp_path / MANIFEST_NAME).unlink()  # skip_bad with no manifest decodes what is not vouched for
+    ds = build_dataset(DataConfig(path=str(tmp_path), skip_bad=True), img_size=8)
+    assert len(ds) == 6 and "decoded 9 image(s)" in ds.note

@@ -204,3 +204,34 @@ def test_prepare_dst_inside_src_and_already_prepared(cli, tmp_path):
     make_flat(done / "train")
     r = cli("data", "prepare", str(done), str(tmp_path / "x"))
     assert r.code == 2 and "already has train/" in r.err
+
+
+# ---------------------------------------------------------------------------------------------- verify
+
+def test_verify_writes_a_manifest_cached_by_size_and_mtime(cli, tmp_path):
+    import os
+
+    make_flat(tmp_path / "d" / "train", per_class=3)
+    bad = tmp_path / "d" / "train" / WNIDS[1] / "zero.png"
+    bad.write_bytes(b"")
+    r = cli("data", "verify", str(tmp_path / "d"), "--json", "--workers", "1")
+    assert r.code == 1 and r.err.count("\nError:") == 1 and "1 of 10 images do not decode" in r.err
+    res = json.loads(r.out)
+    assert res["decoded"] == 10 and res["bad"][0].startswith(f"{WNIDS[1]}/zero.png: ")
+    assert Path(res["manifest"]) == tmp_path / "d" / "jitmodel-manifest.json"
+    bad.unlink()
+    ok = tmp_path / "d" / "train" / WNIDS[0] / "img_000.png"
+    os.utime(ok, ns=(1, 1))  # changed mtime: decoded again
+    r = cli("data", "verify", str(tmp_path / "d"), "--json", "--workers", "1")
+    assert r.code == 0 and json.loads(r.out)["decoded"] == 1 and json.loads(r.out)["bad"] == []
+
+
+def test_verify_and_doctor_name_an_unreadable_or_missing_train(cli, tmp_path):
+    import os
+
+    make_flat(tmp_path / "d" / "train", per_class=1)
+    os.symlink("loop", tmp_path / "d" / "train" / "loop")
+    r = cli("data", "verify", str(tmp_path / "d"))
+    assert r.code == 2 and "broken or looping link" in r.err and "Traceback" not in r.err
+    r = cli("data", "verify", str(tmp_path))
+    assert r.code == 2 and "has no train/ folder" in r.err

@@ -2,6 +2,7 @@
 
     jitplan data inspect /data/imagenet256
     jitplan data inspect /data/imagenet256 --json
+    jitplan data verify /data/in256                      # decode every image once -> jitmodel-manifest.json
     jitplan data prepare /data/imagenet256 /data/in256 --val-per-class 10 --seed 0
     jitplan data prepare /data/ILSVRC /data/in1k --val-labels /data/LOC_val_solution.csv --copy --verify
 """
@@ -44,6 +45,10 @@ def _render_report(rep, console: Console) -> None:  # rep: DatasetReport
         t.add_row("empty classes", ", ".join(rep.empty_classes[:5]) + (" ..." if len(rep.empty_classes) > 5 else ""))
     if rep.other_files:
         t.add_row("non-image files", str(rep.other_files))
+    for prob in rep.problems[:5]:
+        t.add_row("problem", prob)
+    if rep.links_skipped:
+        t.add_row("links not followed", f"{len(rep.links_skipped)} (loops or repeats), e.g. {rep.links_skipped[0]}")
     console.print(t)
     for n in rep.notes:
         console.print(f"note: {n}")
@@ -62,6 +67,41 @@ def inspect_cmd(
 
     rep = inspect_dataset(path)
     emit(rep, json_mode=json_out, render=lambda c: _render_report(rep, c))
+
+
+@data_app.command("verify")
+def verify_cmd(
+    path: Path = typer.Argument(..., help="Dataset root (the folder holding train/, as data.path)."),
+    out: Path | None = typer.Option(None, "--out", help="Manifest file (default PATH/jitmodel-manifest.json)."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Decoding processes (default: all CPUs)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Decode every image once and write the verified manifest the trainer reads; exit 1 on bad images.
+
+    jitplan data verify /data/in256
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from jitplan.cli._output import err
+    from jitplan.dataset.verify import verify_dataset
+    from jitplan.errors import CheckFailed
+
+    with Progress(TextColumn("decode"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
+                  transient=True, disable=json_out) as bar:
+        task = bar.add_task("decode", total=None)
+        res = verify_dataset(path, out=out, workers=workers,
+                             progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+    def render(c: Console) -> None:
+        c.print(f"{res.images:,} images in {res.classes} classes: {len(res.bad)} bad; decoded {res.decoded:,} "
+                f"(the rest unchanged since the manifest) in {res.seconds:.1f} s; manifest {res.manifest}")
+
+    emit(res, json_mode=json_out, render=render)
+    if res.bad:
+        for b in res.bad[:5]:
+            note(f"bad image: {b}")
+        raise CheckFailed(f"{len(res.bad)} of {res.images} images do not decode",
+                          hint="remove them, or set data.skip_bad: true to train without them")
 
 
 @data_app.command("prepare")

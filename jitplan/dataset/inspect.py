@@ -7,8 +7,9 @@ Layouts (``DatasetReport.layout``):
 - ``flat``: class folders directly under ``root`` and no ``train/`` (Kaggle "ImageNet 256x256").
 - ``empty`` / ``unknown``: nothing usable.
 
-Class folders are what ``ImageFolder``/``jitmodel.data`` would take: *every* sub-directory, hidden ones
-(``.ipynb_checkpoints``) included, which is why they are reported.
+Class folders and images come from ``jitmodel.scan`` (the scanner the trainer uses, so both agree):
+*every* sub-directory is a class, hidden ones (``.ipynb_checkpoints``) included, which is why they are
+reported; each real folder is walked once; unreadable or looping class folders are named in ``problems``.
 
     >>> import tempfile, pathlib
     >>> root = pathlib.Path(tempfile.mkdtemp())
@@ -30,9 +31,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jitmodel.scan import IMG_EXTENSIONS, Scan, is_image, scan_classes
 from jitplan.errors import UsageError
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+__all__ = ["IMG_EXTENSIONS", "DatasetReport", "inspect_dataset", "is_image", "sample_images", "scan_dataset"]
+
 WNID = re.compile(r"^n\d{8}$")
 VAL_LABEL_FILES = ("LOC_val_solution.csv", "val_labels.csv", "val_labels.txt")
 Layout = Literal["imagefolder", "ilsvrc", "flat", "empty", "unknown"]
@@ -59,30 +62,24 @@ class DatasetReport(BaseModel):
     hidden_dirs: list[str] = Field(default_factory=list)  # would become classes in ImageFolder
     empty_classes: list[str] = Field(default_factory=list)
     sizes: dict[str, int] = Field(default_factory=dict)  # "256x256": count, over a sample
+    problems: list[str] = Field(default_factory=list)  # unreadable or looping class folders (jitmodel.scan)
+    links_skipped: list[str] = Field(default_factory=list)  # folder links not followed (loops, repeats)
     notes: list[str] = Field(default_factory=list)
 
 
-def is_image(name: str) -> bool:
-    return name.lower().endswith(IMG_EXTENSIONS)
-
-
-def _subdirs(d: Path) -> list[os.DirEntry]:
-    with os.scandir(d) as it:
-        return sorted((e for e in it if e.is_dir()), key=lambda e: e.name)
-
-
-def _files(d: Path) -> list[str]:
-    with os.scandir(d) as it:
-        return sorted(e.name for e in it if e.is_file())
-
-
 def _count_images(d: Path) -> int:
-    with os.scandir(d) as it:
-        return sum(1 for e in it if is_image(e.name) and not e.name.startswith("."))
+    """Loose images directly in ``d`` (a flat val/ folder); 0 when it cannot be listed."""
+    try:
+        with os.scandir(d) as it:
+            return sum(1 for e in it if is_image(e.name))
+    except OSError:
+        return 0
 
 
-def _has_class_dirs(d: Path) -> bool:
-    return any(not e.name.startswith(".") and _count_images(Path(e.path)) for e in _subdirs(d))
+def _usable(scan: Scan) -> bool:
+    """Class folders that hold images, or that are broken in a way worth naming."""
+    return bool(scan.class_list) and (any(c.images for c in scan.class_list if not c.name.startswith("."))
+                                      or bool(scan.problems()))
 
 
 def find_val_labels(root: Path) -> Path | None:
@@ -102,19 +99,28 @@ def _resolve_root(root: Path) -> Path:
 
 def inspect_dataset(path: str | Path, *, sample_sizes: int = 16) -> DatasetReport:
     """Describe the dataset at ``path``. ``sample_sizes`` images (one per class) are opened for their size."""
+    return scan_dataset(path, sample_sizes=sample_sizes)[0]
+
+
+def scan_dataset(path: str | Path, *, sample_sizes: int = 16) -> tuple[DatasetReport, Scan | None]:
+    """The report and the scan of its class folders (None when none were found)."""
     root = Path(path)
     if not root.exists():
         raise UsageError(f"dataset path does not exist: {root}")
     if not root.is_dir():
         raise UsageError(f"dataset path is not a folder: {root}")
+    try:
+        any(True for _ in os.scandir(root))
+    except OSError as e:
+        raise UsageError(f"dataset path is unreadable: {root} ({e.strerror or type(e).__name__})") from None
     base = _resolve_root(root)
     train, val = base / "train", base / "val"
     rep = DatasetReport(path=str(root), layout="unknown")
-    if train.is_dir() and _has_class_dirs(train):
-        class_root = train
-        if val.is_dir() and _has_class_dirs(val):
-            rep.val_dir, rep.val_layout = str(val), "classes"
-            rep.val_images = sum(_count_images(Path(e.path)) for e in _subdirs(val) if not e.name.startswith("."))
+    scan = scan_classes(train) if train.is_dir() else None
+    if scan is not None and _usable(scan):
+        vscan = scan_classes(val) if val.is_dir() else None
+        if vscan is not None and _usable(vscan):
+            rep.val_dir, rep.val_layout, rep.val_images = str(val), "classes", vscan.images
             rep.layout = "imagefolder"
         elif val.is_dir() and (n := _count_images(val)):
             rep.val_dir, rep.val_layout, rep.val_images = str(val), "flat", n
@@ -123,55 +129,48 @@ def inspect_dataset(path: str | Path, *, sample_sizes: int = 16) -> DatasetRepor
             rep.layout = "ilsvrc"
         else:
             rep.layout = "imagefolder"
-    elif _has_class_dirs(base):
-        class_root = base
+    elif _usable(scan := scan_classes(base)):
         rep.layout = "flat"
     else:
         rep.layout = "unknown" if any(True for _ in os.scandir(base)) else "empty"
         n = _count_images(base)
         if n:
             rep.notes.append(f"{n} images directly under {base} with no class folders")
-        return rep
-    _fill_classes(rep, class_root, sample_sizes)
+        return rep, None
+    _fill_classes(rep, scan, sample_sizes)
     _add_notes(rep)
-    return rep
+    return rep, scan
 
 
-def _fill_classes(rep: DatasetReport, class_root: Path, sample_sizes: int) -> None:
-    rep.train_dir = str(class_root)
-    ext: Counter[str] = Counter()
-    per_class: list[int] = []
-    names: list[str] = []
-    samples: list[Path] = []
-    for e in _subdirs(class_root):
-        if e.name.startswith("."):
-            rep.hidden_dirs.append(e.name)
-        names.append(e.name)
-        n = 0
-        first = None
-        for f in _files(Path(e.path)):
-            if f.startswith("."):
-                continue
-            if is_image(f):
-                n += 1
-                ext[os.path.splitext(f)[1].lower()] += 1
-                first = first or f
-            else:
-                rep.other_files += 1
-        if n == 0:
-            rep.empty_classes.append(e.name)
-        elif len(samples) < sample_sizes and first:
-            samples.append(Path(e.path) / first)
-        per_class.append(n)
-    rep.class_names = names
-    rep.classes = len(names)
+def _fill_classes(rep: DatasetReport, scan: Scan, sample_sizes: int) -> None:
+    rep.train_dir = scan.root
+    rep.class_names = scan.classes
+    rep.classes = len(scan.class_list)
+    rep.hidden_dirs = [n for n in scan.classes if n.startswith(".")]
+    rep.empty_classes = [c.name for c in scan.class_list if not c.images and not c.problem]
+    per_class = [len(c.images) for c in scan.class_list]
     rep.images = sum(per_class)
-    rep.extensions = dict(ext.most_common())
+    rep.extensions = dict(scan.extensions.most_common())
+    rep.other_files = scan.other_files
+    rep.problems = scan.problems()
+    rep.links_skipped = scan.links_skipped
     if per_class:
         rep.per_class_min, rep.per_class_max = min(per_class), max(per_class)
         rep.per_class_median = float(statistics.median(per_class))
-    rep.wnid_fraction = round(sum(bool(WNID.match(n)) for n in names) / max(len(names), 1), 4)
-    rep.sizes = _sizes(samples)
+    rep.wnid_fraction = round(sum(bool(WNID.match(n)) for n in scan.classes) / max(len(scan.classes), 1), 4)
+    firsts = [Path(scan.root) / c.images[0] for c in scan.class_list if c.images]
+    rep.sizes = _sizes(firsts[:sample_sizes])
+
+
+def sample_images(scan: Scan, n: int, per_class: int = 2) -> list[Path]:
+    """Up to ``n`` images, ``per_class`` from each non-hidden class in order (doctor --deep decodes them)."""
+    out: list[Path] = []
+    for c in scan.class_list:
+        if not c.name.startswith("."):
+            out += [Path(scan.root) / rel for rel in c.images[:per_class]]
+        if len(out) >= n:
+            break
+    return out[:n]
 
 
 def _sizes(samples: list[Path]) -> dict[str, int]:
@@ -186,7 +185,7 @@ def _sizes(samples: list[Path]) -> dict[str, int]:
         try:
             with Image.open(p) as im:
                 sizes[f"{im.width}x{im.height}"] += 1
-        except OSError:
+        except Exception:  # noqa: BLE001 - PIL's errors vary by format; all mean "cannot open"
             sizes["unreadable"] += 1
     return dict(sizes.most_common())
 

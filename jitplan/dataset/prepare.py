@@ -221,17 +221,17 @@ def prepare_dataset(
 def verify_images(paths: list[Path], progress: Callable[[str, int, int], None] | None = None) -> list[str]:
     """Decode every image fully (PIL); return 'path: error' for the ones that fail."""
     try:
-        from PIL import Image
+        import PIL  # noqa: F401
+
+        from jitmodel.manifest import decode_error
     except ImportError:
         raise UsageError("decoding images needs Pillow: pip install 'jitplan[train]' (or pillow)") from None
 
     bad = []
     for i, p in enumerate(paths):
-        try:
-            with Image.open(p) as im:
-                im.load()
-        except (OSError, SyntaxError, ValueError) as e:  # PIL raises these for truncated/corrupt files
-            bad.append(f"{p}: {e}")
+        why = decode_error(p)
+        if why:
+            bad.append(f"{p}: {why}")
         if progress and (i % 64 == 0 or i == len(paths) - 1):
             progress("decode", i + 1, len(paths))
     return bad

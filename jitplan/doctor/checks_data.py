@@ -48,6 +48,11 @@ def check_dataset(ctx: DoctorContext) -> Finding:
                        fix=f"jitplan data prepare {p} <DST> (train/ + val/ with symlinks), then data.path=<DST>; "
                            f"or ln -s . {p}/train to train on everything")
     fails, warns = [], []
+    if rep.problems:
+        fails.append("; ".join(rep.problems[:3]) + (f" (and {len(rep.problems) - 3} more)" if len(rep.problems) > 3 else ""))
+    if rep.links_skipped:
+        warns.append(f"{len(rep.links_skipped)} folder link(s) not followed (loops or repeats, e.g. "
+                     f"{rep.links_skipped[0]}); the trainer skips them too")
     if rep.hidden_dirs:
         fails.append(f"hidden folders {', '.join(rep.hidden_dirs)} in {rep.train_dir} count as classes and shift "
                      "every label after them")
@@ -59,7 +64,7 @@ def check_dataset(ctx: DoctorContext) -> Finding:
         fails.append(f"{rep.classes} classes but the plan's model has num_classes={expected} (labels >= "
                      f"{expected} crash the embedding with a device-side assert)")
     if ctx.bad_images:
-        fails.append(f"{len(ctx.bad_images)} sampled image(s) fail to decode, e.g. {ctx.bad_images[0]}")
+        fails.append(f"{len(ctx.bad_images)} image(s) fail to decode, e.g. {ctx.bad_images[0]}")
     ck_classes = _ckpt_classes(ctx)
     if ck_classes is not None and ck_classes != rep.classes:
         fails.append(f"{rep.classes} classes but the checkpoint was trained with {ck_classes}")

@@ -50,18 +50,18 @@ def run_checks(ctx: DoctorContext) -> DoctorReport:
     return DoctorReport(findings=[check(ctx) for _, check in CHECKS])
 
 
-def _sample_images(train_dir: str, n: int) -> list[Path]:
-    out: list[Path] = []
-    from jitplan.dataset.inspect import is_image
+def _manifest_bad(data: str, scan: Any) -> list[str]:
+    """Bad images a verified manifest (jitplan data verify) lists for this dataset; [] when there is none."""
+    from jitmodel import manifest as mf
 
-    for d in sorted(os.scandir(train_dir), key=lambda e: e.name):
-        if not d.is_dir() or d.name.startswith("."):
-            continue
-        files = sorted(f for f in os.listdir(d.path) if is_image(f))
-        out += [Path(d.path) / f for f in files[:2]]
-        if len(out) >= n:
-            break
-    return out[:n]
+    path = Path(data) / mf.MANIFEST_NAME
+    if scan is None or not path.is_file():
+        return []
+    try:
+        bad, _ = mf.check_against(scan.root, scan, mf.load_manifest(path))
+    except ValueError as e:
+        return [str(e)]
+    return [f"{rel}: {why}" for rel, why in bad]
 
 
 def run_doctor(
@@ -80,7 +80,7 @@ def run_doctor(
     host_kwargs: dict[str, Any] | None = None,
 ) -> DoctorReport:
     """Gather facts and run every check. The keyword seams (nvml, paths, python, env) exist for tests."""
-    from jitplan.dataset.inspect import inspect_dataset
+    from jitplan.dataset.inspect import sample_images, scan_dataset
     from jitplan.doctor.ckpt import read_checkpoint
     from jitplan.hardware.probe import run_probe
     from jitplan.hardware.software import torch_import_check
@@ -99,11 +99,12 @@ def run_doctor(
     if run_torch:
         ctx.torch_import = torch_import_check(python, env=env, cache_dir=cache_dir(env) if cache else None)
     if data is not None and Path(data).is_dir():
-        ctx.data = inspect_dataset(data)
-        if deep and ctx.data.train_dir:
+        ctx.data, scan = scan_dataset(data)
+        ctx.bad_images = _manifest_bad(data, scan)
+        if deep and scan is not None:
             from jitplan.dataset.prepare import verify_images
 
-            ctx.bad_images = verify_images(_sample_images(ctx.data.train_dir, DEEP_SAMPLE_IMAGES))
+            ctx.bad_images += verify_images(sample_images(scan, DEEP_SAMPLE_IMAGES))
             if plan is not None and ctx.data.layout == "imagefolder" and not ctx.bad_images:
                 from jitplan.doctor.measure import measure_loader
 
