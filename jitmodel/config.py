@@ -194,6 +194,9 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cuda", "cpu", "mps"] = "auto"
     output_dir: str = "runs/jit"
     log_every: PositiveInt = 20
+    # Process-group (NCCL) timeout in seconds; None: 1800. jitplan sets it above the predicted online
+    # evaluation, so a rank that waits for the others' generation does not hit the watchdog.
+    dist_timeout_s: Annotated[float, Field(gt=0)] | None = None
 
     def effective_batch(self, world_size: int | None = None) -> int:
         ws = world_size or self.world_size or 1

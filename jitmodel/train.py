@@ -96,7 +96,7 @@ class Trainer:
                                                  micro_per_epoch=self.steps_per_epoch * accum)
         self.kill_armed = data_mod.worker_kill_threshold(cfg.data.num_workers) is not None
 
-        init_process_group(env, self.device)
+        init_process_group(env, self.device, timeout_s=cfg.dist_timeout_s or 1800)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
         self.denoiser = Denoiser(cfg.model, cfg.diffusion, device=self.device)
         self.ema = EMA(self.denoiser, cfg.diffusion.ema_decays, warmup=cfg.diffusion.ema_warmup)

@@ -135,6 +135,12 @@ class MemoryItem(_Strict):
     why: str
 
 
+class TimeItem(_Strict):
+    name: str
+    seconds: float
+    why: str
+
+
 class Estimates(_Strict):
     memory_per_gpu_bytes: Bytes  # predicted peak reserved per GPU at the chosen micro-batch
     memory_breakdown: list[MemoryItem]
@@ -156,6 +162,10 @@ class Estimates(_Strict):
     cost_usd: float | None = None
     params: int  # trainable
     steps_per_epoch: int  # optimizer steps
+    step_breakdown: list[TimeItem] = Field(default_factory=list)  # the time model's terms of one step
+    time_source: str = "prior"  # "prior" | "calibrated from N runs on GPU (date)" (jitplan.planner.calibration)
+    memory_calibration: str = "prior"  # the same for memory
+    dist_timeout_s: float | None = None  # the process-group timeout the trainer uses (covers an evaluation)
 
 
 class WorkerDecision(_Strict):

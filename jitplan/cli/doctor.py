@@ -36,8 +36,8 @@ def doctor(
     data: Path | None = typer.Option(None, "--data", help="Dataset root to check (default: the plan's data.path)."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A jitmodel or official JiT checkpoint."),
     deep: bool = typer.Option(False, "--deep", help="Also decode a sample of dataset images."),
-    nccl_timeout: float = typer.Option(1800.0, "--nccl-timeout", help="The run's NCCL timeout, seconds "
-                                       "(jitmodel: 1800; official JiT: torch's 600)."),
+    nccl_timeout: float | None = typer.Option(None, "--nccl-timeout", help="The run's NCCL timeout, seconds "
+                                       "(default: the plan's dist_timeout_s, else jitmodel's 1800; official JiT: 600)."),
     python: str | None = typer.Option(None, "--python", help="The Python whose torch to check (default: this one)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Re-import torch even if nothing changed since the "
                                   "last successful check."),
@@ -54,7 +54,7 @@ def doctor(
     from jitplan.hardware.host import HostPaths
     from jitplan.hardware.nvml import FakeNvml
 
-    if nccl_timeout <= 0:
+    if nccl_timeout is not None and nccl_timeout <= 0:
         raise UsageError(f"--nccl-timeout must be > 0 seconds, got {nccl_timeout:g}")
     nvml = None
     if replay_nvml is not None:

@@ -5,7 +5,7 @@ against the *measured* machine, so plan and doctor agree on what fits.
 
 from __future__ import annotations
 
-from jitplan.doctor.context import DoctorContext, PlanFacts
+from jitplan.doctor.context import DEFAULT_NCCL_TIMEOUT_S, DoctorContext, PlanFacts
 from jitplan.doctor.finding import Finding
 
 GB = 1e9
@@ -149,6 +149,8 @@ def check_phases(ctx: DoctorContext) -> Finding:
     if not plan.eval_online:
         return Finding(id="C12", level="pass", title=title, found="online evaluation is off")
     t = plan.eval_time_s
+    if timeout is None:
+        timeout = plan.dist_timeout_s or DEFAULT_NCCL_TIMEOUT_S
     found = f"one online evaluation ~{t / 60:.0f} min against a {timeout / 60:.0f} min NCCL timeout"
     if plan.nproc_per_node * plan.nodes < 2:
         return Finding(id="C12", level="pass", title=title, found=found + " (single rank: no collective waits)")

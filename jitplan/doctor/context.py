@@ -54,6 +54,7 @@ class PlanFacts(BaseModel):
     host_ram_per_worker_bytes: int | None = None
     shm_needed_bytes: int | None = None  # per node
     eval_time_s: float | None = None
+    dist_timeout_s: float | None = None  # the run's process-group timeout (TrainConfig.dist_timeout_s)
     params: int | None = None  # trainable parameters
 
     @classmethod
@@ -64,7 +65,8 @@ class PlanFacts(BaseModel):
             batch_per_gpu=t.batch_per_gpu, num_workers=t.data.num_workers,
             prefetch_factor=t.data.prefetch_factor or 2, img_size=t.model.img_size,
             in_channels=t.model.in_channels, variant=t.model.variant, num_classes=t.model.num_classes,
-            num_images=t.data.num_images, data_path=t.data.path, eval_online=t.eval.online, **extra,
+            num_images=t.data.num_images, data_path=t.data.path, eval_online=t.eval.online,
+            dist_timeout_s=t.dist_timeout_s, **extra,
         )
 
     @classmethod
@@ -105,7 +107,7 @@ class DoctorContext:
     checkpoint_path: str | None = None
     checkpoint: CheckpointSummary | None = None
     checkpoint_error: str | None = None
-    nccl_timeout_s: float = DEFAULT_NCCL_TIMEOUT_S
+    nccl_timeout_s: float | None = None  # None: the plan's dist_timeout_s, else DEFAULT_NCCL_TIMEOUT_S
     deep: bool = False
     env: dict[str, str] = field(default_factory=dict)
 

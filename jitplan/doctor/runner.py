@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from jitplan.doctor import checks_data, checks_gpu, checks_host, checks_torch
-from jitplan.doctor.context import DEFAULT_NCCL_TIMEOUT_S, DoctorContext, load_plan_facts
+from jitplan.doctor.context import DoctorContext, load_plan_facts
 from jitplan.doctor.finding import DoctorReport, Finding
 from jitplan.errors import UsageError
 
@@ -70,7 +70,7 @@ def run_doctor(
     data_path: str | Path | None = None,
     checkpoint_path: str | Path | None = None,
     deep: bool = False,
-    nccl_timeout_s: float = DEFAULT_NCCL_TIMEOUT_S,
+    nccl_timeout_s: float | None = None,
     run_torch: bool = True,
     python: str | None = None,
     cache: bool = True,

@@ -1,61 +1,11 @@
-"""Compute model: step, epoch and total time from FLOPs, the GPU's dense bf16 peak and an MFU prior.
+"""Counting: optimizer steps per epoch, evaluations per run, checkpoint size, cost. Pure functions.
 
-Pure functions, no torch. FLOPs per image come from ``jitmodel.counts`` (token-wise weights plus
-attention, not 6·N_total·T). MFU priors (model FLOPs / (time x dense bf16 peak)) are judgements from the
-anchors in ``../shared/reference/estimation.md`` §4.2 (DiT-XL/2 on A100 ~12% eager TF32, fast-DiT ~25%
-with AMP, small ViTs on H100 5-7% eager and 16-23% compiled): consumer cards have a lower machine balance,
-so JiT's memory-bound elementwise work hurts them less; larger variants have larger GEMMs. A measured
-step on the real GPU replaces all of this.
-
-    >>> mfu_prior("consumer", compile=False, depth=12)
-    0.25
-    >>> round(allreduce_time_s(131e6 * 4, world_size=2, nodes=1, nvlink=False), 3)
-    0.044
+The step time itself is jitplan.planner.timing (term by term, each with its source).
 """
 
 from __future__ import annotations
 
 import math
-
-# MFU prior against the dense bf16 peak, by GPU class and compile mode (B-sized model).
-MFU_PRIORS: dict[str, dict[bool, float]] = {
-    "consumer": {False: 0.25, True: 0.38},
-    "workstation": {False: 0.22, True: 0.35},
-    "datacenter": {False: 0.15, True: 0.30},
-    "custom": {False: 0.20, True: 0.33},
-}
-MFU_LARGE_BONUS = 0.05  # L and H (depth >= 24): larger GEMMs
-MFU_EXACT_ATTENTION = 0.9  # the official fp32 materialised attention costs extra memory traffic
-
-# All-reduce bus bandwidth (GB/s) for DDP's gradient all-reduce [judgement, unverified].
-BUS_GBS_NVLINK = 150.0
-BUS_GBS_PCIE = 12.0
-BUS_GBS_INTERNODE = 12.5  # 100 Gb/s network between nodes
-
-
-def mfu_prior(gpu_class: str, *, compile: bool, depth: int, attention: str = "sdpa") -> float:
-    """The MFU assumed for a JiT training step (stated in the plan's provenance)."""
-    base = MFU_PRIORS.get(gpu_class, MFU_PRIORS["custom"])[bool(compile)]
-    if depth >= 24:
-        base += MFU_LARGE_BONUS
-    if attention == "exact":
-        base *= MFU_EXACT_ATTENTION
-    return round(base, 4)
-
-
-def allreduce_time_s(grad_bytes: float, *, world_size: int, nodes: int, nvlink: bool) -> float:
-    """Ring all-reduce of the gradients once per optimizer step: 2(n-1)/n x bytes / bus bandwidth."""
-    if world_size <= 1:
-        return 0.0
-    bw = BUS_GBS_INTERNODE if nodes > 1 else (BUS_GBS_NVLINK if nvlink else BUS_GBS_PCIE)
-    return 2 * (world_size - 1) / world_size * grad_bytes / (bw * 1e9)
-
-
-def compute_time_s(images: float, flops_per_image: float, peak_tflops: float, mfu: float) -> float:
-    """Seconds for ``images`` images on one GPU."""
-    if peak_tflops <= 0 or mfu <= 0:
-        raise ValueError(f"peak ({peak_tflops} TFLOPS) and MFU ({mfu}) must be positive")
-    return images * flops_per_image / (peak_tflops * 1e12 * mfu)
 
 
 def steps_per_epoch(num_images: int, world_size: int, micro_batch: int, accum: int) -> int:

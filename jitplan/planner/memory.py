@@ -2,8 +2,8 @@
 
 Pure functions, no torch. The constants are calibrated against a traced training step of
 ``jitmodel``'s real model (FakeTensorMode + MemTracker on the CPU, ``jitplan plan --trace``;
-``benchmarks/bench_memory_trace.py`` prints predicted vs traced). Derivation: docs/planning.md and
-``../shared/reference/estimation.md`` §1.4, §3.
+``benchmarks/bench_memory_trace.py`` prints predicted vs traced). Derivation: docs/planning.md "Memory
+model" (each constant and its source).
 
     >>> from jitplan.planner.memory import MemoryInputs, predict, max_micro_batch
     >>> inp = MemoryInputs.for_model("JiT-B/16", 256, world_size=2)
@@ -27,11 +27,12 @@ GB = 1e9
 # and sdpa, B/32@512, L/16 at 2-3 batch sizes each, 2026-11-26; benchmarks/RESULTS.md). Each constant is
 # bytes per unit of its term.
 # Activation bytes per (token x hidden x block) per sample, eager bf16 autocast with the fp32 residual:
-# RMSNorm internals in fp32, adaLN modulate, qk-norm, RoPE, SwiGLU, gates (estimation.md §1.4: 82-86
-# for a JiT-like model).
+# RMSNorm internals in fp32, adaLN modulate, qk-norm, RoPE, SwiGLU, gates (82-86 measured on a JiT-like
+# model; docs/planning.md "Memory model").
 C_BLOCK_EAGER = 80.3
 # torch.compile (AOTAutograd min-cut partitioner) keeps (38.3 + 4) / (77.6 + 4) of the eager block
-# activations (estimation.md §1.7, measured on a JiT-like block); not traceable here, so derived.
+# activations (AOTAutograd min-cut partitioner on a JiT-like block, docs/planning.md "Memory model");
+# not traceable here, so derived.
 C_BLOCK_COMPILE = round(C_BLOCK_EAGER * 42.3 / 81.6, 1)
 # Attention-matrix bytes per (head x query x key) per block per sample. "exact" (the official path):
 # fp32 scores -> fp32 softmax output saved for its backward + its bf16 copy saved for A.V; "sdpa"
@@ -52,9 +53,15 @@ BYTES_DDP_BUCKETS = 4  # DDP flat gradient buckets unless gradient_as_bucket_vie
 BYTES_FOREACH_TMP = 4  # foreach AdamW's transient fp32 copy at step time (0 when fused)
 BYTES_AUTOCAST_CACHE = 2  # bf16 copies of matmul/conv weights during forward/backward
 
-CUDA_CONTEXT_BYTES = int(0.5 * GB)  # per process; 0.3-0.6 GB depending on GPU/driver [unverified]
-NCCL_BYTES = int(0.4 * GB)  # NCCL communicators and buffers with DDP [unverified: 0.2-0.5 GB]
-ALLOCATOR_HEADROOM = 0.05  # reserved > allocated: block rounding and fragmentation (5-15%)
+# CUDA context per process, outside the allocator: with lazy module loading (CUDA_MODULE_LOADING=LAZY, the
+# default since CUDA 11.7 / torch 1.13+ wheels) it measures 0.3-0.45 GB on recent drivers; midpoint.
+CUDA_CONTEXT_BYTES = int(0.38 * GB)
+# NCCL communicators and staging buffers: 0.1-0.2 GB measured for 2 ranks over PCIe; NVLink and more ranks
+# allocate more channels and buffers (up to ~0.4 GB) [judgement above 2 ranks].
+NCCL_BYTES = {"pcie": int(0.15 * GB), "nvlink": int(0.4 * GB)}
+# Reserved > allocated: block rounding and fragmentation (5-15%). One basis everywhere (analytic and
+# --trace): the allocator-managed tensor bytes at the peak, DDP buckets included.
+ALLOCATOR_HEADROOM = 0.05
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,7 @@ class MemoryInputs:
     ddp_bucket_view: bool = False
     num_emas: int = 2
     accum: int = 1  # > 1: gradients stay allocated across micro-steps, so they sit under the forward peak
+    nvlink: bool = False  # NCCL allocates more with NVLink
 
     @classmethod
     def for_model(cls, variant: str | Variant, img_size: int = 256, **kw: object) -> MemoryInputs:
@@ -142,8 +150,17 @@ def activation_per_sample(inp: MemoryInputs) -> float:
     return blocks + attn + image + edge
 
 
+def nccl_bytes(inp: MemoryInputs) -> int:
+    return NCCL_BYTES["nvlink" if inp.nvlink else "pcie"] if inp.world_size > 1 else 0
+
+
 def overhead_bytes(inp: MemoryInputs) -> int:
-    return CUDA_CONTEXT_BYTES + (NCCL_BYTES if inp.world_size > 1 else 0)
+    return CUDA_CONTEXT_BYTES + nccl_bytes(inp)
+
+
+def headroom_bytes(allocator_tensor_bytes: int) -> int:
+    """The allocator's reserve above its tensors, on one basis for the analytic model and ``--trace``."""
+    return int(ALLOCATOR_HEADROOM * allocator_tensor_bytes)
 
 
 def predict(inp: MemoryInputs, micro_batch: int) -> MemoryPrediction:
@@ -153,21 +170,28 @@ def predict(inp: MemoryInputs, micro_batch: int) -> MemoryPrediction:
     fixed = fixed_items(inp)
     fixed_sum = sum(i.bytes for i in fixed)
     act = int(round(activation_per_sample(inp) * micro_batch))
-    step_tmp = step_phase_bytes(inp)
+    # At step time the autocast weight cache is gone (freed when autocast exits), so the step phase
+    # competes with activations + cache, not activations alone.
+    cache = sum(i.bytes for i in fixed if i.name == "autocast weight cache")
+    step_tmp = step_phase_bytes(inp) - cache
     mode = "compiled" if inp.compile else "eager"
     items = list(fixed)
     items.append(Item("activations", act, f"{micro_batch} x {activation_per_sample(inp) / 1e6:.1f} MB/sample "
                       f"({mode}, {inp.attention} attention)"))
-    if step_tmp > act:  # the peak falls in the optimizer step (tiny batches only)
+    if step_tmp > act:  # the peak falls in the optimizer step (tiny batches, big models)
         items.append(Item("optimizer step", step_tmp - act, "gradients + AdamW temporaries at step time exceed "
-                          "the activations"))
+                          "the activations + autocast weight cache (freed by then)"))
     no_ddp = sum(i.bytes for i in items if i.name != "ddp buckets")
     tensor_peak = no_ddp
-    headroom = int(ALLOCATOR_HEADROOM * (fixed_sum + max(act, step_tmp)))
-    items.append(Item("allocator headroom", headroom, f"{ALLOCATOR_HEADROOM:.0%} of tensor bytes: rounding, fragmentation"))
-    items.append(Item("cuda context", CUDA_CONTEXT_BYTES, "per process, outside the allocator"))
+    headroom = headroom_bytes(fixed_sum + max(act, step_tmp))
+    items.append(Item("allocator headroom", headroom, f"{ALLOCATOR_HEADROOM:.0%} of the allocator's tensor bytes "
+                      "(DDP buckets included): rounding, fragmentation"))
+    items.append(Item("cuda context", CUDA_CONTEXT_BYTES, "per process, outside the allocator (lazy module loading: "
+                      "0.3-0.45 GB measured)"))
     if inp.world_size > 1:
-        items.append(Item("nccl", NCCL_BYTES, "NCCL communicators and buffers (DDP)"))
+        link = "nvlink" if inp.nvlink else "pcie"
+        items.append(Item("nccl", NCCL_BYTES[link], f"NCCL communicators and buffers (DDP, {link}: "
+                          + ("0.1-0.2 GB measured for 2 ranks)" if link == "pcie" else "more channels and buffers)")))
     total = sum(i.bytes for i in items)
     return MemoryPrediction(micro_batch=micro_batch, items=tuple(items), tensor_peak=tensor_peak, total=total)
 

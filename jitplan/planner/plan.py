@@ -15,23 +15,32 @@ import dataclasses
 import math
 
 from jitmodel.config import TrainConfig
-from jitmodel.counts import param_breakdown, sample_flops_per_image, train_flops_per_image
+from jitmodel.counts import param_breakdown, train_flops_per_image
 from jitplan.errors import CheckFailed, UsageError
 from jitplan.hardware.schema import HardwareSpec
-from jitplan.planner import compute, memory, scaling, workers
+from jitplan.planner import compute, memory, scaling, timing, workers
 from jitplan.planner.rows import build_rows
-from jitplan.schemas import Estimates, LaunchSpec, MemoryItem, Plan, PlanOptions, Recipe, WorkerDecision
+from jitplan.schemas import (
+    Estimates,
+    LaunchSpec,
+    MemoryItem,
+    Plan,
+    PlanOptions,
+    Recipe,
+    TimeItem,
+    WorkerDecision,
+)
 
 
 def memory_inputs(train: TrainConfig, world_size: int, options: PlanOptions | None = None,
-                  accum: int | None = None) -> memory.MemoryInputs:
+                  accum: int | None = None, nvlink: bool = False) -> memory.MemoryInputs:
     """The memory model's inputs for a TrainConfig run on ``world_size`` ranks."""
     m = train.model
     return memory.MemoryInputs.for_model(
         m.variant, m.img_size, world_size=world_size, in_channels=m.in_channels, num_classes=m.num_classes,
         compile=train.compile, attention=m.attention, fused_adamw=train.optim.fused is not False,
         ddp_bucket_view=bool(options and options.ddp_bucket_view), num_emas=len(train.diffusion.ema_decays),
-        accum=train.accum_steps if accum is None else accum)
+        accum=train.accum_steps if accum is None else accum, nvlink=nvlink)
 
 
 def _infeasible(hw: HardwareSpec, inp: memory.MemoryInputs, target: int) -> CheckFailed:
@@ -83,8 +92,8 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions) -> P
     })
     target = int(options.memory_fraction * gpu.memory_bytes)
     # Two regimes: without accumulation the gradients are not under the forward peak; with it they are.
-    inp1 = memory_inputs(base, world, options, accum=1)
-    inp = memory_inputs(base, world, options, accum=2)
+    inp1 = memory_inputs(base, world, options, accum=1, nvlink=gpu.nvlink)
+    inp = memory_inputs(base, world, options, accum=2, nvlink=gpu.nvlink)
     bmax1, bmax = memory.max_micro_batch(inp1, target), memory.max_micro_batch(inp, target)
     if bmax1 < 1:
         raise _infeasible(hardware, inp1, target)
@@ -95,7 +104,7 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions) -> P
         b, accum, batch_why = _choose_batch(recipe, options, world, bmax)
     else:
         bmax = bmax1
-    inp = memory_inputs(base, world, options, accum=accum)
+    inp = memory_inputs(base, world, options, accum=accum, nvlink=gpu.nvlink)
     pred = memory.predict(inp, b)
     if pred.total > target:
         raise CheckFailed(f"micro-batch {b} needs {pred.total / 1e9:.1f} GB per GPU > target {target / 1e9:.1f} GB "
@@ -127,6 +136,7 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions) -> P
         **base.model_dump(), "batch_per_gpu": b, "accum_steps": accum, "world_size": world,
         "optim": optim.model_dump(), "diffusion": diffusion.model_dump(), "data": data.model_dump(),
     })
+    train = train.model_copy(update={"dist_timeout_s": timing.dist_timeout_s(train, gpu, world)})
     if train.effective_batch() != eff:
         raise ValueError(f"micro {b} x accum {accum} x world {world} = {b * accum * world} != effective {eff}")
 
@@ -152,7 +162,7 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions) -> P
 
 def estimate(hardware: HardwareSpec, train: TrainConfig, pred: memory.MemoryPrediction, wp: workers.WorkerPlan,
              options: PlanOptions, target: int) -> Estimates:
-    """Time, memory, host and cost estimates of a TrainConfig on ``hardware``."""
+    """Time, memory, host and cost estimates of a TrainConfig on ``hardware`` (priors: jitplan.planner.timing)."""
     gpu = hardware.gpu
     assert gpu is not None
     m = train.model
@@ -160,18 +170,18 @@ def estimate(hardware: HardwareSpec, train: TrainConfig, pred: memory.MemoryPred
     world = hardware.world_size
     params = param_breakdown(v, m.img_size, m.num_classes)
     flops = train_flops_per_image(v, m.img_size, m.in_channels, m.attention)
-    mfu = compute.mfu_prior(gpu.gpu_class, compile=train.compile, depth=v.depth, attention=m.attention)
+    st = timing.train_step_time(timing.inputs_for(train, gpu, world_size=world, nodes=hardware.nodes,
+                                                  ddp_bucket_view=options.ddp_bucket_view))
+    step = st.total_s
     images_per_gpu_step = train.batch_per_gpu * train.accum_steps
-    t_compute = compute.compute_time_s(images_per_gpu_step, flops, gpu.bf16_tflops, mfu)
-    t_comm = compute.allreduce_time_s(4 * params.trainable, world_size=world, nodes=hardware.nodes, nvlink=gpu.nvlink)
-    step = t_compute + t_comm
     ips = world * images_per_gpu_step / step
     n_img = train.data.planned_images
     spe = compute.steps_per_epoch(n_img, world, train.batch_per_gpu, train.accum_steps)
     epoch_time = spe * step
     ev = train.eval
-    nfe_flops = sample_flops_per_image(v, m.img_size, train.sample.steps, train.sample.method)
-    eval_time = ev.num_images * nfe_flops / (world * gpu.bf16_tflops * 1e12 * mfu)
+    eval_time = timing.eval_time_s(v, gpu, num_images=ev.num_images, nfe=timing.nfe(train.sample.steps,
+                                   train.sample.method), world_size=world, img_size=m.img_size,
+                                   attention=m.attention, compile=train.compile)
     n_evals = compute.num_evals(train.epochs, ev.every_epochs, ev.at_epoch0, ev.online)
     total = train.epochs * epoch_time + n_evals * eval_time
     items = [MemoryItem(name=i.name, bytes=i.bytes, why=i.why) for i in pred.items]
@@ -179,18 +189,22 @@ def estimate(hardware: HardwareSpec, train: TrainConfig, pred: memory.MemoryPred
         memory_per_gpu_bytes=pred.total, memory_breakdown=items, memory_target_bytes=target,
         gpu_memory_bytes=gpu.memory_bytes, host_ram_needed_bytes=wp.host_ram_needed,
         host_ram_per_worker_bytes=wp.worker_bytes, shm_needed_bytes=wp.shm_needed,
-        train_flops_per_image=flops, mfu=mfu, step_time_s=step, images_per_s=ips, epoch_time_s=epoch_time,
+        train_flops_per_image=flops, mfu=round(images_per_gpu_step * flops / (step * gpu.bf16_tflops * 1e12), 4),
+        step_time_s=step, images_per_s=ips, epoch_time_s=epoch_time,
         total_time_s=total, eval_time_s=eval_time, num_evals=n_evals,
         checkpoint_bytes=compute.checkpoint_bytes(params.total, len(train.diffusion.ema_decays)),
         cost_usd=compute.cost_usd(total, options.price_per_hour, hardware.nodes),
         params=params.trainable, steps_per_epoch=spe,
+        step_breakdown=[TimeItem(name=t.name, seconds=t.seconds, why=t.why) for t in st.terms],
+        dist_timeout_s=train.dist_timeout_s,
     )
 
 
 def reference_estimates(recipe: Recipe) -> Estimates:
     """The same estimates for the recipe on its own hardware (the table's reference column)."""
     hw, train = recipe.hardware, recipe.train
-    pred = memory.predict(memory_inputs(train, hw.world_size), train.batch_per_gpu)
+    assert hw.gpu is not None
+    pred = memory.predict(memory_inputs(train, hw.world_size, nvlink=hw.gpu.nvlink), train.batch_per_gpu)
     n_img = train.data.planned_images
     wp = workers.decide_workers(requested=train.data.num_workers, ranks_per_node=hw.gpus_per_node,
                                 micro_batch=train.batch_per_gpu, img_size=train.model.img_size, num_images=n_img,
@@ -240,8 +254,8 @@ def provenance(hw: HardwareSpec, recipe: Recipe, options: PlanOptions, est: Esti
         "accum_steps": "flag --accum" if options.accum else "derived: micro x accum x GPUs reaches the effective batch",
         "compile": "flag" if options.compile is not None else "recipe",
         "attention": "flag" if options.attention is not None else "recipe",
-        "mfu": f"prior {est.mfu:.3f} for {gpu.gpu_class} GPUs (jitplan.planner.compute.MFU_PRIORS); "
-               "a measured step replaces it",
+        "time": f"{est.time_source}: the time model's terms (jitplan.planner.timing; docs/planning.md "
+                "\"Time model\"); implied MFU {est.mfu:.3f}",
         "lr": ("recipe: lr = blr x effective batch / 256" if options.policy == "keep-batch"
                else f"scale-lr ({options.lr_scaling}) from the reference lr"),
         "price_per_hour": "flag --price-per-hour" if options.price_per_hour is not None else "not given",

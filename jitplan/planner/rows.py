@@ -1,7 +1,7 @@
 """The side-by-side rows of a plan: quantity, reference, target, why. Pure formatting of numbers.
 
-    >>> fmt_duration(3600 * 30), fmt_bytes(12.9e9), fmt_duration(95)
-    ('1.2 d', '12.9 GB', '1.6 min')
+    >>> fmt_duration(3600 * 30), fmt_bytes(12.9e9), fmt_duration(95), fmt_bytes(525e6)
+    ('1.2 d', '12.9 GB (12.0 GiB)', '1.6 min', '525 MB (501 MiB)')
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ from jitplan.schemas import Estimates, Plan, PlanRow, Recipe
 
 
 def fmt_bytes(n: float) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+    """Decimal units beside binary ones: plans say GB, nvidia-smi and torch say MiB/GiB."""
+    if n >= 1e9:
+        return f"{n / 1e9:.1f} GB ({n / 2**30:.1f} GiB)"
+    return f"{n / 1e6:.0f} MB ({n / 2**20:.0f} MiB)"
 
 
 def fmt_duration(s: float) -> str:
@@ -32,7 +35,7 @@ def _hw(hw: HardwareSpec) -> str:
 
 
 def _mem(est: Estimates) -> str:
-    return f"{fmt_bytes(est.memory_per_gpu_bytes)} ({est.memory_per_gpu_bytes / est.gpu_memory_bytes:.0%})"
+    return f"{fmt_bytes(est.memory_per_gpu_bytes)}, {est.memory_per_gpu_bytes / est.gpu_memory_bytes:.0%}"
 
 
 def build_rows(plan: Plan, recipe: Recipe, ref: Estimates, kappa: float) -> list[PlanRow]:
@@ -69,24 +72,42 @@ def build_rows(plan: Plan, recipe: Recipe, ref: Estimates, kappa: float) -> list
          f"{warmup_steps(t.optim.warmup_epochs, est.steps_per_epoch):,}",
          f"{t.optim.warmup_epochs:g} epochs x {est.steps_per_epoch:,} optimizer steps/epoch"))
     add(("memory per GPU", _mem(ref), _mem(est),
-         f"predicted peak; target {fmt_bytes(est.memory_target_bytes)}; see the breakdown"))
+         f"predicted peak as nvidia-smi shows it; target {fmt_bytes(est.memory_target_bytes)}; see the breakdown; "
+         f"{est.memory_calibration}"))
+    add(("step time", f"{ref.step_time_s:.2f} s", f"{est.step_time_s:.2f} s", _split(est)))
     add(("workers per GPU (total)", f"{r.data.num_workers} ({r.data.num_workers * rhw.gpus_per_node})",
          f"{plan.workers.per_rank} ({plan.workers.total})", plan.workers.reasons[0]))
     add(("host RAM needed per node", "-", fmt_bytes(est.host_ram_needed_bytes),
-         f"{fmt_bytes(est.host_ram_per_worker_bytes)} per worker (doctor.md C8 model)"))
+         f"{fmt_bytes(est.host_ram_per_worker_bytes)} per worker (docs/planning.md \"DataLoader workers\")"))
     add(("images/s", f"{ref.images_per_s:,.0f}", f"{est.images_per_s:,.0f}",
-         f"MFU prior {est.mfu:.0%} of {hw.gpu.bf16_tflops:g} dense bf16 TFLOPS per GPU"))
+         f"{est.time_source}; implied MFU {est.mfu:.0%} of {hw.gpu.bf16_tflops:g} dense bf16 TFLOPS per GPU"))
     add(("epoch time", fmt_duration(ref.epoch_time_s), fmt_duration(est.epoch_time_s),
          f"{est.steps_per_epoch:,} steps x {est.step_time_s:.2f} s"))
     add((f"time to {t.epochs:g} epochs", fmt_duration(ref.total_time_s), fmt_duration(est.total_time_s),
          f"training + {est.num_evals} online evaluations"))
     add(("evaluation time", fmt_duration(ref.eval_time_s), fmt_duration(est.eval_time_s),
-         f"{t.eval.num_images:,} images x Heun {t.sample.steps} (NFE {2 * t.sample.steps - 1}) x 2 forwards (CFG)"))
+         f"{t.eval.num_images:,} images x Heun {t.sample.steps} (NFE {2 * t.sample.steps - 1}) x 2 forwards (CFG); "
+         f"{est.time_source}"))
+    if t.eval.online and hw.world_size > 1:
+        timeout = est.dist_timeout_s or 1800
+        add(("process-group timeout", "30 min", fmt_duration(timeout),
+             "generation runs without collectives until its end (jitmodel.evaluate); "
+             + (f"raised to {timeout / max(est.eval_time_s, 1):.1f}x the predicted evaluation so no rank waiting "
+                "for it meets the NCCL watchdog (train.dist_timeout_s -> init_process_group)" if est.dist_timeout_s
+                else "the default covers the predicted evaluation")))
     add(("checkpoint size", fmt_bytes(ref.checkpoint_bytes), fmt_bytes(est.checkpoint_bytes),
          "model + 2 EMAs + AdamW moments, fp32"))
     add(("cost", "-", f"${est.cost_usd:,.0f}" if est.cost_usd is not None else "-",
          "--price-per-hour x nodes x total time" if est.cost_usd is not None else "give --price-per-hour"))
     return [PlanRow(quantity=q, reference=a, target=b, why=w) for q, a, b, w in rows]
+
+
+def _split(est: Estimates) -> str:
+    """The biggest terms of the step, e.g. "tensor 159 ms + elementwise traffic 102 ms + ...; prior"."""
+    terms = sorted(est.step_breakdown, key=lambda t: -t.seconds)
+    shown = " + ".join(f"{t.name} {t.seconds * 1e3:.0f} ms" for t in terms[:4] if t.seconds > 0)
+    more = " + ..." if len([t for t in terms if t.seconds > 0]) > 4 else ""
+    return f"{shown}{more}; {est.time_source}"
 
 
 def _pair(p: tuple[float, ...]) -> str:

@@ -1,7 +1,7 @@
 """Trace one real JiT training step on the CPU without allocating: FakeTensorMode + MemTracker.
 
 ``jitplan plan --trace`` and ``benchmarks/bench_memory_trace.py`` use it to check (and calibrate) the
-analytic memory model. The recipe (``../shared/reference/estimation.md`` §1, §6): build jitmodel's real
+analytic memory model. The recipe (docs/planning.md "Memory model"): build jitmodel's real
 Denoiser *inside* ``FakeTensorMode`` on the CPU (fake CUDA cannot run backward on torch 2.13), run
 forward + loss under CPU bf16 autocast (same dtypes as CUDA autocast), backward, AdamW step, both EMA
 updates and ``zero_grad(set_to_none=True)``, twice; the second step's peak is the steady state. Fake
@@ -108,7 +108,7 @@ def apply_trace(plan):  # type: ignore[no-untyped-def]
     traced = res.peak_bytes
     items = [MemoryItem(name="traced step (eager)", bytes=traced,
                         why=f"FakeTensorMode + MemTracker, batch {res.micro_batch}, {res.optimizer} AdamW, 2 EMAs")]
-    if train.compile:  # the trace runs eager; torch.compile saves fewer activations (estimation.md §1.7)
+    if train.compile:  # the trace runs eager; torch.compile saves fewer activations (docs/planning.md)
         v = inp.variant
         from jitmodel.counts import seq_lens
 
@@ -120,8 +120,10 @@ def apply_trace(plan):  # type: ignore[no-untyped-def]
     extra = [i for i in memory.predict(inp, train.batch_per_gpu).items
              if i.name in ("ddp buckets", "cuda context", "nccl") or (i.name == "gradients" and i.bytes > 0)]
     items += [MemoryItem(name=i.name, bytes=i.bytes, why=i.why) for i in extra]
-    headroom = int(memory.ALLOCATOR_HEADROOM * traced)
-    items.append(MemoryItem(name="allocator headroom", bytes=headroom, why="5% of traced tensor bytes"))
+    allocator = traced + sum(i.bytes for i in extra if i.name in ("ddp buckets", "gradients"))
+    headroom = memory.headroom_bytes(allocator)
+    items.append(MemoryItem(name="allocator headroom", bytes=headroom, why=f"{memory.ALLOCATOR_HEADROOM:.0%} of the "
+                            "allocator's tensor bytes (traced + DDP buckets), the analytic model's basis"))
     total = traced + headroom + sum(i.bytes for i in extra)
     est = plan.estimates.model_copy(update={"memory_per_gpu_bytes": total, "memory_breakdown": items,
                                             "memory_source": "trace"})
@@ -130,7 +132,9 @@ def apply_trace(plan):  # type: ignore[no-untyped-def]
         warnings.append(f"traced memory {total / 1e9:.1f} GB exceeds the target {est.memory_target_bytes / 1e9:.1f} GB: "
                         f"lower --batch-per-gpu")
     prov = {**plan.provenance, "memory": f"trace: {res.peak_bytes:,} B traced tensor peak at batch {res.micro_batch}"}
-    rows = [r.model_copy(update={"target": f"{total / 1e9:.1f} GB ({total / est.gpu_memory_bytes:.0%})",
+    from jitplan.planner.rows import fmt_bytes
+
+    rows = [r.model_copy(update={"target": f"{fmt_bytes(total)}, {total / est.gpu_memory_bytes:.0%}",
                                  "why": f"traced step + overheads; target {est.memory_target_bytes / 1e9:.1f} GB"})
             if r.quantity == "memory per GPU" else r for r in plan.rows]
     return plan.model_copy(update={"estimates": est, "warnings": warnings, "provenance": prov, "rows": rows})

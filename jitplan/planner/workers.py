@@ -1,6 +1,6 @@
 """DataLoader workers per rank and in total, capped by CPUs, host RAM (the container's limit) and /dev/shm.
 
-Pure functions. The per-worker RAM model is ``../shared/reference/doctor.md`` C8: each worker grows to
+Pure functions. The per-worker RAM model (docs/planning.md "DataLoader workers", docs/doctor.md C8): each worker grows to
 its private base pages plus a copy-on-read copy of the dataset index (ImageFolder's list of (path, class)
 tuples, ~208 B/image), plus its prefetched batches and decode scratch; in-flight batches also sit in
 /dev/shm, which is RAM (tmpfs) and counts toward the container's limit (C7). Every rank of a node runs
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 GB = 1e9
 WORKER_BASE_BYTES = int(0.35 * GB)  # private pages of a forked worker (PIL, numpy, torch state) [judgement]
-INDEX_BYTES_PER_IMAGE = 208  # ImageFolder.samples, measured (doctor.md C8)
+INDEX_BYTES_PER_IMAGE = 208  # ImageFolder.samples, measured (docs/doctor.md C8)
 DECODE_SCRATCH_BYTES = int(0.064 * GB)  # JPEG decode + resize buffers of one image in flight [judgement]
 MAIN_PROCESS_BYTES = int(3.0 * GB)  # python + torch + CUDA host-side libraries per rank [judgement]
 BYTES_PER_PARAM_HOST = 4  # the model is built on the CPU in fp32 before .to(device)

@@ -176,22 +176,20 @@ class RankedOffer(BaseModel):
 
 
 def epoch_time_s(plan: Plan, gpu: GPUSpec, num_gpus: int) -> float:
-    """Predicted seconds per epoch of ``plan`` on ``num_gpus`` x ``gpu`` (the planner's compute model).
+    """Predicted seconds per epoch of ``plan`` on ``num_gpus`` x ``gpu`` (the planner's time model).
 
-    The plan's effective batch is kept (keep-batch), so steps per epoch stay the same; per step, each GPU
-    computes its share of images at the GPU class's MFU prior, then gradients are all-reduced.
+    The plan's effective batch is kept (keep-batch), so steps per epoch stay the same; each GPU takes its
+    share of every optimizer step's images (jitplan.planner.timing).
     """
-    from jitplan.planner.compute import allreduce_time_s, compute_time_s, mfu_prior
+    from dataclasses import replace
+
+    from jitplan.planner.timing import inputs_for, train_step_time
 
     est, train = plan.estimates, plan.train
-    images = train.data.num_images or est.images_per_s * est.epoch_time_s
-    mfu = mfu_prior(gpu.gpu_class, compile=train.compile, depth=train.model.spec.depth,
-                    attention=train.model.attention)
-    compute = compute_time_s(images / num_gpus, est.train_flops_per_image, gpu.bf16_tflops, mfu)
-    comm = est.steps_per_epoch * allreduce_time_s(
-        est.params * 4, world_size=num_gpus, nodes=1, nvlink=gpu.nvlink
-    )
-    return compute + comm
+    per_gpu = max(1, train.effective_batch(plan.hardware.world_size) // num_gpus)
+    micro = min(train.batch_per_gpu, per_gpu)
+    inp = replace(inputs_for(train, gpu, world_size=num_gpus), micro_batch=micro, accum=max(1, -(-per_gpu // micro)))
+    return est.steps_per_epoch * train_step_time(inp).total_s
 
 
 def rank(plan: Plan, offers: list[Offer], query: OfferQuery) -> list[RankedOffer]:
