@@ -8,9 +8,9 @@ model" (each constant and its source).
     >>> from jitplan.planner.memory import MemoryInputs, predict, max_micro_batch
     >>> inp = MemoryInputs.for_model("JiT-B/16", 256, world_size=2)
     >>> round(predict(inp, 16).total / 1e9, 1)
-    9.2
+    8.8
     >>> max_micro_batch(inp, target_bytes=int(0.9 * 12 * 2**30))
-    24
+    25
 """
 
 from __future__ import annotations
