@@ -388,11 +388,14 @@ def test_vast_rents_one_instance_for_all_arms(cli, tmp_path, monkeypatch):
     assert r.code == 2 and "--vast needs a plan" in r.err
     rented = []
 
-    def fake_provision(plan, *, registry, run_id, bid=None, yes=False, identity=None, **kw):
-        rented.append((plan.hardware.world_size, run_id, bid, yes))
+    def fake_provision(provider, req, hooks, *, registry):
+        rented.append((req.plan.hardware.world_size, req.run_id, req.bid, req.yes))
         return SimpleNamespace(ssh=SSHTarget(user="root", host="203.0.113.7", port=41022))
 
-    monkeypatch.setattr(provision, "provision_vast", fake_provision)
+    import jitplan.launch.remote as remote
+
+    monkeypatch.setattr(provision, "provision", fake_provision)
+    monkeypatch.setattr(remote, "make_provider", lambda name, say: None)
     seen = {}
 
     def fake_run_compare(*args, **kw):

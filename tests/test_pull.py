@@ -166,9 +166,11 @@ def _vast_run(reg: Registry, remote: Remote, fake, local: Path) -> tuple[str, in
         CreateSpec(offer_id=2001, image="img", disk_gb=50, label="jitplan-t-1"))
     job = remote.job("jit-tiny")
     rid = reg.create_run("jit-tiny", "vast", status="running", host=str(remote.target))
-    reg.update_run(rid, run_dir=job.run_dir, meta={"ssh": str(remote.target), "remote_root": str(remote.root),
-                                                   "remote_run_id": "jit-tiny", "identity": str(remote.key),
-                                                   "known_hosts": str(remote.known_hosts), "local_run_dir": str(local)})
+    from jitplan.launch.registry import RunMeta
+
+    reg.update_run(rid, run_dir=job.run_dir, meta=RunMeta(ssh=str(remote.target), remote_root=str(remote.root),
+                                                          remote_run_id="jit-tiny", identity=str(remote.key),
+                                                          known_hosts=str(remote.known_hosts), local_run_dir=str(local)))
     reg.add_instance(rid, "vast", iid, "jitplan-t-1", 0.2, status="running")
     reg.set_status(rid, "finished")  # nothing to stop: the test is about the pull and the destroy
     return rid, iid

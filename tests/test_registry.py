@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from jitplan.errors import UsageError
-from jitplan.launch.registry import Registry, default_home
+from jitplan.launch.registry import Registry, RunMeta, default_home
 
 
 @pytest.fixture
@@ -22,8 +22,8 @@ def test_wal_mode_and_schema_version(reg: Registry) -> None:
     assert reg.journal_mode() == "wal"
     con = sqlite3.connect(reg.path)
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"runs", "events", "instances"} <= tables
-    assert con.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert {"runs", "events", "instances", "intents"} <= tables
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 2
     con.close()
     Registry(reg.path)  # reopening an existing file is fine
 
@@ -60,12 +60,12 @@ def test_run_lifecycle_and_events(reg: Registry) -> None:
     assert run.active and run.ended_at is None
     reg.set_status(rid, "running")
     reg.add_event(rid, "restart", "OOM: 4 -> 2 workers", workers=2)
-    reg.update_run(rid, pid=4242, meta={"tmux": "jitplan-" + rid})
-    reg.update_run(rid, meta={"nproc": 2})
+    reg.update_run(rid, pid=4242, meta=RunMeta(ssh="root@h:22", remote_root="/srv"))
+    reg.update_run(rid, meta=RunMeta(nproc_per_node=2, remote_root="/other"))
     reg.set_status(rid, "finished")
     run = reg.get_run(rid)
     assert run.status == "finished" and run.ended_at is not None and not run.active
-    assert run.pid == 4242 and run.meta == {"tmux": "jitplan-" + rid, "nproc": 2}
+    assert run.pid == 4242 and run.meta == RunMeta(ssh="root@h:22", remote_root="/other", nproc_per_node=2)
     kinds = [(e.kind, e.message) for e in reg.events(rid)]
     assert kinds[0][0] == "created"
     assert ("restart", "OOM: 4 -> 2 workers") in kinds
@@ -132,7 +132,7 @@ def test_instances_active_and_cost(reg: Registry) -> None:
 def test_secrets_never_reach_the_file(reg: Registry, monkeypatch) -> None:
     sentinel = "SENTINEL-vast-key-9f8e7d6c5b4a"
     monkeypatch.setenv("VAST_API_KEY", sentinel)
-    rid = reg.create_run(f"run {sentinel}", "vast", plan_path=f"/p/{sentinel}.yaml", meta={"k": sentinel})
+    rid = reg.create_run(f"run {sentinel}", "vast", plan_path=f"/p/{sentinel}.yaml", meta=RunMeta(label=sentinel))
     reg.add_event(rid, "provision", f"curl -H 'Authorization: Bearer {sentinel}'", env={"VAST_API_KEY": sentinel})
     reg.add_event(rid, "x", "token=abcdef123456 in a message")
     reg.add_instance(rid, "vast", 1, f"label-{sentinel}", 0.1)
@@ -177,3 +177,47 @@ def test_concurrent_processes_and_threads(tmp_path: Path) -> None:
     assert sum(len(reg.events(r.id)) for r in runs) == writers * n * 4  # created, status, step, instance
     assert len(reg.instances()) == writers * n
     assert reg.journal_mode() == "wal"
+
+
+def test_old_database_is_migrated(tmp_path: Path) -> None:
+    """tests/data/registry-v1.db was written by the v1 code (untyped meta: ssh_target | ssh | host)."""
+    import shutil
+
+    db = tmp_path / "runs.db"
+    shutil.copy(Path(__file__).parent / "data" / "registry-v1.db", db)
+    reg = Registry(db)
+    runs = {r.backend + r.id: r for r in reg.list_runs()}
+    vast = reg.get_run("8271c6")
+    assert vast.meta == RunMeta(ssh="root@10.0.0.5:2222", provider="vast", instance_id=31337001,
+                                label="jitplan-8271c6-1", identity="/k/id",
+                                image="pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime")
+    ssh = reg.get_run("dce5a3").meta
+    assert (ssh.ssh, ssh.remote_root, ssh.known_hosts, ssh.accept_new_host_key) == ("u@h:22", "/srv/j", "/kh", True)
+    assert reg.get_run("a8b29d").meta.nproc_per_node == 2
+    assert reg.get_run("d678ac").meta == RunMeta() and len(runs) == 4
+    (inst,) = reg.instances()
+    assert (inst.instance_id, inst.run_id) == ("31337001", "8271c6")
+    assert reg.intents() == []
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert "ssh_target" not in con.execute("SELECT meta FROM runs WHERE id='8271c6'").fetchone()[0]
+    con.close()
+    Registry(db)  # migrating twice is a no-op
+
+
+def test_runs_created_in_the_same_second_get_unique_names(reg: Registry) -> None:
+    ids = [reg.create_run("JiT-B-16-256-20260101-120000", "local") for _ in range(3)]
+    names = [reg.get_run(i).name for i in ids]
+    assert names == ["JiT-B-16-256-20260101-120000", "JiT-B-16-256-20260101-120000-2",
+                     "JiT-B-16-256-20260101-120000-3"]
+
+
+def test_intent_is_durable_before_the_create(reg: Registry) -> None:
+    rid = reg.create_run("x", "vast")
+    reg.record_intent(rid, "vast", f"jitplan-{rid}-1", offer_id=2001, dph=0.2)
+    other = Registry(reg.path)  # another process would see it: the write is committed
+    (row,) = other.intents()
+    assert (row.label, row.run_id, row.offer_id, row.open) == (f"jitplan-{rid}-1", rid, "2001", True)
+    reg.resolve_intent(f"jitplan-{rid}-1", 31337001)
+    assert other.intents() == [] and other.intent(f"jitplan-{rid}-1").instance_id == "31337001"
+    assert any(e.kind == "intent" for e in reg.events(rid))

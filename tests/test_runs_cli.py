@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jitplan.launch.registry import Registry
+from jitplan.launch.registry import Registry, RunMeta
 
 KEY = "SENTINEL-runs-cli-key-0a9b8c7d6e5f"
 
@@ -184,7 +184,7 @@ def test_logs_and_stop_remote_runs_use_what_the_launcher_recorded(cli, reg: Regi
 
     rid = reg.create_run("jit-b16", backend, status="running", host="root@10.0.0.5:2222")
     reg.update_run(rid, run_dir="jitplan/runs/jit b16;x", log_path="jitplan/runs/jit b16;x/train.log",
-                   meta={"ssh": "root@10.0.0.5:2222", "remote_root": "jitplan"})
+                   meta=RunMeta(ssh="root@10.0.0.5:2222", remote_root="jitplan"))
     calls = []
 
     def fake_run(self, step, *, timeout_s=600):  # the one side effect: running ssh
@@ -264,7 +264,7 @@ def test_stop_destroy_when_the_host_is_unreachable(cli, reg: Registry, monkeypat
         iid = VastClient(SecretStr(KEY), server_url=fake.url).create(
             CreateSpec(offer_id=2001, image="img", disk_gb=50, label="jitplan-t-1"))
         rid = reg.create_run("v", "vast", status="running", host=dead)
-        reg.update_run(rid, run_dir="jitplan/runs/v", meta={"ssh": dead, "remote_root": "jitplan"})
+        reg.update_run(rid, run_dir="jitplan/runs/v", meta=RunMeta(ssh=dead, remote_root="jitplan"))
         reg.add_instance(rid, "vast", iid, "jitplan-t-1", 0.2, status="running")
         monkeypatch.setenv("VAST_URL", fake.url)
         r = cli("stop", rid, "--destroy", "--yes")

@@ -10,10 +10,11 @@ from fakes.plans import make_plan
 from fakes.vast_server import BannerServer, VastFake, free_port, sample_offer
 
 from jitplan.errors import UsageError
-from jitplan.providers import CreateTimedOut, Instance, InstanceFailed, RateLimited, ReadyTimeout
-from jitplan.providers.vast.client import build_search, read_state, to_instance, to_offer
-from jitplan.providers.vast.instance import reconcile_create, ssh_banner, wait_ready
-from jitplan.providers.vast.offers import disk_gb, image_cuda, image_for, query_for, rank
+from jitplan.providers import Instance, InstanceFailed, LookupUnanswered, RateLimited, ReadyTimeout, Transient
+from jitplan.providers.ranking import epoch_time_s, rank
+from jitplan.providers.vast.client import build_search, first_line, read_state, to_instance, to_offer
+from jitplan.providers.vast.instance import find_label, ssh_banner, wait_ready
+from jitplan.providers.vast.offers import disk_gb, image_cuda, image_for, query_for
 
 
 # ------------------------------------------------------------------------------------------- image
@@ -61,8 +62,7 @@ def test_query_from_a_real_planner_plan(cli, tmp_path) -> None:
 
     out = tmp_path / "plan.yaml"
     r = cli("plan", "--gpus", "2xRTX3060", "--host-ram", "24GB", "--cpus", "8", "--out", str(out))
-    if r.code != 0:
-        pytest.skip(f"the planner could not plan 2xRTX3060 here: {r.err.strip()[:200]}")
+    assert r.code == 0, r.err  # a planner regression fails here instead of skipping
     plan = load_plan(out)
     q, image = query_for(plan)
     assert q.num_gpus == 2 and "RTX 3060" in q.gpu_names and q.min_cpus == 8
@@ -116,6 +116,20 @@ def test_rank_by_cost_per_epoch_not_price() -> None:
     r2 = rank(plan, [_offer(5, num_gpus=2, dph_base=0.3), _offer(6, num_gpus=2, dph_base=0.25)], q)
     assert [r.offer.id for r in r2] == [6, 5]
     assert r2[0].epoch_time_s == pytest.approx(r2[1].epoch_time_s)
+
+
+def test_rank_uses_the_planners_estimate_on_each_offers_gpus() -> None:
+    """On the plan's own GPUs the ranking's epoch time is the plan's: the planner is called, not re-derived."""
+    from jitplan.hardware.catalog import match_nvml_name
+    from jitplan.hardware.spec import hardware_from_flags
+    from jitplan.planner.plan import make_plan as plan_for
+    from jitplan.schemas import PlanOptions, load_recipe
+
+    plan = plan_for(hardware_from_flags("2xRTX3060", host_ram="64GB", cpus=16), load_recipe("JiT-B/16"), PlanOptions())
+    gpu = match_nvml_name("RTX 3060", 12288 * 2**20)
+    assert epoch_time_s(plan, gpu, 2) == pytest.approx(plan.estimates.epoch_time_s, rel=1e-9)
+    (r,) = rank(plan, [_offer(1, num_gpus=2)], query_for(plan)[0])
+    assert r.epoch_time_s == pytest.approx(plan.estimates.epoch_time_s, rel=1e-9)
 
 
 def test_rank_filters_what_the_server_cannot() -> None:
@@ -185,6 +199,8 @@ class Scripted:
     def list(self, label=None):
         self.lists += 1
         item = self.listing.pop(0) if len(self.listing) > 1 else self.listing[0]
+        if isinstance(item, Exception):
+            raise item
         return item
 
     def destroy(self, iid):
@@ -219,7 +235,7 @@ def test_wait_ready_skips_429_and_needs_ssh() -> None:
 def test_wait_ready_fails_fast_and_times_out() -> None:
     clock = Clock()
     c = Scripted([_inst("pending", "loading"), _inst("failed", "exited")])
-    with pytest.raises(InstanceFailed, match="failed: instance 1 \\[exited\\]"):
+    with pytest.raises(InstanceFailed, match="did not start: instance 1 \\[exited\\]"):
         wait_ready(c, 1, timeout_s=1000, poll_s=5, clock=clock, sleep=clock.sleep)
     assert clock.t == 5
     with pytest.raises(InstanceFailed, match="outbid"):
@@ -232,15 +248,44 @@ def test_wait_ready_fails_fast_and_times_out() -> None:
     assert clock.t == 60 and e.value.instance_ids == (1,)
 
 
-def test_reconcile_create() -> None:
+def test_find_label_waits_for_the_lag_and_never_guesses() -> None:
     mine = Instance(id=5, state="pending", label="L")
     c = Scripted([mine], listing=[[], [mine]])  # Vast lags after a create: found on the second read
-    assert reconcile_create(c, "L", sleep=lambda s: None) == 5 and c.lists == 2
-    assert reconcile_create(Scripted([mine], listing=[[]]), "L", sleep=lambda s: None) is None
+    assert find_label(c, "L", sleep=lambda s: None) == [mine] and c.lists == 2
+    c = Scripted([mine], listing=[[]])
+    assert find_label(c, "L", sleep=lambda s: None) == [] and c.lists == 3  # "none" only after three answers
     dup = Scripted([mine], listing=[[mine, Instance(id=6, state="pending", label="L")]])
-    with pytest.raises(CreateTimedOut, match="2 instances carry label L") as e:
-        reconcile_create(dup, "L", sleep=lambda s: None)
-    assert e.value.instance_ids == (5, 6)
+    assert [x.id for x in find_label(dup, "L", sleep=lambda s: None)] == [5, 6]
+    # 429 and 5xx are retried with backoff; an answer after them counts
+    flaky = Scripted([mine], listing=[RateLimited("429"), Transient("HTTP 502"), [mine]])
+    clock = Clock()
+    assert find_label(flaky, "L", clock=clock, sleep=clock.sleep) == [mine] and clock.t == 3.0
+    # never answered before the deadline: LookupUnanswered, not []
+    clock = Clock()
+    with pytest.raises(LookupUnanswered, match="could not look up label L .*HTTP 503"):
+        find_label(Scripted([mine], listing=[Transient("HTTP 503")]), "L", deadline_s=60, clock=clock,
+                   sleep=clock.sleep)
+    assert clock.t <= 60
+
+
+def test_wait_ready_survives_transient_5xx() -> None:
+    """Three 502s (after the SDK's own retries) while a healthy instance starts: still ready, nothing destroyed."""
+    up = _inst("running", "running", ssh_host="h", ssh_port=22)
+    c = Scripted([_inst("pending"), Transient("HTTP 502"), Transient("HTTP 502"), Transient("HTTP 502"), up])
+    clock = Clock()
+    inst, ep = wait_ready(c, 1, timeout_s=100, poll_s=5, probe=lambda h, p: "SSH-2.0-x", clock=clock,
+                          sleep=clock.sleep)
+    assert ep == ("h", 22) and c.shows == 5
+    clock = Clock()
+    with pytest.raises(ReadyTimeout, match="never answered .*HTTP 502"):
+        wait_ready(Scripted([Transient("HTTP 502")]), 1, timeout_s=20, poll_s=5, clock=clock, sleep=clock.sleep)
+
+
+def test_first_line_of_an_error_page() -> None:
+    html = "<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n<body><center><h1>504</h1></center></body>"
+    assert first_line(html) == "504 Gateway Time-out"
+    assert first_line("<html><body>\n\n<h1>Bad gateway</h1><p>nginx</p></body></html>") == "Bad gateway"
+    assert first_line("\n  plain text\nsecond") == "plain text"
 
 
 @pytest.mark.net
@@ -255,12 +300,24 @@ def test_ssh_banner_probe() -> None:
 
 # ------------------------------------------------------------------------------------------- the interface
 class MemProvider:
-    """An in-memory Provider: proves provision() needs nothing beyond the interface."""
+    """An in-memory Provider (not Vast: its own query, no bid): provision() needs nothing beyond the interface."""
 
-    name = "mem"
+    name, title, bid_range, ready_timeout_s = "mem", "MemCloud", (1.0, 2.0), 5.0
 
     def __init__(self, offers):
         self.offers, self.live, self.calls, self.next_id = offers, {}, [], 100
+
+    def offer_query(self, plan, *, bid, any_gpu, image):
+        from jitplan.providers import OfferQuery
+
+        return OfferQuery(num_gpus=plan.hardware.gpus_per_node, min_disk_gb=30), "mem-image"
+
+    def find_label(self, label):
+        self.calls.append(f"find {label}")
+        return [i for i in self.list(label) if i.label == label]
+
+    def authorize(self, instance_id, public_key):
+        self.calls.append(f"authorize {instance_id}")
 
     def search(self, query):
         self.calls.append("search")
@@ -297,7 +354,7 @@ def test_provision_runs_on_any_provider(tmp_path) -> None:
 
     from jitplan.launch.registry import Registry
     from jitplan.providers import Provider
-    from jitplan.providers.provision import provision_vast
+    from jitplan.providers.provision import Hooks, ProvisionRequest, provision
 
     keyfile = tmp_path / "k"
     keyfile.write_text("private")
@@ -307,9 +364,12 @@ def test_provision_runs_on_any_provider(tmp_path) -> None:
     assert isinstance(mem, Provider)
     reg = Registry(tmp_path / "runs.db")
     rid = reg.create_run("x", "vast")
-    res = provision_vast(make_plan(), registry=reg, run_id=rid, provider=mem, identity=keyfile, yes=True,
-                         say=lambda m: None)
-    assert mem.calls == ["search", "create 1", "create 2", "wait 101"]
+    req = ProvisionRequest(plan=make_plan(), run_id=rid, identity=str(keyfile), yes=True)
+    res = provision(mem, req, Hooks(say=lambda m: None), registry=reg)
+    assert mem.calls == ["search", "create 1", f"find jitplan-{rid}-1", "create 2", "wait 101"]
+    assert reg.instances(run_id=rid)[0].provider == "mem"
+    assert [(i.label, i.open) for i in reg.intents(open_only=False, run_id=rid)] == [
+        (f"jitplan-{rid}-1", False), (f"jitplan-{rid}-2", False)]
     assert (res.instance_id, res.ssh.host, res.ssh.port, res.ssh.identity) == (101, "10.1.2.3", 2200, str(keyfile))
     assert [i.status for i in reg.instances(run_id=rid)] == ["running"]
 

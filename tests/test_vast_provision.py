@@ -17,7 +17,8 @@ from pydantic import SecretStr
 from jitplan.errors import CheckFailed, UsageError
 from jitplan.launch.registry import Registry
 from jitplan.providers import AuthError, CleanupFailed
-from jitplan.providers.provision import destroy, provision_vast, render_onstart
+from jitplan.providers.provision import Hooks, ProvisionRequest, destroy_run, provision, render_onstart
+from jitplan.providers.vast import VastProvider
 from jitplan.providers.vast.client import VastClient
 
 pytest.importorskip("vastai", reason="the vastai SDK (jitplan[vast]) is not installed")
@@ -64,17 +65,21 @@ def reg(env) -> Registry:
     return Registry()
 
 
+def _provider(fake: VastFake, http_timeout_s: float = 5.0, client: VastClient | None = None) -> VastProvider:
+    client = client or VastClient(SecretStr(KEY), server_url=fake.url, timeout_s=http_timeout_s)
+    return VastProvider(client, poll_s=0.01, sleep=lambda s: time.sleep(min(s, 0.01)))
+
+
 def _run(fake: VastFake, reg: Registry, identity: Path, *, timeout_s: float = 1.0, **kw):
     rid = kw.pop("run_id", None) or reg.create_run("JiT-B-16", "vast", plan_path="plan.yaml", run_dir="runs/x")
-    client = VastClient(SecretStr(KEY), server_url=fake.url, timeout_s=kw.pop("http_timeout_s", 5.0))
+    provider = kw.pop("provider", None) or _provider(fake, kw.pop("http_timeout_s", 5.0), kw.pop("client", None))
     said: list[str] = []
-    kw.setdefault("say", said.append)
+    say = kw.pop("say", said.append)
+    confirm = kw.pop("confirm", None)
     kw.setdefault("yes", True)
-    res = provision_vast(
-        kw.pop("plan", None) or make_plan("RTX 3060", 2), registry=reg, run_id=rid, client=client,
-        identity=identity, poll_s=0.01, ready_timeout_s=timeout_s,
-        sleep=lambda s: time.sleep(min(s, 0.01)), **kw,
-    )
+    req = ProvisionRequest(plan=kw.pop("plan", None) or make_plan("RTX 3060", 2), run_id=rid, identity=str(identity),
+                           ready_timeout_s=timeout_s, **kw)
+    res = provision(provider, req, Hooks(say=say, confirm=confirm), registry=reg)
     return rid, res, said
 
 
@@ -113,10 +118,9 @@ def test_happy_path(fake: VastFake, reg: Registry, env: Path, banner: BannerServ
     (inst,) = reg.instances(run_id=rid)
     assert (inst.instance_id, inst.status, inst.ssh_port) == (str(res.instance_id), "running", banner.port)
     assert inst.dph == pytest.approx(res.dph)
-    assert reg.get_run(rid).meta["instance_id"] == res.instance_id
+    assert reg.get_run(rid).meta.instance_id == res.instance_id
     assert any("ready" in e.message for e in reg.events(rid))
     out = capsys.readouterr()
-    assert "2001" in out.err  # the offers table went to stderr
     assert KEY not in out.out + out.err + " ".join(said)
 
 
@@ -161,6 +165,9 @@ def test_create_timeout_is_reconciled_by_label_never_resent(fake: VastFake, reg:
     assert lists and lists[0].query["select_filters"] == {"label": {"eq": f"jitplan-{rid}-1"}}
     assert res.offer.id == 2001 and _live_ids(fake) == [res.instance_id]
     assert any("no second create" in s for s in said)
+    assert fake.ssh_keys[res.instance_id] == [PUBKEY]  # found by label, and its key attached
+    (inst,) = reg.instances(run_id=rid)
+    assert (inst.label, inst.dph) == (f"jitplan-{rid}-1", fake.live()[0]["dph_total"])  # its real label and price
 
 
 def test_stuck_loading_times_out_destroys_and_moves_on(fake: VastFake, reg: Registry, env: Path) -> None:
@@ -243,6 +250,7 @@ def test_bad_key_is_usage_error_without_the_key(fake: VastFake, reg: Registry, e
     with pytest.raises(AuthError) as e:
         _run(fake, reg, env)
     assert e.value.exit_code == 2 and "refused the API key" in e.value.message
+    assert "list instances" not in e.value.message and "search" not in e.value.message
     assert KEY not in e.value.message and fake.creates() == []
 
 
@@ -286,8 +294,7 @@ def test_ctrl_c_during_create_finds_the_instance_by_label(fake: VastFake, reg: R
     client.create = create_then_interrupt  # type: ignore[method-assign]
     rid = reg.create_run("x", "vast")
     with pytest.raises(KeyboardInterrupt):
-        provision_vast(make_plan(), registry=reg, run_id=rid, client=client, identity=env, yes=True,
-                       say=lambda m: None, sleep=lambda s: None)
+        _run(fake, reg, env, client=client, run_id=rid, say=lambda m: None)
     assert len(fake.creates()) == 1 and fake.live() == [] and len(fake.deletes()) == 1
 
 
@@ -339,14 +346,13 @@ def test_attach_failure_leaves_foreign_instance(fake: VastFake, reg: Registry, e
 
 def test_destroy_by_run(fake: VastFake, reg: Registry, env: Path) -> None:
     rid, res, _ = _run(fake, reg, env)
-    client = VastClient(SecretStr(KEY), server_url=fake.url, timeout_s=5)
     said: list[str] = []
-    assert destroy(registry=reg, run_id=rid, client=client, say=said.append) == [res.instance_id]
+    assert destroy_run(_provider(fake), registry=reg, run_id=rid, say=said.append) == [res.instance_id]
     assert fake.live() == [] and reg.instances() == []
     assert "cost so far" in said[0]
-    assert destroy(registry=reg, run_id=rid, client=client) == []  # nothing left: no request
+    assert destroy_run(_provider(fake), registry=reg, run_id=rid, say=said.append) == []  # nothing left
     with pytest.raises(UsageError, match="exactly one"):
-        destroy(registry=reg)
+        destroy_run(_provider(fake), registry=reg, say=said.append)
 
 
 def test_sentinel_key_appears_nowhere(fake: VastFake, reg: Registry, env: Path, capsys, tmp_path: Path) -> None:
@@ -378,7 +384,6 @@ def test_unexpected_error_after_create_still_destroys(fake: VastFake, reg: Regis
     rid = reg.create_run("x", "vast")
     said: list[str] = []
     with pytest.raises(RuntimeError, match="nobody planned"):
-        provision_vast(make_plan(), registry=reg, run_id=rid, client=client, identity=env, yes=True,
-                       say=said.append, sleep=lambda s: None)
+        _run(fake, reg, env, client=client, run_id=rid, say=said.append)
     assert len(fake.creates()) == 1 and len(fake.deletes()) == 1 and fake.live() == []
     assert any("RuntimeError" in e.message for e in reg.events(rid, kind="interrupted"))

@@ -125,10 +125,15 @@ def _remote_runner(base, *, ssh, vast, identity, known_hosts, accept_new, remote
     else:
         if base.plan is None:
             raise UsageError("--vast needs a plan (jitplan plan --out plan.yaml), not a bare TrainConfig")
-        from jitplan.providers.provision import provision_vast
+        from jitplan.cli.launch import _remote_hooks
+        from jitplan.launch.remote import make_provider
+        from jitplan.providers.provision import Hooks, ProvisionRequest, provision
 
         run_id = registry.create_run("compare", "vast", status="provisioning")
-        target = provision_vast(base.plan, registry=registry, run_id=run_id, bid=bid, yes=yes, identity=identity).ssh
+        h = _remote_hooks(json_out=False)
+        req = ProvisionRequest(plan=base.plan, run_id=run_id, bid=bid, yes=yes, identity=identity)
+        target = provision(make_provider("vast", note), req, Hooks(say=note, confirm=h.confirm,
+                                                                   show_offers=h.show_offers), registry=registry).ssh
         known_hosts = known_hosts or str(Path(registry.path).parent / "known_hosts")
         accept_new = True
     opts = SSHOptions(known_hosts=known_hosts, accept_new_host_key=accept_new, python=remote_python)

@@ -16,15 +16,11 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
 from jitplan.cli._output import emit, note
 from jitplan.errors import CheckFailed, UsageError
-
-if TYPE_CHECKING:
-    from jitplan.runspec import RunSpec
 
 
 def _doctor(plan_path: Path, data: str | None) -> None:
@@ -61,7 +57,10 @@ def launch(
     data: Path | None = typer.Option(None, "--data", help="Upload this dataset folder (SSH/Vast)."),
     detach: bool = typer.Option(False, "--detach", help="SSH: return once training started; do not follow logs."),
     tmux: bool = typer.Option(False, "--tmux", help="SSH: start in a tmux session instead of setsid/nohup."),
-    bid: float | None = typer.Option(None, "--bid", help="Vast: interruptible at this $/h per GPU."),
+    bid: float | None = typer.Option(None, "--bid", help="Vast: interruptible, bidding this $/h for the whole "
+                                     "instance (all its GPUs together, not per GPU)."),
+    keep: bool = typer.Option(False, "--keep", help="Vast: keep the instance if the launch fails (it keeps "
+                              "billing; the stop command is printed)."),
     instance: int | None = typer.Option(None, "--instance", help="Vast: attach to this existing instance."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Vast: do not ask before renting."),
     run_dir: Path | None = typer.Option(None, "--run-dir", help="Local run folder (default runs/<variant>-<px>-<time>)."),
@@ -138,80 +137,37 @@ def launch(
             raise CheckFailed(result.message, hint=f"jitplan status {run_id}; log: {rdir / local.LOG_NAME}")
         return
 
-    _remote(run, plan_file=plan_file, rdir=rdir, name=name, res=res, ssh=ssh, identity=identity,
-            known_hosts=known_hosts, accept_new=accept_new, remote_dir=remote_dir, remote_python=remote_python,
-            create_env=create_env, data=data, detach=detach, tmux=tmux, bid=bid, instance=instance, yes=yes,
-            rdzv_endpoint=rdzv_endpoint, no_doctor=no_doctor, dry_run=dry_run, json_out=json_out)
+    from jitplan.launch.remote import CloudOptions, RemoteRequest, launch_remote
 
-
-def _remote(run: RunSpec, *, plan_file: Path, rdir: Path, name: str, res: dict, ssh: str | None, identity: str | None,
-            known_hosts: str | None, accept_new: bool, remote_dir: str, remote_python: str, create_env: bool,
-            data: Path | None, detach: bool, tmux: bool, bid: float | None, instance: int | None, yes: bool,
-            rdzv_endpoint: str | None, no_doctor: bool, dry_run: bool, json_out: bool) -> None:
-    """--ssh and --vast: stage the run folder here, then upload, check, start and follow over SSH."""
-    from jitplan.launch import local
-    from jitplan.launch.registry import Registry
-    from jitplan.launch.ssh import (
-        SSHLaunch,
-        SSHOptions,
-        launch_ssh,
-        parse_target,
-        project_root,
-        run_script_path,
+    req = RemoteRequest(
+        plan_file=plan_file, run_dir=rdir, name=name, ssh=ssh, identity=identity, known_hosts=known_hosts,
+        accept_new_host_key=accept_new, remote_dir=remote_dir, remote_python=remote_python, create_env=create_env,
+        data=data, detach=detach, tmux=tmux, rdzv_endpoint=rdzv_endpoint, doctor=not no_doctor and run.kind == "plan",
+        dry_run=dry_run, cloud=CloudOptions(bid=bid, instance=instance, yes=yes, keep=keep) if vast else None,
     )
-    from jitplan.launch.torchrun import node_command, spec_for_run
-    from jitplan.secrets import redact
-
-    if run.topology.nnodes > 1:
-        raise UsageError(f"this plan has {run.topology.nnodes} nodes; --ssh/--vast start one node",
-                         hint="use --slurm, or run the per-node commands that `--local --dry-run` prints on each node")
-    if data is not None and not data.is_dir():
-        raise UsageError(f"--data {data}: not a folder")
-    registry = None if dry_run else Registry()
-    run_id = None
-    if ssh is not None:
-        target = parse_target(ssh, identity)
-    elif dry_run:
-        raise UsageError("--vast --dry-run cannot show SSH commands before an instance exists",
-                         hint="jitplan plan shows the offers' needs; drop --dry-run to search and confirm")
-    else:
-        from jitplan.providers.provision import provision_vast
-
-        run_id = registry.create_run(name, "vast", plan_path=str(plan_file.resolve()), status="provisioning")
-        target = provision_vast(run.plan or run.train, registry=registry, run_id=run_id, bid=bid, yes=yes, instance_id=instance,
-                                identity=identity).ssh
-        # A fresh instance has a host key nobody has seen: trust it the first time, in a file of its own.
-        known_hosts = known_hosts or str(Path(registry.path).parent / "known_hosts")
-        accept_new = True
-    opts = SSHOptions(known_hosts=known_hosts, accept_new_host_key=accept_new, python=remote_python,
-                      detach="tmux" if tmux else "setsid")
-    job = SSHLaunch(target, opts, root=remote_dir, run_id=name)
-    config = run.file_name
-
-    def stage(j: SSHLaunch, remote_data: str | None):
-        """Write the run folder here once the remote paths are absolute; the files to upload and the command."""
-        python = j.venv_python if create_env else remote_python  # the trainer runs in its run folder
-        if not dry_run:
-            local.prepare_run_dir(run, rdir, data_path=remote_data)
-        spec = spec_for_run(run, config=config, python=python, rdzv_id=name)
-        return [rdir / config, run_script_path()], node_command(spec)
-
-    if dry_run:
-        files, cmd = stage(job, None)
-        steps = job.steps(local_code=project_root(), files=files, command=cmd, data=data,
-                          doctor=not no_doctor, create_env=create_env)
-        res["commands"] = [redact(s.shell()) for s in steps]
-        emit(res, json_mode=json_out, render=_render(res))
-        return
-    res_ssh = launch_ssh(job, registry=registry, name=name, local_code=project_root(), stage=stage, data=data,
-                         doctor=not no_doctor and run.kind == "plan", create_env=create_env, follow=not detach,
-                         out=sys.stderr if json_out else sys.stdout, run_id=run_id, local_run_dir=rdir)
-    res.update(res_ssh.model_dump())
-    res["message"] = (f"run {res_ssh.run_id} on {target}: {res_ssh.status}"
-                      + (f" (exit code {res_ssh.exit_code})" if res_ssh.exit_code is not None else ""))
+    out = launch_remote(run, req, _remote_hooks(json_out))
+    res.update(out.model_dump(exclude_none=True))
+    if not dry_run:
+        res["message"] = (f"run {out.run_id} on {out.target}: {out.status}"
+                          + (f" (exit code {out.exit_code})" if out.exit_code is not None else ""))
     emit(res, json_mode=json_out, render=_render(res))
-    if res_ssh.status == "failed":
-        raise CheckFailed(res["message"], hint=f"jitplan logs {res_ssh.run_id}")
+    if out.status == "failed":
+        raise CheckFailed(res["message"], hint=f"jitplan logs {out.run_id}")
+
+
+def _remote_hooks(json_out: bool):
+    """Progress and prompts on stderr; the followed log on stdout (stderr with --json)."""
+    from jitplan.cli._output import err
+    from jitplan.launch.remote import RemoteHooks
+    from jitplan.providers.ranking import offers_table
+
+    interactive = sys.stdin.isatty() and sys.stderr.isatty()
+    return RemoteHooks(
+        say=note,
+        confirm=(lambda q: typer.confirm(q, default=False, err=True)) if interactive else None,
+        show_offers=lambda ranked, top: err.print(offers_table(ranked, provider="Vast.ai", top=top)),
+        out=sys.stderr if json_out else sys.stdout,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from jitplan.errors import CheckFailed, JitplanError, UsageError
-from jitplan.launch.sshcmd import SSHOptions, Step, parse_target, remote_sh, rsync_pull_argv
+from jitplan.launch.registry_schema import LastPull, RunMeta
+from jitplan.launch.sshcmd import Step, remote_sh, rsync_pull_argv
 
 if TYPE_CHECKING:  # pragma: no cover
     from jitplan.launch.registry import Registry, RunRow
@@ -203,26 +204,16 @@ def pull(job: SSHLaunch, local_dir: str | Path, *, timeout_s: float = 6 * 3600) 
 
 # ------------------------------------------------------------------------------- runs in the registry
 def remote_job(run: RunRow, registry_dir: Path | None = None) -> SSHLaunch | None:
-    """An SSHLaunch for a remote run, from what the launcher recorded (``host``, ``run_dir``, ``meta``)."""
-    from jitplan.launch.ssh import SSHLaunch
+    """An SSHLaunch for a remote run, from what the launcher recorded (``meta.ssh``, else ``host``)."""
+    from jitplan.launch.runs import ssh_launch
 
-    meta = run.meta
-    target = meta.get("ssh_target") or meta.get("ssh") or (run.host if run.backend in ("ssh", "vast") else None)
-    if not target:
-        return None
-    known_hosts, accept_new = meta.get("known_hosts"), bool(meta.get("accept_new_host_key"))
-    if run.backend == "vast" and known_hosts is None and registry_dir is not None:
-        known_hosts, accept_new = str(registry_dir / "known_hosts"), True  # where `launch --vast` keeps them
-    remote_id = meta.get("remote_run_id") or (Path(run.run_dir).name if run.run_dir else run.name)
-    return SSHLaunch(parse_target(target, meta.get("identity")),
-                     SSHOptions(known_hosts=known_hosts, accept_new_host_key=accept_new),
-                     root=meta.get("remote_root", "jitplan"), run_id=remote_id)
+    return ssh_launch(run, registry_dir)
 
 
 def local_run_dir(run: RunRow, registry_dir: Path) -> Path:
     """Where a remote run's files come home: the staged run folder the launcher recorded, else
     ``<registry folder>/runs/<run id>``."""
-    return Path(run.meta.get("local_run_dir") or registry_dir / "runs" / run.id)
+    return Path(run.meta.local_run_dir or registry_dir / "runs" / run.id)
 
 
 def pull_run(registry: Registry, run_id: str) -> PullResult:
@@ -238,8 +229,9 @@ def pull_run(registry: Registry, run_id: str) -> PullResult:
     except PullFailed as e:
         registry.add_event(run.id, "pull-failed", e.message, not_saved=list(e.not_saved))
         raise
-    last = {"step": res.step, "sha256": res.sha256, "at": time.time(), "checkpoint": res.checkpoint}
-    registry.update_run(run.id, meta={"local_run_dir": str(local), **({"last_pull": last} if res.checkpoint else {})})
+    last = LastPull(step=res.step, sha256=res.sha256, at=time.time(), checkpoint=res.checkpoint)
+    registry.update_run(run.id, meta=RunMeta(local_run_dir=str(local), last_pull=last) if res.checkpoint
+                        else RunMeta(local_run_dir=str(local)))
     registry.add_event(run.id, "pulled", res.message, step=res.step, sha256=res.sha256)
     return res
 
@@ -258,10 +250,10 @@ def pull_before_destroy(registry: Registry, run_id: str, *, discard: bool = Fals
     try:
         return pull_run(registry, run.id)
     except JitplanError as e:
-        prev = run.meta.get("last_pull") or {}
-        kept = (f"the last verified pull is step {prev.get('step')} in {prev.get('checkpoint')}" if prev
+        prev = run.meta.last_pull
+        kept = (f"the last verified pull is step {prev.step} in {prev.checkpoint}" if prev
                 else "nothing was ever pulled")
-        remote = f"{run.meta.get('ssh_target') or run.host}:{run.run_dir}"
+        remote = f"{run.meta.ssh or run.host}:{run.run_dir}"
         lost = (f"not saved: the newest checkpoint, metrics.jsonl and train.log in {remote}"
                 f"{' on instance ' + ', '.join(live) if live else ''}; {kept}")
         if discard:

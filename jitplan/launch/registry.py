@@ -29,129 +29,32 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, get_args
-
-from pydantic import BaseModel, ConfigDict
+from typing import Any
 
 from jitplan.errors import UsageError
+from jitplan.launch.registry_cloud import CloudRows
+from jitplan.launch.registry_schema import (
+    ACTIVE_RUN_STATUSES,
+    GONE_INSTANCE_STATUSES,
+    RUN_STATUSES,
+    SCHEMA_VERSION,
+    EventRow,
+    InstanceRow,
+    InstanceStatus,
+    IntentRow,
+    RunMeta,
+    RunRow,
+    RunStatus,
+    migrate,
+    run_row,
+)
 from jitplan.secrets import redact, redact_obj
 
-SCHEMA_VERSION = 1
+__all__ = ["Registry", "RunRow", "RunMeta", "EventRow", "InstanceRow", "IntentRow", "RunStatus", "InstanceStatus",
+           "ACTIVE_RUN_STATUSES", "GONE_INSTANCE_STATUSES", "default_home", "default_path"]
+
 BUSY_TIMEOUT_S = 30.0
-
-RunStatus = Literal[
-    "created", "provisioning", "starting", "running", "stopping", "stopped", "finished", "failed", "interrupted"
-]
-RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
-ACTIVE_RUN_STATUSES = frozenset({"created", "provisioning", "starting", "running", "stopping"})
-
-InstanceStatus = Literal["creating", "loading", "running", "stopped", "failed", "destroying", "destroyed", "lost"]
-INSTANCE_STATUSES: tuple[str, ...] = get_args(InstanceStatus)
-# An instance in one of these states is no longer billed (or no longer ours to bill).
-GONE_INSTANCE_STATUSES = frozenset({"destroyed", "lost"})
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id          TEXT PRIMARY KEY,
-    name        TEXT NOT NULL,
-    backend     TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    plan_path   TEXT,
-    run_dir     TEXT,
-    log_path    TEXT,
-    pid         INTEGER,
-    host        TEXT,
-    created_at  REAL NOT NULL,
-    updated_at  REAL NOT NULL,
-    ended_at    REAL,
-    meta        TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS events (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id      TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-    ts          REAL NOT NULL,
-    kind        TEXT NOT NULL,
-    message     TEXT NOT NULL,
-    data        TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS events_run ON events(run_id, id);
-CREATE TABLE IF NOT EXISTS instances (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id      TEXT REFERENCES runs(id) ON DELETE SET NULL,
-    provider    TEXT NOT NULL,
-    instance_id TEXT NOT NULL,
-    label       TEXT NOT NULL,
-    dph         REAL NOT NULL,
-    gpu_name    TEXT,
-    num_gpus    INTEGER,
-    status      TEXT NOT NULL,
-    ssh_host    TEXT,
-    ssh_port    INTEGER,
-    created_at  REAL NOT NULL,
-    updated_at  REAL NOT NULL,
-    ended_at    REAL,
-    UNIQUE (provider, instance_id)
-);
-"""
-
-
-class _Row(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RunRow(_Row):
-    id: str
-    name: str
-    backend: str
-    status: RunStatus
-    plan_path: str | None = None
-    run_dir: str | None = None
-    log_path: str | None = None
-    pid: int | None = None
-    host: str | None = None
-    created_at: float
-    updated_at: float
-    ended_at: float | None = None
-    meta: dict[str, Any] = {}
-
-    @property
-    def active(self) -> bool:
-        return self.status in ACTIVE_RUN_STATUSES
-
-
-class EventRow(_Row):
-    id: int
-    run_id: str
-    ts: float
-    kind: str
-    message: str
-    data: dict[str, Any] = {}
-
-
-class InstanceRow(_Row):
-    id: int
-    run_id: str | None
-    provider: str
-    instance_id: str
-    label: str
-    dph: float  # $/hour while it exists
-    gpu_name: str | None = None
-    num_gpus: int | None = None
-    status: InstanceStatus
-    ssh_host: str | None = None
-    ssh_port: int | None = None
-    created_at: float
-    updated_at: float
-    ended_at: float | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.status not in GONE_INSTANCE_STATUSES
-
-    def cost_so_far(self, now: float | None = None) -> float:
-        """dph x hours from creation to destruction (or to ``now``)."""
-        end = self.ended_at if self.ended_at is not None else (time.time() if now is None else now)
-        return self.dph * max(end - self.created_at, 0.0) / 3600.0
+MAX_NAME_SUFFIX = 1000
 
 
 def default_home(env: dict[str, str] | None = None) -> Path:
@@ -180,7 +83,22 @@ def _text(value: Any) -> Any:
     return redact(value) if isinstance(value, str) else value
 
 
-class Registry:
+def _meta_json(meta: RunMeta) -> str:
+    return _json(meta.model_dump(mode="json", exclude_defaults=True))
+
+
+def _free_name(con: sqlite3.Connection, name: str) -> str:
+    """``name``, or ``name-2``, ``name-3`` ... when runs already carry it (runs launched in the same second)."""
+    taken = {r[0] for r in con.execute("SELECT name FROM runs WHERE name=? OR name LIKE ?", (name, name + "-%"))}
+    if name not in taken:
+        return name
+    for i in range(2, MAX_NAME_SUFFIX):
+        if f"{name}-{i}" not in taken:
+            return f"{name}-{i}"
+    raise UsageError(f"more than {MAX_NAME_SUFFIX} runs are named {name!r}")
+
+
+class Registry(CloudRows):
     """The run registry. ``Registry()`` opens (and creates) the default database."""
 
     def __init__(self, path: Path | str | None = None) -> None:
@@ -199,9 +117,7 @@ class Registry:
                 )
             if version < SCHEMA_VERSION:
                 with self._write(con):
-                    for stmt in filter(str.strip, _SCHEMA.split(";")):
-                        con.execute(stmt)
-                    con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                    migrate(con, version)
 
     # ---------------------------------------------------------------- connections
     @contextmanager
@@ -260,9 +176,9 @@ class Registry:
         log_path: str | Path | None = None,
         host: str | None = None,
         status: RunStatus = "created",
-        meta: dict[str, Any] | None = None,
+        meta: RunMeta | None = None,
     ) -> str:
-        """Record a new run and return its id (6 hex digits)."""
+        """Record a new run and return its id (6 hex digits). A name already taken gets ``-2``, ``-3`` ..."""
         if status not in RUN_STATUSES:
             raise UsageError(f"unknown run status {status!r}; one of {', '.join(RUN_STATUSES)}")
         now = time.time()
@@ -270,18 +186,19 @@ class Registry:
             run_id = _new_id()
             try:
                 with self._tx() as con:
+                    unique = _free_name(con, _text(name))
                     con.execute(
                         "INSERT INTO runs (id, name, backend, status, plan_path, run_dir, log_path, host,"
                         " created_at, updated_at, meta) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                         (
-                            run_id, _text(name), backend, status,
+                            run_id, unique, backend, status,
                             _text(str(plan_path)) if plan_path is not None else None,
                             _text(str(run_dir)) if run_dir is not None else None,
                             _text(str(log_path)) if log_path is not None else None,
-                            _text(host), now, now, _json(meta),
+                            _text(host), now, now, _meta_json(meta or RunMeta()),
                         ),
                     )
-                    self._event(con, run_id, "created", f"{backend} run {name!r} created", {}, now)
+                    self._event(con, run_id, "created", f"{backend} run {unique!r} created", {}, now)
                 return run_id
             except sqlite3.IntegrityError:
                 continue  # id collision: draw again
@@ -311,24 +228,23 @@ class Registry:
         pid: int | None = None,
         host: str | None = None,
         run_dir: str | Path | None = None,
-        meta: dict[str, Any] | None = None,
+        meta: RunMeta | None = None,
     ) -> RunRow:
-        """Set the given fields; ``meta`` is merged into the stored dict. Returns the new row."""
+        """Set the given fields; the fields ``meta`` sets are merged into the stored meta. Returns the new row."""
         with self._tx() as con:
             row = con.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
             if row is None:
                 raise UsageError(f"no run with id {run_id!r}")
-            merged = json.loads(row["meta"])
-            merged.update(meta or {})
+            merged = RunMeta.model_validate_json(row["meta"]).merged(meta or RunMeta())
             con.execute(
                 "UPDATE runs SET log_path=COALESCE(?, log_path), pid=COALESCE(?, pid), host=COALESCE(?, host),"
                 " run_dir=COALESCE(?, run_dir), meta=?, updated_at=? WHERE id=?",
                 (
                     _text(str(log_path)) if log_path is not None else None, pid, _text(host),
-                    _text(str(run_dir)) if run_dir is not None else None, _json(merged), time.time(), run_id,
+                    _text(str(run_dir)) if run_dir is not None else None, _meta_json(merged), time.time(), run_id,
                 ),
             )
-            return _run_row(con.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone())
+            return run_row(con.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone())
 
     def get_run(self, run_id: str) -> RunRow:
         """The run with this id or unique id prefix (or exact name). UsageError when none or ambiguous."""
@@ -338,7 +254,7 @@ class Registry:
         with self._connect() as con:
             row = con.execute("SELECT * FROM runs WHERE id=?", (key,)).fetchone()
             if row is not None:
-                return _run_row(row)
+                return run_row(row)
             escaped = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             rows = con.execute(
                 "SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY created_at", (escaped + "%",)
@@ -346,9 +262,9 @@ class Registry:
             if not rows:
                 rows = con.execute("SELECT * FROM runs WHERE name=? ORDER BY created_at", (key,)).fetchall()
         if len(rows) == 1:
-            return _run_row(rows[0])
+            return run_row(rows[0])
         if not rows:
-            raise UsageError(f"no run matches {key!r}", hint="`jitplan runs --all` lists the recorded runs")
+            raise UsageError(f"no run matches {key!r}", hint="`jitplan runs` lists the recorded runs")
         ids = ", ".join(r["id"] for r in rows[:8])
         raise UsageError(f"{key!r} matches {len(rows)} runs ({ids}); give more of the id")
 
@@ -362,7 +278,7 @@ class Registry:
             sql += f" LIMIT {int(limit)}"
         with self._connect() as con:
             args = tuple(sorted(ACTIVE_RUN_STATUSES)) if active_only else ()
-            return [_run_row(r) for r in con.execute(sql, args).fetchall()]
+            return [run_row(r) for r in con.execute(sql, args).fetchall()]
 
     # ---------------------------------------------------------------- events
     def _event(
@@ -391,106 +307,3 @@ class Registry:
                     "SELECT * FROM events WHERE run_id=? AND kind=? ORDER BY id", (run_id, kind)
                 ).fetchall()
         return [EventRow(**{**dict(r), "data": json.loads(r["data"])}) for r in rows]
-
-    # ---------------------------------------------------------------- instances
-    def add_instance(
-        self,
-        run_id: str | None,
-        provider: str,
-        instance_id: str | int,
-        label: str,
-        dph: float,
-        *,
-        gpu_name: str | None = None,
-        num_gpus: int | None = None,
-        status: InstanceStatus = "creating",
-        ssh_host: str | None = None,
-        ssh_port: int | None = None,
-    ) -> InstanceRow:
-        """Record a rented instance (billing starts now). Recording the same one again updates it."""
-        if status not in INSTANCE_STATUSES:
-            raise UsageError(f"unknown instance status {status!r}; one of {', '.join(INSTANCE_STATUSES)}")
-        if dph < 0:
-            raise UsageError(f"instance price must be >= 0 $/h, got {dph}")
-        now = time.time()
-        with self._tx() as con:
-            con.execute(
-                "INSERT INTO instances (run_id, provider, instance_id, label, dph, gpu_name, num_gpus, status,"
-                " ssh_host, ssh_port, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT (provider, instance_id) DO UPDATE SET status=excluded.status,"
-                " updated_at=excluded.updated_at, run_id=COALESCE(excluded.run_id, run_id)",
-                (
-                    run_id, provider, str(instance_id), _text(label), float(dph), gpu_name, num_gpus, status,
-                    ssh_host, ssh_port, now, now,
-                ),
-            )
-            if run_id is not None:
-                self._event(
-                    con, run_id, "instance", f"{provider} instance {instance_id} recorded ({status})",
-                    {"instance_id": str(instance_id), "label": label, "dph": dph}, now,
-                )
-            return _inst_row(
-                con.execute(
-                    "SELECT * FROM instances WHERE provider=? AND instance_id=?", (provider, str(instance_id))
-                ).fetchone()
-            )
-
-    def update_instance(
-        self,
-        provider: str,
-        instance_id: str | int,
-        *,
-        status: InstanceStatus | None = None,
-        ssh_host: str | None = None,
-        ssh_port: int | None = None,
-        dph: float | None = None,
-    ) -> InstanceRow:
-        if status is not None and status not in INSTANCE_STATUSES:
-            raise UsageError(f"unknown instance status {status!r}; one of {', '.join(INSTANCE_STATUSES)}")
-        now = time.time()
-        ended = now if status in GONE_INSTANCE_STATUSES else None
-        with self._tx() as con:
-            cur = con.execute(
-                "UPDATE instances SET status=COALESCE(?, status), ssh_host=COALESCE(?, ssh_host),"
-                " ssh_port=COALESCE(?, ssh_port), dph=COALESCE(?, dph), updated_at=?,"
-                " ended_at=COALESCE(ended_at, ?) WHERE provider=? AND instance_id=?",
-                (status, ssh_host, ssh_port, dph, now, ended, provider, str(instance_id)),
-            )
-            if cur.rowcount == 0:
-                raise UsageError(f"no recorded {provider} instance {instance_id}")
-            row = _inst_row(
-                con.execute(
-                    "SELECT * FROM instances WHERE provider=? AND instance_id=?", (provider, str(instance_id))
-                ).fetchone()
-            )
-            if status is not None and row.run_id is not None:
-                self._event(
-                    con, row.run_id, "instance", f"{provider} instance {instance_id}: {status}",
-                    {"instance_id": str(instance_id), "status": status}, now,
-                )
-            return row
-
-    def instances(
-        self, active_only: bool = True, *, run_id: str | None = None, provider: str | None = None
-    ) -> list[InstanceRow]:
-        """Recorded instances, oldest first; by default only those not yet destroyed."""
-        sql, args = "SELECT * FROM instances WHERE 1=1", []
-        if active_only:
-            sql += " AND status NOT IN ({})".format(",".join("?" * len(GONE_INSTANCE_STATUSES)))
-            args += sorted(GONE_INSTANCE_STATUSES)
-        if run_id is not None:
-            sql += " AND run_id=?"
-            args.append(run_id)
-        if provider is not None:
-            sql += " AND provider=?"
-            args.append(provider)
-        with self._connect() as con:
-            return [_inst_row(r) for r in con.execute(sql + " ORDER BY id", args).fetchall()]
-
-
-def _run_row(row: sqlite3.Row) -> RunRow:
-    return RunRow(**{**dict(row), "meta": json.loads(row["meta"])})
-
-
-def _inst_row(row: sqlite3.Row) -> InstanceRow:
-    return InstanceRow(**dict(row))

@@ -33,6 +33,7 @@ from typing import TextIO
 from pydantic import BaseModel, ConfigDict
 
 from jitplan.errors import CheckFailed, UsageError
+from jitplan.launch.registry_schema import RunMeta
 from jitplan.launch.sshcmd import (  # noqa: F401 - re-exported: the SSH backend's public names
     SSHOptions,
     Step,
@@ -317,10 +318,10 @@ def launch_ssh(job: SSHLaunch, *, registry, name: str, local_code: str | Path,
 
     step("remote_folders", "making the remote folders", job.prepare)
     registry.update_run(run_id, run_dir=job.run_dir, log_path=f"{job.run_dir}/train.log",
-                        meta={"ssh": str(job.target), "remote_root": job.root, "remote_run_id": job.run_id,
-                              "identity": job.target.identity, "known_hosts": job.opts.known_hosts,
-                              "accept_new_host_key": job.opts.accept_new_host_key,
-                              **({"local_run_dir": str(Path(local_run_dir).resolve())} if local_run_dir else {})})  # what `jitplan stop/logs` read
+                        meta=RunMeta(ssh=str(job.target), remote_root=job.root, remote_run_id=job.run_id,
+                                     identity=job.target.identity, known_hosts=job.opts.known_hosts,
+                                     accept_new_host_key=job.opts.accept_new_host_key,
+                                     local_run_dir=str(Path(local_run_dir).resolve()) if local_run_dir else None))
     data_step, remote_data = job.upload_data_step(data) if data is not None else (None, None)
     files, command = stage(job, remote_data)
     step("upload_code", f"uploading {Path(local_code).resolve()}", lambda: job.run(job.upload_code_step(local_code)))

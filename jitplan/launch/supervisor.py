@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from jitmodel.atomic import atomic_write_text
 from jitmodel.config import TrainConfig, dump_yaml
 from jitplan.launch import local
+from jitplan.launch.registry_schema import RunMeta
 from jitplan.launch.torchrun import TorchrunSpec, node_command
 from jitplan.runspec import load_run_spec, save_run_spec
 
@@ -257,7 +258,7 @@ def run_local(run_dir: str | Path, spec: TorchrunSpec, *, registry, name: str, p
     run_dir = Path(run_dir).resolve()
     run_id = registry.create_run(name, "local", plan_path=plan_path, run_dir=run_dir,
                                  log_path=run_dir / local.LOG_NAME, host="localhost", status="starting",
-                                 meta={"nnodes": spec.nnodes, "nproc_per_node": spec.nproc_per_node})
+                                 meta=RunMeta(nnodes=spec.nnodes, nproc_per_node=spec.nproc_per_node))
     registry.set_status(run_id, "running")
 
     def events(kind: str, message: str, data: dict) -> None:

@@ -170,13 +170,10 @@ def estimate(hardware: HardwareSpec, train: TrainConfig, pred: memory.MemoryPred
     world = hardware.world_size
     params = param_breakdown(v, m.img_size, m.num_classes)
     flops = train_flops_per_image(v, m.img_size, m.in_channels, m.attention)
-    st = timing.train_step_time(timing.inputs_for(train, gpu, world_size=world, nodes=hardware.nodes,
-                                                  ddp_bucket_view=options.ddp_bucket_view))
+    st, spe = step_time(hardware, train, options)
     step = st.total_s
     images_per_gpu_step = train.batch_per_gpu * train.accum_steps
     ips = world * images_per_gpu_step / step
-    n_img = train.data.planned_images
-    spe = compute.steps_per_epoch(n_img, world, train.batch_per_gpu, train.accum_steps)
     epoch_time = spe * step
     ev = train.eval
     eval_time = timing.eval_time_s(v, gpu, num_images=ev.num_images, nfe=timing.nfe(train.sample.steps,
@@ -198,6 +195,19 @@ def estimate(hardware: HardwareSpec, train: TrainConfig, pred: memory.MemoryPred
         step_breakdown=[TimeItem(name=t.name, seconds=t.seconds, why=t.why) for t in st.terms],
         dist_timeout_s=train.dist_timeout_s,
     )
+
+
+def step_time(hardware: HardwareSpec, train: TrainConfig,
+              options: PlanOptions | None = None) -> tuple[timing.StepTime, int]:
+    """(the optimizer step's time, term by term; steps per epoch) of ``train`` on ``hardware`` (timing.py).
+    The plan's estimates and the ranking of cloud offers on their own GPUs (providers/ranking.py) both use it."""
+    gpu = hardware.gpu
+    if gpu is None:
+        raise ValueError("step_time needs a GPU in the hardware spec")
+    world = hardware.world_size
+    st = timing.train_step_time(timing.inputs_for(train, gpu, world_size=world, nodes=hardware.nodes,
+                                                  ddp_bucket_view=options.ddp_bucket_view if options else False))
+    return st, compute.steps_per_epoch(train.data.planned_images, world, train.batch_per_gpu, train.accum_steps)
 
 
 def reference_estimates(recipe: Recipe) -> Estimates:

@@ -1,10 +1,12 @@
 """The narrow cloud-provider interface (the shape of SkyPilot's ``sky/provision``).
 
-A provider does six things: ``search`` offers, ``create`` an instance from one, ``wait_ready`` until it is
-running and SSH-reachable, give its ``ssh_info``, ``destroy`` it, and ``list`` what exists. Inputs and
-outputs are the pydantic models below; the orchestration (rank, confirm, fail over, clean up) lives in
-``jitplan.providers.provision`` and knows nothing about any one cloud. Vast.ai is the first provider
-(``jitplan.providers.vast``); its SDK is imported only inside it.
+A provider turns a plan into an ``offer_query`` (its filters, its image), does ``search``, ``create`` (with the
+SSH key attached), ``find_label`` (the lookup after any create error: answered or raising, never a guessed
+"none"), ``authorize`` a key on a live instance, ``wait_ready`` until running and SSH-reachable, gives its
+``ssh_info``, ``destroy``s it, and ``list``s what exists. Inputs and outputs are the pydantic models below;
+the orchestration (rank, confirm, intent first, fail over, clean up) lives in ``jitplan.providers.provision``
+and knows nothing about any one cloud. Vast.ai is the first provider (``jitplan.providers.vast``); its SDK is
+imported only inside it.
 
     >>> q = OfferQuery(gpu_names=["RTX 3060"], num_gpus=2, min_gpu_ram_mib=11_000, min_cpu_ram_mb=24_000,
     ...                min_cpus=8, min_disk_gb=60, min_cuda=12.4, min_compute_cap=860)
@@ -14,12 +16,17 @@ outputs are the pydantic models below; the orchestration (rank, confirm, fail ov
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from jitplan.errors import CheckFailed, UsageError
 from jitplan.launch.target import SSHTarget
+
+if TYPE_CHECKING:  # pragma: no cover
+    from jitplan.schemas import Plan
+
+LABEL_PREFIX = "jitplan-"  # every instance jitplan rents carries jitplan-<run id>-<attempt>
 
 
 class _Model(BaseModel):
@@ -101,6 +108,13 @@ class Instance(_Model):
     ssh_port: int | None = None
     public_ip: str | None = None  # direct endpoint
     direct_ssh_port: int | None = None
+    started_at: float | None = None  # epoch seconds, as the provider reports it
+
+    def cost_so_far(self, now: float) -> float | None:
+        """dph x hours since the provider started it (None when either is unknown)."""
+        if self.dph is None or self.started_at is None:
+            return None
+        return self.dph * max(now - self.started_at, 0.0) / 3600.0
 
     def ssh_endpoints(self) -> list[tuple[str, int]]:
         """Direct first (faster), then the proxy."""
@@ -114,7 +128,7 @@ class Instance(_Model):
     def summary(self) -> str:
         """A safe one-line description for messages."""
         where = ", ".join(f"{h}:{p}" for h, p in self.ssh_endpoints()) or "no ssh yet"
-        msg = f" ({' '.join(self.status_msg.split())[:160]})" if self.status_msg else ""
+        msg = f" ({' '.join(self.status_msg.split())[:500]})" if self.status_msg else ""  # whole: the CUDA reason ends it
         return f"instance {self.id} [{self.actual_status or 'null'}]{msg} machine {self.machine_id}, {where}"
 
 
@@ -148,8 +162,16 @@ class CreateTimedOut(ProviderError):
     """No answer to the create call: the instance may or may not exist. Reconcile by label, never resend."""
 
 
-class RateLimited(ProviderError):
+class Transient(ProviderError):
+    """A 5xx or a connection error: the provider may answer the same call a moment later."""
+
+
+class RateLimited(Transient):
     """HTTP 429 (the provider sends no Retry-After)."""
+
+
+class LookupUnanswered(ProviderError):
+    """A label lookup got no answer before its deadline: whether an instance exists is unknown (never "none")."""
 
 
 class InstanceFailed(ProviderError):
@@ -169,14 +191,30 @@ class CleanupFailed(ProviderError):
 class Provider(Protocol):
     """What ``provision`` needs from a cloud. Every method may raise a ``ProviderError``."""
 
-    name: str
+    name: str  # registry key: "vast"
+    title: str  # for people: "Vast.ai"
+    bid_range: tuple[float, float]  # accepted interruptible prices, $/h for the whole instance
+    ready_timeout_s: float  # default deadline for wait_ready
+
+    def offer_query(self, plan: Plan, *, bid: float | None, any_gpu: bool,
+                    image: str | None) -> tuple[OfferQuery, str]:
+        """The offers ``plan`` needs on this cloud, and the image to run (UsageError when it cannot run here)."""
+        ...
 
     def search(self, query: OfferQuery) -> list[Offer]:
         """Offers satisfying ``query``, in no particular order."""
         ...
 
     def create(self, spec: CreateSpec) -> int:
-        """Rent ``spec.offer_id``; return the new instance id. Never retried on timeout (CreateTimedOut)."""
+        """Rent ``spec.offer_id`` and attach ``spec.ssh_public_key``; return the new id. Sent once, never retried."""
+        ...
+
+    def find_label(self, label: str) -> list[Instance]:
+        """Live instances carrying exactly ``label``, read with backoff; LookupUnanswered when it cannot tell."""
+        ...
+
+    def authorize(self, instance_id: int, public_key: str) -> None:
+        """Attach ``public_key`` to an instance that exists (found by label, or ``--instance``)."""
         ...
 
     def wait_ready(self, instance_id: int, *, timeout_s: float) -> Instance:

@@ -1,8 +1,8 @@
 """Vast.ai behind the provider interface (``jitplan.providers.Provider``).
 
 ``client.py`` translates to the ``vastai`` SDK (imported lazily, only there), ``instance.py`` holds the
-lifecycle (wait ready, reconcile, destroy and verify), ``offers.py`` turns a Plan into a query and ranks
-offers. :class:`VastProvider` puts them together in the interface's six calls.
+lifecycle (wait ready, find a label, destroy and verify), ``offers.py`` turns a Plan into a query and picks
+the image. :class:`VastProvider` puts them together behind the interface.
 
     p = VastProvider()                                 # key from VAST_API_KEY / the vastai key file; VAST_URL
     offers = p.search(query)
@@ -30,12 +30,15 @@ from jitplan.providers import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from jitplan.providers.vast.client import VastClient
+    from jitplan.schemas import Plan
 
 
 class VastProvider:
     """The Provider for Vast.ai. ``poll_s``, ``sleep`` and ``on_progress`` tune the wait (tests use tiny polls)."""
 
     name = "vast"
+    title = "Vast.ai"
+    bid_range = (0.001, 128.0)  # $/h for the whole instance, as `PUT /asks` accepts it
 
     def __init__(
         self,
@@ -50,8 +53,15 @@ class VastProvider:
 
         self.client = client or VastClient.from_env()
         self.poll_s = lifecycle.POLL_INTERVAL_S if poll_s is None else poll_s
+        self.ready_timeout_s = lifecycle.DEFAULT_READY_TIMEOUT_S
         self.sleep, self.on_progress = sleep, on_progress
         self._endpoints: dict[int, tuple[str, int]] = {}
+
+    def offer_query(self, plan: Plan, *, bid: float | None, any_gpu: bool,
+                    image: str | None) -> tuple[OfferQuery, str]:
+        from jitplan.providers.vast.offers import query_for
+
+        return query_for(plan, bid=bid, any_gpu=any_gpu, image=image)
 
     def search(self, query: OfferQuery) -> list[Offer]:
         return self.client.search(query, disk_gb=query.min_disk_gb)
@@ -66,6 +76,11 @@ class VastProvider:
                 raise CreateFailed(f"instance {iid} was created but its SSH key was refused: {e.message}",
                                    new_contract=iid) from None
         return iid
+
+    def find_label(self, label: str) -> list[Instance]:
+        from jitplan.providers.vast.instance import find_label
+
+        return find_label(self.client, label, sleep=self.sleep)
 
     def authorize(self, instance_id: int, public_key: str) -> None:
         """Attach a public key to an instance that already exists (``--instance``)."""
@@ -94,8 +109,7 @@ class VastProvider:
 
         failed = destroy_all(self.client, [instance_id], sleep=self.sleep)
         if failed:
-            raise CleanupFailed(f"could not destroy Vast.ai instance {instance_id}: {failed[0][1]}",
-                                instance_ids=(instance_id,))
+            raise CleanupFailed(failed[0][1], instance_ids=(instance_id,))
 
     def list(self, label: str | None = None) -> list[Instance]:
         return self.client.list(label=label)

@@ -13,6 +13,7 @@ a create or decides anything; that is ``instance.py`` and ``provision.py``.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from pydantic import SecretStr
@@ -30,6 +31,7 @@ from jitplan.providers import (
     OfferUnavailable,
     ProviderError,
     RateLimited,
+    Transient,
 )
 from jitplan.secrets import redact, register_secret, vast_api_key
 
@@ -134,6 +136,7 @@ def to_instance(row: dict[str, Any]) -> Instance:
         ssh_port=int(row["ssh_port"]) if row.get("ssh_port") else None,
         public_ip=s("public_ipaddr"),
         direct_ssh_port=direct,
+        started_at=_num(row.get("start_date")),
     )
 
 
@@ -186,23 +189,23 @@ class VastClient:
 
     # ------------------------------------------------------------------ errors
     def _error(self, e: Exception, what: str) -> ProviderError:
+        """One message per failure: what we tried, the HTTP status and the first meaningful line (no HTML)."""
         import requests
 
         if isinstance(e, requests.HTTPError) and e.response is not None:
-            r = e.response
-            body = _error_body(e)
-            err = str(body.get("error") or "")
-            msg = redact(" ".join(str(body.get("msg") or body.get("detail") or err or r.reason).split()))
-            if err == "auth_error" or r.status_code in (401, 403):
-                return AuthError(
-                    f"Vast.ai refused the API key while trying to {what} (HTTP {r.status_code}: {msg})",
-                    hint="check VAST_API_KEY or ~/.config/vastai/vast_api_key",
-                )
-            if r.status_code == 429:
-                return RateLimited(f"Vast.ai rate limit while trying to {what}: {msg}")
-            return ProviderError(f"Vast.ai could not {what}: HTTP {r.status_code} {err} {msg}".strip())
+            status = e.response.status_code
+            err = str(_error_body(e).get("error") or "")
+            if err == "auth_error" or status in (401, 403):
+                return AuthError(f"Vast.ai refused the API key (HTTP {status}: {error_text(e)})",
+                                 hint="check VAST_API_KEY or ~/.config/vastai/vast_api_key")
+            if status == 429:
+                return RateLimited(f"Vast.ai rate limit while trying to {what} (HTTP 429)")
+            kind = Transient if status >= 500 else ProviderError
+            return kind(f"Vast.ai could not {what}: HTTP {status} {error_text(e)}".strip())
+        if isinstance(e, (requests.ConnectionError, requests.Timeout)):
+            return Transient(f"Vast.ai could not {what}: no answer ({type(e).__name__})")
         if isinstance(e, requests.RequestException):
-            return ProviderError(f"Vast.ai could not {what}: {type(e).__name__}: {redact(str(e))[:300]}")
+            return ProviderError(f"Vast.ai could not {what}: {type(e).__name__}: {redact(str(e))[:200]}")
         raise e
 
     # ------------------------------------------------------------------ calls
@@ -245,7 +248,7 @@ class VastClient:
             r = e.response
             body = _error_body(e)
             status = r.status_code if r is not None else None
-            text = redact(" ".join(str(body.get("msg") or body.get("error") or "").split()))
+            text = error_text(e)
             contract = body.get("new_contract")
             if contract:
                 raise CreateFailed(
@@ -326,13 +329,40 @@ class VastClient:
 
 
 def _error_body(e: Exception) -> dict:
-    """The JSON object an HTTP error response carries: ``{"msg": text}`` when it is not a JSON object,
-    ``{}`` when there is no response."""
+    """The JSON object an HTTP error response carries: ``{"msg": first line}`` when it is not a JSON object
+    (an nginx HTML page becomes its title), ``{}`` when there is no response."""
     r = getattr(e, "response", None)
     if r is None:
         return {}
     try:
         body = r.json()
     except ValueError:
-        return {"msg": r.text[:300]}
-    return body if isinstance(body, dict) else {"msg": str(body)[:300]}
+        return {"msg": first_line(r.text or "") or r.reason or ""}
+    return body if isinstance(body, dict) else {"msg": first_line(str(body))}
+
+
+def first_line(text: str, limit: int = 200) -> str:
+    """The first meaningful line of a response body: an HTML page's <title>, else its first non-empty text.
+
+        >>> first_line("<html><head><title>502 Bad Gateway</title></head><body><h1>502</h1></body></html>")
+        '502 Bad Gateway'
+    """
+    if "<" in text and ">" in text:
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.S | re.I)
+        text = title.group(1) if title else re.sub(r"<[^>]+>", "\n", text)
+    for line in text.splitlines():
+        line = " ".join(line.split())
+        if line:
+            return redact(line[:limit])
+    return ""
+
+
+def error_text(e: Exception) -> str:
+    """``error`` and ``msg`` of an HTTP error, one line, without repeating the status the caller prints."""
+    body = _error_body(e)
+    err, msg = str(body.get("error") or ""), str(body.get("msg") or body.get("detail") or "")
+    text = f"{err}: {msg}" if err and msg and err not in msg else (msg or err)
+    if not text:
+        r = getattr(e, "response", None)
+        text = r.reason if r is not None and r.reason else ""
+    return redact(" ".join(text.split()))

@@ -3,10 +3,11 @@
 "Ready" means running *and* SSH-reachable: Vast shows ``ssh_port`` before sshd accepts connections and
 while ``onstart`` still runs (vast.md §3.9), so we read the SSH banner on the port. Waiting uses a
 ``time.monotonic()`` deadline and fails fast on terminal states (exited, OCI error, outbid, host lost,
-vanished) instead of waiting them out. Cleanup destroys exactly the ids it is given (what this attempt
+vanished) instead of waiting them out; a flaky API (429, 5xx) is waited out. Cleanup destroys exactly the ids it is given (what this attempt
 created) and says which could not be destroyed; the caller must not retry after a failed cleanup.
 
     inst = wait_ready(client, 31337001, timeout_s=900)      # Instance, state "running", SSH answered
+    find_label(client, "jitplan-8f3c2a-1")                  # [Instance] | [] ; LookupUnanswered if unknown
     host, port = reachable_endpoint(inst)                   # direct first, then the proxy
     failed = destroy_all(client, [31337001])                # [] when every instance is gone
 """
@@ -19,18 +20,20 @@ from collections.abc import Callable
 from typing import Protocol
 
 from jitplan.providers import (
-    CreateTimedOut,
     Instance,
     InstanceFailed,
+    LookupUnanswered,
     ProviderError,
-    RateLimited,
     ReadyTimeout,
+    Transient,
 )
 
 POLL_INTERVAL_S = 5.0  # Vast's show-instance threshold is 2 s (vast.md §1.5); poll slower than that
 DEFAULT_READY_TIMEOUT_S = 20 * 60.0  # image pulls on slow hosts take minutes (SkyPilot 30 min, dstack 10)
 SSH_PROBE_TIMEOUT_S = 3.0
 RECONCILE_READS = 3  # read-after-create lag: SkyPilot retries the read 3 x 1 s and never resends the create
+LOOKUP_DEADLINE_S = 120.0  # how long a label lookup keeps asking through 429/5xx before it says "unknown"
+LOOKUP_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 
 
 class _Reads(Protocol):
@@ -83,15 +86,17 @@ def wait_ready(
 
     Pending (keep polling): null/provisioning, loading, rebooting, scheduling, "created" without an error.
     Failed (raise InstanceFailed at once): exited, unknown/offline, frozen, an OCI error, stopped (outbid),
-    gone. A 429 skips one poll. ReadyTimeout when the deadline passes.
+    gone. A 429, a 5xx or a connection error skips one poll (after the SDK's own retries): a healthy instance
+    is never given up for a flaky API. ReadyTimeout when the deadline passes.
     """
     deadline = clock() + timeout_s
     last: Instance | None = None
+    flaky = ""
     while True:
         try:
             inst = client.show(instance_id)
-        except RateLimited:
-            inst = None  # Vast sends no Retry-After; just skip this tick
+        except Transient as e:  # seen 2026: bursts of 502 from Vast's nginx while instances are fine
+            inst, flaky = None, e.message
         if inst is not None:
             last = inst
             if on_progress is not None:
@@ -99,7 +104,7 @@ def wait_ready(
             if inst.state == "gone":
                 raise InstanceFailed(f"instance {instance_id} vanished while starting", instance_ids=(instance_id,))
             if inst.state in ("failed", "stopped"):
-                why = "stopped (outbid or out of credit)" if inst.state == "stopped" else "failed"
+                why = "stopped (outbid or out of credit)" if inst.state == "stopped" else "did not start"
                 raise InstanceFailed(f"{why}: {inst.summary()}", instance_ids=(instance_id,))
             if inst.state == "running":
                 endpoint = reachable_endpoint(inst, probe)
@@ -107,7 +112,7 @@ def wait_ready(
                     return inst, endpoint
         remaining = deadline - clock()
         if remaining <= 0:
-            where = last.summary() if last else f"instance {instance_id} never answered"
+            where = last.summary() if last else f"instance {instance_id} never answered ({flaky or 'no reply'})"
             ssh = " (running, but SSH did not answer)" if last and last.state == "running" else ""
             raise ReadyTimeout(
                 f"not ready after {timeout_s:.0f} s{ssh}: {where}", instance_ids=(instance_id,)
@@ -115,34 +120,44 @@ def wait_ready(
         sleep(min(poll_s, remaining))
 
 
-def reconcile_create(
+def find_label(
     client: _Reads,
     label: str,
     *,
     reads: int = RECONCILE_READS,
     wait_s: float = 1.0,
+    deadline_s: float = LOOKUP_DEADLINE_S,
+    backoff_s: tuple[float, ...] = LOOKUP_BACKOFF_S,
+    clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-) -> int | None:
-    """After an unanswered create: the id of the instance carrying ``label``, or None if none appeared.
+) -> list[Instance]:
+    """The live instances carrying ``label`` (after a create error of any kind).
 
-    Reads the list a few times (Vast lags after a create). More than one instance with our label means a
-    duplicate was made behind our back: we raise with all their ids so the caller destroys them.
+    An empty answer is read ``reads`` times (Vast lags after a create) before it counts as "none". A 429, 5xx
+    or connection error is retried with backoff until ``deadline_s``; then LookupUnanswered -- an unanswered
+    lookup is never read as "none", so the caller never rents again on a guess.
     """
-    for i in range(reads):
+    deadline = clock() + deadline_s
+    empty, tries, last = 0, 0, ""
+    while True:
         try:
             found = [x for x in client.list(label=label) if x.state != "gone"]
-        except RateLimited:
-            found = []
-        if len(found) > 1:
-            raise CreateTimedOut(
-                f"{len(found)} instances carry label {label} after one create",
-                instance_ids=tuple(x.id for x in found),
-            )
+        except Transient as e:
+            last = e.message
+            wait = backoff_s[min(tries, len(backoff_s) - 1)]
+            tries += 1
+            if clock() + wait > deadline:
+                raise LookupUnanswered(
+                    f"could not look up label {label} ({tries} tries in {deadline_s:.0f} s; last: {last})"
+                ) from None
+            sleep(wait)
+            continue
         if found:
-            return found[0].id
-        if i + 1 < reads:
-            sleep(wait_s)
-    return None
+            return found
+        empty += 1
+        if empty >= reads:
+            return []
+        sleep(wait_s)
 
 
 def destroy_all(
@@ -159,7 +174,7 @@ def destroy_all(
                 if inst.state == "gone":
                     reason = ""
                     break
-                reason = f"still {inst.actual_status or inst.state} after destroy"
+                reason = f"Vast.ai instance {iid} is still {inst.actual_status or inst.state} after a destroy"
             except ProviderError as e:
                 reason = e.message
             sleep(1.0 * (attempt + 1))

@@ -1,8 +1,6 @@
-"""From a Plan to an offer query, and offers ranked by predicted cost per epoch (not only $/h).
+"""From a Plan to a Vast.ai offer query and the image to run (ranking is cloud-neutral: providers/ranking.py).
 
-Pure functions: no SDK, no network. The speed of each offer's GPUs comes from the planner's compute
-model (``jitplan.planner.compute``: FLOPs per image / (peak bf16 x MFU prior for the GPU class) plus the
-gradient all-reduce per step), so a 0.30 $/h RTX 3060 pair can lose to a 0.45 $/h RTX 4090 pair.
+Pure functions: no SDK, no network.
 
     >>> from jitplan.providers import Offer
     >>> image_for("2.8.0", None, "8.6")
@@ -17,15 +15,10 @@ import math
 import re
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
-
 from jitplan.errors import UsageError
-from jitplan.hardware.schema import GPUSpec
-from jitplan.providers import Offer, OfferQuery
+from jitplan.providers import OfferQuery
 
 if TYPE_CHECKING:  # pragma: no cover
-    from rich.console import Console
-
     from jitplan.schemas import Plan
 
 MIB = 1024 * 1024
@@ -157,80 +150,3 @@ def query_for(
         bid=bid,
     )
     return q, chosen
-
-
-class RankedOffer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    offer: Offer
-    gpu: str | None  # catalog name, None when the model is not in the catalog
-    dph: float  # what we would pay per hour
-    epoch_time_s: float | None
-    cost_per_epoch: float | None
-
-    @property
-    def why(self) -> str:
-        if self.cost_per_epoch is None:
-            return f"{self.offer.gpu_name} is not in the GPU catalog: ranked by $/h only"
-        return f"{self.epoch_time_s / 3600:.2f} h/epoch x {self.dph:.3f} $/h"
-
-
-def epoch_time_s(plan: Plan, gpu: GPUSpec, num_gpus: int) -> float:
-    """Predicted seconds per epoch of ``plan`` on ``num_gpus`` x ``gpu`` (the planner's time model).
-
-    The plan's effective batch is kept (keep-batch), so steps per epoch stay the same; each GPU takes its
-    share of every optimizer step's images (jitplan.planner.timing).
-    """
-    from dataclasses import replace
-
-    from jitplan.planner.timing import inputs_for, train_step_time
-
-    est, train = plan.estimates, plan.train
-    per_gpu = max(1, train.effective_batch(plan.hardware.world_size) // num_gpus)
-    micro = min(train.batch_per_gpu, per_gpu)
-    inp = replace(inputs_for(train, gpu, world_size=num_gpus), micro_batch=micro, accum=max(1, -(-per_gpu // micro)))
-    return est.steps_per_epoch * train_step_time(inp).total_s
-
-
-def rank(plan: Plan, offers: list[Offer], query: OfferQuery) -> list[RankedOffer]:
-    """Offers that really satisfy ``query`` (RAM share, CPUs, bid floor checked here), cheapest epoch first."""
-    from jitplan.hardware.catalog import match_nvml_name
-
-    out: list[RankedOffer] = []
-    for o in offers:
-        if o.num_gpus != query.num_gpus or o.gpu_ram_mib < query.min_gpu_ram_mib:
-            continue
-        if o.cpu_ram_mb < query.min_cpu_ram_mb or o.cpus < query.min_cpus:
-            continue
-        if o.cuda_max_good < query.min_cuda or o.disk_space_gb < query.min_disk_gb:
-            continue
-        if query.bid is not None and o.min_bid is not None and o.min_bid > query.bid:
-            continue
-        spec = match_nvml_name(o.gpu_name, int(o.gpu_ram_mib * MIB))
-        dph = o.price(query.bid)
-        t = epoch_time_s(plan, spec, o.num_gpus) if spec is not None else None
-        out.append(RankedOffer(
-            offer=o, gpu=spec.name if spec else None, dph=dph, epoch_time_s=t,
-            cost_per_epoch=dph * t / 3600 if t is not None else None,
-        ))
-    out.sort(key=lambda r: (r.cost_per_epoch is None, r.cost_per_epoch or 0.0, r.dph, -(r.offer.reliability or 0)))
-    return out
-
-
-def render(ranked: list[RankedOffer], console: Console, top: int = 5) -> None:
-    """The top offers as a rich table (on the given console, usually stderr)."""
-    from rich.table import Table
-
-    t = Table(title=f"Top {min(top, len(ranked))} of {len(ranked)} Vast.ai offers (by predicted cost per epoch)")
-    for col in ("#", "offer", "GPUs", "$/h", "h/epoch", "$/epoch", "RAM GB", "CPUs", "CUDA", "reliab.", "where"):
-        t.add_column(col, justify="right" if col not in ("GPUs", "where") else "left")
-    for i, r in enumerate(ranked[:top], 1):
-        o = r.offer
-        t.add_row(
-            str(i), str(o.id), f"{o.num_gpus}x {o.gpu_name}", f"{r.dph:.3f}",
-            f"{r.epoch_time_s / 3600:.2f}" if r.epoch_time_s is not None else "?",
-            f"{r.cost_per_epoch:.3f}" if r.cost_per_epoch is not None else "?",
-            f"{o.cpu_ram_mb / 1000:.0f}", f"{o.cpus:g}", f"{o.cuda_max_good:g}",
-            f"{o.reliability:.3f}" if o.reliability is not None else "?", o.geolocation or "",
-        )
-    console.print(t)

@@ -1,0 +1,99 @@
+"""Offers ranked by predicted cost per epoch (not only $/h), with the planner's own estimate on each offer's GPUs.
+
+Pure: no SDK, no network, no printing. For each offer the plan's hardware is copied with the offer's GPU (from
+the catalog) and :func:`jitplan.planner.plan.step_time` gives seconds per step and steps per epoch, so a
+0.30 $/h RTX 3060 pair can lose to a 0.45 $/h RTX 4090 pair. An offer whose GPU is not in the catalog is ranked
+by $/h after those that have an estimate.
+
+    ranked = rank(plan, provider.search(query), query)
+    ranked[0].offer.id, ranked[0].cost_per_epoch, ranked[0].why
+    console.print(offers_table(ranked, provider="Vast.ai"))
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
+
+from jitplan.providers import Offer, OfferQuery
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.table import Table
+
+    from jitplan.hardware.schema import GPUSpec
+    from jitplan.schemas import Plan
+
+MIB = 1024 * 1024
+
+
+class RankedOffer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    offer: Offer
+    gpu: str | None  # catalog name, None when the model is not in the catalog
+    dph: float  # what we would pay per hour
+    epoch_time_s: float | None
+    cost_per_epoch: float | None
+
+    @property
+    def why(self) -> str:
+        if self.cost_per_epoch is None or self.epoch_time_s is None:
+            return f"{self.offer.gpu_name} is not in the GPU catalog: ranked by $/h only"
+        return f"{self.epoch_time_s / 3600:.2f} h/epoch x {self.dph:.3f} $/h"
+
+
+def epoch_time_s(plan: Plan, gpu: GPUSpec, num_gpus: int) -> float:
+    """The planner's seconds per epoch of ``plan.train`` on ``num_gpus`` x ``gpu`` (one node, plan's host)."""
+    from jitplan.planner.plan import step_time
+
+    hw = plan.hardware.model_copy(update={"gpu": gpu, "gpus_per_node": num_gpus, "nodes": 1})
+    step, steps_per_epoch = step_time(hw, plan.train)
+    return step.total_s * steps_per_epoch
+
+
+def satisfies(o: Offer, query: OfferQuery) -> bool:
+    """What the provider's filter cannot check exactly: the RAM share, CPUs, disk, CUDA, the bid floor."""
+    if o.num_gpus != query.num_gpus or o.gpu_ram_mib < query.min_gpu_ram_mib:
+        return False
+    if o.cpu_ram_mb < query.min_cpu_ram_mb or o.cpus < query.min_cpus:
+        return False
+    if o.cuda_max_good < query.min_cuda or o.disk_space_gb < query.min_disk_gb:
+        return False
+    return not (query.bid is not None and o.min_bid is not None and o.min_bid > query.bid)
+
+
+def rank(plan: Plan, offers: list[Offer], query: OfferQuery) -> list[RankedOffer]:
+    """Offers that really satisfy ``query``, cheapest predicted epoch first (then $/h, then reliability)."""
+    from jitplan.hardware.catalog import match_nvml_name
+
+    out: list[RankedOffer] = []
+    for o in offers:
+        if not satisfies(o, query):
+            continue
+        spec = match_nvml_name(o.gpu_name, int(o.gpu_ram_mib * MIB))
+        dph = o.price(query.bid)
+        t = epoch_time_s(plan, spec, o.num_gpus) if spec is not None else None
+        out.append(RankedOffer(offer=o, gpu=spec.name if spec else None, dph=dph, epoch_time_s=t,
+                               cost_per_epoch=dph * t / 3600 if t is not None else None))
+    out.sort(key=lambda r: (r.cost_per_epoch is None, r.cost_per_epoch or 0.0, r.dph, -(r.offer.reliability or 0)))
+    return out
+
+
+def offers_table(ranked: list[RankedOffer], *, provider: str, top: int = 5) -> Table:
+    """The top offers as a rich table (the caller prints it, usually on stderr)."""
+    from rich.table import Table
+
+    t = Table(title=f"Top {min(top, len(ranked))} of {len(ranked)} {provider} offers (by predicted cost per epoch)")
+    for col in ("#", "offer", "GPUs", "$/h", "h/epoch", "$/epoch", "RAM GB", "CPUs", "CUDA", "reliab.", "where"):
+        t.add_column(col, justify="right" if col not in ("GPUs", "where") else "left")
+    for i, r in enumerate(ranked[:top], 1):
+        o = r.offer
+        t.add_row(
+            str(i), str(o.id), f"{o.num_gpus}x {o.gpu_name}", f"{r.dph:.3f}",
+            f"{r.epoch_time_s / 3600:.2f}" if r.epoch_time_s is not None else "?",
+            f"{r.cost_per_epoch:.3f}" if r.cost_per_epoch is not None else "?",
+            f"{o.cpu_ram_mb / 1000:.0f}", f"{o.cpus:g}", f"{o.cuda_max_good:g}",
+            f"{o.reliability:.3f}" if o.reliability is not None else "?", o.geolocation or "",
+        )
+    return t
