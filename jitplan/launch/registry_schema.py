@@ -130,7 +130,7 @@ class RunMeta(_Row):
 
     def merged(self, other: RunMeta) -> RunMeta:
         """This meta with the fields ``other`` set explicitly."""
-        return self.model_copy(update=other.model_dump(exclude_unset=True))
+        return self.model_copy(update={k: getattr(other, k) for k in other.model_fields_set})
 
 
 class RunRow(_Row):
