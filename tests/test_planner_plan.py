@@ -172,3 +172,17 @@ def test_load_plan_errors(tmp_path):
             load_plan(p)
         assert "\n" not in e.value.message
     assert "schema_version 2" in str(pytest.raises(UsageError, load_plan, tmp_path / "v2.yaml").value)
+
+
+def test_host_ram_too_small_for_the_training_processes_exits_1_with_the_options(cli):
+    with pytest.raises(CheckFailed, match="4 training processes need 14.3 GB") as e:
+        make_plan(hardware_from_flags("4xRTX3060", host_ram="8GB"), B16, PlanOptions())
+    assert "--host-ram 17GB" in e.value.hint and "--gpus 1xRTX3060" in e.value.hint
+    r = cli("plan", "--gpus", "4xRTX3060", "--host-ram", "8GB")
+    assert r.code == 1 and "1 would fit" in r.err and "hint: options:" in r.err and "Traceback" not in r.err
+
+
+def test_a_size_without_a_unit_exits_2_with_a_hint(cli):
+    r = cli("plan", "--gpus", "2xRTX3060", "--host-ram", "24")
+    assert r.code == 2 and "'24' has no unit" in r.err and "--host-ram 24GB" in r.err
+    assert hardware_from_flags("2xRTX3060", host_ram="1048576").host.ram_bytes == 2**20  # explicit bytes still read

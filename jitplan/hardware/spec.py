@@ -11,7 +11,8 @@
 Grammar: ``[NODES x] [GPUS x] NAME`` where NAME is a catalog name or alias, forgiving case, spaces and
 hyphens (``RTX3060``, ``rtx-3060``, ``RTX 3060 12GB``, ``8 x H200``). Byte sizes: a number with an
 optional unit; decimal units (KB, MB, GB, TB, also K/M/G/T) are powers of 1000, binary units
-(KiB, MiB, GiB, TiB) powers of 1024; a bare number is bytes.
+(KiB, MiB, GiB, TiB) powers of 1024; a bare number is bytes, and one under 1 MiB is refused as a
+forgotten unit (``--host-ram 24``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def parse_bytes(text: str | int, what: str = "size") -> int:
     if unit not in _UNITS:
         raise UsageError(f"{what}: unknown unit {unit!r} in {text!r} (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")
     n = int(round(value * _UNITS[unit]))
+    if unit == "" and not isinstance(text, int) and 0 < n < 2**20:  # "--host-ram 24": a forgotten unit
+        raise UsageError(f"{what}: {text!r} has no unit and would mean {n} bytes",
+                         hint=f"give a unit: {what} {text}GB (10^9 bytes) or {text}GiB (2^30)")
     if n <= 0:
         raise UsageError(f"{what}: {text!r} must be a positive size")
     return n

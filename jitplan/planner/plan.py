@@ -60,6 +60,11 @@ def _infeasible(hw: HardwareSpec, inp: memory.MemoryInputs, target: int) -> Chec
     )
 
 
+def catalog_key(name: str) -> str:
+    """A catalog name as --gpus takes it: "RTX 3060 12GB" -> "RTX3060"."""
+    return "".join(name.split()[:2]) if name.split()[-1].lower().endswith("gb") else "".join(name.split())
+
+
 def _choose_batch(recipe: Recipe, options: PlanOptions, world: int, bmax: int) -> tuple[int, int, str]:
     """(micro_batch, accum, why) for the policy and overrides."""
     ref_eff = recipe.train.effective_batch()
@@ -130,6 +135,12 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions) -> P
         img_size=ref.model.img_size, num_images=num_images, ram_bytes=hardware.host.ram_bytes,
         cpus=hardware.host.cpus, shm_bytes=hardware.host.shm_bytes, params=params.total,
         prefetch=ref.data.prefetch_factor or workers.PREFETCH_DEFAULT, user_max=options.max_workers)
+    short = workers.host_ram_shortfall(wp, ram_bytes=hardware.host.ram_bytes, ranks_per_node=hardware.gpus_per_node)
+    if short:
+        need = math.ceil(wp.host_ram_needed / workers.RAM_USABLE_FRACTION / 1e9)
+        fewer = f" (--gpus {short[1]}x{catalog_key(gpu.name)})" if short[1] else ""
+        raise CheckFailed(short[0], hint=f"options: a host or container limit of at least {need} GB (--host-ram "
+                                         f"{need}GB), or fewer GPUs per node{fewer}")
     data = ref.data.model_copy(update={"path": options.data_path or ref.data.path}).with_workers(wp.per_rank)
 
     train = TrainConfig.model_validate({

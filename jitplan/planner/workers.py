@@ -111,3 +111,26 @@ def decide_workers(*, requested: int, ranks_per_node: int, micro_batch: int, img
     return WorkerPlan(per_rank=chosen, total=chosen * r, requested=requested, bound_by=bound, caps=caps,
                       reasons=reasons, worker_bytes=w_bytes + w_shm, host_ram_needed=int(need),
                       shm_needed=int(shm_need))
+
+
+def host_ram_shortfall(wp: WorkerPlan, *, ram_bytes: int | None, ranks_per_node: int) -> tuple[str, int] | None:
+    """(why, ranks that would fit) when the training processes alone do not fit the host's RAM (even with
+    0 workers), else None.
+
+        >>> wp = decide_workers(requested=12, ranks_per_node=4, micro_batch=16, img_size=256, num_images=1281167,
+        ...                     ram_bytes=8 * 10**9, cpus=None, shm_bytes=None, params=131_000_000)
+        >>> why, fit = host_ram_shortfall(wp, ram_bytes=8 * 10**9, ranks_per_node=4)
+        >>> fit, why[:80]
+        (1, '4 training processes need 14.2 GB of host RAM with 0 DataLoader workers; 85% of ')
+    """
+    if ram_bytes is None or wp.per_rank > 0:
+        return None
+    usable = RAM_USABLE_FRACTION * ram_bytes
+    if wp.host_ram_needed <= usable:
+        return None
+    per_rank = wp.host_ram_needed / ranks_per_node
+    fit = int(usable // per_rank)
+    return (f"{ranks_per_node} training processes need {wp.host_ram_needed / GB:.1f} GB of host RAM with 0 "
+            f"DataLoader workers; {RAM_USABLE_FRACTION:.0%} of {ram_bytes / GB:.1f} GB is {usable / GB:.1f} GB "
+            f"({per_rank / GB:.1f} GB per process: Python, torch, CUDA host libraries, the fp32 model, pinned "
+            f"batches); {fit} would fit"), fit
