@@ -29,10 +29,26 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+NGINX_502 = ("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway"
+             "</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+NGINX_504 = NGINX_502.replace("502 Bad Gateway", "504 Gateway Time-out")
+
 OCI_ERROR = (
     "Error response from daemon: failed to create task for container: OCI runtime create failed: "
     "nvidia-container-cli: requirement error: unsatisfied condition: cuda>=12.8, please update your driver"
 )
+
+
+@dataclass
+class Failure:
+    """Answer the next ``count`` requests matching ``method`` and ``prefix`` with ``status`` and ``body``
+    (``count=None``: until the test clears it). The request is NOT carried out."""
+
+    method: str
+    prefix: str
+    status: int = 502
+    body: Any = NGINX_502
+    count: int | None = 1
 
 
 @dataclass
@@ -54,6 +70,8 @@ class Faults:
     unavailable_next: int = 0  # the next N API requests answer 503
     destroy_fails: set[int] = field(default_factory=set)  # DELETE of these instance ids -> 500
     bad_key: bool = False  # every request -> 404 auth_error
+    create_then_error: dict[int, tuple[int, Any]] = field(default_factory=dict)  # instance made, answer = error
+    failures: list[Failure] = field(default_factory=list)  # scripted 429/5xx on matching requests
 
 
 @dataclass
@@ -186,6 +204,16 @@ class VastFake:
     def deletes(self) -> list[LoggedRequest]:
         return self.requests("DELETE", "/api/v0/instances/")
 
+    def unknown_to(self, registry: Any) -> list[int]:
+        """Live instances the registry does not list as live: what a user would pay for without seeing it."""
+        known = {r.instance_id for r in registry.instances(active_only=True, provider="vast")}
+        return [i["id"] for i in self.live() if str(i["id"]) not in known]
+
+    def duplicates(self) -> list[str]:
+        """Labels carried by more than one live instance."""
+        labels = [i.get("label") for i in self.live()]
+        return sorted({lb for lb in labels if lb and labels.count(lb) > 1})
+
     def live(self) -> list[dict[str, Any]]:
         """Instances that exist (and bill) right now."""
         with self.lock:
@@ -264,6 +292,11 @@ class VastFake:
         if f.unavailable_next > 0:
             f.unavailable_next -= 1
             return 503, {"error": "service unavailable"}
+        for rule in f.failures:
+            if rule.method == method and path.startswith(rule.prefix) and (rule.count is None or rule.count > 0):
+                if rule.count is not None:
+                    rule.count -= 1
+                return rule.status, rule.body
         parts = [p for p in path.split("/") if p]
         if method == "POST" and path == "/api/v0/bundles/":
             return 200, {"offers": self._search(body or {})}
@@ -357,6 +390,8 @@ class VastFake:
             return 400, {"success": False, "error": "invalid_price", "new_contract": inst["id"],
                          "msg": "bid price too low; instance created in stopped state"}
         inst = self._new_instance(offer, body)
+        if offer_id in f.create_then_error:  # seen on Vast: a 502/504 from nginx for a create the API carried out
+            return f.create_then_error[offer_id]
         hang = f.create_hang_s.get(offer_id)
         if hang:
             self.lock.release()  # let other requests (the reconcile by label) through while we hang
@@ -427,7 +462,9 @@ class _Handler(BaseHTTPRequestHandler):
         data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "text/plain" if isinstance(payload, str) else "application/json")
+            kind = "application/json" if not isinstance(payload, str) else (
+                "text/html" if payload.lstrip().startswith("<") else "text/plain")
+            self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

@@ -47,6 +47,7 @@ class VastProvider:
         poll_s: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
         on_progress: Callable[[Instance], None] | None = None,
+        lookup_deadline_s: float | None = None,
     ) -> None:
         from jitplan.providers.vast import instance as lifecycle
         from jitplan.providers.vast.client import VastClient
@@ -54,6 +55,7 @@ class VastProvider:
         self.client = client or VastClient.from_env()
         self.poll_s = lifecycle.POLL_INTERVAL_S if poll_s is None else poll_s
         self.ready_timeout_s = lifecycle.DEFAULT_READY_TIMEOUT_S
+        self.lookup_deadline_s = lifecycle.LOOKUP_DEADLINE_S if lookup_deadline_s is None else lookup_deadline_s
         self.sleep, self.on_progress = sleep, on_progress
         self._endpoints: dict[int, tuple[str, int]] = {}
 
@@ -80,7 +82,7 @@ class VastProvider:
     def find_label(self, label: str) -> list[Instance]:
         from jitplan.providers.vast.instance import find_label
 
-        return find_label(self.client, label, sleep=self.sleep)
+        return find_label(self.client, label, sleep=self.sleep, deadline_s=self.lookup_deadline_s)
 
     def authorize(self, instance_id: int, public_key: str) -> None:
         """Attach a public key to an instance that already exists (``--instance``)."""

@@ -362,7 +362,10 @@ def error_text(e: Exception) -> str:
     body = _error_body(e)
     err, msg = str(body.get("error") or ""), str(body.get("msg") or body.get("detail") or "")
     text = f"{err}: {msg}" if err and msg and err not in msg else (msg or err)
+    r = getattr(e, "response", None)
     if not text:
-        r = getattr(e, "response", None)
         text = r.reason if r is not None and r.reason else ""
-    return redact(" ".join(text.split()))
+    text = " ".join(text.split())
+    if r is not None and text.startswith(f"{r.status_code} "):  # "502 Bad Gateway" after "HTTP 502"
+        text = text[len(str(r.status_code)) + 1:]
+    return redact(text)

@@ -148,7 +148,7 @@ def find_label(
             tries += 1
             if clock() + wait > deadline:
                 raise LookupUnanswered(
-                    f"could not look up label {label} ({tries} tries in {deadline_s:.0f} s; last: {last})"
+                    f"could not look up label {label} ({tries} tries in {deadline_s:g} s; last: {last})"
                 ) from None
             sleep(wait)
             continue
