@@ -25,13 +25,19 @@ def _params(plan: PlanFacts) -> int:
     return param_count(plan.variant, plan.img_size, plan.num_classes)
 
 
+def _images(plan: PlanFacts) -> int:
+    from jitmodel.config import IMAGENET_TRAIN_IMAGES
+
+    return plan.num_images or IMAGENET_TRAIN_IMAGES
+
+
 def worker_budget(plan: PlanFacts, ram_bytes: int | None, cpus: int | None, shm_bytes: int | None):
     """The planner's worker decision for this plan's ranks and batch on this machine's limits."""
     from jitplan.planner.workers import decide_workers
 
     return decide_workers(requested=plan.num_workers, ranks_per_node=plan.nproc_per_node,
                           micro_batch=plan.batch_per_gpu, img_size=plan.img_size,
-                          num_images=plan.num_images or 1_281_167, ram_bytes=ram_bytes, cpus=cpus,
+                          num_images=_images(plan), ram_bytes=ram_bytes, cpus=cpus,
                           shm_bytes=shm_bytes, params=_params(plan), prefetch=plan.prefetch_factor)
 
 
@@ -39,11 +45,10 @@ def ram_needed(plan: PlanFacts, workers: int) -> tuple[int, int, int]:
     """(node RAM, per-worker RAM incl. its shm batches, one rank's main process) at ``workers`` per rank."""
     from jitplan.planner import workers as w
 
-    mb, img, pf = plan.batch_per_gpu, plan.img_size, plan.prefetch_factor
-    per_worker = w.worker_ram_bytes(mb, img, plan.num_images or 1_281_167, pf) + w.shm_per_worker(mb, img, pf)
-    main = w.main_process_bytes(_params(plan), mb, img, pf)
-    r = plan.nproc_per_node
-    return r * (main + workers * per_worker + w.NCCL_SHM_BYTES), per_worker, main
+    mb, img, pf, n = plan.batch_per_gpu, plan.img_size, plan.prefetch_factor, _images(plan)
+    node = w.node_host_bytes(plan.nproc_per_node, workers, params=_params(plan), micro_batch=mb, img_size=img,
+                             num_images=n, prefetch=pf)
+    return node, w.worker_host_bytes(mb, img, n, pf), w.main_process_bytes(_params(plan), mb, img, pf)
 
 
 def check_shm(ctx: DoctorContext) -> Finding:

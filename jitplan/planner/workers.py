@@ -42,6 +42,19 @@ def shm_per_worker(micro_batch: int, img_size: int, prefetch: int = PREFETCH_DEF
     return prefetch * batch_bytes(micro_batch, img_size)
 
 
+def worker_host_bytes(micro_batch: int, img_size: int, num_images: int, prefetch: int = PREFETCH_DEFAULT) -> int:
+    """Host RAM one worker costs, the one formula (planner and doctor): its RSS plus its batches in /dev/shm."""
+    return worker_ram_bytes(micro_batch, img_size, num_images, prefetch) + shm_per_worker(micro_batch, img_size, prefetch)
+
+
+def node_host_bytes(ranks: int, workers: int, *, params: int, micro_batch: int, img_size: int, num_images: int,
+                    prefetch: int = PREFETCH_DEFAULT) -> int:
+    """Host RAM of one node: per rank its training process, ``workers`` workers and NCCL's shm segments."""
+    per_worker = worker_host_bytes(micro_batch, img_size, num_images, prefetch)
+    main = main_process_bytes(params, micro_batch, img_size, prefetch)
+    return ranks * (main + workers * per_worker + NCCL_SHM_BYTES)
+
+
 def main_process_bytes(params: int, micro_batch: int, img_size: int, prefetch: int = PREFETCH_DEFAULT) -> int:
     """Per rank: the training process on the host, incl. pinned buffers for prefetched batches."""
     return MAIN_PROCESS_BYTES + BYTES_PER_PARAM_HOST * params + prefetch * batch_bytes(micro_batch, img_size)
@@ -106,10 +119,12 @@ def decide_workers(*, requested: int, ranks_per_node: int, micro_batch: int, img
                           f"bound by {bound}, {chosen} per rank ({chosen * r} in total)")
     else:
         reasons.insert(0, f"{requested} per rank as the recipe asks ({requested * r} in total)")
-    need = r * (main + chosen * (w_bytes + w_shm) + NCCL_SHM_BYTES)
+    need = node_host_bytes(r, chosen, params=params, micro_batch=micro_batch, img_size=img_size,
+                           num_images=num_images, prefetch=prefetch)
     shm_need = r * (chosen * w_shm + NCCL_SHM_BYTES)
     return WorkerPlan(per_rank=chosen, total=chosen * r, requested=requested, bound_by=bound, caps=caps,
-                      reasons=reasons, worker_bytes=w_bytes + w_shm, host_ram_needed=int(need),
+                      reasons=reasons, worker_bytes=worker_host_bytes(micro_batch, img_size, num_images, prefetch),
+                      host_ram_needed=int(need),
                       shm_needed=int(shm_need))
 
 
