@@ -20,7 +20,6 @@ the merged sums (seconds), so no rank waits on another's arithmetic.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import time
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from jitmodel.atomic import atomic_write
 from jitmodel.config import SampleConfig, TrainConfig
 from jitmodel.fid import FeatureExtractor, FeatureSums, frechet_distance, load_images, load_stats
 from jitmodel.sample import XHatFn, forwards_per_image, noise_for_ids, sample, save_png, to_uint8
@@ -270,13 +270,7 @@ def evaluate(x_hat: XHatFn, job: EvalJob, *, extractor: FeatureExtractor | None 
 def pack_images_npz(folder: Path, num_images: int) -> Path:
     """All images as one ``samples.npz`` (``arr_0``: N x H x W x 3 uint8, the ADM evaluation format)."""
     arr = load_images([folder / image_name(i, num_images) for i in range(num_images)]).permute(0, 2, 3, 1).numpy()
-    out, tmp = folder / "samples.npz", folder / ".samples.npz.tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, arr_0=arr)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out)
-    return out
+    return atomic_write(folder / "samples.npz", lambda f: np.savez(f, arr_0=arr))
 
 
 # --------------------------------------------------------------------------------------------------------

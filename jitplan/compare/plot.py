@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
+from jitmodel.atomic import atomic_write
 from jitplan.compare.results import CompareResult, _f
 
 
@@ -37,10 +37,10 @@ def plot_losses(r: CompareResult, path: Path) -> Path:
             ax.legend(fontsize=8)
     fig.suptitle(f"{r.variant} {r.img_size}px, {r.data}, {r.budget.describe()}", fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -74,7 +74,5 @@ def _plot_pil(r: CompareResult, path: Path) -> Path:
                 draw.line(line, fill=_COLORS[k % len(_COLORS)], width=2)
     for k, a in enumerate(r.arms):
         draw.text((pad + 110 * k, h - 18), a.arm, fill=_COLORS[k % len(_COLORS)])
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: img.save(f, format="PNG"))
     return path

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jitmodel.atomic import atomic_write
 from jitplan.dataset.inspect import inspect_dataset, is_image
 from jitplan.errors import UsageError
 
@@ -147,14 +148,17 @@ def _refuse_foreign(dst: Path, planned: set[Path]) -> None:
 
 
 def _place(src: Path, dst: Path, copy: bool) -> None:
+    """Copy (through the one atomic writer) or symlink ``src`` to ``dst``; a reader never sees half a file."""
+    if copy:
+        with open(src, "rb") as f_in:
+            atomic_write(dst, lambda f: shutil.copyfileobj(f_in, f))
+        shutil.copystat(src, dst)
+        return
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp = dst.with_name(f".{dst.name}.tmp")  # a link cannot be written through a file handle: link, rename
     if os.path.lexists(tmp):
         tmp.unlink()
-    if copy:
-        shutil.copy2(src, tmp)
-    else:
-        os.symlink(src, tmp)
+    os.symlink(src, tmp)
     os.replace(tmp, dst)
 
 
