@@ -1,6 +1,6 @@
 """The shipped objectives study: x vs v vs eps prediction (v-space loss) on the digits, same budget and seed.
 
-Runs ``jitplan compare templates/compare/digits.yaml --objectives x,v,eps`` (JiT-Tiny/8 at 32 px: 192-value
+Runs ``jitplan compare jitplan/templates/compare/digits.yaml --objectives x,v,eps`` (JiT-Tiny/8 at 32 px: 192-value
 patches, width 96) on this machine's CPU and prints the side-by-side table; the results folder holds
 results.json, summary.md, loss.png and grids/. A few CPU minutes per arm; run it alone, e.g.
 
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE = ROOT / "templates" / "compare" / "digits.yaml"
+TEMPLATE = ROOT / "jitplan" / "templates" / "compare" / "digits.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from jitplan import compare
 
-    base, shape, _ = compare.load_base(TEMPLATE)
+    base = compare.load_base(TEMPLATE)
     arms = compare.parse_arms(None, args.objectives)
     t0 = time.monotonic()
-    res = compare.run_compare(base, shape, arms, compare.Budget(steps=args.steps), args.out,
-                              runner=compare.LocalRunner(shape, threads=args.threads, echo=sys.stderr),
+    res = compare.run_compare(base, arms, compare.Budget(steps=args.steps), args.out,
+                              runner=compare.LocalRunner(base, threads=args.threads, echo=sys.stderr),
                               seed=args.seed, per_class=args.per_class, threads=args.threads, note=lambda m: print(m, file=sys.stderr))
     total = time.monotonic() - t0
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads/arm "

@@ -109,7 +109,7 @@ def _png_data_uri(chw: Tensor) -> str:
 
 def page(per_class: list[list[dict[str, Tensor]]], frames: list[list[Frame]], names: list[str],
          title: str) -> str:
-    """The self-contained HTML viewer (template ``templates/trajectory.html``, data inlined as JSON)."""
+    """The self-contained HTML viewer (template ``jitmodel/trajectory.html``, data inlined as JSON)."""
     data = {
         "title": title,
         "classes": [
@@ -118,7 +118,7 @@ def page(per_class: list[list[dict[str, Tensor]]], frames: list[list[Frame]], na
             for name, fr, rendered in zip(names, frames, per_class, strict=True)
         ],
     }
-    template = resources.files("templates").joinpath("trajectory.html").read_text(encoding="utf-8")
+    template = resources.files("jitmodel").joinpath("trajectory.html").read_text(encoding="utf-8")
     payload = json.dumps(data).replace("</", "<\\/")  # never close the <script> early
     return template.replace("__TITLE__", _escape(title)).replace("__DATA__", payload)
 

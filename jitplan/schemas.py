@@ -68,7 +68,7 @@ class Recipe(_Strict):
 
 
 def recipes_dir() -> Path:
-    from templates import templates_dir
+    from jitplan.templates import templates_dir
 
     return templates_dir() / "recipes"
 

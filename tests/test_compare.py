@@ -14,7 +14,7 @@ from jitplan import compare as core
 from jitplan.errors import UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE = ROOT / "templates" / "compare" / "digits.yaml"
+TEMPLATE = ROOT / "jitplan" / "templates" / "compare" / "digits.yaml"
 
 
 def _tiny_config(tmp_path: Path) -> Path:

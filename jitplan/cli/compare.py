@@ -1,6 +1,6 @@
 """``jitplan compare``: train two or more objectives (x / v / eps) for the same budget and compare them.
 
-    jitplan compare templates/compare/digits.yaml --objectives x,v,eps --steps 300 --out runs/cmp-digits
+    jitplan compare jitplan/templates/compare/digits.yaml --objectives x,v,eps --steps 300 --out runs/cmp-digits
     jitplan compare plan.yaml --arm x:v --arm eps:eps --minutes 10 --out runs/cmp   # PRED:LOSS pairs
     jitplan compare --gpus 1xRTX4090 --recipe JiT-B/16 --data /data/imagenet --objectives x,v --images 1000000 \\
         --ref-stats jit_in256_stats.npz
@@ -51,7 +51,7 @@ def compare(
 ) -> None:
     """Compare objectives on the same data, seed and budget: table, loss plot, sample grids.
 
-    jitplan compare templates/compare/digits.yaml --objectives x,v,eps --steps 300
+    jitplan compare jitplan/templates/compare/digits.yaml --objectives x,v,eps --steps 300
     """
     from jitplan import compare as core
     from jitplan.cli._output import emit, err

@@ -15,7 +15,7 @@ its ``metrics.jsonl`` and ``last.pt`` and scores it the same way for every arm:
 
 Results: ``results.json``, ``summary.md``, ``loss.png`` and ``grids/<arm>.png`` under the output folder.
 
-    jitplan compare templates/compare/digits.yaml --objectives x,v,eps --steps 300 --out runs/cmp
+    jitplan compare jitplan/templates/compare/digits.yaml --objectives x,v,eps --steps 300 --out runs/cmp
     jitplan compare plan.yaml --arm x:v --arm eps:eps --minutes 10
     jitplan compare --gpus 1xRTX4090 --recipe JiT-B/16 --data /data/imagenet --arm x:v --arm v:v --images 1e6
 

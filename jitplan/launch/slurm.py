@@ -1,6 +1,6 @@
 """Render an sbatch script (srun + torchrun, c10d rendezvous on the allocation's first node).
 
-The template is ``templates/launch/sbatch.sh.tmpl``; placeholders are ``{{NAME}}`` and every value that
+The template is ``jitplan/templates/launch/sbatch.sh.tmpl``; placeholders are ``{{NAME}}`` and every value that
 reaches the shell is quoted with shlex.quote. Pure apart from reading the template.
 
     >>> from jitplan.launch.torchrun import TorchrunSpec
@@ -16,7 +16,7 @@ import re
 import shlex
 
 from jitplan.launch.torchrun import TorchrunSpec
-from templates import templates_dir
+from jitplan.templates import read_template
 
 TEMPLATE = "launch/sbatch.sh.tmpl"
 _PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
@@ -59,4 +59,4 @@ def render_sbatch(spec: TorchrunSpec, *, job_name: str, workdir: str, cpus_per_t
         "MODULE": q(spec.module),
         "CONFIG": q(spec.config),
     }
-    return fill((templates_dir() / TEMPLATE).read_text(), values)
+    return fill(read_template(TEMPLATE), values)

@@ -45,7 +45,7 @@ from jitplan.launch.sshcmd import (  # noqa: F401 - re-exported: the SSH backend
 )
 from jitplan.launch.target import SSHTarget
 from jitplan.launch.torchrun import NodeCommand
-from templates import templates_dir
+from jitplan.templates import templates_dir
 
 RSYNC_EXCLUDES = (".git", "runs", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache", ".venv", "*.egg-info",
                   ".mypy_cache", "node_modules")

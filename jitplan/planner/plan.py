@@ -264,7 +264,7 @@ def provenance(hw: HardwareSpec, recipe: Recipe, options: PlanOptions, est: Esti
         return f"{src} ({flag})" if value is not None else "unknown (not given; the cap is not applied)"
 
     return {
-        "recipe": f"templates/recipes/{recipe.slug}.yaml ({recipe.source})",
+        "recipe": f"jitplan/templates/recipes/{recipe.slug}.yaml ({recipe.source})",
         "gpu": f"{src}: {gpu.name}; {gpu.source}",
         "host.ram_bytes": host_src(host.ram_bytes, "--host-ram"),
         "host.cpus": host_src(host.cpus, "--cpus"),

@@ -85,8 +85,8 @@ class ProvisionResult(BaseModel):
 
 
 def render_onstart(run_id: str) -> str:
-    """templates/launch/vast_onstart.sh with this run's values."""
-    from templates import templates_dir
+    """jitplan/templates/launch/vast_onstart.sh with this run's values."""
+    from jitplan.templates import templates_dir
 
     text = (templates_dir() / "launch" / "vast_onstart.sh").read_text()
     return string.Template(text).substitute(run_id=run_id, env_pattern=ENV_EXPORT_PATTERN)

@@ -2,7 +2,7 @@
 # Copied into a run's folder on the remote host by jitplan.launch.ssh, and started detached there:
 #   setsid nohup bash run_remote.sh CODE_DIR COMMAND... </dev/null >/dev/null 2>&1 &
 # It runs COMMAND in the run folder with CODE_DIR on PYTHONPATH, appends all output to train.log,
-# writes its pid to `pid` (the process-group leader: `jitplan launch --stop` signals the group)
+# writes its pid to `pid` (the process-group leader: `jitplan stop RUN` signals the group)
 # and the exit code to `exit_code` when COMMAND ends.
 set -u
 run_dir=$(cd "$(dirname "$0")" && pwd)
