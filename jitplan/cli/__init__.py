@@ -44,15 +44,21 @@ def _register_all() -> None:
 _register_all()
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    # A callback of an eager option runs while the arguments are parsed, before the group asks for a command.
+    if value:
         from jitplan import __version__
 
-        typer.echo(__version__)
+        typer.echo(f"jitplan {__version__}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                 callback=_print_version),
+) -> None:
+    """Plan, check and launch JiT diffusion-transformer training on the GPUs you can rent."""
 
 
 def run(argv: list[str] | None = None) -> int:

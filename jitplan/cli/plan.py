@@ -15,10 +15,11 @@ Thin: parse -> ``jitplan.planner.plan.make_plan`` -> render. No torch import unl
 from __future__ import annotations
 
 import os
-import shlex
 from enum import Enum
 
 import typer
+
+from jitplan.cli.plan_render import WIDE_COLUMNS, render_catalog, render_plan
 
 
 class _Policy(str, Enum):
@@ -39,8 +40,8 @@ class _Attention(str, Enum):
 def plan_command(
     gpus: str | None = typer.Option(None, "--gpus", help="GPU spec: RTX3060, 2xRTX3060, 8xH200, 2x8xH100 (nodes x GPUs)."),
     hardware: str | None = typer.Option(None, "--hardware", help="A HardwareSpec YAML (jitplan probe --out)."),
-    recipe: str | None = typer.Option(None, "--recipe", help="Reference recipe: JiT-B/16 (default), JiT-L/16, "
-                                      "JiT-H/16, JiT-B/32, JiT-L/32, JiT-H/32, or a YAML path."),
+    recipe: str | None = typer.Option(None, "--recipe", "--model", help="Reference recipe: JiT-B/16 (default), "
+                                      "JiT-L/16, JiT-H/16, JiT-B/32, JiT-L/32, JiT-H/32, or a YAML path."),
     gpu_mem: str | None = typer.Option(None, "--gpu-mem", help="GPU memory for an uncatalogued card (24GB)."),
     gpu_tflops: float | None = typer.Option(None, "--gpu-tflops", help="Dense bf16 TFLOPS (fp32 accumulate)."),
     gpu_bw: float | None = typer.Option(None, "--gpu-bw", help="Memory bandwidth, GB/s."),
@@ -66,6 +67,8 @@ def plan_command(
     show: str | None = typer.Option(None, "--show", help="Render a saved plan file instead of planning."),
     list_gpus: bool = typer.Option(False, "--list-gpus", help="List the GPU catalog and exit."),
     json_: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+    wide: bool | None = typer.Option(None, "--wide/--compact", help="Side-by-side table with the why in a column "
+                                     f"(default: when the terminal has >= {WIDE_COLUMNS} columns)."),
 ) -> None:
     """Plan batch, LR, EMA, memory, workers and time for a recipe on your GPUs.
 
@@ -82,11 +85,11 @@ def plan_command(
         from jitplan.hardware.catalog import catalog
 
         rows = catalog()
-        emit(rows, json_mode=json_, render=lambda console: _render_catalog(console, rows))
+        emit(rows, json_mode=json_, render=lambda console: render_catalog(console, rows))
         return
     if show is not None:
         saved = load_plan(show)
-        emit(saved, json_mode=json_, render=lambda console: _render(console, saved))
+        emit(saved, json_mode=json_, render=lambda console: render_plan(console, saved, wide=wide, saved_to=show))
         return
     env = read_env(os.environ)  # JITPLAN_* fill what neither a flag nor the hardware file gives
     if gpus is None and hardware is None:
@@ -117,7 +120,7 @@ def plan_command(
     if out:
         save_plan(plan, out)
         note(f"plan written to {out}")
-    emit(plan, json_mode=json_, render=lambda console: _render(console, plan))
+    emit(plan, json_mode=json_, render=lambda console: render_plan(console, plan, wide=wide, saved_to=out))
 
 
 def _host_from_env(hw, env):
@@ -151,49 +154,6 @@ def _hardware(gpus, hardware, gpu_mem, gpu_tflops, gpu_bw, host_ram, cpus, shm, 
     if cpus is not None:
         host["cpus"] = cpus
     return hw.model_copy(update={"host": HostSpec(**host)})
-
-
-def _render(console, plan) -> None:
-    from rich.markup import escape as esc
-    from rich.table import Table
-
-    from jitplan.planner.rows import fmt_bytes
-
-    hw = plan.hardware
-    title = f"{plan.train.model.variant}: {plan.recipe} adapted to {hw.world_size} x {hw.gpu.name} ({plan.policy})"
-    table = Table(title=esc(title), show_lines=False)
-    for col, style in (("quantity", "bold"), ("reference", ""), ("target", "cyan"), ("why", "dim")):
-        table.add_column(col, style=style, overflow="fold")
-    for r in plan.rows:
-        table.add_row(esc(r.quantity), esc(r.reference), esc(r.target), esc(r.why))
-    console.print(table)
-    mem = Table(title="memory per GPU (predicted)", show_header=True)
-    for col in ("item", "bytes", "why"):
-        mem.add_column(col, overflow="fold")
-    for item in plan.estimates.memory_breakdown:
-        mem.add_row(esc(item.name), fmt_bytes(item.bytes), esc(item.why))
-    e = plan.estimates
-    mem.add_row("total", fmt_bytes(e.memory_per_gpu_bytes), f"target {fmt_bytes(e.memory_target_bytes)} "
-                f"of {fmt_bytes(e.gpu_memory_bytes)} ({e.memory_source})", style="bold")
-    console.print(mem)
-    console.print(esc("workers: " + "; ".join(plan.workers.reasons)))
-    for w in plan.warnings:
-        console.print(f"[yellow]warning:[/] {esc(w)}")
-    console.print(esc("launch (every node): " + shlex.join(plan.launch.argv)))
-
-
-def _render_catalog(console, rows) -> None:
-    from rich.markup import escape as esc
-    from rich.table import Table
-
-    table = Table(title="GPU catalog (jitplan/hardware/catalog.yaml)")
-    for col in ("name", "memory", "bf16 TFLOPS", "fp32 TFLOPS", "GB/s", "CC", "NVLink", "class", "source"):
-        table.add_column(col, overflow="fold")
-    for g in rows:
-        table.add_row(esc(g.name), f"{g.memory_bytes / 2**30:.1f} GiB", f"{g.bf16_tflops:g}", f"{g.fp32_tflops or 0:g}",
-                      f"{g.mem_bw_gbs or 0:g}", g.compute_capability or "-", "yes" if g.nvlink else "no", g.gpu_class,
-                      esc(g.source))
-    console.print(table)
 
 
 def register(app: typer.Typer) -> None:

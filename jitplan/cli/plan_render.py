@@ -1,0 +1,91 @@
+"""How ``jitplan plan`` shows a Plan to people: each decision once, readable at 80 columns.
+
+Wide terminals (>= 140 columns, or ``--wide``) get the side-by-side table quantity | reference | target |
+why; narrower ones a compact table with the "why" under the numbers. A warning the planner raises about a
+row is shown on that row (in yellow), not repeated below it; the worker reasons below the table leave out
+the one the workers row already says. The launch line names the plan file only when it was written.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+WIDE_COLUMNS = 140
+
+
+def _gb_gib(n: float) -> str:
+    return f"{n / 1e9:.1f} GB ({n / 2**30:.1f} GiB)"
+
+
+def render_plan(console, plan, *, wide: bool | None = None, saved_to: str | None = None) -> None:
+    from rich import box
+    from rich.markup import escape as esc
+    from rich.table import Table
+    from rich.text import Text
+
+    from jitplan.planner.rows import fmt_bytes
+
+    wide = console.width >= WIDE_COLUMNS if wide is None else wide
+    hw = plan.hardware
+    title = f"{plan.train.model.variant}: {plan.recipe} adapted to {hw.world_size} x {hw.gpu.name} ({plan.policy})"
+    whys = {r.why for r in plan.rows}
+    warned = {w for w in plan.warnings if w in whys}
+    if wide:
+        table = Table(title=esc(title))
+        for col, style in (("quantity", "bold"), ("reference", ""), ("target", "cyan"), ("why", "dim")):
+            table.add_column(col, style=style, overflow="fold")
+        for r in plan.rows:
+            why = Text(f"warning: {r.why}", style="yellow") if r.why in warned else Text(r.why)
+            table.add_row(Text(r.quantity), Text(r.reference), Text(r.target), why)
+    else:
+        table = Table(title=esc(title), box=box.SIMPLE_HEAD, pad_edge=False)
+        table.add_column("quantity", style="bold", overflow="fold", max_width=24)
+        table.add_column("reference -> target, and why", overflow="fold")
+        for r in plan.rows:
+            cell = Text(r.reference, style="")
+            cell.append(" -> ")
+            cell.append(r.target, style="cyan")
+            cell.append(f"\nwarning: {r.why}" if r.why in warned else "\n" + r.why,
+                        style="yellow" if r.why in warned else "dim")
+            table.add_row(Text(r.quantity), cell)
+    console.print(table)
+
+    mem = Table(title="memory per GPU (predicted)", box=None if not wide else box.HEAVY_HEAD)
+    for col in ("item", "bytes", "why"):
+        mem.add_column(col, overflow="fold")
+    for item in plan.estimates.memory_breakdown:
+        mem.add_row(Text(item.name), fmt_bytes(item.bytes), Text(item.why))
+    e = plan.estimates
+    mem.add_row("total", fmt_bytes(e.memory_per_gpu_bytes), f"target {fmt_bytes(e.memory_target_bytes)} of "
+                f"{_gb_gib(e.gpu_memory_bytes)} ({esc(e.memory_source)})", style="bold")
+    console.print(mem)
+
+    rest = [r for r in plan.workers.reasons if r not in whys]
+    if rest:
+        console.print(Text("workers: " + "; ".join(rest)))
+    for w in plan.warnings:
+        if w not in warned:
+            console.print(Text.assemble(("warning: ", "yellow"), w))
+    argv = shlex.join(plan.launch.argv)
+    if saved_to is not None:
+        console.print(Text(f"launch (every node): {argv}"))
+        console.print(Text(f"next: jitplan doctor --plan {saved_to}, then jitplan launch {saved_to} --local "
+                           "(or --ssh / --vast)", style="bold"))
+    else:
+        console.print(Text("not saved: add --out plan.yaml to write this plan; then jitplan doctor --plan "
+                           "plan.yaml and jitplan launch plan.yaml --local, which runs on every node:", style="bold"))
+        console.print(Text(f"  {argv}"))
+
+
+def render_catalog(console, rows) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="GPU catalog (jitplan/hardware/catalog.yaml); GB = 10^9 bytes, GiB = 2^30")
+    for col in ("name", "memory", "bf16 TFLOPS", "fp32 TFLOPS", "GB/s", "CC", "NVLink", "class", "source"):
+        table.add_column(col, overflow="fold")
+    for g in rows:
+        table.add_row(Text(g.name), _gb_gib(g.memory_bytes), f"{g.bf16_tflops:g}", f"{g.fp32_tflops or 0:g}",
+                      f"{g.mem_bw_gbs or 0:g}", g.compute_capability or "-", "yes" if g.nvlink else "no",
+                      g.gpu_class, Text(g.source))
+    console.print(table)
