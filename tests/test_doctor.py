@@ -17,7 +17,7 @@ from jitmodel.variants import get_variant
 from jitplan.doctor.context import DoctorContext, PlanFacts
 from jitplan.doctor.runner import run_checks, run_doctor
 from jitplan.hardware.host import HostPaths
-from jitplan.hardware.nvml import FakeNvml
+from jitplan.hardware.nvml_fake import FakeNvml
 from jitplan.hardware.probe import run_probe
 
 DATA = Path(__file__).parent / "data"

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from jitplan.hardware.host import HostPaths, read_host
-from jitplan.hardware.nvml import FakeNvml, query_nvml
+from jitplan.hardware.nvml import query_nvml
+from jitplan.hardware.nvml_fake import FakeNvml
 from jitplan.hardware.probe import run_probe
 from jitplan.hardware.schema import HardwareSpec
 from jitplan.hardware.software import parse_version_py, torch_metadata

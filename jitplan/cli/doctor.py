@@ -22,10 +22,27 @@ from jitplan.cli._output import emit
 _STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
 
-def render(report, console: Console) -> None:  # report: DoctorReport
-    t = Table("id", "check", "level", "found", "fix")
-    for f in report.findings:
-        t.add_row(f.id, f.title, f"[{_STYLE[f.level]}]{f.level}[/]", f.found, (f.fix or "") if f.level != "pass" else "")
+def render(report, console: Console, wide: bool | None = None) -> None:  # report: DoctorReport
+    """A table (>= 140 columns or ``--wide``), else one block per finding; text folds, never cut."""
+    from rich import box
+    from rich.text import Text
+
+    if wide if wide is not None else console.width >= 140:
+        t = Table("id", "check", "level", "found", "fix")
+        for col in t.columns:
+            col.overflow = "fold"
+        for f in report.findings:
+            t.add_row(f.id, Text(f.title), Text(f.level, style=_STYLE[f.level]), Text(f.found),
+                      Text(f.fix or "") if f.level != "pass" else "")
+    else:
+        t = Table("id", "level", "check: what was found, and the fix", box=box.SIMPLE_HEAD, pad_edge=False)
+        t.columns[2].overflow = "fold"
+        for f in report.findings:
+            cell = Text(f.title, style="bold")
+            cell.append(f"\n{f.found}")
+            if f.fix and f.level != "pass":
+                cell.append(f"\nfix: {f.fix}", style=_STYLE[f.level] if f.level != "skip" else "")
+            t.add_row(f.id, Text(f.level, style=_STYLE[f.level]), cell)
     console.print(t)
     c = report.counts()
     console.print(f"{c['pass']} pass, {c['warn']} warn, {c['fail']} fail, {c['skip']} skip in {report.seconds} s")
@@ -42,6 +59,8 @@ def doctor(
     no_cache: bool = typer.Option(False, "--no-cache", help="Re-import torch even if nothing changed since the "
                                   "last successful check."),
     json_out: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
+    wide: bool | None = typer.Option(None, "--wide/--compact", help="One table row per finding (default: when "
+                                     "the terminal has >= 140 columns)."),
     replay_nvml: Path | None = typer.Option(None, "--replay-nvml", hidden=True, help="Recorded NVML answers."),
     host_root: Path | None = typer.Option(None, "--host-root", hidden=True, help="Re-root cgroup, /proc, /dev/shm."),
 ) -> None:
@@ -52,7 +71,7 @@ def doctor(
     from jitplan.doctor.runner import run_doctor
     from jitplan.errors import CheckFailed, UsageError
     from jitplan.hardware.host import HostPaths
-    from jitplan.hardware.nvml import FakeNvml
+    from jitplan.hardware.nvml_fake import FakeNvml
 
     if nccl_timeout is not None and nccl_timeout <= 0:
         raise UsageError(f"--nccl-timeout must be > 0 seconds, got {nccl_timeout:g}")
@@ -64,7 +83,7 @@ def doctor(
     report = run_doctor(plan_path=plan, data_path=data, checkpoint_path=checkpoint, deep=deep,
                         nccl_timeout_s=nccl_timeout, python=python, nvml=nvml, cache=not no_cache,
                         paths=HostPaths.under(host_root) if host_root is not None else None)
-    emit(report, json_mode=json_out, render=lambda c: render(report, c))
+    emit(report, json_mode=json_out, render=lambda c: render(report, c, wide))
     if report.failed:
         ids = ", ".join(f.id for f in report.failed)
         raise CheckFailed(f"{len(report.failed)} check(s) failed: {ids}", hint="each finding above says how to fix it")

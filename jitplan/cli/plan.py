@@ -139,6 +139,7 @@ def _host_from_env(hw, env):
 
 
 def _hardware(gpus, hardware, gpu_mem, gpu_tflops, gpu_bw, host_ram, cpus, shm, disk):
+    from jitplan.errors import UsageError
     from jitplan.hardware.schema import HostSpec
     from jitplan.hardware.spec import hardware_from_flags, load_hardware, parse_bytes
 
@@ -146,6 +147,11 @@ def _hardware(gpus, hardware, gpu_mem, gpu_tflops, gpu_bw, host_ram, cpus, shm, 
         return hardware_from_flags(gpus, gpu_mem=gpu_mem, gpu_tflops=gpu_tflops, gpu_bw=gpu_bw, host_ram=host_ram,
                                    cpus=cpus, shm=shm, disk=disk)
     hw = load_hardware(hardware)
+    if hw.gpu is None or hw.gpus_per_node < 1:
+        raise UsageError(f"{hardware} describes a machine with no NVIDIA GPU, so there is nothing to plan for",
+                         hint="plan for the GPUs you will train on: jitplan plan --gpus 2xRTX3060 --host-ram 24GB "
+                         "(or run `jitplan probe --out hardware.yaml` on the GPU machine); `jitplan demo` trains "
+                         "the tiny model here on the CPU")
     host = hw.host.model_dump()
     for key, flag, value in (("ram_bytes", "--host-ram", host_ram), ("shm_bytes", "--shm", shm),
                              ("disk_free_bytes", "--disk", disk)):

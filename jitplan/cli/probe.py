@@ -15,8 +15,12 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from jitplan.cli._output import emit, note
+
+NO_GPU_NEXT = ("next: plan for the GPUs you will train on (jitplan plan --gpus 2xRTX3060 --host-ram 24GB), "
+               "or train the tiny demo model here on the CPU (jitplan demo)")
 
 
 def _gib(n: int | None) -> str:
@@ -30,7 +34,7 @@ def _v(x: object) -> str:
 def render(report, console: Console) -> None:  # report: ProbeReport
     nv, host, torch = report.nvml, report.host, report.torch
     if not nv.available:
-        console.print(f"[bold]GPUs:[/] none visible. {nv.error}")
+        console.print(Text.assemble(("GPUs:", "bold"), f" none visible. {nv.error}"))
     else:
         console.print(f"[bold]Driver[/] {nv.driver_version} (max CUDA {nv.driver_cuda}), {len(nv.gpus)} GPU(s)")
         t = Table("#", "name", "memory free/total", "cc", "PCIe cur (max)", "power limit (default)",
@@ -86,7 +90,10 @@ def render(report, console: Console) -> None:  # report: ProbeReport
             s.add_row("import", f"FAILED: {imp.error} (run `jitplan doctor`)")
     console.print(s)
     for n in report.notes:
-        console.print(f"note: {n}")
+        if nv.available or not nv.error or nv.error not in n:  # the GPU line above already said it
+            console.print(Text(f"note: {n}"))
+    if not nv.available:
+        console.print(Text(NO_GPU_NEXT, style="bold"))
 
 
 def probe(
@@ -103,7 +110,7 @@ def probe(
     """
     from jitplan.errors import UsageError
     from jitplan.hardware.host import HostPaths
-    from jitplan.hardware.nvml import FakeNvml
+    from jitplan.hardware.nvml_fake import FakeNvml
     from jitplan.hardware.probe import run_probe
 
     nvml = None
@@ -122,7 +129,12 @@ def probe(
             raise UsageError(f"--out {out} is a directory")
         spec = report.to_hardware_spec()
         atomic_write_text(out, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-        note(f"wrote {out} (HardwareSpec: {spec.gpus_per_node} x {spec.gpu.name if spec.gpu else 'no GPU'})")
+        if spec.gpu is None:
+            note(f"wrote {out} (HardwareSpec: host limits only, no GPU: `jitplan plan --hardware {out}` needs a "
+                 "file probed on a GPU machine)")
+        else:
+            note(f"wrote {out} (HardwareSpec: {spec.gpus_per_node} x {spec.gpu.name}); next: "
+                 f"jitplan plan --hardware {out} --out plan.yaml")
     emit(report, json_mode=json_out, render=lambda c: render(report, c))
 
 

@@ -1,7 +1,7 @@
 """Run the checks: gather facts once (probe, torch import in a child, plan, dataset, checkpoint), then
 call each check ``C1``-``C13`` on the same context. Exit 1 when any check fails.
 
-    >>> from jitplan.hardware.nvml import FakeNvml
+    >>> from jitplan.hardware.nvml_fake import FakeNvml
     >>> report = run_doctor(nvml=FakeNvml.from_file("tests/data/nvml/no_driver.yaml"), run_torch=False)
     >>> report.by_id("C4").level
     'warn'

@@ -3,7 +3,7 @@
 The full report (``ProbeReport``) is richer than what a plan needs; ``to_hardware_spec()`` derives the
 ``HardwareSpec`` that ``jitplan plan --hardware`` reads, with the GPU model matched to the catalog.
 
-    >>> from jitplan.hardware.nvml import FakeNvml
+    >>> from jitplan.hardware.nvml_fake import FakeNvml
     >>> from jitplan.hardware.host import HostPaths
     >>> r = run_probe(nvml=FakeNvml.from_file("tests/data/nvml/2x_rtx3060.yaml"),
     ...               paths=HostPaths.under("tests/data/cgroup/v2_24g"),
