@@ -39,7 +39,7 @@ def main() -> None:
     hw = run_probe().to_hardware_spec()
     cfg, _ = demo_config(hw, steps=a.steps)
     diff = cfg.diffusion.model_copy(update={"ema_warmup": not a.no_warmup})
-    ck = cfg.checkpoint.model_copy(update={"every_steps": a.every, "keep_last": a.steps // a.every + 1})
+    ck = cfg.checkpoint.model_copy(update={"every_steps": a.every, "keep_last": 1000})
     out = a.out or Path(tempfile.mkdtemp(prefix="demo-recognition-"))
     cfg = cfg.model_copy(update={"diffusion": diff, "checkpoint": ck, "output_dir": str(out / "out")})
     (out).mkdir(parents=True, exist_ok=True)
