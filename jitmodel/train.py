@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import math
 import random
 import signal
@@ -264,6 +265,8 @@ def _install_signal_handlers(trainer: Trainer) -> dict[int, Any]:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
         trainer.stop_signal = signum
 
+    if hasattr(signal, "SIGUSR1"):  # a stall watchdog (jitplan's) asks for every thread's stack in the log
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     return {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
 
 

@@ -66,6 +66,10 @@ def launch(
     run_dir: Path | None = typer.Option(None, "--run-dir", help="Local run folder (default runs/<variant>-<px>-<time>)."),
     rdzv_endpoint: str | None = typer.Option(None, "--rdzv-endpoint", help="Multi-node: node 0's host:port."),
     max_restarts: int = typer.Option(3, "--max-restarts", min=0, help="Local: restarts after OOM/SIGTERM."),
+    max_hours: float | None = typer.Option(None, "--max-hours", min=0.001,
+                                           help="SSH/Vast: stop (checkpoint, pull) before this many hours."),
+    budget: float | None = typer.Option(None, "--budget", min=0.001,
+                                        help="Vast: stop (checkpoint, pull) before this many dollars at the offer's $/h."),
     no_doctor: bool = typer.Option(False, "--no-doctor", help="Skip the preflight doctor."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every command it would run; run nothing."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -144,6 +148,7 @@ def launch(
         accept_new_host_key=accept_new, remote_dir=remote_dir, remote_python=remote_python, create_env=create_env,
         data=data, detach=detach, tmux=tmux, rdzv_endpoint=rdzv_endpoint, doctor=not no_doctor and run.kind == "plan",
         dry_run=dry_run, cloud=CloudOptions(bid=bid, instance=instance, yes=yes, keep=keep) if vast else None,
+        max_hours=max_hours, budget=budget,
     )
     out = launch_remote(run, req, _remote_hooks(json_out))
     res.update(out.model_dump(exclude_none=True))

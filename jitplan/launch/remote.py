@@ -20,6 +20,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from jitplan.launch.registry import Registry
     from jitplan.launch.ssh import SSHLaunch, SSHOptions
     from jitplan.launch.torchrun import NodeCommand
+    from jitplan.launch.watchdog import WatchdogConfig
     from jitplan.providers import Provider
     from jitplan.providers.provision import ProvisionResult
     from jitplan.providers.ranking import RankedOffer
@@ -82,6 +84,8 @@ class RemoteRequest(BaseModel):
     rdzv_endpoint: str | None = None
     doctor: bool = True
     dry_run: bool = False
+    max_hours: Annotated[float, Field(gt=0)] | None = None  # the watchdog stops training (checkpoint) before it
+    budget: Annotated[float, Field(gt=0)] | None = None  # dollars at the instance's $/h (cloud only)
 
 
 class RemoteResult(BaseModel):
@@ -157,6 +161,8 @@ def launch_remote(run: RunSpec, req: RemoteRequest, hooks: RemoteHooks, *, regis
     if req.cloud is not None and req.dry_run:
         raise UsageError(f"--{req.cloud.provider} --dry-run cannot show SSH commands before an instance exists",
                          hint="jitplan plan shows the offers' needs; drop --dry-run to search and confirm")
+    if req.budget is not None and req.cloud is None:
+        raise UsageError("--budget needs the instance's price per hour: use it with --vast (or use --max-hours)")
     if req.cloud is not None and run.plan is None:
         raise UsageError(f"{req.plan_file} is a bare training config; renting needs a plan (jitplan plan --out)")
     opts = SSHOptions(known_hosts=req.known_hosts, accept_new_host_key=req.accept_new_host_key,
@@ -171,8 +177,10 @@ def launch_remote(run: RunSpec, req: RemoteRequest, hooks: RemoteHooks, *, regis
                               doctor=req.doctor, create_env=req.create_env)
             return RemoteResult(commands=[redact(s.shell()) for s in steps])
         from jitplan.launch.registry import Registry
+        from jitplan.launch.watchdog import config_for
 
-        return _run_ssh(job, stage, req, hooks, registry or Registry(), None)
+        return _run_ssh(job, stage, req, hooks, registry or Registry(), None,
+                        watchdog=config_for(run.plan or run.train, max_hours=req.max_hours))
     return _launch_cloud(run.plan, req, hooks, opts, stage, registry, provider)  # type: ignore[arg-type]
 
 
@@ -195,12 +203,13 @@ def _stager(run: RunSpec, req: RemoteRequest) -> Callable[[SSHLaunch, str | None
 
 
 def _run_ssh(job: SSHLaunch, stage: Callable[[SSHLaunch, str | None], tuple[Sequence[Path], NodeCommand]],
-             req: RemoteRequest, hooks: RemoteHooks, registry: Registry, run_id: str | None) -> RemoteResult:
+             req: RemoteRequest, hooks: RemoteHooks, registry: Registry, run_id: str | None,
+             watchdog: WatchdogConfig | None = None) -> RemoteResult:
     from jitplan.launch.ssh import launch_ssh, project_root
 
     res = launch_ssh(job, registry=registry, name=req.name, local_code=project_root(), stage=stage, data=req.data,
                      doctor=req.doctor, create_env=req.create_env, follow=not req.detach, out=hooks.out,
-                     run_id=run_id, local_run_dir=req.run_dir)
+                     run_id=run_id, local_run_dir=req.run_dir, watchdog=watchdog)
     return RemoteResult(run_id=res.run_id, target=res.target, remote_run_dir=res.remote_run_dir, status=res.status,
                         exit_code=res.exit_code)
 
@@ -210,6 +219,7 @@ def _launch_cloud(plan: Plan, req: RemoteRequest, hooks: RemoteHooks, opts: SSHO
                   registry: Registry | None, provider: Provider | None) -> RemoteResult:
     from jitplan.launch.registry import Registry
     from jitplan.launch.ssh import SSHLaunch
+    from jitplan.launch.watchdog import config_for
     from jitplan.providers.provision import Hooks, ProvisionRequest, provision
 
     cloud = req.cloud
@@ -219,6 +229,7 @@ def _launch_cloud(plan: Plan, req: RemoteRequest, hooks: RemoteHooks, opts: SSHO
     run_id = registry.create_run(req.name, cloud.provider, plan_path=str(req.plan_file.resolve()),
                                  run_dir=req.run_dir, status="provisioning")
     got: ProvisionResult | None = None
+    since = time.time()  # --max-hours and --budget count from the rent
     with sigterm_as_interrupt():
         try:
             provider = provider or make_provider(cloud.provider, hooks.say)
@@ -230,7 +241,8 @@ def _launch_cloud(plan: Plan, req: RemoteRequest, hooks: RemoteHooks, opts: SSHO
             known = req.known_hosts or str(Path(registry.path).parent / "known_hosts")
             job = SSHLaunch(got.ssh, opts.model_copy(update={"known_hosts": known, "accept_new_host_key": True}),
                             root=req.remote_dir, run_id=req.name)
-            res = _run_ssh(job, stage, req, hooks, registry, run_id)
+            res = _run_ssh(job, stage, req, hooks, registry, run_id, watchdog=config_for(
+                plan, max_hours=req.max_hours, budget_usd=req.budget, dph=got.dph, since=since))
         except BaseException as e:
             if got is None or provider is None:  # provision() already destroyed what it had rented
                 if not isinstance(e, KeyboardInterrupt):

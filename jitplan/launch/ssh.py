@@ -20,7 +20,6 @@ Remote layout under ``root`` (relative paths are under the remote home)::
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from jitplan.launch.sshcmd import (  # noqa: F401 - re-exported: the SSH backend
 )
 from jitplan.launch.target import SSHTarget
 from jitplan.launch.torchrun import NodeCommand
+from jitplan.launch.watchdog import WatchdogConfig
 from jitplan.templates import templates_dir
 
 RSYNC_EXCLUDES = (".git", "runs", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache", ".venv", "*.egg-info",
@@ -125,7 +125,11 @@ class SSHLaunch:
         else:
             script = f"setsid nohup {shlex.join(inner)} </dev/null >/dev/null 2>&1 &"
         wait_pid = f"for i in $(seq 100); do [ -s {q(self.run_dir + '/pid')} ] && exit 0; sleep 0.1; done; exit 1"
-        return Step(name="start training (detached)", argv=self.ssh(remote_sh(f"{script}\n{wait_pid}")))
+        rd = q(self.run_dir)  # the watchdog (jitplan.launch.watchdog) runs next to training when configured
+        watchdog = (f"rm -f {rd}/watchdog-state.json {rd}/stop; if [ -f {rd}/watchdog-config.json ]; then "
+                    f"PYTHONPATH={q(self.code_dir)} setsid nohup {q(command.argv[0])} -m jitplan.launch.watchdog {rd} "
+                    f"</dev/null >>{rd}/watchdog.log 2>&1 & fi")
+        return Step(name="start training (detached)", argv=self.ssh(remote_sh(f"{watchdog}\n{script}\n{wait_pid}")))
 
     def follow_step(self) -> Step:
         q = shlex.quote
@@ -277,10 +281,6 @@ def run_script_path() -> Path:
     return templates_dir() / RUN_SCRIPT
 
 
-def default_known_hosts() -> str:
-    return os.path.expanduser("~/.ssh/known_hosts")
-
-
 class SSHRunResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -295,14 +295,15 @@ def launch_ssh(job: SSHLaunch, *, registry, name: str, local_code: str | Path,
                stage: Callable[[SSHLaunch, str | None], tuple[Sequence[Path], NodeCommand]],
                data: str | Path | None = None, doctor: bool = True, create_env: bool = False, follow: bool = True,
                out: TextIO = sys.stdout, run_id: str | None = None,
-               local_run_dir: str | Path | None = None) -> SSHRunResult:
+               local_run_dir: str | Path | None = None, watchdog: WatchdogConfig | None = None) -> SSHRunResult:
     """The whole SSH launch: folders, code, plan, data, env, doctor, detached start, then follow the log.
 
     ``stage(job, remote_data_path)`` runs once the remote paths are absolute: it writes the run's files
     here and returns them (to upload into the remote run folder) and the command to start, which must use
     the remote python (``job.venv_python`` when ``create_env``). Each step is a registry event; a failing
     step marks the run failed and raises CheckFailed (exit 1). ``local_run_dir`` (the staged folder) is
-    where ``jitplan pull`` brings the run's checkpoint, metrics and logs home.
+    where ``jitplan pull`` brings the run's checkpoint, metrics and logs home. ``watchdog`` settings go up
+    as ``watchdog-config.json``, and the watchdog starts next to training.
     """
     if run_id is None:
         run_id = registry.create_run(name, "ssh", status="starting", host=str(job.target))
@@ -324,6 +325,11 @@ def launch_ssh(job: SSHLaunch, *, registry, name: str, local_code: str | Path,
                                      local_run_dir=str(Path(local_run_dir).resolve()) if local_run_dir else None))
     data_step, remote_data = job.upload_data_step(data) if data is not None else (None, None)
     files, command = stage(job, remote_data)
+    if watchdog is not None:
+        from jitmodel.atomic import atomic_write_text
+
+        folder = Path(local_run_dir or Path(files[0]).parent)
+        files = [*files, atomic_write_text(folder / "watchdog-config.json", watchdog.model_dump_json())]
     step("upload_code", f"uploading {Path(local_code).resolve()}", lambda: job.run(job.upload_code_step(local_code)))
     step("upload_files", "uploading the plan", lambda: job.run(job.upload_files_step(files)))
     if data_step is not None:
