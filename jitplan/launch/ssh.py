@@ -129,7 +129,7 @@ class SSHLaunch:
         watchdog = (f"rm -f {rd}/watchdog-state.json {rd}/stop; if [ -f {rd}/watchdog-config.json ]; then "
                     f"PYTHONPATH={q(self.code_dir)} setsid nohup {q(command.argv[0])} -m jitplan.launch.watchdog {rd} "
                     f"</dev/null >>{rd}/watchdog.log 2>&1 & fi")
-        return Step(name="start training (detached)", argv=self.ssh(remote_sh(f"{watchdog}\n{script}\n{wait_pid}")))
+        return Step(name="start training (detached)", argv=self.ssh(remote_sh(f"{script}\n{watchdog}\n{wait_pid}")))
 
     def follow_step(self) -> Step:
         q = shlex.quote
