@@ -325,3 +325,18 @@ def test_sigterm_handler_is_scoped() -> None:
 def test_check_failed_is_raised_for_a_plan_with_nothing_to_rent(fake, reg, env) -> None:
     with pytest.raises(CheckFailed, match="no Vast.ai offer satisfies"):
         _run(fake, reg, env, plan=make_plan("H200", 2))
+
+
+def test_docs_failure_table_names_tests_that_exist() -> None:
+    """docs/vast.md's failure -> behaviour table: every test it names exists (so the table stays kept)."""
+    import fnmatch
+    import importlib
+    import re
+
+    doc = (Path(__file__).parent.parent / "docs" / "vast.md").read_text()
+    table = doc[doc.index("## Failure -> behaviour"):doc.index("## Costs")]
+    names = re.findall(r"`(?:(test_\w+)::)?(test_[\w*]+)(?:\[\w+\])?`", table)
+    assert len(names) >= 20
+    for module, name in names:
+        mod = importlib.import_module(module or "test_vast_lifecycle")
+        assert fnmatch.filter(dir(mod), name), f"{module or 'test_vast_lifecycle'}::{name} is named in docs/vast.md"

@@ -12,9 +12,10 @@ from fakes.vast_server import BannerServer, VastFake, free_port, sample_offer
 from jitplan.errors import UsageError
 from jitplan.providers import Instance, InstanceFailed, LookupUnanswered, RateLimited, ReadyTimeout, Transient
 from jitplan.providers.ranking import epoch_time_s, rank
-from jitplan.providers.vast.client import build_search, first_line, read_state, to_instance, to_offer
+from jitplan.providers.vast.client import first_line
 from jitplan.providers.vast.instance import find_label, ssh_banner, wait_ready
 from jitplan.providers.vast.offers import disk_gb, image_cuda, image_for, query_for
+from jitplan.providers.vast.rows import build_search, read_state, to_instance, to_offer
 
 
 # ------------------------------------------------------------------------------------------- image

@@ -28,6 +28,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from jitplan.providers import Provider
 
 
+SWEEP_TIMEOUT_S = 10.0  # `jitplan runs` must not hang for long when the provider does not answer
+
+
 def _registry() -> Registry:
     from jitplan.launch.registry import Registry
 
@@ -46,7 +49,7 @@ def _providers(reg: Registry, offline: bool) -> tuple[list[Provider], list[str]]
     from jitplan.launch.remote import make_provider
 
     try:
-        return [make_provider("vast", lambda m: None)], []
+        return [make_provider("vast", lambda m: None, http_timeout_s=SWEEP_TIMEOUT_S)], []
     except JitplanError as e:
         return [], [f"cannot ask Vast.ai: {e.message}"]
 

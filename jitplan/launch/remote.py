@@ -110,20 +110,23 @@ class RemoteHooks:
     out: TextIO = sys.stdout  # where the followed training log goes
 
 
-def make_provider(name: str, say: Callable[[str], None]) -> Provider:
+def make_provider(name: str, say: Callable[[str], None], *, http_timeout_s: float | None = None) -> Provider:
     """The provider called ``name``, configured from the environment (key, URL, ``JITPLAN_<NAME>_POLL_S``)."""
     if name != "vast":
         raise UsageError(f"unknown cloud provider {name!r} (known: vast)")
     import os
 
     from jitplan.providers.vast import VastProvider
+    from jitplan.providers.vast.client import DEFAULT_TIMEOUT_S, VastClient
 
     raw = os.environ.get("JITPLAN_VAST_POLL_S")
     try:
         poll = float(raw) if raw else None
     except ValueError:
         raise UsageError(f"JITPLAN_VAST_POLL_S must be a number of seconds, got {raw!r}") from None
-    return VastProvider(poll_s=poll, on_progress=lambda i: say(f"  instance {i.id}: {i.actual_status or 'scheduling'}"))
+    client = VastClient.from_env(timeout_s=http_timeout_s or DEFAULT_TIMEOUT_S)
+    return VastProvider(client, poll_s=poll,
+                        on_progress=lambda i: say(f"  instance {i.id}: {i.actual_status or 'scheduling'}"))
 
 
 @contextmanager
