@@ -170,6 +170,16 @@ class CheckpointConfig(_Strict):
     keep_every_epochs: PositiveInt | None = 100  # permanent copies every N epochs
 
 
+class MemoryConfig(_Strict):
+    """Memory strategies (jitmodel.strategy; what each saves and costs: docs/planning.md). Any mix resumes
+    from a checkpoint written by any other, at any world size."""
+
+    checkpoint_every: NonNegInt = 0  # activation checkpointing: 0 off, 1 every block, k blocks 0, k, 2k, ...
+    shard: bool = False  # FSDP2 fully_shard: params, grads, optimizer state and EMAs split across ranks
+    ema_device: Literal["same", "cpu"] = "same"  # cpu: EMAs in pinned host memory, updated beside the step
+    ema_every: PositiveInt = 1  # update the EMAs every k optimizer steps with decay**k (same horizon)
+
+
 class TrainConfig(_Strict):
     """Everything ``jitmodel.train`` needs. Batch sizes are per rank (GPU)."""
 
@@ -182,6 +192,7 @@ class TrainConfig(_Strict):
     sample: SampleConfig = Field(default_factory=SampleConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
 
     batch_per_gpu: PositiveInt = 128  # micro-batch per rank
     accum_steps: PositiveInt = 1  # gradient accumulation (micro-steps per optimizer step)

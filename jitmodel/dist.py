@@ -109,18 +109,24 @@ def barrier() -> None:
 
 
 def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype (None = fp32). auto: bf16 on CUDA GPUs that support it, fp32 elsewhere."""
+    """Autocast dtype (None = fp32). auto: bf16 on CUDA GPUs that have it; fp16 (with a gradient scaler)
+    on CUDA GPUs without bf16 but with fp16 tensor cores (Volta/Turing: V100, T4, RTX 20xx); fp32 elsewhere.
+    fp16 on the CPU is allowed (slow; tests of the scaler path) but never chosen by auto."""
     cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     if precision == "auto":
-        return torch.bfloat16 if cuda_bf16 else None
+        if device.type != "cuda":
+            return None
+        if cuda_bf16:
+            return torch.bfloat16
+        return torch.float16 if torch.cuda.get_device_capability(device) >= (7, 0) else None
     if precision == "bf16":
         if device.type == "cuda" and not cuda_bf16:
             raise ValueError(f"precision bf16 was asked for but {torch.cuda.get_device_name(device)} lacks bf16; "
                              "use precision: fp16 or fp32")
         return torch.bfloat16
     if precision == "fp16":
-        if device.type != "cuda":
-            raise ValueError(f"precision fp16 needs a CUDA GPU (device is {device.type}); use bf16 or fp32")
+        if device.type not in ("cuda", "cpu"):
+            raise ValueError(f"precision fp16 needs a CUDA GPU or the CPU (device is {device.type}); use bf16 or fp32")
         return torch.float16
     return None
 

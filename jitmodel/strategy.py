@@ -1,21 +1,155 @@
 """Memory strategies of the trainer: how the denoiser is wrapped for this run and where its state lives.
 
-Plain DDP today (one full replica per rank); the home of activation checkpointing, FSDP2 sharding, EMA
-placement and the fp16 gradient scaler, each a TrainConfig switch (docs/training.md).
+Each is a ``TrainConfig.memory`` switch (docs/planning.md, "When it does not fit", says what each saves
+and costs; ``jitplan plan`` chooses them):
+
+- ``checkpoint_every: k`` - activation checkpointing of blocks 0, k, 2k, ... (k = 1: every block): their
+  activations are recomputed in the backward pass (about one extra forward). Non-reentrant
+  ``torch.utils.checkpoint`` inside the block's forward, so state-dict keys do not change and it composes
+  with ``torch.compile`` and FSDP2; dropout masks are replayed (the RNG state is preserved).
+- ``shard: true`` - FSDP2 ``fully_shard`` per block and on the whole denoiser: parameters, gradients,
+  AdamW state and (built on the sharded parameters) both EMAs are split across the ranks; parameters are
+  all-gathered for each block's forward/backward and gradients reduce-scattered every micro-step.
+- ``ema_device: cpu`` / ``ema_every: k`` - see ``jitmodel.ema_host``.
+- fp16 autocast gets a ``GradScaler`` (``make_scaler``); bf16 and fp32 need none.
+
+Checkpoints stay one self-describing file: ``full_state`` gathers full (unsharded) state dicts on every
+rank, ``local_like`` scatters a full tensor back into a sharded one when resuming.
+
+    >>> from jitmodel.config import MemoryConfig
+    >>> describe(MemoryConfig(checkpoint_every=2, shard=True, ema_device="cpu"))
+    'checkpoint every 2nd block + shard (FSDP2) + EMA on CPU'
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import torch
 
-from jitmodel.config import TrainConfig
+from jitmodel.config import MemoryConfig, TrainConfig
 from jitmodel.dist import DistEnv
 
 
-def wrap_model(denoiser: torch.nn.Module, cfg: TrainConfig, env: DistEnv, device: torch.device) -> torch.nn.Module:
-    """The module the training step calls: the denoiser itself (one process) or its DDP wrapper."""
+def describe(m: MemoryConfig) -> str:
+    """A short human name of the strategy mix ('none' when every switch is off)."""
+    parts = []
+    if m.checkpoint_every:
+        k = m.checkpoint_every
+        parts.append("checkpoint every block" if k == 1 else f"checkpoint every {k}{'nd' if k == 2 else 'th'} block")
+    if m.shard:
+        parts.append("shard (FSDP2)")
+    if m.ema_device == "cpu":
+        parts.append("EMA on CPU")
+    if m.ema_every > 1:
+        parts.append(f"EMA every {m.ema_every} steps")
+    return " + ".join(parts) or "none"
+
+
+# --------------------------------------------------------------------------- activation checkpointing
+
+def _checkpointed(forward: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    from torch.utils.checkpoint import checkpoint
+
+    def run(*args: Any, **kwargs: Any) -> torch.Tensor:
+        if not torch.is_grad_enabled():  # sampling / evaluation: nothing to save
+            return forward(*args, **kwargs)
+        return checkpoint(forward, *args, use_reentrant=False, preserve_rng_state=True, **kwargs)
+
+    return run
+
+
+def checkpoint_blocks(net: torch.nn.Module, every: int) -> int:
+    """Checkpoint blocks 0, every, 2*every, ... of ``net.blocks`` in place; returns how many."""
+    if every < 1:
+        return 0
+    done = 0
+    for i, block in enumerate(net.blocks):
+        if i % every == 0:
+            block.forward = _checkpointed(block.forward)  # instance attribute: keys and class unchanged
+            done += 1
+    return done
+
+
+# --------------------------------------------------------------------------- sharding (FSDP2)
+
+def _mesh(env: DistEnv, device: torch.device) -> Any:
+    from torch.distributed.device_mesh import init_device_mesh
+
+    return init_device_mesh(device.type, (env.world_size,))
+
+
+def shard(denoiser: torch.nn.Module, env: DistEnv, device: torch.device) -> None:
+    """FSDP2 in place: one unit per block (gathered one at a time), then the rest of the denoiser."""
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = _mesh(env, device)
+    for block in denoiser.net.blocks:
+        fully_shard(block, mesh=mesh)
+    fully_shard(denoiser, mesh=mesh)
+
+
+def is_sharded(t: Any) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def full(t: Any) -> Any:
+    """The full tensor of a sharded one (a collective: every rank calls it in the same order), on the CPU."""
+    if is_sharded(t):
+        return t.full_tensor().cpu()
+    return t.detach().cpu() if isinstance(t, torch.Tensor) else t
+
+
+def local_like(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``value`` (a full tensor from a checkpoint) laid out like ``like``: this rank's shard when sharded."""
+    if not is_sharded(like):
+        return value
+    from torch.distributed.tensor import distribute_tensor
+
+    # src_data_rank=None: every rank holds the full tensor (it read the same file); no communication
+    return distribute_tensor(value.to(like.device, like.dtype), like.device_mesh, like.placements, src_data_rank=None)
+
+
+def full_optimizer_state(opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """``opt.state_dict()`` with every sharded tensor gathered: the plain (unsharded) format."""
+    sd = opt.state_dict()
+    state = {i: {k: full(v) for k, v in s.items()} for i, s in sorted(sd["state"].items())}
+    return {"state": state, "param_groups": sd["param_groups"]}
+
+
+def optimizer_state_like(sd: Mapping[str, Any], opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """A plain optimizer state dict with each per-parameter tensor laid out like its parameter."""
+    params = [p for g in opt.param_groups for p in g["params"]]
+    ids = [i for g in sd["param_groups"] for i in g["params"]]
+    if len(ids) != len(params):
+        return dict(sd)  # let load_state_dict say what does not fit
+    by_id = dict(zip(ids, params, strict=True))
+    state = {}
+    for i, s in sd["state"].items():
+        p = by_id.get(i)
+        state[i] = {k: (local_like(v, p) if p is not None and isinstance(v, torch.Tensor)
+                        and tuple(v.shape) == tuple(p.shape) and v.ndim > 0 else v) for k, v in s.items()}
+    return {"state": state, "param_groups": sd["param_groups"]}
+
+
+# --------------------------------------------------------------------------- the whole mix
+
+def prepare(denoiser: torch.nn.Module, cfg: TrainConfig, env: DistEnv, device: torch.device) -> torch.nn.Module:
+    """Apply the strategies of ``cfg.memory`` to ``denoiser`` in place; returns the module the step calls
+    (the denoiser itself when sharded or alone, else its DDP wrapper). Build the optimizer and EMAs after
+    this, on ``denoiser.parameters()`` (FSDP2 replaces them by sharded ones)."""
+    m = cfg.memory
+    if m.shard and not env.distributed:
+        raise ValueError("memory.shard needs more than one process (torchrun --nproc-per-node N, N >= 2)")
+    checkpoint_blocks(denoiser.net, m.checkpoint_every)
     if cfg.compile:
         denoiser.net.compile()  # compiles in place: state-dict keys stay net.*
+    if m.shard:
+        shard(denoiser, env, device)
+        return denoiser
     if not env.distributed:
         return denoiser
     ids = [device.index] if device.type == "cuda" else None

@@ -62,7 +62,8 @@ class Trainer:
     """Everything one rank needs; ``__init__`` raises ValueError for bad config/input (exit 2)."""
 
     def __init__(self, cfg: TrainConfig, env: DistEnv, resume: str | None = None):
-        from jitmodel.denoiser import EMA, Denoiser
+        from jitmodel.denoiser import Denoiser
+        from jitmodel.ema_host import build_ema
 
         if cfg.world_size is not None and cfg.world_size != env.world_size:
             raise ValueError(f"the config was planned for world_size {cfg.world_size} but this job has "
@@ -100,7 +101,12 @@ class Trainer:
         init_process_group(env, self.device, timeout_s=cfg.dist_timeout_s or 1800)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
         self.denoiser = Denoiser(cfg.model, cfg.diffusion, device=self.device)
-        self.ema = EMA(self.denoiser, cfg.diffusion.ema_decays, warmup=cfg.diffusion.ema_warmup)
+        if ck is not None:
+            self.denoiser.load_state_dict(ck["model"])  # full weights, before any sharding
+        self.model: torch.nn.Module = strategy.prepare(self.denoiser, cfg, env, self.device)  # DDP/FSDP2/...
+        mem = cfg.memory  # EMAs and optimizer on the (possibly sharded) parameters, so built after prepare
+        self.ema = build_ema(self.denoiser, cfg.diffusion.ema_decays, mem.ema_device, mem.ema_every,
+                             warmup=cfg.diffusion.ema_warmup)
         groups = param_groups(self.denoiser, cfg.optim.weight_decay)
         self.peak_lr = cfg.optim.lr_for(self.eff_batch)
         self.opt = build_optimizer(groups, cfg.optim, self.peak_lr, self.device)
@@ -112,7 +118,6 @@ class Trainer:
             self._restore(ck)
         else:
             self._seed_rank()
-        self.model: torch.nn.Module = strategy.wrap_model(self.denoiser, cfg, env, self.device)
         self.loader = data_mod.build_loader(self.dataset, self.sampler, cfg.data, self.device, cfg.seed + env.rank)
         self.stop_signal: int | None = None
         self._saved_step = -1
@@ -180,7 +185,8 @@ class Trainer:
                  f"classes | effective batch {self.eff_batch} = micro {cfg.batch_per_gpu} x accum {accum} x world "
                  f"{env.world_size} | peak lr {self.peak_lr:.3g} | {self.steps_per_epoch} steps/epoch, "
                  f"{self.total_steps} steps | {self.device.type}, "
-                 f"{str(self.amp).removeprefix('torch.') if self.amp else 'fp32'}, attention {cfg.model.attention}")
+                 f"{str(self.amp).removeprefix('torch.') if self.amp else 'fp32'}, attention {cfg.model.attention} | "
+                 f"memory: {strategy.describe(cfg.memory)}")
         if getattr(self.dataset, "note", None):
             log.note(f"data: {self.dataset.note}")
         if self.resume_note is not None:

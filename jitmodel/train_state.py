@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from jitmodel import checkpoint as ckpt_io
+from jitmodel import strategy
 from jitmodel.dist import all_gather, barrier
+from jitmodel.ema_host import full_ema_state, load_ema_state
 
 if TYPE_CHECKING:  # pragma: no cover
     from jitmodel.train import Trainer
@@ -25,14 +27,14 @@ def _first_line(e: BaseException) -> str:
 
 def restore(tr: Trainer, ck: dict[str, Any]) -> None:
     """Load weights, EMAs, optimizer, scaler, position and random streams of ``ck`` into ``tr``."""
-    tr.denoiser.load_state_dict(ck["model"])
+    # the weights were loaded before the strategy was applied (Trainer.__init__)
     if ck.get("ema1") is not None and ck.get("ema2") is not None:
-        tr.ema.load_state_dicts(ck["ema1"], ck["ema2"])
+        load_ema_state(tr.ema, ck["ema1"], ck["ema2"])
     official = ck["format"] == ckpt_io.OFFICIAL
     tr.resume_note = ""
     if ck.get("optimizer") is not None:
         try:
-            tr.opt.load_state_dict(ck["optimizer"])
+            tr.opt.load_state_dict(strategy.optimizer_state_like(ck["optimizer"], tr.opt))
         except (ValueError, KeyError) as e:
             if not official:
                 raise ValueError(f"the checkpoint's optimizer state does not fit: {_first_line(e)}") from None
@@ -67,10 +69,12 @@ def save(tr: Trainer, permanent: bool = False) -> None:
         return  # e.g. the end of an epoch that was also the last step
     tr._saved_step = tr.step
     ranks = all_gather(ckpt_io.capture_rng(tr.gen))
+    if tr.env.is_main or tr.cfg.memory.shard:  # gathering shards is a collective: every rank takes part
+        model, ema1, ema2, opt = full_state(tr)
     if tr.env.is_main:
         ck = ckpt_io.make_checkpoint(
-            model=tr.denoiser.state_dict(), ema1=tr.ema.state_dict("ema1"), ema2=tr.ema.state_dict("ema2"),
-            optimizer=tr.opt.state_dict(), scaler=tr.scaler.state_dict() if tr.scaler else None,
+            model=model, ema1=ema1, ema2=ema2,
+            optimizer=opt, scaler=tr.scaler.state_dict() if tr.scaler else None,
             model_config=tr.cfg.model, train_config=tr.cfg, classes=tr.classes, epoch=tr.epoch,
             step=tr.step, epoch_step=tr.epoch_step, epoch_samples=tr.epoch_step * tr.eff_batch,
             rng_per_rank=ranks)
@@ -79,9 +83,20 @@ def save(tr: Trainer, permanent: bool = False) -> None:
     barrier()
 
 
+def full_state(tr: Trainer) -> tuple[dict, dict, dict, dict]:
+    """(model, ema1, ema2, optimizer) as full state dicts on the CPU, whatever the strategy: the one
+    checkpoint format that any strategy and world size resumes from and ``jitmodel sample`` reads."""
+    model = {k: strategy.full(v) for k, v in tr.denoiser.state_dict().items()}
+    return (model, full_ema_state(tr.ema, "ema1"), full_ema_state(tr.ema, "ema2"),
+            strategy.full_optimizer_state(tr.opt))
+
+
 def check_replicas(tr: Trainer, log: Any) -> int:
-    """Every rank must hold the same weights (DDP keeps them in lockstep); 1 if they drifted apart."""
-    fps = all_gather(ckpt_io.state_fingerprint(tr.denoiser.state_dict()))
+    """Every rank must hold the same weights (DDP keeps them in lockstep; sharded runs compare the gathered
+    weights, which says every rank took part in the same steps); 1 if they drifted apart."""
+    sd = {k: strategy.full(v) for k, v in tr.denoiser.state_dict().items()} if tr.cfg.memory.shard \
+        else tr.denoiser.state_dict()
+    fps = all_gather(ckpt_io.state_fingerprint(sd))
     log.log({"step": tr.step, "event": "replicas", "fingerprints": fps, "consistent": len(set(fps)) == 1})
     if len(set(fps)) != 1:
         log.note(f"Error: the {len(fps)} ranks ended with different weights: {fps}")

@@ -28,7 +28,9 @@ def micro_step(tr: Trainer, x: torch.Tensor, y: torch.Tensor, last: bool) -> tor
     """Forward + backward of one micro-batch; gradients are synchronised only on the ``last`` one."""
     x = x.to(tr.device, non_blocking=True).float().div_(255).mul_(2).sub_(1)  # uint8 -> [-1, 1]
     y = y.to(tr.device, non_blocking=True)
-    sync = tr.model.no_sync() if (tr.env.distributed and not last) else contextlib.nullcontext()
+    # DDP: all-reduce on the last micro-step only; FSDP2 reduce-scatters every micro-step (sharded grads)
+    accumulate = tr.env.distributed and not last and not tr.cfg.memory.shard
+    sync = tr.model.no_sync() if accumulate else contextlib.nullcontext()
     with sync:
         amp = torch.autocast(tr.device.type, dtype=tr.amp) if tr.amp else contextlib.nullcontext()
         with amp:
@@ -60,7 +62,9 @@ def optimizer_step(tr: Trainer, loss_sum: torch.Tensor) -> tuple[float, float, b
     else:
         tr.opt.step()
     tr.opt.zero_grad(set_to_none=True)
-    tr.ema.update(tr.denoiser, step=tr.step)
     tr.step += 1
+    every = tr.cfg.memory.ema_every  # decays are d**every (jitmodel.ema_host.ema_decays)
+    if tr.step % every == 0:
+        tr.ema.update(tr.denoiser, step=tr.step // every - 1)  # 0-based update number (EMA warm-up)
     tr.epoch_step += 1
     return loss, lr, stop

@@ -118,8 +118,9 @@ def test_amp_dtype_choice():
     cpu = torch.device("cpu")
     assert amp_dtype("auto", cpu) is None and amp_dtype("fp32", cpu) is None
     assert amp_dtype("bf16", cpu) == torch.bfloat16
+    assert amp_dtype("fp16", cpu) == torch.float16  # allowed (the scaler path is tested on CPU), never auto
     with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
-        amp_dtype("fp16", cpu)
+        amp_dtype("fp16", torch.device("mps"))
 
 
 # --------------------------------------------------------------------------- bad input: one line, exit 2
