@@ -7,7 +7,12 @@ A jitmodel checkpoint is a plain dict (tensors, numbers, strings, lists, dicts) 
      "model": Denoiser.state_dict() (keys net.*), "ema1": ..., "ema2": ..., "optimizer": ...,
      "model_config": ModelConfig dump, "train_config": TrainConfig dump, "classes": [...],
      "versions": {"jitmodel", "torch", "python"}, "epoch", "step", "epoch_step", "epoch_samples",
-     "rng": {...}, "world_size"}
+     "rng": {...}, "world_size", "digests": {"algorithm": "sha256", "payloads": {"model": hex, ...}}}
+
+``digests`` (``jitmodel.integrity``) are checked on every load (resume, sample, evaluate, doctor): a
+corrupt file is refused with one line; older files without them load, marked ``integrity: unverified``.
+A save first checks the disk has room for the new file (counting the old step files it rotates out,
+which it deletes *before* writing, so ``keep_last: 2`` never needs room for three).
 
 Files: ``<output_dir>/ckpt/{step:07d}.pt`` (the last ``keep_last`` kept), ``<output_dir>/ckpt/epoch-{E:04d}.pt``
 (permanent, every ``keep_every_epochs``) and ``<output_dir>/last.pt``; the latter two are hard links of the
@@ -28,16 +33,20 @@ This module imports torch lazily, so ``infer_model_config`` (pure: {key: shape} 
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import platform
 import random
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from jitmodel import integrity
 from jitmodel.config import ModelConfig
+from jitmodel.integrity import state_fingerprint  # noqa: F401 (part of this module's API)
 from jitmodel.variants import VARIANTS
 
 FORMAT = "jitmodel-checkpoint"
@@ -121,6 +130,12 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # a full disk: ENOSPC, or torch's "[enforce fail at inline_container.cc"
+        tmp.unlink(missing_ok=True)
+        if getattr(e, "errno", None) == errno.ENOSPC or "inline_container" in str(e) or "write" in str(e).lower():
+            raise integrity.CheckpointNoSpace(f"writing {path} failed ({_first_line(e)}); "
+                                              f"{shutil.disk_usage(path.parent).free:,} bytes free in {path.parent}") from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -157,6 +172,11 @@ def remove_stale_temps(out: Path) -> None:
                     p.unlink(missing_ok=True)
 
 
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return " ".join(lines[0].split())[:200] if lines else type(e).__name__
+
+
 def versions() -> dict[str, str]:
     import torch
 
@@ -179,6 +199,7 @@ def make_checkpoint(*, model: Mapping[str, Any], ema1: Mapping[str, Any], ema2: 
     }
     if scaler is not None:
         ck["scaler"] = scaler
+    ck["digests"] = integrity.digests(ck)  # checked by load_checkpoint
     return ck
 
 
@@ -189,13 +210,17 @@ def save_checkpoint(ckpt: dict[str, Any], output_dir: str | Path, *, keep_last: 
     if ckpt.get("format") != FORMAT:
         raise ValueError("save_checkpoint expects a dict built by the trainer (format jitmodel-checkpoint)")
     remove_stale_temps(out)
-    step_path = atomic_save(ckpt, out / "ckpt" / f"{int(ckpt['step']):07d}.pt")
+    target = out / "ckpt" / f"{int(ckpt['step']):07d}.pt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    steps = sorted(p for p in target.parent.iterdir() if _STEP_FILE.match(p.name) and p != target)
+    rotate = steps[:len(steps) - (keep_last - 1)] if len(steps) >= keep_last else []
+    integrity.ensure_room(target.parent, integrity.nbytes(ckpt), integrity.reclaimable(rotate))
+    for old in rotate:  # before the write: keep_last files on disk at most, never keep_last + 1
+        old.unlink(missing_ok=True)  # last.pt / epoch-*.pt are separate links and survive
+    step_path = atomic_save(ckpt, target)
     if permanent_epoch is not None:
         atomic_link(step_path, out / "ckpt" / f"epoch-{permanent_epoch:04d}.pt")
     atomic_link(step_path, out / "last.pt")
-    steps = sorted(p for p in (out / "ckpt").iterdir() if _STEP_FILE.match(p.name))
-    for old in steps[:-keep_last]:
-        old.unlink(missing_ok=True)  # last.pt / epoch-*.pt are separate links and survive
     return step_path
 
 
@@ -234,6 +259,10 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     import torch
 
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a checkpoint file (e.g. {path / 'last.pt'})")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{path} is not a regular file")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             try:
@@ -248,12 +277,15 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
         first = next((ln for ln in lines if "GLOBAL" in ln), lines[0])
         raise ValueError(f"{path} is not a loadable checkpoint: {first}") from None
+    except (OSError, ValueError) as e:  # permissions, I/O errors, a truncated or foreign file
+        raise ValueError(f"{path} is not a loadable checkpoint: {_first_line(e)}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path} does not hold a checkpoint dict")
     if raw.get("format") == FORMAT:
         if int(raw.get("format_version", 0)) > FORMAT_VERSION:
             raise ValueError(f"{path} has checkpoint format {raw['format_version']}; this jitmodel reads "
                              f"up to {FORMAT_VERSION} (upgrade jitmodel)")
+        raw["integrity"] = integrity.verify(raw, path)  # "unverified" for checkpoints without digests
         return raw
     if "model" in raw and ("args" in raw or "model_ema1" in raw):
         args = raw.get("args")
@@ -268,25 +300,6 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
 
 def checkpoint_model_config(ckpt: Mapping[str, Any]) -> ModelConfig:
     return ModelConfig.model_validate(ckpt["model_config"])
-
-
-def state_fingerprint(state: Mapping[str, Any]) -> str:
-    """A short sha256 over the names and exact bytes of a state dict (replica checks, tests)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for k in sorted(state):
-        v = state[k].detach().cpu().contiguous().reshape(-1)
-        h.update(k.encode())
-        h.update(str(v.dtype).encode())
-        h.update(v.view(torch_uint8()).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def torch_uint8() -> Any:
-    import torch
-
-    return torch.uint8
 
 
 # --------------------------------------------------------------------------- RNG state

@@ -298,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1
+    except ckpt_io.integrity.CheckpointNoSpace as e:  # checked before each save; also a disk filled meanwhile
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
     except data_mod.BadImage as e:  # also when a DataLoader worker raised it
         print(f"Error: {e.one_line()}", file=sys.stderr)
         data_mod.close_loader(trainer.loader)

@@ -211,7 +211,8 @@ def test_state_fingerprint_sees_one_bit():
 
 
 @pytest.mark.parametrize("module", ["jitmodel.checkpoint", "jitmodel.data", "jitmodel.dist", "jitmodel.metrics",
-                                    "jitmodel.optim", "jitmodel.atomic", "jitmodel.config"])
+                                    "jitmodel.optim", "jitmodel.atomic", "jitmodel.config",
+                                    "jitmodel.integrity", "jitmodel.scan", "jitmodel.manifest"])
 def test_module_docstring_examples_run(module):
     import doctest
     import importlib
@@ -228,3 +229,91 @@ def test_mmap_load_is_private(tmp_path):
     legacy = tmp_path / "legacy.pt"
     torch.save(_ours(2), legacy, _use_new_zipfile_serialization=False)
     assert C.load_checkpoint(legacy, mmap=True)["step"] == 2  # pre-zip files fall back to a plain read
+
+
+# --------------------------------------------------------------------------- integrity and disk space
+
+def _digested(step: int, value: float = 1.2345) -> dict:
+    from jitmodel.integrity import digests
+
+    ck = _ours(step, value)
+    ck["model"] = {"w": torch.full((64,), value)}
+    ck["digests"] = digests(ck)
+    return ck
+
+
+def test_flipped_bytes_are_refused_in_one_line_naming_the_file(tmp_path):
+    path = C.atomic_save(_digested(1), tmp_path / "last.pt")
+    assert C.load_checkpoint(path)["integrity"] == "verified"
+    raw = bytearray(path.read_bytes())
+    pattern = torch.full((4,), 1.2345).numpy().tobytes()
+    at = raw.find(pattern)
+    raw[at + 5] ^= 0xFF  # one flipped byte inside the tensor payload
+    path.write_bytes(bytes(raw))
+    for mmap in (False, True):
+        with pytest.raises(ValueError, match=r"last\.pt is corrupt: its 'model' tensors do not match") as e:
+            C.load_checkpoint(path, mmap=mmap)
+        assert "\n" not in str(e.value) and str(tmp_path) in str(e.value)
+
+
+def test_checkpoints_without_digests_load_unverified(tmp_path):
+    path = C.atomic_save(_ours(1), tmp_path / "old.pt")
+    assert C.load_checkpoint(path)["integrity"] == "unverified"
+
+
+def test_a_folder_or_special_file_is_one_line(tmp_path):
+    with pytest.raises(ValueError, match="is a folder, not a checkpoint file"):
+        C.load_checkpoint(tmp_path)
+    with pytest.raises(ValueError, match="not a regular file"):
+        C.load_checkpoint("/dev/null")
+
+
+def test_save_checks_room_first_and_rotates_before_writing(tmp_path, monkeypatch):
+    import collections
+
+    from jitmodel import integrity
+
+    for step in (1, 2):
+        C.save_checkpoint(_ours(step), tmp_path, keep_last=2)
+    need = integrity.nbytes(_ours(3))
+    old = (tmp_path / "ckpt" / "0000001.pt").stat().st_size
+    usage = collections.namedtuple("usage", "total used free")
+    # room for the new file only once the rotated-out step file is counted: keep_last 2 never needs three
+    monkeypatch.setattr(integrity.shutil, "disk_usage", lambda p: usage(1 << 40, 0, need - old + 1))
+    C.save_checkpoint(_ours(3), tmp_path, keep_last=2)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["0000002.pt", "0000003.pt"]
+    monkeypatch.setattr(integrity.shutil, "disk_usage", lambda p: usage(1 << 40, 0, 10))
+    with pytest.raises(integrity.CheckpointNoSpace, match=r"needs [\d,]+ bytes") as e:
+        C.save_checkpoint(_ours(4), tmp_path, keep_last=2)
+    assert str(tmp_path / "ckpt") in str(e.value) and "\n" not in str(e.value)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["0000002.pt", "0000003.pt"]  # nothing lost
+
+
+def test_a_disk_that_fills_during_the_write_is_one_line(tmp_path, monkeypatch):
+    from jitmodel import integrity
+
+    C.atomic_save(_ours(1), tmp_path / "last.pt")
+
+    def full(obj, f):
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0\nmore lines")
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(integrity.CheckpointNoSpace, match="writing .*last.pt failed .*bytes free in") as e:
+        C.atomic_save(_ours(2), tmp_path / "last.pt")
+    assert "\n" not in str(e.value)
+    monkeypatch.undo()
+    assert C.load_checkpoint(tmp_path / "last.pt")["step"] == 1 and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_doctor_checks_the_digests_in_a_child(tmp_path):
+    from jitplan.doctor.ckpt import verify_digests
+    from jitplan.errors import UsageError
+
+    good = C.atomic_save(_digested(1), tmp_path / "good.pt")
+    bad = tmp_path / "bad.pt"
+    raw = bytearray(good.read_bytes())
+    raw[raw.find(torch.full((4,), 1.2345).numpy().tobytes()) + 2] ^= 0x40
+    bad.write_bytes(bytes(raw))
+    assert verify_digests(good) == "verified"
+    with pytest.raises(UsageError, match=r"bad\.pt is corrupt"):
+        verify_digests(bad)

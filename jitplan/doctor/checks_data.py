@@ -147,9 +147,11 @@ def check_checkpoint(ctx: DoctorContext) -> Finding:
                        fix=f"build the model from the checkpoint itself (variant {mc.variant}, img_size {mc.img_size}, "
                            f"num_classes {mc.num_classes}), or re-plan with --recipe {mc.variant}; a different image "
                            "size or patch cannot be loaded by resampling alone")
+    integrity = {"verified": "; tensor digests verified", "unverified": "; no digests (an older checkpoint: "
+                 "not verified)"}.get(ck.integrity or "", "")
     return Finding(id="C11", level="pass", title=title,
                    found=f"{tensors} ({evidence}); matches {'the saved config' if saved else 'nothing saved'}"
-                         + (" and the plan" if plan is not None else ""))
+                         + (" and the plan" if plan is not None else "") + integrity)
 
 
 def _same_variant(a: str, b: str) -> bool:

@@ -15,6 +15,7 @@ reads in milliseconds). The model's shapes are then fed to ``jitmodel.checkpoint
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import zipfile
 from collections import OrderedDict
@@ -94,6 +95,39 @@ class CheckpointSummary(BaseModel):
     saved_config: dict[str, Any] | None = None  # variant, img_size, num_classes as saved (if any)
     saved_from: str | None = None  # "model_config" | "args"
     classes: list[str] | None = None
+    integrity: str | None = None  # "verified" | "unverified" (no digests) | None (not checked)
+
+
+_VERIFY = r"""
+import json, sys
+from jitmodel.checkpoint import load_checkpoint
+try:
+    out = {"integrity": load_checkpoint(sys.argv[1], mmap=True).get("integrity", "unverified")}
+except ValueError as e:
+    out = {"error": str(e)}
+print("JITPLAN_CKPT " + json.dumps(out))
+"""
+
+
+def verify_digests(path: str | Path, python: str | None = None, timeout: float = 900.0) -> str:
+    """Load the checkpoint in a child process (torch, weights-only, mmap) so its digests are checked there;
+    'verified' or 'unverified'. UsageError (one line) when it is corrupt or cannot be checked."""
+    import subprocess
+    import sys
+
+    try:
+        proc = subprocess.run([python or sys.executable, "-c", _VERIFY, str(path)], capture_output=True,
+                              text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise UsageError(f"{path}: could not verify the checkpoint ({type(e).__name__})") from None
+    for line in proc.stdout.splitlines():
+        if line.startswith("JITPLAN_CKPT "):
+            res = json.loads(line.removeprefix("JITPLAN_CKPT "))
+            if "error" in res:
+                raise UsageError(res["error"])
+            return str(res["integrity"])
+    tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    raise UsageError(f"{path}: could not verify the checkpoint ({tail[-1][:160] if tail else proc.returncode})")
 
 
 def _plain(obj: Any) -> Any:

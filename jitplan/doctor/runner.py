@@ -81,7 +81,7 @@ def run_doctor(
 ) -> DoctorReport:
     """Gather facts and run every check. The keyword seams (nvml, paths, python, env) exist for tests."""
     from jitplan.dataset.inspect import sample_images, scan_dataset
-    from jitplan.doctor.ckpt import read_checkpoint
+    from jitplan.doctor.ckpt import read_checkpoint, verify_digests
     from jitplan.hardware.probe import run_probe
     from jitplan.hardware.software import torch_import_check
 
@@ -113,6 +113,8 @@ def run_doctor(
         ctx.checkpoint_path = str(checkpoint_path)
         try:
             ctx.checkpoint = read_checkpoint(checkpoint_path)
+            if run_torch:  # the digests need the tensors' bytes: checked by torch in a child
+                ctx.checkpoint.integrity = verify_digests(checkpoint_path, python)
         except UsageError as e:
             ctx.checkpoint_error = e.message
     report = run_checks(ctx)
