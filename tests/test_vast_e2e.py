@@ -70,6 +70,9 @@ def test_launch_vast_end_to_end(cli, tmp_path: Path, monkeypatch) -> None:
         res = json.loads(r.out)
         rid = res["run_id"]
         outputs = r.out + r.err
+        # the launcher ends with the instance, its $/h and the exact command that stops it
+        assert res["stop_command"] == f"jitplan stop {rid} --destroy --yes" and res["dph"] > 0
+        assert f"keeps billing {res['dph']:.3f} $/h until you stop it:\n  jitplan stop {rid} --destroy --yes" in r.err
 
         # rented the next offer, attached the key that sshd now accepts, uploaded, started
         assert [c.path for c in fake.creates()] == ["/api/v0/asks/3002/", "/api/v0/asks/3001/"]

@@ -340,3 +340,24 @@ def test_docs_failure_table_names_tests_that_exist() -> None:
     for module, name in names:
         mod = importlib.import_module(module or "test_vast_lifecycle")
         assert fnmatch.filter(dir(mod), name), f"{module or 'test_vast_lifecycle'}::{name} is named in docs/vast.md"
+
+
+def test_ctrl_c_while_following_a_started_run_keeps_the_instance_and_says_how_to_stop_it(cli, tmp_path, keypair,
+                                                                                            monkeypatch) -> None:
+    import jitplan.launch.ssh as ssh
+
+    def started_then_ctrl_c(job, *, registry, run_id, **kw):  # training started, then Ctrl-C while following
+        registry.set_status(run_id, "running", "training")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ssh, "launch_ssh", started_then_ctrl_c)
+    with BannerServer() as b, VastFake(KEY, ssh_port=b.port) as f:
+        f.add_offer(2001, num_gpus=2)
+        r = _launch_cli(cli, tmp_path, f, keypair, monkeypatch)
+        reg = Registry()
+        (run,) = reg.list_runs()
+        assert r.code == 130, r.err
+        assert "kept (training runs on it)" in r.err and f"jitplan stop {run.id} --destroy --yes" in r.err
+        assert "still bills" in r.err and "$/h" in r.err
+        assert len(f.live()) == 1 and f.deletes() == [] and run.status == "running"
+        _clean(f, reg)

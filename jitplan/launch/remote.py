@@ -257,7 +257,7 @@ def _launch_cloud(plan: Plan, req: RemoteRequest, hooks: RemoteHooks, opts: SSHO
             _leave(provider, registry, run_id, got, cloud.keep, hooks.say, e)
             raise  # _leave raised Interrupted for a Ctrl-C; everything else goes on as it was
     res.instance_id, res.dph, res.stop_command = got.instance_id, got.dph, stop_command(run_id)
-    hooks.say(f"instance {got.instance_id} keeps billing {got.dph or 0:.3f} $/h until you stop it: "
+    hooks.say(f"instance {got.instance_id} keeps billing {got.dph or 0:.3f} $/h until you stop it:\n  "
               f"{stop_command(run_id)}")
     return res
 
@@ -283,7 +283,7 @@ def _leave(provider: Provider, registry: Registry, run_id: str, got: ProvisionRe
     if got.attached or keep or training:
         reason = "it is not ours" if got.attached else "training runs on it" if training else "--keep"
         registry.add_event(run_id, "kept", f"launch ended ({why}); instance {iid} kept ({reason})", instance_id=iid)
-        say(f"launch ended ({why}); instance {iid} kept ({reason}): it bills {dph:.3f} $/h until you run: {stop}")
+        say(f"launch ended ({why}); instance {iid} kept ({reason}): it bills {dph:.3f} $/h until you run:\n  {stop}")
         if isinstance(e, KeyboardInterrupt):
             registry.set_status(run_id, "running" if training else "interrupted", f"launcher {why}")
             raise Interrupted(f"launch interrupted ({why}); instance {iid} still bills {dph:.3f} $/h",
@@ -294,7 +294,7 @@ def _leave(provider: Provider, registry: Registry, run_id: str, got: ProvisionRe
     try:
         destroy_run(provider, registry=registry, run_id=run_id, say=say)
     except CleanupFailed as ce:
-        say(f"Error: {ce.message}; it bills {dph:.3f} $/h until you run: {stop}")
+        say(f"Error: {ce.message}; it bills {dph:.3f} $/h until you run:\n  {stop}")
         raise CheckFailed(f"launch failed ({why}) and {ce.message}", hint=f"stop it with: {stop}") from None
     status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
     registry.set_status(run_id, status, f"launch ended ({why}); instance {iid} destroyed")  # type: ignore[arg-type]
