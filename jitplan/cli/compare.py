@@ -40,7 +40,7 @@ def compare(
     accept_new: bool = typer.Option(False, "--accept-new-host-key", help="Trust a host key seen the first time."),
     remote_python: str = typer.Option("python3", "--remote-python", help="Remote interpreter with torch."),
     remote_dir: str = typer.Option("jitplan", "--remote-dir", help="Remote root (relative: under the remote home)."),
-    bid: float | None = typer.Option(None, "--bid", help="Vast: interruptible at this $/h per GPU."),
+    bid: float | None = typer.Option(None, "--bid", help="Vast: interruptible, bid $/h for the whole instance."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Vast: do not ask before renting."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads of each rank and of the scoring."),
     ema: str | None = typer.Option(None, "--ema", help="Weights to score: ema1, ema2 or raw (default: config)."),
