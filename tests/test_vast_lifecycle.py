@@ -361,3 +361,18 @@ def test_ctrl_c_while_following_a_started_run_keeps_the_instance_and_says_how_to
         assert "still bills" in r.err and "$/h" in r.err
         assert len(f.live()) == 1 and f.deletes() == [] and run.status == "running"
         _clean(f, reg)
+
+
+def test_two_instances_with_one_label_keep_one_and_destroy_the_other(fake, reg, env) -> None:
+    from jitplan.providers import CreateSpec
+
+    rid = reg.create_run("x", "vast")
+    # a duplicate made behind our back (an SDK that resent the PUT after a read timeout)
+    dup = VastClient(SecretStr(KEY), server_url=fake.url).create(
+        CreateSpec(offer_id=2003, image="img", disk_gb=50, label=f"jitplan-{rid}-1"))
+    fake.faults.create_hang_s[2001] = 1.5
+    _, res, said = _run(fake, reg, env, run_id=rid, http_timeout_s=0.4)
+    assert len(fake.live()) == 1 and fake.duplicates() == []
+    assert res.instance_id == dup and len(fake.deletes()) == 1  # the lowest id kept, the other destroyed
+    assert any("duplicates of label" in s for s in said)
+    _clean(fake, reg)
