@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pytest
+
+SCRUBBED_PREFIXES = ("JITPLAN_", "VAST_")  # settings a developer's shell may hold; tests set what they need
+TERMINAL_COLUMNS = "120"
+
+
+@pytest.fixture(scope="session")
+def _isolated_dirs(tmp_path_factory):
+    return tmp_path_factory.mktemp("jitplan-home"), tmp_path_factory.mktemp("jitplan-cache")
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch, _isolated_dirs):
+    """Every test starts from the same environment: no JITPLAN_*/VAST_* variable from the caller's shell (an
+    exported VAST_API_KEY or JITPLAN_GPUS would change plans, offers and hints), the registry and caches in
+    this session's temporary folders (never the user's), and a fixed terminal width so rich wraps alike."""
+    for name in list(os.environ):
+        if name.startswith(SCRUBBED_PREFIXES):
+            monkeypatch.delenv(name)
+    home, cache = _isolated_dirs
+    monkeypatch.setenv("JITPLAN_HOME", str(home))
+    monkeypatch.setenv("JITPLAN_CACHE_DIR", str(cache))
+    monkeypatch.setenv("COLUMNS", TERMINAL_COLUMNS)
+    monkeypatch.delenv("LINES", raising=False)
 
 
 @dataclass

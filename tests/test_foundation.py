@@ -18,9 +18,33 @@ def test_cli_import_is_light():
 
 
 def test_help_lists_commands(cli):
+    """Every command module loads (a missing one would be skipped silently) and --help lists each registered
+    command with the first line of its docstring."""
+    import importlib
+    import re
+
+    from jitplan.cli import _COMMAND_MODULES, app
+
+    for name in _COMMAND_MODULES:
+        importlib.import_module(f"jitplan.cli.{name}")
     r = cli("--help")
-    assert r.code == 0
-    assert "Usage" in r.out
+    assert r.code == 0 and "Usage: jitplan [OPTIONS] COMMAND" in r.out
+    listed = set(re.findall(r"^│ (\w+)\s", r.out, flags=re.M))
+    names = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    assert {"probe", "plan", "doctor", "launch", "runs", "status", "logs", "stop", "demo", "compare", "data"} <= names
+    assert names <= listed, f"registered but not in --help: {names - listed}"
+    for c in app.registered_commands:
+        first = " ".join((c.callback.__doc__ or "").strip().splitlines()[0].split()[:3])
+        assert first and first in " ".join(r.out.split()), f"{c.name}: summary {first!r} missing from --help"
+
+
+def test_tests_run_in_a_scrubbed_environment():
+    """conftest's autouse fixture: no JITPLAN_*/VAST_* from the caller's shell, isolated state, fixed width."""
+    import os
+
+    leaked = {k for k in os.environ if k.startswith(("JITPLAN_", "VAST_"))} - {"JITPLAN_HOME", "JITPLAN_CACHE_DIR"}
+    assert leaked == set()
+    assert os.environ["COLUMNS"] == "120" and "pytest" in os.environ["JITPLAN_HOME"]
 
 
 @pytest.mark.parametrize("name", ["JiT-B/16", "jit-b/16", "B/16", "JiT B/16"])
