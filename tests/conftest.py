@@ -62,3 +62,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def plan_for_tiny_recipe(train: dict, gpus: str = "1xRTX3060", *, nodes: int = 1, host_ram: str = "24GB",
+                         **options):
+    """A plan the planner made for a tiny recipe (``train``, e.g. JiT-Tiny/4 on the digits on the CPU) whose
+    reference hardware is ``gpus``: launch tests run the planner's own train section, workers and
+    estimates, never a plan with its train section swapped out afterwards."""
+    from jitmodel.config import TrainConfig
+    from jitplan.hardware.spec import hardware_from_flags
+    from jitplan.planner.plan import make_plan
+    from jitplan.schemas import PlanOptions, load_recipe
+
+    hw = hardware_from_flags(gpus, host_ram=host_ram)
+    if nodes > 1:
+        hw = hw.model_copy(update={"nodes": nodes})
+    ref = hardware_from_flags(gpus)
+    recipe = load_recipe("JiT-B/16").model_copy(update={
+        "name": "tiny", "slug": "tiny", "hardware": ref, "train": TrainConfig.model_validate(train)})
+    return make_plan(hw, recipe, PlanOptions(**options))

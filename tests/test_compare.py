@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import pytest
@@ -111,20 +110,21 @@ def test_metrics_summary_skips_torn_lines_and_startup_window(tmp_path):
 
 
 def test_minutes_budget_waits_for_the_trainer_to_start(tmp_path):
-    calls: list[float] = []
-    t0 = time.monotonic()
-    timer = core._StopOnTime(tmp_path, 0.5 / 60, lambda: calls.append(time.monotonic() - t0))
-    time.sleep(0.8)
-    assert calls == []  # not started yet: the clock has not begun
+    """The budget's clock starts at the trainer's start-up line, not at the launch: ordering, not wall time."""
+    seen: list[bool] = []
+    timer = core._StopOnTime(tmp_path, 0.0, lambda: seen.append(timer.started.is_set()), poll_s=0.01)
+    for _ in range(20):  # the watcher reads the (absent) log many times and never starts the clock
+        assert not timer.started.wait(0.01) and seen == [] and not timer.fired
     (tmp_path / "train.log").write_text("JiT-Tiny/8 at 32px ... | 28 steps/epoch, 100 steps | cpu\n")
-    deadline = time.monotonic() + 10
-    while not calls and time.monotonic() < deadline:
-        time.sleep(0.05)
-    timer.cancel()
-    assert timer.fired and len(calls) == 1 and calls[0] >= 1.2  # 0.8 s waiting + 0.5 s of "training"
-    never = core._StopOnTime(tmp_path, 10, lambda: calls.append(-1.0))
+    timer.join(timeout=30)
+    assert timer.started.is_set() and timer.fired and seen == [True]  # stopped once, after the start
+    never = core._StopOnTime(tmp_path, 10, lambda: seen.append(False), poll_s=0.01)
+    assert never.started.wait(30)  # the line is there: the clock runs at once
     never.cancel()
-    assert not never.fired and len(calls) == 1
+    assert not never.fired and seen == [True]
+    late = core._StopOnTime(tmp_path / "nothing", 0.0, lambda: seen.append(True), startup_limit_s=0.0)
+    late.join(timeout=30)  # no start-up line within the limit: the clock starts anyway
+    assert late.started.is_set() and late.fired and seen == [True, True]
 
 
 # ------------------------------------------------------------------------------------------- scoring

@@ -32,20 +32,17 @@ def _isolated(tmp_path, monkeypatch):
 
 @functools.cache
 def _plan_text(nodes: int) -> str:
-    from jitmodel.config import TrainConfig
-    from jitplan.hardware.spec import hardware_from_flags
-    from jitplan.planner.plan import make_plan
-    from jitplan.schemas import PlanOptions, load_recipe, plan_to_yaml
+    from conftest import plan_for_tiny_recipe
 
-    hw = hardware_from_flags("1xRTX3060", host_ram="24GB")
-    if nodes > 1:
-        hw = hw.model_copy(update={"nodes": nodes})
-    plan = make_plan(hw, load_recipe("JiT-B/16"), PlanOptions(rdzv_endpoint="10.0.0.1:29400"))
-    return plan_to_yaml(plan.model_copy(update={"train": TrainConfig.model_validate(TINY_TRAIN)}))
+    from jitplan.schemas import plan_to_yaml
+
+    plan = plan_for_tiny_recipe(TINY_TRAIN, nodes=nodes, rdzv_endpoint="10.0.0.1:29400")
+    assert plan.train.effective_batch() == TINY_TRAIN["batch_per_gpu"] and plan.train.data.num_workers == 0
+    return plan_to_yaml(plan)
 
 
 def tiny_plan(tmp_path: Path, nodes: int = 1) -> Path:
-    """A real plan (for 1-2 x RTX 3060) whose train section is the tiny CPU model on the digits."""
+    """A real plan (for 1-2 nodes of 1 x RTX 3060), made by the planner for the tiny CPU recipe on the digits."""
     path = tmp_path / "plan.yaml"
     path.write_text(_plan_text(nodes))
     return path

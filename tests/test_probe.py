@@ -60,9 +60,32 @@ def test_nvml_no_driver_is_an_answer():
     assert not r.available and r.error_kind == "NVMLError_LibraryNotFound" and "--gpus all" in r.error
 
 
-def test_real_pynvml_on_this_machine_never_raises():
-    r = query_nvml()  # the real nvidia-ml-py; no driver here -> not available, with a reason
-    assert r.available or r.error
+def test_real_pynvml_on_this_machine_matches_the_driver_library():
+    """The real nvidia-ml-py against what this machine has, checked independently of jitplan: no
+    libnvidia-ml -> not available, LibraryNotFound and the one-line container hint; a driver -> every GPU."""
+    import ctypes
+    import importlib.util
+
+    from jitplan.hardware.nvml import INIT_ERRORS
+
+    r = query_nvml()
+    if importlib.util.find_spec("pynvml") is None:
+        assert (r.available, r.error_kind) == (False, "ImportError")
+        return
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        assert (r.available, r.error_kind, r.gpus) == (False, "NVMLError_LibraryNotFound", [])
+        assert r.error == INIT_ERRORS["NVMLError_LibraryNotFound"] and "\n" not in r.error
+        return
+    import pynvml
+
+    pynvml.nvmlInit()
+    try:
+        count = pynvml.nvmlDeviceGetCount()
+    finally:
+        pynvml.nvmlShutdown()
+    assert r.available and r.error is None and len(r.gpus) == count
 
 
 # ---------------------------------------------------------------------------------------------- host

@@ -203,18 +203,17 @@ def test_upload_start_detached_follow_and_stop_with_hostile_paths(sshd, tmp_path
 
 def _tiny_plan(path: Path, max_steps: int) -> Path:
     import yaml
+    from conftest import plan_for_tiny_recipe
 
-    from jitmodel.config import TrainConfig
-    from jitplan.hardware.spec import hardware_from_flags
-    from jitplan.planner.plan import make_plan
-    from jitplan.schemas import PlanOptions, load_recipe, save_plan
+    from jitplan.schemas import save_plan
 
     train = {"model": {"variant": "JiT-Tiny/4", "img_size": 16, "in_channels": 1, "num_classes": 10},
              "data": {"kind": "digits", "num_workers": 1, "persistent_workers": False},
              "batch_per_gpu": 16, "max_steps": max_steps, "optim": {"warmup_epochs": 0},
              "checkpoint": {"every_steps": 2}, "log_every": 1, "device": "cpu"}
-    plan = make_plan(hardware_from_flags("1xRTX3060", host_ram="24GB"), load_recipe("JiT-B/16"), PlanOptions())
-    save_plan(plan.model_copy(update={"train": TrainConfig.model_validate(train)}), path)
+    plan = plan_for_tiny_recipe(train)  # the planner's own train section for the tiny recipe
+    assert (plan.train.batch_per_gpu, plan.train.data.num_workers) == (16, 1)
+    save_plan(plan, path)
     assert yaml.safe_load(path.read_text())["train"]["max_steps"] == max_steps
     return path
 

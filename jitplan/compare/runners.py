@@ -104,13 +104,19 @@ class SSHRunner(Runner):
 
 
 class _StopOnTime:
-    """Stop a run ``minutes`` after its trainer has started (its start-up line is in train.log)."""
+    """Stop a run ``minutes`` after its trainer has started (its start-up line is in train.log).
+
+    ``started`` is set when the clock begins (the line was seen, or ``startup_limit_s`` passed without it).
+    """
 
     STARTED = "steps/epoch"  # in the trainer's first note, printed once data and model are built
 
-    def __init__(self, run_dir: Path, minutes: float, stop: Callable[[], Any], startup_limit_s: float = 600):
+    def __init__(self, run_dir: Path, minutes: float, stop: Callable[[], Any], startup_limit_s: float = 600,
+                 poll_s: float = 0.5):
         self.run_dir, self.seconds, self.stop, self.limit = run_dir, minutes * 60, stop, startup_limit_s
+        self.poll_s = poll_s
         self.fired = False
+        self.started = threading.Event()
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
@@ -120,10 +126,16 @@ class _StopOnTime:
         while not self._cancel.is_set() and time.monotonic() - t0 < self.limit:
             if log.is_file() and self.STARTED in log.read_text(errors="replace"):
                 break
-            self._cancel.wait(0.5)
+            self._cancel.wait(self.poll_s)
+        if self._cancel.is_set():
+            return
+        self.started.set()
         if not self._cancel.wait(self.seconds):
             self.fired = True
             self.stop()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
 
     def cancel(self) -> None:
         self._cancel.set()
