@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 SCRUBBED_PREFIXES = ("JITPLAN_", "VAST_")  # settings a developer's shell may hold; tests set what they need
+KEPT = {"JITPLAN_REGEN_GOLDEN"}  # switches for the test run itself, not settings of the code under test
 TERMINAL_COLUMNS = "120"
 
 
@@ -22,7 +23,7 @@ def _clean_environment(monkeypatch, _isolated_dirs):
     exported VAST_API_KEY or JITPLAN_GPUS would change plans, offers and hints), the registry and caches in
     this session's temporary folders (never the user's), and a fixed terminal width so rich wraps alike."""
     for name in list(os.environ):
-        if name.startswith(SCRUBBED_PREFIXES):
+        if name.startswith(SCRUBBED_PREFIXES) and name not in KEPT:
             monkeypatch.delenv(name)
     home, cache = _isolated_dirs
     monkeypatch.setenv("JITPLAN_HOME", str(home))
