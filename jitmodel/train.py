@@ -44,7 +44,7 @@ from jitmodel.dist import (
     init_process_group,
     pick_device,
 )
-from jitmodel.metrics import MetricsLogger, peak_memory_mib
+from jitmodel.metrics import MetricsLogger, StepTimer, peak_memory_mib, plan_expectations
 from jitmodel.optim import build_optimizer, param_groups
 from jitmodel.train_step import TrainingDiverged
 
@@ -172,7 +172,8 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------------
     def fit(self) -> int:
-        log = MetricsLogger(self.out, self.total_steps, self.step) if self.env.is_main else None
+        log = (MetricsLogger(self.out, self.total_steps, self.step, expect=getattr(self, "expect", None))
+               if self.env.is_main else None)
         try:
             return self._fit(log or _Silent())
         finally:
@@ -195,17 +196,21 @@ class Trainer:
         self.denoiser.train()
         first_epoch = True
         window, t0, n0 = [], time.perf_counter(), self.step
+        timer = StepTimer(self.device)  # the step split and memory for calibration (jitmodel.metrics)
         while self.step < self.total_steps:
             self.sampler.set_epoch(self.epoch, start_micro=self.epoch_step * accum)
             if first_epoch and self.kill_armed:
                 data_mod.arm_worker_kill(self.dataset, cfg.data.num_workers, cfg.batch_per_gpu)
             loss_sum, stop, at = None, False, self.step
             for i, (x, y) in enumerate(self.loader):
+                timer.batch()
                 loss = self._micro_step(x, y, last=(i + 1) % accum == 0)
+                timer.micro_done()
                 loss_sum = loss if loss_sum is None else loss_sum + loss
                 if (i + 1) % accum:
                     continue
                 value, lr, stop = self._optimizer_step(loss_sum)
+                timer.step_end()
                 loss_sum = None
                 window.append(value)
                 log.advance(self.step)
@@ -215,7 +220,7 @@ class Trainer:
                     log.log({"step": self.step, "epoch": round(self.epoch + self.epoch_step / self.steps_per_epoch, 4),
                              "loss": sum(window) / len(window), "lr": lr,
                              "img_per_s": round((self.step - n0) * self.eff_batch / max(dt, 1e-9), 2),
-                             "peak_mem_mib": round(mem, 1), "mem_kind": kind})
+                             "peak_mem_mib": round(mem, 1), "mem_kind": kind, **timer.window()})
                     window, t0, n0 = [], time.perf_counter(), self.step
                 if stop or self.step >= self.total_steps or self.epoch_step == self.steps_per_epoch:
                     break  # the saves below see a consistent position (epoch bumped first)
@@ -286,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         if over:
             cfg = TrainConfig.model_validate({**cfg.model_dump(), **over})
         trainer = Trainer(cfg, env, resume=args.resume)
+        trainer.expect = plan_expectations(args.config)  # a plan's predictions: drift is reported in the log
     except (ValueError, OSError) as e:
         print(f"Error: {_one_line(e)}", file=sys.stderr)
         destroy_process_group()

@@ -26,7 +26,8 @@ app = typer.Typer(
 )
 
 # One module per command family; a module that does not exist yet is skipped.
-_COMMAND_MODULES = ("plan", "probe", "doctor", "data", "launch", "runs", "pull", "demo", "compare")
+_COMMAND_MODULES = ("plan", "probe", "doctor", "data", "launch", "runs", "pull", "demo", "compare", "calibrate",
+                    "report")
 
 
 def _register_all() -> None:

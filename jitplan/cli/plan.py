@@ -64,6 +64,8 @@ def plan_command(
     rdzv_endpoint: str = typer.Option("HEAD_NODE_IP:29400", "--rdzv-endpoint", help="Multi-node: HOST:PORT."),
     out: str | None = typer.Option(None, "--out", help="Write the plan (YAML) here."),
     trace: bool = typer.Option(False, "--trace", help="Trace one training step (needs torch; slow)."),
+    calibrated: bool = typer.Option(True, "--calibration/--no-calibration", help="Correct the priors with "
+                                    "measured runs (shipped + jitplan calibrate; docs/planning.md)."),
     show: str | None = typer.Option(None, "--show", help="Render a saved plan file instead of planning."),
     list_gpus: bool = typer.Option(False, "--list-gpus", help="List the GPU catalog and exit."),
     json_: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
@@ -109,7 +111,9 @@ def plan_command(
         memory_fraction=memory_fraction, max_workers=max_workers, data_path=data, price_per_hour=price_per_hour,
         rdzv_endpoint=rdzv_endpoint, config_path=out or "plan.yaml",
     )
-    plan = make_plan(hw, rec, opts)
+    from jitplan.calibration.records import all_records
+
+    plan = make_plan(hw, rec, opts, calibration=all_records() if calibrated else ())
     if env.names:
         plan = plan.model_copy(update={"provenance": {**plan.provenance, **env.provenance(plan.provenance)}})
     if trace:

@@ -119,6 +119,8 @@ def _render_status(data: RunStatusView, con: Console) -> None:
             con.print(f"[bold]{k:>9}[/bold]  {r[k]}")
     if data.instances:
         _render_instances(con, data.instances, "Instances")
+    for d in data.drift:
+        con.print(f"[yellow]drift:[/yellow] {d} (beyond 15%; jitplan calibrate {data.run.id} folds it in)")
     t = Table(title="Events")
     for c in ("when (UTC)", "kind", "message"):
         t.add_column(c)

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, TextIO
 
 from pydantic import BaseModel, ConfigDict
 
+from jitplan.calibration.drift import run_drift
+from jitplan.calibration.measured import Measurement
 from jitplan.launch.registry_schema import EventRow, InstanceRow, IntentRow, RunRow
 from jitplan.providers import LABEL_PREFIX, Instance, ProviderError
 
@@ -68,6 +70,8 @@ class RunStatusView(_M):
     run: RunRow
     instances: list[InstanceView]
     events: list[EventRow]
+    measured: Measurement | None = None  # what its metrics.jsonl says (jitplan.calibration.measured)
+    drift: list[str] = []  # measured vs the plan, more than 15% off (jitplan.calibration.drift)
 
 
 def _view(i: InstanceRow, now: float) -> InstanceView:
@@ -126,8 +130,13 @@ def overview(reg: Registry, *, providers: list[Provider] = (), warnings: list[st
         except ProviderError as e:
             notes.append(f"could not list {p.title} instances ({e.message}): orphans unknown, not none")
     inst = [_view(i, now) for i in reg.instances(active_only=True)]
+    runs = reg.list_runs(active_only=active_only, limit=limit)
+    for r in runs:  # a run far from its plan: the plan was made for other hardware or its priors are off
+        drift = run_drift(r.plan_path, r.run_dir)[1]
+        if drift:
+            notes.append(f"run {r.id} drifts from its plan: {'; '.join(drift)} (jitplan calibrate {r.id})")
     return RunsOverview(
-        runs=reg.list_runs(active_only=active_only, limit=limit), instances=inst, orphans=orphans,
+        runs=runs, instances=inst, orphans=orphans,
         open_intents=reg.intents(), checked=checked, warnings=notes,
         total_dph=sum(v.row.dph for v in inst) + sum(o.dph or 0 for o in orphans),
         total_cost_so_far=sum(v.cost_so_far for v in inst) + sum(o.cost_so_far or 0 for o in orphans),
@@ -150,8 +159,9 @@ def destroy_orphans(provider: Provider, orphans: list[Orphan], say: Callable[[st
 def run_status(reg: Registry, run_id: str, now: float | None = None) -> RunStatusView:
     now = time.time() if now is None else now
     run = reg.get_run(run_id)
+    measured, drift = run_drift(run.plan_path, run.run_dir)
     return RunStatusView(run=run, instances=[_view(i, now) for i in reg.instances(active_only=False, run_id=run.id)],
-                         events=reg.events(run.id))
+                         events=reg.events(run.id), measured=measured, drift=drift)
 
 
 def log_path(run: RunRow) -> Path | None:

@@ -271,4 +271,17 @@ def run_local(run_dir: str | Path, spec: TorchrunSpec, *, registry, name: str, p
         registry.set_status(run_id, "interrupted", "the launcher stopped unexpectedly")
         raise
     registry.set_status(run_id, result.status, result.message)  # type: ignore[arg-type]
+    record_measurement(registry, run_id, plan_path or spec.config, run_dir)
     return run_id, result
+
+
+def record_measurement(registry, run_id: str, plan_path: str | None, run_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """What the run measured (a "measured" event) and how far from its plan (a "drift" event, > 15%)."""
+    from jitplan.calibration.drift import run_drift
+
+    measured, drift = run_drift(str(plan_path) if plan_path else None, str(run_dir))
+    if measured is not None:
+        registry.add_event(run_id, "measured", f"step {measured.step_time_s} s, {measured.images_per_s} img/s",
+                           **measured.model_dump(exclude_none=True))
+    for d in drift:
+        registry.add_event(run_id, "drift", f"{d} (beyond 15% of the plan; jitplan calibrate {run_id})")

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 
 from jitmodel.config import TrainConfig
 from jitmodel.counts import param_breakdown, train_flops_per_image
+from jitplan.calibration.records import CalibrationRecord
 from jitplan.errors import CheckFailed, UsageError
 from jitplan.hardware.schema import HardwareSpec
+from jitplan.planner import calibration as calib
 from jitplan.planner import compute, memory, scaling, timing, workers
 from jitplan.planner.rows import build_rows
 from jitplan.schemas import (
@@ -83,8 +86,10 @@ def _choose_batch(recipe: Recipe, options: PlanOptions, world: int, bmax: int) -
     return b, options.accum or 1, "largest micro-batch under the memory target, no accumulation"
 
 
-def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions) -> Plan:
-    """Adapt ``recipe`` to ``hardware``. CheckFailed (exit 1) when even batch 1 does not fit."""
+def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
+              calibration: Sequence[CalibrationRecord] = ()) -> Plan:
+    """Adapt ``recipe`` to ``hardware``. CheckFailed (exit 1) when even batch 1 does not fit. ``calibration``:
+    measured records (jitplan.calibration.records) that correct the priors (jitplan.planner.calibration)."""
     if hardware.gpu is None or hardware.gpus_per_node < 1:
         raise UsageError("jitplan plan needs GPUs: give --gpus (e.g. 2xRTX3060) or a probed --hardware file")
     gpu, world = hardware.gpu, hardware.world_size
@@ -152,8 +157,18 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions) -> P
         raise ValueError(f"micro {b} x accum {accum} x world {world} = {b * accum * world} != effective {eff}")
 
     est = estimate(hardware, train, pred, wp, options, target)
+    if calibration:
+        m = train.model
+        est = calib.apply(est, calibration, gpu=gpu, variant=m.variant, compile=train.compile,
+                          attention=m.attention, batch_per_gpu=b, world_size=world)
+        timeout = timing.timeout_for(est.eval_time_s, world, online=train.eval.online)
+        train = train.model_copy(update={"dist_timeout_s": timeout})
+        est = est.model_copy(update={"dist_timeout_s": timeout})
     ref_est = reference_estimates(recipe)
     warnings = []
+    if est.memory_per_gpu_bytes > target:
+        warnings.append(f"calibrated memory {est.memory_per_gpu_bytes / 2**30:.1f} GiB per GPU exceeds the target "
+                        f"{target / 2**30:.1f} GiB ({est.memory_calibration}): lower --batch-per-gpu")
     if wp.per_rank < wp.requested:
         warnings.append(wp.reasons[0])
     if options.policy == "keep-batch" and eff != (options.effective_batch or ref_eff):

@@ -287,6 +287,11 @@ def dist_timeout_s(train: TrainConfig, gpu: GPUSpec, world_size: int) -> float |
     m = train.model
     t = eval_time_s(m.spec, gpu, num_images=ev.num_images, nfe=nfe(train.sample.steps, train.sample.method),
                     world_size=world_size, img_size=m.img_size, attention=m.attention, compile=train.compile)
-    if DIST_TIMEOUT_MARGIN * t <= DIST_TIMEOUT_DEFAULT_S:
+    return timeout_for(t, world_size, online=True)
+
+
+def timeout_for(eval_time_s: float, world_size: int, *, online: bool) -> float | None:
+    """DIST_TIMEOUT_MARGIN x the evaluation in whole minutes, or None when the default already covers it."""
+    if world_size < 2 or not online or DIST_TIMEOUT_MARGIN * eval_time_s <= DIST_TIMEOUT_DEFAULT_S:
         return None
-    return float(60 * -(-DIST_TIMEOUT_MARGIN * t // 60))  # whole minutes, rounded up
+    return float(60 * -(-DIST_TIMEOUT_MARGIN * eval_time_s // 60))
