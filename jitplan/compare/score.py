@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jitplan.compare.results import ArmResult
 from jitplan.errors import CheckFailed, UsageError
+
+if TYPE_CHECKING:
+    from jitmodel.config import TrainConfig
 
 
 class Scorer:
     """Everything that must be the same for every arm: a fixed batch, noise and t grid; sample noise;
     the digits classifier and the real-digit statistics; the Inception extractor and reference stats."""
 
-    def __init__(self, train: Any, *, seed: int, ref_stats: str | None = None, n_fixed: int = 256,
+    def __init__(self, train: TrainConfig, *, seed: int, ref_stats: str | None = None, n_fixed: int = 256,
                  n_t: int = 16):
         import torch
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from jitmodel.config import TrainConfig
 from jitplan.errors import UsageError
 
 KINDS = ("x", "v", "eps")  # the same names as jitmodel.objectives.KINDS (kept here: no torch import)
@@ -105,14 +106,12 @@ def make_budget(steps: int | None, images: int | None, minutes: float | None) ->
     return Budget(steps=steps, images=images, minutes=minutes)
 
 
-def arm_train_config(base: Any, arm: Arm, budget: Budget, *, seed: int | None, world_size: int,
-                     log_every: int | None = None) -> Any:
+def arm_train_config(base: TrainConfig, arm: Arm, budget: Budget, *, seed: int | None, world_size: int,
+                     log_every: int | None = None) -> TrainConfig:
     """The TrainConfig of one arm: the base with this objective, the seed and the budget's step cap. Pure.
 
     With a minutes budget the step cap of the base config stays (the launcher stops the run on time).
     """
-    from jitmodel.config import TrainConfig
-
     diffusion = base.diffusion.model_copy(update={"prediction": arm.prediction, "loss_space": arm.loss_space})
     cap = budget.max_steps(base.effective_batch(world_size))
     upd: dict[str, Any] = {"diffusion": diffusion, "max_steps": cap if cap is not None else base.max_steps}
