@@ -17,6 +17,8 @@ from pathlib import Path
 
 import typer
 
+from jitplan.cli._output import JsonFlag
+
 
 def compare(
     plan_file: Path | None = typer.Argument(None, metavar="[PLAN]", help="plan.yaml or a TrainConfig YAML."),
@@ -47,7 +49,7 @@ def compare(
     sample_steps: int = typer.Option(50, "--sample-steps", min=1, help="Sampler steps for the grids/metrics."),
     per_class: int = typer.Option(10, "--per-class", min=1, help="Samples per class (10 classes at most)."),
     ref_stats: str | None = typer.Option(None, "--ref-stats", help="FID reference statistics (npz, mu/sigma)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    json_out: JsonFlag = False,
 ) -> None:
     """Compare objectives on the same data, seed and budget: table, loss plot, sample grids.
 

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from jitplan.cli._output import emit, note
+from jitplan.cli._output import JsonFlag, emit, note
 
 data_app = typer.Typer(help="Inspect and prepare image datasets (ImageFolder layout).", no_args_is_help=True)
 
@@ -57,7 +57,7 @@ def _render_report(rep, console: Console) -> None:  # rep: DatasetReport
 @data_app.command("inspect")
 def inspect_cmd(
     path: Path = typer.Argument(..., help="Dataset root."),
-    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    json_out: JsonFlag = False,
 ) -> None:
     """Layout, classes, images per class, sizes and extensions of a dataset folder.
 
@@ -74,7 +74,7 @@ def verify_cmd(
     path: Path = typer.Argument(..., help="Dataset root (the folder holding train/, as data.path)."),
     out: Path | None = typer.Option(None, "--out", help="Manifest file (default PATH/jitmodel-manifest.json)."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Decoding processes (default: all CPUs)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    json_out: JsonFlag = False,
 ) -> None:
     """Decode every image once and write the verified manifest the trainer reads; exit 1 on bad images.
 
@@ -114,7 +114,7 @@ def prepare_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the deterministic split."),
     val_labels: Path | None = typer.Option(None, "--val-labels", help="Ground truth for a flat val/ (LOC_val_solution.csv)."),
     verify: bool = typer.Option(False, "--verify", help="Decode every image (PIL) after preparing."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    json_out: JsonFlag = False,
 ) -> None:
     """Make DST/train + DST/val (+ classes.json) from SRC; idempotent, never overwrites.
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import typer
 from pydantic import BaseModel, ConfigDict
 
-from jitplan.cli._output import emit, note
+from jitplan.cli._output import JsonFlag, emit, note
 from jitplan.demo import DEFAULT_STEPS, StepProgress, demo_config, recognise
 from jitplan.errors import CheckFailed, UsageError
 
@@ -84,7 +84,7 @@ def demo(
     out: Path | None = typer.Option(None, "--out", help="Run folder (default runs/demo-<time>)."),
     samples: int = typer.Option(4, "--samples", min=1, help="Samples per digit in the grid."),
     digit: int = typer.Option(7, "--digit", min=0, max=9, help="The digit whose denoising trajectory is drawn."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    json_out: JsonFlag = False,
 ) -> None:
     """Train the tiny JiT on the digits (about a minute on a quiet 2-core box), draw samples, check them.
 

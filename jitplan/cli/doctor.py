@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from jitplan.cli._output import emit
+from jitplan.cli._output import JsonFlag, emit
 
 _STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
@@ -58,7 +58,7 @@ def doctor(
     python: str | None = typer.Option(None, "--python", help="The Python whose torch to check (default: this one)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Re-import torch even if nothing changed since the "
                                   "last successful check."),
-    json_out: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
+    json_out: JsonFlag = False,
     wide: bool | None = typer.Option(None, "--wide/--compact", help="One table row per finding (default: when "
                                      "the terminal has >= 140 columns)."),
     replay_nvml: Path | None = typer.Option(None, "--replay-nvml", hidden=True, help="Recorded NVML answers."),

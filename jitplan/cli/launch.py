@@ -19,7 +19,7 @@ from pathlib import Path
 
 import typer
 
-from jitplan.cli._output import emit, note
+from jitplan.cli._output import JsonFlag, emit, note
 from jitplan.errors import CheckFailed, UsageError
 
 
@@ -72,7 +72,7 @@ def launch(
                                         help="Vast: stop (checkpoint, pull) before this many dollars at the offer's $/h."),
     no_doctor: bool = typer.Option(False, "--no-doctor", help="Skip the preflight doctor."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every command it would run; run nothing."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    json_out: JsonFlag = False,
 ) -> None:
     """Launch a plan: --local | --ssh USER@HOST[:PORT] | --vast | --slurm OUT.sbatch.
 

@@ -19,6 +19,7 @@ from enum import Enum
 
 import typer
 
+from jitplan.cli._output import JsonFlag
 from jitplan.cli.plan_render import WIDE_COLUMNS, render_catalog, render_plan
 
 
@@ -68,7 +69,7 @@ def plan_command(
                                     "measured runs (shipped + jitplan calibrate; docs/planning.md)."),
     show: str | None = typer.Option(None, "--show", help="Render a saved plan file instead of planning."),
     list_gpus: bool = typer.Option(False, "--list-gpus", help="List the GPU catalog and exit."),
-    json_: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+    json_: JsonFlag = False,
     wide: bool | None = typer.Option(None, "--wide/--compact", help="Side-by-side table with the why in a column "
                                      f"(default: when the terminal has >= {WIDE_COLUMNS} columns)."),
 ) -> None:

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from jitplan.cli._output import emit, note
+from jitplan.cli._output import JsonFlag, emit, note
 
 NO_GPU_NEXT = ("next: plan for the GPUs you will train on (jitplan plan --gpus 2xRTX3060 --host-ram 24GB), "
                "or train the tiny demo model here on the CPU (jitplan demo)")
@@ -97,7 +97,7 @@ def render(report, console: Console) -> None:  # report: ProbeReport
 
 
 def probe(
-    json_out: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
+    json_out: JsonFlag = False,
     out: Path | None = typer.Option(None, "--out", help="Write the HardwareSpec YAML (for `jitplan plan --hardware`)."),
     deep: bool = typer.Option(False, "--deep", help="Also import torch in a child process (arch list, NCCL)."),
     disk: list[str] = typer.Option(["."], "--disk", help="Where data/checkpoints go (free space); repeatable."),

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import typer
 
+from jitplan.cli._output import JsonFlag
+
 
 def pull_command(
     run: str = typer.Argument(..., help="Run id (a unique prefix is enough) or name."),
-    json_out: bool = typer.Option(False, "--json", help="JSON on stdout."),
+    json_out: JsonFlag = False,
 ) -> None:
     """Pull a remote run's latest checkpoint, metrics and logs into its local run folder, verified."""
     from jitplan.cli._output import emit

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from jitplan.cli._output import JsonFlag
+
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
 
@@ -135,7 +137,7 @@ def runs_command(
     offline: bool = typer.Option(False, "--offline", help="Do not ask cloud providers for live instances."),
     destroy_orphans: bool = typer.Option(False, "--destroy-orphans", help="Destroy the orphans listed (billing stops)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before destroying orphans."),
-    json_out: bool = typer.Option(False, "--json", help="JSON on stdout."),
+    json_out: JsonFlag = False,
 ) -> None:
     """List recorded runs, the cloud instances still alive with their cost so far, and orphaned instances."""
     from jitplan.cli._output import emit, note
@@ -164,7 +166,7 @@ def runs_command(
 
 def status_command(
     run: str = typer.Argument(..., help="Run id (a unique prefix is enough) or name."),
-    json_out: bool = typer.Option(False, "--json", help="JSON on stdout."),
+    json_out: JsonFlag = False,
 ) -> None:
     """One run: its fields, instances and events."""
     from jitplan.cli._output import emit
