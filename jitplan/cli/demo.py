@@ -110,6 +110,8 @@ def demo(
     run = RunSpec.from_train(cfg, gpus_per_node=hw.gpus_per_node if hw.gpu is not None else 0, cpus=hw.host.cpus)
     save_run_spec(run, run_dir / "train.yaml")
     spec = spec_for_run(run, config=str(run_dir / "train.yaml"), python=sys.executable, rdzv_id="demo")
+    if hw.gpu is None:  # one thread: the tiny model gains little from two, and on a busy box they spin
+        spec = spec.model_copy(update={"omp_num_threads": 1})
     note(f"demo: JiT-Tiny/4 on the digits on {device}, {cfg.data.num_workers} data worker(s), {steps} steps"
          + (f" or {minutes:g} min" if minutes else "") + f"; run folder {run_dir}")
     progress = StepProgress(steps, sys.stderr, tty=sys.stderr.isatty())

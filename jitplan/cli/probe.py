@@ -27,6 +27,13 @@ def _gib(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**30:.1f} GiB"
 
 
+def _fold(table: Table) -> Table:
+    """Long values (paths, GPU names) fold onto the next line instead of being cut with an ellipsis."""
+    for col in table.columns:
+        col.overflow = "fold"
+    return table
+
+
 def _v(x: object) -> str:
     return "-" if x is None else str(x)
 
@@ -45,14 +52,14 @@ def render(report, console: Console) -> None:  # report: ProbeReport
             t.add_row(str(g.index), g.name, f"{_gib(g.memory_free_bytes)} / {_gib(g.memory_total_bytes)}",
                       _v(g.compute_capability), pcie, power, f"{_v(g.sm_clock_mhz)} / {_v(g.sm_clock_max_mhz)} MHz",
                       g.mig_mode or "n/a", str(len(g.processes)))
-        console.print(t)
+        console.print(_fold(t))
         if nv.p2p:
             p = Table("P2P read / topology", *[f"GPU{i}" for i in range(len(nv.p2p))])
             for i, row in enumerate(nv.p2p):
                 cells = [c if c == "X" else f"{c} / {nv.topology[i][j] if nv.topology else '?'}"
                          for j, c in enumerate(row)]
                 p.add_row(f"GPU{i}", *cells)
-            console.print(p)
+            console.print(_fold(p))
     h = Table("host", "value", show_header=False)
     h.add_row("OS / kernel", f"{host.os} / {host.kernel}")
     h.add_row("Python", host.python)
@@ -69,7 +76,7 @@ def render(report, console: Console) -> None:  # report: ProbeReport
     h.add_row("open files / memlock", f"{_v(host.nofile_limit)} / {'unlimited' if host.memlock_limit == -1 else _v(host.memlock_limit)}")
     for k, val in host.env.items():
         h.add_row(f"${k}", val)
-    console.print(h)
+    console.print(_fold(h))
     s = Table("torch", "value", show_header=False)
     if not torch.installed:
         s.add_row("torch", "not installed")
@@ -88,7 +95,7 @@ def render(report, console: Console) -> None:  # report: ProbeReport
             s.add_row("CUDA available", f"{imp.cuda_available} ({imp.device_count} device(s))")
         else:
             s.add_row("import", f"FAILED: {imp.error} (run `jitplan doctor`)")
-    console.print(s)
+    console.print(_fold(s))
     for n in report.notes:
         if nv.available or not nv.error or nv.error not in n:  # the GPU line above already said it
             console.print(Text(f"note: {n}"))
