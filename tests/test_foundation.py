@@ -76,3 +76,10 @@ def test_lr_scaling_reference():
 def test_image_size_must_divide_patch():
     with pytest.raises(ValueError, match="multiple of patch"):
         ModelConfig(variant="JiT-B/16", img_size=250)
+
+
+def test_version_prints_and_exits_0(cli):
+    from jitplan import __version__
+
+    r = cli("--version")
+    assert r.code == 0 and r.out.strip() == f"jitplan {__version__}"

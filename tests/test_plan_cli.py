@@ -175,3 +175,40 @@ def test_docs_examples_run(cli, tmp_path, monkeypatch):
             continue
         r = cli(*argv)
         assert r.code == 0, (argv, r.err)
+
+
+def test_compact_layout_says_each_decision_once_and_suggests_out(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    r = cli(*SEED)
+    assert r.code == 0, r.err
+    text = " ".join(r.out.split())
+    assert "reference -> target, and why" in text and "128 -> 32" in text  # the why under the numbers
+    assert text.count("24 workers refused") == 1 and "warning: 12 per rank" in text
+    assert "not saved: add --out plan.yaml" in text and "launch (every node)" not in text
+    assert "…" not in r.out
+    wide = cli(*SEED, "--wide")
+    assert "launch (every node)" not in wide.out and "│ why" in wide.out.replace("┃", "│")
+
+
+def test_saved_plan_names_the_next_step_and_model_is_an_alias_of_recipe(cli, tmp_path):
+    out = tmp_path / "p.yaml"
+    r = cli("plan", "--gpus", "1xH100", "--model", "JiT-L/32", "--out", str(out))
+    assert r.code == 0, r.err
+    assert load_plan(out).train.model.variant == "JiT-L/32"
+    text = " ".join(r.out.split())
+    assert f"next: jitplan doctor --plan {out}" in text and f"--config {out}" in text
+
+
+def test_a_gpu_less_hardware_file_says_what_to_do(cli, tmp_path):
+    hw = tmp_path / "hardware.yaml"
+    hw.write_text(yaml.safe_dump({"nodes": 1, "gpus_per_node": 0, "gpu": None, "host": {"cpus": 2},
+                                  "source": "probe"}))
+    r = cli("plan", "--hardware", str(hw))
+    assert r.code == 2 and "no NVIDIA GPU" in r.err and "jitplan plan --gpus 2xRTX3060" in r.err
+    assert "Traceback" not in r.err
+
+
+def test_catalog_shows_gb_and_gib(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    r = cli("plan", "--list-gpus")
+    assert r.code == 0 and "GB (" in r.out and "GiB)" in r.out
