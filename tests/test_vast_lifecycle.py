@@ -135,8 +135,8 @@ def test_bad_key_is_reported_as_a_bad_key(fake, reg, env) -> None:
 
 
 def test_bid_help_says_whole_instance(cli) -> None:
-    out = cli("launch", "--help").out
-    assert "whole instance" in " ".join(out.split()) and "per GPU." not in out
+    out = " ".join(cli("launch", "--help").out.replace("│", " ").split())  # rich's help table, unwrapped
+    assert "bidding this $/h for the whole instance" in out and "$/h per GPU" not in out
 
 
 # ------------------------------------------------------------------------------------------- orphans
