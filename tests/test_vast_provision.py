@@ -76,10 +76,11 @@ def _run(fake: VastFake, reg: Registry, identity: Path, *, timeout_s: float = 1.
     said: list[str] = []
     say = kw.pop("say", said.append)
     confirm = kw.pop("confirm", None)
+    shown = kw.pop("show_offers", lambda ranked, top, title: None)
     kw.setdefault("yes", True)
     req = ProvisionRequest(plan=kw.pop("plan", None) or make_plan("RTX 3060", 2), run_id=rid, identity=str(identity),
                            ready_timeout_s=timeout_s, **kw)
-    res = provision(provider, req, Hooks(say=say, confirm=confirm), registry=reg)
+    res = provision(provider, req, Hooks(say=say, confirm=confirm, show_offers=shown), registry=reg)
     return rid, res, said
 
 
@@ -122,6 +123,16 @@ def test_happy_path(fake: VastFake, reg: Registry, env: Path, banner: BannerServ
     assert any("ready" in e.message for e in reg.events(rid))
     out = capsys.readouterr()
     assert KEY not in out.out + out.err + " ".join(said)
+
+
+def test_the_offers_are_shown_before_anything_is_rented(fake: VastFake, reg: Registry, env: Path) -> None:
+    shown: list = []
+
+    def show(ranked, top, title):
+        shown.append(([r.offer.id for r in ranked], top, title, len(fake.creates())))
+
+    _run(fake, reg, env, show_offers=show, top=2)
+    assert shown == [([2001, 2002, 2003], 2, "Vast.ai", 0)]  # the plan's GPU only, cheapest epoch first
 
 
 def test_ranking_uses_cost_per_epoch_not_dph(fake: VastFake, reg: Registry, env: Path) -> None:

@@ -170,7 +170,7 @@ def _remote_hooks(json_out: bool):
     return RemoteHooks(
         say=note,
         confirm=(lambda q: typer.confirm(q, default=False, err=True)) if interactive else None,
-        show_offers=lambda ranked, top: err.print(offers_table(ranked, provider="Vast.ai", top=top)),
+        show_offers=lambda ranked, top, title: err.print(offers_table(ranked, provider=title, top=top)),
         out=sys.stderr if json_out else sys.stdout,
     )
 

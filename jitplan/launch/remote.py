@@ -106,7 +106,7 @@ class RemoteResult(BaseModel):
 class RemoteHooks:
     say: Callable[[str], None]
     confirm: Callable[[str], bool] | None = None  # None: no terminal (``yes`` must be given)
-    show_offers: Callable[[list[RankedOffer], int], None] = field(default=lambda ranked, top: None)
+    show_offers: Callable[[list[RankedOffer], int, str], None] = field(default=lambda ranked, top, title: None)
     out: TextIO = sys.stdout  # where the followed training log goes
 
 

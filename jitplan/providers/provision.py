@@ -69,7 +69,7 @@ class Hooks:
 
     say: Callable[[str], None]
     confirm: Callable[[str], bool] | None = None
-    show_offers: Callable[[list[RankedOffer], int], None] = field(default=lambda ranked, top: None)
+    show_offers: Callable[[list[RankedOffer], int, str], None] = field(default=lambda ranked, top, title: None)
 
 
 class ProvisionResult(BaseModel):
@@ -174,7 +174,7 @@ def _provision(provider: Provider, req: ProvisionRequest, hooks: Hooks, registry
             f"disk, CUDA >= {query.min_cuda:g}, reliability >= {query.min_reliability})",
             hint="try a --bid, or a plan for another GPU (jitplan plan --gpus ...)",
         )
-    hooks.show_offers(ranked, req.top)
+    hooks.show_offers(ranked, req.top, title)
     best = ranked[0]
     question = (f"Rent offer {best.offer.id} ({best.offer.num_gpus}x {best.offer.gpu_name}, {best.dph:.3f} $/h"
                 f"{', interruptible' if req.bid else ''}) and up to {req.max_offers - 1} fallbacks?")
