@@ -82,7 +82,7 @@ def build_rows(plan: Plan, recipe: Recipe, ref: Estimates, kappa: float) -> list
     add(("images/s", f"{ref.images_per_s:,.0f}", f"{est.images_per_s:,.0f}",
          f"{est.time_source}; implied MFU {est.mfu:.0%} of {hw.gpu.bf16_tflops:g} dense bf16 TFLOPS per GPU"))
     add(("epoch time", fmt_duration(ref.epoch_time_s), fmt_duration(est.epoch_time_s),
-         f"{est.steps_per_epoch:,} steps x {est.step_time_s:.2f} s"))
+         f"{est.steps_per_epoch:,} steps x {est.step_time_s:.2f} s; {est.time_source}"))
     add((f"time to {t.epochs:g} epochs", fmt_duration(ref.total_time_s), fmt_duration(est.total_time_s),
          f"training + {est.num_evals} online evaluations"))
     add(("evaluation time", fmt_duration(ref.eval_time_s), fmt_duration(est.eval_time_s),
