@@ -12,8 +12,6 @@ See docs/launch.md.
 
 from __future__ import annotations
 
-import os
-import shlex
 import sys
 from pathlib import Path
 
@@ -21,16 +19,6 @@ import typer
 
 from jitplan.cli._output import JsonFlag, emit, note
 from jitplan.errors import CheckFailed, UsageError
-
-
-def _doctor(plan_path: Path, data: str | None) -> None:
-    from jitplan.doctor.runner import run_doctor
-
-    report = run_doctor(plan_path=plan_path, data_path=data)
-    if report.failed:
-        ids = ", ".join(f"{f.id} ({f.title})" for f in report.failed)
-        raise CheckFailed(f"doctor: {len(report.failed)} check(s) failed: {ids}",
-                          hint=f"see `jitplan doctor --plan {plan_path}`; --no-doctor skips the preflight")
 
 
 def _render(res: dict):
@@ -79,9 +67,7 @@ def launch(
     jitplan launch plan.yaml --local --max-restarts 3
     """
     from jitplan.launch import local
-    from jitplan.launch.torchrun import spec_for_run
     from jitplan.runspec import load_run_spec
-    from jitplan.secrets import redact
 
     chosen = [n for n, on in (("--local", local_), ("--ssh", ssh), ("--vast", vast), ("--slurm", slurm)) if on]
     if len(chosen) != 1:
@@ -93,52 +79,21 @@ def launch(
     rdir = (run_dir or Path("runs") / name).resolve()
     res: dict = {"backend": chosen[0].lstrip("-"), "name": name, "run_dir": str(rdir), "commands": []}
 
-    if slurm is not None:
-        from jitmodel.atomic import atomic_write_text
-        from jitplan.launch.slurm import render_sbatch
+    if slurm is not None or local_:
+        from jitplan.launch.here import launch_local, write_sbatch
 
-        spec = spec_for_run(run, config=str(plan_file.resolve()), rdzv_id=name, rdzv_endpoint=rdzv_endpoint)
-        topo = run.topology
-        text = render_sbatch(spec, job_name=name, workdir=str(Path.cwd()),
-                             gpus_per_node=topo.gpus_per_node if run.kind == "plan" else 0,
-                             cpus_per_task=topo.cpus_per_node or os.cpu_count() or 1)
-        if dry_run:
-            res["commands"] = text.splitlines()
+        if slurm is not None:
+            out = write_sbatch(run, plan_file=plan_file, out=slurm, name=name, run_dir=rdir,
+                               rdzv_endpoint=rdzv_endpoint, dry_run=dry_run)
         else:
-            atomic_write_text(slurm, text)
-            res["message"] = f"wrote {slurm}; submit with: sbatch {slurm}"
-        res["commands"] = [redact(c) for c in res["commands"]]
+            out = launch_local(run, plan_file=plan_file, run_dir=rdir, name=name, rdzv_endpoint=rdzv_endpoint,
+                               max_restarts=max_restarts, doctor=not no_doctor, dry_run=dry_run,
+                               echo=None if json_out else sys.stderr, say=note)
+        res = out.model_dump(exclude_none=True)
         emit(res, json_mode=json_out, render=_render(res))
-        return
-
-    if local_:
-        from jitplan.launch.supervisor import run_local
-
-        spec = spec_for_run(run, config=str(rdir / run.file_name), python=sys.executable, rdzv_id=name,
-                            rdzv_endpoint=rdzv_endpoint)
-        if dry_run:
-            from jitplan.launch.torchrun import node_commands, shell_line
-
-            if not no_doctor and run.kind == "plan":
-                res["commands"].append(f"jitplan doctor --plan {plan_file}")
-            res["commands"] += [f"cd {shlex.quote(str(rdir))} && {shell_line(c)}" for c in node_commands(spec)]
-            res["commands"] = [redact(c) for c in res["commands"]]
-            emit(res, json_mode=json_out, render=_render(res))
-            return
-        if not no_doctor and run.kind == "plan":
-            _doctor(plan_file, train.data.path)
-        local.prepare_run_dir(run, rdir)
-        from jitplan.launch.registry import Registry
-
-        note(f"run folder {rdir}; log {rdir / local.LOG_NAME}")
-        run_id, result = run_local(rdir, spec, registry=Registry(), name=name, plan_path=str(plan_file.resolve()),
-                                   max_restarts=max_restarts, echo=None if json_out else sys.stderr)
-        res.update(run_id=run_id, status=result.status, final_step=result.final_step,
-                   message=f"run {run_id}: {result.message} (folder {rdir})",
-                   restarts=result.restarts, num_workers=result.num_workers)
-        emit(res, json_mode=json_out, render=_render(res))
-        if result.status == "failed":
-            raise CheckFailed(result.message, hint=f"jitplan status {run_id}; log: {rdir / local.LOG_NAME}")
+        if out.status == "failed":
+            raise CheckFailed(out.message or "the run failed",
+                              hint=f"jitplan status {out.run_id}; log: {rdir / 'train.log'}")
         return
 
     from jitplan.launch.remote import CloudOptions, RemoteRequest, launch_remote

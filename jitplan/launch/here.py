@@ -1,0 +1,111 @@
+"""Launch a run spec on this machine (supervised torchrun) or write its Slurm script: the core of
+``jitplan launch --local`` and ``--slurm``. The command parses, calls one of these, renders the result.
+
+    from jitplan.launch.here import launch_local
+    from jitplan.runspec import load_run_spec
+
+    run = load_run_spec("plan.yaml")
+    res = launch_local(run, plan_file=Path("plan.yaml"), run_dir=Path("runs/r1"), name="r1", dry_run=True)
+    res.commands      # ['jitplan doctor --plan plan.yaml', 'cd /…/runs/r1 && env … torch.distributed.run …']
+
+The remote paths (``--ssh``, ``--vast``) are in ``launch/remote.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jitplan.errors import CheckFailed
+from jitplan.runspec import RunSpec
+
+Say = Callable[[str], None]
+
+
+class LaunchResult(BaseModel):
+    """What ``jitplan launch --local/--slurm`` reports (``--json`` prints it; unset fields are left out)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str
+    name: str
+    run_dir: str
+    commands: list[str] = Field(default_factory=list)  # secrets redacted; one copy-pasteable command each
+    message: str | None = None
+    run_id: str | None = None
+    status: str | None = None
+    final_step: int | None = None
+    restarts: int | None = None
+    num_workers: int | None = None
+
+
+def preflight(plan_file: Path, data_path: str | None) -> None:
+    """The doctor before a launch; CheckFailed (exit 1) naming the failed checks."""
+    from jitplan.doctor.runner import run_doctor
+
+    report = run_doctor(plan_path=plan_file, data_path=data_path)
+    if report.failed:
+        ids = ", ".join(f"{f.id} ({f.title})" for f in report.failed)
+        raise CheckFailed(f"doctor: {len(report.failed)} check(s) failed: {ids}",
+                          hint=f"see `jitplan doctor --plan {plan_file}`; --no-doctor skips the preflight")
+
+
+def launch_local(run: RunSpec, *, plan_file: Path, run_dir: Path, name: str, rdzv_endpoint: str | None = None,
+                 max_restarts: int = 3, doctor: bool = True, dry_run: bool = False, echo: TextIO | None = None,
+                 say: Say | None = None) -> LaunchResult:
+    """Doctor (plans only), stage ``run_dir``, run every node here under the supervisor, record the run.
+
+    ``dry_run`` returns the commands instead. A failed run comes back with ``status == "failed"``.
+    """
+    from jitplan.launch import local
+    from jitplan.launch.torchrun import node_commands, shell_line, spec_for_run
+    from jitplan.secrets import redact
+
+    res = LaunchResult(backend="local", name=name, run_dir=str(run_dir))
+    doctor = doctor and run.kind == "plan"
+    spec = spec_for_run(run, config=str(run_dir / run.file_name), python=sys.executable, rdzv_id=name,
+                        rdzv_endpoint=rdzv_endpoint)
+    if dry_run:
+        cmds = [f"jitplan doctor --plan {plan_file}"] if doctor else []
+        cmds += [f"cd {shlex.quote(str(run_dir))} && {shell_line(c)}" for c in node_commands(spec)]
+        return res.model_copy(update={"commands": [redact(c) for c in cmds]})
+    if doctor:
+        preflight(plan_file, run.train.data.path)
+    local.prepare_run_dir(run, run_dir)
+    from jitplan.launch.registry import Registry
+    from jitplan.launch.supervisor import run_local
+
+    (say or (lambda m: None))(f"run folder {run_dir}; log {run_dir / local.LOG_NAME}")
+    run_id, result = run_local(run_dir, spec, registry=Registry(), name=name, plan_path=str(plan_file.resolve()),
+                               max_restarts=max_restarts, echo=echo)
+    return res.model_copy(update={
+        "run_id": run_id, "status": result.status, "final_step": result.final_step,
+        "message": f"run {run_id}: {result.message} (folder {run_dir})", "restarts": result.restarts,
+        "num_workers": result.num_workers})
+
+
+def write_sbatch(run: RunSpec, *, plan_file: Path, out: Path, name: str, run_dir: Path,
+                 rdzv_endpoint: str | None = None, dry_run: bool = False) -> LaunchResult:
+    """The sbatch script of ``run`` (one task per node, each running torchrun) written to ``out``;
+    ``dry_run`` returns its lines instead."""
+    from jitmodel.atomic import atomic_write_text
+    from jitplan.launch.slurm import render_sbatch
+    from jitplan.launch.torchrun import spec_for_run
+    from jitplan.secrets import redact
+
+    spec = spec_for_run(run, config=str(plan_file.resolve()), rdzv_id=name, rdzv_endpoint=rdzv_endpoint)
+    topo = run.topology
+    text = render_sbatch(spec, job_name=name, workdir=str(Path.cwd()),
+                         gpus_per_node=topo.gpus_per_node if run.kind == "plan" else 0,
+                         cpus_per_task=topo.cpus_per_node or os.cpu_count() or 1)
+    res = LaunchResult(backend="slurm", name=name, run_dir=str(run_dir))
+    if dry_run:
+        return res.model_copy(update={"commands": [redact(c) for c in text.splitlines()]})
+    atomic_write_text(out, text)
+    return res.model_copy(update={"message": f"wrote {out}; submit with: sbatch {out}"})
