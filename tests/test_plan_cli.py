@@ -15,9 +15,8 @@ from jitplan.schemas import load_plan
 SEED = ("plan", "--gpus", "2xRTX3060", "--host-ram", "24GB")
 
 
-def test_seed_case_table(cli, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "200")
-    r = cli(*SEED)
+def test_seed_case_table(cli):
+    r = cli(*SEED, "--wide")
     assert r.code == 0, r.err
     for text in ("quantity", "reference", "target", "why", "batch per GPU", "gradient accumulation",
                  "8 x H200", "2 x RTX 3060 12GB", "memory per GPU", "refused", "host-ram", "torchrun"):
@@ -177,12 +176,11 @@ def test_docs_examples_run(cli, tmp_path, monkeypatch):
         assert r.code == 0, (argv, r.err)
 
 
-def test_compact_layout_says_each_decision_once_and_suggests_out(cli, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "80")
-    r = cli(*SEED)
+def test_compact_layout_says_each_decision_once_and_suggests_out(cli):
+    r = cli(*SEED, "--compact")
     assert r.code == 0, r.err
     text = " ".join(r.out.split())
-    assert "reference -> target, and why" in text and "128 -> 32" in text  # the why under the numbers
+    assert "batch per GPU: 128 -> 32 derived: largest split" in text  # the why under the numbers
     assert text.count("24 workers refused") == 1 and "warning: 12 per rank" in text
     assert "not saved: add --out plan.yaml" in text and "launch (every node)" not in text
     assert "…" not in r.out
@@ -208,7 +206,8 @@ def test_a_gpu_less_hardware_file_says_what_to_do(cli, tmp_path):
     assert "Traceback" not in r.err
 
 
-def test_catalog_shows_gb_and_gib(cli, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "200")
-    r = cli("plan", "--list-gpus")
-    assert r.code == 0 and "GB (" in r.out and "GiB)" in r.out
+def test_catalog_shows_gb_and_gib(cli):
+    r = cli("plan", "--list-gpus", "--wide")
+    assert r.code == 0 and "GB (" in r.out and "GiB)" in r.out and "source" in r.out
+    r = cli("plan", "--list-gpus", "--compact")
+    assert r.code == 0 and "GiB)" in r.out and "┃ source" not in r.out and "…" not in r.out

@@ -88,7 +88,7 @@ def plan_command(
         from jitplan.hardware.catalog import catalog
 
         rows = catalog()
-        emit(rows, json_mode=json_, render=lambda console: render_catalog(console, rows))
+        emit(rows, json_mode=json_, render=lambda console: render_catalog(console, rows, wide=wide))
         return
     if show is not None:
         saved = load_plan(show)

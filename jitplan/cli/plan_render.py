@@ -1,7 +1,7 @@
 """How ``jitplan plan`` shows a Plan to people: each decision once, readable at 80 columns.
 
 Wide terminals (>= 140 columns, or ``--wide``) get the side-by-side table quantity | reference | target |
-why; narrower ones a compact table with the "why" under the numbers. A warning the planner raises about a
+why; narrower ones one entry per row, ``quantity: reference -> target`` with the "why" indented below. A warning the planner raises about a
 row is shown on that row (in yellow), not repeated below it; the worker reasons below the table leave out
 the one the workers row already says. The launch line names the plan file only when it was written.
 """
@@ -37,18 +37,18 @@ def render_plan(console, plan, *, wide: bool | None = None, saved_to: str | None
         for r in plan.rows:
             why = Text(f"warning: {r.why}", style="yellow") if r.why in warned else Text(r.why)
             table.add_row(Text(r.quantity), Text(r.reference), Text(r.target), why)
-    else:
-        table = Table(title=esc(title), box=box.SIMPLE_HEAD, pad_edge=False)
-        table.add_column("quantity", style="bold", overflow="fold", max_width=24)
-        table.add_column("reference -> target, and why", overflow="fold")
+    else:  # one entry per row: "quantity: reference -> target", the why indented below at full width
+        from rich.padding import Padding
+
+        console.print(Text(title, style="bold"))
         for r in plan.rows:
-            cell = Text(r.reference, style="")
-            cell.append(" -> ")
-            cell.append(r.target, style="cyan")
-            cell.append(f"\nwarning: {r.why}" if r.why in warned else "\n" + r.why,
-                        style="yellow" if r.why in warned else "dim")
-            table.add_row(Text(r.quantity), cell)
-    console.print(table)
+            head = Text.assemble((r.quantity, "bold"), ": ", r.reference, " -> ", (r.target, "cyan"))
+            why = (Text(f"warning: {r.why}", style="yellow") if r.why in warned else Text(r.why, style="dim"))
+            console.print(head)
+            console.print(Padding(why, (0, 0, 0, 4)))
+        table = None
+    if table is not None:
+        console.print(table)
 
     mem = Table(title="memory per GPU (predicted)", box=None if not wide else box.HEAVY_HEAD)
     for col in ("item", "bytes", "why"):
@@ -77,15 +77,21 @@ def render_plan(console, plan, *, wide: bool | None = None, saved_to: str | None
         console.print(Text(f"  {argv}"))
 
 
-def render_catalog(console, rows) -> None:
+def render_catalog(console, rows, *, wide: bool | None = None) -> None:
+    """The GPU catalog; below 140 columns without NVLink and the sources (``--wide`` or ``--json`` has them)."""
     from rich.table import Table
     from rich.text import Text
 
+    wide = console.width >= WIDE_COLUMNS if wide is None else wide
     table = Table(title="GPU catalog (jitplan/hardware/catalog.yaml); GB = 10^9 bytes, GiB = 2^30")
-    for col in ("name", "memory", "bf16 TFLOPS", "fp32 TFLOPS", "GB/s", "CC", "NVLink", "class", "source"):
+    cols = ("name", "memory", "bf16 TFLOPS", "fp32 TFLOPS", "GB/s", "CC", "NVLink", "class", "source")
+    for col in cols if wide else cols[:6] + ("class",):
         table.add_column(col, overflow="fold")
     for g in rows:
-        table.add_row(Text(g.name), _gb_gib(g.memory_bytes), f"{g.bf16_tflops:g}", f"{g.fp32_tflops or 0:g}",
-                      f"{g.mem_bw_gbs or 0:g}", g.compute_capability or "-", "yes" if g.nvlink else "no",
-                      g.gpu_class, Text(g.source))
+        cells = [Text(g.name), _gb_gib(g.memory_bytes), f"{g.bf16_tflops:g}", f"{g.fp32_tflops or 0:g}",
+                 f"{g.mem_bw_gbs or 0:g}", g.compute_capability or "-"]
+        cells += ["yes" if g.nvlink else "no", g.gpu_class, Text(g.source)] if wide else [g.gpu_class]
+        table.add_row(*cells)
     console.print(table)
+    if not wide:
+        console.print(Text("NVLink and each number's source: --wide or --json", style="dim"))
