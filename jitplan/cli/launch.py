@@ -53,7 +53,8 @@ def launch(
     yes: bool = typer.Option(False, "--yes", "-y", help="Vast: do not ask before renting."),
     run_dir: Path | None = typer.Option(None, "--run-dir", help="Local run folder (default runs/<variant>-<px>-<time>)."),
     rdzv_endpoint: str | None = typer.Option(None, "--rdzv-endpoint", help="Multi-node: node 0's host:port."),
-    max_restarts: int = typer.Option(3, "--max-restarts", min=0, help="Local: restarts after OOM/SIGTERM."),
+    max_restarts: int = typer.Option(3, "--max-restarts", min=0, help="Local: restarts after OOM/SIGTERM. Vast: "
+                                     "new instances (resuming from the last pull) after one is lost."),
     max_hours: float | None = typer.Option(None, "--max-hours", min=0.001,
                                            help="SSH/Vast: stop (checkpoint, pull) before this many hours."),
     budget: float | None = typer.Option(None, "--budget", min=0.001,
@@ -103,7 +104,7 @@ def launch(
         accept_new_host_key=accept_new, remote_dir=remote_dir, remote_python=remote_python, create_env=create_env,
         data=data, detach=detach, tmux=tmux, rdzv_endpoint=rdzv_endpoint, doctor=not no_doctor and run.kind == "plan",
         dry_run=dry_run, cloud=CloudOptions(bid=bid, instance=instance, yes=yes, keep=keep) if vast else None,
-        max_hours=max_hours, budget=budget,
+        max_hours=max_hours, budget=budget, max_recoveries=max_restarts,
     )
     out = launch_remote(run, req, _remote_hooks(json_out))
     res.update(out.model_dump(exclude_none=True))

@@ -78,7 +78,8 @@ class SSHRunner(Runner):
         import subprocess
 
         from jitplan.launch.registry import Registry
-        from jitplan.launch.ssh import SSHLaunch, launch_ssh, project_root, run_script_path
+        from jitplan.launch.ssh import SSHLaunch, project_root, run_script_path
+        from jitplan.launch.ssh_run import launch_ssh
         from jitplan.launch.torchrun import node_command, spec_for_run
 
         registry = self.registry or Registry()

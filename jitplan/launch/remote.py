@@ -86,6 +86,7 @@ class RemoteRequest(BaseModel):
     dry_run: bool = False
     max_hours: Annotated[float, Field(gt=0)] | None = None  # the watchdog stops training (checkpoint) before it
     budget: Annotated[float, Field(gt=0)] | None = None  # dollars at the instance's $/h (cloud only)
+    max_recoveries: Annotated[int, Field(ge=0)] = 2  # cloud: new instances after one is lost (launch/recover.py)
 
 
 class RemoteResult(BaseModel):
@@ -207,12 +208,13 @@ def _stager(run: RunSpec, req: RemoteRequest) -> Callable[[SSHLaunch, str | None
 
 def _run_ssh(job: SSHLaunch, stage: Callable[[SSHLaunch, str | None], tuple[Sequence[Path], NodeCommand]],
              req: RemoteRequest, hooks: RemoteHooks, registry: Registry, run_id: str | None,
-             watchdog: WatchdogConfig | None = None) -> RemoteResult:
-    from jitplan.launch.ssh import launch_ssh, project_root
+             watchdog: WatchdogConfig | None = None, resume_from: Path | None = None) -> RemoteResult:
+    from jitplan.launch.ssh import project_root
+    from jitplan.launch.ssh_run import launch_ssh
 
     res = launch_ssh(job, registry=registry, name=req.name, local_code=project_root(), stage=stage, data=req.data,
-                     doctor=req.doctor, create_env=req.create_env, follow=not req.detach, out=hooks.out,
-                     run_id=run_id, local_run_dir=req.run_dir, watchdog=watchdog)
+                     doctor=req.doctor, create_env=req.create_env, follow=not req.detach and req.cloud is None,
+                     out=hooks.out, run_id=run_id, local_run_dir=req.run_dir, watchdog=watchdog, resume_from=resume_from)
     return RemoteResult(run_id=res.run_id, target=res.target, remote_run_dir=res.remote_run_dir, status=res.status,
                         exit_code=res.exit_code)
 
@@ -220,6 +222,7 @@ def _run_ssh(job: SSHLaunch, stage: Callable[[SSHLaunch, str | None], tuple[Sequ
 def _launch_cloud(plan: Plan, req: RemoteRequest, hooks: RemoteHooks, opts: SSHOptions,
                   stage: Callable[[SSHLaunch, str | None], tuple[Sequence[Path], NodeCommand]],
                   registry: Registry | None, provider: Provider | None) -> RemoteResult:
+    from jitplan.launch.recover import checkpoint_to_resume, supervise_remote, watch_settings
     from jitplan.launch.registry import Registry
     from jitplan.launch.ssh import SSHLaunch
     from jitplan.launch.watchdog import config_for
@@ -244,8 +247,22 @@ def _launch_cloud(plan: Plan, req: RemoteRequest, hooks: RemoteHooks, opts: SSHO
             known = req.known_hosts or str(Path(registry.path).parent / "known_hosts")
             job = SSHLaunch(got.ssh, opts.model_copy(update={"known_hosts": known, "accept_new_host_key": True}),
                             root=req.remote_dir, run_id=req.name)
-            res = _run_ssh(job, stage, req, hooks, registry, run_id, watchdog=config_for(
-                plan, max_hours=req.max_hours, budget_usd=req.budget, dph=got.dph, since=since))
+            wd = config_for(plan, max_hours=req.max_hours, budget_usd=req.budget, dph=got.dph, since=since)
+            res = _run_ssh(job, stage, req, hooks, registry, run_id, watchdog=wd)
+
+            def relaunch(n: int) -> None:  # a recovery: a new offer, the last pulled checkpoint (launch/recover.py)
+                nonlocal got
+                got = provision(provider, preq.model_copy(update={"yes": True}), Hooks(say=hooks.say),
+                                registry=registry)
+                _run_ssh(SSHLaunch(got.ssh, job.opts, root=req.remote_dir, run_id=req.name), stage, req, hooks,
+                         registry, run_id, watchdog=wd, resume_from=checkpoint_to_resume(req.run_dir))
+
+            if not req.detach and not cloud.instance:  # watch it here: pull, tear down when done, recover
+                w = supervise_remote(registry, run_id, provider, relaunch, watch_settings(req.max_recoveries),
+                                     say=hooks.say)
+                res.status = w.status
+                if not registry.instances(run_id=run_id):
+                    return res.model_copy(update={"instance_id": got.instance_id, "dph": got.dph})
         except BaseException as e:
             if got is None or provider is None:  # provision() already destroyed what it had rented
                 if not isinstance(e, KeyboardInterrupt):

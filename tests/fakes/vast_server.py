@@ -64,6 +64,7 @@ class Faults:
     exited: set[int] = field(default_factory=set)  # loading -> exited
     lost: set[int] = field(default_factory=set)  # loading -> unknown (no host heartbeat)
     outbid: set[int] = field(default_factory=set)  # everything "stopped"
+    mid_run: dict[int, str] = field(default_factory=dict)  # a running instance turns "exited" or "unknown" (offline)
     proxy_only: set[int] = field(default_factory=set)  # no 22/tcp in ports: only ssh_host:ssh_port
     whitespace_ip: bool = True  # public_ipaddr comes with a trailing newline, as seen on Vast
     rate_limit_next: int = 0  # the next N API requests answer 429 (no Retry-After)
@@ -250,6 +251,9 @@ class VastFake:
         if inst["cur_state"] == "stopped" or off in f.outbid:
             inst.update(actual_status="stopped", intended_status="stopped", cur_state="stopped", next_state="stopped")
             return
+        if inst["actual_status"] == "running" and off in f.mid_run:
+            msg = {"exited": "container exited with code 137"}.get(f.mid_run[off])
+            inst.update(actual_status=f.mid_run[off], status_msg=msg)
         if inst["actual_status"] in ("running", "exited", "created", "unknown"):
             return
         loading = f.loading_ticks.get(off, self.default_loading_ticks)
