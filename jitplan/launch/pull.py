@@ -147,6 +147,18 @@ def _link(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+def _verified_before(local: Path, sha: str) -> dict[str, Any] | None:
+    """What the last pull recorded, when it verified a file with this sha256 (its file still has it)."""
+    try:
+        prev = json.loads((local / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    last = local / "out" / "last.pt"
+    if prev.get("sha256") != sha or not last.is_file() or sha256_file(last) != sha:
+        return None
+    return {"step": prev.get("step"), "tensor_digests": prev.get("tensor_digests")}
+
+
 def pull(job: SSHLaunch, local_dir: str | Path, *, timeout_s: float = 6 * 3600) -> PullResult:
     """Pull the run of ``job`` into ``local_dir`` and verify it (see the module doc). PullFailed otherwise."""
     from jitmodel.atomic import atomic_write_text
@@ -184,8 +196,9 @@ def pull(job: SSHLaunch, local_dir: str | Path, *, timeout_s: float = 6 * 3600) 
     if local_sha != sha or got.stat().st_size != size:
         raise PullFailed(f"pulled checkpoint from {where} differs from the remote file (sha256 {local_sha[:12]} "
                          f"here, {sha[:12]} there; {got.stat().st_size} vs {size} bytes)", not_saved=not_ckpt)
+    info = _verified_before(local, sha)  # the same bytes were verified by an earlier pull: not again
     try:
-        info = verify_loads(got)
+        info = info or verify_loads(got)
     except ValueError as e:
         raise PullFailed(f"pulled checkpoint from {where} is not usable: {e}", not_saved=not_ckpt) from None
     step = info.get("step")
