@@ -155,17 +155,15 @@ def test_a_teardown_whose_pull_fails_keeps_the_instance(reg, remote, tmp_path) -
 
 # ------------------------------------------------------------------------------ end to end through the CLI
 def _tiny_plan(path: Path, max_steps: int) -> Path:
-    from jitmodel.config import TrainConfig
-    from jitplan.hardware.spec import hardware_from_flags
-    from jitplan.planner.plan import make_plan
-    from jitplan.schemas import PlanOptions, load_recipe, save_plan
+    from conftest import plan_for_tiny_recipe
+
+    from jitplan.schemas import save_plan
 
     train = {"model": {"variant": "JiT-Tiny/4", "img_size": 16, "in_channels": 1, "num_classes": 10},
              "data": {"kind": "digits", "num_workers": 0, "persistent_workers": False, "prefetch_factor": None},
              "batch_per_gpu": 16, "max_steps": max_steps, "optim": {"warmup_epochs": 0},
              "checkpoint": {"every_steps": 10}, "log_every": 1, "device": "cpu"}
-    plan = make_plan(hardware_from_flags("1xRTX3060", host_ram="24GB"), load_recipe("JiT-B/16"), PlanOptions())
-    save_plan(plan.model_copy(update={"train": TrainConfig.model_validate(train)}), path)
+    save_plan(plan_for_tiny_recipe(train), path)
     return path
 
 

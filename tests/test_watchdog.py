@@ -36,7 +36,7 @@ def obs(elapsed: float, step: int | None = None, seen: float | None = None, code
 
 def test_decisions() -> None:
     cfg = WatchdogConfig(step_time_s=1.0, log_every=5, stall_factor=4, startup_grace_s=100, stop_at=5000.0,
-                         stop_reason="budget")
+                         stop_reason="budget", min_stall_s=0)
     assert decide(cfg, obs(119)) is None  # 100 s grace + 4 x 1 s x 5 steps = 120 s before the first record
     assert decide(cfg, obs(121)).reason == "stalled"
     assert decide(cfg, obs(500, step=40, seen=481)) is None  # a record 19 s ago: fine
@@ -47,6 +47,8 @@ def test_decisions() -> None:
     assert decide(cfg, obs(1e6, step=3, seen=9, code=1)).reason == "failed"  # an exit wins over any cap
     assert not decide(cfg, obs(1e6, code=0)).stop
     assert decide(WatchdogConfig(), obs(1e9)) is None  # no estimate and no cap: only the exit ends it
+    floor = WatchdogConfig(step_time_s=0.001, min_stall_s=600)  # an estimate far too fast for this machine
+    assert decide(floor, obs(1500, step=3, seen=901)) is None and decide(floor, obs(1502, step=3, seen=901)).stop
 
 
 def test_caps_keep_a_reserve_for_checkpoint_pull_and_destroy() -> None:
@@ -143,7 +145,8 @@ def test_a_finished_run_is_recorded_and_nothing_is_stopped(tmp_path: Path) -> No
 
 def test_a_stalled_run_dumps_stacks_to_the_log_then_is_stopped(tmp_path: Path) -> None:
     d = tmp_path / "run"
-    cfg = WatchdogConfig(step_time_s=0.05, log_every=1, stall_factor=10, startup_grace_s=20, grace_s=20, poll_s=0.05)
+    cfg = WatchdogConfig(step_time_s=0.05, log_every=1, stall_factor=10, startup_grace_s=20, grace_s=20, poll_s=0.05,
+                         min_stall_s=0)
     proc = _start(d, "stall", 3, cfg)
     dec = Watchdog(d, cfg).run()
     assert proc.wait(30) == 0  # SIGTERM reached the rank, which checkpointed and exited 0

@@ -55,9 +55,9 @@ def launch(
     rdzv_endpoint: str | None = typer.Option(None, "--rdzv-endpoint", help="Multi-node: node 0's host:port."),
     max_restarts: int = typer.Option(3, "--max-restarts", min=0, help="Local: restarts after OOM/SIGTERM. Vast: "
                                      "new instances (resuming from the last pull) after one is lost."),
-    max_hours: float | None = typer.Option(None, "--max-hours", min=0.001,
+    max_hours: float | None = typer.Option(None, "--max-hours",
                                            help="SSH/Vast: stop (checkpoint, pull) before this many hours."),
-    budget: float | None = typer.Option(None, "--budget", min=0.001,
+    budget: float | None = typer.Option(None, "--budget",
                                         help="Vast: stop (checkpoint, pull) before this many dollars at the offer's $/h."),
     no_doctor: bool = typer.Option(False, "--no-doctor", help="Skip the preflight doctor."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every command it would run; run nothing."),

@@ -7,7 +7,8 @@
 
 - **finished**: the trainer exited (``exit_code`` exists) -> record it and end;
 - **stalled**: no new step within ``stall_factor`` x the planned time of one logging interval
-  (``step_time_s`` x ``log_every``; ``startup_grace_s`` more before the first one) -> SIGUSR1 to the ranks
+  (``step_time_s`` x ``log_every``, at least ``min_stall_s``; ``startup_grace_s`` more before the first
+  one) -> SIGUSR1 to the ranks
   first (the trainer registers ``faulthandler`` on it: every thread's stack lands in ``train.log``), then stop;
 - **max-hours** / **budget**: the wall clock passed ``stop_at`` (:func:`stop_at` turns ``--max-hours`` and
   ``--budget`` at the planner's $/h into a time, counted from the instance's creation and keeping
@@ -19,7 +20,7 @@ destroys anything (it holds no cloud key): it writes ``watchdog-state.json`` = `
 "reason": ...}``, which the local supervisor (``jitplan.launch.recover``) reads, pulls the checkpoint home,
 verifies it, and only then destroys the instance. So no checkpoint is lost to a teardown.
 
-    >>> cfg = WatchdogConfig(step_time_s=2.0, log_every=10, stall_factor=5, startup_grace_s=60)
+    >>> cfg = WatchdogConfig(step_time_s=2.0, log_every=10, stall_factor=5, startup_grace_s=60, min_stall_s=0)
     >>> decide(cfg, Observation(now=0, elapsed_s=100.0, last_step=None, progress_at_s=None, exit_code=None))
     >>> decide(cfg, Observation(now=0, elapsed_s=161.0, last_step=None, progress_at_s=None, exit_code=None)).reason
     'stalled'
@@ -52,6 +53,7 @@ class WatchdogConfig(BaseModel):
     log_every: Annotated[int, Field(ge=1)] = 1  # steps between metrics records (what we can see land)
     stall_factor: Annotated[float, Field(gt=1)] = 10.0  # k
     startup_grace_s: Annotated[float, Field(ge=0)] = 900.0  # imports, data, compile before the first record
+    min_stall_s: Annotated[float, Field(ge=0)] = 600.0  # never "stalled" sooner: an estimate can be far off
     stop_at: float | None = None  # unix time, from --max-hours / --budget
     stop_reason: str | None = None  # "max-hours" | "budget"
     grace_s: Annotated[float, Field(gt=0)] = 120.0  # SIGTERM -> checkpoint -> exit, before escalating
@@ -131,14 +133,15 @@ def decide(cfg: WatchdogConfig, obs: Observation) -> Decision | None:
                         message=f"{cfg.stop_reason or 'time'} cap: stopping at step {obs.last_step} after "
                         f"{obs.elapsed_s / 3600:.2f} h so that checkpoint, pull and destroy fit before it")
     if cfg.step_time_s is not None:
-        window = cfg.stall_factor * cfg.step_time_s * cfg.log_every
+        window = max(cfg.stall_factor * cfg.step_time_s * cfg.log_every, cfg.min_stall_s)
         since = obs.progress_at_s if obs.progress_at_s is not None else 0.0
         allowed = window + (cfg.startup_grace_s if obs.progress_at_s is None else 0.0)
         if obs.elapsed_s - since > allowed:
             where = f"after step {obs.last_step}" if obs.last_step is not None else "since the start"
             return Decision(reason="stalled", stop=True, dump_stacks=True,
                             message=f"no step landed {where} for {obs.elapsed_s - since:.0f} s (allowed "
-                            f"{allowed:.0f} s = {cfg.stall_factor:g} x {cfg.step_time_s:g} s x {cfg.log_every} steps"
+                            f"{allowed:.0f} s: {cfg.stall_factor:g} x {cfg.step_time_s:g} s x {cfg.log_every} steps, "
+                            f"at least {cfg.min_stall_s:g} s"
                             f"{' + start-up grace' if obs.progress_at_s is None else ''})")
     return None
 
