@@ -87,7 +87,7 @@ def test_pull_brings_the_checkpoint_metrics_and_logs_home_verified(remote, tmp_p
     assert (local / "out" / "metrics.jsonl").read_text() == '{"step": 7, "loss": 0.5}\n'
     assert (local / "train.log").read_text() == "step 7 loss 0.5\n"
     assert json.loads((local / "pulled.json").read_text())["step"] == 7
-    assert res.tensor_digests in ("verified", "absent")
+    assert res.tensor_digests == "absent"  # written without digests
     assert not (local / "out" / "ckpt" / "0000006.pt").exists() and not (local / "code").exists()
 
     # a newer checkpoint: the next pull brings it; the older pulled step file stays
@@ -110,6 +110,27 @@ def test_a_checkpoint_that_does_not_load_is_refused_and_the_last_good_pull_stays
         pull(job, local)
     assert e.value.not_saved == ("the checkpoint",)
     assert sha256_file(local / "out" / "last.pt") == good  # never replaced by the bad one
+
+
+@pytest.mark.net
+@needs_sshd
+def test_a_checkpoint_whose_tensors_do_not_match_their_digests_is_refused(remote, tmp_path) -> None:
+    import torch
+
+    from jitmodel import integrity
+    from jitmodel.checkpoint import FORMAT, atomic_save
+
+    job = remote.job()
+    ck = {"format": FORMAT, "format_version": 1, "step": 8, "model": {"w": torch.ones(32, 32)}}
+    ck["digests"] = integrity.digests(ck)
+    good = tmp_path / "good"
+    atomic_save(ck, Path(job.run_dir) / "out" / "last.pt")
+    assert pull(job, good).tensor_digests == "verified"
+    ck["model"]["w"][3, 3] = 2.0  # rot at rest on the remote: the file's own sha256 is consistent, the digest not
+    atomic_save(ck, Path(job.run_dir) / "out" / "last.pt")
+    with pytest.raises(PullFailed, match="not usable"):
+        pull(job, tmp_path / "bad")
+    assert not (tmp_path / "bad" / "out" / "last.pt").exists()
 
 
 @pytest.mark.net

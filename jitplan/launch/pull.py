@@ -12,8 +12,8 @@ One pull, in order:
 2. One rsync (real rsync over the same ssh options) of exactly ``.pull/last.pt``, ``out/metrics.jsonl``,
    ``train.log``, ``watchdog.log``, ``watchdog-state.json`` and ``exit_code`` into the local run folder.
 3. Here: the sha256 of the received file must equal the remote one; the checkpoint must load with
-   ``torch.load(weights_only=True)`` in a child process (so the CLI stays torch-free), and per-tensor
-   digests are checked when the checkpoint carries them and jitmodel can check them.
+   ``torch.load(weights_only=True)`` in a child process (so the CLI stays torch-free), which also checks
+   its per-tensor digests (``jitmodel.integrity``) when it carries them.
 4. Only then is it promoted: hard links ``out/last.pt`` and ``out/ckpt/{step:07d}.pt``, and ``pulled.json``
    (step, sha256, size, when). A failed pull never replaces an earlier good one.
 
@@ -52,12 +52,8 @@ MANIFEST = "pulled.json"
 _VERIFY = r"""
 import json, sys
 from jitmodel import checkpoint as c
-ck = c.load_checkpoint(sys.argv[1], mmap=True)
-check = getattr(c, "verify_tensor_digests", None)
-digests = "absent"
-if check is not None and ck.get("tensor_digests") is not None:
-    check(ck)
-    digests = "verified"
+ck = c.load_checkpoint(sys.argv[1], mmap=True)  # checks the per-tensor digests (jitmodel.integrity) when present
+digests = {"verified": "verified"}.get(ck.get("integrity"), "absent")
 print(json.dumps({"format": ck.get("format"), "step": ck.get("step"), "tensor_digests": digests}))
 """
 
