@@ -176,3 +176,12 @@ def test_the_trainer_dumps_its_stacks_on_sigusr1() -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "alive"
     assert "Current thread" in res.stderr or "Thread 0x" in res.stderr, res.stderr
+
+
+def test_module_doctests() -> None:
+    import doctest
+    import importlib
+
+    for name in ("jitplan.launch.watchdog", "jitplan.launch.pull", "jitplan.launch.sshcmd"):
+        res = doctest.testmod(importlib.import_module(name))
+        assert res.failed == 0 and res.attempted > 0, name

@@ -154,7 +154,7 @@ def supervise_remote(registry: Registry, run_id: str, provider: Provider, relaun
         iid = int(live[-1].instance_id)
         inst = _show(provider, iid)
         lost, at_once = _lost_reason(inst)
-        if lost is None and inst is not None and inst.state == "running":
+        if lost is None and (inst is None or inst.state == "running"):  # the provider silent: ask the machine
             try:
                 state = remote_state(remote_job(run, registry.path.parent))  # type: ignore[arg-type]
             except CheckFailed as e:
