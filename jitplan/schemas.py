@@ -127,6 +127,7 @@ class PlanOptions(_Strict):
     rdzv_endpoint: str = "HEAD_NODE_IP:29400"  # multi-node only
     config_path: str = "plan.yaml"  # what torchrun's --config points at
     ddp_bucket_view: bool = False  # DDP(gradient_as_bucket_view=True) saves 4 B/param
+    strategy: str | None = None  # memory strategy (none, ckpt, shard, ema-cpu, a+b); None: the fastest that fits
 
 
 class MemoryItem(_Strict):

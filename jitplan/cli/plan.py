@@ -57,6 +57,8 @@ def plan_command(
     effective_batch: int | None = typer.Option(None, "--effective-batch", min=1, help="Target effective batch."),
     compile_: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: recipe)."),
     attention: _Attention | None = typer.Option(None, "--attention", help="exact (official) or sdpa."),
+    strategy: str | None = typer.Option(None, "--strategy", help="Memory strategy: none, ckpt, shard, ema-cpu or "
+                                        "a mix (shard+ckpt); default: the fastest that fits."),
     memory_fraction: float = typer.Option(0.9, "--memory-fraction", min=0.2, max=1.0,
                                           help="Plan to this fraction of GPU memory."),
     max_workers: int | None = typer.Option(None, "--workers", min=0, help="At most this many workers per GPU."),
@@ -110,7 +112,7 @@ def plan_command(
         policy=policy.value, lr_scaling=lr_scaling.value, batch_per_gpu=batch_per_gpu, accum=accum,
         effective_batch=effective_batch, compile=compile_, attention=attention.value if attention else None,
         memory_fraction=memory_fraction, max_workers=max_workers, data_path=data, price_per_hour=price_per_hour,
-        rdzv_endpoint=rdzv_endpoint, config_path=out or "plan.yaml",
+        rdzv_endpoint=rdzv_endpoint, config_path=out or "plan.yaml", strategy=strategy,
     )
     from jitplan.calibration.records import all_records
 

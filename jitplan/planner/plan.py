@@ -21,7 +21,7 @@ from jitplan.calibration.records import CalibrationRecord
 from jitplan.errors import CheckFailed, UsageError
 from jitplan.hardware.schema import HardwareSpec
 from jitplan.planner import calibration as calib
-from jitplan.planner import compute, memory, scaling, timing, workers
+from jitplan.planner import compute, memory, scaling, strategy, timing, workers
 from jitplan.planner.rows import build_rows
 from jitplan.schemas import (
     Estimates,
@@ -29,6 +29,7 @@ from jitplan.schemas import (
     MemoryItem,
     Plan,
     PlanOptions,
+    PlanRow,
     Recipe,
     TimeItem,
     WorkerDecision,
@@ -101,10 +102,18 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
         "model": ref.model.model_copy(update={"attention": attention}),
     })
     target = int(options.memory_fraction * gpu.memory_bytes)
+    # The memory strategy (#14): the fastest that fits, or --strategy; precision: fp16 where the card lacks bf16
+    base = base.model_copy(update={"precision": strategy.precision_for(gpu, ref.precision)})
+    choice, cands = strategy.choose_for(base, world, hardware, options, target,
+                                        lambda a: memory_inputs(base, world, options, accum=a, nvlink=gpu.nvlink),
+                                        lambda bm: _choose_batch(recipe, options, world, bm),
+                                        lambda b, a: plain_step(hardware, base.model_copy(
+                                            update={"batch_per_gpu": b, "accum_steps": a}), options))
+    base = base.model_copy(update={"memory": choice.memory})
     # Two regimes: without accumulation the gradients are not under the forward peak; with it they are.
     inp1 = memory_inputs(base, world, options, accum=1, nvlink=gpu.nvlink)
     inp = memory_inputs(base, world, options, accum=2, nvlink=gpu.nvlink)
-    bmax1, bmax = memory.max_micro_batch(inp1, target), memory.max_micro_batch(inp, target)
+    bmax1, bmax = strategy.max_micro_batch(inp1, base.memory, target), strategy.max_micro_batch(inp, base.memory, target)
     if bmax1 < 1:
         raise _infeasible(hardware, inp1, target)
     b, accum, batch_why = _choose_batch(recipe, options, world, bmax1)
@@ -115,7 +124,7 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
     else:
         bmax = bmax1
     inp = memory_inputs(base, world, options, accum=accum, nvlink=gpu.nvlink)
-    pred = memory.predict(inp, b)
+    pred = strategy.predict(inp, base.memory, b)
     if pred.total > target:
         raise CheckFailed(f"micro-batch {b} needs {pred.total / 1e9:.1f} GB per GPU > target {target / 1e9:.1f} GB "
                           f"({options.memory_fraction:.0%} of {gpu.memory_bytes / 1e9:.1f} GB); the largest that "
@@ -157,6 +166,8 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
         raise ValueError(f"micro {b} x accum {accum} x world {world} = {b * accum * world} != effective {eff}")
 
     est = estimate(hardware, train, pred, wp, options, target)
+    est = strategy.adjust_estimates(est, inp, train.memory, plain_step(hardware, train, options)[0], accum=accum,
+                                    epochs=train.epochs)
     if calibration:
         m = train.model
         est = calib.apply(est, calibration, gpu=gpu, variant=m.variant, compile=train.compile,
@@ -183,7 +194,9 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
         rows=[], launch=render_launch(hardware, options, recipe.slug),
         provenance=provenance(hardware, recipe, options, est, batch_why, bmax), warnings=warnings,
     )
-    return plan.model_copy(update={"rows": build_rows(plan, recipe, ref_est, kappa)})
+    extra = [PlanRow(quantity=q, reference=r, target=t, why=w)
+             for q, r, t, w in strategy.rows(choice, cands, forced=options.strategy is not None)]
+    return plan.model_copy(update={"rows": build_rows(plan, recipe, ref_est, kappa) + extra})
 
 
 def estimate(hardware: HardwareSpec, train: TrainConfig, pred: memory.MemoryPrediction, wp: workers.WorkerPlan,
@@ -221,6 +234,14 @@ def estimate(hardware: HardwareSpec, train: TrainConfig, pred: memory.MemoryPred
         step_breakdown=[TimeItem(name=t.name, seconds=t.seconds, why=t.why) for t in st.terms],
         dist_timeout_s=train.dist_timeout_s,
     )
+
+
+def plain_step(hardware: HardwareSpec, train: TrainConfig,
+               options: PlanOptions | None = None) -> tuple[strategy.PlainStep, int]:
+    """``step_time`` as the strategy comparison reads it (jitplan.planner.strategy.PlainStep)."""
+    st, spe = step_time(hardware, train, options)
+    assert hardware.gpu is not None
+    return strategy.plain_step(st, timing.BUS_GBS[timing.link_kind(hardware.gpu, hardware.nodes)]), spe
 
 
 def step_time(hardware: HardwareSpec, train: TrainConfig,
