@@ -362,7 +362,7 @@ def test_cli_doctor_healthy_node_exit_0(cli, tmp_path, monkeypatch):
             str(DATA / "cgroup" / "v2_unlimited"), "--data", str(data), "--json")
     assert r.code == 0, r.out + r.err
     levels = {f["id"]: f["level"] for f in json.loads(r.out)["findings"]}
-    assert [levels[f"C{i}"] for i in (1, 2, 3, 4, 6, 10)] == ["pass"] * 6 and len(levels) == 13
+    assert [levels[f"C{i}"] for i in (1, 2, 3, 4, 6, 10)] == ["pass"] * 6 and len(levels) == 14
 
 
 def test_cli_doctor_exit_1_on_fail(cli, story_plan, tmp_path, monkeypatch):

@@ -103,7 +103,7 @@ def test_bad_files_exit_2(cli, tmp_path, content, match):
 
 
 def test_infeasible_exit_1_with_numbers_and_options(cli):
-    r = cli("plan", "--gpus", "2xRTX3060", "--recipe", "JiT-L/16")
+    r = cli("plan", "--gpus", "2xRTX3060", "--recipe", "JiT-L/16", "--strategy", "none")
     assert r.code == 1
     assert "24 B/param" in r.err and "11.0 GB" in r.err and "bigger card" in r.err
     assert "Traceback" not in r.err

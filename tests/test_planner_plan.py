@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from jitmodel.config import load_train_config
 from jitplan.errors import CheckFailed, UsageError
 from jitplan.hardware.spec import hardware_from_flags
-from jitplan.planner import memory
+from jitplan.planner import strategy
 from jitplan.planner.plan import make_plan, memory_inputs, replan_workers
 from jitplan.schemas import PlanOptions, load_plan, load_recipe, plan_to_yaml, save_plan
 
@@ -101,8 +101,8 @@ def test_overrides():
 
 
 def test_infeasible_l16_on_a_3060_says_so():
-    with pytest.raises(CheckFailed) as e:
-        plan_for("2xRTX3060", recipe=load_recipe("JiT-L/16"))
+    with pytest.raises(CheckFailed) as e:  # without a memory strategy (the default chooses one: test_strategy_plan)
+        plan_for("2xRTX3060", recipe=load_recipe("JiT-L/16"), strategy="none")
     assert "24 B/param" in e.value.message and "11.0 GB" in e.value.message
     assert "EMA on the CPU" in e.value.hint and "smaller variant" in e.value.hint
 
@@ -150,7 +150,8 @@ def test_plan_properties(mem_gb, extra, gpus, recipe):
     for p in (small, big):
         t = p.train
         assert t.batch_per_gpu >= 1
-        assert memory.predict(memory_inputs(t, gpus), t.batch_per_gpu).total <= p.estimates.memory_target_bytes
+        pred = strategy.predict(memory_inputs(t, gpus), t.memory, t.batch_per_gpu)  # under its memory strategy
+        assert pred.total <= p.estimates.memory_target_bytes
         assert t.batch_per_gpu * t.accum_steps * gpus >= 1024
         assert t.batch_per_gpu * t.accum_steps * gpus - 1024 < gpus * t.accum_steps
 

@@ -1,4 +1,4 @@
-"""``jitplan doctor``: checks C1-C13 on this machine, each with what it found and how to fix it.
+"""``jitplan doctor``: checks C1-C14 on this machine, each with what it found and how to fix it.
 
     jitplan doctor                                  # torch, driver, GPUs, P2P, shm, CPUs, env
     jitplan doctor --plan plan.yaml                 # does this plan fit here (memory, workers, shm, eval)

@@ -110,3 +110,32 @@ def check_p2p(ctx: DoctorContext) -> Finding:
                        fix="docker run --shm-size=8g --ulimit memlock=-1 (NCCL troubleshooting), or a host with more shm")
     return Finding(id="C6", level="pass", title=title,
                    found=found + " (normal for GeForce cards; no NCCL_P2P_DISABLE needed)")
+
+
+def check_precision(ctx: DoctorContext) -> Finding:
+    """C14: the run's precision on these cards: bf16 needs compute capability 8.0 (Ampere) or newer; fp16
+    (with the trainer's gradient scaler) needs 7.0 (Volta/Turing tensor cores) to be faster than fp32."""
+    title = "precision vs GPU"
+    plan, gpus = ctx.plan, ctx.gpus
+    if plan is None or not gpus:
+        return Finding(id="C14", level="skip", title=title, found="no plan or no GPU visible")
+
+    def cc(g: object) -> tuple[int, int] | None:
+        text = getattr(g, "compute_capability", None)
+        return tuple(int(x) for x in text.split(".")[:2]) if text else None  # type: ignore[return-value]
+
+    caps = [(g, cc(g)) for g in gpus]
+    if plan.precision == "bf16":
+        old = [f"GPU{g.index} {g.name} (sm {'.'.join(map(str, c))})" for g, c in caps if c is not None and c < (8, 0)]
+        if old:
+            return Finding(id="C14", level="fail", title=title,
+                           found=f"the run asks for bf16 but {', '.join(old)} has no bf16 tensor cores",
+                           fix="set precision: fp16 (autocast + gradient scaler) or re-plan for this machine: "
+                               "jitplan plan --hardware hardware.yaml chooses fp16 on these cards")
+    if plan.precision == "fp16":
+        slow = [f"GPU{g.index} {g.name}" for g, c in caps if c is not None and c < (7, 0)]
+        if slow:
+            return Finding(id="C14", level="warn", title=title,
+                           found=f"fp16 on {', '.join(slow)}: no fp16 tensor cores, little faster than fp32",
+                           fix="precision: fp32")
+    return Finding(id="C14", level="pass", title=title, found=f"precision {plan.precision} on {gpus[0].name}")

@@ -56,6 +56,7 @@ class PlanFacts(BaseModel):
     eval_time_s: float | None = None
     dist_timeout_s: float | None = None  # the run's process-group timeout (TrainConfig.dist_timeout_s)
     params: int | None = None  # trainable parameters
+    precision: str = "auto"  # TrainConfig.precision (C14)
 
     @classmethod
     def from_train(cls, t: TrainConfig, *, source: str, nodes: int = 1, **extra: Any) -> PlanFacts:
@@ -66,7 +67,7 @@ class PlanFacts(BaseModel):
             prefetch_factor=t.data.prefetch_factor or 2, img_size=t.model.img_size,
             in_channels=t.model.in_channels, variant=t.model.variant, num_classes=t.model.num_classes,
             num_images=t.data.num_images, data_path=t.data.path, eval_online=t.eval.online,
-            dist_timeout_s=t.dist_timeout_s, **extra,
+            dist_timeout_s=t.dist_timeout_s, precision=t.precision, **extra,
         )
 
     @classmethod

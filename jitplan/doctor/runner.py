@@ -1,5 +1,5 @@
 """Run the checks: gather facts once (probe, torch import in a child, plan, dataset, checkpoint), then
-call each check ``C1``-``C13`` on the same context. Exit 1 when any check fails.
+call each check ``C1``-``C14`` on the same context. Exit 1 when any check fails.
 
     >>> from jitplan.hardware.nvml_fake import FakeNvml
     >>> report = run_doctor(nvml=FakeNvml.from_file("tests/data/nvml/no_driver.yaml"), run_torch=False)
@@ -34,6 +34,7 @@ CHECKS: list[tuple[str, Callable[[DoctorContext], Finding]]] = [
     ("C11", checks_data.check_checkpoint),
     ("C12", checks_host.check_phases),
     ("C13", checks_host.check_env),
+    ("C14", checks_gpu.check_precision),
 ]
 DEEP_SAMPLE_IMAGES = 256
 

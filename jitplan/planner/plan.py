@@ -195,7 +195,8 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
         provenance=provenance(hardware, recipe, options, est, batch_why, bmax), warnings=warnings,
     )
     extra = [PlanRow(quantity=q, reference=r, target=t, why=w)
-             for q, r, t, w in strategy.rows(choice, cands, forced=options.strategy is not None)]
+             for q, r, t, w in strategy.rows(choice, cands, forced=options.strategy is not None,
+                                                   precision=(ref.precision, train.precision, gpu.name))]
     return plan.model_copy(update={"rows": build_rows(plan, recipe, ref_est, kappa) + extra})
 
 

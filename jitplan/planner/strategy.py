@@ -85,6 +85,8 @@ def activations(inp: memory.MemoryInputs, m: MemoryConfig, micro_batch: int) -> 
 def predict(inp: memory.MemoryInputs, m: MemoryConfig, micro_batch: int) -> memory.MemoryPrediction:
     """Peak memory per GPU under strategy ``m`` (memory.predict with the terms the strategy moves)."""
     base = memory.predict(inp, micro_batch)
+    if name_of(m) == "none":
+        return base
     w = inp.world_size if m.shard else 1
     if m.shard and inp.world_size < 2:
         raise ValueError("sharding needs at least 2 GPUs")
@@ -113,9 +115,9 @@ def predict(inp: memory.MemoryInputs, m: MemoryConfig, micro_batch: int) -> memo
     step_tmp = memory.step_phase_bytes(inp) // w
     if step_tmp > act:
         tensor.append(memory.Item("optimizer step", step_tmp - act, "gradients + AdamW temporaries at step time"))
-    tensor_sum = sum(i.bytes for i in tensor)
-    headroom = int(memory.ALLOCATOR_HEADROOM * tensor_sum)
-    items = [*tensor, memory.Item("allocator headroom", headroom, f"{memory.ALLOCATOR_HEADROOM:.0%} of tensor bytes")]
+    headroom = memory.headroom_bytes(sum(i.bytes for i in tensor))
+    items = [*tensor, memory.Item("allocator headroom", headroom, f"{memory.ALLOCATOR_HEADROOM:.0%} of the allocator's "
+                                  "tensor bytes: rounding, fragmentation")]
     items += [i for i in base.items if i.name in ("cuda context", "nccl")]
     peak = sum(i.bytes for i in tensor if i.name not in ("ddp buckets",))
     return memory.MemoryPrediction(micro_batch=micro_batch, items=tuple(items), tensor_peak=peak,
@@ -274,12 +276,20 @@ def adjust_estimates(est, inp: memory.MemoryInputs, m: MemoryConfig, plain: Plai
         "total_time_s": est.total_time_s + epochs * (epoch - est.epoch_time_s)})
 
 
-def rows(chosen: Candidate, cands: list[Candidate], forced: bool) -> list[tuple[str, str, str, str]]:
-    """(quantity, reference, target, why) rows: the choice, then what each other candidate would cost."""
+def rows(chosen: Candidate, cands: list[Candidate], forced: bool, precision: tuple[str, str, str] | None = None,
+         ) -> list[tuple[str, str, str, str]]:
+    """(quantity, reference, target, why) rows: precision when the card changed it, the choice, then what each
+    other candidate would cost."""
     from jitplan.planner.rows import fmt_bytes, fmt_duration
 
     how = "--strategy" if forced else "fastest that fits"
-    out = [("memory strategy", "none", chosen.name, f"{how}; {chosen.why}")]
+    out = []
+    if precision is not None and precision[0] != precision[1]:
+        ref, got, gpu = precision
+        why = (f"{gpu} has no bf16: fp16 autocast with a gradient scaler; time at its FP16 tensor rate"
+               if got == "fp16" else f"{gpu} has neither bf16 nor fp16 tensor cores: fp32")
+        out.append(("precision", ref, got, why))
+    out.append(("memory strategy", "none", chosen.name, f"{how}; {chosen.why}"))
     for c in cands:
         if c is chosen:
             continue
@@ -294,9 +304,9 @@ def rows(chosen: Candidate, cands: list[Candidate], forced: bool) -> list[tuple[
 
 def precision_for(gpu, wanted: str) -> str:  # type: ignore[no-untyped-def]
     """The plan's precision: the recipe's on cards with bf16; fp16 (with a gradient scaler) on cards without
-    bf16 but with fp16 tensor cores (compute capability >= 7.0: V100, T4, RTX 20xx), fp32 below that. An
-    explicit bf16 on a card without it is kept (``jitplan doctor`` reports it)."""
-    if gpu.bf16 or wanted != "auto":
+    bf16 but with fp16 tensor cores (compute capability >= 7.0: V100, T4, RTX 20xx), fp32 below that; a
+    recipe's bf16 means "bf16 where the card has it". (A hand-edited bf16 on such a card: ``jitplan doctor``.)"""
+    if gpu.bf16 or wanted not in ("auto", "bf16"):
         return wanted
     cc = tuple(int(x) for x in (gpu.compute_capability or "0.0").split(".")[:2])
     return "fp16" if cc >= (7, 0) else "fp32"

@@ -40,16 +40,19 @@ def trace_strategy(train: TrainConfig, m: MemoryConfig, micro_batch: int, world:
         if not dist.is_initialized():
             dist.init_process_group("fake", rank=0, world_size=world, store=FakeStore())
             own_pg = True
+    mesh = None
+    if m.shard:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        mesh = init_device_mesh("cpu", (world,))  # outside fake mode: the mesh holds real rank tensors
     try:
         with FakeTensorMode(allow_non_fake_inputs=True):
             den = Denoiser(mc, train.diffusion)
             den.train()
             checkpoint_blocks(den.net, m.checkpoint_every)
             if m.shard:
-                from torch.distributed.device_mesh import init_device_mesh
                 from torch.distributed.fsdp import fully_shard
 
-                mesh = init_device_mesh("cpu", (world,))
                 for block in den.net.blocks:
                     fully_shard(block, mesh=mesh)
                 fully_shard(den, mesh=mesh)
