@@ -26,6 +26,7 @@ with the terms each strategy moves:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,34 +69,38 @@ def _block_activations(inp: memory.MemoryInputs) -> tuple[float, float]:
     return all_blocks, memory.activation_per_sample(inp) - but_last
 
 
-def activations(inp: memory.MemoryInputs, m: MemoryConfig, micro_batch: int) -> tuple[int, str]:
-    """Activation bytes at the peak and why, with blocks 0, k, 2k, ... checkpointed."""
+@functools.lru_cache(maxsize=512)
+def _kept_per_sample(inp: memory.MemoryInputs, every: int) -> tuple[float, str]:
     per = memory.activation_per_sample(inp)
-    if not m.checkpoint_every:
-        return int(round(per * micro_batch)), ""
+    if not every:
+        return per, ""
     v = inp.variant
     lens = seq_lens(v, inp.img_size)
-    ck = list(range(0, v.depth, m.checkpoint_every))
+    ck = list(range(0, v.depth, every))
     all_blocks, largest = _block_activations(inp)
     kept = per - all_blocks * len(ck) / v.depth + 4 * v.hidden * sum(lens[i] for i in ck) + largest
-    return int(round(kept * micro_batch)), (f"{len(ck)} of {v.depth} blocks checkpointed: their fp32 inputs + one "
-                                            f"block recomputed ({kept / per:.0%} of the activations)")
+    return kept, (f"{len(ck)} of {v.depth} blocks checkpointed: their fp32 inputs + one block recomputed "
+                  f"({kept / per:.0%} of the activations)")
 
 
-def predict(inp: memory.MemoryInputs, m: MemoryConfig, micro_batch: int) -> memory.MemoryPrediction:
-    """Peak memory per GPU under strategy ``m`` (memory.predict with the terms the strategy moves)."""
-    base = memory.predict(inp, micro_batch)
-    if name_of(m) == "none":
-        return base
-    w = inp.world_size if m.shard else 1
-    if m.shard and inp.world_size < 2:
-        raise ValueError("sharding needs at least 2 GPUs")
+def activations(inp: memory.MemoryInputs, m: MemoryConfig, micro_batch: int) -> tuple[int, str]:
+    """Activation bytes at the peak and why, with blocks 0, k, 2k, ... checkpointed."""
+    kept, why = _kept_per_sample(inp, m.checkpoint_every)
+    return int(round(kept * micro_batch)), why
+
+
+@functools.lru_cache(maxsize=512)
+def _static(inp: memory.MemoryInputs, shard: bool, ema_cpu: bool) -> tuple[tuple[memory.Item, ...], str, int,
+                                                                            tuple[memory.Item, ...]]:
+    """What does not depend on the batch: (fixed tensor items, plain activation why, step bytes, overheads)."""
+    base = memory.predict(inp, 1)
+    w = inp.world_size if shard else 1
     pb = param_breakdown(inp.variant, inp.img_size, inp.num_classes, inp.in_channels)
     tensor: list[memory.Item] = []
     for it in base.items:
         if it.name in ("activations", "optimizer step", "allocator headroom", "cuda context", "nccl"):
             continue
-        if it.name == "ema" and m.ema_device == "cpu":
+        if it.name == "ema" and ema_cpu:
             tensor.append(memory.Item("ema", 0, f"{inp.num_emas} fp32 EMAs in pinned host memory (ema-cpu)"))
         elif it.name in ("weights", "adamw state", "ema", "gradients") and w > 1:
             tensor.append(memory.Item(it.name, it.bytes // w, f"{it.why}; sharded over {w} ranks (FSDP2)"))
@@ -109,32 +114,53 @@ def predict(inp: memory.MemoryInputs, m: MemoryConfig, micro_batch: int) -> memo
         gathered = GATHER_PREFETCH * 4 * block * 2 + 4 * root  # params + unsharded grads of 2 blocks; the root's
         tensor.append(memory.Item("fsdp gathered", gathered, f"{GATHER_PREFETCH} blocks' fp32 params + grads "
                                   f"unsharded at a time, and the root's {root / 1e6:.1f}M params"))
+    act_why = next(i.why for i in base.items if i.name == "activations").replace("1 x ", "micro x ", 1)
+    over = tuple(i for i in base.items if i.name in ("cuda context", "nccl"))
+    return tuple(tensor), act_why, memory.step_phase_bytes(inp) // w, over
+
+
+def predict(inp: memory.MemoryInputs, m: MemoryConfig, micro_batch: int) -> memory.MemoryPrediction:
+    """Peak memory per GPU under strategy ``m`` (memory.predict with the terms the strategy moves)."""
+    if name_of(m) == "none":
+        return memory.predict(inp, micro_batch)
+    if m.shard and inp.world_size < 2:
+        raise ValueError("sharding needs at least 2 GPUs")
+    fixed, act_why, step_tmp, over = _static(inp, m.shard, m.ema_device == "cpu")
     act, why = activations(inp, m, micro_batch)
-    a = next(i for i in base.items if i.name == "activations")
-    tensor.append(memory.Item("activations", act, why or a.why))
-    step_tmp = memory.step_phase_bytes(inp) // w
+    tensor = [*fixed, memory.Item("activations", act, why or act_why)]
     if step_tmp > act:
         tensor.append(memory.Item("optimizer step", step_tmp - act, "gradients + AdamW temporaries at step time"))
     headroom = memory.headroom_bytes(sum(i.bytes for i in tensor))
     items = [*tensor, memory.Item("allocator headroom", headroom, f"{memory.ALLOCATOR_HEADROOM:.0%} of the allocator's "
-                                  "tensor bytes: rounding, fragmentation")]
-    items += [i for i in base.items if i.name in ("cuda context", "nccl")]
-    peak = sum(i.bytes for i in tensor if i.name not in ("ddp buckets",))
+                                  "tensor bytes: rounding, fragmentation"), *over]
+    peak = sum(i.bytes for i in tensor if i.name != "ddp buckets")
     return memory.MemoryPrediction(micro_batch=micro_batch, items=tuple(items), tensor_peak=peak,
                                    total=sum(i.bytes for i in items))
 
 
 def max_micro_batch(inp: memory.MemoryInputs, m: MemoryConfig, target: int, limit: int = 1 << 16) -> int:
-    """The largest micro-batch that fits ``target`` under strategy ``m`` (0 when batch 1 does not)."""
-    if predict(inp, m, 1).total > target:
+    """The largest micro-batch that fits ``target`` under strategy ``m`` (0 when batch 1 does not).
+
+    Past the smallest batches the prediction is affine in the batch (activations and their headroom), so the
+    answer is solved from two large batches and then confirmed with a few exact predictions: the planner
+    compares eight candidates and stays fast.
+    """
+    def total(b: int) -> int:
+        return predict(inp, m, b).total
+
+    if total(1) > target:
         return 0
-    lo, hi = 1, limit
-    if predict(inp, m, hi).total <= target:
-        return hi
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if predict(inp, m, mid).total <= target else (lo, mid)
-    return lo
+    lo_b, hi_b = limit // 2, limit
+    t_lo, t_hi = total(lo_b), total(hi_b)
+    if t_hi <= target:
+        return limit
+    slope = (t_hi - t_lo) / (hi_b - lo_b)
+    b = max(1, min(limit, int((target - (t_lo - slope * lo_b)) // slope))) if slope > 0 else 1
+    while b > 1 and total(b) > target:
+        b -= 1
+    while b < limit and total(b + 1) <= target:
+        b += 1
+    return b
 
 
 # --------------------------------------------------------------------------- time
