@@ -75,6 +75,9 @@ def _emit(data: dict[str, Any], as_json: bool) -> None:
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
 def train(ctx: typer.Context) -> None:
     """Train (arguments go to ``python -m jitmodel.train``; see ``jitmodel train --help``)."""
+    from jitmodel import early_signals
+
+    early_signals.install()  # before torch is imported: a SIGTERM while starting ends cleanly
     from jitmodel.train import main as train_main
 
     rv = train_main(list(ctx.args))
@@ -232,7 +235,7 @@ def run(argv: list[str] | None = None) -> int:
         from jitmodel.config import validation_summary
 
         msg = validation_summary(e) if isinstance(e, ValidationError) else str(e)
-        print(f"Error: {' '.join(msg.split())}", file=sys.stderr)
+        print(f"Error: {' '.join(msg.split())[:400]}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:
         if debug:

@@ -24,22 +24,33 @@ from jitmodel.variants import Variant, get_variant
 SCHEMA_VERSION = 1
 IMAGENET_TRAIN_IMAGES = 1_281_167  # ImageNet-1k train split; what planning assumes when data.num_images is unset
 
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
+# Strict integers ("16" is not an int) with a ceiling; floats must be finite (no .inf, nan, 1e400) and each
+# number has a sane range, so a hostile file fails validation naming the field instead of overflowing later.
+_BIG = 2**40
+PositiveInt = Annotated[int, Field(gt=0, le=_BIG, strict=True)]
+NonNegInt = Annotated[int, Field(ge=0, le=_BIG, strict=True)]
 UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
+def _int(lo: int, hi: int) -> object:
+    return Annotated[int, Field(ge=lo, le=hi, strict=True)]
+
+
+def _float(gt: float | None = None, ge: float | None = None, le: float | None = None, lt: float | None = None) -> object:
+    return Annotated[float, Field(gt=gt, ge=ge, le=le, lt=lt)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, str_max_length=4096)
 
 
 class ModelConfig(_Strict):
     """What network to build. A checkpoint stores this; models are rebuilt from it, never from flags."""
 
     variant: str = "JiT-B/16"
-    img_size: PositiveInt = 256
-    in_channels: PositiveInt = 3
-    num_classes: PositiveInt = 1000
+    img_size: _int(1, 4096) = 256
+    in_channels: _int(1, 16) = 3
+    num_classes: _int(1, 100_000) = 1000
     attn_dropout: UnitFloat = 0.0
     proj_dropout: UnitFloat = 0.0
     attention: Literal["exact", "sdpa"] = "exact"  # exact = the official fp32 QK^T/softmax path
@@ -67,9 +78,9 @@ class DataConfig(_Strict):
 
     kind: Literal["imagefolder", "digits"] = "imagefolder"  # digits: scikit-learn's 8x8 handwritten digits
     path: str | None = None  # dataset root holding train/ (imagefolder)
-    num_images: PositiveInt | None = None  # known size (ImageNet-1k train: 1,281,167) for planning
-    num_workers: NonNegInt = 12
-    prefetch_factor: PositiveInt | None = 2  # only used when num_workers > 0
+    num_images: _int(1, 10**10) | None = None  # known size (ImageNet-1k train: 1,281,167) for planning
+    num_workers: _int(0, 1024) = 12
+    prefetch_factor: _int(1, 1024) | None = 2  # only used when num_workers > 0
     pin_memory: bool = True
     persistent_workers: bool = True
     hflip: bool = True
@@ -109,15 +120,15 @@ class DataConfig(_Strict):
 class OptimConfig(_Strict):
     """AdamW and the LR schedule. ``lr`` is absolute; when None it is blr * effective_batch / 256."""
 
-    blr: Annotated[float, Field(gt=0)] = 5e-5
-    lr: Annotated[float, Field(gt=0)] | None = None
-    min_lr: Annotated[float, Field(ge=0)] = 0.0
+    blr: _float(gt=0, le=1.0) = 5e-5
+    lr: _float(gt=0, le=1.0) | None = None
+    min_lr: _float(ge=0, le=1.0) = 0.0
     lr_schedule: Literal["constant", "cosine"] = "constant"
-    warmup_epochs: Annotated[float, Field(ge=0)] = 5.0
+    warmup_epochs: _float(ge=0, le=100_000) = 5.0
     betas: tuple[UnitFloat, UnitFloat] = (0.9, 0.95)
-    eps: Annotated[float, Field(gt=0)] = 1e-8
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    grad_clip: Annotated[float, Field(gt=0)] | None = None  # official: none
+    eps: _float(gt=0, le=1.0) = 1e-8
+    weight_decay: _float(ge=0, le=10.0) = 0.0
+    grad_clip: _float(gt=0, le=1e6) | None = None  # official: none
     fused: bool | None = None  # None: fused AdamW where the device supports it
 
     def lr_for(self, effective_batch: int) -> float:
@@ -127,9 +138,9 @@ class OptimConfig(_Strict):
 class DiffusionConfig(_Strict):
     """The denoising objective (official: x-prediction, v-space loss)."""
 
-    P_mean: float = -0.8
-    P_std: Annotated[float, Field(gt=0)] = 0.8
-    noise_scale: Annotated[float, Field(gt=0)] = 1.0  # 1.0 at 256 px, 2.0 at 512 px
+    P_mean: _float(ge=-10, le=10) = -0.8
+    P_std: _float(gt=0, le=10) = 0.8
+    noise_scale: _float(gt=0, le=100) = 1.0  # 1.0 at 256 px, 2.0 at 512 px
     t_eps: Annotated[float, Field(gt=0, lt=1)] = 0.05
     label_drop_prob: UnitFloat = 0.1
     prediction: Literal["x", "v", "eps"] = "x"  # what the network output is read as
@@ -144,8 +155,8 @@ class SampleConfig(_Strict):
     """Sampler settings (official grid: linspace(0, 1, steps+1), Heun then a final Euler step)."""
 
     method: Literal["heun", "euler"] = "heun"
-    steps: PositiveInt = 50
-    cfg: Annotated[float, Field(ge=0)] = 1.0
+    steps: _int(1, 10_000) = 50
+    cfg: _float(ge=0, le=100) = 1.0
     interval_min: UnitFloat = 0.0
     interval_max: UnitFloat = 1.0
     mode: Literal["exact", "fast"] = "fast"  # exact: the official sequence of network calls
@@ -194,12 +205,12 @@ class TrainConfig(_Strict):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
 
-    batch_per_gpu: PositiveInt = 128  # micro-batch per rank
-    accum_steps: PositiveInt = 1  # gradient accumulation (micro-steps per optimizer step)
-    world_size: PositiveInt | None = None  # planned number of ranks; the trainer checks it when set
-    epochs: Annotated[float, Field(gt=0)] = 600
+    batch_per_gpu: _int(1, 65_536) = 128  # micro-batch per rank
+    accum_steps: _int(1, 65_536) = 1  # gradient accumulation (micro-steps per optimizer step)
+    world_size: _int(1, 65_536) | None = None  # planned number of ranks; the trainer checks it when set
+    epochs: _float(gt=0, le=100_000) = 600
     max_steps: PositiveInt | None = None  # stop after this many optimizer steps (tests, budgets)
-    seed: NonNegInt = 0
+    seed: _int(0, 2**31 - 1) = 0  # numpy seeds must be < 2**32 (seed + rank)
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 autocast where supported
     compile: bool = False
     device: Literal["auto", "cuda", "cpu", "mps"] = "auto"
@@ -207,7 +218,19 @@ class TrainConfig(_Strict):
     log_every: PositiveInt = 20
     # Process-group (NCCL) timeout in seconds; None: 1800. jitplan sets it above the predicted online
     # evaluation, so a rank that waits for the others' generation does not hit the watchdog.
-    dist_timeout_s: Annotated[float, Field(gt=0)] | None = None
+    dist_timeout_s: _float(gt=0, le=1e6) | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _variant_named(cls, raw: object) -> object:
+        """A config read from a file names its network: no silent JiT-B/16 when model.variant is missing.
+        (Python callers pass a DataConfig, not a mapping, and keep the default.)"""
+        if isinstance(raw, dict) and isinstance(raw.get("data"), dict):
+            m = raw.get("model")
+            if not isinstance(m, ModelConfig) and not (isinstance(m, dict) and m.get("variant") is not None):
+                raise ValueError("model.variant is required (e.g. model: {variant: JiT-B/16}); a config "
+                                 "file must name the network it trains")
+        return raw
 
     def effective_batch(self, world_size: int | None = None) -> int:
         ws = world_size or self.world_size or 1
@@ -283,23 +306,30 @@ def validation_summary(e: ValidationError) -> str:
     first = errors[0]
     loc = ".".join(str(x) for x in first.get("loc", ())) or "value"
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-    return " ".join(f"{loc}: {first.get('msg', 'invalid')}{more}".split())
+    msg = " ".join(str(first.get("msg", "invalid")).split())
+    msg = msg if len(msg) <= 200 else msg[:200] + "..."  # a 1 MB value must not come back whole
+    return f"{loc[:120]}: {msg}{more}"
 
 
 def read_yaml_mapping(path: str | Path, what: str = "config") -> dict:
     """The mapping a YAML file holds; ValueError with one line when the file is missing, a folder,
-    not text, not YAML or not a mapping. The project's one YAML file reader (jitplan wraps it)."""
+    not text, not YAML or not a mapping, or past a limit of ``jitmodel.safeyaml`` (256 KiB, UTF-8, depth
+    64, 100,000 values after alias expansion, no duplicate keys). The project's one YAML file reader."""
+    from jitmodel import safeyaml  # limits: size, UTF-8, depth, alias expansion, duplicate keys
+
     p = Path(path)
     try:
-        raw = yaml.load(p.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        raw = safeyaml.load_text(safeyaml.read_text(p))
     except FileNotFoundError:
         raise ValueError(f"{what} file not found: {p}") from None
     except IsADirectoryError:
         raise ValueError(f"{what} path is a directory: {p}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{p} is not a text file") from None
+    except OSError as e:
+        raise ValueError(f"cannot read {what} file {p}: {e.strerror or type(e).__name__}") from None
     except yaml.YAMLError as e:
         raise ValueError(f"{p} is not valid YAML: {' '.join(str(e).split())[:160]}") from None
+    except ValueError as e:
+        raise ValueError(f"{p}: {e}" if not str(e).startswith(str(p)) else str(e)) from None
     if not isinstance(raw, dict):
         raise ValueError(f"{p} does not hold a {what} mapping")
     return raw

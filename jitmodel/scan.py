@@ -70,8 +70,10 @@ class Scan:
     def problems(self) -> list[str]:
         """One phrase per thing that makes the folder unsafe to train on, worst first."""
         out = [f"class folder {c.name!r} {c.problem}" for c in self.class_list if c.problem]
-        out += [f"folder {u} is unreadable" for u in self.unreadable
-                if not any(c.problem and u.startswith(c.name + ":") for c in self.class_list)]
+        for u in self.unreadable:
+            where, _, why = u.partition(": ")
+            if not any(c.problem and where == c.name for c in self.class_list):
+                out.append(f"folder {where} is unreadable ({why})")
         return out
 
 

@@ -17,6 +17,9 @@ finish the step, checkpoint, exit 0. Exit codes: 0 done or stopped by a signal, 
 
 from __future__ import annotations
 
+# isort: off
+import jitmodel.early_signals as early_signals  # first: SIGTERM is noted before the slow imports below
+# isort: on
 import argparse
 import contextlib
 import faulthandler
@@ -53,7 +56,7 @@ def _one_line(e: BaseException) -> str:
     if isinstance(e, ValidationError):
         return f"invalid config: {validation_summary(e)}"
     lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
+    return lines[0][:400] if lines else type(e).__name__
 
 
 # --------------------------------------------------------------------------- the run
@@ -284,6 +287,7 @@ def _install_signal_handlers(trainer: Trainer) -> dict[int, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m jitmodel.train`` / ``torchrun -m jitmodel.train`` / ``jitmodel train``."""
     args = parse_args(argv)
+    early_signals.install()  # (again) for callers that import this module: jitmodel train, tests
     try:
         env = DistEnv.from_env()
         cfg = load_train_config(args.config)
@@ -295,7 +299,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print(f"Error: {_one_line(e)}", file=sys.stderr)
         destroy_process_group()
+        early_signals.restore()
         return 2
+    if early_signals.caught() is not None:  # stopped while starting: nothing trained, nothing to save
+        print(f"stopped by {signal.Signals(early_signals.caught()).name} before the first step; nothing to "
+              "checkpoint", file=sys.stderr)
+        destroy_process_group()
+        early_signals.restore()
+        return 0
     old = _install_signal_handlers(trainer)
     try:
         rc = trainer.fit()
@@ -314,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        early_signals.restore()  # the handlers from before main()
         destroy_process_group()
 
 

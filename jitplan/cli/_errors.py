@@ -13,8 +13,9 @@ import typer
 from jitplan.errors import JitplanError
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+def _one_line(text: str, limit: int = 400) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[:limit] + "..."  # hostile input is never echoed back whole
 
 
 def error(message: str, hint: str | None = None) -> None:

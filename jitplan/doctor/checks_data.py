@@ -31,6 +31,9 @@ def check_dataset(ctx: DoctorContext) -> Finding:
     """C10: layout (train/ class folders), hidden/empty folders, class names and counts."""
     title = "dataset layout"
     rep = ctx.data
+    if ctx.data_error:
+        return Finding(id="C10", level="fail", title=title, found=ctx.data_error,
+                       fix="check the folder's permissions and links (jitplan data inspect PATH)")
     if rep is None and ctx.data_path:
         return Finding(id="C10", level="fail", title=title, found=f"data path {ctx.data_path} does not exist here",
                        fix="copy or mount the dataset, or fix data.path in the plan")

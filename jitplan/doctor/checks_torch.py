@@ -102,6 +102,11 @@ def check_torch_import(ctx: DoctorContext) -> Finding:
                   "pip nvidia-nvjitlink wheel)",
             fix="unset LD_LIBRARY_PATH (or drop the /usr/local/cuda*/lib64 entries) so the pip nvidia/*/lib "
                 "folders win; pip install -U nvidia-nvjitlink-cu12")
+    if meta.installed and meta.location and meta.version is None:
+        return Finding(id="C1", level="fail", title=title,
+                       found=f"import torch fails: {err or 'no output'}; {meta.location} has no readable version.py "
+                             "(a half-finished install?)",
+                       fix="pip install --force-reinstall torch (or " + WHEEL_FIX + ")")
     if imp.timed_out:
         return Finding(id="C1", level="fail", title=title, found=err,
                        fix="check for a hung driver or a slow network file system holding site-packages")

@@ -103,6 +103,7 @@ class DoctorContext:
     plan: PlanFacts | None = None
     data_path: str | None = None
     data: DatasetReport | None = None
+    data_error: str | None = None  # the dataset could not be read at all (e.g. its root is unreadable)
     bad_images: list[str] = field(default_factory=list)  # --deep: sample images that failed to decode
     loader: LoaderMeasurement | None = None  # --deep with a plan: the measured DataLoader
     checkpoint_path: str | None = None

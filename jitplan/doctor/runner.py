@@ -47,8 +47,25 @@ def cache_dir(env: Mapping[str, str]) -> Path:
     return Path(base) / "jitplan"
 
 
+def _isolated(check_id: str, check: Callable[[DoctorContext], Finding], ctx: DoctorContext) -> Finding:
+    """A check that raises becomes a fail finding with the exception's one-line summary."""
+    try:
+        return check(ctx)
+    except Exception as e:  # noqa: BLE001 - one broken check must not hide the others
+        if os.environ.get("JITPLAN_DEBUG") == "1":
+            raise
+        return Finding(id=check_id, level="fail", title=(check.__doc__ or check.__name__).split(":")[0][:40],
+                       found=f"the check itself failed: {one_line(e)}",
+                       fix="report this with JITPLAN_DEBUG=1 jitplan doctor ... (shows the traceback)")
+
+
+def one_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
+
+
 def run_checks(ctx: DoctorContext) -> DoctorReport:
-    return DoctorReport(findings=[check(ctx) for _, check in CHECKS])
+    return DoctorReport(findings=[_isolated(cid, check, ctx) for cid, check in CHECKS])
 
 
 def _manifest_bad(data: str, scan: Any) -> list[str]:
@@ -84,7 +101,7 @@ def run_doctor(
     from jitplan.dataset.inspect import sample_images, scan_dataset
     from jitplan.doctor.ckpt import read_checkpoint, verify_digests
     from jitplan.hardware.probe import run_probe
-    from jitplan.hardware.software import torch_import_check
+    from jitplan.hardware.software import TorchImport, torch_import_check
 
     t0 = time.perf_counter()
     env = dict(os.environ if env is None else env)
@@ -98,9 +115,15 @@ def run_doctor(
     probe = run_probe(nvml=nvml, paths=paths, disk_paths=disks, host_kwargs={"env": env, **(host_kwargs or {})})
     ctx = DoctorContext(probe=probe, plan=plan, data_path=data, nccl_timeout_s=nccl_timeout_s, deep=deep, env=env)
     if run_torch:
-        ctx.torch_import = torch_import_check(python, env=env, cache_dir=cache_dir(env) if cache else None)
+        try:
+            ctx.torch_import = torch_import_check(python, env=env, cache_dir=cache_dir(env) if cache else None)
+        except Exception as e:  # noqa: BLE001 - C1 reports it
+            ctx.torch_import = TorchImport(ok=False, error=f"doctor could not check the import: {one_line(e)}")
     if data is not None and Path(data).is_dir():
-        ctx.data, scan = scan_dataset(data)
+        try:
+            ctx.data, scan = scan_dataset(data)
+        except UsageError as e:
+            ctx.data_error, scan = e.message, None
         ctx.bad_images = _manifest_bad(data, scan)
         if deep and scan is not None:
             from jitplan.dataset.prepare import verify_images
@@ -118,6 +141,8 @@ def run_doctor(
                 ctx.checkpoint.integrity = verify_digests(checkpoint_path, python)
         except UsageError as e:
             ctx.checkpoint_error = e.message
+        except Exception as e:  # noqa: BLE001 - a hostile file: C11 reports it in one line
+            ctx.checkpoint_error = f"{checkpoint_path}: cannot read the checkpoint ({one_line(e)})"
     report = run_checks(ctx)
     report.seconds = round(time.perf_counter() - t0, 3)
     return report

@@ -159,8 +159,11 @@ def _cache_key(python: str, env: Mapping[str, str]) -> str | None:
                                                            "CUDA_VISIBLE_DEVICES", "PYTHONPATH", "PYTHONHOME"))]
     if meta is not None and meta.location:
         loc = Path(meta.location)
-        parts += [meta.model_dump_json(), str((loc / "version.py").stat().st_mtime_ns),
-                  str((loc / "lib").stat().st_mtime_ns) if (loc / "lib").is_dir() else ""]
+        try:  # a half-installed torch (no version.py) is never cached: C1 reports it
+            parts += [meta.model_dump_json(), str((loc / "version.py").stat().st_mtime_ns),
+                      str((loc / "lib").stat().st_mtime_ns) if (loc / "lib").is_dir() else ""]
+        except OSError:
+            return None
     else:
         return None  # another interpreter: no cheap way to see its torch change, never cache
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]

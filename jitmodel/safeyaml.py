@@ -1,0 +1,103 @@
+"""YAML with limits, for ``jitmodel.config.read_yaml_mapping`` (the project's one YAML file reader).
+
+A config file is small, UTF-8 text, a tree of modest depth with unique keys. Anything else is refused
+with one line (ValueError) before it can cost time or memory: a file over ``MAX_BYTES``, text that is not
+UTF-8 (UTF-16, Latin-1, binary), nesting deeper than ``MAX_DEPTH``, aliases that expand to more than
+``MAX_NODES`` values (a 1 KB "billion laughs" file), and a key given twice in one mapping.
+
+    >>> load_text("a: 1\\nb: [1, 2]\\n")
+    {'a': 1, 'b': [1, 2]}
+    >>> load_text("a: 1\\na: 2\\n")
+    Traceback (most recent call last):
+    ...
+    ValueError: key 'a' appears twice in one mapping (line 2)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+MAX_BYTES = 256 * 1024
+MAX_DEPTH = 64
+MAX_NODES = 100_000  # values after alias expansion
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that counts depth while composing and refuses duplicate keys while constructing."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise ValueError(f"nesting deeper than {MAX_DEPTH} levels (line {mark.line + 1})")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict:
+        seen: set[tuple[str, str]] = set()
+        for key, _ in node.value:
+            if isinstance(key, ScalarNode) and key.tag != _MERGE:
+                k = (key.tag, key.value)
+                if k in seen:
+                    raise ValueError(f"key {key.value[:60]!r} appears twice in one mapping "
+                                     f"(line {key.start_mark.line + 1})")
+                seen.add(k)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: Node, memo: dict[int, int]) -> int:
+    """Values the node stands for once every alias is expanded (aliases share nodes; this counts copies)."""
+    got = memo.get(id(node))
+    if got is not None:
+        return got
+    memo[id(node)] = MAX_NODES + 1  # a node reached again while being counted: a recursive alias
+    if isinstance(node, SequenceNode):
+        total = 1 + sum(_expanded_size(v, memo) for v in node.value)
+    elif isinstance(node, MappingNode):
+        total = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    else:
+        total = 1
+    total = min(total, MAX_NODES + 1)
+    memo[id(node)] = total
+    return total
+
+
+def load_text(text: str) -> Any:
+    """Parse YAML text within the limits; ValueError (one line) otherwise, yaml.YAMLError for bad syntax."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_NODES:
+            raise ValueError(f"aliases expand to more than {MAX_NODES:,} values (a 'billion laughs' file?)")
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ValueError(f"nesting deeper than {MAX_DEPTH} levels") from None
+    finally:
+        loader.dispose()
+
+
+def read_text(path: Path) -> str:
+    """The file's text: a regular file of at most MAX_BYTES, UTF-8 (a UTF-8 BOM is allowed)."""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise ValueError(f"{path} is not a regular file")
+    with open(path, "rb") as f:
+        data = f.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_BYTES // 1024} KiB: not a config file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r})") from None
