@@ -220,17 +220,14 @@ class TrainConfig(_Strict):
     # evaluation, so a rank that waits for the others' generation does not hit the watchdog.
     dist_timeout_s: _float(gt=0, le=1e6) | None = None
 
-    @model_validator(mode="before")
+    @field_validator("model", mode="before")
     @classmethod
-    def _variant_named(cls, raw: object) -> object:
-        """A config read from a file names its network: no silent JiT-B/16 when model.variant is missing.
-        (Python callers pass a DataConfig, not a mapping, and keep the default.)"""
-        if isinstance(raw, dict) and isinstance(raw.get("data"), dict):
-            m = raw.get("model")
-            if not isinstance(m, ModelConfig) and not (isinstance(m, dict) and m.get("variant") is not None):
-                raise ValueError("model.variant is required (e.g. model: {variant: JiT-B/16}); a config "
-                                 "file must name the network it trains")
-        return raw
+    def _variant_named(cls, m: object) -> object:
+        """A model section names its network: no silent JiT-B/16 when model.variant is missing (a file
+        with no model section at all is refused by load_train_config)."""
+        if isinstance(m, dict) and m.get("variant") is None:
+            raise ValueError("model.variant is required (e.g. model: {variant: JiT-B/16})")
+        return m
 
     def effective_batch(self, world_size: int | None = None) -> int:
         ws = world_size or self.world_size or 1
@@ -345,6 +342,9 @@ def load_train_config(path: str | Path) -> TrainConfig:
         raw = raw.get("train")
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: the plan has no train mapping")
+    if not isinstance(raw.get("model"), dict):
+        raise ValueError(f"{path}: model.variant is required (e.g. model: {{variant: JiT-B/16}}); a config file "
+                         "names the network it trains")
     return TrainConfig.model_validate(raw)
 
 
