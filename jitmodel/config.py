@@ -33,7 +33,8 @@ UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 def _int(lo: int, hi: int) -> object:
-    return Annotated[int, Field(ge=lo, le=hi, strict=True)]
+    low = {"gt": lo - 1} if lo > 0 else {"ge": lo}  # "greater than 0", as PositiveInt words it
+    return Annotated[int, Field(le=hi, strict=True, **low)]
 
 
 def _float(gt: float | None = None, ge: float | None = None, le: float | None = None, lt: float | None = None) -> object:
@@ -342,10 +343,11 @@ def load_train_config(path: str | Path) -> TrainConfig:
         raw = raw.get("train")
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: the plan has no train mapping")
+    cfg = TrainConfig.model_validate(raw)
     if not isinstance(raw.get("model"), dict):
         raise ValueError(f"{path}: model.variant is required (e.g. model: {{variant: JiT-B/16}}); a config file "
                          "names the network it trains")
-    return TrainConfig.model_validate(raw)
+    return cfg
 
 
 def dump_yaml(model: BaseModel) -> str:

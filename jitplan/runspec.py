@@ -123,10 +123,10 @@ def load_run_spec(path: str | Path) -> RunSpec:
         raise UsageError(f"{p}: {e}" if str(p) not in str(e) else str(e)) from None
     if kind == "plan":
         return RunSpec.from_plan(load_plan(p), source=str(p))
-    if not isinstance(raw.get("model"), dict):  # no silent JiT-B/16 (issue 13)
-        raise UsageError(f"{p}: model.variant is required (e.g. model: {{variant: JiT-B/16}})")
     try:
         train = TrainConfig.model_validate(raw)
     except ValidationError as e:
         raise UsageError(f"{p}: neither a plan nor a TrainConfig: {validation_summary(e)}") from None
+    if not isinstance(raw.get("model"), dict):  # no silent JiT-B/16 (issue 13)
+        raise UsageError(f"{p}: model.variant is required (e.g. model: {{variant: JiT-B/16}})")
     return RunSpec.from_train(train, source=str(p), cpus=os.cpu_count())
