@@ -373,3 +373,39 @@ def test_sigterm_while_the_trainer_starts_ends_cleanly(tmp_path):
     assert not torch_loaded  # the handler came before the slow import
     assert p.returncode == 0, err[-500:]
     assert "Traceback" not in err and "stopped by SIGTERM before the first step" in err
+
+
+TORCHRUN_FAILURE = """Error: invalid config: seed: Input should be less than or equal to 2147483647
+E1202 18:51:18.117000 23777 site-packages/torch/distributed/elastic/multiprocessing/api.py:1002] failed (exitcode: 2) local_rank: 0 (pid: 23822) of binary: python3.11
+Traceback (most recent call last):
+  File "/usr/bin/torchrun", line 8, in <module>
+    sys.exit(main())
+  File "torch/distributed/launcher/api.py", line 383, in launch_agent
+    raise ChildFailedError(
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+============================================================
+jitmodel.train FAILED
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  rank      : 0 (local_rank: 0)
+  exitcode  : 2 (pid: 23822)
+  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html
+============================================================
+step 3 after the table is shown again
+Traceback (most recent call last):
+  File "x.py", line 1, in <module>
+ZeroDivisionError: division by zero
+"""
+
+
+def test_launch_shows_the_trainer_line_not_torchruns_traceback():
+    """launch --local echoes the rank's own Error: line; torchrun's ChildFailedError block stays in the log."""
+    from jitplan.launch.local import _TorchrunQuiet
+
+    q = _TorchrunQuiet()
+    shown = "".join(x for line in TORCHRUN_FAILURE.splitlines(keepends=True) for x in q.feed(line))
+    assert shown.splitlines()[0].startswith("Error: invalid config: seed")
+    assert "ChildFailedError" not in shown and "exitcode" not in shown and "=====" not in shown
+    assert "step 3 after the table" in shown and "ZeroDivisionError" in shown  # other tracebacks still shown
+    assert q.exitcodes == [2]

@@ -92,6 +92,9 @@ def launch(
                                echo=None if json_out else sys.stderr, say=note)
         res = out.model_dump(exclude_none=True)
         emit(res, json_mode=json_out, render=_render(res))
+        if out.status == "failed" and "(exit code 2)" in (out.message or ""):  # the trainer refused its input
+            raise UsageError(f"the trainer refused its input (its Error: line above); run {out.run_id}",
+                             hint=f"log: {rdir / 'train.log'}")
         if out.status == "failed":
             raise CheckFailed(out.message or "the run failed",
                               hint=f"jitplan status {out.run_id}; log: {rdir / 'train.log'}")

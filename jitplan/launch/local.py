@@ -51,6 +51,9 @@ class LocalProcess:
     def wait(self, timeout: float | None = None) -> int:
         rc = self.proc.wait(timeout)
         self._pump.join(timeout=30)
+        codes = getattr(self._pump, "rank_exitcodes", [])
+        if rc == 1 and codes and all(c == 2 for c in codes):
+            return 2  # every rank refused its input (exit 2): torchrun only says 1
         return rc
 
     def terminate(self, grace_s: float = 30.0) -> int:
@@ -99,12 +102,49 @@ def _signal_group(pid: int, sig: int) -> bool:
 
 
 def _pump(src: TextIO, log_path: Path, echo: TextIO | None) -> None:
+    quiet = _TorchrunQuiet()
+    threading.current_thread().rank_exitcodes = quiet.exitcodes  # type: ignore[attr-defined]
     with open(log_path, "a", buffering=1) as log:
         for line in src:
             log.write(line)
             if echo is not None:
-                echo.write(line)
+                for shown in quiet.feed(line):
+                    echo.write(shown)
                 echo.flush()
+
+
+class _TorchrunQuiet:
+    """Keeps torchrun's ChildFailedError traceback and failure table out of what the user sees (the log
+    keeps them): the rank already said why in its own one line. Seen with torch 2.13: a rank's exit 2 came
+    back as 40 lines of torchrun traceback. Records each failed rank's exit code."""
+
+    def __init__(self) -> None:
+        self.held: list[str] = []
+        self.rules_left = 0
+        self.exitcodes: list[int] = []
+
+    def feed(self, line: str) -> list[str]:
+        if "exitcode  :" in line:
+            try:
+                self.exitcodes.append(int(line.split("exitcode  :", 1)[1].split()[0]))
+            except (ValueError, IndexError):
+                pass
+        if self.rules_left:
+            if line.startswith("====="):
+                self.rules_left -= 1
+            return []
+        if "elastic/multiprocessing/api.py" in line and "failed (exitcode:" in line:
+            return []
+        if self.held or line.startswith("Traceback (most recent call last):"):
+            self.held.append(line)
+            if line[:1].isspace() or line.startswith("Traceback"):
+                return []
+            held, self.held = self.held, []
+            if "ChildFailedError" in line:
+                self.rules_left = 2
+                return []
+            return held
+        return [line]
 
 
 def start(cmd: NodeCommand, run_dir: str | Path, *, echo: TextIO | None = None, cwd: str | Path | None = None,
