@@ -409,3 +409,31 @@ def test_launch_shows_the_trainer_line_not_torchruns_traceback():
     assert "ChildFailedError" not in shown and "exitcode" not in shown and "=====" not in shown
     assert "step 3 after the table" in shown and "ZeroDivisionError" in shown  # other tracebacks still shown
     assert q.exitcodes == [2]
+
+
+def test_half_installed_torch_is_C1_not_a_crash(tmp_path, monkeypatch):
+    """torch's package folder present but version.py missing (an interrupted install): C1 fails, no traceback."""
+    from jitplan.doctor.runner import run_doctor
+    from jitplan.hardware.nvml import FakeNvml
+
+    fake = tmp_path / "site" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('half installed')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "JITPLAN_CACHE_DIR": str(tmp_path / "cache")}
+    r = run_doctor(nvml=FakeNvml.from_file(ROOT / "tests/data/nvml/no_driver.yaml"), cache=True, env=env)
+    f = r.by_id("C1")
+    assert f.level == "fail" and "half installed" in f.found  # (version.py named when torch is not imported here)
+
+
+def test_a_check_that_raises_is_a_fail_finding(monkeypatch):
+    from jitplan.doctor import runner
+    from jitplan.hardware.nvml import FakeNvml
+
+    def boom(ctx):
+        """C9: cpus"""
+        raise RuntimeError("kaput\nsecond line")
+    monkeypatch.setattr(runner, "CHECKS", [(cid, boom if cid == "C13" else fn) for cid, fn in runner.CHECKS])
+    r = runner.run_doctor(nvml=FakeNvml.from_file(ROOT / "tests/data/nvml/no_driver.yaml"), run_torch=False)
+    f = r.by_id("C13")
+    assert f.level == "fail" and f.found == "the check itself failed: RuntimeError: kaput"
