@@ -128,8 +128,11 @@ def predict(inp: memory.MemoryInputs, m: MemoryConfig, micro_batch: int) -> memo
     fixed, act_why, step_tmp, over = _static(inp, m.shard, m.ema_device == "cpu")
     act, why = activations(inp, m, micro_batch)
     tensor = [*fixed, memory.Item("activations", act, why or act_why)]
-    if step_tmp > act:
-        tensor.append(memory.Item("optimizer step", step_tmp - act, "gradients + AdamW temporaries at step time"))
+    # The optimizer step comes after autocast has exited: its weight cache is freed by then (traced, L/16 ckpt)
+    cache = sum(i.bytes for i in fixed if i.name == "autocast weight cache")
+    if step_tmp - cache > act:
+        tensor.append(memory.Item("optimizer step", step_tmp - cache - act, "gradients + AdamW temporaries at step "
+                                  "time, after autocast freed its weight cache"))
     headroom = memory.headroom_bytes(sum(i.bytes for i in tensor))
     items = [*tensor, memory.Item("allocator headroom", headroom, f"{memory.ALLOCATOR_HEADROOM:.0%} of the allocator's "
                                   "tensor bytes: rounding, fragmentation"), *over]
