@@ -269,6 +269,6 @@ def pull_before_destroy(registry: Registry, run_id: str, *, discard: bool = Fals
             registry.add_event(run.id, "discard", f"teardown without a verified pull (--discard): {lost}")
             say(f"pull failed ({e.message}); --discard given, so going on: {lost}")
             return None
-        raise PullFailed(f"not destroying run {run.id}: the pull failed ({e.message}); {lost}",
+        raise PullFailed(f"not destroying run {run.id}: {lost}; the pull failed: {e.message}",  # what is lost first: a long cause may be cut
                          hint=f"fix the connection and `jitplan pull {run.id}`, or pass --discard to destroy "
                          "anyway and lose what is listed") from None
