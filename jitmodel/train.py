@@ -280,7 +280,10 @@ def _install_signal_handlers(trainer: Trainer) -> dict[int, Any]:
         trainer.stop_signal = signum
 
     if hasattr(signal, "SIGUSR1"):  # a stall watchdog (jitplan's) asks for every thread's stack in the log
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        try:
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
+        except (OSError, ValueError, AttributeError):  # stderr without a file descriptor (captured, in-process)
+            pass
     return {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
 
 
