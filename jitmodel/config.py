@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from jitmodel.safeyaml import read_yaml_mapping  # the one YAML file reader, re-exported here
 from jitmodel.variants import Variant, get_variant
 
 SCHEMA_VERSION = 1
@@ -307,30 +308,6 @@ def validation_summary(e: ValidationError) -> str:
     msg = " ".join(str(first.get("msg", "invalid")).split())
     msg = msg if len(msg) <= 200 else msg[:200] + "..."  # a 1 MB value must not come back whole
     return f"{loc[:120]}: {msg}{more}"
-
-
-def read_yaml_mapping(path: str | Path, what: str = "config") -> dict:
-    """The mapping a YAML file holds; ValueError with one line when the file is missing, a folder,
-    not text, not YAML or not a mapping, or past a limit of ``jitmodel.safeyaml`` (256 KiB, UTF-8, depth
-    64, 100,000 values after alias expansion, no duplicate keys). The project's one YAML file reader."""
-    from jitmodel import safeyaml  # limits: size, UTF-8, depth, alias expansion, duplicate keys
-
-    p = Path(path)
-    try:
-        raw = safeyaml.load_text(safeyaml.read_text(p))
-    except FileNotFoundError:
-        raise ValueError(f"{what} file not found: {p}") from None
-    except IsADirectoryError:
-        raise ValueError(f"{what} path is a directory: {p}") from None
-    except OSError as e:
-        raise ValueError(f"cannot read {what} file {p}: {e.strerror or type(e).__name__}") from None
-    except yaml.YAMLError as e:
-        raise ValueError(f"{p} is not valid YAML: {' '.join(str(e).split())[:160]}") from None
-    except ValueError as e:
-        raise ValueError(f"{p}: {e}" if not str(e).startswith(str(p)) else str(e)) from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{p} does not hold a {what} mapping")
-    return raw
 
 
 def load_train_config(path: str | Path) -> TrainConfig:

@@ -1,4 +1,4 @@
-"""YAML with limits, for ``jitmodel.config.read_yaml_mapping`` (the project's one YAML file reader).
+"""YAML with limits, and ``read_yaml_mapping``, the project's one YAML file reader (re-exported by jitmodel.config).
 
 A config file is small, UTF-8 text, a tree of modest depth with unique keys. Anything else is refused
 with one line (ValueError) before it can cost time or memory: a file over ``MAX_BYTES``, text that is not
@@ -101,3 +101,25 @@ def read_text(path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ValueError(f"{path} is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r})") from None
+
+
+def read_yaml_mapping(path: str | Path, what: str = "config") -> dict:
+    """The mapping a YAML file holds; ValueError with one line when the file is missing, a folder,
+    not text, not YAML or not a mapping, or past a limit of this module (256 KiB, UTF-8, depth
+    64, 100,000 values after alias expansion, no duplicate keys). The project's one YAML file reader."""
+    p = Path(path)
+    try:
+        raw = load_text(read_text(p))
+    except FileNotFoundError:
+        raise ValueError(f"{what} file not found: {p}") from None
+    except IsADirectoryError:
+        raise ValueError(f"{what} path is a directory: {p}") from None
+    except OSError as e:
+        raise ValueError(f"cannot read {what} file {p}: {e.strerror or type(e).__name__}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{p} is not valid YAML: {' '.join(str(e).split())[:160]}") from None
+    except ValueError as e:
+        raise ValueError(f"{p}: {e}" if not str(e).startswith(str(p)) else str(e)) from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{p} does not hold a {what} mapping")
+    return raw
