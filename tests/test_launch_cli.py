@@ -205,3 +205,18 @@ def test_a_bare_train_config_is_launched_as_is(cli, tmp_path):
     (line,) = json.loads(r.out)["commands"]  # no doctor line: there is no plan to check
     a = _torchrun_args(line.split(" && ", 1)[1])
     assert a.training_script_args[:2] == ["--config", str(tmp_path / "bare" / "train.yaml")]
+
+
+@pytest.mark.slow
+def test_trainer_input_error_is_one_voice_exit_2(cli, tmp_path) -> None:
+    """A config jitplan accepts but the trainer refuses (a dataset folder holding no train/): the user sees the
+    trainer's own Error: line once, then where the log is; exit 2, no torchrun traceback."""
+    (tmp_path / "empty").mkdir()
+    train = dict(TINY_TRAIN, kind="train", data={"kind": "imagefolder", "path": str(tmp_path / "empty"),
+                                                 "num_workers": 0})
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))
+    r = cli("launch", "train.yaml", "--local", "--no-doctor", "--max-restarts", "0")
+    lines = [ln for ln in r.err.splitlines() if ln.strip()]
+    assert r.code == 2 and "Traceback" not in r.err and "ChildFailedError" not in r.err, r.err[-800:]
+    assert sum(ln.startswith("Error: ") for ln in lines) == 1, r.err[-800:]
+    assert lines[-1].startswith("hint: run ") and "train.log" in lines[-1]

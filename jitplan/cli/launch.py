@@ -93,6 +93,9 @@ def launch(
         res = out.model_dump(exclude_none=True)
         emit(res, json_mode=json_out, render=_render(res))
         if out.status == "failed" and "(exit code 2)" in (out.message or ""):  # the trainer refused its input
+            if not json_out:  # its own Error: line was echoed above: one voice, then where the log is
+                print(f"hint: run {out.run_id}; log: {rdir / 'train.log'}", file=sys.stderr)
+                raise typer.Exit(2)
             raise UsageError(f"the trainer refused its input (its Error: line above); run {out.run_id}",
                              hint=f"log: {rdir / 'train.log'}")
         if out.status == "failed":
