@@ -58,7 +58,7 @@ def _torchrun_args(line: str):
     from torch.distributed.run import get_args_parser
 
     words = shlex.split(line)
-    return get_args_parser().parse_args(words[words.index("torch.distributed.run") + 1:])
+    return get_args_parser().parse_args(words[words.index("jitmodel.run") + 1:])
 
 
 # ------------------------------------------------------------------ usage

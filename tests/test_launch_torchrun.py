@@ -30,7 +30,7 @@ def _parse(argv: list[str]):
 def test_single_node_is_standalone_with_the_trainer_module():
     spec = TorchrunSpec(nproc_per_node=2, config="/r/plan.yaml", omp_num_threads=4)
     cmd = node_command(spec)
-    assert cmd.argv[:3] == ["python", "-m", "torch.distributed.run"]
+    assert cmd.argv[:3] == ["python", "-m", "jitmodel.run"]
     a = _parse(cmd.argv[3:])
     assert a.standalone and a.nnodes == "1" and a.nproc_per_node == "2" and a.max_restarts == 0
     assert a.module and a.training_script == "jitmodel.train"
@@ -114,7 +114,7 @@ def test_the_plan_shows_the_command_the_launcher_runs(gpus):
     plan = _plan(gpus, rdzv_endpoint="10.0.0.1:29400")
     spec = spec_for_run(RunSpec.from_plan(plan), config="plan.yaml", rdzv_id=plan.launch.rdzv_id or "jitplan")
     assert plan.launch.argv == torchrun_argv(spec)
-    assert node_command(spec).argv[3:] == plan.launch.argv[1:]  # python -m torch.distributed.run <same flags>
+    assert node_command(spec).argv[3:] == plan.launch.argv[1:]  # python -m jitmodel.run <same flags>
 
 
 def test_sbatch_renders_and_passes_bash_n(tmp_path):
@@ -125,10 +125,10 @@ def test_sbatch_renders_and_passes_bash_n(tmp_path):
     for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=8",
                  "#SBATCH --cpus-per-task=64", "#SBATCH --time=2-00:00:00", "export OMP_NUM_THREADS=8"):
         assert line in text.splitlines()
-    assert "{{" not in text and "srun --kill-on-bad-exit=1 /opt/venv/bin/python -m torch.distributed.run" in text
+    assert "{{" not in text and "srun --kill-on-bad-exit=1 /opt/venv/bin/python -m jitmodel.run" in text
     assert "--config '/w d/plan.yaml' --resume auto" in text and "cd '/w d'" in text
     # the torchrun part parses with torchrun's parser once the shell has expanded it
-    line = text[text.index("-m torch.distributed.run") + len("-m torch.distributed.run"):].replace("\\\n", " ")
+    line = text[text.index("-m jitmodel.run") + len("-m jitmodel.run"):].replace("\\\n", " ")
     words = shlex.split(line.replace('"${head_node}:29400"', "node01:29400").replace('"${SLURM_JOB_ID}"', "42"))
     a = _parse(words)
     assert (a.nnodes, a.nproc_per_node, a.rdzv_backend, a.rdzv_endpoint, a.rdzv_id) == ("2", "8", "c10d",

@@ -6,7 +6,7 @@
 
     run = load_run_spec("plan.yaml")
     res = launch_local(run, plan_file=Path("plan.yaml"), run_dir=Path("runs/r1"), name="r1", dry_run=True)
-    res.commands      # ['jitplan doctor --plan plan.yaml', 'cd /…/runs/r1 && env … torch.distributed.run …']
+    res.commands      # ['jitplan doctor --plan plan.yaml', 'cd /…/runs/r1 && env … jitmodel.run …']
 
 The remote paths (``--ssh``, ``--vast``) are in ``launch/remote.py``.
 """

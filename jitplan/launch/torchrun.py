@@ -9,7 +9,7 @@ several nodes use c10d rendezvous at node 0's endpoint, and node 0 hosts the sto
     ...                     config="/runs/r1/train.yaml")
     >>> cmds = node_commands(spec)
     >>> shell_line(cmds[1])  # doctest: +NORMALIZE_WHITESPACE
-    'env PYTHONUNBUFFERED=1 python -m torch.distributed.run --nnodes=2 --nproc-per-node=4
+    'env PYTHONUNBUFFERED=1 python -m jitmodel.run --nnodes=2 --nproc-per-node=4
      --rdzv-backend=c10d --rdzv-endpoint=10.0.0.1:29400 --rdzv-id=r1 --rdzv-conf=is_host=0
      --max-restarts=0 -m jitmodel.train --config /runs/r1/train.yaml --resume auto'
 """
@@ -41,7 +41,7 @@ class TorchrunSpec(BaseModel):
     nproc_per_node: PositiveInt = 1
     rdzv_endpoint: str | None = None  # host:port of node 0; required when nnodes > 1
     rdzv_id: str = "jitplan"  # shared by all nodes of one run
-    python: str = "python"  # interpreter that runs torch.distributed.run (and the trainer)
+    python: str = "python"  # interpreter that runs torchrun (jitmodel.run) and the trainer
     module: str = "jitmodel.train"
     config: str = "train.yaml"  # the TrainConfig (or plan) YAML the trainer reads
     resume: bool = True  # --resume auto: continue from output_dir/last.pt when it exists
@@ -116,12 +116,13 @@ def launcher_argv(spec: TorchrunSpec, node_rank: int) -> list[str]:
 
 
 def node_command(spec: TorchrunSpec, node_rank: int = 0) -> NodeCommand:
-    """The full command of one node: ``python -m torch.distributed.run <launcher_argv>``."""
+    """The full command of one node: ``python -m jitmodel.run <launcher_argv>`` (torchrun, with a clean
+    exit 0 after a SIGTERM/SIGINT that the ranks answered with a checkpoint; see jitmodel/run.py)."""
     env = {"PYTHONUNBUFFERED": "1"}
     if spec.omp_num_threads is not None:
         env["OMP_NUM_THREADS"] = str(spec.omp_num_threads)
     env.update(spec.env)
-    argv = [spec.python, "-m", "torch.distributed.run", *launcher_argv(spec, node_rank)]
+    argv = [spec.python, "-m", "jitmodel.run", *launcher_argv(spec, node_rank)]
     return NodeCommand(node_rank=node_rank, argv=argv, env=env)
 
 

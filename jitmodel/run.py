@@ -1,0 +1,34 @@
+"""torchrun with a clean end on a stop signal: ``python -m jitmodel.run <torchrun arguments>``.
+
+torchrun (``torch.distributed.run``) forwards a SIGTERM or SIGINT to its ranks (the trainer then finishes
+its step, writes a checkpoint and exits 0), but then raises ``SignalException`` itself and exits 1 with a
+traceback, so a preempted run looks like a crash. This entry point runs torchrun in-process with the same
+arguments and turns that one case into a line on stderr and exit 0 (SIGTERM, SIGINT) or 128 + signal
+(others, e.g. SIGHUP). Everything else, the ranks' own failures included, is torchrun's behaviour unchanged.
+
+    python -m jitmodel.run --standalone --nproc-per-node=2 -m jitmodel.train --config plan.yaml --resume auto
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.run import main as torchrun_main
+
+    try:
+        torchrun_main(sys.argv[1:] if argv is None else argv)
+    except SignalException as e:
+        sig = signal.Signals(e.sigval)
+        clean = sig in (signal.SIGTERM, signal.SIGINT)
+        print(f"torchrun: stopped by {sig.name}; the ranks were asked to checkpoint and stop"
+              + ("" if clean else f" (exit {128 + sig.value})"), file=sys.stderr, flush=True)
+        return 0 if clean else 128 + sig.value
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
