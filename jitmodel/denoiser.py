@@ -101,6 +101,21 @@ class Denoiser(nn.Module):
         return self.predict(z, t, y, "v", t_eps)
 
 
+@contextlib.contextmanager
+def swapped(params: list[torch.Tensor], values: list[torch.Tensor]) -> Iterator[None]:
+    """Copy ``values`` into ``params`` for the block, then restore the originals (EMA swaps)."""
+    with torch.no_grad():
+        saved = [p.detach().clone() for p in params]
+        for p, v in zip(params, values, strict=True):
+            p.copy_(v)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, saved, strict=True):
+                p.copy_(s)
+
+
 def _ema_index(which: int | str) -> int:
     names = {0: 0, 1: 1, "ema1": 0, "ema2": 1}
     if which not in names:
@@ -179,16 +194,8 @@ class EMA:
         params = list(module.parameters())
         if len(params) != len(shadow):
             raise ValueError(f"module has {len(params)} parameters but the EMA tracks {len(shadow)}")
-        with torch.no_grad():
-            saved = [p.detach().clone() for p in params]
-            for p, s in zip(params, shadow, strict=True):
-                p.copy_(s)
-        try:
+        with swapped(params, shadow):
             yield module
-        finally:
-            with torch.no_grad():
-                for p, s in zip(params, saved, strict=True):
-                    p.copy_(s)
 
     def to(self, device: Any) -> EMA:
         """Move the shadows (e.g. to the GPU, where the official code keeps them)."""

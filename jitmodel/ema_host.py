@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from jitmodel.denoiser import EMA
+from jitmodel.denoiser import EMA, swapped
 from jitmodel.strategy import full, is_sharded, local_like
 
 
@@ -122,17 +122,8 @@ class HostEMA(EMA):
     def swap_in(self, module: nn.Module, which: int | str = "ema1") -> Iterator[nn.Module]:
         self.wait()
         shadow = self.shadows[0 if which in (0, "ema1") else 1]
-        params = [_local(p) for p in module.parameters()]
-        with torch.no_grad():
-            saved = [p.detach().clone() for p in params]
-            for p, s in zip(params, shadow, strict=True):
-                p.copy_(s)
-        try:
+        with swapped([_local(p) for p in module.parameters()], shadow):
             yield module
-        finally:
-            with torch.no_grad():
-                for p, s in zip(params, saved, strict=True):
-                    p.copy_(s)
 
 
 def build_ema(module: nn.Module, decays: Sequence[float], device: str, every: int, *, warmup: bool = False) -> EMA:
