@@ -84,7 +84,6 @@ def verify_cmd(
 
     from jitplan.cli._output import err
     from jitplan.dataset.verify import verify_dataset
-    from jitplan.errors import CheckFailed
 
     with Progress(TextColumn("decode"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
                   transient=True, disable=json_out) as bar:
@@ -97,11 +96,8 @@ def verify_cmd(
                 f"(the rest unchanged since the manifest) in {res.seconds:.1f} s; manifest {res.manifest}")
 
     emit(res, json_mode=json_out, render=render)
-    if res.bad:
-        for b in res.bad[:5]:
-            note(f"bad image: {b}")
-        raise CheckFailed(f"{len(res.bad)} of {res.images} images do not decode",
-                          hint="remove them, or set data.skip_bad: true to train without them")
+    _refuse_bad(res.bad, f"{len(res.bad)} of {res.images} images do not decode",
+                "remove them, or set data.skip_bad: true to train without them")
 
 
 @data_app.command("prepare")
@@ -124,7 +120,6 @@ def prepare_cmd(
 
     from jitplan.cli._output import err
     from jitplan.dataset.prepare import prepare_dataset
-    from jitplan.errors import CheckFailed
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err,
                   transient=True, disable=json_out) as bar:
@@ -145,12 +140,19 @@ def prepare_cmd(
             c.print(f"verified {res.verified:,} images: {len(res.bad_images)} failed to decode")
 
     emit(res, json_mode=json_out, render=render)
-    if res.bad_images:
-        for b in res.bad_images[:5]:
-            note(f"bad image: {b}")
-        raise CheckFailed(f"{len(res.bad_images)} of {res.verified} images failed to decode",
-                          hint="remove or re-download them, then re-run with --verify")
+    _refuse_bad(res.bad_images, f"{len(res.bad_images)} of {res.verified} images failed to decode",
+                "remove or re-download them, then re-run with --verify")
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")
+
+
+def _refuse_bad(bad: list, message: str, hint: str) -> None:
+    """Name the first few images that do not decode on stderr, then fail (exit 1) with ``message``."""
+    if bad:
+        for b in bad[:5]:
+            note(f"bad image: {b}")
+        from jitplan.errors import CheckFailed
+
+        raise CheckFailed(message, hint=hint)
