@@ -20,7 +20,7 @@ with the terms each strategy moves:
     >>> inp = memory.MemoryInputs.for_model("JiT-L/16", 256, world_size=2, accum=2)
     >>> full, sharded = predict(inp, parse("none"), 8), predict(inp, parse("shard"), 8)
     >>> round(full.total / 1e9, 1), round(sharded.total / 1e9, 1)
-    (24.8, 14.3)
+    (21.2, 13.6)
 """
 
 from __future__ import annotations
@@ -108,15 +108,17 @@ def _static(inp: memory.MemoryInputs, shard: bool, ema_cpu: bool) -> tuple[tuple
             continue
         else:
             tensor.append(it)
+    step = memory.step_phase_bytes(inp) // w
     if w > 1:
         block = pb.blocks // inp.variant.depth
         root = pb.total - pb.blocks
-        gathered = GATHER_PREFETCH * 4 * block * 2 + 4 * root  # params + unsharded grads of 2 blocks; the root's
-        tensor.append(memory.Item("fsdp gathered", gathered, f"{GATHER_PREFETCH} blocks' fp32 params + grads "
-                                  f"unsharded at a time, and the root's {root / 1e6:.1f}M params"))
+        tensor.append(memory.Item("fsdp gathered", GATHER_PREFETCH * 4 * block + 4 * root,
+                                  f"{GATHER_PREFETCH} blocks' fp32 params unsharded at a time (one computing, one "
+                                  f"prefetched) and the root's {root / 1e6:.1f}M params"))
+        step += (GATHER_PREFETCH + 1) * 4 * block + 4 * root  # the backward's tail: + one block reduce-scattering
     act_why = next(i.why for i in base.items if i.name == "activations").replace("1 x ", "micro x ", 1)
     over = tuple(i for i in base.items if i.name in ("cuda context", "nccl"))
-    return tuple(tensor), act_why, memory.step_phase_bytes(inp) // w, over
+    return tuple(tensor), act_why, step, over
 
 
 def predict(inp: memory.MemoryInputs, m: MemoryConfig, micro_batch: int) -> memory.MemoryPrediction:
@@ -128,11 +130,14 @@ def predict(inp: memory.MemoryInputs, m: MemoryConfig, micro_batch: int) -> memo
     fixed, act_why, step_tmp, over = _static(inp, m.shard, m.ema_device == "cpu")
     act, why = activations(inp, m, micro_batch)
     tensor = [*fixed, memory.Item("activations", act, why or act_why)]
-    # The optimizer step comes after autocast has exited: its weight cache is freed by then (traced, L/16 ckpt)
-    cache = sum(i.bytes for i in fixed if i.name == "autocast weight cache")
-    if step_tmp - cache > act:
-        tensor.append(memory.Item("optimizer step", step_tmp - cache - act, "gradients + AdamW temporaries at step "
-                                  "time, after autocast freed its weight cache"))
+    # The peak is the forward's end (autocast's weight cache, gathered blocks, activations) or the step (gradients,
+    # AdamW temporaries; sharded: the backward's tail, every gradient shard and three blocks' buffers), after
+    # autocast freed its cache and FSDP2 resharded (traced: L/16 ckpt; B/16 shard, shard+ckpt at 2 and 4 ranks)
+    gone = sum(i.bytes for i in fixed if i.name in ("autocast weight cache", "fsdp gathered"))
+    if step_tmp - gone > act:
+        what = "gradient shards + 3 blocks' FSDP2 buffers in the backward" if m.shard else "gradients + AdamW temporaries"
+        tensor.append(memory.Item("optimizer step", step_tmp - gone - act, f"{what} at step time, after autocast "
+                                  "freed its weight cache"))
     headroom = memory.headroom_bytes(sum(i.bytes for i in tensor))
     items = [*tensor, memory.Item("allocator headroom", headroom, f"{memory.ALLOCATOR_HEADROOM:.0%} of the allocator's "
                                   "tensor bytes: rounding, fragmentation"), *over]

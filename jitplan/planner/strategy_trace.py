@@ -4,8 +4,9 @@ The check of ``jitplan.planner.strategy``'s memory model, as ``trace.py`` is of 
 Denoiser with the trainer's own strategy code (``jitmodel.strategy.checkpoint_blocks``, FSDP2
 ``fully_shard``), forward under bf16 autocast, backward, AdamW, EMA updates, twice; the second step's
 peak. Plain and checkpointed steps are measured with ``MemTracker``; sharded steps with FSDP2's
-``FSDPMemTracker`` on rank 0 of a fake process group of ``world`` ranks (no communication happens). The
-EMAs are left out of the tracked tensors when they live on the host. Imports torch lazily.
+``FSDPMemTracker`` on rank 0 of a fake process group of ``world`` ranks (no communication happens), whose
+``track_external`` does nothing, so the EMA shards (alive the whole step) are added by their size. The
+EMAs are left out when they live on the host. Imports torch lazily.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ def _peak_total(mt: object) -> int:
             if str(getattr(key, "value", key)).lower() == "total":
                 total += int(val)
     return total
+
+
+def _local_bytes(t: object) -> int:
+    local = t.to_local() if hasattr(t, "to_local") else t  # a DTensor's shard on this rank
+    return local.numel() * local.element_size()  # type: ignore[attr-defined]
 
 
 def trace_strategy(train: TrainConfig, m: MemoryConfig, micro_batch: int, world: int = 1, steps: int = 2) -> int:
@@ -58,7 +64,7 @@ def trace_strategy(train: TrainConfig, m: MemoryConfig, micro_batch: int, world:
                 fully_shard(den, mesh=mesh)
             params = [p for p in den.parameters() if p.requires_grad]
             kw = dict(lr=1e-4, betas=train.optim.betas, weight_decay=train.optim.weight_decay)
-            opt = torch.optim.AdamW(params, foreach=True, **kw) if m.shard else torch.optim.AdamW(params, fused=True, **kw)
+            opt = torch.optim.AdamW(params, fused=True, **kw)
             ema = EMA(den, train.diffusion.ema_decays) if m.ema_device != "cpu" else None
             if m.shard:
                 from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
@@ -71,7 +77,10 @@ def trace_strategy(train: TrainConfig, m: MemoryConfig, micro_batch: int, world:
                     p.requires_grad_(True)
                 mt = MemTracker()
                 mt.track_external(den, opt)
-            if ema is not None:
+            ema_bytes = 0
+            if ema is not None and m.shard:  # FSDPMemTracker.track_external is a no-op: count the EMA shards
+                ema_bytes = sum(_local_bytes(t) for shadow in ema.shadows for t in shadow)
+            elif ema is not None:
                 mt.track_external(*[t for shadow in ema.shadows for t in shadow])
             peak = 0
             with mt:
@@ -85,7 +94,7 @@ def trace_strategy(train: TrainConfig, m: MemoryConfig, micro_batch: int, world:
                     opt.zero_grad(set_to_none=True)
                     if ema is not None:
                         ema.update(den)
-                    peak = _peak_total(mt)
+                    peak = _peak_total(mt) + ema_bytes
                     mt.reset_mod_stats()
                     mt._peak_mem = {}  # type: ignore[attr-defined]  # no public reset (torch 2.13; trace.py)
                     mt._peak_mem_snap = {}  # type: ignore[attr-defined]
