@@ -41,6 +41,33 @@ def test_compile_cuts_the_elementwise_traffic_only():
         timing.COMPILE_TRAFFIC * eager.get("elementwise traffic"), rel=0.05)
 
 
+def test_accumulation_pays_a_gradient_add_per_extra_micro_step():
+    """Same images per GPU, split finer: each micro-step after the first adds 12 B/param of .grad traffic."""
+    from jitmodel.counts import param_breakdown
+
+    one, four = train_step_time(STORY), train_step_time(replace(STORY, micro_batch=4, accum=4))
+    assert one.get("gradient accumulation") == 0 and "gradient accumulation" not in [t.name for t in one.terms]
+    bw = RTX3060.mem_bw_gbs * 1e9 * timing.ETA_BW
+    trainable = param_breakdown(STORY.variant, 256).trainable
+    assert four.get("gradient accumulation") == pytest.approx(3 * 12 * trainable / bw)
+    assert four.get("tensor") == pytest.approx(one.get("tensor")) and four.total_s > one.total_s
+
+
+def test_tiny_eager_micro_steps_are_launch_bound_and_compiled_large_ones_are_not():
+    """The host issues ~12.9k kernels per eager B/16 micro-step (5 us each, 64 ms): at micro-batch 1 the GPU
+    work is shorter than that, so the step waits on launches; compiled at 16 it does not."""
+    assert train_step_time(STORY).get("launch-bound") == 0
+    tiny = replace(STORY, micro_batch=1, accum=16, compile=False)
+    st = train_step_time(tiny)
+    kernels = timing.KERNELS_PER_BLOCK["eager"] * STORY.variant.depth + timing.KERNELS_OUTSIDE
+    gpu = sum(st.get(n) for n in ("tensor", "fp32 attention", "elementwise traffic", "gradient accumulation"))
+    assert st.get("launch-bound") == pytest.approx(16 * (kernels * timing.LAUNCH_S - gpu / 16))
+    assert st.get("launch-bound") > 0.2 * st.total_s
+    # per image, splitting finer always costs: micro 1 x 16 > micro 4 x 4 > micro 16 x 1
+    times = [train_step_time(replace(STORY, micro_batch=m, accum=16 // m, compile=False)).total_s for m in (1, 4, 16)]
+    assert times[0] > times[1] > times[2]
+
+
 def test_allreduce_by_link_kind_and_none_on_one_gpu():
     assert train_step_time(replace(STORY, world_size=1)).get("all-reduce") == 0
     pcie = train_step_time(STORY).get("all-reduce")

@@ -7,6 +7,8 @@ does it (docs/planning.md "Time model" derives every constant):
     fp32 attn   the official exact attention's Q K^T in fp32 at the CUDA-core rate x ETA_FP32
     traffic     elementwise memory traffic (norms, modulation, RoPE, gates, casts, softmax) through DRAM
                 bandwidth x ETA_BW; bytes counted op by op on jitmodel's own eager step
+    accumulate  each micro-step after the first adds its gradients into .grad (12 B per parameter)
+    launches    a micro-step cannot end before the host has issued its kernels (counted per block)
     optimizer   fused AdamW + two EMA updates (+ DDP bucket copies) streaming bytes per parameter
     comm        the gradient all-reduce by link kind, partly hidden behind the backward
     host        the official loop's three host syncs per iteration
@@ -82,6 +84,24 @@ BUS_GBS = {"nvlink": 100.0, "pcie-p2p": 12.0, "pcie-no-p2p": 4.0, "network": 12.
 # DDP starts each 25 MB bucket's all-reduce as soon as its gradients are ready; buckets become ready
 # through the backward, so about half of the backward is available to hide it [judgement].
 OVERLAP_BACKWARD = 0.5
+
+# ---- gradient accumulation: every micro-step after the first adds its weight gradients into .grad ------------
+# AccumulateGrad's in-place add reads the old gradient and the new one and writes the sum (3 x 4 B per parameter);
+# the first micro-step's gradient is stolen, not added (its casts are in TRAFFIC_CAST_PER_PARAM).
+BYTES_GRAD_ACCUM = 12
+
+# ---- kernel launches: the host must issue every kernel, and a micro-step cannot end before it has ------------
+# Kernels of one training micro-step (forward + backward), counted on jitmodel's JiT-B/16 at 256 px
+# (benchmarks/bench_kernels.py, 2026-12-02): eager, every non-view aten op (one CUDA kernel each) under
+# FakeTensorMode: 1026 per block, 540 outside the blocks; compiled, Inductor's generated kernels for one block
+# (92) + its 21 matmuls (7 forward, 14 backward). The count does not depend on the batch or the width.
+KERNELS_PER_BLOCK = {"eager": 1026, "compiled": 113}
+KERNELS_OUTSIDE = 540
+# Issuing one kernel costs the host 4-6 us of driver and runtime calls (measured on an RTX 5070 Ti, CUDA 13:
+# susun-blog.com "pegainfer (3): From Launch Overhead to CUDA Graph"); PyTorch's dispatcher adds more, not
+# counted here (errs fast). While the GPU has queued work this is hidden; a micro-step whose kernels are
+# shorter than their launches is launch-bound (small micro-batches, small models, eager mode).
+LAUNCH_S = 5e-6
 
 # ---- host and data ------------------------------------------------------------------------------------------
 # The official loop syncs the host three times per iteration (loss.item(), torch.cuda.synchronize(), the loss
@@ -196,6 +216,10 @@ def train_step_time(inp: TimeInputs) -> StepTime:
     ddp_copy = inp.world_size > 1 and not inp.ddp_bucket_view
     opt_bytes += BYTES_DDP_COPY * pb.trainable if ddp_copy else 0
     t_opt = opt_bytes / bw
+    t_accum = (inp.accum - 1) * BYTES_GRAD_ACCUM * pb.trainable / bw
+    kernels = KERNELS_PER_BLOCK[mode] * v.depth + KERNELS_OUTSIDE
+    gpu_micro = (t_tensor + t_fp32 + t_traffic + t_accum) / inp.accum
+    t_launch = inp.accum * max(0.0, kernels * LAUNCH_S - gpu_micro)
     terms = [
         Term("tensor", t_tensor, f"{images} x {(flops - qk) / 1e9:.1f} GFLOP at {gpu.bf16_tflops:g} TFLOPS x "
              f"{tensor_rate / gpu.bf16_tflops / 1e12:.2f}"),
@@ -203,6 +227,11 @@ def train_step_time(inp: TimeInputs) -> StepTime:
              if qk else "none (SDPA runs attention on the tensor cores)"),
         Term("elementwise traffic", t_traffic, f"{images} x {traffic / 1e9:.2f} GB ({mode}) through "
              f"{bw / 1e9:.0f} GB/s"),
+        *([Term("gradient accumulation", t_accum, f"{inp.accum - 1} micro-steps add their gradients into .grad: "
+                f"{BYTES_GRAD_ACCUM} B/param each")] if inp.accum > 1 else []),
+        *([Term("launch-bound", t_launch, f"{kernels} kernels per micro-step x {LAUNCH_S * 1e6:.0f} us to issue = "
+                f"{kernels * LAUNCH_S * 1e3:.1f} ms > {gpu_micro * 1e3:.1f} ms of GPU work ({mode})")]
+          if t_launch > 0 else []),
         Term("optimizer + EMA", t_opt, f"{opt_bytes / pb.trainable:.0f} B/param: AdamW, {inp.num_emas} EMAs"
              + (", DDP bucket copies" if ddp_copy else "")),
     ]
@@ -210,7 +239,7 @@ def train_step_time(inp: TimeInputs) -> StepTime:
         kind = link_kind(gpu, inp.nodes)
         grad_bytes = 4 * pb.trainable
         t_comm = 2 * (inp.world_size - 1) / inp.world_size * grad_bytes / (BUS_GBS[kind] * 1e9)
-        backward = (2 / 3) * (t_tensor + t_fp32 + t_traffic) / inp.accum  # the last micro-step's backward
+        backward = (2 / 3) * (t_tensor + t_fp32 + t_traffic + t_accum) / inp.accum  # the last micro-step's backward
         hidden = min(t_comm, OVERLAP_BACKWARD * backward)
         terms.append(Term("all-reduce", t_comm - hidden, f"{grad_bytes / 1e9:.2f} GB fp32 gradients over "
                           f"{kind} at {BUS_GBS[kind]:g} GB/s = {t_comm * 1e3:.0f} ms, {hidden * 1e3:.0f} ms hidden "
