@@ -39,6 +39,27 @@ def test_rows_say_prior_or_calibrated():
     assert "prior" in {r.quantity: r.why for r in story().rows}["images/s"]
 
 
+def test_strategy_rows_are_calibrated_like_the_headline():
+    """A calibrated plan compares its memory strategies on the same (calibrated) clock as its epoch row."""
+    import re
+
+    def hours(text: str) -> tuple[float, float]:  # (value, half the printed resolution), in hours
+        val, unit = re.search(r"epoch ([0-9.]+) (min|h|d)", text).groups()
+        scale = {"min": 1 / 60, "h": 1.0, "d": 24.0}[unit]
+        return float(val) * scale, (0.5 if unit == "min" else 0.05) * scale
+
+    plan = make_plan(hardware_from_flags("2xRTX3060", host_ram="64GB"), load_recipe("JiT-L/16"), PlanOptions(),
+                     calibration=shipped_records())
+    headline = plan.estimates.epoch_time_s / 3600
+    assert "calibrated" in plan.estimates.time_source
+    others = [r for r in plan.rows if r.quantity.startswith("  ") and "epoch" in r.target]
+    assert others
+    for r in others:
+        pct = int(re.match(r"([+-]\d+)%", r.why).group(1))
+        got, half = hours(r.target)
+        assert got == pytest.approx(headline * (1 + pct / 100), rel=0.006, abs=half), r
+
+
 def test_nearest_record_on_the_same_gpu_and_none_on_another():
     rec = shipped_records()[0]
     eager_plan = make_plan(hardware_from_flags("2xRTX3060", host_ram="24GB"), load_recipe("JiT-B/16"),

@@ -168,6 +168,7 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
     est = estimate(hardware, train, pred, wp, options, target)
     est = strategy.adjust_estimates(est, inp, train.memory, plain_step(hardware, train, options)[0], accum=accum,
                                     epochs=train.epochs)
+    prior_epoch = est.epoch_time_s
     if calibration:
         m = train.model
         est = calib.apply(est, calibration, gpu=gpu, variant=m.variant, compile=train.compile,
@@ -194,6 +195,10 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
         rows=[], launch=render_launch(hardware, options, recipe.slug),
         provenance=provenance(hardware, recipe, options, est, batch_why, bmax), warnings=warnings,
     )
+    if est.epoch_time_s != prior_epoch and prior_epoch > 0:  # calibrated: the other candidates by the same factor
+        f = est.epoch_time_s / prior_epoch
+        scaled = {id(c): dataclasses.replace(c, step_s=c.step_s * f, epoch_s=c.epoch_s * f) for c in cands}
+        choice, cands = scaled[id(choice)], [scaled[id(c)] for c in cands]
     extra = [PlanRow(quantity=q, reference=r, target=t, why=w)
              for q, r, t, w in strategy.rows(choice, cands, forced=options.strategy is not None,
                                                    precision=(ref.precision, train.precision, gpu.name))]
