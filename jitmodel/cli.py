@@ -34,7 +34,8 @@ CFG = typer.Option(None, "--cfg", help="Guidance weight (1 = none).")
 INTERVAL = typer.Option(None, "--interval", help="Guidance interval lo,hi in t (README recipes: 0.1,1.0).")
 MODE = typer.Option(None, "--mode", help="fast (batched, skips unguided uncond forwards) | exact (official calls)")
 IMG_SIZE = typer.Option(None, "--img-size", help="Serve at another resolution (rebuilds pos_embed and RoPE).")
-PRECISION = typer.Option("auto", "--precision", help="auto (bf16 autocast on CUDA, fp32 elsewhere) | bf16 | fp32")
+PRECISION = typer.Option("auto", "--precision", help="auto (autocast: bf16 on CUDA cards with bf16, else fp16; on Apple "
+                         "MPS bf16 on macOS 14+, else fp16; fp32 on the CPU) | bf16 | fp16 | fp32")
 JSON = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
 
 
@@ -52,16 +53,14 @@ def _sample_cfg(defaults: Any, sampler: str | None, steps: int | None, cfg: floa
 
 
 def _setup(ckpt: str, ema: str, img_size: int | None, device: str, precision: str, variant: str | None = None):
-    import torch
-
-    from jitmodel.dist import DistEnv, pick_device
+    from jitmodel.dist import DistEnv, pick_device, sampling_autocast
     from jitmodel.sample import load_for_sampling
 
+    if device not in ("auto", "cpu", "cuda", "mps"):
+        raise ValueError(f"--device must be auto, cpu, cuda or mps, got {device!r}")
     env = DistEnv.from_env()
-    dev = pick_device(device, env.local_rank)
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"--precision must be auto, bf16 or fp32, got {precision!r}")
-    autocast = torch.bfloat16 if precision == "bf16" or (precision == "auto" and dev.type == "cuda") else None
+    dev = pick_device(device, env.local_rank)  # auto: cuda > mps > cpu
+    autocast = sampling_autocast(precision, dev)
     return env, dev, autocast, load_for_sampling(ckpt, ema=ema, img_size=img_size, variant=variant, device=dev)
 
 

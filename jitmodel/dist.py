@@ -131,6 +131,40 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def mps_bf16_supported() -> bool:
+    """Whether this Mac's MPS backend takes bf16 tensors (macOS 14+; PyTorch raises a TypeError before)."""
+    try:
+        torch.empty(1, dtype=torch.bfloat16, device="mps")
+    except (RuntimeError, TypeError):
+        return False
+    return True
+
+
+def sampling_autocast(precision: str, device: torch.device) -> torch.dtype | None:
+    """The sampler's autocast dtype (None: fp32). ``auto``: on CUDA as training (bf16 where the card has it,
+    fp16 on Volta/Turing); on Apple MPS bf16 where macOS supports it (14+; the dtype the model trained in),
+    else fp16; fp32 on the CPU. ValueError (one line) for a dtype the device cannot run.
+
+        >>> sampling_autocast("auto", torch.device("cpu")) is None, sampling_autocast("fp16", torch.device("cpu"))
+        (True, torch.float16)
+    """
+    if precision not in ("auto", "bf16", "fp16", "fp32"):
+        raise ValueError(f"--precision must be auto, bf16, fp16 or fp32, got {precision!r}")
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        return amp_dtype(precision, device)
+    if device.type == "mps":
+        bf16 = mps_bf16_supported()
+        if precision == "auto":
+            return torch.bfloat16 if bf16 else torch.float16
+        if precision == "bf16" and not bf16:
+            raise ValueError("bf16 on MPS needs macOS 14 or newer; use --precision fp16 (or fp32)")
+    elif precision == "auto":
+        return None
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
 def all_gather(obj: Any) -> list[Any]:
     """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` for one process."""
     if not (torch_dist.is_available() and torch_dist.is_initialized()):

@@ -191,7 +191,8 @@ class InceptionExtractor:
 
         with torch.no_grad():
             feats, logits = self.net(images.to(self.device))
-        return feats.double().cpu().numpy(), logits.double().cpu().numpy()
+        # to the CPU first: MPS has no float64 (PyTorch raises converting an MPS tensor to double)
+        return feats.cpu().double().numpy(), logits.cpu().double().numpy()
 
 
 class DigitsExtractor:

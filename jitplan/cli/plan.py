@@ -8,6 +8,8 @@
     jitplan plan --hardware hardware.yaml --trace                  # from `jitplan probe --out`, traced memory
     jitplan plan --show plan.yaml                                  # render a saved plan
     jitplan plan --list-gpus                                       # the GPU catalog with its sources
+    jitplan plan --gpus 1xM4-24GB --task sample --num-images 64    # sampling a checkpoint on a Mac (MPS)
+    jitplan plan --gpus 1xM4 --task evaluate                       # FID over 50,000 images: memory, batch, time
 
 Thin: parse -> ``jitplan.planner.plan.make_plan`` -> render. No torch import unless ``--trace``.
 """
@@ -33,13 +35,30 @@ class _LrScaling(str, Enum):
     sqrt = "sqrt"
 
 
+class _Task(str, Enum):
+    train = "train"
+    sample = "sample"
+    evaluate = "evaluate"
+
+
+class _Sampler(str, Enum):
+    heun = "heun"
+    euler = "euler"
+
+
 class _Attention(str, Enum):
     exact = "exact"
     sdpa = "sdpa"
 
 
 def plan_command(
-    gpus: str | None = typer.Option(None, "--gpus", help="GPU spec: RTX3060, 2xRTX3060, 8xH200, 2x8xH100 (nodes x GPUs)."),
+    gpus: str | None = typer.Option(None, "--gpus", help="GPU spec: RTX3060, 2xRTX3060, 8xH200, 2x8xH100 (nodes x GPUs); "
+                                    "a Mac: 1xM4, 1xM4Pro-48GB (unified memory)."),
+    task: _Task = typer.Option(_Task.train, "--task", help="train (default), or sample / evaluate a checkpoint of the "
+                               "recipe (memory, batch, time per image; Apple MPS too)."),
+    num_images: int | None = typer.Option(None, "--num-images", min=1, help="sample/evaluate: images (64 / 50,000)."),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="sample/evaluate: sampling steps (recipe: 50)."),
+    sampler: _Sampler | None = typer.Option(None, "--sampler", help="sample/evaluate: heun (recipe) or euler."),
     hardware: str | None = typer.Option(None, "--hardware", help="A HardwareSpec YAML (jitplan probe --out)."),
     recipe: str | None = typer.Option(None, "--recipe", "--model", help="Reference recipe: JiT-B/16 (default), "
                                       "JiT-L/16, JiT-H/16, JiT-B/32, JiT-L/32, JiT-H/32, or a YAML path."),
@@ -107,6 +126,17 @@ def plan_command(
     hw = _hardware(gpus, hardware, gpu_mem, gpu_tflops, gpu_bw, host_ram, cpus, shm, disk)
     hw = _host_from_env(hw, env)
     rec = load_recipe(env.take("recipe", recipe) or "JiT-B/16")
+    if task != _Task.train:
+        _inference(hw, rec, task.value, num_images, steps, sampler, batch_per_gpu, attention, memory_fraction, out,
+                   json_, wide)
+        return
+    if hw.gpu is not None and hw.gpu.backend == "mps":
+        from jitplan.errors import CheckFailed
+
+        raise CheckFailed(f"{hw.gpu.name} (MPS) has no training plan: jitplan models training on CUDA GPUs (NCCL, "
+                          "tensor cores); jitmodel train --device mps runs one unplanned fp32 process",
+                          hint=f"plan sampling or evaluation on it: jitplan plan --gpus {gpus or '1xM4'} --task sample "
+                          "(or --task evaluate); plan training for a CUDA card: --gpus 1xRTX4090")
     price_per_hour = env_float("price_per_hour", env.take("price_per_hour", price_per_hour))
     opts = PlanOptions(
         policy=policy.value, lr_scaling=lr_scaling.value, batch_per_gpu=batch_per_gpu, accum=accum,
@@ -128,6 +158,25 @@ def plan_command(
         save_plan(plan, out)
         note(f"plan written to {out}")
     emit(plan, json_mode=json_, render=lambda console: render_plan(console, plan, wide=wide, saved_to=out))
+
+
+def _inference(hw, rec, task, num_images, steps, sampler, batch, attention, memory_fraction, out, json_, wide):
+    """``--task sample|evaluate``: jitplan.planner.inference_plan, rendered like a training plan."""
+    from jitmodel.atomic import atomic_write_text
+    from jitplan.cli._output import emit, note
+    from jitplan.cli.plan_render import render_inference
+    from jitplan.planner.inference_plan import InferenceOptions, make_inference_plan
+
+    opts = InferenceOptions(task=task, num_images=num_images, steps=steps, method=sampler.value if sampler else None,
+                            batch=batch, attention=attention.value if attention else None,
+                            memory_fraction=memory_fraction)
+    plan = make_inference_plan(hw, rec, opts)
+    if out:
+        import yaml
+
+        atomic_write_text(out, yaml.safe_dump(plan.model_dump(mode="json"), sort_keys=False))
+        note(f"plan written to {out}")
+    emit(plan, json_mode=json_, render=lambda console: render_inference(console, plan, wide=wide))
 
 
 def _host_from_env(hw, env):

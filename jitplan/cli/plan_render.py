@@ -95,3 +95,42 @@ def render_catalog(console, rows, *, wide: bool | None = None) -> None:
     console.print(table)
     if not wide:
         console.print(Text("NVLink and each number's source: --wide or --json", style="dim"))
+
+
+def render_inference(console, plan, *, wide: bool | None = None) -> None:
+    """A sampling/evaluation plan: the same rows layout as a training plan, both memory breakdowns, the command."""
+    from rich.markup import escape as esc
+    from rich.padding import Padding
+    from rich.table import Table
+    from rich.text import Text
+
+    from jitplan.planner.rows import fmt_bytes, fmt_duration
+
+    wide = console.width >= WIDE_COLUMNS if wide is None else wide
+    t = plan.target
+    title = (f"{plan.variant} at {plan.img_size} px: {plan.task} {plan.num_images:,} images on {t.gpus} "
+             f"(reference {plan.reference.gpus})")
+    if wide:
+        table = Table(title=esc(title))
+        for col, style in (("quantity", "bold"), ("reference", ""), ("target", "cyan"), ("why", "dim")):
+            table.add_column(col, style=style, overflow="fold")
+        for r in plan.rows:
+            table.add_row(Text(r.quantity), Text(r.reference), Text(r.target), Text(r.why))
+        console.print(table)
+    else:
+        console.print(Text(title, style="bold"))
+        for r in plan.rows:
+            console.print(Text.assemble((r.quantity, "bold"), ": ", r.reference, " -> ", (r.target, "cyan")))
+            console.print(Padding(Text(r.why, style="dim"), (0, 0, 0, 4)))
+    mem = Table(title=f"memory on {t.gpus.split(' x ', 1)[-1]} at batch {t.batch} (predicted)", box=None)
+    for col in ("item", "bytes", "why"):
+        mem.add_column(col, overflow="fold")
+    for item in t.memory_breakdown:
+        mem.add_row(Text(item.name), fmt_bytes(item.bytes), Text(item.why))
+    mem.add_row("total", fmt_bytes(t.memory_bytes), f"target {fmt_bytes(t.memory_target_bytes)} of "
+                f"{fmt_bytes(t.usable_memory_bytes)} usable; largest batch that fits: {t.max_batch}", style="bold")
+    console.print(mem)
+    for w in plan.warnings:
+        console.print(Text.assemble(("warning: ", "yellow"), w))
+    console.print(Text(f"run ({fmt_duration(t.total_s)} predicted):", style="bold"))
+    console.print(Text(f"  {shlex.join(plan.command)}"))

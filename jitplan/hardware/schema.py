@@ -16,17 +16,25 @@ class _Strict(BaseModel):
 
 
 class GPUSpec(_Strict):
-    """One GPU model. Catalog rows and probed cards share this shape."""
+    """One GPU model. Catalog rows and probed cards share this shape.
+
+    ``backend="mps"`` marks an Apple silicon GPU: ``memory_bytes`` is the unified memory (RAM) the CPU and the
+    GPU share, of which Metal lets the GPU use only part (jitplan.planner.inference.usable_memory), and there
+    are no tensor cores, so ``bf16_tflops`` is the half-precision ALU rate (the FP32 rate on M1-M4).
+    """
 
     name: str  # canonical catalog name, e.g. "RTX 3060 12GB"
-    memory_bytes: Annotated[int, Field(gt=0)]  # total memory as NVML reports it
+    memory_bytes: Annotated[int, Field(gt=0)]  # total memory as NVML reports it (mps: the unified RAM)
     bf16_tflops: Annotated[float, Field(gt=0)]  # dense bf16 tensor-core peak with fp32 accumulate
     fp32_tflops: Annotated[float, Field(gt=0)] | None = None
     mem_bw_gbs: Annotated[float, Field(gt=0)] | None = None  # GB/s
     compute_capability: str | None = None  # "8.6"
     bf16: bool = True  # native bf16 support (Ampere and newer)
     nvlink: bool = False
-    gpu_class: Literal["consumer", "workstation", "datacenter", "custom"] = "custom"
+    gpu_class: Literal["consumer", "workstation", "datacenter", "apple", "custom"] = "custom"
+    # Apple silicon only; left out of a CUDA card's dump, so plan files written before them stay byte-identical.
+    backend: Literal["cuda", "mps"] = Field("cuda", exclude_if=lambda v: v == "cuda")  # mps: one GPU, no NCCL
+    gpu_cores: Annotated[int, Field(gt=0)] | None = Field(None, exclude_if=lambda v: v is None)  # Apple GPU cores
     aliases: list[str] = Field(default_factory=list)
     source: str = ""  # where the numbers come from
 

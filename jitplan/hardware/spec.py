@@ -9,7 +9,8 @@
     (24000000000, 25769803776, 512000000)
 
 Grammar: ``[NODES x] [GPUS x] NAME`` where NAME is a catalog name or alias, forgiving case, spaces and
-hyphens (``RTX3060``, ``rtx-3060``, ``RTX 3060 12GB``, ``8 x H200``). Byte sizes: a number with an
+hyphens (``RTX3060``, ``rtx-3060``, ``RTX 3060 12GB``, ``8 x H200``). An Apple silicon name may carry the
+Mac's unified memory (``M4-24GB``, ``M4 Pro 48GB``: Apple's GB, which are GiB). Byte sizes: a number with an
 optional unit; decimal units (KB, MB, GB, TB, also K/M/G/T) are powers of 1000, binary units
 (KiB, MiB, GiB, TiB) powers of 1024; a bare number is bytes, and one under 1 MiB is refused as a
 forgotten unit (``--host-ram 24``).
@@ -25,6 +26,7 @@ from jitplan.hardware.catalog import lookup
 from jitplan.hardware.schema import GPUSpec, HardwareSpec, HostSpec
 
 _SPEC = re.compile(r"^\s*(?:(\d+)\s*[x×*]\s*)?(?:(\d+)\s*[x×*]\s*)?(.*?)\s*$", re.IGNORECASE)
+_UNIFIED_SIZE = re.compile(r"(\d+)\s*(?:gb|gib|g)\s*$", re.IGNORECASE)
 _BYTES = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+)\s*([a-z]*)\s*$", re.IGNORECASE)
 _UNITS = {
     "": 1, "b": 1,
@@ -72,7 +74,11 @@ def parse_gpu_spec(text: str, memory_bytes: int | None = None) -> tuple[int, int
         nodes, per_node = 1, int(a) if a is not None else 1
     if nodes < 1 or per_node < 1:
         raise UsageError(f"bad GPU spec {text!r}: node and GPU counts must be at least 1")
-    return nodes, per_node, lookup(name, memory_bytes)
+    gpu = lookup(name, memory_bytes)
+    size = _UNIFIED_SIZE.search(name)
+    if gpu.backend == "mps" and size:  # "M4-24GB": the Mac's unified memory, in Apple's GB (= GiB)
+        gpu = gpu.model_copy(update={"memory_bytes": int(size.group(1)) * 2**30})
+    return nodes, per_node, gpu
 
 
 def custom_gpu(name: str, memory_bytes: int, tflops: float, mem_bw_gbs: float | None = None) -> GPUSpec:
