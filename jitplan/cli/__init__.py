@@ -27,7 +27,7 @@ app = typer.Typer(
 
 # One module per command family; a module that does not exist yet is skipped.
 _COMMAND_MODULES = ("plan", "probe", "doctor", "data", "launch", "runs", "pull", "demo", "compare", "calibrate",
-                    "report")
+                    "report", "watch")
 
 
 def _register_all() -> None:

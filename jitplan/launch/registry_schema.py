@@ -118,6 +118,7 @@ class RunMeta(_Row):
     nproc_per_node: int | None = None
     local_run_dir: str | None = None  # where `jitplan pull` brings a remote run's files home
     last_pull: LastPull | None = None
+    launch: dict[str, Any] | None = None  # a cloud launch's request (paths and options, no secrets): `jitplan watch`
 
     @classmethod
     def from_stored(cls, raw: dict[str, Any]) -> RunMeta:

@@ -222,8 +222,10 @@ def _run_ssh(job: SSHLaunch, stage: Callable[[SSHLaunch, str | None], tuple[Sequ
 def _launch_cloud(plan: Plan, req: RemoteRequest, hooks: RemoteHooks, opts: SSHOptions,
                   stage: Callable[[SSHLaunch, str | None], tuple[Sequence[Path], NodeCommand]],
                   registry: Registry | None, provider: Provider | None) -> RemoteResult:
-    from jitplan.launch.recover import checkpoint_to_resume, supervise_remote, watch_settings
+    from jitplan.launch.cloud_watch import relauncher
+    from jitplan.launch.recover import supervise_remote, watch_settings
     from jitplan.launch.registry import Registry
+    from jitplan.launch.registry_schema import RunMeta
     from jitplan.launch.ssh import SSHLaunch
     from jitplan.launch.watchdog import config_for
     from jitplan.providers.provision import Hooks, ProvisionRequest, provision
@@ -234,6 +236,8 @@ def _launch_cloud(plan: Plan, req: RemoteRequest, hooks: RemoteHooks, opts: SSHO
     # The run first: every label a create will carry is written under it before the create is sent.
     run_id = registry.create_run(req.name, cloud.provider, plan_path=str(req.plan_file.resolve()),
                                  run_dir=req.run_dir, status="provisioning")
+    registry.update_run(run_id, meta=RunMeta(launch=req.model_copy(update={
+        "plan_file": req.plan_file.resolve(), "run_dir": req.run_dir.resolve()}).model_dump(mode="json")))
     got: ProvisionResult | None = None
     since = time.time()  # --max-hours and --budget count from the rent
     with sigterm_as_interrupt():
@@ -249,17 +253,14 @@ def _launch_cloud(plan: Plan, req: RemoteRequest, hooks: RemoteHooks, opts: SSHO
                             root=req.remote_dir, run_id=req.name)
             wd = config_for(plan, max_hours=req.max_hours, budget_usd=req.budget, dph=got.dph, since=since)
             res = _run_ssh(job, stage, req, hooks, registry, run_id, watchdog=wd)
-
-            def relaunch(n: int) -> None:  # a recovery: a new offer, the last pulled checkpoint (launch/recover.py)
-                nonlocal got
-                got = provision(provider, preq.model_copy(update={"yes": True}), Hooks(say=hooks.say),
-                                registry=registry)
-                _run_ssh(SSHLaunch(got.ssh, job.opts, root=req.remote_dir, run_id=req.name), stage, req, hooks,
-                         registry, run_id, watchdog=wd, resume_from=checkpoint_to_resume(req.run_dir))
-
             if not req.detach and not cloud.instance:  # watch it here: pull, tear down when done, recover
-                w = supervise_remote(registry, run_id, provider, relaunch, watch_settings(req.max_recoveries),
-                                     say=hooks.say)
+                def rented(new: ProvisionResult) -> None:  # a recovery's instance is the one to tear down now
+                    nonlocal got
+                    got = new
+
+                w = supervise_remote(registry, run_id, provider,
+                                     relauncher(plan, req, hooks, registry, run_id, provider, since, rented),
+                                     watch_settings(req.max_recoveries), say=hooks.say)
                 res.status = w.status
                 if not registry.instances(run_id=run_id):
                     return res.model_copy(update={"instance_id": got.instance_id, "dph": got.dph})
@@ -276,6 +277,9 @@ def _launch_cloud(plan: Plan, req: RemoteRequest, hooks: RemoteHooks, opts: SSHO
     res.instance_id, res.dph, res.stop_command = got.instance_id, got.dph, stop_command(run_id)
     hooks.say(f"instance {got.instance_id} keeps billing {got.dph or 0:.3f} $/h until you stop it:\n  "
               f"{stop_command(run_id)}")
+    if req.detach and not cloud.instance:
+        hooks.say(f"or let jitplan pull it, tear it down when training ends and recover a lost instance:\n  "
+                  f"jitplan watch {run_id}")
     return res
 
 

@@ -1,0 +1,113 @@
+"""`jitplan watch RUN`: a run launched with --detach on the Vast fake (real SDK, real sshd, real trainer) is
+followed from another command: pulled, recovered on a new offer from the recorded launch request when its
+instance is outbid, pulled and destroyed when training ends. Nothing is left billing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import threading
+import time
+
+import pytest
+from fakes.sshd import LoopbackSSHD, keygen, sshd_available
+from fakes.vast_server import VastFake
+from test_pull import write_checkpoint
+from test_recover import KEY, Cloud, _kill_everything_under, _tiny_plan
+
+from jitplan.launch.registry import Registry
+
+pytest.importorskip("vastai", reason="the vastai SDK (jitplan[vast]) is not installed")
+pytestmark = [pytest.mark.net, pytest.mark.skipif(not sshd_available(), reason="needs /usr/sbin/sshd, rsync, root")]
+
+
+@pytest.fixture
+def reg(tmp_path, monkeypatch) -> Registry:
+    monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "jp"))
+    monkeypatch.setenv("VAST_API_KEY", KEY)
+    return Registry()
+
+
+def test_watch_refuses_a_run_with_nothing_to_watch(cli, reg) -> None:
+    rid = reg.create_run("local-one", "local", status="finished")
+    r = cli("watch", rid)
+    assert r.code == 2 and "nothing to watch" in r.err and "Traceback" not in r.err
+    assert len(r.err.strip().splitlines()) <= 2  # the error and its hint
+
+
+def test_an_older_run_without_a_recorded_launch_is_still_pulled_and_torn_down(cli, reg, tmp_path) -> None:
+    from test_pull import Remote
+
+    remote = Remote(tmp_path)
+    try:
+        with VastFake(KEY) as fake:
+            import os
+
+            os.environ["VAST_URL"] = fake.url
+            try:
+                c = Cloud(fake, reg, remote, tmp_path / "local")
+                write_checkpoint(c.rdir / "out", 7)
+                (c.rdir / "watchdog-state.json").write_text(json.dumps({"state": "done", "reason": "finished"}))
+                r = cli("watch", c.rid, "--json")
+                live = fake.live()
+            finally:
+                del os.environ["VAST_URL"]
+    finally:
+        remote.sshd.__exit__()
+    assert r.code == 0, r.err[-2000:]
+    assert live == [] and json.loads(r.out)["status"] == "finished" and json.loads(r.out)["step"] == 7
+    assert (tmp_path / "local" / "out" / "last.pt").is_file() and reg.instances() == []
+
+
+@pytest.mark.slow
+def test_a_detached_run_is_recovered_then_torn_down_by_watch(cli, reg, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("JITPLAN_VAST_POLL_S", "0.05")
+    monkeypatch.setenv("JITPLAN_WATCH_POLL_S", "0.3")
+    monkeypatch.setenv("JITPLAN_PULL_EVERY_S", "0.5")
+    monkeypatch.chdir(tmp_path)
+    plan = _tiny_plan(tmp_path / "plan.yaml", max_steps=30)
+    identity = keygen(tmp_path / "id_ed25519")
+    root, staged = tmp_path / "remote", tmp_path / "staged"
+    seen: dict = {}
+
+    with LoopbackSSHD(tmp_path / "sshd") as sshd, \
+            VastFake(KEY, ssh_port=sshd.port, authorized_keys=sshd.authorized_keys) as fake:
+        fake.add_offer(3001, num_gpus=1, dph_base=0.10, gpu_ram=12288)
+        fake.add_offer(3002, num_gpus=1, dph_base=0.12, gpu_ram=12288)
+        monkeypatch.setenv("VAST_URL", fake.url)
+        r = cli("launch", str(plan), "--vast", "--yes", "--identity", str(identity), "--remote-dir", str(root),
+                "--remote-python", sys.executable, "--no-doctor", "--run-dir", str(staged), "--max-restarts", "1",
+                "--detach", "--json")
+        assert r.code == 0, r.err[-3000:]
+        rid = json.loads(r.out)["run_id"]
+        assert f"jitplan watch {rid}" in r.err and len(fake.live()) == 1  # detached: it bills until watched/stopped
+
+        def outbid() -> None:  # once a checkpoint came home, the first instance loses its bid and its disk
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                p = staged / "pulled.json"
+                if p.exists() and (json.loads(p.read_text()).get("step") or 0) >= 10:
+                    break
+                time.sleep(0.1)
+            _kill_everything_under(root)
+            shutil.rmtree(root / "runs", ignore_errors=True)
+            seen["iid"] = fake.live()[0]["id"]
+            fake.faults.outbid.add(3001)
+
+        saboteur = threading.Thread(target=outbid, daemon=True)
+        saboteur.start()
+        w = cli("watch", rid, "--json")
+        saboteur.join(10)
+        assert w.code == 0, w.err[-3000:]
+        assert fake.live() == [] and [c.path for c in fake.creates()] == ["/api/v0/asks/3001/", "/api/v0/asks/3002/"]
+        assert len(fake.deletes()) == 2
+    res = json.loads(w.out)
+    assert res["status"] == "finished" and res["recoveries"] == 1 and res["step"] == 30
+    (lost,) = reg.events(rid, kind="instance-lost")
+    assert str(seen["iid"]) in lost.message and "outbid" in lost.message
+    assert any(f"resumed at step {lost.data['step']} " in p.read_text() for p in (root / "runs").glob("*/train.log"))
+    assert reg.get_run(rid).status == "finished" and reg.instances() == []
+    assert KEY not in r.err + r.out + w.err + w.out
+    meta = reg.get_run(rid).meta.launch
+    assert meta is not None and KEY not in json.dumps(meta) and meta["plan_file"] == str(plan.resolve())
