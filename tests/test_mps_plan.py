@@ -138,6 +138,33 @@ def test_plan_time_for_n_images():
     assert "--device" in p.command and p.command[p.command.index("--device") + 1] == "mps"
 
 
+def test_fp32_when_the_autocast_cache_does_not_fit():
+    """H/16 on an 8 GB M1: weights + the 2 B/param half cache exceed the working set; fp32 alone fits."""
+    rec, gpu = load_recipe("JiT-H/16"), lookup("M1")
+    s = inf.SamplerSettings(steps=50, cfg=2.2, interval_min=0.1)
+    assert inf.max_batch("JiT-H/16", 256, gpu, s, dtype="bf16") == 0
+    p = make_inference_plan(hardware_from_flags("1xM1"), rec, InferenceOptions())
+    assert p.target.dtype == "fp32" and p.target.batch == min(p.target.max_batch, 64) > 0
+    assert p.command[p.command.index("--precision") + 1] == "fp32"
+    assert "--precision" not in make_inference_plan(hardware_from_flags("1xM4"), rec, InferenceOptions()).command
+
+
+def test_sampling_maps_the_checkpoint(monkeypatch):
+    pytest.importorskip("torch")
+    from jitmodel import checkpoint, sample
+
+    seen = {}
+
+    def fake_load(path, map_location="cpu", mmap=False):
+        seen["mmap"] = mmap
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", fake_load)
+    with pytest.raises(ValueError, match="stop here"):
+        sample.load_for_sampling("x.pt")
+    assert seen["mmap"] is True  # an H/16 file (~19 GB) is not read into a Mac's unified memory
+
+
 def test_infeasible_and_multi_mac():
     from jitplan.errors import CheckFailed, UsageError
 
@@ -169,6 +196,9 @@ def test_cli_json_shape_and_out(cli, tmp_path):
     assert data["sample"]["steps"] == 25 and data["target"]["nfe"] == 49
     assert data["command"][:2] == ["jitmodel", "evaluate"]  # 1000 images: batched, resumable
     assert InferencePlan.model_validate(yaml.safe_load(out.read_text())).model_dump(mode="json") == data
+    shown = cli("plan", "--show", str(out), "--json")  # a saved sampling plan renders like a training plan
+    assert shown.code == 0 and json.loads(shown.out) == data
+    assert "jitmodel evaluate" in cli("plan", "--show", str(out)).out
 
 
 def test_cli_refuses_training_on_mps_and_bad_task(cli):

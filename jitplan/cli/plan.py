@@ -112,6 +112,8 @@ def plan_command(
         emit(rows, json_mode=json_, render=lambda console: render_catalog(console, rows, wide=wide))
         return
     if show is not None:
+        if _show_inference(show, json_, wide):
+            return
         saved = load_plan(show)
         emit(saved, json_mode=json_, render=lambda console: render_plan(console, saved, wide=wide, saved_to=show))
         return
@@ -158,6 +160,33 @@ def plan_command(
         save_plan(plan, out)
         note(f"plan written to {out}")
     emit(plan, json_mode=json_, render=lambda console: render_plan(console, plan, wide=wide, saved_to=out))
+
+
+def _show_inference(path, json_, wide) -> bool:
+    """Render a saved sampling/evaluation plan (``kind: inference-plan``); False for any other file."""
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from jitmodel.config import read_yaml_mapping, validation_summary
+    from jitplan.cli._output import emit
+    from jitplan.cli.plan_render import render_inference
+    from jitplan.errors import UsageError
+
+    try:
+        raw = read_yaml_mapping(Path(path), "plan")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if raw.get("kind") != "inference-plan":
+        return False
+    from jitplan.planner.inference_plan import InferencePlan
+
+    try:
+        plan = InferencePlan.model_validate(raw)
+    except ValidationError as e:
+        raise UsageError(f"{path}: invalid sampling plan: {validation_summary(e)}") from None
+    emit(plan, json_mode=json_, render=lambda console: render_inference(console, plan, wide=wide))
+    return True
 
 
 def _inference(hw, rec, task, num_images, steps, sampler, batch, attention, memory_fraction, out, json_, wide):

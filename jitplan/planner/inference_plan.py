@@ -112,9 +112,13 @@ def estimate(hw: HardwareSpec, recipe: Recipe, opts: InferenceOptions, s: inf.Sa
     usable = inf.usable_memory(gpu)
     target = int(opts.memory_fraction * usable)
     cap = inf.max_batch(m.variant, m.img_size, gpu, s, memory_fraction=opts.memory_fraction, **kw)
+    if cap == 0:  # fp32 holds no half-precision weight cache (2 B/param): it may fit where autocast does not
+        kw["dtype"] = "fp32"
+        cap = inf.max_batch(m.variant, m.img_size, gpu, s, memory_fraction=opts.memory_fraction, **kw)
+        dtype = "fp32" if cap else dtype
     per_gpu = -(-num_images // hw.world_size)
     if cap == 0:
-        one = inf.predict_memory(m.variant, m.img_size, gpu, s, 1, **kw).total
+        one = inf.predict_memory(m.variant, m.img_size, gpu, s, 1, **kw).total  # fp32, the smaller
         raise CheckFailed(f"{m.variant} at {m.img_size} px does not fit {gpu.name} even one image at a time: "
                           f"{one / 1e9:.1f} GB predicted, {target / 1e9:.1f} GB usable",
                           hint="a smaller variant or image size, or a GPU with more memory")
@@ -158,16 +162,17 @@ def make_inference_plan(hw: HardwareSpec, recipe: Recipe, opts: InferenceOptions
                         "measures them (jitmodel prints images_per_s)")
     return InferencePlan(task=opts.task, recipe=recipe.slug, variant=t.model.variant, img_size=t.model.img_size,
                          num_images=n, sample=sc, hardware=hw, reference=ref, target=tgt, rows=rows,
-                         warnings=warnings, command=command(hw, opts, sc, n, tgt.batch, t.model.attention))
+                         warnings=warnings, command=command(hw, opts, sc, n, tgt.batch, tgt.dtype))
 
 
 def command(hw: HardwareSpec, opts: InferenceOptions, sc: SampleConfig, n: int, batch: int,
-            recipe_attention: str) -> list[str]:
+            dtype: str = "bf16") -> list[str]:
     """``jitmodel sample`` when every image fits one batch, else ``jitmodel evaluate`` (batched, resumable)."""
     assert hw.gpu is not None
     device = "mps" if hw.gpu.backend == "mps" else "cuda"
     sampler = ["--sampler", sc.method, "--steps", str(sc.steps), "--cfg", f"{sc.cfg:g}",
                "--interval", f"{sc.interval_min:g},{sc.interval_max:g}", "--device", device]
+    sampler += ["--precision", "fp32"] if dtype == "fp32" else []
     if opts.task == "sample" and n <= batch and hw.world_size == 1:
         return ["jitmodel", "sample", "--ckpt", opts.ckpt, "--random", "--n", str(n), *sampler, "--out", "samples.png"]
     head = (["torchrun", "--nproc-per-node", str(hw.gpus_per_node), "-m", "jitmodel"] if hw.world_size > 1
@@ -201,18 +206,20 @@ def _rows(hw: HardwareSpec, recipe: Recipe, opts: InferenceOptions, sc: SampleCo
     guided = f"cfg {sc.cfg:g} on t in ({sc.interval_min:g}, {sc.interval_max:g})" if sc.cfg != 1 else "no guidance"
     add(("sampler", f"{sc.method} {sc.steps} steps", f"{sc.method} {sc.steps} steps",
          f"NFE {tgt.nfe}; {guided}, {sc.mode} mode: {tgt.forwards_per_image} network forwards per image"))
-    add(("precision", f"{ref.dtype} autocast", f"{tgt.dtype} autocast",
-         "bf16 needs macOS 14+ on MPS (fp16 before; emulated through FP32 on M1/M2); weights stay fp32"
-         if mac else "bf16 where the card has it, else fp16; weights stay fp32"))
+    fp32 = "fp32 (no autocast): the half-precision weight cache does not fit; " if tgt.dtype == "fp32" else ""
+    add(("precision", f"{ref.dtype} autocast", "fp32" if fp32 else f"{tgt.dtype} autocast",
+         fp32 + ("bf16 needs macOS 14+ on MPS (fp16 before; emulated through FP32 on M1/M2); weights stay fp32"
+                 if mac else "bf16 where the card has it, else fp16; weights stay fp32")))
     add(("batch per GPU", str(ref.batch), str(tgt.batch),
          f"{'--batch-per-gpu' if opts.batch else f'min(largest that fits {tgt.max_batch}, {inf.GEN_BATCH_CAP}, images per GPU)'}"
          f"; CFG runs {2 * tgt.batch if tgt.forwards_per_image > tgt.nfe and sc.mode == 'fast' else tgt.batch} "
          "images per forward"))
     add(("memory per GPU", _mem(ref), _mem(tgt), f"predicted peak; target {fmt_bytes(tgt.memory_target_bytes)} "
          f"({opts.memory_fraction:.0%} of usable); see the breakdown"))
-    add(("host RAM to load", fmt_bytes(CKPT_BYTES_PER_PARAM * pb.trainable), fmt_bytes(CKPT_BYTES_PER_PARAM * pb.trainable),
-         f"the checkpoint (model + 2 EMAs + AdamW, fp32, {CKPT_BYTES_PER_PARAM} B/param) is read on the CPU first"
-         + ("; on a Mac that is the same unified memory, freed before sampling" if mac else "")))
+    add(("host RAM to load", fmt_bytes(4 * pb.total), fmt_bytes(4 * pb.total),
+         f"the EMA's fp32 copy on the CPU before it moves to the GPU; the {CKPT_BYTES_PER_PARAM * pb.trainable / 1e9:.1f}"
+         f" GB file (model + 2 EMAs + AdamW, {CKPT_BYTES_PER_PARAM} B/param) is memory-mapped, not read"
+         + ("; on a Mac the same unified memory, freed before sampling" if mac else "")))
     add(("time per image (one GPU)", f"{ref.seconds_per_image:.3g} s", f"{tgt.seconds_per_image:.3g} s",
          " + ".join(f"{i.name} {i.seconds:.3g} s" for i in tgt.time_breakdown) + f"; {tgt.time_source}"))
     add(("images/s", f"{ref.images_per_s:.3g}", f"{tgt.images_per_s:.3g}", f"all GPUs; {tgt.time_source}"))
