@@ -375,27 +375,26 @@ def test_compare_over_ssh_fetches_each_arm_back_and_scores_it(cli, tmp_path, mon
         assert [s for s, _ in a["loss_curve"]] == [1, 2] and a["grid"]
 
 
-def test_vast_rents_one_instance_for_all_arms(cli, tmp_path, monkeypatch):
-    """--vast provisions through the provider once (patched here: no account), then every arm goes over SSH to it
-    with the new host key trusted in jitplan's own known_hosts; a bare TrainConfig cannot say what to rent."""
-    from types import SimpleNamespace
+@pytest.mark.net
+@pytest.mark.parametrize("keep", [False, True])
+def test_vast_rents_one_instance_for_all_arms_and_releases_it(cli, tmp_path, monkeypatch, keep):
+    """--vast provisions once (the real SDK against the Vast fake), every arm goes over SSH to that instance with
+    the new host key trusted in jitplan's own known_hosts, and when the comparison ends (here: it fails after
+    renting) the instance is destroyed, or kept and its stop command printed with --keep; a bare TrainConfig
+    cannot say what to rent."""
+    pytest.importorskip("vastai")
+    from fakes.vast_server import BannerServer, VastFake
 
-    import jitplan.providers.provision as provision
-    from jitplan.launch.target import SSHTarget
-
+    key = "SENTINEL-compare-" + "5c2e9a"
     monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HOME", str(tmp_path / "userhome"))
+    monkeypatch.setenv("VAST_API_KEY", key)
+    monkeypatch.setenv("JITPLAN_VAST_POLL_S", "0.01")
+    ident = tmp_path / "id_ed25519"
+    ident.write_text("not a real private key\n")
+    Path(str(ident) + ".pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFake jitplan-test\n")
     r = cli("compare", str(TEMPLATE), "--objectives", "x,v", "--steps", "2", "--vast", "--yes")
     assert r.code == 2 and "--vast needs a plan" in r.err
-    rented = []
-
-    def fake_provision(provider, req, hooks, *, registry):
-        rented.append((req.plan.hardware.world_size, req.run_id, req.bid, req.yes))
-        return SimpleNamespace(ssh=SSHTarget(user="root", host="203.0.113.7", port=41022))
-
-    import jitplan.launch.remote as remote
-
-    monkeypatch.setattr(provision, "provision", fake_provision)
-    monkeypatch.setattr(remote, "make_provider", lambda name, say: None)
     seen = {}
 
     def fake_run_compare(*args, **kw):
@@ -405,12 +404,21 @@ def test_vast_rents_one_instance_for_all_arms(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(core, "run_compare", fake_run_compare)
     plan = tmp_path / "plan.yaml"
     assert cli("plan", "--gpus", "1xRTX3060", "--data", str(tmp_path), "--out", str(plan)).code == 0
-    r = cli("compare", str(plan), "--objectives", "x,v", "--steps", "2", "--vast", "--bid", "0.2", "--yes")
-    assert r.code == 2 and "stop here" in r.err and "--destroy" in r.err
-    assert len(rented) == 1 and rented[0][0] == 1 and rented[0][2:] == (0.2, True)
+    with BannerServer() as banner, VastFake(key, ssh_port=banner.port) as fake:
+        fake.add_offer(2001, num_gpus=1, dph_base=0.20)
+        monkeypatch.setenv("VAST_URL", fake.url)
+        r = cli("compare", str(plan), "--objectives", "x,v", "--steps", "2", "--vast", "--bid", "0.2", "--yes",
+                "--identity", str(ident), *(["--keep"] if keep else []))
+        live, creates = fake.live(), fake.creates()
+    assert r.code == 2 and "stop here" in r.err and key not in r.err + r.out
+    assert len(creates) == 1
     runner = seen["runner"]
-    assert isinstance(runner, core.SSHRunner) and runner.target.host == "203.0.113.7"
+    assert isinstance(runner, core.SSHRunner) and runner.target.port == banner.port
     assert runner.opts.accept_new_host_key and runner.opts.known_hosts.startswith(str(tmp_path / "home"))
+    if keep:
+        assert len(live) == 1 and "jitplan stop" in r.err and "--destroy" in r.err
+    else:
+        assert live == [] and "destroyed" in r.err
 
 
 def test_module_docstring_examples_run():

@@ -44,6 +44,7 @@ def compare(
     remote_dir: str = typer.Option("jitplan", "--remote-dir", help="Remote root (relative: under the remote home)."),
     bid: float | None = typer.Option(None, "--bid", help="Vast: interruptible, bid $/h for the whole instance."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Vast: do not ask before renting."),
+    keep: bool = typer.Option(False, "--keep", help="Vast: keep the instance at the end (it bills until stopped)."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads of each rank and of the scoring."),
     ema: str | None = typer.Option(None, "--ema", help="Weights to score: ema1, ema2 or raw (default: config)."),
     sample_steps: int = typer.Option(50, "--sample-steps", min=1, help="Sampler steps for the grids/metrics."),
@@ -69,18 +70,30 @@ def compare(
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is a file")
     echo = sys.stderr if not json_out else None
-    if ssh or vast:
-        runner = _remote_runner(base, ssh=ssh, vast=vast, identity=identity, known_hosts=known_hosts,
-                                accept_new=accept_new, remote_python=remote_python, remote_dir=remote_dir, bid=bid, yes=yes,
-                                echo=echo)
-    else:
-        runner = core.LocalRunner(base, threads=threads, echo=echo)
+
     def note(message: str) -> None:  # plain: "x:v" must not become an emoji nor "[...]" markup
         err.print(message, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
-    result = core.run_compare(base, arms, budget, out_dir, runner=runner, seed=seed, ema=ema,
-                              sample_steps=sample_steps, per_class=per_class, ref_stats=ref_stats, threads=threads,
-                              note=note)
+    release = None
+    if ssh or vast:
+        runner, release = _remote_runner(base, ssh=ssh, vast=vast, identity=identity, known_hosts=known_hosts,
+                                         accept_new=accept_new, remote_python=remote_python, remote_dir=remote_dir,
+                                         bid=bid, yes=yes, echo=echo)
+    else:
+        runner = core.LocalRunner(base, threads=threads, echo=echo)
+    from jitplan.launch.remote import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
+        try:
+            result = core.run_compare(base, arms, budget, out_dir, runner=runner, seed=seed, ema=ema,
+                                      sample_steps=sample_steps, per_class=per_class, ref_stats=ref_stats,
+                                      threads=threads, note=note)
+        except BaseException as e:
+            if release is not None:  # the run failed or was interrupted: stop the billing all the same
+                release(keep, "interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
+            raise
+    if release is not None:  # the arms' results are home
+        release(keep, "finished")
     note(f"results in {out_dir.resolve()}: summary.md, results.json, loss.png, grids/")
     emit(result, json_mode=json_out, render=lambda console: console.print(core.summary_markdown(result),
                                                                            markup=False, soft_wrap=True))
@@ -115,6 +128,8 @@ def _base(plan_file: Path | None, gpus: str | None, recipe: str, data: str | Non
 
 def _remote_runner(base, *, ssh, vast, identity, known_hosts, accept_new, remote_python, remote_dir, bid, yes,
                    echo):
+    """(the SSH runner, ``release(keep)`` for a rented instance or None): ``release`` destroys the instance
+    (or, kept, says how to stop it) whether the comparison finished, failed or was interrupted."""
     from jitplan import compare as core
     from jitplan.cli._output import note
     from jitplan.errors import UsageError
@@ -122,6 +137,7 @@ def _remote_runner(base, *, ssh, vast, identity, known_hosts, accept_new, remote
     from jitplan.launch.ssh import SSHOptions, parse_target
 
     registry = Registry()
+    release = None
     if ssh:
         target = parse_target(ssh, identity)
     else:
@@ -134,15 +150,41 @@ def _remote_runner(base, *, ssh, vast, identity, known_hosts, accept_new, remote
         run_id = registry.create_run("compare", "vast", status="provisioning")
         h = _remote_hooks(json_out=False)
         req = ProvisionRequest(plan=base.plan, run_id=run_id, bid=bid, yes=yes, identity=identity)
-        target = provision(make_provider("vast", note), req, Hooks(say=note, confirm=h.confirm,
-                                                                   show_offers=h.show_offers), registry=registry).ssh
+        provider = make_provider("vast", note)
+        got = provision(provider, req, Hooks(say=note, confirm=h.confirm, show_offers=h.show_offers),
+                        registry=registry)
+        target = got.ssh
         known_hosts = known_hosts or str(Path(registry.path).parent / "known_hosts")
         accept_new = True
+        note(f"every arm runs on Vast instance {got.instance_id} ({got.dph or 0:.3f} $/h) of run {run_id}; it is "
+             "destroyed when the comparison ends (--keep keeps it)")
+        release = _releaser(provider, registry, run_id, got.instance_id, got.dph or 0.0)
     opts = SSHOptions(known_hosts=known_hosts, accept_new_host_key=accept_new, python=remote_python)
-    runner = core.SSHRunner(base, target, opts, remote_dir=remote_dir, echo=echo, registry=registry)
-    if vast:  # every arm runs on this one instance; it is not destroyed here
-        note(f"Vast instance for run {run_id} at {target}; when done: jitplan stop {run_id} --destroy")
-    return runner
+    return core.SSHRunner(base, target, opts, remote_dir=remote_dir, echo=echo, registry=registry), release
+
+
+def _releaser(provider, registry, run_id: str, iid: int, dph: float):
+    from jitplan.cli._output import note
+    from jitplan.errors import CheckFailed
+    from jitplan.providers import CleanupFailed
+    from jitplan.providers.provision import destroy_run
+
+    stop = f"jitplan stop {run_id} --destroy --yes"
+
+    def release(keep: bool, status: str) -> None:
+        if keep:
+            registry.add_event(run_id, "kept", f"compare ended; instance {iid} kept (--keep)", instance_id=iid)
+            note(f"instance {iid} kept (--keep): it bills {dph:.3f} $/h until you run:\n  {stop}")
+            return
+        try:
+            destroy_run(provider, registry=registry, run_id=run_id, say=note)
+        except CleanupFailed as e:
+            note(f"Error: {e.message}; it bills {dph:.3f} $/h until you run:\n  {stop}")
+            raise CheckFailed(e.message, hint=f"stop it with: {stop}") from None
+        registry.set_status(run_id, status, f"compare {status}; instance {iid} destroyed")
+        note(f"instance {iid} destroyed: nothing of this comparison is left billing")
+
+    return release
 
 
 def register(app: typer.Typer) -> None:
