@@ -240,7 +240,8 @@ def test_C3_arch_covered_and_table_fallback(tmp_path):
 def test_C4_no_driver_warns_without_plan_fails_with_plan(story_plan):
     assert doctor(nvml="no_driver").by_id("C4").level == "warn"
     f = doctor(nvml="no_driver", plan_path=story_plan).by_id("C4")
-    assert f.level == "fail" and "--gpus all" in f.fix
+    assert f.level == "fail" and "run on a GPU machine" in f.fix
+    assert (f.found + f.fix).count("--gpus all") == 1  # the container advice is said once, not in both
 
 
 def test_C4_rank_count_vs_visible_gpus(story_plan):

@@ -18,8 +18,10 @@ def check_driver(ctx: DoctorContext) -> Finding:
                                   "NVMLError_NoPermission")
         wants_gpu = plan is not None
         level = "fail" if fatal or wants_gpu else "warn"
+        container = "" if "--gpus all" in (nv.error or "") else "; in a container start it with --gpus all (NVIDIA " \
+            "Container Toolkit)"  # said once: the NVML message may already say it
         fix = ("reboot or reload the nvidia kernel module" if nv.error_kind == "NVMLError_LibRmVersionMismatch"
-               else "run on a GPU machine; in a container start it with --gpus all (NVIDIA Container Toolkit)")
+               else f"run on a GPU machine{container}")
         return Finding(id="C4", level=level, title=title, found=f"No NVIDIA GPU visible: {nv.error}", fix=fix)
     n = len(nv.gpus)
     found = f"driver {nv.driver_version}, {n} GPU(s) via NVML"
