@@ -210,6 +210,8 @@ def test_cli_refuses_training_on_mps_and_bad_task(cli):
     r = cli("plan", "--gpus", "2xM4", "--task", "sample")
     assert r.code == 2 and "one GPU" in r.err
     assert cli("plan", "--gpus", "1xRTX3060", "--task", "sample").code == 0  # CUDA cards plan sampling too
+    r = cli("plan", "--gpus", "1xM4", "--task", "sample", "--trace")  # a training flag is not silently ignored
+    assert r.code == 2 and "--trace" in r.err and len(r.err.strip().splitlines()) == 1
 
 
 def test_sample_plan_does_not_import_torch():

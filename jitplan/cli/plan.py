@@ -112,7 +112,9 @@ def plan_command(
         emit(rows, json_mode=json_, render=lambda console: render_catalog(console, rows, wide=wide))
         return
     if show is not None:
-        if _show_inference(show, json_, wide):
+        from jitplan.cli.plan_inference import show_inference
+
+        if show_inference(show, json_, wide):
             return
         saved = load_plan(show)
         emit(saved, json_mode=json_, render=lambda console: render_plan(console, saved, wide=wide, saved_to=show))
@@ -129,8 +131,17 @@ def plan_command(
     hw = _host_from_env(hw, env)
     rec = load_recipe(env.take("recipe", recipe) or "JiT-B/16")
     if task != _Task.train:
-        _inference(hw, rec, task.value, num_images, steps, sampler, batch_per_gpu, attention, memory_fraction, out,
-                   json_, wide)
+        train_only = {"--trace": trace, "--strategy": strategy, "--accum": accum, "--effective-batch": effective_batch,
+                      "--compile": compile_, "--data": data, "--workers": max_workers,
+                      "--policy": policy != _Policy.keep_batch}
+        given = [flag for flag, value in train_only.items() if value not in (None, False)]
+        if given:
+            raise UsageError(f"{', '.join(given)} plan(s) training; --task {task.value} takes --num-images, --steps, "
+                             "--sampler, --batch-per-gpu, --attention, --memory-fraction")
+        from jitplan.cli.plan_inference import plan_inference
+
+        plan_inference(hw, rec, task.value, num_images, steps, sampler, batch_per_gpu, attention, memory_fraction,
+                       out, json_, wide)
         return
     if hw.gpu is not None and hw.gpu.backend == "mps":
         from jitplan.errors import CheckFailed
@@ -162,52 +173,6 @@ def plan_command(
     emit(plan, json_mode=json_, render=lambda console: render_plan(console, plan, wide=wide, saved_to=out))
 
 
-def _show_inference(path, json_, wide) -> bool:
-    """Render a saved sampling/evaluation plan (``kind: inference-plan``); False for any other file."""
-    from pathlib import Path
-
-    from pydantic import ValidationError
-
-    from jitmodel.config import read_yaml_mapping, validation_summary
-    from jitplan.cli._output import emit
-    from jitplan.cli.plan_render import render_inference
-    from jitplan.errors import UsageError
-
-    try:
-        raw = read_yaml_mapping(Path(path), "plan")
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    if raw.get("kind") != "inference-plan":
-        return False
-    from jitplan.planner.inference_plan import InferencePlan
-
-    try:
-        plan = InferencePlan.model_validate(raw)
-    except ValidationError as e:
-        raise UsageError(f"{path}: invalid sampling plan: {validation_summary(e)}") from None
-    emit(plan, json_mode=json_, render=lambda console: render_inference(console, plan, wide=wide))
-    return True
-
-
-def _inference(hw, rec, task, num_images, steps, sampler, batch, attention, memory_fraction, out, json_, wide):
-    """``--task sample|evaluate``: jitplan.planner.inference_plan, rendered like a training plan."""
-    from jitmodel.atomic import atomic_write_text
-    from jitplan.cli._output import emit, note
-    from jitplan.cli.plan_render import render_inference
-    from jitplan.planner.inference_plan import InferenceOptions, make_inference_plan
-
-    opts = InferenceOptions(task=task, num_images=num_images, steps=steps, method=sampler.value if sampler else None,
-                            batch=batch, attention=attention.value if attention else None,
-                            memory_fraction=memory_fraction)
-    plan = make_inference_plan(hw, rec, opts)
-    if out:
-        import yaml
-
-        atomic_write_text(out, yaml.safe_dump(plan.model_dump(mode="json"), sort_keys=False))
-        note(f"plan written to {out}")
-    emit(plan, json_mode=json_, render=lambda console: render_inference(console, plan, wide=wide))
-
-
 def _host_from_env(hw, env):
     """Host fields that neither a flag nor the hardware file set, from JITPLAN_HOST_RAM/CPUS/SHM/DISK."""
     from jitplan.envsettings import ENV_VARS, env_int
@@ -236,7 +201,7 @@ def _hardware(gpus, hardware, gpu_mem, gpu_tflops, gpu_bw, host_ram, cpus, shm, 
         raise UsageError(f"{hardware} describes a machine with no NVIDIA GPU, so there is nothing to plan for",
                          hint="plan for the GPUs you will train on: jitplan plan --gpus 2xRTX3060 --host-ram 24GB "
                          "(or run `jitplan probe --out hardware.yaml` on the GPU machine); `jitplan demo` trains "
-                         "the tiny model here on the CPU")
+                         "the tiny model here on the CPU; on a Mac: jitplan plan --gpus 1xM4-24GB --task sample")
     host = hw.host.model_dump()
     for key, flag, value in (("ram_bytes", "--host-ram", host_ram), ("shm_bytes", "--shm", shm),
                              ("disk_free_bytes", "--disk", disk)):

@@ -237,7 +237,7 @@ class Term:
 
 def forward_terms(variant: str | Variant, gpu: GPUSpec, img_size: int = 256, *, attention: str = "exact",
                   in_channels: int = 3) -> list[Term]:
-    """One network forward of one image, term by term. CUDA: jitplan.planner.timing's inference forward."""
+    """One network forward of one image, term by term; on CUDA they add up to timing.forward_time_per_image."""
     v = _v(variant)
     lens = seq_lens(v, img_size)
     qk = sum(2.0 * s * s * v.hidden for s in lens) if attention == "exact" else 0.0
@@ -258,6 +258,13 @@ def forward_terms(variant: str | Variant, gpu: GPUSpec, img_size: int = 256, *, 
     if qk:
         terms.append(Term("fp32 attention", qk / fp32_rate, f"Q K^T in fp32, {qk / 1e9:.2f} GFLOP"))
     terms.append(Term("elementwise traffic", traffic / bw, f"{traffic / 1e9:.2f} GB through {bw / 1e9:.0f} GB/s"))
+    if gpu.backend != "mps":  # the training planner's inference forward is the authority on CUDA cards
+        whole = timing.forward_time_per_image(v, gpu, img_size=img_size, in_channels=in_channels, attention=attention)
+        rest = whole - sum(t.seconds for t in terms)
+        if rest > 1e-12 * whole:
+            terms.append(Term("other", rest, "further terms of jitplan.planner.timing's inference forward"))
+        elif rest < 0:
+            terms = [Term(t.name, t.seconds * whole / (whole - rest), t.why) for t in terms]
     return terms
 
 
