@@ -60,6 +60,28 @@ def test_strategy_rows_are_calibrated_like_the_headline():
         assert got == pytest.approx(headline * (1 + pct / 100), rel=0.006, abs=half), r
 
 
+def test_a_plan_on_priors_says_how_far_the_priors_were_off_where_measured():
+    """No record of an RTX 4090: the time stays a prior, and the plan warns with the shipped run's ratio; the
+    RTX 3060 plan is calibrated and does not."""
+    recs = shipped_records()
+    gap, rec = calibration.known_gap(recs)
+    from jitplan.hardware.catalog import lookup
+
+    assert gap == pytest.approx(rec.step_time_s / calibration.timing.train_step_time(
+        calibration.timing.TimeInputs.for_model(rec.variant, lookup(rec.gpu), img_size=rec.img_size,
+                                                micro_batch=rec.batch_per_gpu, accum=rec.accum_steps,
+                                                world_size=rec.world_size, compile=rec.compile,
+                                                attention=rec.attention, workers_per_rank=rec.workers_per_rank)
+    ).total_s)
+    p4090 = make_plan(hardware_from_flags("1xRTX4090"), load_recipe("JiT-B/16"), PlanOptions(), calibration=recs)
+    (w,) = [w for w in p4090.warnings if w.startswith("time is a prior")]
+    assert f"{gap:.2f}x" in w and "jitplan calibrate" in w and p4090.estimates.time_source == "prior"
+    p3060 = story(recs)
+    assert not any(w.startswith("time is a prior") for w in p3060.warnings)
+    assert not any(w.startswith("time is a prior") for w in make_plan(
+        hardware_from_flags("1xRTX4090"), load_recipe("JiT-B/16"), PlanOptions()).warnings)  # no records: silent
+
+
 def test_nearest_record_on_the_same_gpu_and_none_on_another():
     rec = shipped_records()[0]
     eager_plan = make_plan(hardware_from_flags("2xRTX3060", host_ram="24GB"), load_recipe("JiT-B/16"),

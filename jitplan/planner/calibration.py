@@ -98,3 +98,22 @@ def apply(est: Estimates, records: Sequence[CalibrationRecord], *, gpu: GPUSpec,
                        name="calibration", bytes=abs(off), why=f"{'+' if off >= 0 else '-'}{abs(off) / 2**20:.0f} MiB: "
                        f"measured - predicted on {rec.describe()}")])
     return est.model_copy(update=upd)
+
+
+def known_gap(records: Sequence[CalibrationRecord]) -> tuple[float, CalibrationRecord] | None:
+    """The largest measured / predicted step-time ratio among the records (each on its own GPU), or None.
+
+    A plan on a GPU no record covers runs on priors; this is how far the priors have been off where they were
+    checked, which such a plan states beside its time (it does not correct it: another GPU, another ratio)."""
+    from jitplan.hardware.catalog import lookup
+
+    worst: tuple[float, CalibrationRecord] | None = None
+    for rec in records:
+        try:
+            f = time_factor(rec, lookup(rec.gpu))
+        except (KeyError, ValueError):
+            continue
+        if f is not None and (worst is None or f > worst[0]):
+            worst = (f, rec)
+    return worst
+

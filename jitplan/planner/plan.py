@@ -178,6 +178,11 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
         est = est.model_copy(update={"dist_timeout_s": timeout})
     ref_est = reference_estimates(recipe)
     warnings = []
+    gap = calib.known_gap(calibration) if calibration and est.time_source == "prior" else None
+    if gap is not None and gap[0] > 1.15:
+        warnings.append(f"time is a prior: where it was measured ({gap[1].describe()}) a step took "
+                        f"{gap[0]:.2f}x what the priors predict; expect longer, and replace the prior with a short "
+                        "run of your own (jitplan calibrate)")
     if est.memory_per_gpu_bytes > target:
         warnings.append(f"calibrated memory {est.memory_per_gpu_bytes / 2**30:.1f} GiB per GPU exceeds the target "
                         f"{target / 2**30:.1f} GiB ({est.memory_calibration}): lower --batch-per-gpu")
