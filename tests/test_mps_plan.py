@@ -136,6 +136,11 @@ def test_plan_time_for_n_images():
     ref = p.reference
     assert ref.world_size == 8 and ref.total_s == pytest.approx(6250 * ref.seconds_per_image)
     assert "--device" in p.command and p.command[p.command.index("--device") + 1] == "mps"
+    assert t.cost_usd is None
+    rented = make_inference_plan(hardware_from_flags("1xH100"), rec, InferenceOptions(task="evaluate",
+                                                                                      price_per_hour=2.5))
+    assert rented.target.cost_usd == pytest.approx(2.5 * rented.target.total_s / 3600)
+    assert rented.command[rented.command.index("--device") + 1] == "cuda"
 
 
 def test_fp32_when_the_autocast_cache_does_not_fit():

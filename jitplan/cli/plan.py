@@ -140,8 +140,9 @@ def plan_command(
                              "--sampler, --batch-per-gpu, --attention, --memory-fraction")
         from jitplan.cli.plan_inference import plan_inference
 
+        price = env_float("price_per_hour", env.take("price_per_hour", price_per_hour))
         plan_inference(hw, rec, task.value, num_images, steps, sampler, batch_per_gpu, attention, memory_fraction,
-                       out, json_, wide)
+                       price, out, json_, wide)
         return
     if hw.gpu is not None and hw.gpu.backend == "mps":
         from jitplan.errors import CheckFailed

@@ -36,7 +36,8 @@ def show_inference(path, json_, wide) -> bool:
     return True
 
 
-def plan_inference(hw, rec, task, num_images, steps, sampler, batch, attention, memory_fraction, out, json_, wide):
+def plan_inference(hw, rec, task, num_images, steps, sampler, batch, attention, memory_fraction, price_per_hour, out,
+                   json_, wide):
     """``--task sample|evaluate``: jitplan.planner.inference_plan, rendered like a training plan."""
     from jitmodel.atomic import atomic_write_text
     from jitplan.cli._output import emit, note
@@ -45,7 +46,7 @@ def plan_inference(hw, rec, task, num_images, steps, sampler, batch, attention, 
 
     opts = InferenceOptions(task=task, num_images=num_images, steps=steps, method=sampler.value if sampler else None,
                             batch=batch, attention=attention.value if attention else None,
-                            memory_fraction=memory_fraction)
+                            memory_fraction=memory_fraction, price_per_hour=price_per_hour)
     plan = make_inference_plan(hw, rec, opts)
     if out:
         import yaml

@@ -43,6 +43,7 @@ class InferenceOptions(_Strict):
     batch: Annotated[int, Field(gt=0)] | None = None  # images per sampling batch per GPU
     attention: Literal["exact", "sdpa"] | None = None
     memory_fraction: Annotated[float, Field(gt=0.1, le=1.0)] = 0.9
+    price_per_hour: Annotated[float, Field(ge=0)] | None = None  # USD per node-hour (a rented GPU)
     ckpt: str = "last.pt"
 
 
@@ -63,6 +64,7 @@ class InferenceEstimate(_Strict):
     images_per_s: float  # all GPUs
     total_s: float  # num_images over all GPUs
     time_source: str = "prior"
+    cost_usd: float | None = None  # --price-per-hour x nodes x total_s
 
 
 class InferencePlan(_Strict):
@@ -134,7 +136,8 @@ def estimate(hw: HardwareSpec, recipe: Recipe, opts: InferenceOptions, s: inf.Sa
         memory_breakdown=[MemoryItem(name=i.name, bytes=i.bytes, why=i.why) for i in mem.items],
         nfe=inf.nfe_of(s), forwards_per_image=inf.forwards_per_image(s), seconds_per_image=per_image,
         time_breakdown=[TimeItem(name=t.name, seconds=t.seconds, why=t.why) for t in terms],
-        images_per_s=hw.world_size / per_image, total_s=total)
+        images_per_s=hw.world_size / per_image, total_s=total,
+        cost_usd=None if opts.price_per_hour is None else opts.price_per_hour * hw.nodes * total / 3600)
 
 
 def make_inference_plan(hw: HardwareSpec, recipe: Recipe, opts: InferenceOptions) -> InferencePlan:
@@ -150,7 +153,7 @@ def make_inference_plan(hw: HardwareSpec, recipe: Recipe, opts: InferenceOptions
     s = inf.SamplerSettings(method=sc.method, steps=sc.steps, cfg=sc.cfg, interval_min=sc.interval_min,
                             interval_max=sc.interval_max, mode=sc.mode)
     n = opts.num_images or (t.eval.num_images if opts.task == "evaluate" else 64)
-    ref = estimate(recipe.hardware, recipe, opts.model_copy(update={"batch": None}), s, n)
+    ref = estimate(recipe.hardware, recipe, opts.model_copy(update={"batch": None, "price_per_hour": None}), s, n)
     tgt = estimate(hw, recipe, opts, s, n)
     rows = _rows(hw, recipe, opts, sc, n, ref, tgt)
     warnings = []
@@ -225,6 +228,8 @@ def _rows(hw: HardwareSpec, recipe: Recipe, opts: InferenceOptions, sc: SampleCo
     add(("images/s", f"{ref.images_per_s:.3g}", f"{tgt.images_per_s:.3g}", f"all GPUs; {tgt.time_source}"))
     add((f"time for {n:,} images", fmt_duration(ref.total_s), fmt_duration(tgt.total_s),
          f"{n:,} images / {tgt.world_size} GPU(s) x {tgt.seconds_per_image:.3g} s"))
+    add(("cost", "-", "-" if tgt.cost_usd is None else f"${tgt.cost_usd:,.2f}",
+         "give --price-per-hour (a rented GPU)" if tgt.cost_usd is None else "--price-per-hour x nodes x time"))
     return [PlanRow(quantity=q, reference=a, target=b, why=w) for q, a, b, w in rows]
 
 
