@@ -133,8 +133,9 @@ def test_cost_when_priced():
 @given(mem_gb=st.integers(14, 160), extra=st.integers(0, 60), gpus=st.sampled_from([1, 2, 3, 4, 8]),
        recipe=st.sampled_from(["JiT-B/16", "JiT-L/16", "JiT-B/32"]))
 def test_plan_properties(mem_gb, extra, gpus, recipe):
-    """More memory never gives a smaller micro-batch; the chosen micro-batch fits the target; the split
-    reaches the effective batch."""
+    """More memory never gives a slower plan, nor a smaller micro-batch under the same memory strategy (with
+    more memory a faster strategy may take a smaller micro-batch: JiT-L/16 on 2 x 15 GB drops checkpointing
+    for micro 4 x accum 128); the chosen micro-batch fits the target; the split reaches the effective batch."""
     r = load_recipe(recipe)
 
     def plan(gb):
@@ -146,7 +147,9 @@ def test_plan_properties(mem_gb, extra, gpus, recipe):
     except CheckFailed:
         return
     big = plan(mem_gb + extra)
-    assert big.train.batch_per_gpu >= small.train.batch_per_gpu
+    assert big.estimates.epoch_time_s <= small.estimates.epoch_time_s * (1 + 1e-9)
+    if big.train.memory == small.train.memory:
+        assert big.train.batch_per_gpu >= small.train.batch_per_gpu
     for p in (small, big):
         t = p.train
         assert t.batch_per_gpu >= 1
