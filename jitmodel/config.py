@@ -191,6 +191,10 @@ class MemoryConfig(_Strict):
     shard: bool = False  # FSDP2 fully_shard: params, grads, optimizer state and EMAs split across ranks
     ema_device: Literal["same", "cpu"] = "same"  # cpu: EMAs in pinned host memory, updated beside the step
     ema_every: PositiveInt = 1  # update the EMAs every k optimizer steps with decay**k (same horizon)
+    # shard: the dtype FSDP2 all-gathers parameters in. auto: the autocast dtype (bf16/fp16: half the bytes on
+    # the link and in the unsharded blocks; gradients still reduce-scattered in fp32), fp32 without autocast;
+    # fp32: always fp32 (bitwise the arithmetic of plain DDP's weights). docs/planning.md "When it does not fit"
+    shard_gather: Literal["auto", "fp32"] = "auto"
 
 
 class TrainConfig(_Strict):

@@ -10,6 +10,12 @@ and costs; ``jitplan plan`` chooses them):
 - ``shard: true`` - FSDP2 ``fully_shard`` per block and on the whole denoiser: parameters, gradients,
   AdamW state and (built on the sharded parameters) both EMAs are split across the ranks; parameters are
   all-gathered for each block's forward/backward and gradients reduce-scattered every micro-step.
+  ``shard_gather: auto`` (the default) all-gathers them in the autocast dtype (FSDP2
+  ``MixedPrecisionPolicy(param_dtype=bf16|fp16, reduce_dtype=fp32)``, ``gather_dtype``): half the link bytes
+  and half the unsharded memory; the sharded master weights, AdamW and EMAs stay fp32. Matmuls see the same
+  bf16 weights as under autocast; elementwise uses of parameters (RMSNorm weights, embeddings, the frozen
+  position embedding) see them rounded to bf16. Forward inputs are not cast: the fp32 residual stays fp32.
+  ``shard_gather: fp32`` keeps fp32 gathers (the arithmetic of DDP up to the order of sums).
 - ``ema_device: cpu`` / ``ema_every: k`` - see ``jitmodel.ema_host``.
 - fp16 autocast gets a ``GradScaler`` (``make_scaler``); bf16 and fp32 need none.
 
@@ -29,7 +35,7 @@ from typing import Any
 import torch
 
 from jitmodel.config import MemoryConfig, TrainConfig
-from jitmodel.dist import DistEnv
+from jitmodel.dist import DistEnv, amp_dtype
 
 
 def describe(m: MemoryConfig) -> str:
@@ -80,14 +86,40 @@ def _mesh(env: DistEnv, device: torch.device) -> Any:
     return init_device_mesh(device.type, (env.world_size,))
 
 
-def shard(denoiser: torch.nn.Module, env: DistEnv, device: torch.device) -> None:
-    """FSDP2 in place: one unit per block (gathered one at a time), then the rest of the denoiser."""
+def gather_dtype(m: MemoryConfig, amp: torch.dtype | None) -> torch.dtype:
+    """The dtype FSDP2 all-gathers parameters in: the autocast dtype under ``shard_gather: auto``, else fp32.
+
+    >>> gather_dtype(MemoryConfig(shard=True), torch.bfloat16), gather_dtype(MemoryConfig(shard=True), None)
+    (torch.bfloat16, torch.float32)
+    >>> gather_dtype(MemoryConfig(shard=True, shard_gather="fp32"), torch.float16)
+    torch.float32
+    """
+    return amp if m.shard_gather == "auto" and amp is not None else torch.float32
+
+
+def mp_policy(param_dtype: torch.dtype) -> Any:
+    """FSDP2's policy for gathers in ``param_dtype``: gradients reduce-scattered (and kept) in fp32, forward
+    inputs left alone (the block's fp32 residual and the denoiser's fp32 targets stay fp32)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    return MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32, cast_forward_inputs=False)
+
+
+def shard_module(denoiser: torch.nn.Module, mesh: Any, param_dtype: torch.dtype = torch.float32) -> None:
+    """FSDP2 in place on ``mesh``: one unit per block (gathered one at a time), then the rest of the denoiser;
+    parameters all-gathered in ``param_dtype``. The trainer and the planner's tracer both call this."""
     from torch.distributed.fsdp import fully_shard
 
-    mesh = _mesh(env, device)
+    kw = {} if param_dtype == torch.float32 else {"mp_policy": mp_policy(param_dtype)}
     for block in denoiser.net.blocks:
-        fully_shard(block, mesh=mesh)
-    fully_shard(denoiser, mesh=mesh)
+        fully_shard(block, mesh=mesh, **kw)
+    fully_shard(denoiser, mesh=mesh, **kw)
+
+
+def shard(denoiser: torch.nn.Module, env: DistEnv, device: torch.device,
+          param_dtype: torch.dtype = torch.float32) -> None:
+    """``shard_module`` on a 1-D mesh of this job's ranks."""
+    shard_module(denoiser, _mesh(env, device), param_dtype)
 
 
 def is_sharded(t: Any) -> bool:
@@ -148,7 +180,7 @@ def prepare(denoiser: torch.nn.Module, cfg: TrainConfig, env: DistEnv, device: t
     if cfg.compile:
         denoiser.net.compile()  # compiles in place: state-dict keys stay net.*
     if m.shard:
-        shard(denoiser, env, device)
+        shard(denoiser, env, device, gather_dtype(m, amp_dtype(cfg.precision, device)))
         return denoiser
     if not env.distributed:
         return denoiser

@@ -2,7 +2,7 @@
 
 The check of ``jitplan.planner.strategy``'s memory model, as ``trace.py`` is of ``memory.py``: the real
 Denoiser with the trainer's own strategy code (``jitmodel.strategy.checkpoint_blocks``, FSDP2
-``fully_shard``), forward under bf16 autocast, backward, AdamW, EMA updates, twice; the second step's
+``shard_module`` with the run's gather dtype), forward under bf16 autocast, backward, AdamW, EMA updates, twice; the second step's
 peak. Plain and checkpointed steps are measured with ``MemTracker``; sharded steps with FSDP2's
 ``FSDPMemTracker`` on rank 0 of a fake process group of ``world`` ranks (no communication happens), whose
 ``track_external`` does nothing, so the EMA shards (alive the whole step) are added by their size. The
@@ -36,7 +36,7 @@ def trace_strategy(train: TrainConfig, m: MemoryConfig, micro_batch: int, world:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from jitmodel.denoiser import EMA, Denoiser
-    from jitmodel.strategy import checkpoint_blocks
+    from jitmodel.strategy import checkpoint_blocks, gather_dtype, shard_module
 
     mc = train.model
     own_pg = False
@@ -56,12 +56,8 @@ def trace_strategy(train: TrainConfig, m: MemoryConfig, micro_batch: int, world:
             den = Denoiser(mc, train.diffusion)
             den.train()
             checkpoint_blocks(den.net, m.checkpoint_every)
-            if m.shard:
-                from torch.distributed.fsdp import fully_shard
-
-                for block in den.net.blocks:
-                    fully_shard(block, mesh=mesh)
-                fully_shard(den, mesh=mesh)
+            if m.shard:  # the trainer's FSDP2 units and gather dtype (bf16 under autocast unless shard_gather: fp32)
+                shard_module(den, mesh, gather_dtype(m, torch.bfloat16))
             params = [p for p in den.parameters() if p.requires_grad]
             kw = dict(lr=1e-4, betas=train.optim.betas, weight_decay=train.optim.weight_decay)
             opt = torch.optim.AdamW(params, fused=True, **kw)
