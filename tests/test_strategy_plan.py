@@ -81,6 +81,26 @@ def test_each_strategy_saves_what_it_says():
     assert totals["shard+ckpt+ema-cpu"] == min(totals.values()) and totals["none"] == max(totals.values())
 
 
+def test_bf16_gathers_halve_the_gathered_bytes_and_the_gather_traffic():
+    inp = memory.MemoryInputs.for_model("JiT-L/16", 256, world_size=2, accum=4)
+    auto, fp32 = strategy.parse("shard"), strategy.parse("shard").model_copy(update={"shard_gather": "fp32"})
+    a, f = ({i.name: i.bytes for i in strategy.predict(inp, m, 8).items} for m in (auto, fp32))
+    assert a["fsdp gathered"] * 2 == f["fsdp gathered"] and a["autocast weight cache"] == 0 < f["autocast weight cache"]
+    assert a["weights"] == f["weights"] and a["adamw state"] == f["adamw state"]  # the sharded state stays fp32
+    plain = strategy.PlainStep(total_s=10.0, compute_s=9.0, allreduce_s=0.0, bus_gbs=10.0)
+    ta, tf = (strategy.step_cost(inp, m, plain, accum=4).extra_s for m in (auto, fp32))
+    assert ta / tf == pytest.approx((2 * 2 + 4) / (2 * 4 + 4))  # 2 all-gathers at 2 B, the reduce-scatter at 4 B
+
+
+def test_the_plan_gathers_in_fp32_only_when_the_run_is_fp32():
+    assert plan("2xRTX3060", L16).train.memory.shard_gather == "auto"
+    fp32 = L16.model_copy(update={"train": L16.train.model_copy(update={"precision": "fp32"})})
+    forced = plan("2xRTX3060", fp32, strategy="shard")
+    assert forced.train.memory.shard and forced.train.memory.shard_gather == "fp32"
+    bf16 = plan("2xRTX3060", L16, strategy="shard")
+    assert bf16.estimates.epoch_time_s < forced.estimates.epoch_time_s  # half the all-gather bytes
+
+
 def test_doctor_c14_catches_bf16_on_a_card_without_it():
     from types import SimpleNamespace
 
@@ -103,16 +123,19 @@ def _train(variant: str, img: int) -> TrainConfig:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "world", "batch"), [("ckpt", 1, 16), ("ema-cpu", 1, 16), ("shard", 2, 16),
-                                                      ("shard+ckpt", 2, 16), ("shard", 4, 16),
-                                                      ("shard+ckpt+ema-cpu", 2, 2)])
-def test_memory_model_matches_a_traced_step(name, world, batch):
+@pytest.mark.parametrize(("name", "world", "batch", "gather"), [
+    ("ckpt", 1, 16, "auto"), ("ema-cpu", 1, 16, "auto"),
+    ("shard", 2, 16, "fp32"), ("shard+ckpt", 2, 16, "fp32"), ("shard", 4, 16, "fp32"),
+    ("shard+ckpt+ema-cpu", 2, 2, "fp32"),
+    ("shard", 2, 16, "auto"), ("shard+ckpt", 2, 16, "auto"), ("shard+ckpt+ema-cpu", 2, 2, "auto")])
+def test_memory_model_matches_a_traced_step(name, world, batch, gather):
     """MemTracker on FakeTensorMode (nothing allocated; FSDP2's FSDPMemTracker on rank 0 of a fake process group
     for sharding): the step's peak tensor bytes within 5%. The sharded cases peak in different phases (the
-    forward's end; the backward's tail with checkpointing), so each term of the sharded model is exercised."""
+    forward's end; the backward's tail with checkpointing), so each term of the sharded model is exercised, with
+    fp32 gathers and with bf16 gathers (``shard_gather: auto`` under bf16 autocast: no autocast weight cache)."""
     from jitplan.planner.strategy_trace import trace_strategy
 
-    m = strategy.parse(name)
+    m = strategy.parse(name).model_copy(update={"shard_gather": gather})
     traced = trace_strategy(_train("JiT-B/16", 64), m, micro_batch=batch, world=world)
     inp = memory.MemoryInputs.for_model("JiT-B/16", 64, accum=1, world_size=world)
     assert strategy.predict(inp, m, batch).tensor_peak == pytest.approx(traced, rel=0.05)

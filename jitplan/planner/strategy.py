@@ -2,174 +2,49 @@
 
 Pure functions, no torch. Candidates are mixes of activation checkpointing (``ckpt``), FSDP2 sharding of
 parameters, gradients, AdamW state and EMAs (``shard``) and the EMAs on the host (``ema-cpu``); the trainer
-runs each (``jitmodel.strategy``, ``TrainConfig.memory``). Memory is ``jitplan.planner.memory``'s prediction
-with the terms each strategy moves:
+runs each (``jitmodel.strategy``, ``TrainConfig.memory``). Memory: ``jitplan.planner.strategy_memory``
+(re-exported here). Time, against the plan's own plain (DDP) step:
 
-- ckpt: a checkpointed block keeps only its fp32 input (4 B x hidden per token) instead of its activations;
-  one block's activations live again while it is recomputed. Time: about one extra forward of the
-  checkpointed blocks (a third of their training FLOPs).
-- shard: weights, gradients, AdamW moments and EMAs / world; no DDP buckets; one block's fp32 parameters and
-  gradients gathered at a time (plus the one being prefetched) and the root's (embeddings, final layer).
-  Time: two all-gathers of the fp32 parameters and one reduce-scatter of the gradients per micro-step,
-  against one all-reduce per optimizer step (the same ring cost as all-gather + reduce-scatter).
-- ema-cpu: the EMAs leave the GPU. Time: the parameters cross the host link every EMA update (overlapped
-  with the next step, so only what exceeds the step counts) and the host does the EMA arithmetic; when that
-  is slower than a step, the EMAs update every k steps with decay**k (same horizon in images).
+- ckpt: about one extra forward of the checkpointed blocks (a third of their training FLOPs).
+- shard: two all-gathers of the parameters in the gather dtype (bf16/fp16 under autocast with
+  ``shard_gather: auto``, else fp32) and one reduce-scatter of the fp32 gradients per micro-step, against
+  one fp32 all-reduce per optimizer step (whose ring cost is an fp32 all-gather + reduce-scatter).
+- ema-cpu: the parameters cross the host link every EMA update (overlapped with the next step, so only
+  what exceeds the step counts) and the host does the EMA arithmetic; when that is slower than a step, the
+  EMAs update every k steps with decay**k (same horizon in images).
+
+L/16 on two GPUs over a 10 GB/s link, 4 micro-steps per optimizer step, against DDP's 0.5 s all-reduce:
 
     >>> from jitplan.planner import memory
-    >>> inp = memory.MemoryInputs.for_model("JiT-L/16", 256, world_size=2, accum=2)
-    >>> full, sharded = predict(inp, parse("none"), 8), predict(inp, parse("shard"), 8)
-    >>> round(full.total / 1e9, 1), round(sharded.total / 1e9, 1)
-    (21.2, 13.6)
+    >>> inp = memory.MemoryInputs.for_model("JiT-L/16", 256, world_size=2, accum=4)
+    >>> plain = PlainStep(total_s=10.0, compute_s=9.0, allreduce_s=0.5, bus_gbs=10.0)
+    >>> [round(step_cost(inp, parse("shard").model_copy(update={"shard_gather": g}), plain, accum=4).extra_s, 2)
+    ...  for g in ("auto", "fp32")]
+    [0.23, 0.6]
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from jitmodel.config import MemoryConfig
-from jitmodel.counts import param_breakdown, seq_lens
+from jitmodel.counts import param_breakdown
 from jitplan.errors import UsageError
 from jitplan.planner import memory
+from jitplan.planner.strategy_memory import (  # noqa: F401  (the memory model, re-exported)
+    NAMES,
+    activations,
+    gather_bytes,
+    max_micro_batch,
+    name_of,
+    parse,
+    predict,
+)
 
-NAMES = ("none", "ckpt", "ema-cpu", "ckpt+ema-cpu", "shard", "shard+ckpt", "shard+ema-cpu", "shard+ckpt+ema-cpu")
 HOST_LINK_GBS = 12.0  # GPU <-> pinned host copies, PCIe 3.0/4.0 x16 in practice [judgement, unverified]
 HOST_EMA_GBS = 10.0  # host memory traffic of the CPU's foreach EMA update (12 B/param per EMA) [judgement]
-GATHER_PREFETCH = 2  # FSDP2 holds the current block's unsharded parameters and the prefetched next one
-
-
-def parse(name: str) -> MemoryConfig:
-    """A strategy name (``none``, ``ckpt``, ``shard``, ``ema-cpu``, or a ``+`` mix) as a MemoryConfig."""
-    parts = {p.strip() for p in name.lower().split("+") if p.strip()}
-    unknown = parts - {"none", "ckpt", "shard", "ema-cpu"}
-    if unknown or not parts or ("none" in parts and len(parts) > 1):
-        raise UsageError(f"unknown --strategy {name!r}; use none, ckpt, shard, ema-cpu or a mix such as shard+ckpt")
-    return MemoryConfig(checkpoint_every=1 if "ckpt" in parts else 0, shard="shard" in parts,
-                        ema_device="cpu" if "ema-cpu" in parts else "same")
-
-
-def name_of(m: MemoryConfig) -> str:
-    parts = [p for p, on in (("shard", m.shard), ("ckpt", m.checkpoint_every > 0), ("ema-cpu", m.ema_device == "cpu"))
-             if on]
-    return "+".join(parts) or "none"
-
-
-# --------------------------------------------------------------------------- memory
-
-def _block_activations(inp: memory.MemoryInputs) -> tuple[float, float]:
-    """(all blocks, the largest block) activation bytes per sample, from memory.activation_per_sample."""
-    v = inp.variant
-    outside = memory.activation_per_sample(dataclasses.replace(inp, variant=dataclasses.replace(v, depth=0)))
-    all_blocks = memory.activation_per_sample(inp) - outside
-    but_last = memory.activation_per_sample(dataclasses.replace(inp, variant=dataclasses.replace(v, depth=v.depth - 1)))
-    return all_blocks, memory.activation_per_sample(inp) - but_last
-
-
-@functools.lru_cache(maxsize=512)
-def _kept_per_sample(inp: memory.MemoryInputs, every: int) -> tuple[float, str]:
-    per = memory.activation_per_sample(inp)
-    if not every:
-        return per, ""
-    v = inp.variant
-    lens = seq_lens(v, inp.img_size)
-    ck = list(range(0, v.depth, every))
-    all_blocks, largest = _block_activations(inp)
-    kept = per - all_blocks * len(ck) / v.depth + 4 * v.hidden * sum(lens[i] for i in ck) + largest
-    return kept, (f"{len(ck)} of {v.depth} blocks checkpointed: their fp32 inputs + one block recomputed "
-                  f"({kept / per:.0%} of the activations)")
-
-
-def activations(inp: memory.MemoryInputs, m: MemoryConfig, micro_batch: int) -> tuple[int, str]:
-    """Activation bytes at the peak and why, with blocks 0, k, 2k, ... checkpointed."""
-    kept, why = _kept_per_sample(inp, m.checkpoint_every)
-    return int(round(kept * micro_batch)), why
-
-
-@functools.lru_cache(maxsize=512)
-def _static(inp: memory.MemoryInputs, shard: bool, ema_cpu: bool) -> tuple[tuple[memory.Item, ...], str, int,
-                                                                            tuple[memory.Item, ...]]:
-    """What does not depend on the batch: (fixed tensor items, plain activation why, step bytes, overheads)."""
-    base = memory.predict(inp, 1)
-    w = inp.world_size if shard else 1
-    pb = param_breakdown(inp.variant, inp.img_size, inp.num_classes, inp.in_channels)
-    tensor: list[memory.Item] = []
-    for it in base.items:
-        if it.name in ("activations", "optimizer step", "allocator headroom", "cuda context", "nccl"):
-            continue
-        if it.name == "ema" and ema_cpu:
-            tensor.append(memory.Item("ema", 0, f"{inp.num_emas} fp32 EMAs in pinned host memory (ema-cpu)"))
-        elif it.name in ("weights", "adamw state", "ema", "gradients") and w > 1:
-            tensor.append(memory.Item(it.name, it.bytes // w, f"{it.why}; sharded over {w} ranks (FSDP2)"))
-        elif it.name == "ddp buckets" and w > 1:
-            continue
-        else:
-            tensor.append(it)
-    step = memory.step_phase_bytes(inp) // w
-    if w > 1:
-        block = pb.blocks // inp.variant.depth
-        root = pb.total - pb.blocks
-        tensor.append(memory.Item("fsdp gathered", GATHER_PREFETCH * 4 * block + 4 * root,
-                                  f"{GATHER_PREFETCH} blocks' fp32 params unsharded at a time (one computing, one "
-                                  f"prefetched) and the root's {root / 1e6:.1f}M params"))
-        step += (GATHER_PREFETCH + 1) * 4 * block + 4 * root  # the backward's tail: + one block reduce-scattering
-    act_why = next(i.why for i in base.items if i.name == "activations").replace("1 x ", "micro x ", 1)
-    over = tuple(i for i in base.items if i.name in ("cuda context", "nccl"))
-    return tuple(tensor), act_why, step, over
-
-
-def predict(inp: memory.MemoryInputs, m: MemoryConfig, micro_batch: int) -> memory.MemoryPrediction:
-    """Peak memory per GPU under strategy ``m`` (memory.predict with the terms the strategy moves)."""
-    if name_of(m) == "none":
-        return memory.predict(inp, micro_batch)
-    if m.shard and inp.world_size < 2:
-        raise ValueError("sharding needs at least 2 GPUs")
-    fixed, act_why, step_tmp, over = _static(inp, m.shard, m.ema_device == "cpu")
-    act, why = activations(inp, m, micro_batch)
-    tensor = [*fixed, memory.Item("activations", act, why or act_why)]
-    # The peak is the forward's end (autocast's weight cache, gathered blocks, activations) or the step (gradients,
-    # AdamW temporaries; sharded: the backward's tail, every gradient shard and three blocks' buffers), after
-    # autocast freed its cache and FSDP2 resharded (traced: L/16 ckpt; B/16 shard, shard+ckpt at 2 and 4 ranks)
-    gone = sum(i.bytes for i in fixed if i.name in ("autocast weight cache", "fsdp gathered"))
-    if step_tmp - gone > act:
-        what = "gradient shards + 3 blocks' FSDP2 buffers in the backward" if m.shard else "gradients + AdamW temporaries"
-        tensor.append(memory.Item("optimizer step", step_tmp - gone - act, f"{what} at step time, after autocast "
-                                  "freed its weight cache"))
-    headroom = memory.headroom_bytes(sum(i.bytes for i in tensor))
-    items = [*tensor, memory.Item("allocator headroom", headroom, f"{memory.ALLOCATOR_HEADROOM:.0%} of the allocator's "
-                                  "tensor bytes: rounding, fragmentation"), *over]
-    peak = sum(i.bytes for i in tensor if i.name != "ddp buckets")
-    return memory.MemoryPrediction(micro_batch=micro_batch, items=tuple(items), tensor_peak=peak,
-                                   total=sum(i.bytes for i in items))
-
-
-def max_micro_batch(inp: memory.MemoryInputs, m: MemoryConfig, target: int, limit: int = 1 << 16) -> int:
-    """The largest micro-batch that fits ``target`` under strategy ``m`` (0 when batch 1 does not).
-
-    Past the smallest batches the prediction is affine in the batch (activations and their headroom), so the
-    answer is solved from two large batches and then confirmed with a few exact predictions: the planner
-    compares eight candidates and stays fast.
-    """
-    def total(b: int) -> int:
-        return predict(inp, m, b).total
-
-    if total(1) > target:
-        return 0
-    lo_b, hi_b = limit // 2, limit
-    t_lo, t_hi = total(lo_b), total(hi_b)
-    if t_hi <= target:
-        return limit
-    slope = (t_hi - t_lo) / (hi_b - lo_b)
-    b = max(1, min(limit, int((target - (t_lo - slope * lo_b)) // slope))) if slope > 0 else 1
-    while b > 1 and total(b) > target:
-        b -= 1
-    while b < limit and total(b + 1) <= target:
-        b += 1
-    return b
-
 
 # --------------------------------------------------------------------------- time
 
@@ -206,11 +81,11 @@ def step_cost(inp: memory.MemoryInputs, m: MemoryConfig, plain: PlainStep, *, ac
         extra += t
         why.append(f"recompute +{t:.2f} s")
     if m.shard:
-        w = inp.world_size
-        one_pass = (w - 1) / w * 4 * pb.trainable / (plain.bus_gbs * 1e9)  # all-gather or reduce-scatter, fp32
-        t = 3 * one_pass * accum - plain.allreduce_s  # 2 all-gathers + 1 reduce-scatter per micro-step
+        w, g = inp.world_size, gather_bytes(m)
+        ring = (w - 1) / w * pb.trainable / (plain.bus_gbs * 1e9)  # one pass of 1 B/param around the ring
+        t = (2 * g + 4) * ring * accum - plain.allreduce_s  # 2 all-gathers (g B) + 1 fp32 reduce-scatter per micro
         extra += t
-        why.append(f"all-gather/reduce-scatter {t:+.2f} s")
+        why.append(f"{'fp32' if g == 4 else 'bf16/fp16'} all-gathers + fp32 reduce-scatter {t:+.2f} s")
     every = 1
     if m.ema_device == "cpu":
         copy = 4 * pb.total / (HOST_LINK_GBS * 1e9)
@@ -234,6 +109,7 @@ class Machine:
     nvlink: bool
     target_bytes: int
     step_time: Callable[[int, int], tuple[PlainStep, int]]  # (micro, accum) -> (plain step, steps per epoch)
+    shard_gather: str = "auto"  # MemoryConfig.shard_gather of every candidate ("fp32" for fp32 plans)
 
 
 @dataclass(frozen=True)
@@ -252,7 +128,7 @@ class Candidate:
 def evaluate(name: str, inp_for: Callable[[int], memory.MemoryInputs],
              pick_batch: Callable[[int], tuple[int, int, str]], mach: Machine) -> Candidate:
     """One candidate: the plan's batch rule under its memory model, then its step and epoch time."""
-    m = parse(name)
+    m = parse(name).model_copy(update={"shard_gather": mach.shard_gather})
     inp = inp_for(1)
     bmax = max_micro_batch(inp, m, mach.target_bytes)
     if bmax >= 1:
@@ -350,6 +226,8 @@ def choose_for(train, world: int, hardware, options, target: int,  # type: ignor
                inp_for: Callable[[int], memory.MemoryInputs], pick_batch: Callable[[int], tuple[int, int, str]],
                step_time: Callable[[int, int], tuple[PlainStep, int]]) -> tuple[Candidate, list[Candidate]]:
     """``choose`` with the plan's machine and its own step-time model (``plan.step_time``)."""
+    # fp32 plans have no autocast dtype to gather in: say fp32, as the trainer would do under auto
+    gather = "fp32" if train.precision == "fp32" or train.memory.shard_gather == "fp32" else "auto"
     mach = Machine(world=world, nodes=hardware.nodes, nvlink=hardware.gpu.nvlink, target_bytes=target,
-                   step_time=step_time)
+                   step_time=step_time, shard_gather=gather)
     return choose(inp_for, pick_batch, mach, forced=options.strategy)
