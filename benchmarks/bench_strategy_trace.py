@@ -2,15 +2,14 @@
 
 For ``jitplan plan --gpus 2xRTX3060 --recipe JiT-L/16``, ``--gpus 1xRTX4090 --recipe JiT-H/16`` and ``--gpus
 2xT4`` (B/16): trace one training step of the real model at the plan's micro-batch under the plan's strategy
-(jitplan.planner.strategy_trace: FakeTensorMode + MemTracker, FSDPMemTracker when sharded; eager, one
-micro-step per step) and print it next to ``strategy.predict`` for the same eager, one-micro-step inputs.
+(jitplan.planner.strategy_trace: FakeTensorMode + MemTracker, FSDPMemTracker when sharded, FSDP2 gathering
+in the plan's gather dtype; eager, one micro-step per step) and print it next to ``strategy.predict`` for the same eager, one-micro-step inputs.
 
     PYTHONPATH=$PWD python benchmarks/bench_strategy_trace.py [2xRTX3060 ...]
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 
@@ -31,11 +30,12 @@ def main(which: list[str]) -> int:
         eager = t.model_copy(update={"compile": False})
         t0 = time.perf_counter()
         traced = trace_strategy(eager, t.memory, t.batch_per_gpu, world=world)
-        inp = dataclasses.replace(memory_inputs(eager, world, accum=1), fused_adamw=not t.memory.shard)
+        inp = memory_inputs(eager, world, accum=1)  # fused AdamW, as the trainer and the trace run it
         pred = strategy.predict(inp, t.memory, t.batch_per_gpu).tensor_peak
         err = pred / traced - 1
         worst = max(worst, abs(err))
-        print(f"{gpus} {CASES[gpus]} strategy {strategy.name_of(t.memory)} micro {t.batch_per_gpu}: traced "
+        gather = "" if not t.memory.shard else f", {strategy.gather_bytes(t.memory)} B gathers"
+        print(f"{gpus} {CASES[gpus]} strategy {strategy.name_of(t.memory)}{gather} micro {t.batch_per_gpu}: traced "
               f"{traced / 1e9:.3f} GB, predicted {pred / 1e9:.3f} GB ({err:+.1%}), {time.perf_counter() - t0:.0f} s",
               flush=True)
     return 0 if worst <= 0.05 else 1

@@ -10,12 +10,13 @@ and costs; ``jitplan plan`` chooses them):
 - ``shard: true`` - FSDP2 ``fully_shard`` per block and on the whole denoiser: parameters, gradients,
   AdamW state and (built on the sharded parameters) both EMAs are split across the ranks; parameters are
   all-gathered for each block's forward/backward and gradients reduce-scattered every micro-step.
-  ``shard_gather: auto`` (the default) all-gathers them in the autocast dtype (FSDP2
+  ``shard_gather: auto`` (the default) all-gathers the blocks' parameters in the autocast dtype (FSDP2
   ``MixedPrecisionPolicy(param_dtype=bf16|fp16, reduce_dtype=fp32)``, ``gather_dtype``): half the link bytes
-  and half the unsharded memory; the sharded master weights, AdamW and EMAs stay fp32. Matmuls see the same
-  bf16 weights as under autocast; elementwise uses of parameters (RMSNorm weights, embeddings, the frozen
-  position embedding) see them rounded to bf16. Forward inputs are not cast: the fp32 residual stays fp32.
-  ``shard_gather: fp32`` keeps fp32 gathers (the arithmetic of DDP up to the order of sums).
+  and half the unsharded memory; the sharded master weights, AdamW and EMAs stay fp32, and so does the
+  root (embeddings, position embedding, final layer; ~1%). Matmuls see the same bf16 weights as under
+  autocast; elementwise uses of block parameters (RMSNorm weights, qk-norm) see them rounded to bf16.
+  Forward inputs are not cast: the residual stream stays fp32. ``shard_gather: fp32`` keeps fp32 gathers
+  (the arithmetic of DDP up to the order of sums).
 - ``ema_device: cpu`` / ``ema_every: k`` - see ``jitmodel.ema_host``.
 - fp16 autocast gets a ``GradScaler`` (``make_scaler``); bf16 and fp32 need none.
 
@@ -113,7 +114,9 @@ def shard_module(denoiser: torch.nn.Module, mesh: Any, param_dtype: torch.dtype 
     kw = {} if param_dtype == torch.float32 else {"mp_policy": mp_policy(param_dtype)}
     for block in denoiser.net.blocks:
         fully_shard(block, mesh=mesh, **kw)
-    fully_shard(denoiser, mesh=mesh, **kw)
+    # the root (embeddings, frozen pos_embed, final layer: ~1% of the parameters) stays fp32: a bf16 pos_embed
+    # would make the residual stream bf16 (patch embedding + pos_embed), the blocks' activations with it
+    fully_shard(denoiser, mesh=mesh)
 
 
 def shard(denoiser: torch.nn.Module, env: DistEnv, device: torch.device,

@@ -43,11 +43,11 @@ LR = 3e-3
 # 4.8e-6 after 4 steps); bound lr x steps x 2e-3. AdamW moments are not normalised: measured 3e-9.
 SHARD_ATOL = LR * 4 * 2e-3
 MOMENT_ATOL = 1e-7
-# bf16 gathers vs DDP, both under bf16 autocast: matmuls see the same bf16 weights, but elementwise uses of
-# parameters (RMSNorm weights, label embeddings, adaLN input) see them rounded to bf16, whose spacing near 1
-# is 2**-8..2**-7, more than one lr=3e-3 update: part of an update is invisible to the forward until it
-# accumulates. Measured 5.3e-4 relative on the 4th loss; weights: mean |diff| 1.5% of two steps' mean move.
-GATHER_RTOL = 5e-3
+# bf16 gathers vs DDP, both under bf16 autocast: matmuls see the same bf16 weights, but elementwise uses of block
+# parameters (RMSNorm and qk-norm weights) see them rounded to bf16, whose spacing near 1 (2**-8..2**-7) is more
+# than one lr=3e-3 update: updates stay invisible to the forward until they accumulate past half a spacing.
+# Measured: losses bitwise for 3 steps, 1.7e-5 relative on the 4th; weights' mean |diff| 0.2% of two steps' move.
+GATHER_RTOL = 1e-3
 STEPS = 4
 CASES = {  # name: (memory, precision)
     "ddp": ({}, "auto"),
@@ -172,7 +172,7 @@ def test_bf16_gathers_match_ddp_under_the_same_autocast(runs):
         assert all(v.dtype == torch.float32 and not hasattr(v, "device_mesh") for v in a[key].values()), key
     diff = torch.cat([(a["model"][k] - b["model"][k]).abs().flatten() for k in b["model"]]).mean()
     move = torch.cat([(b["model"][k] - early[k]).abs().flatten() for k in early]).mean()
-    assert diff < 0.1 * move, (diff, move)
+    assert diff < 0.05 * move, (diff, move)
     # resumed at step 2 with fp32 gathers: the same run up to the gather rounding of two more steps
     assert losses(runs / "resume_gather")[-2:] == pytest.approx(la[-2:], rel=GATHER_RTOL)
     from jitmodel.sample import load_for_sampling

@@ -6,8 +6,8 @@ runs each (``jitmodel.strategy``, ``TrainConfig.memory``). Memory: ``jitplan.pla
 (re-exported here). Time, against the plan's own plain (DDP) step:
 
 - ckpt: about one extra forward of the checkpointed blocks (a third of their training FLOPs).
-- shard: two all-gathers of the parameters in the gather dtype (bf16/fp16 under autocast with
-  ``shard_gather: auto``, else fp32) and one reduce-scatter of the fp32 gradients per micro-step, against
+- shard: two all-gathers of the blocks' parameters in the gather dtype (bf16/fp16 under autocast with
+  ``shard_gather: auto``, else fp32; the root's in fp32) and one reduce-scatter of the fp32 gradients per micro-step, against
   one fp32 all-reduce per optimizer step (whose ring cost is an fp32 all-gather + reduce-scatter).
 - ema-cpu: the parameters cross the host link every EMA update (overlapped with the next step, so only
   what exceeds the step counts) and the host does the EMA arithmetic; when that is slower than a step, the
@@ -20,7 +20,7 @@ L/16 on two GPUs over a 10 GB/s link, 4 micro-steps per optimizer step, against 
     >>> plain = PlainStep(total_s=10.0, compute_s=9.0, allreduce_s=0.5, bus_gbs=10.0)
     >>> [round(step_cost(inp, parse("shard").model_copy(update={"shard_gather": g}), plain, accum=4).extra_s, 2)
     ...  for g in ("auto", "fp32")]
-    [0.23, 0.6]
+    [0.24, 0.6]
 """
 
 from __future__ import annotations
@@ -82,8 +82,9 @@ def step_cost(inp: memory.MemoryInputs, m: MemoryConfig, plain: PlainStep, *, ac
         why.append(f"recompute +{t:.2f} s")
     if m.shard:
         w, g = inp.world_size, gather_bytes(m)
-        ring = (w - 1) / w * pb.trainable / (plain.bus_gbs * 1e9)  # one pass of 1 B/param around the ring
-        t = (2 * g + 4) * ring * accum - plain.allreduce_s  # 2 all-gathers (g B) + 1 fp32 reduce-scatter per micro
+        ring = (w - 1) / w / (plain.bus_gbs * 1e9)  # seconds per byte per rank around the ring
+        gather = g * pb.blocks + 4 * (pb.trainable - pb.blocks)  # the root (embeddings, final layer) stays fp32
+        t = (2 * gather + 4 * pb.trainable) * ring * accum - plain.allreduce_s  # 2 all-gathers + 1 fp32 reduce-scatter
         extra += t
         why.append(f"{'fp32' if g == 4 else 'bf16/fp16'} all-gathers + fp32 reduce-scatter {t:+.2f} s")
     every = 1

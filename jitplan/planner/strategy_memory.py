@@ -7,11 +7,11 @@ Pure functions, no torch; ``jitplan.planner.strategy`` costs the time and choose
   one block's activations live again while it is recomputed.
 - shard: weights, gradients, AdamW moments and EMAs / world; no DDP buckets; one block's parameters and
   gradients gathered at a time (plus the one being prefetched) and the root's (embeddings, final layer), in
-  the gather dtype (``MemoryConfig.shard_gather``: auto = the autocast dtype, 2 B; fp32, 4 B). With fp32
-  gathers autocast caches a bf16 copy of every gathered weight for the whole forward; with bf16 gathers the
-  weights are already bf16 and there is no cache (FSDPMemTracker, B/16: 260 MB -> 0), so the peak moves to
-  the backward's first block: every activation, its gathered parameters and bf16 gradients, and the fp32
-  copy of those gradients that is reduce-scattered.
+  the gather dtype (``MemoryConfig.shard_gather``: auto = the autocast dtype, 2 B; fp32, 4 B; the root
+  stays fp32). With fp32 gathers autocast caches a bf16 copy of every gathered weight for the whole
+  forward; with bf16 gathers the blocks' weights are already bf16 and only the root's are cached
+  (B/16: 261 MB -> 5 MB); the backward's tail holds a block's gathered parameters and
+  bf16 gradients and the fp32 copy of those gradients that is reduce-scattered.
 - ema-cpu: the EMAs leave the GPU.
 
     >>> from jitplan.planner import memory
@@ -107,8 +107,10 @@ def _static(inp: memory.MemoryInputs, shard: bool, ema_cpu: bool, gather: int = 
             tensor.append(memory.Item(it.name, it.bytes // w, f"{it.why}; sharded over {w} ranks (FSDP2)"))
         elif it.name == "ddp buckets" and w > 1:
             continue
-        elif it.name == "autocast weight cache" and w > 1 and gather < 4:
-            tensor.append(memory.Item(it.name, 0, "none: FSDP2 gathers the weights in the autocast dtype already"))
+        elif it.name == "autocast weight cache" and w > 1 and gather < 4:  # blocks' weights come gathered in bf16
+            root_mm = max(0, pb.matmul - pb.blocks)
+            tensor.append(memory.Item(it.name, memory.BYTES_AUTOCAST_CACHE * root_mm, f"bf16 copies of the root's "
+                                      f"{root_mm / 1e6:.1f}M fp32 matmul params (FSDP2 gathers the blocks' in bf16)"))
         else:
             tensor.append(it)
     step = memory.step_phase_bytes(inp) // w
@@ -116,13 +118,13 @@ def _static(inp: memory.MemoryInputs, shard: bool, ema_cpu: bool, gather: int = 
         block = pb.blocks // inp.variant.depth
         root = pb.total - pb.blocks
         dt = "fp32" if gather == 4 else "bf16/fp16"
-        tensor.append(memory.Item("fsdp gathered", GATHER_PREFETCH * gather * block + gather * root,
+        tensor.append(memory.Item("fsdp gathered", GATHER_PREFETCH * gather * block + 4 * root,
                                   f"{GATHER_PREFETCH} blocks' {dt} params unsharded at a time (one computing, one "
-                                  f"prefetched) and the root's {root / 1e6:.1f}M params"))
+                                  f"prefetched) and the root's {root / 1e6:.1f}M fp32 params"))
         # The backward's tail (traced, B/16: fp32 and bf16 gathers, 2 ranks): a block's gathered params, the next
         # one's prefetched, its unsharded gradients (all in the gather dtype), their fp32 copy being reduce-
         # scattered; the gradient shards of the two blocks still to come are not written yet.
-        step += (GATHER_PREFETCH + 1) * gather * block + 4 * block - 2 * 4 * block // w + gather * root
+        step += (GATHER_PREFETCH + 1) * gather * block + 4 * block - 2 * 4 * block // w + 4 * root
     act_why = next(i.why for i in base.items if i.name == "activations").replace("1 x ", "micro x ", 1)
     over = tuple(i for i in base.items if i.name in ("cuda context", "nccl"))
     return tuple(tensor), act_why, step, over
