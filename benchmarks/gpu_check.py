@@ -1,7 +1,8 @@
 """One command on any CUDA machine: measure JiT training steps, print predicted vs measured, write records.
 
 For each variant (B/16, and L/16 where the planner says it fits) and micro-batch: jitmodel's real Denoiser on
-the GPU with bf16 autocast, fused AdamW and both EMAs (the trainer's step, one process), ``--warmup`` steps,
+the GPU with bf16 autocast, fused AdamW and both EMAs (``jitplan.planner.traced_step.TrainingStep``, the step
+the memory tracers run under FakeTensorMode; one process), ``--warmup`` steps,
 then ``--steps`` timed steps (synchronised). Measured: seconds per step, torch's peak allocated/reserved and
 NVML's used memory (what nvidia-smi shows). Predicted: jitplan's time and memory models (priors, one GPU).
 Each measurement becomes a calibration record (jitplan.calibration.records) for ``--out`` and, with
@@ -69,29 +70,15 @@ def measure(variant: str, a: argparse.Namespace, batch: int) -> tuple[float, int
     """(s/step, peak allocated, peak reserved, NVML used) of the trainer's step on cuda:0."""
     import torch
 
-    from jitmodel.config import DiffusionConfig, ModelConfig
-    from jitmodel.denoiser import EMA, Denoiser
+    from jitmodel.config import DataConfig, ModelConfig, TrainConfig
+    from jitplan.planner.traced_step import TrainingStep
 
     dev = torch.device("cuda")
     torch.cuda.empty_cache()  # the previous configuration's tensors are gone by now
     torch.cuda.reset_peak_memory_stats(dev)
-    den = Denoiser(ModelConfig(variant=variant, img_size=a.img_size, attention=a.attention), DiffusionConfig(),
-                   device=dev)
-    if a.compile:
-        den.net.compile()  # as jitmodel.strategy does: in place, blocks and all
-    opt = torch.optim.AdamW([p for p in den.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95),
-                            fused=True)
-    ema = EMA(den)
-    x = torch.rand(batch, 3, a.img_size, a.img_size, device=dev) * 2 - 1
-    y = torch.randint(0, 1000, (batch,), device=dev)
-
-    def step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = den(x, y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ema.update(den)
+    cfg = TrainConfig(model=ModelConfig(variant=variant, img_size=a.img_size, attention=a.attention),
+                      data=DataConfig(kind="digits"))
+    step = TrainingStep(cfg, batch, device=dev, fused=True, compile=a.compile)  # the tracers' step, on the GPU
 
     for _ in range(a.warmup):
         step()

@@ -145,3 +145,14 @@ def test_memory_model_matches_a_traced_step(name, world, batch, gather):
     traced = trace_strategy(_train("JiT-B/16", 64), m, micro_batch=batch, world=world)
     inp = memory.MemoryInputs.for_model("JiT-B/16", 64, accum=1, world_size=world)
     assert strategy.predict(inp, m, batch).tensor_peak == pytest.approx(traced, rel=0.05)
+
+
+def test_the_traced_step_refuses_what_it_cannot_build():
+    pytest.importorskip("torch")
+    from jitplan.planner.traced_step import TrainingStep
+
+    cfg = _train("JiT-Tiny/4", 16)
+    with pytest.raises(ValueError, match="micro_batch"):
+        TrainingStep(cfg, 0)
+    with pytest.raises(ValueError, match="device mesh"):  # a sharded step needs its ranks
+        TrainingStep(cfg, 2, memory=strategy.parse("shard"))

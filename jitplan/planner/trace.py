@@ -35,64 +35,27 @@ class TraceResult:
     optimizer: str  # "fused" | "foreach"
 
 
-def _peak(mt: object) -> tuple[int, dict[str, int]]:
-    snap = mt.get_tracker_snapshot("peak")  # type: ignore[attr-defined]
-    total, cats = 0, {}
-    for dev_stats in snap.values():
-        for key, val in dev_stats.items():
-            name = str(getattr(key, "value", key))
-            if name.lower() == "total":
-                total += int(val)
-            else:
-                cats[name] = cats.get(name, 0) + int(val)
-    return total, cats
-
-
 def trace_step(train: TrainConfig, micro_batch: int, steps: int = 2, fused: bool | None = None) -> TraceResult:
     """Peak tensor bytes of ``steps`` training steps of ``train``'s model at ``micro_batch`` (fake, CPU)."""
     if micro_batch < 1:
         raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
-    import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributed._tools.mem_tracker import MemTracker
 
-    from jitmodel.denoiser import EMA, Denoiser
+    from jitplan.planner.traced_step import TrainingStep, tracked_peaks
 
-    m = train.model
-    use_fused = train.optim.fused is not False if fused is None else fused
     with FakeTensorMode(allow_non_fake_inputs=True):
-        den = Denoiser(m, train.diffusion)
-        den.train()
-        params = [p for p in den.parameters() if p.requires_grad]
-        kw = dict(lr=1e-4, betas=train.optim.betas, weight_decay=train.optim.weight_decay)
-        opt = (torch.optim.AdamW(params, fused=True, **kw) if use_fused
-               else torch.optim.AdamW(params, foreach=True, **kw))
-        ema = EMA(den, train.diffusion.ema_decays)
+        step = TrainingStep(train, micro_batch, fused=fused)
         # MemTracker hooks every parameter's grad and refuses frozen ones (torch 2.13, seen 2026-11): let the
         # frozen pos_embed take a gradient it never uses (N x D x 4 B, under 1 MB; not in the optimizer).
-        for p in den.parameters():
+        for p in step.den.parameters():
             p.requires_grad_(True)
         mt = MemTracker()
-        mt.track_external(den, opt, *[t for shadow in ema.shadows for t in shadow])
-        peaks: list[tuple[int, dict[str, int]]] = []
-        with mt:
-            for _ in range(steps):
-                x = torch.rand(micro_batch, m.in_channels, m.img_size, m.img_size) * 2 - 1
-                y = torch.randint(0, m.num_classes, (micro_batch,))
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    loss = den(x, y)
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                ema.update(den)
-                peaks.append(_peak(mt))
-                mt.reset_mod_stats()
-                # No public API resets the global peak (torch 2.13); reset it so each step has its own.
-                mt._peak_mem = {}  # type: ignore[attr-defined]
-                mt._peak_mem_snap = {}  # type: ignore[attr-defined]
+        mt.track_external(step.den, step.opt, *step.ema_tensors())
+        peaks = tracked_peaks(step, mt, steps)
     total, cats = peaks[-1]
     return TraceResult(micro_batch=micro_batch, peak_bytes=total, first_step_peak_bytes=peaks[0][0],
-                       by_category=cats, optimizer="fused" if use_fused else "foreach")
+                       by_category=cats, optimizer="fused" if step.fused else "foreach")
 
 
 def apply_trace(plan):  # type: ignore[no-untyped-def]
