@@ -77,6 +77,15 @@ def _kept_per_sample(inp: memory.MemoryInputs, every: int) -> tuple[float, str]:
                   f"({kept / per:.0%} of the activations)")
 
 
+@functools.lru_cache(maxsize=512)
+def _tail_per_sample(inp: memory.MemoryInputs, every: int) -> float:
+    """Activation bytes per sample when the first block is recomputed, last in the backward: the checkpointed
+    blocks' fp32 inputs (MemTracker: they stay until the backward ends) and that block's activations."""
+    v = inp.variant
+    lens = seq_lens(v, inp.img_size)
+    return 4 * v.hidden * sum(lens[i] for i in range(0, v.depth, every)) + _block_activations(inp)[1]
+
+
 def activations(inp: memory.MemoryInputs, m: MemoryConfig, micro_batch: int) -> tuple[int, str]:
     """Activation bytes at the peak and why, with blocks 0, k, 2k, ... checkpointed."""
     kept, why = _kept_per_sample(inp, m.checkpoint_every)
@@ -142,11 +151,16 @@ def predict(inp: memory.MemoryInputs, m: MemoryConfig, micro_batch: int) -> memo
     # The peak is the forward's end (autocast's weight cache, gathered blocks, activations) or the step (gradients,
     # AdamW temporaries; sharded: the backward's tail, the gradient shards and a few blocks' buffers), after
     # autocast freed its cache and FSDP2 resharded (traced: L/16 ckpt; B/16 shard, shard+ckpt at 2 and 4 ranks)
+    # Checkpointed, unsharded: the backward's end holds every gradient with the checkpointed inputs and the first
+    # block recomputed (traced, L/16 micro 32: 9.04 GB there vs 7.77 GB at the forward's end; H/16 the same)
+    what = "gradient shards + FSDP2's block buffers in the backward" if m.shard else "gradients + AdamW temporaries"
+    if m.checkpoint_every and not m.shard:
+        step_tmp += int(round(_tail_per_sample(inp, m.checkpoint_every) * micro_batch))
+        what = "gradients + the checkpointed inputs and the recomputed first block at the backward's end"
     gone = sum(i.bytes for i in fixed if i.name in ("autocast weight cache", "fsdp gathered"))
     if step_tmp - gone > act:
-        what = "gradient shards + FSDP2's block buffers in the backward" if m.shard else "gradients + AdamW temporaries"
-        tensor.append(memory.Item("optimizer step", step_tmp - gone - act, f"{what} at step time, after autocast "
-                                  "freed its weight cache"))
+        tensor.append(memory.Item("optimizer step", step_tmp - gone - act, f"{what}, after autocast freed its "
+                                  "weight cache"))
     headroom = memory.headroom_bytes(sum(i.bytes for i in tensor))
     items = [*tensor, memory.Item("allocator headroom", headroom, f"{memory.ALLOCATOR_HEADROOM:.0%} of the allocator's "
                                   "tensor bytes: rounding, fragmentation"), *over]
