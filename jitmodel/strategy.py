@@ -30,7 +30,8 @@ rank, ``local_like`` scatters a full tensor back into a sharded one when resumin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -123,6 +124,39 @@ def shard(denoiser: torch.nn.Module, env: DistEnv, device: torch.device,
           param_dtype: torch.dtype = torch.float32) -> None:
     """``shard_module`` on a 1-D mesh of this job's ranks."""
     shard_module(denoiser, _mesh(env, device), param_dtype)
+
+
+@contextlib.contextmanager
+def gathered(denoiser: torch.nn.Module, m: MemoryConfig, amp: torch.dtype | None) -> Iterator[None]:
+    """Forwards outside the training step (online evaluation: ``x_hat``, which FSDP2's root hooks do not see)
+    on a sharded denoiser: every unit unsharded once (a collective: every rank enters together) and kept so
+    while they run, so ranks may sample different numbers of batches; under autocast when the blocks are
+    gathered in bf16/fp16 (their weights cannot meet an fp32 activation otherwise). A no-op unsharded."""
+    if not m.shard:
+        yield
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    blocks = [b for b in denoiser.net.blocks if isinstance(b, FSDPModule)]
+    units = [denoiser, *blocks] if isinstance(denoiser, FSDPModule) else blocks
+    state = denoiser._get_fsdp_state() if isinstance(denoiser, FSDPModule) else None
+    if state is not None:  # before any training forward (eval at epoch 0): make the denoiser FSDP2's root
+        state._lazy_init()  # private (torch 2.13); otherwise block 0 would become a root of its own
+    for u in units:
+        u.unshard()
+    for b in blocks:
+        b.set_reshard_after_forward(False)
+    dt = gather_dtype(m, amp)
+    cast = torch.autocast(next(denoiser.parameters()).device.type, dtype=dt) if dt != torch.float32 else \
+        contextlib.nullcontext()
+    try:
+        with cast:
+            yield
+    finally:
+        for b in blocks:
+            b.set_reshard_after_forward(True)  # as shard_module built them
+        for u in units:
+            u.reshard()
 
 
 def is_sharded(t: Any) -> bool:

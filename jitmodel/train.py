@@ -166,7 +166,7 @@ class Trainer:
         swap = self.ema.swap_in(self.denoiser, which) if which != "raw" else contextlib.nullcontext()
         self.denoiser.eval()
         try:
-            with swap:
+            with swap, strategy.gathered(self.denoiser, self.cfg.memory, self.amp):  # sharded: x_hat sees full weights
                 res = online_eval(self.denoiser, self.cfg, epoch=epoch, device=self.device, out_dir=self.out)
         finally:
             self.denoiser.train()
