@@ -47,7 +47,7 @@ def describe(m: MemoryConfig) -> str:
         k = m.checkpoint_every
         parts.append("checkpoint every block" if k == 1 else f"checkpoint every {k}{'nd' if k == 2 else 'th'} block")
     if m.shard:
-        parts.append("shard (FSDP2)")
+        parts.append("shard (FSDP2)" if m.shard_gather == "auto" else "shard (FSDP2, fp32 gathers)")
     if m.ema_device == "cpu":
         parts.append("EMA on CPU")
     if m.ema_every > 1:
