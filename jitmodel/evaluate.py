@@ -33,6 +33,7 @@ import torch
 
 from jitmodel.atomic import atomic_write
 from jitmodel.config import SampleConfig, TrainConfig
+from jitmodel.dist import amp_dtype
 from jitmodel.fid import FeatureExtractor, FeatureSums, frechet_distance, load_images, load_stats
 from jitmodel.sample import XHatFn, forwards_per_image, noise_for_ids, sample, save_png, to_uint8
 
@@ -311,7 +312,7 @@ def online_eval(net: torch.nn.Module, cfg: TrainConfig, *, epoch: int, device: A
                   num_classes=cfg.model.num_classes, img_size=cfg.model.img_size, sample=s,
                   in_channels=cfg.model.in_channels, seed=cfg.seed, noise_scale=cfg.diffusion.noise_scale,
                   t_eps=cfg.diffusion.t_eps, batch=cfg.eval.gen_batch,
-                  autocast=torch.bfloat16 if dev.type == "cuda" and cfg.precision in ("auto", "bf16") else None)
+                  autocast=amp_dtype(cfg.precision, dev) if dev.type == "cuda" else None)  # the run's: fp16 on a T4
     extractor = None
     if cfg.eval.ref_stats:  # the extractor the reference statistics were made with (Inception by default)
         name = load_stats(cfg.eval.ref_stats)[2] or "inception"
