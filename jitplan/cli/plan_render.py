@@ -42,6 +42,10 @@ def render_plan(console, plan, *, wide: bool | None = None, saved_to: str | None
 
         console.print(Text(title, style="bold"))
         for r in plan.rows:
+            if r.quantity.startswith("  ") and r.why not in warned:  # another candidate: one line, its first clause
+                first = r.why.split(";")[0]
+                console.print(Text.assemble((r.quantity, "bold"), ": ", (r.target, "cyan"), (f" ({first})", "dim")))
+                continue
             head = Text.assemble((r.quantity, "bold"), ": ", r.reference, " -> ", (r.target, "cyan"))
             why = (Text(f"warning: {r.why}", style="yellow") if r.why in warned else Text(r.why, style="dim"))
             console.print(head)
