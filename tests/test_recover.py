@@ -185,44 +185,71 @@ def _kill_everything_under(root: Path) -> None:
                 pass
 
 
-@pytest.mark.slow
-def test_outbid_mid_run_resumes_on_a_new_offer_from_the_last_pull(cli, reg, tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("JITPLAN_VAST_POLL_S", "0.05")
-    monkeypatch.setenv("JITPLAN_WATCH_POLL_S", "0.3")
-    monkeypatch.setenv("JITPLAN_PULL_EVERY_S", "0.5")
-    monkeypatch.chdir(tmp_path)
-    plan = _tiny_plan(tmp_path / "plan.yaml", max_steps=30)
-    identity = keygen(tmp_path / "id_ed25519")
-    root, staged = tmp_path / "remote", tmp_path / "staged"
-    seen: dict = {}
+class OutbidWorld:
+    """A real sshd behind the Vast fake with two 1-GPU offers (3001 cheaper), a tiny 30-step plan, and a saboteur
+    that, once a pull brought step >= 10 home, kills the first instance's processes, deletes its disk and has
+    it outbid. Used by the recovery tests here and in test_watch.py."""
 
-    with LoopbackSSHD(tmp_path / "sshd") as sshd, \
-            VastFake(KEY, ssh_port=sshd.port, authorized_keys=sshd.authorized_keys) as fake:
-        fake.add_offer(3001, num_gpus=1, dph_base=0.10, gpu_ram=12288)
-        fake.add_offer(3002, num_gpus=1, dph_base=0.12, gpu_ram=12288)
-        monkeypatch.setenv("VAST_URL", fake.url)
+    def __init__(self, tmp_path: Path, monkeypatch) -> None:
+        monkeypatch.setenv("JITPLAN_VAST_POLL_S", "0.05")
+        monkeypatch.setenv("JITPLAN_WATCH_POLL_S", "0.3")
+        monkeypatch.setenv("JITPLAN_PULL_EVERY_S", "0.5")
+        monkeypatch.chdir(tmp_path)
+        self.tmp, self.mp = tmp_path, monkeypatch
+        self.plan = _tiny_plan(tmp_path / "plan.yaml", max_steps=30)
+        self.identity = keygen(tmp_path / "id_ed25519")
+        self.root, self.staged = tmp_path / "remote", tmp_path / "staged"
+        self.seen: dict = {}
 
+    def __enter__(self) -> OutbidWorld:
+        self.sshd = LoopbackSSHD(self.tmp / "sshd").__enter__()
+        self.fake = VastFake(KEY, ssh_port=self.sshd.port, authorized_keys=self.sshd.authorized_keys).__enter__()
+        self.fake.add_offer(3001, num_gpus=1, dph_base=0.10, gpu_ram=12288)
+        self.fake.add_offer(3002, num_gpus=1, dph_base=0.12, gpu_ram=12288)
+        self.mp.setenv("VAST_URL", self.fake.url)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.fake.__exit__(*exc)
+        self.sshd.__exit__(*exc)
+
+    def launch_args(self, *extra: str) -> list[str]:
+        return ["launch", str(self.plan), "--vast", "--yes", "--identity", str(self.identity), "--remote-dir",
+                str(self.root), "--remote-python", sys.executable, "--no-doctor", "--run-dir", str(self.staged),
+                "--max-restarts", "1", *extra, "--json"]
+
+    def outbid_after_a_pull(self) -> threading.Thread:
         def outbid() -> None:  # once a checkpoint came home, the first instance loses its bid and its disk
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
-                p = staged / "pulled.json"
+                p = self.staged / "pulled.json"
                 if p.exists() and (json.loads(p.read_text()).get("step") or 0) >= 10:
                     break
                 time.sleep(0.1)
-            _kill_everything_under(root)
-            shutil.rmtree(root / "runs", ignore_errors=True)
-            seen["iid"] = fake.live()[0]["id"]
-            fake.faults.outbid.add(3001)
+            _kill_everything_under(self.root)
+            shutil.rmtree(self.root / "runs", ignore_errors=True)
+            self.seen["iid"] = self.fake.live()[0]["id"]
+            self.fake.faults.outbid.add(3001)
 
-        saboteur = threading.Thread(target=outbid, daemon=True)
-        saboteur.start()
-        r = cli("launch", str(plan), "--vast", "--yes", "--identity", str(identity), "--remote-dir", str(root),
-                "--remote-python", sys.executable, "--no-doctor", "--run-dir", str(staged), "--max-restarts", "1",
-                "--json")
+        t = threading.Thread(target=outbid, daemon=True)
+        t.start()
+        return t
+
+    def two_creates_two_deletes_none_live(self) -> None:
+        f = self.fake
+        assert f.live() == [] and [c.path for c in f.creates()] == ["/api/v0/asks/3001/", "/api/v0/asks/3002/"]
+        assert len(f.deletes()) == 2
+
+
+@pytest.mark.slow
+def test_outbid_mid_run_resumes_on_a_new_offer_from_the_last_pull(cli, reg, tmp_path, monkeypatch) -> None:
+    with OutbidWorld(tmp_path, monkeypatch) as world:
+        saboteur = world.outbid_after_a_pull()
+        r = cli(*world.launch_args())
         saboteur.join(10)
         assert r.code == 0, r.err[-3000:]
-        assert fake.live() == [] and [c.path for c in fake.creates()] == ["/api/v0/asks/3001/", "/api/v0/asks/3002/"]
-        assert len(fake.deletes()) == 2
+        world.two_creates_two_deletes_none_live()
+    root, staged, seen = world.root, world.staged, world.seen
     rid = json.loads(r.out)["run_id"]
     (lost,) = reg.events(rid, kind="instance-lost")
     resumed = lost.data["step"]

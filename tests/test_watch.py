@@ -5,16 +5,12 @@ instance is outbid, pulled and destroyed when training ends. Nothing is left bil
 from __future__ import annotations
 
 import json
-import shutil
-import sys
-import threading
-import time
 
 import pytest
-from fakes.sshd import LoopbackSSHD, keygen, sshd_available
+from fakes.sshd import sshd_available
 from fakes.vast_server import VastFake
 from test_pull import write_checkpoint
-from test_recover import KEY, Cloud, _kill_everything_under, _tiny_plan
+from test_recover import KEY, Cloud, OutbidWorld
 
 from jitplan.launch.registry import Registry
 
@@ -62,46 +58,17 @@ def test_an_older_run_without_a_recorded_launch_is_still_pulled_and_torn_down(cl
 
 @pytest.mark.slow
 def test_a_detached_run_is_recovered_then_torn_down_by_watch(cli, reg, tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("JITPLAN_VAST_POLL_S", "0.05")
-    monkeypatch.setenv("JITPLAN_WATCH_POLL_S", "0.3")
-    monkeypatch.setenv("JITPLAN_PULL_EVERY_S", "0.5")
-    monkeypatch.chdir(tmp_path)
-    plan = _tiny_plan(tmp_path / "plan.yaml", max_steps=30)
-    identity = keygen(tmp_path / "id_ed25519")
-    root, staged = tmp_path / "remote", tmp_path / "staged"
-    seen: dict = {}
-
-    with LoopbackSSHD(tmp_path / "sshd") as sshd, \
-            VastFake(KEY, ssh_port=sshd.port, authorized_keys=sshd.authorized_keys) as fake:
-        fake.add_offer(3001, num_gpus=1, dph_base=0.10, gpu_ram=12288)
-        fake.add_offer(3002, num_gpus=1, dph_base=0.12, gpu_ram=12288)
-        monkeypatch.setenv("VAST_URL", fake.url)
-        r = cli("launch", str(plan), "--vast", "--yes", "--identity", str(identity), "--remote-dir", str(root),
-                "--remote-python", sys.executable, "--no-doctor", "--run-dir", str(staged), "--max-restarts", "1",
-                "--detach", "--json")
+    with OutbidWorld(tmp_path, monkeypatch) as world:
+        r = cli(*world.launch_args("--detach"))
         assert r.code == 0, r.err[-3000:]
         rid = json.loads(r.out)["run_id"]
-        assert f"jitplan watch {rid}" in r.err and len(fake.live()) == 1  # detached: it bills until watched/stopped
-
-        def outbid() -> None:  # once a checkpoint came home, the first instance loses its bid and its disk
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                p = staged / "pulled.json"
-                if p.exists() and (json.loads(p.read_text()).get("step") or 0) >= 10:
-                    break
-                time.sleep(0.1)
-            _kill_everything_under(root)
-            shutil.rmtree(root / "runs", ignore_errors=True)
-            seen["iid"] = fake.live()[0]["id"]
-            fake.faults.outbid.add(3001)
-
-        saboteur = threading.Thread(target=outbid, daemon=True)
-        saboteur.start()
+        assert f"jitplan watch {rid}" in r.err and len(world.fake.live()) == 1  # detached: it bills until watched
+        saboteur = world.outbid_after_a_pull()
         w = cli("watch", rid, "--json")
         saboteur.join(10)
         assert w.code == 0, w.err[-3000:]
-        assert fake.live() == [] and [c.path for c in fake.creates()] == ["/api/v0/asks/3001/", "/api/v0/asks/3002/"]
-        assert len(fake.deletes()) == 2
+        world.two_creates_two_deletes_none_live()
+    root, plan, seen = world.root, world.plan, world.seen
     res = json.loads(w.out)
     assert res["status"] == "finished" and res["recoveries"] == 1 and res["step"] == 30
     (lost,) = reg.events(rid, kind="instance-lost")
