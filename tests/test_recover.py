@@ -167,8 +167,9 @@ def _tiny_plan(path: Path, max_steps: int) -> Path:
     return path
 
 
-def _kill_everything_under(root: Path) -> None:
-    """The container dies: every process running in, or started for, the remote folder."""
+def _kill_everything_under(root: Path, sig: int = signal.SIGKILL, only: str = "") -> None:
+    """The container dies: every process running in, or started for, the remote folder (with ``only``: those
+    whose command line contains it)."""
     me = os.getpid()
     for d in Path("/proc").iterdir():
         if not d.name.isdigit() or int(d.name) == me:
@@ -178,16 +179,16 @@ def _kill_everything_under(root: Path) -> None:
             cmd = (d / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if cwd.startswith(str(root)) or str(root) in cmd:
+        if (cwd.startswith(str(root)) or str(root) in cmd) and only in cmd:
             try:
-                os.kill(int(d.name), signal.SIGKILL)
+                os.kill(int(d.name), sig)
             except ProcessLookupError:
                 pass
 
 
 class OutbidWorld:
     """A real sshd behind the Vast fake with two 1-GPU offers (3001 cheaper), a tiny 30-step plan, and a saboteur
-    that, once a pull brought step >= 10 home, kills the first instance's processes, deletes its disk and has
+    that pauses the trainer at its first checkpoint and, once a pull brought step >= 10 home, kills the first instance's processes, deletes its disk and has
     it outbid. Used by the recovery tests here and in test_watch.py."""
 
     def __init__(self, tmp_path: Path, monkeypatch) -> None:
@@ -221,6 +222,11 @@ class OutbidWorld:
     def outbid_after_a_pull(self) -> threading.Thread:
         def outbid() -> None:  # once a checkpoint came home, the first instance loses its bid and its disk
             deadline = time.monotonic() + 600
+            # The trainer is paused once it wrote a checkpoint, so that a pull brings one home before it could
+            # finish (on a loaded box a tiny run outpaces the pulls); rsync and the watchdog keep running.
+            while time.monotonic() < deadline and not any((self.root / "runs").glob("*/out/last.pt")):
+                time.sleep(0.02)
+            _kill_everything_under(self.root, signal.SIGSTOP, only="jitmodel")
             while time.monotonic() < deadline:
                 p = self.staged / "pulled.json"
                 if p.exists() and (json.loads(p.read_text()).get("step") or 0) >= 10:
