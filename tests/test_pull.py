@@ -98,6 +98,28 @@ def test_pull_brings_the_checkpoint_metrics_and_logs_home_verified(remote, tmp_p
 
 @pytest.mark.net
 @needs_sshd
+def test_a_newer_checkpoint_of_the_same_size_and_second_is_pulled(remote, tmp_path) -> None:
+    """Two checkpoints of one model have one size, and a fast run writes them within a second: rsync's quick
+    check (size + mtime) would keep the old local copy, and the pull would fail its sha256 check, so a teardown
+    refused to destroy a finished run (seen in the full suite under load)."""
+    import os
+
+    job = remote.job()
+    out = Path(job.run_dir) / "out"
+    write_checkpoint(out, 20)
+    local = tmp_path / "local run"
+    assert pull(job, local).step == 20
+    stamp = os.stat(out / "last.pt").st_mtime_ns
+    write_checkpoint(out, 30)
+    os.utime(out / "last.pt", ns=(stamp, stamp))  # same second, same size: what rsync's quick check compares
+    assert (out / "last.pt").stat().st_size == (local / "out" / "last.pt").stat().st_size
+    res = pull(job, local)
+    assert res.step == 30 and sha256_file(local / "out" / "last.pt") == sha256_file(out / "last.pt")
+    assert (local / "out" / "ckpt" / "0000020.pt").is_file()  # the earlier verified pull is kept
+
+
+@pytest.mark.net
+@needs_sshd
 def test_a_checkpoint_that_does_not_load_is_refused_and_the_last_good_pull_stays(remote, tmp_path) -> None:
     job = remote.job()
     rdir = Path(job.run_dir)

@@ -155,6 +155,21 @@ def _verified_before(local: Path, sha: str) -> dict[str, Any] | None:
     return {"step": prev.get("step"), "tensor_digests": prev.get("tensor_digests")}
 
 
+def _drop_stale_snapshot(local: Path, snap: tuple[str, int] | None) -> None:
+    """Unlink the previous pull's snapshot unless it is the remote one: rsync's quick check skips a file whose
+    size and mtime match, and two checkpoints of one model have the same size and may share a second (the
+    promoted copies are other links to it, so nothing verified is lost)."""
+    got = local / SNAPSHOT
+    if not got.is_file():
+        return
+    try:
+        prev = json.loads((local / MANIFEST).read_text()).get("sha256")
+    except (OSError, ValueError):
+        prev = None
+    if snap is None or prev != snap[0] or got.stat().st_size != snap[1]:
+        got.unlink()
+
+
 def pull(job: SSHLaunch, local_dir: str | Path, *, timeout_s: float = 6 * 3600) -> PullResult:
     """Pull the run of ``job`` into ``local_dir`` and verify it (see the module doc). PullFailed otherwise."""
     from jitmodel.atomic import atomic_write_text
@@ -171,6 +186,7 @@ def pull(job: SSHLaunch, local_dir: str | Path, *, timeout_s: float = 6 * 3600) 
     except CheckFailed as e:
         raise PullFailed(f"pull from {where}: {e.message}", hint=e.hint, not_saved=everything) from None
     local.mkdir(parents=True, exist_ok=True)
+    _drop_stale_snapshot(local, snap)
     includes = ["/.pull/", f"/{SNAPSHOT}" if snap else "/.pull/none", "/out/",
                 *(f"/{f}" for f in PULLED_FILES)]
     argv = rsync_pull_argv(job.target, job.opts, job.run_dir + "/", str(local) + "/", includes=includes)
