@@ -154,7 +154,7 @@ def _remote_runner(base, *, ssh, vast, identity, known_hosts, accept_new, remote
         got = provision(provider, req, Hooks(say=note, confirm=h.confirm, show_offers=h.show_offers),
                         registry=registry)
         target = got.ssh
-        known_hosts = known_hosts or str(Path(registry.path).parent / "known_hosts")
+        known_hosts = known_hosts or registry.known_hosts
         accept_new = True
         note(f"every arm runs on Vast instance {got.instance_id} ({got.dph or 0:.3f} $/h) of run {run_id}; it is "
              "destroyed when the comparison ends (--keep keeps it)")

@@ -14,7 +14,6 @@ its watchdog says done (nothing bills after training ends), recover a lost insta
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jitplan.errors import CheckFailed, UsageError
@@ -47,7 +46,7 @@ def relauncher(plan: Plan, req: RemoteRequest, hooks: RemoteHooks, registry: Reg
     from jitplan.runspec import load_run_spec
 
     assert req.cloud is not None
-    opts = SSHOptions(known_hosts=req.known_hosts or str(Path(registry.path).parent / "known_hosts"),
+    opts = SSHOptions(known_hosts=req.known_hosts or registry.known_hosts,
                       accept_new_host_key=True, python=req.remote_python, detach="tmux" if req.tmux else "setsid")
     preq = ProvisionRequest(plan=plan, run_id=run_id, bid=req.cloud.bid, max_offers=req.cloud.max_offers,
                             instance_id=None, identity=req.identity, yes=True)

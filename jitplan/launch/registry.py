@@ -36,6 +36,7 @@ from jitplan.launch.registry_cloud import CloudRows
 from jitplan.launch.registry_schema import (
     ACTIVE_RUN_STATUSES,
     GONE_INSTANCE_STATUSES,
+    KNOWN_HOSTS,
     RUN_STATUSES,
     SCHEMA_VERSION,
     EventRow,
@@ -100,6 +101,11 @@ def _free_name(con: sqlite3.Connection, name: str) -> str:
 
 class Registry(CloudRows):
     """The run registry. ``Registry()`` opens (and creates) the default database."""
+
+    @property
+    def known_hosts(self) -> str:
+        """The known_hosts file a rented instance's host key goes into (a fresh key, trusted once)."""
+        return str(self.path.parent / KNOWN_HOSTS)
 
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = Path(path) if path is not None else default_path()

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 SCHEMA_VERSION = 2
 
+KNOWN_HOSTS = "known_hosts"  # beside the database: host keys of rented instances, trusted the first time
 RunStatus = Literal[
     "created", "provisioning", "starting", "running", "stopping", "stopped", "finished", "failed", "interrupted"
 ]

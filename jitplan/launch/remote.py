@@ -248,7 +248,7 @@ def _launch_cloud(plan: Plan, req: RemoteRequest, hooks: RemoteHooks, opts: SSHO
             got = provision(provider, preq, Hooks(say=hooks.say, confirm=hooks.confirm,
                                                   show_offers=hooks.show_offers), registry=registry)
             # A fresh instance has a host key nobody has seen: trust it the first time, in a file of its own.
-            known = req.known_hosts or str(Path(registry.path).parent / "known_hosts")
+            known = req.known_hosts or registry.known_hosts
             job = SSHLaunch(got.ssh, opts.model_copy(update={"known_hosts": known, "accept_new_host_key": True}),
                             root=req.remote_dir, run_id=req.name)
             wd = config_for(plan, max_hours=req.max_hours, budget_usd=req.budget, dph=got.dph, since=since)

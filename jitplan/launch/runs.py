@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from jitplan.calibration.drift import run_drift
 from jitplan.calibration.measured import Measurement
-from jitplan.launch.registry_schema import EventRow, InstanceRow, IntentRow, RunRow
+from jitplan.launch.registry_schema import KNOWN_HOSTS, EventRow, InstanceRow, IntentRow, RunRow
 from jitplan.providers import LABEL_PREFIX, Instance, ProviderError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -212,7 +212,7 @@ def ssh_launch(run: RunRow, registry_dir: Path | None = None) -> SSHLaunch | Non
 
     known_hosts, accept_new = meta.known_hosts, meta.accept_new_host_key
     if run.backend == "vast" and known_hosts is None and registry_dir is not None:
-        known_hosts, accept_new = str(registry_dir / "known_hosts"), True  # where `launch --vast` keeps them
+        known_hosts, accept_new = str(registry_dir / KNOWN_HOSTS), True  # where `launch --vast` keeps them
     remote_id = meta.remote_run_id or (Path(run.run_dir).name if run.run_dir else run.name)
     return SSHLaunch(parse_target(target, meta.identity), SSHOptions(known_hosts=known_hosts,
                                                                      accept_new_host_key=accept_new),
