@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jitplan.launch.registry import Registry  # noqa: E402
+from jitplan.runs.registry import Registry  # noqa: E402
 
 
 def _writer(path: str, n: int, q) -> None:

@@ -265,7 +265,7 @@ def test_compare_two_objectives_end_to_end(cli, tmp_path, monkeypatch):
             assert im.size == (10 * 18 + 2, 2 * 18 + 2)
     md = (out / "summary.md").read_text()
     assert md.count("| finished |") == 2 and "not comparable" in md and "grids/eps-eps.png" in md
-    from jitplan.launch.registry import Registry
+    from jitplan.runs.registry import Registry
 
     names = {row.name for row in Registry().list_runs()}
     assert {"compare-cmp-x-v", "compare-cmp-eps-eps"} <= names

@@ -106,7 +106,7 @@ def test_demo_trains_through_the_local_launch_path_and_writes_samples(cli, tmp_p
     png = Path(res["samples"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.parent == out
     assert (out / "out" / "last.pt").is_file() and "step 2" in (out / "train.log").read_text()
-    from jitplan.launch.registry import Registry
+    from jitplan.runs.registry import Registry
 
     run = Registry().get_run(res["run_id"])
     assert (run.name, run.backend, run.status) == ("demo", "local", "finished")

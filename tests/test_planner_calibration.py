@@ -131,7 +131,7 @@ def test_a_real_cpu_run_planned_for_an_h100_reports_drift(tmp_path, monkeypatch,
     import sys
     from pathlib import Path
 
-    from jitplan.launch.registry import Registry
+    from jitplan.runs.registry import Registry
 
     plan, path = cpu_plan_for_other_hardware(tmp_path)
     root = str(Path(__file__).resolve().parents[1])

@@ -22,7 +22,7 @@ def run(tmp_path, monkeypatch):
     """A registry run: the story plan, a metrics.jsonl as jitmodel.metrics writes it (slower than planned), a PNG."""
     from PIL import Image
 
-    from jitplan.launch.registry import Registry
+    from jitplan.runs.registry import Registry
 
     monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "home"))
     run_dir = tmp_path / "run"

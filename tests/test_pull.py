@@ -13,9 +13,9 @@ from fakes.sshd import LoopbackSSHD, keygen, sshd_available
 
 from jitplan.launch import pull as pull_mod
 from jitplan.launch.pull import PullFailed, parse_snapshot, pull, sha256_file
-from jitplan.launch.registry import Registry
+from jitplan.runs.registry import Registry
 from jitplan.launch.ssh import SSHLaunch, SSHOptions
-from jitplan.launch.target import SSHTarget
+from jitplan.transport.target import SSHTarget
 
 needs_sshd = pytest.mark.skipif(not sshd_available(), reason="needs /usr/sbin/sshd, rsync and root")
 KEY = "SENTINEL-pull-key-5e4d3c2b1a"
@@ -209,7 +209,7 @@ def _vast_run(reg: Registry, remote: Remote, fake, local: Path) -> tuple[str, in
         CreateSpec(offer_id=2001, image="img", disk_gb=50, label="jitplan-t-1"))
     job = remote.job("jit-tiny")
     rid = reg.create_run("jit-tiny", "vast", status="running", host=str(remote.target))
-    from jitplan.launch.registry import RunMeta
+    from jitplan.runs.registry import RunMeta
 
     reg.update_run(rid, run_dir=job.run_dir, meta=RunMeta(ssh=str(remote.target), remote_root=str(remote.root),
                                                           remote_run_id="jit-tiny", identity=str(remote.key),

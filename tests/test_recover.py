@@ -21,8 +21,8 @@ from test_pull import Remote, write_checkpoint
 
 from jitplan.errors import CheckFailed
 from jitplan.launch.recover import Watch, remote_state, supervise_remote, watch_settings
-from jitplan.launch.registry import Registry
-from jitplan.launch.registry_schema import RunMeta
+from jitplan.runs.registry import Registry
+from jitplan.runs.schema import RunMeta
 
 pytest.importorskip("vastai", reason="the vastai SDK (jitplan[vast]) is not installed")
 pytestmark = [pytest.mark.net, pytest.mark.skipif(not sshd_available(), reason="needs /usr/sbin/sshd, rsync, root")]

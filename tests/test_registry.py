@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from jitplan.errors import UsageError
-from jitplan.launch.registry import Registry, RunMeta, default_home
+from jitplan.runs.registry import Registry, RunMeta, default_home
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_unknown_status_and_run_are_usage_errors(reg: Registry) -> None:
 
 def test_prefix_lookup_unique_and_ambiguous(reg: Registry, monkeypatch) -> None:
     ids = iter(["abc123", "abd456", "ffff00"])
-    monkeypatch.setattr("jitplan.launch.registry._new_id", lambda: next(ids))
+    monkeypatch.setattr("jitplan.runs.registry._new_id", lambda: next(ids))
     a = reg.create_run("first", "local")
     b = reg.create_run("second", "ssh")
     assert (a, b) == ("abc123", "abd456")
@@ -103,7 +103,7 @@ def test_prefix_lookup_unique_and_ambiguous(reg: Registry, monkeypatch) -> None:
 
 def test_id_collision_draws_again(reg: Registry, monkeypatch) -> None:
     ids = iter(["aaaaaa", "aaaaaa", "bbbbbb"])
-    monkeypatch.setattr("jitplan.launch.registry._new_id", lambda: next(ids))
+    monkeypatch.setattr("jitplan.runs.registry._new_id", lambda: next(ids))
     assert reg.create_run("x", "local") == "aaaaaa"
     assert reg.create_run("y", "local") == "bbbbbb"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jitplan.launch.registry import Registry, RunMeta
+from jitplan.runs.registry import Registry, RunMeta
 
 KEY = "SENTINEL-runs-cli-key-0a9b8c7d6e5f"
 
@@ -65,7 +65,7 @@ def test_runs_shows_runs_and_live_instances_with_cost(cli, reg: Registry) -> Non
 
 def test_status_by_prefix_and_errors(cli, reg: Registry, monkeypatch) -> None:
     ids = iter(["abc111", "abd222"])
-    monkeypatch.setattr("jitplan.launch.registry._new_id", lambda: next(ids))
+    monkeypatch.setattr("jitplan.runs.registry._new_id", lambda: next(ids))
     a = reg.create_run("one", "local", run_dir="runs/one")
     reg.create_run("two", "local")
     reg.add_event(a, "restart", "worker OOM-killed; 2 -> 1 workers")
@@ -235,12 +235,12 @@ def test_docs_runs_examples_run(cli, reg: Registry, tmp_path: Path) -> None:
 def test_module_doctests() -> None:
     import doctest
 
-    import jitplan.launch.registry
+    import jitplan.runs.registry
     import jitplan.providers
     import jitplan.providers.vast.offers
     import jitplan.secrets
 
-    for mod in (jitplan.launch.registry, jitplan.secrets, jitplan.providers, jitplan.providers.vast.offers):
+    for mod in (jitplan.runs.registry, jitplan.secrets, jitplan.providers, jitplan.providers.vast.offers):
         res = doctest.testmod(mod)
         assert res.failed == 0 and res.attempted > 0, mod.__name__
 

@@ -16,7 +16,7 @@ import pytest
 
 from jitplan.errors import CheckFailed, UsageError
 from jitplan.launch.ssh import SSHLaunch, SSHOptions, parse_target, rsync_argv, ssh_argv
-from jitplan.launch.target import SSHTarget
+from jitplan.transport.target import SSHTarget
 from jitplan.launch.torchrun import NodeCommand
 
 SSHD = "/usr/sbin/sshd"
@@ -242,7 +242,7 @@ def test_cli_launch_over_ssh_trains_detached_then_follow_and_stop(cli, sshd, tmp
 def _launch_detach_follow_stop(cli, sshd, tmp_path: Path, plan: Path, rel: str, root: Path) -> None:
     import json
 
-    from jitplan.launch.registry import Registry
+    from jitplan.runs.registry import Registry
 
     r = cli("launch", str(plan), "--ssh", f"root@127.0.0.1:{sshd.port}", "--identity", str(sshd.client_key),
             "--known-hosts", str(sshd.known_hosts), "--remote-dir", rel, "--remote-python", sys.executable,

@@ -12,7 +12,7 @@ import psutil
 import pytest
 import yaml
 
-from jitplan.launch.registry import Registry
+from jitplan.runs.registry import Registry
 from jitplan.launch.supervisor import Outcome, checkpoint_step, classify, fewer_workers, supervise
 from jitplan.launch.torchrun import TorchrunSpec
 

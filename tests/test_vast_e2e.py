@@ -48,7 +48,7 @@ def _wait_for(cond, timeout_s: float = 120.0) -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not sshd_available(), reason="needs /usr/sbin/sshd, rsync and root (CI installs openssh-server)")
 def test_launch_vast_end_to_end(cli, tmp_path: Path, monkeypatch) -> None:
-    from jitplan.launch.registry import Registry
+    from jitplan.runs.registry import Registry
 
     monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("VAST_API_KEY", KEY)
@@ -114,7 +114,7 @@ def test_launch_vast_end_to_end(cli, tmp_path: Path, monkeypatch) -> None:
 def test_launch_vast_without_yes_and_without_a_terminal_is_refused(cli, tmp_path: Path, monkeypatch) -> None:
     from fakes.plans import make_plan
 
-    from jitplan.launch.registry import Registry
+    from jitplan.runs.registry import Registry
     from jitplan.schemas import save_plan
 
     monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "home"))

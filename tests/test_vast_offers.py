@@ -339,7 +339,7 @@ class MemProvider:
         return Instance(id=instance_id, state="running", ssh_host="10.1.2.3", ssh_port=2200)
 
     def ssh_info(self, instance):
-        from jitplan.launch.target import SSHTarget
+        from jitplan.transport.target import SSHTarget
 
         return SSHTarget(host=instance.ssh_host, port=instance.ssh_port)
 
@@ -353,7 +353,7 @@ class MemProvider:
 def test_provision_runs_on_any_provider(tmp_path) -> None:
     from fakes.vast_server import sample_offer
 
-    from jitplan.launch.registry import Registry
+    from jitplan.runs.registry import Registry
     from jitplan.providers import Provider
     from jitplan.providers.provision import Hooks, ProvisionRequest, provision
 

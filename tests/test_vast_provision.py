@@ -15,7 +15,7 @@ from fakes.vast_server import BannerServer, VastFake, free_port
 from pydantic import SecretStr
 
 from jitplan.errors import CheckFailed, UsageError
-from jitplan.launch.registry import Registry
+from jitplan.runs.registry import Registry
 from jitplan.providers import AuthError, CleanupFailed
 from jitplan.providers.provision import Hooks, ProvisionRequest, destroy_run, provision, render_onstart
 from jitplan.providers.vast import VastProvider

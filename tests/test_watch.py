@@ -12,7 +12,7 @@ from fakes.vast_server import VastFake
 from test_pull import write_checkpoint
 from test_recover import KEY, Cloud, OutbidWorld
 
-from jitplan.launch.registry import Registry
+from jitplan.runs.registry import Registry
 
 pytest.importorskip("vastai", reason="the vastai SDK (jitplan[vast]) is not installed")
 pytestmark = [pytest.mark.net, pytest.mark.skipif(not sshd_available(), reason="needs /usr/sbin/sshd, rsync, root")]

@@ -182,6 +182,6 @@ def test_module_doctests() -> None:
     import doctest
     import importlib
 
-    for name in ("jitplan.launch.watchdog", "jitplan.launch.pull", "jitplan.launch.sshcmd"):
+    for name in ("jitplan.launch.watchdog", "jitplan.launch.pull", "jitplan.transport.sshcmd"):
         res = doctest.testmod(importlib.import_module(name))
         assert res.failed == 0 and res.attempted > 0, name

@@ -81,7 +81,7 @@ def shipped_records() -> list[CalibrationRecord]:
 
 
 def store_path(home: Path | None = None) -> Path:
-    from jitplan.launch.registry import default_home
+    from jitplan.runs.registry import default_home
 
     return (home or default_home()) / STORE_NAME
 

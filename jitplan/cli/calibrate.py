@@ -59,7 +59,7 @@ def calibrate_command(
         added.append(add_record(rec))
     if runs:
         from jitplan.calibration.from_run import record_from_run
-        from jitplan.launch.registry import Registry
+        from jitplan.runs.registry import Registry
 
         reg = Registry()
         for key in runs:

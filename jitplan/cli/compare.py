@@ -133,7 +133,7 @@ def _remote_runner(base, *, ssh, vast, identity, known_hosts, accept_new, remote
     from jitplan import compare as core
     from jitplan.cli._output import note
     from jitplan.errors import UsageError
-    from jitplan.launch.registry import Registry
+    from jitplan.runs.registry import Registry
     from jitplan.launch.ssh import SSHOptions, parse_target
 
     registry = Registry()

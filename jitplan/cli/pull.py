@@ -22,7 +22,7 @@ def pull_command(
     """Pull a remote run's latest checkpoint, metrics and logs into its local run folder, verified."""
     from jitplan.cli._output import emit
     from jitplan.launch.pull import pull_run
-    from jitplan.launch.registry import Registry
+    from jitplan.runs.registry import Registry
 
     res = pull_run(Registry(), run)
     emit(res, json_mode=json_out, render=lambda con: con.print(res.message, markup=False, soft_wrap=True))

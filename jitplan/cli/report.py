@@ -32,7 +32,7 @@ def report_command(
                            run_dir=folder)
         run_dir = folder
     else:
-        from jitplan.launch.registry import Registry
+        from jitplan.runs.registry import Registry
 
         reg = Registry()
         row = reg.get_run(run)

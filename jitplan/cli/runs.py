@@ -25,7 +25,7 @@ from jitplan.cli._output import JsonFlag
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
 
-    from jitplan.launch.registry import Registry
+    from jitplan.runs.registry import Registry
     from jitplan.launch.runs import InstanceView, RunsOverview, RunStatusView
     from jitplan.providers import Provider
 
@@ -34,7 +34,7 @@ SWEEP_TIMEOUT_S = 10.0  # `jitplan runs` must not hang for long when the provide
 
 
 def _registry() -> Registry:
-    from jitplan.launch.registry import Registry
+    from jitplan.runs.registry import Registry
 
     return Registry()
 

@@ -29,7 +29,7 @@ def watch_command(
     from jitplan.cli._output import emit, note
     from jitplan.errors import CheckFailed
     from jitplan.launch.cloud_watch import watch_cloud_run
-    from jitplan.launch.registry import Registry
+    from jitplan.runs.registry import Registry
     from jitplan.launch.remote import RemoteHooks
 
     res = watch_cloud_run(Registry(), run, RemoteHooks(say=note, out=sys.stderr), max_recoveries=max_restarts)

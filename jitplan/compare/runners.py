@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from jitplan.launch.registry import Registry
+    from jitplan.runs.registry import Registry
     from jitplan.launch.ssh import SSHOptions
-    from jitplan.launch.target import SSHTarget
+    from jitplan.transport.target import SSHTarget
     from jitplan.runspec import RunSpec
 
 
@@ -35,7 +35,7 @@ class LocalRunner(Runner):
 
     def run(self, run_dir: Path, config: Path, *, minutes: float | None, name: str) -> tuple[str, str]:
         from jitplan.launch import local
-        from jitplan.launch.registry import Registry
+        from jitplan.runs.registry import Registry
         from jitplan.launch.supervisor import run_local
         from jitplan.launch.torchrun import spec_for_run
 
@@ -77,7 +77,7 @@ class SSHRunner(Runner):
     def run(self, run_dir: Path, config: Path, *, minutes: float | None, name: str) -> tuple[str, str]:
         import subprocess
 
-        from jitplan.launch.registry import Registry
+        from jitplan.runs.registry import Registry
         from jitplan.launch.ssh import SSHLaunch, project_root, run_script_path
         from jitplan.launch.ssh_run import launch_ssh
         from jitplan.launch.torchrun import node_command, spec_for_run

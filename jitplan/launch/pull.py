@@ -17,7 +17,7 @@ One pull, in order:
 4. Only then is it promoted: hard links ``out/last.pt`` and ``out/ckpt/{step:07d}.pt``, and ``pulled.json``
    (step, sha256, size, when). A failed pull never replaces an earlier good one.
 
-    from jitplan.launch.registry import Registry
+    from jitplan.runs.registry import Registry
     res = pull_run(Registry(), "8f3c")          # PullResult: local checkpoint, step, sha256, files
 """
 
@@ -37,11 +37,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from jitplan.errors import CheckFailed, JitplanError, UsageError
-from jitplan.launch.registry_schema import LastPull, RunMeta
-from jitplan.launch.sshcmd import Step, remote_sh, rsync_pull_argv
+from jitplan.runs.schema import LastPull, RunMeta
+from jitplan.transport.sshcmd import Step, remote_sh, rsync_pull_argv
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jitplan.launch.registry import Registry, RunRow
+    from jitplan.runs.registry import Registry, RunRow
     from jitplan.launch.ssh import SSHLaunch
 
 SNAPSHOT = ".pull/last.pt"

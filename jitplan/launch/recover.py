@@ -34,11 +34,11 @@ from pydantic import BaseModel, ConfigDict
 
 from jitplan.errors import CheckFailed, JitplanError
 from jitplan.launch.pull import PullFailed, pull_before_destroy, pull_run, remote_job
-from jitplan.launch.sshcmd import Step, remote_sh
+from jitplan.transport.sshcmd import Step, remote_sh
 from jitplan.launch.watchdog import STATE
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jitplan.launch.registry import Registry
+    from jitplan.runs.registry import Registry
     from jitplan.launch.ssh import SSHLaunch
     from jitplan.providers import Instance, Provider
 

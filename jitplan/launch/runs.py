@@ -21,11 +21,11 @@ from pydantic import BaseModel, ConfigDict
 
 from jitplan.calibration.drift import run_drift
 from jitplan.calibration.measured import Measurement
-from jitplan.launch.registry_schema import KNOWN_HOSTS, EventRow, InstanceRow, IntentRow, RunRow
+from jitplan.runs.schema import KNOWN_HOSTS, EventRow, InstanceRow, IntentRow, RunRow
 from jitplan.providers import LABEL_PREFIX, Instance, ProviderError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jitplan.launch.registry import Registry
+    from jitplan.runs.registry import Registry
     from jitplan.launch.ssh import SSHLaunch
     from jitplan.providers import Provider
 

@@ -11,7 +11,7 @@ Remote layout under ``root`` (relative paths are under the remote home)::
     root/data/<name>/        the dataset, when uploaded
 
     from jitplan.launch.ssh import SSHLaunch, SSHOptions
-    from jitplan.launch.target import SSHTarget
+    from jitplan.transport.target import SSHTarget
     job = SSHLaunch(SSHTarget(user="root", host="1.2.3.4", port=22, identity="~/.ssh/id_ed25519"),
                     SSHOptions(), root="jitplan", run_id="jit-tiny-20260101")
     for step in job.steps(local_code=".", train_yaml="runs/x/train.yaml", command=cmd):
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TextIO
 
 from jitplan.errors import CheckFailed, UsageError
-from jitplan.launch.sshcmd import (  # noqa: F401 - re-exported: the SSH backend's public names
+from jitplan.transport.sshcmd import (  # noqa: F401 - re-exported: the SSH backend's public names
     SSHOptions,
     Step,
     parse_target,
@@ -39,7 +39,7 @@ from jitplan.launch.sshcmd import (  # noqa: F401 - re-exported: the SSH backend
     ssh_argv,
     ssh_base,
 )
-from jitplan.launch.target import SSHTarget
+from jitplan.transport.target import SSHTarget
 from jitplan.launch.torchrun import NodeCommand
 from jitplan.templates import templates_dir
 

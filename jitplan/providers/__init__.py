@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, Protocol, runtime_checkabl
 from pydantic import BaseModel, ConfigDict, Field
 
 from jitplan.errors import CheckFailed, UsageError
-from jitplan.launch.target import SSHTarget
+from jitplan.transport.target import SSHTarget
 
 if TYPE_CHECKING:  # pragma: no cover
     from jitplan.schemas import Plan

@@ -28,7 +28,7 @@ from jitplan.providers import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jitplan.launch.registry import Registry
+    from jitplan.runs.registry import Registry
     from jitplan.providers import Provider
 
 

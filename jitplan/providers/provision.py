@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from jitplan.errors import CheckFailed, JitplanError, UsageError
-from jitplan.launch.registry_schema import RunMeta
-from jitplan.launch.target import SSHTarget
+from jitplan.runs.schema import RunMeta
+from jitplan.transport.target import SSHTarget
 from jitplan.providers import LABEL_PREFIX, CleanupFailed, CreateSpec, Offer, ProviderError
 from jitplan.providers.attempts import Attempts
 from jitplan.providers.ranking import RankedOffer, rank
@@ -37,7 +37,7 @@ from jitplan.schemas import Plan
 from jitplan.secrets import redact
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jitplan.launch.registry import Registry
+    from jitplan.runs.registry import Registry
     from jitplan.providers import Provider
 
 DEFAULT_MAX_OFFERS = 3

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from jitplan.launch.target import SSHTarget
+from jitplan.transport.target import SSHTarget
 from jitplan.providers import (
     CleanupFailed,
     CreateFailed,

@@ -1,6 +1,6 @@
 """The registry's cloud rows: rented instances and the intents (labels) written before each create.
 
-A mixin of :class:`jitplan.launch.registry.Registry` (which supplies ``_tx``, ``_connect`` and ``_event``).
+A mixin of :class:`jitplan.runs.registry.Registry` (which supplies ``_tx``, ``_connect`` and ``_event``).
 
     reg.record_intent(rid, "vast", f"jitplan-{rid}-1", offer_id=2001, dph=0.21)   # before the create
     reg.add_instance(rid, "vast", 31337001, f"jitplan-{rid}-1", 0.21)              # once its id is known
@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from jitplan.errors import UsageError
-from jitplan.launch.registry_schema import (
+from jitplan.runs.schema import (
     GONE_INSTANCE_STATUSES,
     INSTANCE_STATUSES,
     InstanceRow,

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from jitplan.errors import UsageError
-from jitplan.launch.registry_cloud import CloudRows
-from jitplan.launch.registry_schema import (
+from jitplan.runs.cloud_rows import CloudRows
+from jitplan.runs.schema import (
     ACTIVE_RUN_STATUSES,
     GONE_INSTANCE_STATUSES,
     KNOWN_HOSTS,

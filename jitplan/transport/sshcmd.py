@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from jitplan.errors import UsageError
-from jitplan.launch.target import SSHTarget
+from jitplan.transport.target import SSHTarget
 
 
 class SSHOptions(BaseModel):
