@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from jitmodel.atomic import atomic_write_text
 from jitmodel.config import TrainConfig, dump_yaml, file_kind, read_yaml_mapping, validation_summary
@@ -54,12 +54,28 @@ class RunSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["plan", "train"]
-    train: TrainConfig
     topology: Topology
     workers: WorkerDecision | None = None  # the planner's decision and reasons; None for a bare config
     provenance: dict[str, str] = Field(default_factory=dict)  # derived number -> where it came from
-    plan: Plan | None = None
+    plan: Plan | None = None  # kind "plan": the whole plan, whose ``train`` is the run's one TrainConfig
+    config: TrainConfig | None = None  # kind "train": the bare TrainConfig (never set beside a plan)
     source: str | None = None  # the file it was read from
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RunSpec:
+        """One TrainConfig per run: a plan's lives in ``plan.train``, a bare config's in ``config``."""
+        if (self.kind == "plan") != (self.plan is not None) or (self.plan is None) == (self.config is None):
+            raise ValueError(f"a {self.kind!r} run spec holds its TrainConfig in "
+                             f"{'plan.train' if self.kind == 'plan' else 'config'} and nowhere else")
+        return self
+
+    @property
+    def train(self) -> TrainConfig:
+        """The TrainConfig every rank reads."""
+        if self.plan is not None:
+            return self.plan.train
+        assert self.config is not None  # the validator holds one of the two
+        return self.config
 
     @classmethod
     def from_plan(cls, plan: Plan, *, source: str | None = None) -> RunSpec:
@@ -68,8 +84,7 @@ class RunSpec(BaseModel):
                         gpus_per_node=hw.gpus_per_node, cpus_per_node=hw.host.cpus,
                         rdzv_endpoint=ln.rdzv_endpoint, rdzv_id=ln.rdzv_id)
         prov = {**plan.provenance, "topology": "plan: launch (nodes x processes per node from the hardware)"}
-        return cls(kind="plan", train=plan.train, topology=topo, workers=plan.workers, provenance=prov,
-                   plan=plan, source=source)
+        return cls(kind="plan", topology=topo, workers=plan.workers, provenance=prov, plan=plan, source=source)
 
     @classmethod
     def from_train(cls, train: TrainConfig, *, source: str | None = None, gpus_per_node: int | None = None,
@@ -81,7 +96,7 @@ class RunSpec(BaseModel):
                 else "one node, one process per GPU (train.world_size unset)",
                 "cpus_per_node": "this machine (os.cpu_count)" if cpus else "unknown",
                 "num_workers": "train.data.num_workers as written (no planner decision)"}
-        return cls(kind="train", train=train, topology=topo, provenance=prov, source=source)
+        return cls(kind="train", config=train, topology=topo, provenance=prov, source=source)
 
     @property
     def file_name(self) -> str:
@@ -89,20 +104,35 @@ class RunSpec(BaseModel):
         return "plan.yaml" if self.kind == "plan" else "train.yaml"
 
     def with_train(self, train: TrainConfig) -> RunSpec:
-        plan = self.plan.model_copy(update={"train": train}) if self.plan is not None else None
-        return self.model_copy(update={"train": train, "plan": plan})
+        if self.plan is not None:
+            return self.model_copy(update={"plan": self.plan.model_copy(update={"train": train})})
+        return self.model_copy(update={"config": train})
 
     def with_workers(self, num_workers: int) -> RunSpec:
         """At most ``num_workers`` DataLoader workers per rank (after a worker OOM). A plan's worker decision
-        and reasons follow (``planner.plan.replan_workers``); the TrainConfig is normalised either way."""
+        and reasons follow (``replan_workers``); the TrainConfig is normalised either way."""
         if self.plan is None:
             return self.with_train(self.train.with_workers(num_workers))
-        from jitplan.planner.plan import replan_workers
-
         return RunSpec.from_plan(replan_workers(self.plan, num_workers), source=self.source)
 
     def to_yaml(self) -> str:
         return plan_to_yaml(self.plan) if self.plan is not None else dump_yaml(self.train)
+
+
+def replan_workers(plan: Plan, max_workers: int) -> Plan:
+    """The same plan with at most ``max_workers`` DataLoader workers per rank (after a worker OOM)."""
+    if max_workers < 0:
+        raise ValueError(f"max_workers must be >= 0, got {max_workers}")
+    w = plan.workers
+    if w.per_rank <= max_workers:  # the decision holds; a hand-edited train.data.num_workers is still capped
+        n = min(plan.train.data.num_workers, max_workers)
+        return plan if n == plan.train.data.num_workers else plan.model_copy(
+            update={"train": plan.train.with_workers(n)})
+    reasons = [f"re-planned: {w.per_rank} -> {max_workers} workers per rank", *w.reasons]
+    workers_ = w.model_copy(update={"per_rank": max_workers, "total": max_workers * plan.hardware.gpus_per_node,
+                                    "bound_by": "user", "caps": {**w.caps, "user": max_workers}, "reasons": reasons})
+    n = min(plan.train.data.num_workers, max_workers)
+    return plan.model_copy(update={"workers": workers_, "train": plan.train.with_workers(n)})
 
 
 def save_run_spec(run: RunSpec, path: str | Path) -> Path:

@@ -12,7 +12,7 @@ plan.yaml`` reads the plan's ``train`` key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -186,13 +186,28 @@ class PlanRow(_Strict):
 
 
 class LaunchSpec(_Strict):
+    """How the run starts, as data: the command itself is rendered from it by ``jitplan.launch.torchrun``
+    (``plan_command``), the one place that knows torchrun's flags."""
+
     nnodes: Annotated[int, Field(gt=0)]
     nproc_per_node: Annotated[int, Field(gt=0)]
     rdzv_backend: Literal["c10d", "static"]
     rdzv_endpoint: str | None
     rdzv_id: str | None
-    argv: list[str]  # the torchrun command, the same on every node
+    config: str = "plan.yaml"  # the file every rank reads (--config)
     env: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_rendered_argv(cls, raw: Any) -> Any:
+        """Plans written before the launch became data stored the rendered command (``argv``): its
+        ``--config`` is kept, the rest is derived again."""
+        if isinstance(raw, dict) and "argv" in raw:
+            raw = dict(raw)
+            argv = raw.pop("argv")
+            if isinstance(argv, list) and "--config" in argv[:-1] and "config" not in raw:
+                raw["config"] = str(argv[argv.index("--config") + 1])
+        return raw
 
 
 class Plan(_Strict):

@@ -15,6 +15,7 @@ from jitplan.launch.torchrun import (
     launcher_argv,
     node_command,
     node_commands,
+    plan_command,
     shell_line,
     spec_for_run,
     torchrun_argv,
@@ -108,13 +109,13 @@ def test_spec_for_a_bare_config_is_one_node_of_world_size_ranks():
 
 @pytest.mark.parametrize("gpus", ["8xH100", "2x8xH100"])
 def test_the_plan_shows_the_command_the_launcher_runs(gpus):
-    """One authority on the torchrun flags: the plan's argv is torchrun_argv of the launcher's own spec."""
+    """One authority on the torchrun flags: the plan's command is torchrun_argv of the launcher's own spec."""
     from jitplan.runspec import RunSpec
 
     plan = _plan(gpus, rdzv_endpoint="10.0.0.1:29400")
     spec = spec_for_run(RunSpec.from_plan(plan), config="plan.yaml", rdzv_id=plan.launch.rdzv_id or "jitplan")
-    assert plan.launch.argv == torchrun_argv(spec)
-    assert node_command(spec).argv[3:] == plan.launch.argv[1:]  # python -m jitmodel.run <same flags>
+    assert plan_command(plan.launch) == torchrun_argv(spec)
+    assert node_command(spec).argv[3:] == plan_command(plan.launch)[1:]  # python -m jitmodel.run <same flags>
 
 
 def test_sbatch_renders_and_passes_bash_n(tmp_path):

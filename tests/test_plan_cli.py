@@ -33,7 +33,7 @@ def test_out_writes_a_valid_plan(cli, tmp_path, spec):
     plan = load_plan(out)
     assert json.loads(r.out) == plan.model_dump(mode="json")
     assert load_train_config(out) == plan.train
-    assert plan.launch.argv[plan.launch.argv.index("--config") + 1] == str(out)
+    assert plan.launch.config == str(out)
     assert plan.hardware.world_size == plan.train.world_size
 
 

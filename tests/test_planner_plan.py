@@ -17,7 +17,9 @@ from jitmodel.config import load_train_config
 from jitplan.errors import CheckFailed, UsageError
 from jitplan.hardware.spec import hardware_from_flags
 from jitplan.planner import strategy
-from jitplan.planner.plan import make_plan, memory_inputs, replan_workers
+from jitplan.planner.plan import make_plan, memory_inputs
+from jitplan.launch.torchrun import plan_command
+from jitplan.runspec import replan_workers
 from jitplan.schemas import PlanOptions, load_plan, load_recipe, plan_to_yaml, save_plan
 
 GOLDEN = Path(__file__).parent / "data" / "plans"
@@ -50,7 +52,7 @@ def test_seed_case_numbers():
     assert e.memory_per_gpu_bytes <= e.memory_target_bytes
     assert plan.workers.per_rank < 12 and plan.workers.bound_by == "host-ram"
     assert any("refused" in w for w in plan.warnings)
-    assert plan.launch.argv[:2] == ["torchrun", "--standalone"]
+    assert plan_command(plan.launch)[:2] == ["torchrun", "--standalone"]
     assert e.train_flops_per_image / 1e9 == pytest.approx(152.7, rel=0.01)
     quantities = [r.quantity for r in plan.rows]
     for q in ("total GPU memory", "batch per GPU", "gradient accumulation", "effective batch", "learning rate",
@@ -68,7 +70,7 @@ def test_reference_hardware_reproduces_the_recipe():
 def test_multi_node_launch_parses_with_torchrun():
     plan = plan_for("2x8xH100", rdzv_endpoint="10.0.0.1:29400")
     run = pytest.importorskip("torch.distributed.run")
-    args = run.get_args_parser().parse_args(plan.launch.argv[1:])
+    args = run.get_args_parser().parse_args(plan_command(plan.launch)[1:])
     assert (args.nnodes, args.nproc_per_node, args.rdzv_backend, args.rdzv_endpoint) == ("2", "8", "c10d",
                                                                                          "10.0.0.1:29400")
     assert args.module and args.training_script == "jitmodel.train"

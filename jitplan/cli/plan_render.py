@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import shlex
 
+from jitplan.launch.torchrun import plan_command
+
 WIDE_COLUMNS = 140
 
 
@@ -70,7 +72,7 @@ def render_plan(console, plan, *, wide: bool | None = None, saved_to: str | None
     for w in plan.warnings:
         if w not in warned:
             console.print(Text.assemble(("warning: ", "yellow"), w))
-    argv = shlex.join(plan.launch.argv)
+    argv = shlex.join(plan_command(plan.launch))
     if saved_to is not None:
         console.print(Text(f"launch (every node): {argv}"))
         console.print(Text(f"next: jitplan doctor --plan {saved_to}, then jitplan launch {saved_to} --local "

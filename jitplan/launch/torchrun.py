@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-if TYPE_CHECKING:
-    from jitplan.runspec import RunSpec
+from jitplan.runspec import RunSpec
+from jitplan.schemas import LaunchSpec
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -145,6 +145,19 @@ def torchrun_argv(spec: TorchrunSpec, node_rank: int = 0) -> list[str]:
          '--config', 'plan.yaml', '--resume', 'auto']
     """
     return ["torchrun", *launcher_argv(spec, node_rank)]
+
+
+def plan_command(launch: LaunchSpec) -> list[str]:
+    """The command a plan's launch data renders to, as a person types it (what ``jitplan plan`` prints):
+    the same flags ``jitplan launch`` passes, from the one renderer (``launcher_argv``).
+
+        >>> plan_command(LaunchSpec(nnodes=1, nproc_per_node=2, rdzv_backend="static", rdzv_endpoint=None,
+        ...                         rdzv_id=None, config="plan.yaml"))[:4]
+        ['torchrun', '--standalone', '--nnodes=1', '--nproc-per-node=2']
+    """
+    spec = TorchrunSpec(nnodes=launch.nnodes, nproc_per_node=launch.nproc_per_node,
+                        rdzv_endpoint=launch.rdzv_endpoint, rdzv_id=launch.rdzv_id or "jitplan", config=launch.config)
+    return torchrun_argv(spec)
 
 
 def spec_for_run(run: RunSpec, *, config: str, python: str = "python", rdzv_id: str = "jitplan",

@@ -5,7 +5,7 @@
     scaling.py  micro-batch x accumulation split; LR / betas / EMA scaling rules
     workers.py  DataLoader workers per rank, capped by CPUs, host RAM and /dev/shm
     rows.py     the side-by-side table rows
-    plan.py     make_plan, replan_workers, the torchrun command
+    plan.py     make_plan, the launch as data (the command is rendered by launch/torchrun.py)
     trace.py    one real training step under FakeTensorMode + MemTracker (imports torch lazily)
 
     >>> from jitplan.hardware.spec import hardware_from_flags

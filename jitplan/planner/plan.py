@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from collections.abc import Sequence
 
@@ -197,7 +198,7 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
         hardware=hardware, reference_hardware=recipe.hardware, train=train, estimates=est,
         workers=WorkerDecision(per_rank=wp.per_rank, total=wp.total, requested=wp.requested,
                                bound_by=wp.bound_by, caps=wp.caps, reasons=wp.reasons),  # type: ignore[arg-type]
-        rows=[], launch=render_launch(hardware, options, recipe.slug),
+        rows=[], launch=launch_spec(hardware, options, recipe.slug),
         provenance=provenance(hardware, recipe, options, est, batch_why, bmax), warnings=warnings,
     )
     if est.epoch_time_s != prior_epoch and prior_epoch > 0:  # calibrated: the other candidates by the same factor
@@ -281,23 +282,16 @@ def reference_estimates(recipe: Recipe) -> Estimates:
     return estimate(hw, train, pred, wp, PlanOptions(), int(0.9 * hw.gpu.memory_bytes))
 
 
-def render_launch(hardware: HardwareSpec, options: PlanOptions, slug: str) -> LaunchSpec:
-    """The torchrun command node 0 runs, computed by the launcher's own ``torchrun_argv`` (other nodes
-    differ only in ``--rdzv-conf=is_host=0``)."""
-    from jitplan.launch.torchrun import TorchrunSpec, torchrun_argv
-
+def launch_spec(hardware: HardwareSpec, options: PlanOptions, slug: str) -> LaunchSpec:
+    """How the run starts, as data (nodes x processes, rendezvous, the config every rank reads); the
+    command is rendered from it above the planner (``jitplan.launch.torchrun.plan_command``)."""
     n, g = hardware.nodes, hardware.gpus_per_node
     if n == 1:
-        spec = TorchrunSpec(nnodes=1, nproc_per_node=g, config=options.config_path)
         return LaunchSpec(nnodes=1, nproc_per_node=g, rdzv_backend="static", rdzv_endpoint=None, rdzv_id=None,
-                          argv=torchrun_argv(spec))
-    import hashlib
-
+                          config=options.config_path)
     rid = "jit-" + hashlib.sha1(f"{slug}:{n}x{g}:{options.rdzv_endpoint}".encode()).hexdigest()[:8]
-    spec = TorchrunSpec(nnodes=n, nproc_per_node=g, rdzv_endpoint=options.rdzv_endpoint, rdzv_id=rid,
-                        config=options.config_path)
     return LaunchSpec(nnodes=n, nproc_per_node=g, rdzv_backend="c10d", rdzv_endpoint=options.rdzv_endpoint,
-                      rdzv_id=rid, argv=torchrun_argv(spec))
+                      rdzv_id=rid, config=options.config_path)
 
 
 def provenance(hw: HardwareSpec, recipe: Recipe, options: PlanOptions, est: Estimates, batch_why: str,
@@ -328,19 +322,3 @@ def provenance(hw: HardwareSpec, recipe: Recipe, options: PlanOptions, est: Esti
                else f"scale-lr ({options.lr_scaling}) from the reference lr"),
         "price_per_hour": "flag --price-per-hour" if options.price_per_hour is not None else "not given",
     }
-
-
-def replan_workers(plan: Plan, max_workers: int) -> Plan:
-    """The same plan with at most ``max_workers`` DataLoader workers per rank (after a worker OOM)."""
-    if max_workers < 0:
-        raise ValueError(f"max_workers must be >= 0, got {max_workers}")
-    w = plan.workers
-    if w.per_rank <= max_workers:  # the decision holds; a hand-edited train.data.num_workers is still capped
-        n = min(plan.train.data.num_workers, max_workers)
-        return plan if n == plan.train.data.num_workers else plan.model_copy(
-            update={"train": plan.train.with_workers(n)})
-    reasons = [f"re-planned: {w.per_rank} -> {max_workers} workers per rank", *w.reasons]
-    workers_ = w.model_copy(update={"per_rank": max_workers, "total": max_workers * plan.hardware.gpus_per_node,
-                                    "bound_by": "user", "caps": {**w.caps, "user": max_workers}, "reasons": reasons})
-    n = min(plan.train.data.num_workers, max_workers)
-    return plan.model_copy(update={"workers": workers_, "train": plan.train.with_workers(n)})
