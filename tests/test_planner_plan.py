@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from jitmodel.config import load_train_config
 from jitplan.errors import CheckFailed, UsageError
 from jitplan.hardware.spec import hardware_from_flags
+from jitplan.launch.torchrun import plan_command
 from jitplan.planner import strategy
 from jitplan.planner.plan import make_plan, memory_inputs
-from jitplan.launch.torchrun import plan_command
 from jitplan.runspec import replan_workers
 from jitplan.schemas import PlanOptions, load_plan, load_recipe, plan_to_yaml, save_plan
 

@@ -16,8 +16,8 @@ import pytest
 
 from jitplan.errors import CheckFailed, UsageError
 from jitplan.launch.ssh import SSHLaunch, SSHOptions, parse_target, rsync_argv, ssh_argv
-from jitplan.transport.target import SSHTarget
 from jitplan.launch.torchrun import NodeCommand
+from jitplan.transport.target import SSHTarget
 
 SSHD = "/usr/sbin/sshd"
 REPO = Path(__file__).resolve().parent.parent

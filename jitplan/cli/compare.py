@@ -133,8 +133,8 @@ def _remote_runner(base, *, ssh, vast, identity, known_hosts, accept_new, remote
     from jitplan import compare as core
     from jitplan.cli._output import note
     from jitplan.errors import UsageError
-    from jitplan.runs.registry import Registry
     from jitplan.launch.ssh import SSHOptions, parse_target
+    from jitplan.runs.registry import Registry
 
     registry = Registry()
     release = None

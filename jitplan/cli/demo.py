@@ -92,9 +92,9 @@ def demo(
     """
     from jitplan.hardware.probe import run_probe
     from jitplan.launch import local
-    from jitplan.runs.registry import Registry
     from jitplan.launch.supervisor import run_local
     from jitplan.launch.torchrun import spec_for_run
+    from jitplan.runs.registry import Registry
     from jitplan.runspec import RunSpec, save_run_spec
 
     if minutes is not None and minutes <= 0:

@@ -25,9 +25,9 @@ from jitplan.cli._output import JsonFlag
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
 
-    from jitplan.runs.registry import Registry
     from jitplan.launch.runs import InstanceView, RunsOverview, RunStatusView
     from jitplan.providers import Provider
+    from jitplan.runs.registry import Registry
 
 
 SWEEP_TIMEOUT_S = 10.0  # `jitplan runs` must not hang for long when the provider does not answer

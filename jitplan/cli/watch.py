@@ -29,8 +29,8 @@ def watch_command(
     from jitplan.cli._output import emit, note
     from jitplan.errors import CheckFailed
     from jitplan.launch.cloud_watch import watch_cloud_run
-    from jitplan.runs.registry import Registry
     from jitplan.launch.remote import RemoteHooks
+    from jitplan.runs.registry import Registry
 
     res = watch_cloud_run(Registry(), run, RemoteHooks(say=note, out=sys.stderr), max_recoveries=max_restarts)
     emit(res, json_mode=json_out, render=lambda con: con.print(

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from jitplan.runs.registry import Registry
     from jitplan.launch.ssh import SSHOptions
-    from jitplan.transport.target import SSHTarget
+    from jitplan.runs.registry import Registry
     from jitplan.runspec import RunSpec
+    from jitplan.transport.target import SSHTarget
 
 
 class Runner:
@@ -35,9 +35,9 @@ class LocalRunner(Runner):
 
     def run(self, run_dir: Path, config: Path, *, minutes: float | None, name: str) -> tuple[str, str]:
         from jitplan.launch import local
-        from jitplan.runs.registry import Registry
         from jitplan.launch.supervisor import run_local
         from jitplan.launch.torchrun import spec_for_run
+        from jitplan.runs.registry import Registry
 
         env = {"OMP_NUM_THREADS": str(self.threads)} if self.threads else None
         spec = spec_for_run(self.run_spec, config=str(config), python=sys.executable, rdzv_id=name, env=env)
@@ -77,10 +77,10 @@ class SSHRunner(Runner):
     def run(self, run_dir: Path, config: Path, *, minutes: float | None, name: str) -> tuple[str, str]:
         import subprocess
 
-        from jitplan.runs.registry import Registry
         from jitplan.launch.ssh import SSHLaunch, project_root, run_script_path
         from jitplan.launch.ssh_run import launch_ssh
         from jitplan.launch.torchrun import node_command, spec_for_run
+        from jitplan.runs.registry import Registry
 
         registry = self.registry or Registry()
         job = SSHLaunch(self.target, self.opts, root=self.remote_dir, run_id=name)

@@ -28,9 +28,9 @@ from jitplan.launch.remote import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from jitplan.launch.recover import WatchResult
-    from jitplan.runs.registry import Registry
     from jitplan.providers import Provider
     from jitplan.providers.provision import ProvisionResult
+    from jitplan.runs.registry import Registry
     from jitplan.schemas import Plan
 
 

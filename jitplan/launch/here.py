@@ -78,8 +78,8 @@ def launch_local(run: RunSpec, *, plan_file: Path, run_dir: Path, name: str, rdz
     if doctor:
         preflight(plan_file, run.train.data.path)
     local.prepare_run_dir(run, run_dir)
-    from jitplan.runs.registry import Registry
     from jitplan.launch.supervisor import run_local
+    from jitplan.runs.registry import Registry
 
     (say or (lambda m: None))(f"run folder {run_dir}; log {run_dir / local.LOG_NAME}")
     run_id, result = run_local(run_dir, spec, registry=Registry(), name=name, plan_path=str(plan_file.resolve()),

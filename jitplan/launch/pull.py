@@ -41,8 +41,8 @@ from jitplan.runs.schema import LastPull, RunMeta
 from jitplan.transport.sshcmd import Step, remote_sh, rsync_pull_argv
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jitplan.runs.registry import Registry, RunRow
     from jitplan.launch.ssh import SSHLaunch
+    from jitplan.runs.registry import Registry, RunRow
 
 SNAPSHOT = ".pull/last.pt"
 PULLED_FILES = ("train.log", "watchdog.log", "watchdog-state.json", "exit_code", "out/metrics.jsonl")

@@ -34,13 +34,13 @@ from pydantic import BaseModel, ConfigDict
 
 from jitplan.errors import CheckFailed, JitplanError
 from jitplan.launch.pull import PullFailed, pull_before_destroy, pull_run, remote_job
-from jitplan.transport.sshcmd import Step, remote_sh
 from jitplan.launch.watchdog import STATE
+from jitplan.transport.sshcmd import Step, remote_sh
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jitplan.runs.registry import Registry
     from jitplan.launch.ssh import SSHLaunch
     from jitplan.providers import Instance, Provider
+    from jitplan.runs.registry import Registry
 
 ENDED_OK = frozenset({"finished", "max-hours", "budget"})  # the run ends "finished"; stalled/failed end "failed"
 

@@ -33,13 +33,13 @@ from jitplan.errors import CheckFailed, JitplanError, UsageError
 from jitplan.runspec import RunSpec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jitplan.runs.registry import Registry
     from jitplan.launch.ssh import SSHLaunch, SSHOptions
     from jitplan.launch.torchrun import NodeCommand
     from jitplan.launch.watchdog import WatchdogConfig
     from jitplan.providers import Provider
     from jitplan.providers.provision import ProvisionResult
     from jitplan.providers.ranking import RankedOffer
+    from jitplan.runs.registry import Registry
     from jitplan.schemas import Plan
 
 
@@ -180,8 +180,8 @@ def launch_remote(run: RunSpec, req: RemoteRequest, hooks: RemoteHooks, *, regis
             steps = job.steps(local_code=project_root(), files=files, command=cmd, data=req.data,
                               doctor=req.doctor, create_env=req.create_env)
             return RemoteResult(commands=[redact(s.shell()) for s in steps])
-        from jitplan.runs.registry import Registry
         from jitplan.launch.watchdog import config_for
+        from jitplan.runs.registry import Registry
 
         return _run_ssh(job, stage, req, hooks, registry or Registry(), None,
                         watchdog=config_for(run.plan or run.train, max_hours=req.max_hours))
@@ -224,11 +224,11 @@ def _launch_cloud(plan: Plan, req: RemoteRequest, hooks: RemoteHooks, opts: SSHO
                   registry: Registry | None, provider: Provider | None) -> RemoteResult:
     from jitplan.launch.cloud_watch import relauncher
     from jitplan.launch.recover import supervise_remote, watch_settings
-    from jitplan.runs.registry import Registry
-    from jitplan.runs.schema import RunMeta
     from jitplan.launch.ssh import SSHLaunch
     from jitplan.launch.watchdog import config_for
     from jitplan.providers.provision import Hooks, ProvisionRequest, provision
+    from jitplan.runs.registry import Registry
+    from jitplan.runs.schema import RunMeta
 
     cloud = req.cloud
     assert cloud is not None

@@ -21,13 +21,13 @@ from pydantic import BaseModel, ConfigDict
 
 from jitplan.calibration.drift import run_drift
 from jitplan.calibration.measured import Measurement
-from jitplan.runs.schema import KNOWN_HOSTS, EventRow, InstanceRow, IntentRow, RunRow
 from jitplan.providers import LABEL_PREFIX, Instance, ProviderError
+from jitplan.runs.schema import KNOWN_HOSTS, EventRow, InstanceRow, IntentRow, RunRow
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jitplan.runs.registry import Registry
     from jitplan.launch.ssh import SSHLaunch
     from jitplan.providers import Provider
+    from jitplan.runs.registry import Registry
 
 STALE_INTENT_S = 600.0  # an intent this old whose label no live instance carries: its create made nothing
 

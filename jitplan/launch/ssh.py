@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import TextIO
 
 from jitplan.errors import CheckFailed, UsageError
+from jitplan.launch.torchrun import NodeCommand
+from jitplan.templates import templates_dir
 from jitplan.transport.sshcmd import (  # noqa: F401 - re-exported: the SSH backend's public names
     SSHOptions,
     Step,
@@ -40,8 +42,6 @@ from jitplan.transport.sshcmd import (  # noqa: F401 - re-exported: the SSH back
     ssh_base,
 )
 from jitplan.transport.target import SSHTarget
-from jitplan.launch.torchrun import NodeCommand
-from jitplan.templates import templates_dir
 
 RSYNC_EXCLUDES = (".git", "runs", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache", ".venv", "*.egg-info",
                   ".mypy_cache", "node_modules")

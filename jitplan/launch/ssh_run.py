@@ -15,10 +15,10 @@ from typing import TextIO
 from pydantic import BaseModel, ConfigDict
 
 from jitplan.errors import CheckFailed
-from jitplan.runs.schema import RunMeta
 from jitplan.launch.ssh import SSHLaunch
 from jitplan.launch.torchrun import NodeCommand
 from jitplan.launch.watchdog import WatchdogConfig
+from jitplan.runs.schema import RunMeta
 
 
 class SSHRunResult(BaseModel):

@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict
 from jitmodel.atomic import atomic_write_text
 from jitmodel.config import TrainConfig, dump_yaml
 from jitplan.launch import local
-from jitplan.runs.schema import RunMeta
 from jitplan.launch.torchrun import TorchrunSpec, node_command
+from jitplan.runs.schema import RunMeta
 from jitplan.runspec import load_run_spec, save_run_spec
 
 TRAIN_CONFIG = "train.yaml"

@@ -28,8 +28,8 @@ from jitplan.providers import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jitplan.runs.registry import Registry
     from jitplan.providers import Provider
+    from jitplan.runs.registry import Registry
 
 
 class Attempts:

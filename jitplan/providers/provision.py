@@ -28,17 +28,17 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from jitplan.errors import CheckFailed, JitplanError, UsageError
-from jitplan.runs.schema import RunMeta
-from jitplan.transport.target import SSHTarget
 from jitplan.providers import LABEL_PREFIX, CleanupFailed, CreateSpec, Offer, ProviderError
 from jitplan.providers.attempts import Attempts
 from jitplan.providers.ranking import RankedOffer, rank
+from jitplan.runs.schema import RunMeta
 from jitplan.schemas import Plan
 from jitplan.secrets import redact
+from jitplan.transport.target import SSHTarget
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jitplan.runs.registry import Registry
     from jitplan.providers import Provider
+    from jitplan.runs.registry import Registry
 
 DEFAULT_MAX_OFFERS = 3
 ENV_EXPORT_PATTERN = "JITPLAN_[A-Z0-9_]*|NCCL_[A-Z0-9_]*|OMP_NUM_THREADS|HF_HOME|TORCH_[A-Z0-9_]*"

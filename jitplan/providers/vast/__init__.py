@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from jitplan.transport.target import SSHTarget
 from jitplan.providers import (
     CleanupFailed,
     CreateFailed,
@@ -27,6 +26,7 @@ from jitplan.providers import (
     OfferQuery,
     ProviderError,
 )
+from jitplan.transport.target import SSHTarget
 
 if TYPE_CHECKING:  # pragma: no cover
     from jitplan.providers.vast.client import VastClient
