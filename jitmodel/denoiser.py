@@ -102,7 +102,7 @@ class Denoiser(nn.Module):
 
 
 @contextlib.contextmanager
-def swapped(params: list[torch.Tensor], values: list[torch.Tensor]) -> Iterator[None]:
+def swapped(params: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> Iterator[None]:
     """Copy ``values`` into ``params`` for the block, then restore the originals (EMA swaps)."""
     with torch.no_grad():
         saved = [p.detach().clone() for p in params]
@@ -136,7 +136,7 @@ class EMA:
     def __init__(self, module: nn.Module, decays: Sequence[float] = (0.9999, 0.9996), *, warmup: bool = False):
         if len(decays) != 2 or not all(0.0 <= d <= 1.0 for d in decays):
             raise ValueError(f"EMA needs two decays in [0, 1], got {tuple(decays)}")
-        self.decays = tuple(float(d) for d in decays)
+        self.decays: tuple[float, ...] = tuple(float(d) for d in decays)
         self.warmup = warmup
         self.updates = 0  # updates since construction; ``update(step=...)`` overrides it (resume)
         self._module = module
@@ -149,12 +149,12 @@ class EMA:
             raise ValueError(f"module has {len(params)} parameters but the EMA tracks {len(self.names)}")
         return [p if p.dtype == torch.float32 else p.float() for p in params]
 
-    def decays_at(self, step: int) -> tuple[float, float]:
+    def decays_at(self, step: int) -> tuple[float, ...]:
         """The decays update number ``step`` (0-based) applies: the configured ones, or less during warm-up."""
         if not self.warmup:
             return self.decays
         ramp = (1.0 + step) / (10.0 + step)
-        return tuple(min(d, ramp) for d in self.decays)  # type: ignore[return-value]
+        return tuple(min(d, ramp) for d in self.decays)
 
     @torch.no_grad()
     def update(self, module: nn.Module | None = None, step: int | None = None) -> None:

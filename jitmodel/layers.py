@@ -103,6 +103,9 @@ class Rope2D(nn.Module):
     are plain attributes), always kept in float32: like the official code, a bf16 input leaves in fp32.
     """
 
+    cos: torch.Tensor  # (1, 1, N, head_dim) buffers, kept fp32
+    sin: torch.Tensor
+
     def __init__(self, head_dim: int, grid: int, num_prefix: int = 0, device=None):
         super().__init__()
         self.head_dim, self.num_prefix, self.grid = head_dim, num_prefix, grid
@@ -267,7 +270,7 @@ class TimestepEmbedder(nn.Module):
         return emb
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.features(t, self.freq_dim).to(self.mlp[0].weight.dtype))  # (B, D)
+        return self.mlp(self.features(t, self.freq_dim).to(next(self.mlp.parameters()).dtype))  # (B, D)
 
 
 class LabelEmbedder(nn.Module):

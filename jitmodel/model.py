@@ -23,7 +23,7 @@ so official checkpoints load. Nothing is tied to a device: CPU, CUDA, MPS, meta,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -50,7 +50,7 @@ class JiTBlock(nn.Module):
     """Pre-norm transformer block with adaLN-Zero: gated attention and gated SwiGLU residuals."""
 
     def __init__(self, dim: int, heads: int, mlp_hidden: int, attn_drop: float = 0.0, proj_drop: float = 0.0,
-                 attention: str = "exact", device=None, dtype=None):
+                 attention: Literal["exact", "sdpa"] = "exact", device=None, dtype=None):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
         self.norm1 = RMSNorm(dim, eps=1e-6, **kw)
@@ -147,12 +147,15 @@ class JiT(nn.Module):
                     nn.init.zeros_(m.bias)
         for conv in (self.x_embedder.proj1, self.x_embedder.proj2):  # like nn.Linear on flattened patches
             nn.init.xavier_uniform_(conv.weight.view(conv.weight.shape[0], -1))
-        nn.init.zeros_(self.x_embedder.proj2.bias)
+        nn.init.zeros_(cast(torch.Tensor, self.x_embedder.proj2.bias))  # built with bias=True
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        for mod in [*(b.adaLN_modulation[-1] for b in self.blocks), self.final_layer.adaLN_modulation[-1],
-                    self.final_layer.linear]:  # adaLN-Zero and a zero output layer
+        t_in, t_out = (cast(nn.Linear, self.t_embedder.mlp[i]) for i in (0, 2))
+        nn.init.normal_(t_in.weight, std=0.02)
+        nn.init.normal_(t_out.weight, std=0.02)
+        zeroed = [*(cast(nn.Sequential, b.adaLN_modulation)[-1] for b in self.blocks),
+                  self.final_layer.adaLN_modulation[-1],
+                  self.final_layer.linear]  # adaLN-Zero and a zero output layer
+        for mod in cast(list[nn.Linear], zeroed):
             nn.init.zeros_(mod.weight)
             nn.init.zeros_(mod.bias)
         self._fill_grid_tables()
