@@ -34,6 +34,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jitmodel.records import DRIFT
+
 NO_PROGRESS_ENV = "JITMODEL_NO_PROGRESS"
 
 
@@ -149,7 +151,6 @@ def _fmt(k: str, v: Any) -> str:
 
 # ---- measurements for calibration ------------------------------------------------------------------------
 
-DRIFT = 0.15  # relative difference from the plan that is reported
 
 
 def _rss_kib(pid: int | str) -> int | None:

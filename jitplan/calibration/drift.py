@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jitmodel.records import DRIFT
 from jitplan.calibration.measured import Measurement, metrics_path, summarize
-
-DRIFT = 0.15
 
 
 def compare(*, step_time_s: float | None, memory_bytes: int | None, measured: Measurement,

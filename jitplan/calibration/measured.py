@@ -16,12 +16,13 @@ more than one; times are medians over the rest, memory is the peak.
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+
+from jitmodel.records import training_records
 
 MIB = 2**20
 
@@ -49,20 +50,8 @@ class Measurement(BaseModel):
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """The training records of a metrics.jsonl (evaluation and event lines left out); bad lines skipped."""
-    out = []
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash
-        if isinstance(rec, dict) and "loss" in rec and "event" not in rec:
-            out.append(rec)
-    return out
+    """The training records of a metrics.jsonl (evaluation and event lines left out; jitmodel.records)."""
+    return training_records(path)
 
 
 def summarize(path: str | Path) -> Measurement | None:

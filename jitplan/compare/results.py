@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
+from jitmodel.records import read_records
 from jitplan.compare.settings import Budget, _Strict
 
 SCHEMA_VERSION = 1
@@ -57,20 +57,8 @@ class CompareResult(_Strict):
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl (a torn last line from a killed run is skipped)."""
-    recs = []
-    try:
-        lines = Path(path).read_text().splitlines()
-    except FileNotFoundError:
-        return []
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict):
-            recs.append(rec)
-    return recs
+    """The records of a metrics.jsonl (a torn last line from a killed run is skipped; jitmodel.records)."""
+    return read_records(path)
 
 
 def summarize_metrics(recs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -40,6 +40,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jitmodel.records import last_step
+
 CONFIG = "watchdog-config.json"
 STATE = "watchdog-state.json"
 LOG = "watchdog.log"
@@ -147,24 +149,6 @@ def decide(cfg: WatchdogConfig, obs: Observation) -> Decision | None:
 
 
 # ------------------------------------------------------------------------------- on the instance
-def last_step(metrics: Path, tail_bytes: int = 8192) -> int | None:
-    """The ``step`` of the last training record (one with ``loss``) in metrics.jsonl, else None."""
-    try:
-        with open(metrics, "rb") as f:
-            f.seek(max(f.seek(0, os.SEEK_END) - tail_bytes, 0))
-            lines = f.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and "loss" in rec and isinstance(rec.get("step"), int):
-            return rec["step"]
-    return None
-
-
 def _read_int(path: Path) -> int | None:
     try:
         return int(path.read_text().split()[0])
