@@ -197,6 +197,15 @@ class MemoryConfig(_Strict):
     shard_gather: Literal["auto", "fp32"] = "auto"
 
 
+def effective_batch(micro_batch: int, accum_steps: int, world_size: int) -> int:
+    """Images per optimizer step: micro-batch x accumulation x ranks (the one place it is computed).
+
+        >>> effective_batch(16, 32, 2)
+        1024
+    """
+    return micro_batch * accum_steps * world_size
+
+
 class TrainConfig(_Strict):
     """Everything ``jitmodel.train`` needs. Batch sizes are per rank (GPU)."""
 
@@ -236,8 +245,7 @@ class TrainConfig(_Strict):
         return m
 
     def effective_batch(self, world_size: int | None = None) -> int:
-        ws = world_size or self.world_size or 1
-        return self.batch_per_gpu * self.accum_steps * ws
+        return effective_batch(self.batch_per_gpu, self.accum_steps, world_size or self.world_size or 1)
 
     def eval_due(self, epoch: int) -> bool:
         """Online evaluation after (0-based) ``epoch``, the official cadence: every ``every_epochs``, the

@@ -38,7 +38,13 @@ from pydantic import ValidationError
 from jitmodel import checkpoint as ckpt_io
 from jitmodel import data as data_mod
 from jitmodel import strategy, train_state, train_step
-from jitmodel.config import TrainConfig, load_train_config, steps_per_epoch, validation_summary
+from jitmodel.config import (
+    TrainConfig,
+    effective_batch,
+    load_train_config,
+    steps_per_epoch,
+    validation_summary,
+)
 from jitmodel.dist import (
     DistEnv,
     amp_dtype,
@@ -92,7 +98,7 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(self.dataset)} images give no full optimizer step per epoch with micro-batch "
                              f"{mb} x accum {accum} x world {world}")
-        self.eff_batch = mb * accum * world
+        self.eff_batch = effective_batch(mb, accum, world)
         self.total_steps = math.ceil(cfg.epochs * self.steps_per_epoch)
         if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)

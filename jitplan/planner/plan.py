@@ -16,7 +16,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 
-from jitmodel.config import TrainConfig
+from jitmodel.config import TrainConfig, effective_batch
 from jitmodel.counts import param_breakdown, train_flops_per_image
 from jitplan.calibration.records import CalibrationRecord
 from jitplan.errors import CheckFailed, UsageError
@@ -130,7 +130,7 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
         raise CheckFailed(f"micro-batch {b} needs {pred.total / 1e9:.1f} GB per GPU > target {target / 1e9:.1f} GB "
                           f"({options.memory_fraction:.0%} of {gpu.memory_bytes / 1e9:.1f} GB); the largest that "
                           f"fits is {bmax}", hint=f"use --batch-per-gpu {bmax} or less")
-    eff = b * accum * world
+    eff = effective_batch(b, accum, world)
     ref_eff = ref.effective_batch()
     kappa = eff / ref_eff
 
@@ -223,8 +223,8 @@ def estimate(hardware: HardwareSpec, train: TrainConfig, pred: memory.MemoryPred
     flops = train_flops_per_image(v, m.img_size, m.in_channels, m.attention)
     st, spe = step_time(hardware, train, options)
     step = st.total_s
-    images_per_gpu_step = train.batch_per_gpu * train.accum_steps
-    ips = world * images_per_gpu_step / step
+    images_per_gpu_step = effective_batch(train.batch_per_gpu, train.accum_steps, 1)
+    ips = train.effective_batch(world) / step
     epoch_time = spe * step
     ev = train.eval
     eval_time = timing.eval_time_s(v, gpu, num_images=ev.num_images, nfe=timing.nfe(train.sample.steps,
