@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from jitmodel.counts import param_count
 from jitplan.planner import memory
-from jitplan.planner.memory import MemoryInputs, max_micro_batch, predict
+from jitplan.planner import strategy_memory
+from jitplan.planner.memory import MemoryInputs, predict
 
 B16 = MemoryInputs.for_model("JiT-B/16", 256)
 
@@ -62,6 +63,11 @@ def test_optimizer_step_peak_at_tiny_batches_with_foreach():
 def test_batch_must_be_positive():
     with pytest.raises(ValueError, match="micro_batch"):
         predict(B16, 0)
+
+
+def max_micro_batch(inp: MemoryInputs, target: int) -> int:
+    """The planner's one solver, under no memory strategy (the plain model these tests check)."""
+    return strategy_memory.max_micro_batch(inp, strategy_memory.parse("none"), target)
 
 
 def test_l16_does_not_fit_a_3060():

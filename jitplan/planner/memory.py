@@ -5,12 +5,12 @@ Pure functions, no torch. The constants are calibrated against a traced training
 ``benchmarks/bench_memory_trace.py`` prints predicted vs traced). Derivation: docs/planning.md "Memory
 model" (each constant and its source).
 
-    >>> from jitplan.planner.memory import MemoryInputs, predict, max_micro_batch
+    >>> from jitplan.planner.memory import MemoryInputs, predict
     >>> inp = MemoryInputs.for_model("JiT-B/16", 256, world_size=2)
     >>> round(predict(inp, 16).total / 1e9, 1)
     8.8
-    >>> max_micro_batch(inp, target_bytes=int(0.9 * 12 * 2**30))
-    25
+
+The largest micro-batch that fits is solved once, for every memory strategy (``strategy_memory.max_micro_batch``).
 """
 
 from __future__ import annotations
@@ -199,25 +199,6 @@ def predict(inp: MemoryInputs, micro_batch: int) -> MemoryPrediction:
 def min_total(inp: MemoryInputs) -> int:
     """Memory at micro-batch 1: if this exceeds the target nothing fits."""
     return predict(inp, 1).total
-
-
-def max_micro_batch(inp: MemoryInputs, target_bytes: int, limit: int = 1 << 16) -> int:
-    """The largest micro-batch whose predicted total is <= ``target_bytes`` (0 when even 1 does not fit).
-
-    The prediction is non-decreasing in the batch, so a binary search needs ~16 evaluations.
-    """
-    if predict(inp, 1).total > target_bytes:
-        return 0
-    lo, hi = 1, limit  # predict(lo) fits; find the last b that fits
-    if predict(inp, hi).total <= target_bytes:
-        return hi
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if predict(inp, mid).total <= target_bytes:
-            lo = mid
-        else:
-            hi = mid
-    return lo
 
 
 def with_world(inp: MemoryInputs, world_size: int) -> MemoryInputs:
