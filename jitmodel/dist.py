@@ -21,6 +21,8 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 
+from jitmodel.precision import fp16_tensor_cores
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -118,7 +120,7 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
             return None
         if cuda_bf16:
             return torch.bfloat16
-        return torch.float16 if torch.cuda.get_device_capability(device) >= (7, 0) else None
+        return torch.float16 if fp16_tensor_cores(torch.cuda.get_device_capability(device)) else None
     if precision == "bf16":
         if device.type == "cuda" and not cuda_bf16:
             raise ValueError(f"precision bf16 was asked for but {torch.cuda.get_device_name(device)} lacks bf16; "

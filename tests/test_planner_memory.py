@@ -7,8 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jitmodel.counts import param_count
-from jitplan.planner import memory
-from jitplan.planner import strategy_memory
+from jitplan.planner import memory, strategy_memory
 from jitplan.planner.memory import MemoryInputs, predict
 
 B16 = MemoryInputs.for_model("JiT-B/16", 256)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from jitmodel.precision import BF16_MIN_CC, FP16_TENSOR_MIN_CC, parse_cc
 from jitplan.doctor.context import DoctorContext
 from jitplan.doctor.finding import Finding
 from jitplan.hardware.nvml import P2P_MEANING
@@ -122,20 +123,17 @@ def check_precision(ctx: DoctorContext) -> Finding:
     if plan is None or not gpus:
         return Finding(id="C14", level="skip", title=title, found="no plan or no GPU visible")
 
-    def cc(g: object) -> tuple[int, int] | None:
-        text = getattr(g, "compute_capability", None)
-        return tuple(int(x) for x in text.split(".")[:2]) if text else None  # type: ignore[return-value]
-
-    caps = [(g, cc(g)) for g in gpus]
+    caps = [(g, parse_cc(getattr(g, "compute_capability", None))) for g in gpus]
     if plan.precision == "bf16":
-        old = [f"GPU{g.index} {g.name} (sm {'.'.join(map(str, c))})" for g, c in caps if c is not None and c < (8, 0)]
+        old = [f"GPU{g.index} {g.name} (sm {'.'.join(map(str, c))})" for g, c in caps
+               if c is not None and c < BF16_MIN_CC]
         if old:
             return Finding(id="C14", level="fail", title=title,
                            found=f"the run asks for bf16 but {', '.join(old)} has no bf16 tensor cores",
                            fix="set precision: fp16 (autocast + gradient scaler) or re-plan for this machine: "
                                "jitplan plan --hardware hardware.yaml chooses fp16 on these cards")
     if plan.precision == "fp16":
-        slow = [f"GPU{g.index} {g.name}" for g, c in caps if c is not None and c < (7, 0)]
+        slow = [f"GPU{g.index} {g.name}" for g, c in caps if c is not None and c < FP16_TENSOR_MIN_CC]
         if slow:
             return Finding(id="C14", level="warn", title=title,
                            found=f"fp16 on {', '.join(slow)}: no fp16 tensor cores, little faster than fp32",

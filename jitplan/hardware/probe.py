@@ -96,7 +96,7 @@ def _gpu_spec(gpus: list[NvmlGpu]) -> tuple[GPUSpec | None, list[str]]:
     cc = g.compute_capability
     return GPUSpec(
         name=name, memory_bytes=g.memory_total_bytes or 1, bf16_tflops=1.0, compute_capability=cc,
-        bf16=bool(cc and float(cc) >= 8.0), gpu_class="custom",
+        gpu_class="custom",  # bf16 follows from the compute capability (hardware.schema.bf16_supported)
         source="probe (NVML); bf16_tflops unknown, placeholder 1.0",
     ), notes
 

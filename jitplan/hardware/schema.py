@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from jitmodel.precision import BF16_MIN_CC, bf16_supported
 
 HARDWARE_SCHEMA_VERSION = 1
 
@@ -29,7 +31,7 @@ class GPUSpec(_Strict):
     fp32_tflops: Annotated[float, Field(gt=0)] | None = None
     mem_bw_gbs: Annotated[float, Field(gt=0)] | None = None  # GB/s
     compute_capability: str | None = None  # "8.6"
-    bf16: bool = True  # native bf16 support (Ampere and newer)
+    bf16: bool = True  # native bf16 support: derived from compute_capability when that is known
     nvlink: bool = False
     gpu_class: Literal["consumer", "workstation", "datacenter", "apple", "custom"] = "custom"
     # Apple silicon only; left out of a CUDA card's dump, so plan files written before them stay byte-identical.
@@ -37,6 +39,19 @@ class GPUSpec(_Strict):
     gpu_cores: Annotated[int, Field(gt=0)] | None = Field(None, exclude_if=lambda v: v is None)  # Apple GPU cores
     aliases: list[str] = Field(default_factory=list)
     source: str = ""  # where the numbers come from
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bf16_from_cc(cls, raw: Any) -> Any:
+        """A known compute capability decides ``bf16`` (BF16_MIN_CC); a file that states it anyway must agree."""
+        if isinstance(raw, dict) and raw.get("backend", "cuda") == "cuda":
+            derived = bf16_supported(raw.get("compute_capability"))
+            if derived is not None:
+                if "bf16" in raw and bool(raw["bf16"]) != derived:
+                    raise ValueError(f"bf16: {raw['bf16']} contradicts compute capability "
+                                     f"{raw['compute_capability']} (bf16 needs {'.'.join(map(str, BF16_MIN_CC))}+)")
+                raw = {**raw, "bf16": derived}
+        return raw
 
 
 class HostSpec(_Strict):

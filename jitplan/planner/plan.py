@@ -163,8 +163,6 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
         "optim": optim.model_dump(), "diffusion": diffusion.model_dump(), "data": data.model_dump(),
     })
     train = train.model_copy(update={"dist_timeout_s": timing.dist_timeout_s(train, gpu, world)})
-    if train.effective_batch() != eff:
-        raise ValueError(f"micro {b} x accum {accum} x world {world} = {b * accum * world} != effective {eff}")
 
     est = estimate(hardware, train, pred, wp, options, target)
     est = strategy.adjust_estimates(est, inp, train.memory, plain_step(hardware, train, options)[0], accum=accum,

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from jitmodel.config import MemoryConfig
 from jitmodel.counts import param_breakdown
+from jitmodel.precision import fp16_tensor_cores, parse_cc
 from jitplan.errors import UsageError
 from jitplan.planner import memory
 from jitplan.planner.strategy_memory import (  # noqa: F401  (the memory model, re-exported)
@@ -219,8 +220,8 @@ def precision_for(gpu, wanted: str) -> str:  # type: ignore[no-untyped-def]
     recipe's bf16 means "bf16 where the card has it". (A hand-edited bf16 on such a card: ``jitplan doctor``.)"""
     if gpu.bf16 or wanted not in ("auto", "bf16"):
         return wanted
-    cc = tuple(int(x) for x in (gpu.compute_capability or "0.0").split(".")[:2])
-    return "fp16" if cc >= (7, 0) else "fp32"
+    cc = parse_cc(gpu.compute_capability) or (0, 0)
+    return "fp16" if fp16_tensor_cores(cc) else "fp32"
 
 
 def choose_for(train, world: int, hardware, options, target: int,  # type: ignore[no-untyped-def]
