@@ -23,6 +23,7 @@ from typing import TextIO
 from pydantic import BaseModel, ConfigDict, Field
 
 from jitplan.errors import CheckFailed
+from jitplan.runs import folders
 from jitplan.runspec import RunSpec
 
 Say = Callable[[str], None]
@@ -58,10 +59,13 @@ def preflight(plan_file: Path, data_path: str | None) -> None:
 
 def launch_local(run: RunSpec, *, plan_file: Path, run_dir: Path, name: str, rdzv_endpoint: str | None = None,
                  max_restarts: int = 3, doctor: bool = True, dry_run: bool = False, echo: TextIO | None = None,
-                 say: Say | None = None) -> LaunchResult:
+                 say: Say | None = None, fresh: bool = False) -> LaunchResult:
     """Doctor (plans only), stage ``run_dir``, run every node here under the supervisor, record the run.
 
-    ``dry_run`` returns the commands instead. A failed run comes back with ``status == "failed"``.
+    ``fresh``: ``run_dir`` is a new run's default folder, claimed exclusively (``runs.folders.claim_run_dir``:
+    a launch in the same second gets ``NAME-2``; ``name`` follows the folder); else a folder the user named,
+    reused to continue its run. ``dry_run`` returns the commands instead. A failed run comes back with
+    ``status == "failed"``.
     """
     from jitplan.launch import local
     from jitplan.launch.torchrun import node_commands, shell_line, spec_for_run
@@ -77,9 +81,22 @@ def launch_local(run: RunSpec, *, plan_file: Path, run_dir: Path, name: str, rdz
         return res.model_copy(update={"commands": [redact(c) for c in cmds]})
     if doctor:
         preflight(plan_file, run.train.data.path)
-    local.prepare_run_dir(run, run_dir)
-    from jitplan.runs.registry import Registry
+    if fresh:
+        run_dir = folders.claim_run_dir(run_dir.parent, run_dir.name)
+        name = run_dir.name
+        res = res.model_copy(update={"name": name, "run_dir": str(run_dir)})
+        spec = spec_for_run(run, config=str(run_dir / run.file_name), python=sys.executable, rdzv_id=name,
+                            rdzv_endpoint=rdzv_endpoint)
+    else:
+        run_dir = folders.reuse_run_dir(run_dir)
+    try:
+        folders.prepare_run_dir(run, run_dir)
+    except BaseException:
+        if fresh:
+            folders.drop_if_empty(run_dir)
+        raise
     from jitplan.launch.supervisor import run_local
+    from jitplan.runs.registry import Registry
 
     (say or (lambda m: None))(f"run folder {run_dir}; log {run_dir / local.LOG_NAME}")
     run_id, result = run_local(run_dir, spec, registry=Registry(), name=name, plan_path=str(plan_file.resolve()),

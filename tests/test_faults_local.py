@@ -1,0 +1,120 @@
+"""Faults of local runs (issue 22): run folders, signals to the launcher and the trainer, start-up.
+
+Real processes: ``jitplan launch --local`` and ``python -m jitmodel.train`` on the tiny digits config.
+Each test here failed on the code before its fix (named in its docstring).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {"kind": "train", "model": {"variant": "JiT-Tiny/4", "img_size": 16, "in_channels": 1, "num_classes": 10},
+        "data": {"kind": "digits", "num_workers": 0}, "batch_per_gpu": 16, "max_steps": 2, "device": "cpu",
+        "log_every": 1}
+PIN_SECOND = '''import time
+_strftime = time.strftime
+def _pinned(fmt, *a):
+    return "20260101-000000" if fmt == "%Y%m%d-%H%M%S" else _strftime(fmt, *a)
+time.strftime = _pinned
+'''
+
+
+def _config(tmp_path: Path, **over) -> Path:
+    p = tmp_path / "tiny.yaml"
+    p.write_text(yaml.safe_dump({**TINY, **over}))
+    return p
+
+
+def _env(tmp_path: Path, *extra: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, extra), str(ROOT)])
+    env["JITPLAN_HOME"] = str(tmp_path / "home")
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _runs(tmp_path: Path) -> list[dict]:
+    con = sqlite3.connect(tmp_path / "home" / "runs.db")
+    con.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in con.execute("SELECT * FROM runs ORDER BY created_at")]
+    finally:
+        con.close()
+
+
+def _wait_for(cond, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_four_launches_in_the_same_second_get_four_run_folders(tmp_path):
+    """Before: mkdir(exist_ok=True) gave all four one folder (one last.pt, one train.log, one pid)."""
+    cfg = _config(tmp_path)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(PIN_SECOND)  # every launch names its run in the same second
+    env = _env(tmp_path, site)
+    procs = [subprocess.Popen([sys.executable, "-m", "jitplan", "launch", str(cfg), "--local"], cwd=tmp_path,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(4)]
+    outs = [p.communicate(timeout=800)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, outs
+    base = "JiT-Tiny-4-16px-20260101-000000"
+    folders = sorted(d.name for d in (tmp_path / "runs").iterdir())
+    assert folders == sorted([base, f"{base}-2", f"{base}-3", f"{base}-4"])
+    pids = set()
+    for name in folders:
+        d = tmp_path / "runs" / name
+        assert (d / "out" / "last.pt").is_file() and (d / "train.yaml").is_file()
+        assert (d / "train.log").read_text().count("done: 2 steps") == 1  # one run wrote this log
+        pids.add((d / "pid").read_text())
+    assert len(pids) == 4
+    rows = _runs(tmp_path)
+    assert sorted(Path(r["run_dir"]).name for r in rows) == folders  # registry name and folder agree
+    assert sorted(r["name"] for r in rows) == folders and {r["status"] for r in rows} == {"finished"}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_to_the_launcher_is_forwarded_checkpointed_and_recorded(tmp_path, sig):
+    """Before: the launcher died with 128+signal, the trainer was orphaned without a checkpoint and the
+    registry said `running` for good."""
+    cfg = _config(tmp_path, max_steps=100_000)
+    run_dir = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "jitplan", "launch", str(cfg), "--local", "--run-dir", str(run_dir)],
+                         cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = run_dir / "out" / "metrics.jsonl"
+    try:
+        _wait_for(lambda: metrics.is_file() and '"loss"' in metrics.read_text(), 300, "the first logged step")
+        p.send_signal(sig)
+        out = p.communicate(timeout=300)[0]
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, out
+    assert "Traceback" not in out
+    log = (run_dir / "train.log").read_text()
+    assert "stopped by SIGTERM at step" in log  # the trainer's own clean stop: it checkpointed
+    import torch
+
+    step = torch.load(run_dir / "out" / "last.pt", weights_only=True, mmap=True)["step"]
+    assert step >= 1
+    (row,) = _runs(tmp_path)
+    con = sqlite3.connect(tmp_path / "home" / "runs.db")
+    (last,) = con.execute("SELECT message FROM events WHERE kind='status' ORDER BY ts DESC LIMIT 1").fetchone()
+    con.close()
+    assert row["status"] == "stopped" and sig.name in last and f"step {step}" in last, last
+    assert json.loads(metrics.read_text().splitlines()[-1])["step"] == step
