@@ -272,8 +272,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, n))
+
+
 def _install_signal_handlers(trainer: Trainer) -> dict[int, Any]:
-    """SIGTERM/SIGINT ask for a clean stop after the current optimizer step; returns the old handlers."""
+    """SIGTERM/SIGINT/SIGHUP ask for a clean stop after the current optimizer step; returns the old handlers.
+    A second SIGINT (Ctrl-C twice) stops at once, without a checkpoint (``main`` says so in one line)."""
     def handler(signum: int, frame: Any) -> None:
         if trainer.stop_signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
@@ -284,37 +288,46 @@ def _install_signal_handlers(trainer: Trainer) -> dict[int, Any]:
             faulthandler.register(signal.SIGUSR1, all_threads=True)
         except (OSError, ValueError, AttributeError):  # stderr without a file descriptor (captured, in-process)
             pass
-    return {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    return {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+
+
+def _setup(args: argparse.Namespace) -> Trainer:
+    """Config and Trainer; ValueError/OSError for bad input, StartupStop on a stop signal meanwhile."""
+    if early_signals.caught() is not None:  # noted while the modules were imported (e.g. by `jitmodel train`)
+        raise early_signals.StartupStop(early_signals.caught() or signal.SIGTERM)
+    env = DistEnv.from_env()
+    cfg = load_train_config(args.config)
+    over = {k: v for k, v in (("output_dir", args.output_dir), ("max_steps", args.max_steps)) if v is not None}
+    if over:
+        cfg = TrainConfig.model_validate({**cfg.model_dump(), **over})
+    trainer = Trainer(cfg, env, resume=args.resume)
+    trainer.expect = plan_expectations(args.config)  # a plan's predictions: drift is reported in the log
+    return trainer
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m jitmodel.train`` / ``torchrun -m jitmodel.train`` / ``jitmodel train``."""
     args = parse_args(argv)
-    early_signals.install()  # (again) for callers that import this module: jitmodel train, tests
+    early_signals.install(mode="raise")  # a stop signal now unwinds the set-up at once
+    old: dict[int, Any] = {}
     try:
-        env = DistEnv.from_env()
-        cfg = load_train_config(args.config)
-        over = {k: v for k, v in (("output_dir", args.output_dir), ("max_steps", args.max_steps)) if v is not None}
-        if over:
-            cfg = TrainConfig.model_validate({**cfg.model_dump(), **over})
-        trainer = Trainer(cfg, env, resume=args.resume)
-        trainer.expect = plan_expectations(args.config)  # a plan's predictions: drift is reported in the log
+        trainer = _setup(args)
+        old = _install_signal_handlers(trainer)  # from here on: finish the step, checkpoint, exit 0
+    except early_signals.StartupStop as e:
+        print(early_signals.stopped_line(e.signum), file=sys.stderr)
+        return _leave(old, 0)
     except (ValueError, OSError) as e:
         print(f"Error: {_one_line(e)}", file=sys.stderr)
-        destroy_process_group()
-        early_signals.restore()
-        return 2
-    if early_signals.caught() is not None:  # stopped while starting: nothing trained, nothing to save
-        print(f"stopped by {signal.Signals(early_signals.caught()).name} before the first step; nothing to "
-              "checkpoint", file=sys.stderr)
-        destroy_process_group()
-        early_signals.restore()
-        return 0
-    old = _install_signal_handlers(trainer)
+        return _leave(old, 2)
     try:
         rc = trainer.fit()
         barrier()  # leave together: a gloo rank torn down while its peer still works can abort at exit
         return rc
+    except KeyboardInterrupt:  # a second Ctrl-C
+        print(f"interrupted again at step {trainer.step}: stopped without a checkpoint; the last one is "
+              f"{trainer.out / 'last.pt'}", file=sys.stderr)
+        data_mod.close_loader(trainer.loader)
+        return 130
     except TrainingDiverged as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1
@@ -326,10 +339,17 @@ def main(argv: list[str] | None = None) -> int:
         data_mod.close_loader(trainer.loader)
         return 2
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        early_signals.restore()  # the handlers from before main()
-        destroy_process_group()
+        _leave(old, 0)
+
+
+def _leave(old: dict[int, Any], rc: int) -> int:
+    """Put the signal handlers back (the trainer's, then those from before main) and leave the group."""
+    for s, h in old.items():
+        signal.signal(s, h)
+    old.clear()
+    early_signals.restore()
+    destroy_process_group()
+    return rc
 
 
 def _entry() -> int:

@@ -118,3 +118,59 @@ def test_a_signal_to_the_launcher_is_forwarded_checkpointed_and_recorded(tmp_pat
     con.close()
     assert row["status"] == "stopped" and sig.name in last and f"step {step}" in last, last
     assert json.loads(metrics.read_text().splitlines()[-1])["step"] == step
+
+
+def _trainer(tmp_path: Path, cfg: Path, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "jitmodel.train", "--config", str(cfg), "--output-dir",
+                             str(tmp_path / "out")], cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_sigterm_during_set_up_stops_the_trainer_at_once(tmp_path):
+    """Before: a SIGTERM noted while torch was imported and the model built was acted on only once the set-up
+    had finished (15 s on this busy box; 7-15 s in the issue)."""
+    from jitplan.launch.local import wait_for_handler
+
+    p = _trainer(tmp_path, _config(tmp_path, max_steps=100_000))
+    try:
+        assert wait_for_handler(p.pid, signal.SIGTERM, 60)  # the trainer's first line installs it
+        p.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        out = p.communicate(timeout=120)[0]
+        took = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0 and "stopped by SIGTERM while starting" in out and "Traceback" not in out, out
+    assert took < 5, f"took {took:.1f} s to stop"
+    assert not (tmp_path / "out" / "last.pt").exists()
+
+
+def test_a_sigterm_before_the_first_line_waits_when_the_parent_blocks_it(tmp_path):
+    """A parent that starts the trainer with SIGTERM blocked closes the interpreter's start-up window: the
+    pending signal is handled once the handler is in place. Before: never unblocked, the signal was lost
+    and the run trained on."""
+    block = lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # noqa: E731
+    p = _trainer(tmp_path, _config(tmp_path, max_steps=3), preexec_fn=block)
+    p.send_signal(signal.SIGTERM)  # at once: the interpreter has not run a line yet
+    out = p.communicate(timeout=300)[0]
+    assert p.returncode == 0 and "stopped by SIGTERM while starting" in out, out
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path):
+    """Before: the second SIGINT raised KeyboardInterrupt out of main: a traceback."""
+    p = _trainer(tmp_path, _config(tmp_path, max_steps=100_000))
+    metrics = tmp_path / "out" / "metrics.jsonl"
+    try:
+        _wait_for(lambda: metrics.is_file() and '"loss"' in metrics.read_text(), 300, "the first logged step")
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.02)  # two signals sent back to back would merge into one
+        p.send_signal(signal.SIGINT)
+        out = p.communicate(timeout=120)[0]
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert "Traceback" not in out, out
+    assert p.returncode in (0, 130), out  # 0 when the step and its checkpoint ended between the two
+    if p.returncode == 130:
+        assert "interrupted again at step" in out
