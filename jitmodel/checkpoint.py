@@ -3,14 +3,21 @@
 A jitmodel checkpoint is a plain dict (tensors, numbers, strings, lists, dicts) so that
 ``torch.load(weights_only=True)`` reads it without unpickling any code::
 
-    {"format": "jitmodel-checkpoint", "format_version": 1,
+    {"format": "jitmodel-checkpoint", "format_version": 2,
      "model": Denoiser.state_dict() (keys net.*), "ema1": ..., "ema2": ..., "optimizer": ...,
      "model_config": ModelConfig dump, "train_config": TrainConfig dump, "classes": [...],
      "versions": {"jitmodel", "torch", "python"}, "epoch", "step", "epoch_step", "epoch_samples",
-     "rng": {...}, "world_size", "digests": {"algorithm": "sha256", "payloads": {"model": hex, ...}}}
+     "rng": {...}, "world_size",
+     "digests": {"algorithm": "sha256", "covers": "all", "payloads": {"model": hex, "step": hex, ...}}}
 
-``digests`` (``jitmodel.integrity``) are checked on every load (resume, sample, evaluate, doctor): a
-corrupt file is refused with one line; older files without them load, marked ``integrity: unverified``.
+``digests`` (``jitmodel.integrity``) are checked on every load (resume, sample, evaluate, doctor). Format 2
+digests cover every entry, metadata (step, epoch, configs, classes, RNG, format version) as well as
+tensors; format 1 files (tensor digests only) still load, ``integrity_detail`` says so. Then the semantic
+checks (``check_semantics``): a known format version, non-negative integer positions, a step within the
+run's own ``max_steps``, weights that are tensors of the shapes the model config gives. Every failure is
+one line (ValueError). A file without digests loads with a visible "unverified" line on stderr, and
+resuming refuses it unless allowed (``python -m jitmodel.train --allow-unverified`` or
+``JITMODEL_ALLOW_UNVERIFIED=1``).
 A save first checks the disk has room for the new file (counting the old step files it rotates out,
 which it deletes *before* writing, so ``keep_last: 2`` never needs room for three).
 
@@ -40,6 +47,8 @@ import platform
 import random
 import re
 import shutil
+import stat
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,7 +59,8 @@ from jitmodel.integrity import state_fingerprint  # noqa: F401 (part of this mod
 from jitmodel.variants import VARIANTS
 
 FORMAT = "jitmodel-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: digests cover every entry (metadata too); 1: tensor digests only (still read)
+KNOWN_VERSIONS = (1, 2)
 OFFICIAL = "official-jit"
 _STEP_FILE = re.compile(r"^(\d{7})\.pt$")
 
@@ -189,7 +199,7 @@ def make_checkpoint(*, model: Mapping[str, Any], ema1: Mapping[str, Any], ema2: 
                     optimizer: Mapping[str, Any], model_config: Any, train_config: Any, classes: Sequence[str],
                     epoch: int, step: int, epoch_step: int, epoch_samples: int,
                     rng_per_rank: Sequence[Mapping[str, Any]], scaler: Mapping[str, Any] | None = None) -> dict:
-    """The checkpoint dict (format 1). ``rng`` holds rank 0's streams at the top and every rank's in per_rank."""
+    """The checkpoint dict (format 2). ``rng`` holds rank 0's streams at the top and every rank's in per_rank."""
     ck = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "model": model, "ema1": ema1, "ema2": ema2,
         "optimizer": optimizer, "model_config": model_config.model_dump(mode="json"),
@@ -228,20 +238,40 @@ def save_checkpoint(ckpt: dict[str, Any], output_dir: str | Path, *, keep_last: 
 
 def resolve_resume(arg: str | None, output_dir: str | Path) -> Path | None:
     """``--resume``: '' / None = fresh; 'auto' = <output_dir>/last.pt when present; a file; or a folder
-    holding last.pt (ours) or checkpoint-last.pth (official). A path that does not exist is an error."""
+    holding last.pt (ours) or checkpoint-last.pth (official). A path that does not exist, or that is not a
+    regular file (a FIFO, a device such as /dev/zero, a socket, a link loop), is an error naming what it is."""
     if not arg:
         return None
     if arg == "auto":
         p = Path(output_dir) / "last.pt"
-        return p if p.is_file() else None
+        if not os.path.lexists(p):
+            return None
+        return _regular_file(p, f"--resume auto ({p})")
     p = Path(arg).expanduser()
     if p.is_dir():
         for name in ("last.pt", "checkpoint-last.pth"):
-            if (p / name).is_file():
-                return p / name
+            if os.path.lexists(p / name):
+                return _regular_file(p / name, f"--resume {arg}")
         raise ValueError(f"--resume {arg}: the folder holds neither last.pt nor checkpoint-last.pth")
-    if not p.is_file():
-        raise ValueError(f"--resume {arg}: no such file")
+    return _regular_file(p, f"--resume {arg}")
+
+
+def _regular_file(p: Path, what: str) -> Path:
+    """``p`` when it is a regular file (links followed); else ValueError saying what it is instead."""
+    try:
+        st = os.stat(p)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ValueError(f"{what}: a symbolic link loop, not a checkpoint file") from None
+        if e.errno == errno.ENOENT:
+            broken = os.path.islink(p)
+            raise ValueError(f"{what}: " + ("a broken symbolic link" if broken else "no such file")) from None
+        raise ValueError(f"{what}: {os.strerror(e.errno) if e.errno else e}") from None
+    kinds = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+             stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
+    kind = kinds.get(stat.S_IFMT(st.st_mode))
+    if kind is not None:
+        raise ValueError(f"{what}: {kind}, not a checkpoint file")
     return p
 
 
@@ -261,8 +291,9 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not a checkpoint file (e.g. {path / 'last.pt'})")
-    if path.exists() and not path.is_file():
-        raise ValueError(f"{path} is not a regular file")
+    if not os.path.lexists(path):
+        raise ValueError(f"checkpoint not found: {path}")
+    _regular_file(path, str(path))
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             try:
@@ -276,26 +307,131 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
         first = next((ln for ln in lines if "GLOBAL" in ln), lines[0])
-        raise ValueError(f"{path} is not a loadable checkpoint: {first}") from None
+        raise ValueError(f"{path} is not a loadable checkpoint: {' '.join(first.split())[:200]}") from None
     except (OSError, ValueError) as e:  # permissions, I/O errors, a truncated or foreign file
         raise ValueError(f"{path} is not a loadable checkpoint: {_first_line(e)}") from None
+    except Exception as e:  # noqa: BLE001 - a corrupt pickle raises KeyError, AttributeError, TypeError ...
+        raise ValueError(f"{path} is not a loadable checkpoint (corrupt: {type(e).__name__} "
+                         f"{_first_line(e)})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path} does not hold a checkpoint dict")
     if raw.get("format") == FORMAT:
-        if int(raw.get("format_version", 0)) > FORMAT_VERSION:
-            raise ValueError(f"{path} has checkpoint format {raw['format_version']}; this jitmodel reads "
-                             f"up to {FORMAT_VERSION} (upgrade jitmodel)")
-        raw["integrity"] = integrity.verify(raw, path)  # "unverified" for checkpoints without digests
+        version = raw.get("format_version")
+        if type(version) is not int or version not in KNOWN_VERSIONS:
+            newer = type(version) is int and version > FORMAT_VERSION
+            raise ValueError(f"{path} has checkpoint format version {str(version)[:40]}; this jitmodel reads "
+                             f"{', '.join(map(str, KNOWN_VERSIONS))}" + (" (upgrade jitmodel)" if newer else ""))
+        raw["integrity"] = integrity.verify(raw, path, format_version=version)
+        raw["integrity_detail"] = {"unverified": "unverified: no digests",
+                                   "verified": "verified" if version >= 2 else
+                                   "verified (format 1: tensors only; metadata by the semantic checks)"
+                                   }[raw["integrity"]]
+        check_semantics(raw, path)
+        if raw["integrity"] == "unverified":
+            print(f"warning: {path} carries no digests: integrity unverified (its weights and metadata cannot be "
+                  "checked)", file=sys.stderr, flush=True)
         return raw
     if "model" in raw and ("args" in raw or "model_ema1" in raw):
         args = raw.get("args")
+        try:
+            mc = infer_model_config({k: v.shape for k, v in _weights(raw["model"], path, "model").items()})
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
         return {
             "format": OFFICIAL, "model": raw["model"], "ema1": raw.get("model_ema1"),
             "ema2": raw.get("model_ema2"), "optimizer": raw.get("optimizer"), "epoch": raw.get("epoch"),
             "args": dict(vars(args)) if isinstance(args, argparse.Namespace) else args,
-            "model_config": infer_model_config({k: v.shape for k, v in raw["model"].items()}).model_dump(mode="json"),
+            "model_config": mc.model_dump(mode="json"), "integrity": "official", "integrity_detail": "official JiT",
         }
-    raise ValueError(f"{path} is neither a jitmodel nor an official JiT checkpoint (keys: {sorted(raw)[:8]})")
+    raise ValueError(f"{path} is neither a jitmodel nor an official JiT checkpoint (keys: {sorted(map(str, raw))[:8]})")
+
+
+def _weights(obj: Any, path: Path, name: str) -> Mapping[str, Any]:
+    """``obj`` when it is a {name: tensor} state dict, else a one-line ValueError."""
+    import torch
+
+    if not isinstance(obj, Mapping) or not obj:
+        raise ValueError(f"{path}: its {name!r} entry is not a state dict of tensors")
+    bad = next((k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        raise ValueError(f"{path}: its {name!r} entry holds a {type(obj[bad]).__name__} at {str(bad)[:80]!r}, "
+                         "not a tensor")
+    return obj
+
+
+def _count(raw: Mapping[str, Any], key: str, path: Path, low: int = 0) -> int:
+    v = raw.get(key)
+    if type(v) is not int or v < low:
+        raise ValueError(f"{path}: {key} is {str(v)[:40]}, not an integer >= {low}")
+    return v
+
+
+def check_semantics(raw: Mapping[str, Any], path: str | Path) -> None:
+    """What a well-formed jitmodel checkpoint holds, whatever its digests say, for each entry present:
+    positions are integers >= 0 and the step is within its own run's max_steps, the model config is valid
+    and the weights (model, EMAs) are tensors of exactly the shapes it gives. One-line ValueError otherwise.
+    What a consumer needs present it asks for itself (resume: ``require_resumable``)."""
+    from pydantic import ValidationError
+
+    from jitmodel.config import validation_summary
+
+    path = Path(path)
+    for key in ("step", "epoch", "epoch_step", "epoch_samples"):
+        if key in raw:
+            _count(raw, key, path)
+    if "world_size" in raw:
+        _count(raw, "world_size", path, low=1)
+    tc = raw.get("train_config")
+    if "train_config" in raw and not isinstance(tc, Mapping):
+        raise ValueError(f"{path}: train_config is not a mapping")
+    max_steps = tc.get("max_steps") if isinstance(tc, Mapping) else None
+    if max_steps is not None and "step" in raw and (type(max_steps) is not int or raw["step"] > max_steps):
+        raise ValueError(f"{path}: step {raw['step']} is beyond its run's max_steps {str(max_steps)[:40]}")
+    for name in ("model", "ema1", "ema2"):
+        if name == "model" or raw.get(name) is not None:
+            _weights(raw.get(name), path, name)
+    if "optimizer" in raw and not isinstance(raw["optimizer"], (Mapping, type(None))):
+        raise ValueError(f"{path}: its optimizer entry is not a state dict")
+    if "model_config" not in raw:
+        return
+    try:
+        mc = ModelConfig.model_validate(raw["model_config"])
+    except ValidationError as e:
+        raise ValueError(f"{path}: model_config: {validation_summary(e)}") from None
+    want = expected_shapes(mc)
+    for name in ("model", "ema1", "ema2"):
+        sd = raw.get(name)
+        if sd is None:
+            continue
+        keys = {k.removeprefix("net.") for k in sd}
+        if keys != set(want):
+            odd = sorted(keys ^ set(want))[:3]
+            raise ValueError(f"{path}: its {name!r} weights are not those of {describe(mc)} (keys differ: {odd})")
+        for k, v in sd.items():
+            if tuple(v.shape) != want[k.removeprefix("net.")]:
+                raise ValueError(f"{path}: {name} {k[:80]} has shape {list(v.shape)}, {describe(mc)} needs "
+                                 f"{list(want[k.removeprefix('net.')])}")
+
+
+def require_resumable(ck: Mapping[str, Any], path: str | Path, *, allow_unverified: bool) -> None:
+    """What resuming needs of one of our checkpoints beyond ``load_checkpoint``: every position entry and
+    both configs present, and digests unless ``allow_unverified`` (one-line ValueError)."""
+    missing = [k for k in ("step", "epoch", "model_config", "train_config") if k not in ck]
+    if missing:
+        raise ValueError(f"{path}: not resumable: no {', '.join(missing)}")
+    if ck.get("integrity") == "unverified" and not allow_unverified:
+        raise ValueError(f"{path} carries no digests (integrity unverified): resume refuses it; pass "
+                         "--allow-unverified (or set JITMODEL_ALLOW_UNVERIFIED=1) to resume from it anyway")
+
+
+def expected_shapes(mc: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """{state dict key without ``net.``: shape} of the network ``mc`` describes (built on the meta device:
+    no memory, no time)."""
+    from jitmodel.config import DiffusionConfig
+    from jitmodel.denoiser import Denoiser  # lazy: start-up (torch)
+
+    net = Denoiser(mc, DiffusionConfig(), device="meta")
+    return {k.removeprefix("net."): tuple(v.shape) for k, v in net.state_dict().items()}
 
 
 def checkpoint_model_config(ckpt: Mapping[str, Any]) -> ModelConfig:

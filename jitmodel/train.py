@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import faulthandler
 import math
+import os
 import random
 import signal
 import sys
@@ -64,7 +65,7 @@ def _one_line(e: BaseException) -> str:
 class Trainer:
     """Everything one rank needs; ``__init__`` raises ValueError for bad config/input (exit 2)."""
 
-    def __init__(self, cfg: TrainConfig, env: DistEnv, resume: str | None = None):
+    def __init__(self, cfg: TrainConfig, env: DistEnv, resume: str | None = None, *, allow_unverified: bool = False):
         from jitmodel.denoiser import Denoiser
         from jitmodel.ema_host import build_ema
 
@@ -75,9 +76,15 @@ class Trainer:
         self.device = pick_device(cfg.device, env.local_rank)
         self.amp = amp_dtype(cfg.precision, self.device)
         self.out = Path(cfg.output_dir)
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"output_dir {self.out} exists and is not a folder")
+        if env.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)  # an OSError here is one line (main): before any work
         resume_path = ckpt_io.resolve_resume(resume, self.out)
         ck = ckpt_io.load_checkpoint(resume_path, mmap=True) if resume_path else None
         if ck is not None:
+            if ck["format"] == ckpt_io.FORMAT:
+                ckpt_io.require_resumable(ck, resume_path, allow_unverified=allow_unverified)
             ckpt_io.check_compatible(ckpt_io.checkpoint_model_config(ck), cfg.model)
 
         self.dataset = data_mod.build_dataset(cfg.data, cfg.model.img_size, cfg.model.in_channels,
@@ -96,6 +103,9 @@ class Trainer:
         self.total_steps = math.ceil(cfg.epochs * self.steps_per_epoch)
         if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)
+        if ck is not None and ck["format"] == ckpt_io.FORMAT and ck["step"] > self.total_steps:
+            raise ValueError(f"{resume_path} is at step {ck['step']}, beyond this run's {self.total_steps} steps "
+                             "(max_steps / epochs)")
         self.sampler = data_mod.ResumableSampler(len(self.dataset), world, env.rank, cfg.seed, mb,
                                                  hflip=cfg.data.hflip and cfg.data.kind != "digits",
                                                  micro_per_epoch=self.steps_per_epoch * accum)
@@ -263,12 +273,17 @@ class _Silent:
 
 # --------------------------------------------------------------------------- entry point
 
+ALLOW_UNVERIFIED_ENV = "JITMODEL_ALLOW_UNVERIFIED"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m jitmodel.train", description="Train JiT from a TrainConfig YAML.")
     p.add_argument("--config", required=True, help="TrainConfig YAML, or a jitplan plan YAML holding one")
     p.add_argument("--resume", default=None, help="checkpoint file or folder, or 'auto' (<output_dir>/last.pt)")
     p.add_argument("--output-dir", default=None, help="override output_dir of the config")
     p.add_argument("--max-steps", type=int, default=None, help="override max_steps of the config")
+    p.add_argument("--allow-unverified", action="store_true", default=os.environ.get(ALLOW_UNVERIFIED_ENV) == "1",
+                   help=f"resume from a checkpoint without digests (also {ALLOW_UNVERIFIED_ENV}=1)")
     return p.parse_args(argv)
 
 
@@ -300,7 +315,7 @@ def _setup(args: argparse.Namespace) -> Trainer:
     over = {k: v for k, v in (("output_dir", args.output_dir), ("max_steps", args.max_steps)) if v is not None}
     if over:
         cfg = TrainConfig.model_validate({**cfg.model_dump(), **over})
-    trainer = Trainer(cfg, env, resume=args.resume)
+    trainer = Trainer(cfg, env, resume=args.resume, allow_unverified=args.allow_unverified)
     trainer.expect = plan_expectations(args.config)  # a plan's predictions: drift is reported in the log
     return trainer
 

@@ -174,3 +174,176 @@ def test_a_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path):
     assert p.returncode in (0, 130), out  # 0 when the step and its checkpoint ended between the two
     if p.returncode == 130:
         assert "interrupted again at step" in out
+
+
+# --------------------------------------------------------------------------- checkpoints verified whole
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A real 2-step checkpoint of the tiny config (in-process) and the config that resumes it."""
+    from jitmodel.train import main
+
+    d = tmp_path_factory.mktemp("ck")
+    cfg = _config(d, max_steps=3)
+    assert main(["--config", str(cfg), "--output-dir", str(d / "out"), "--max-steps", "2"]) == 0
+    return cfg, d / "out" / "last.pt"
+
+
+def _rewrite(src: Path, dst: Path, change, redigest: bool) -> Path:
+    import torch
+
+    from jitmodel import integrity
+
+    ck = torch.load(src, weights_only=True)
+    change(ck)
+    if redigest:  # a writer that digests what it wrote: only the semantic checks can catch it
+        ck["digests"] = integrity.digests({k: v for k, v in ck.items() if k != "digests"})
+    torch.save(ck, dst)
+    return dst
+
+
+def _resume(cfg: Path, ckpt: Path, tmp_path: Path, capsys, *extra: str) -> tuple[int, str]:
+    from jitmodel.train import main
+
+    capsys.readouterr()
+    rc = main(["--config", str(cfg), "--output-dir", str(tmp_path / "o"), "--resume", str(ckpt), *extra])
+    return rc, capsys.readouterr().err
+
+
+def _set(path: tuple, value):
+    def change(ck):
+        obj = ck
+        for k in path[:-1]:
+            obj = obj[k]
+        obj[path[-1]] = value
+    return change
+
+
+def _first_weight(ck) -> str:
+    return next(iter(ck["model"]))
+
+
+CORRUPTIONS = {  # name: (change, redigest, what the one line says)
+    "format_version [1]": (_set(("format_version",), [1]), False, "format version [1]"),
+    "format_version 7": (_set(("format_version",), 7), True, "format version 7"),
+    "step -5 (digest stale)": (_set(("step",), -5), False, "'step' entry does not match"),
+    "step -5": (_set(("step",), -5), True, "step is -5, not an integer >= 0"),
+    "step 1000000": (_set(("step",), 1_000_000), True, "step 1000000 is beyond its run's max_steps 2"),
+    "epoch 'x'": (_set(("epoch",), "x"), True, "epoch is x"),
+    "classes changed (digest stale)": (_set(("classes",), ["a"] * 10), False, "'classes' entry does not match"),
+    "non-tensor weights": (lambda ck: ck["model"].update({_first_weight(ck): [1.0, 2.0]}), True, "not a tensor"),
+    "wrong-shape tensor": (lambda ck: ck["model"].update({"net.pos_embed": ck["model"]["net.pos_embed"][:, :3]}),
+                           True, "net.pos_embed has shape"),
+    "weights not a dict": (_set(("model",), 5), True, "not a state dict of tensors"),
+    "an extra entry": (_set(("evil",), 1), False, "entries no digest covers: ['evil']"),
+}
+
+
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_every_checkpoint_corruption_is_one_line_exit_2(trained, tmp_path, capsys, name):
+    """Before: metadata was not digested (step -5 resumed, 1000000 was 'done'), and format [1], non-tensor
+    weights and a wrong-shape tensor were tracebacks."""
+    cfg, good = trained
+    change, redigest, says = CORRUPTIONS[name]
+    bad = _rewrite(good, tmp_path / "bad.pt", change, redigest)
+    rc, err = _resume(cfg, bad, tmp_path, capsys)
+    assert rc == 2 and says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_flipped_byte_anywhere_in_the_pickle_is_one_line(trained, tmp_path, capsys):
+    """Before: one flipped byte in data.pkl gave a 73-line KeyError/AttributeError traceback."""
+    import zipfile
+
+    from jitmodel.checkpoint import load_checkpoint
+
+    _, good = trained
+    blob = good.read_bytes()
+    with zipfile.ZipFile(good) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith("data.pkl"))
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)  # the local header, then the data
+    offsets = range(start, start + info.compress_size, max(1, info.compress_size // 60))
+    kinds = set()
+    for off in offsets:
+        b = bytearray(blob)
+        b[off] ^= 0x5A
+        p = tmp_path / f"flip{off}.pt"
+        p.write_bytes(bytes(b))
+        try:
+            ck = load_checkpoint(p, mmap=True)
+        except ValueError as e:
+            assert "\n" not in str(e)
+            kinds.add(str(e).split(":", 1)[1][:30])
+        else:  # the flip hit bytes without meaning (a pickle memo index): what loads is what was digested
+            assert ck["integrity"] == "verified"
+            kinds.add("harmless")
+        p.unlink()
+    assert len(offsets) >= 50 and len(kinds) >= 3, kinds
+    cfg, _ = trained
+    b = bytearray(blob)
+    b[start + info.compress_size // 2] ^= 0x5A
+    (tmp_path / "flip.pt").write_bytes(bytes(b))
+    rc, err = _resume(cfg, tmp_path / "flip.pt", tmp_path, capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+
+
+def test_without_digests_loads_unverified_visibly_and_resume_refuses_unless_allowed(trained, tmp_path, capsys):
+    """Before: digests removed and a weight set to 137924.27 resumed (and sampled) without a word."""
+    from jitmodel.checkpoint import load_checkpoint
+
+    cfg, good = trained
+
+    def tamper(ck):
+        del ck["digests"]
+        ck["model"]["net.pos_embed"].view(-1)[0] = 137924.27
+
+    bad = _rewrite(good, tmp_path / "nodigest.pt", tamper, redigest=False)
+    capsys.readouterr()
+    assert load_checkpoint(bad)["integrity"] == "unverified"
+    assert "integrity unverified" in capsys.readouterr().err
+    rc, err = _resume(cfg, bad, tmp_path, capsys)
+    assert rc == 2 and "resume refuses it" in err and "--allow-unverified" in err
+    rc, err = _resume(cfg, bad, tmp_path, capsys, "--allow-unverified")
+    assert rc == 0 and "integrity unverified" in err
+
+
+def test_a_format_1_checkpoint_still_loads_verified_and_resumes(trained, tmp_path, capsys):
+    """The layout written before (format 1: digests of the tensor payloads only) stays readable."""
+    import torch
+
+    from jitmodel import integrity
+    from jitmodel.checkpoint import load_checkpoint
+
+    cfg, good = trained
+    ck = torch.load(good, weights_only=True)
+    ck["format_version"] = 1
+    ck["digests"] = {"algorithm": "sha256", "payloads": {k: integrity.payload_digest(ck[k])
+                                                         for k in integrity.PAYLOADS_V1 if ck.get(k) is not None}}
+    torch.save(ck, tmp_path / "v1.pt")
+    got = load_checkpoint(tmp_path / "v1.pt")
+    assert got["integrity"] == "verified" and "format 1" in got["integrity_detail"]
+    rc, err = _resume(cfg, tmp_path / "v1.pt", tmp_path, capsys)
+    assert rc == 0, err
+    ck["model"]["net.pos_embed"].view(-1)[0] += 1  # its tensor digests still hold
+    torch.save(ck, tmp_path / "v1bad.pt")
+    with pytest.raises(ValueError, match="'model' tensors do not match"):
+        load_checkpoint(tmp_path / "v1bad.pt")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link loop", "/dev/zero", "broken link"])
+def test_special_files_as_resume_name_what_they_are(trained, tmp_path, capsys, kind):
+    """Before: a FIFO, a link loop and /dev/zero were all 'no such file'."""
+    cfg, _ = trained
+    p = tmp_path / "ck.pt"
+    if kind == "fifo":
+        os.mkfifo(p)
+    elif kind == "link loop":
+        os.symlink(tmp_path / "other.pt", p)
+        os.symlink(p, tmp_path / "other.pt")
+    elif kind == "broken link":
+        os.symlink(tmp_path / "gone.pt", p)
+    else:
+        p = Path("/dev/zero")
+    rc, err = _resume(cfg, p, tmp_path, capsys)
+    says = {"fifo": "a FIFO (named pipe), not a checkpoint file", "link loop": "a symbolic link loop",
+            "/dev/zero": "a character device, not a checkpoint file", "broken link": "a broken symbolic link"}[kind]
+    assert rc == 2 and says in err and len(err.strip().splitlines()) == 1, err
