@@ -17,12 +17,21 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from jitmodel.safeyaml import read_yaml_mapping  # the one YAML file reader, re-exported here
 from jitmodel.variants import Variant, get_variant
 
 SCHEMA_VERSION = 1
+PLAN_SCHEMA_VERSION = 1  # the plan files the trainer reads (jitplan.schemas writes this version)
 IMAGENET_TRAIN_IMAGES = 1_281_167  # ImageNet-1k train split; what planning assumes when data.num_images is unset
 
 # Strict integers ("16" is not an int) with a ceiling; floats must be finite (no .inf, nan, 1e400) and each
@@ -40,6 +49,17 @@ def _int(lo: int, hi: int) -> object:
 
 def _float(gt: float | None = None, ge: float | None = None, le: float | None = None, lt: float | None = None) -> object:
     return Annotated[float, Field(gt=gt, ge=ge, le=le, lt=lt)]
+
+
+def _printable(v: str) -> str:
+    if not v.isprintable():
+        bad = next(c for c in v if not c.isprintable())
+        raise ValueError(f"holds the control character {bad!r}; a name is printable text")
+    return v
+
+
+# A name shown to people and written into files and logs (a plan's recipe): printable, one line, short.
+PrintableText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
 
 
 class _Strict(BaseModel):
@@ -220,7 +240,7 @@ class TrainConfig(_Strict):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 autocast where supported
     compile: bool = False
     device: Literal["auto", "cuda", "cpu", "mps"] = "auto"
-    output_dir: str = "runs/jit"
+    output_dir: Annotated[str, Field(min_length=1, pattern=r"\S")] = "runs/jit"  # '' would write into the cwd
     log_every: PositiveInt = 20
     # Process-group (NCCL) timeout in seconds; None: 1800. jitplan sets it above the predicted online
     # evaluation, so a rank that waits for the others' generation does not hit the watchdog.
@@ -280,18 +300,40 @@ FileKind = Literal["plan", "train"]
 def file_kind(raw: dict) -> FileKind:
     """What a YAML mapping holds: a jitplan plan (``kind: plan``) or a bare TrainConfig (``kind: train``).
 
-    The one rule, for every reader. Files written before the ``kind:`` key: a mapping with a ``train``
-    section and no ``data`` section is a plan.
+    The one rule, for every reader. Files written before the ``kind:`` key: a mapping without a ``data``
+    section that has a ``train`` section or a plan's own keys (hardware, estimates, ...) is a plan (so a
+    plan that lost its ``train`` section is refused naming ``train``, not ``data``).
 
         >>> file_kind({"kind": "plan"}), file_kind({"train": {}, "hardware": {}}), file_kind({"data": {}})
         ('plan', 'plan', 'train')
+        >>> file_kind({"hardware": {}, "estimates": {}})
+        'plan'
+
     """
     kind = raw.get("kind")
     if kind in ("plan", "train"):
         return kind
     if kind is not None:
         raise ValueError(f"unknown kind {kind!r}: a config file holds kind: plan or kind: train")
-    return "plan" if isinstance(raw.get("train"), dict) and "data" not in raw else "train"
+    if "data" in raw:
+        return "train"
+    return "plan" if "train" in raw or any(k in raw for k in _PLAN_ONLY_KEYS) else "train"
+
+
+class PlanEnvelope(BaseModel):
+    """What the trainer checks of a jitplan plan around its ``train`` section (jitplan.schemas.Plan is the
+    whole schema): a version it reads, a printable recipe name, and a ``train`` mapping. Plan-level garbage
+    is refused, not ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: Literal[1]  # PLAN_SCHEMA_VERSION
+    kind: Literal["plan"] = "plan"
+    recipe: PrintableText | None = None
+    train: dict
+
+
+_PLAN_ONLY_KEYS = ("hardware", "estimates", "recipe", "policy", "reference_hardware", "workers", "launch")
 
 
 def validation_summary(e: ValidationError) -> str:
@@ -320,10 +362,11 @@ def load_train_config(path: str | Path) -> TrainConfig:
     Raises ValueError with one line on a missing file, bad YAML or an invalid config.
     """
     raw = read_yaml_mapping(path)
-    if file_kind(raw) == "plan":  # a jitplan plan file: its train section
-        raw = raw.get("train")
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: the plan has no train mapping")
+    if file_kind(raw) == "plan":  # a jitplan plan file: its envelope checked, then its train section
+        try:
+            raw = PlanEnvelope.model_validate(raw).train
+        except ValidationError as e:
+            raise ValueError(f"{path}: invalid plan: {validation_summary(e)}") from None
     cfg = TrainConfig.model_validate(raw)
     if not isinstance(raw.get("model"), dict):
         raise ValueError(f"{path}: model.variant is required (e.g. model: {{variant: JiT-B/16}}); a config file "

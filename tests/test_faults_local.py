@@ -347,3 +347,105 @@ def test_special_files_as_resume_name_what_they_are(trained, tmp_path, capsys, k
     says = {"fifo": "a FIFO (named pipe), not a checkpoint file", "link loop": "a symbolic link loop",
             "/dev/zero": "a character device, not a checkpoint file", "broken link": "a broken symbolic link"}[kind]
     assert rc == 2 and says in err and len(err.strip().splitlines()) == 1, err
+
+
+# --------------------------------------------------------------------------- garbage in the config
+
+TINY_PLAN_TRAIN = {k: v for k, v in TINY.items() if k != "kind"}
+
+
+@pytest.fixture(scope="module")
+def plan_text():
+    from conftest import plan_for_tiny_recipe
+
+    from jitplan.schemas import plan_to_yaml
+
+    return plan_to_yaml(plan_for_tiny_recipe({**TINY_PLAN_TRAIN, "world_size": 1}, "1xRTX3060"))
+
+
+def _train_main(cfg: Path, capsys, *extra: str) -> tuple[int, str]:
+    from jitmodel.train import main
+
+    capsys.readouterr()
+    rc = main(["--config", str(cfg), *extra])
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out", ["", "  ", "FILE", "/dev/null"])
+def test_an_output_dir_that_cannot_be_a_folder_is_one_line(tmp_path, capsys, out):
+    """Before: '' trained into the current folder; a file or /dev/null was a traceback."""
+    if out == "FILE":
+        out = str(tmp_path / "file")
+        Path(out).write_text("precious\n")
+    rc, err = _train_main(_config(tmp_path, output_dir=out), capsys)
+    assert rc == 2 and "output_dir" in err and len(err.strip().splitlines()) == 1, err
+    if out.endswith("file"):
+        assert Path(out).read_text() == "precious\n"
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def _plan_file(tmp_path: Path, text: str, edit) -> Path:
+    raw = yaml.safe_load(text)
+    edit(raw)
+    p = tmp_path / "plan.yaml"
+    p.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    return p
+
+
+PLAN_GARBAGE = {  # name: (edit, what the trainer's line says)
+    "recipe with NUL": (lambda r: r.update(recipe="jit-b-16\0💣"), "recipe"),
+    "schema_version 99": (lambda r: r.update(schema_version=99), "schema_version"),
+    "no train section": (lambda r: r.pop("train"), "train: Field required"),
+    "no train section, no kind": (lambda r: (r.pop("train"), r.pop("kind")), "train: Field required"),
+}
+
+
+@pytest.mark.parametrize("name", list(PLAN_GARBAGE))
+def test_the_trainer_refuses_plan_level_garbage(plan_text, tmp_path, capsys, name):
+    """Before: the trainer read the train section and ignored the rest (schema 99 trained; a NUL recipe passed);
+    a plan without train: said 'data: Field required (+11 more)'."""
+    edit, says = PLAN_GARBAGE[name]
+    rc, err = _train_main(_plan_file(tmp_path, plan_text, edit), capsys, "--output-dir", str(tmp_path / "o"))
+    assert rc == 2 and says in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("name", ["recipe with NUL", "no train section, no kind"])
+def test_launch_dry_run_refuses_the_same_plans(plan_text, tmp_path, cli, name):
+    """Before: the NUL recipe passed launch --dry-run; no train section named data, not train."""
+    edit, says = PLAN_GARBAGE[name]
+    res = cli("launch", str(_plan_file(tmp_path, plan_text, edit)), "--local", "--dry-run")
+    assert res.code == 2 and says in res.err and "Traceback" not in res.err, res.err
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 256 KiB tmpfs filled to the last byte (root only; skipped elsewhere)."""
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        (mnt / "run").mkdir()
+        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(fd, b"\0" * 512):
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_during_launch_local_is_one_line_and_leaves_nothing_half_written(tmp_path, full_disk):
+    """Before: the config write's ENOSPC was a traceback."""
+    cfg = _config(tmp_path)
+    run_dir = full_disk / "run"
+    p = subprocess.run([sys.executable, "-m", "jitplan", "launch", str(cfg), "--local", "--run-dir", str(run_dir)],
+                       cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert "No space left on device" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert list(run_dir.iterdir()) == []  # no config, no temp file, no log, no pid
