@@ -449,3 +449,33 @@ def test_a_full_disk_during_launch_local_is_one_line_and_leaves_nothing_half_wri
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert "No space left on device" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert list(run_dir.iterdir()) == []  # no config, no temp file, no log, no pid
+
+
+# --------------------------------------------------------------------------- Slurm CPUs
+
+def _sbatch_cpus(run, tmp_path) -> tuple[int, str]:
+    from jitplan.launch.here import write_sbatch
+
+    lines = write_sbatch(run, plan_file=tmp_path / "plan.yaml", out=tmp_path / "job.sbatch", name="r1",
+                         run_dir=tmp_path, dry_run=True).commands
+    (cpus,) = [int(ln.split("=")[1]) for ln in lines if ln.startswith("#SBATCH --cpus-per-task=")]
+    (why,) = [ln for ln in lines if ln.startswith("# --cpus-per-task:")]
+    return cpus, why
+
+
+def test_slurm_cpus_come_from_the_plan_never_from_the_rendering_machine(tmp_path, monkeypatch):
+    """Before: a plan without a CPU count got os.cpu_count() of the laptop rendering it (2) for 8 ranks x 12
+    workers per node."""
+    from fakes.plans import make_plan
+
+    from jitmodel.config import DataConfig, TrainConfig
+    from jitplan.runspec import RunSpec
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    cpus, why = _sbatch_cpus(RunSpec.from_plan(make_plan("H100", gpus=8, workers=12)), tmp_path)
+    assert cpus == 8 * (12 + 1) and "8 rank(s) per node x (12 data workers + 1" in why
+    cpus, why = _sbatch_cpus(RunSpec.from_plan(make_plan("H100", gpus=8, workers=12, cpus=192)), tmp_path)
+    assert cpus == 192 and "the whole node" in why
+    bare = TrainConfig(data=DataConfig(kind="digits", num_workers=3), world_size=2)
+    cpus, why = _sbatch_cpus(RunSpec.from_train(bare, cpus=os.cpu_count()), tmp_path)
+    assert cpus == 2 * (3 + 1) and "config names no CPU count" in why

@@ -13,7 +13,6 @@ The remote paths (``--ssh``, ``--vast``) are in ``launch/remote.py``.
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -112,15 +111,15 @@ def write_sbatch(run: RunSpec, *, plan_file: Path, out: Path, name: str, run_dir
     """The sbatch script of ``run`` (one task per node, each running torchrun) written to ``out``;
     ``dry_run`` returns its lines instead."""
     from jitmodel.atomic import atomic_write_text
-    from jitplan.launch.slurm import render_sbatch
+    from jitplan.launch.slurm import job_cpus, render_sbatch
     from jitplan.launch.torchrun import spec_for_run
     from jitplan.secrets import redact
 
     spec = spec_for_run(run, config=str(plan_file.resolve()), rdzv_id=name, rdzv_endpoint=rdzv_endpoint)
-    topo = run.topology
+    cpus, source = job_cpus(run)
     text = render_sbatch(spec, job_name=name, workdir=str(Path.cwd()),
-                         gpus_per_node=topo.gpus_per_node if run.kind == "plan" else 0,
-                         cpus_per_task=topo.cpus_per_node or os.cpu_count() or 1)
+                         gpus_per_node=run.topology.gpus_per_node if run.kind == "plan" else 0,
+                         cpus_per_task=cpus, cpus_source=source)
     res = LaunchResult(backend="slurm", name=name, run_dir=str(run_dir))
     if dry_run:
         return res.model_copy(update={"commands": [redact(c) for c in text.splitlines()]})
