@@ -44,18 +44,25 @@ import errno
 import math
 import os
 import platform
-import random
 import re
 import shutil
-import stat
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from jitmodel import integrity
+from jitmodel.ckpt_checks import (  # noqa: F401 (describe, expected_shapes, require_resumable: this module's API)
+    check_semantics,
+    describe,
+    expected_shapes,
+    regular_file,
+    require_resumable,
+    tensor_state,
+)
 from jitmodel.config import ModelConfig
 from jitmodel.integrity import state_fingerprint  # noqa: F401 (part of this module's API)
+from jitmodel.rng_state import capture_rng, restore_rng  # noqa: F401 (part of this module's API)
 from jitmodel.variants import VARIANTS
 
 FORMAT = "jitmodel-checkpoint"
@@ -66,11 +73,6 @@ _STEP_FILE = re.compile(r"^(\d{7})\.pt$")
 
 
 # --------------------------------------------------------------------------- describing models
-
-def describe(mc: ModelConfig) -> str:
-    """'JiT-B/16 at 256px (1000 classes)'."""
-    return f"{mc.variant} at {mc.img_size}px ({mc.num_classes} classes)"
-
 
 def _strip(key: str) -> str:
     for prefix in ("module.", "_orig_mod.", "net.", "_orig_mod."):
@@ -143,8 +145,9 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     except (OSError, RuntimeError) as e:  # a full disk: ENOSPC, or torch's "[enforce fail at inline_container.cc"
         tmp.unlink(missing_ok=True)
         if getattr(e, "errno", None) == errno.ENOSPC or "inline_container" in str(e) or "write" in str(e).lower():
+            free = shutil.disk_usage(path.parent).free
             raise integrity.CheckpointNoSpace(f"writing {path} failed ({_first_line(e)}); "
-                                              f"{shutil.disk_usage(path.parent).free:,} bytes free in {path.parent}") from None
+                                              f"{free:,} bytes free in {path.parent}") from None
         raise
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -246,33 +249,14 @@ def resolve_resume(arg: str | None, output_dir: str | Path) -> Path | None:
         p = Path(output_dir) / "last.pt"
         if not os.path.lexists(p):
             return None
-        return _regular_file(p, f"--resume auto ({p})")
+        return regular_file(p, f"--resume auto ({p})")
     p = Path(arg).expanduser()
     if p.is_dir():
         for name in ("last.pt", "checkpoint-last.pth"):
             if os.path.lexists(p / name):
-                return _regular_file(p / name, f"--resume {arg}")
+                return regular_file(p / name, f"--resume {arg}")
         raise ValueError(f"--resume {arg}: the folder holds neither last.pt nor checkpoint-last.pth")
-    return _regular_file(p, f"--resume {arg}")
-
-
-def _regular_file(p: Path, what: str) -> Path:
-    """``p`` when it is a regular file (links followed); else ValueError saying what it is instead."""
-    try:
-        st = os.stat(p)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise ValueError(f"{what}: a symbolic link loop, not a checkpoint file") from None
-        if e.errno == errno.ENOENT:
-            broken = os.path.islink(p)
-            raise ValueError(f"{what}: " + ("a broken symbolic link" if broken else "no such file")) from None
-        raise ValueError(f"{what}: {os.strerror(e.errno) if e.errno else e}") from None
-    kinds = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-             stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
-    kind = kinds.get(stat.S_IFMT(st.st_mode))
-    if kind is not None:
-        raise ValueError(f"{what}: {kind}, not a checkpoint file")
-    return p
+    return regular_file(p, f"--resume {arg}")
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
@@ -293,7 +277,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
         raise ValueError(f"{path} is a folder, not a checkpoint file (e.g. {path / 'last.pt'})")
     if not os.path.lexists(path):
         raise ValueError(f"checkpoint not found: {path}")
-    _regular_file(path, str(path))
+    regular_file(path, str(path))
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             try:
@@ -334,7 +318,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     if "model" in raw and ("args" in raw or "model_ema1" in raw):
         args = raw.get("args")
         try:
-            mc = infer_model_config({k: v.shape for k, v in _weights(raw["model"], path, "model").items()})
+            mc = infer_model_config({k: v.shape for k, v in tensor_state(raw["model"], path, "model").items()})
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
         return {
@@ -346,129 +330,5 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     raise ValueError(f"{path} is neither a jitmodel nor an official JiT checkpoint (keys: {sorted(map(str, raw))[:8]})")
 
 
-def _weights(obj: Any, path: Path, name: str) -> Mapping[str, Any]:
-    """``obj`` when it is a {name: tensor} state dict, else a one-line ValueError."""
-    import torch
-
-    if not isinstance(obj, Mapping) or not obj:
-        raise ValueError(f"{path}: its {name!r} entry is not a state dict of tensors")
-    bad = next((k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
-    if bad is not None:
-        raise ValueError(f"{path}: its {name!r} entry holds a {type(obj[bad]).__name__} at {str(bad)[:80]!r}, "
-                         "not a tensor")
-    return obj
-
-
-def _count(raw: Mapping[str, Any], key: str, path: Path, low: int = 0) -> int:
-    v = raw.get(key)
-    if type(v) is not int or v < low:
-        raise ValueError(f"{path}: {key} is {str(v)[:40]}, not an integer >= {low}")
-    return v
-
-
-def check_semantics(raw: Mapping[str, Any], path: str | Path) -> None:
-    """What a well-formed jitmodel checkpoint holds, whatever its digests say, for each entry present:
-    positions are integers >= 0 and the step is within its own run's max_steps, the model config is valid
-    and the weights (model, EMAs) are tensors of exactly the shapes it gives. One-line ValueError otherwise.
-    What a consumer needs present it asks for itself (resume: ``require_resumable``)."""
-    from pydantic import ValidationError
-
-    from jitmodel.config import validation_summary
-
-    path = Path(path)
-    for key in ("step", "epoch", "epoch_step", "epoch_samples"):
-        if key in raw:
-            _count(raw, key, path)
-    if "world_size" in raw:
-        _count(raw, "world_size", path, low=1)
-    tc = raw.get("train_config")
-    if "train_config" in raw and not isinstance(tc, Mapping):
-        raise ValueError(f"{path}: train_config is not a mapping")
-    max_steps = tc.get("max_steps") if isinstance(tc, Mapping) else None
-    if max_steps is not None and "step" in raw and (type(max_steps) is not int or raw["step"] > max_steps):
-        raise ValueError(f"{path}: step {raw['step']} is beyond its run's max_steps {str(max_steps)[:40]}")
-    for name in ("model", "ema1", "ema2"):
-        if name == "model" or raw.get(name) is not None:
-            _weights(raw.get(name), path, name)
-    if "optimizer" in raw and not isinstance(raw["optimizer"], (Mapping, type(None))):
-        raise ValueError(f"{path}: its optimizer entry is not a state dict")
-    if "model_config" not in raw:
-        return
-    try:
-        mc = ModelConfig.model_validate(raw["model_config"])
-    except ValidationError as e:
-        raise ValueError(f"{path}: model_config: {validation_summary(e)}") from None
-    want = expected_shapes(mc)
-    for name in ("model", "ema1", "ema2"):
-        sd = raw.get(name)
-        if sd is None:
-            continue
-        keys = {k.removeprefix("net.") for k in sd}
-        if keys != set(want):
-            odd = sorted(keys ^ set(want))[:3]
-            raise ValueError(f"{path}: its {name!r} weights are not those of {describe(mc)} (keys differ: {odd})")
-        for k, v in sd.items():
-            if tuple(v.shape) != want[k.removeprefix("net.")]:
-                raise ValueError(f"{path}: {name} {k[:80]} has shape {list(v.shape)}, {describe(mc)} needs "
-                                 f"{list(want[k.removeprefix('net.')])}")
-
-
-def require_resumable(ck: Mapping[str, Any], path: str | Path, *, allow_unverified: bool) -> None:
-    """What resuming needs of one of our checkpoints beyond ``load_checkpoint``: every position entry and
-    both configs present, and digests unless ``allow_unverified`` (one-line ValueError)."""
-    missing = [k for k in ("step", "epoch", "model_config", "train_config") if k not in ck]
-    if missing:
-        raise ValueError(f"{path}: not resumable: no {', '.join(missing)}")
-    if ck.get("integrity") == "unverified" and not allow_unverified:
-        raise ValueError(f"{path} carries no digests (integrity unverified): resume refuses it; pass "
-                         "--allow-unverified (or set JITMODEL_ALLOW_UNVERIFIED=1) to resume from it anyway")
-
-
-def expected_shapes(mc: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """{state dict key without ``net.``: shape} of the network ``mc`` describes (built on the meta device:
-    no memory, no time)."""
-    from jitmodel.config import DiffusionConfig
-    from jitmodel.denoiser import Denoiser  # lazy: start-up (torch)
-
-    net = Denoiser(mc, DiffusionConfig(), device="meta")
-    return {k.removeprefix("net."): tuple(v.shape) for k, v in net.state_dict().items()}
-
-
 def checkpoint_model_config(ckpt: Mapping[str, Any]) -> ModelConfig:
     return ModelConfig.model_validate(ckpt["model_config"])
-
-
-# --------------------------------------------------------------------------- RNG state
-
-def capture_rng(generator: Any = None) -> dict[str, Any]:
-    """Every RNG the run draws from, as weights-only-safe values."""
-    import numpy as np
-    import torch
-
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    py = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "python": [py[0], list(py[1]), py[2]],
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    if generator is not None:
-        state["generator"] = generator.get_state()
-    return state
-
-
-def restore_rng(state: Mapping[str, Any], generator: Any = None) -> None:
-    import numpy as np
-    import torch
-
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    v, internal, gauss = state["python"]
-    random.setstate((v, tuple(internal), gauss))
-    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if generator is not None and state.get("generator") is not None:
-        generator.set_state(state["generator"].to("cpu") if hasattr(state["generator"], "to") else state["generator"])

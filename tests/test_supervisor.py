@@ -12,9 +12,9 @@ import psutil
 import pytest
 import yaml
 
-from jitplan.runs.registry import Registry
 from jitplan.launch.supervisor import Outcome, checkpoint_step, classify, fewer_workers, supervise
 from jitplan.launch.torchrun import TorchrunSpec
+from jitplan.runs.registry import Registry
 
 OOM_LINE = "RuntimeError: DataLoader worker (pid 4242) is killed by signal: Killed."
 

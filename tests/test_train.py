@@ -20,8 +20,9 @@ import yaml
 
 from jitmodel import checkpoint as C
 from jitmodel.config import ModelConfig, OptimConfig
+from jitmodel.dist import amp_dtype
 from jitmodel.optim import lr_at, param_groups
-from jitmodel.train import amp_dtype, main
+from jitmodel.train import main
 
 
 def make_folder(root, classes, per_class, size, seed=0):

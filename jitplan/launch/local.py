@@ -25,8 +25,10 @@ from typing import TextIO
 
 from jitmodel.atomic import atomic_write_text
 from jitplan.launch.torchrun import NodeCommand
-from jitplan.runs.folders import LOG_NAME, PID_NAME, STOP_NAME
-from jitplan.runs.folders import prepare_run_dir, run_name  # noqa: F401 (their home moved to runs/folders.py)
+from jitplan.runs.folders import LOG_NAME, PID_NAME, STOP_NAME, prepare_run_dir, run_name
+
+# re-exported for callers outside launch/: their home is jitplan.runs.folders
+__all__ = ["LOG_NAME", "PID_NAME", "STOP_NAME", "prepare_run_dir", "run_name"]
 
 
 class LocalProcess:
@@ -75,7 +77,7 @@ def term_ranks(torchrun_pid: int, ready_s: float = 15.0) -> list[int]:
     signal alone finishes its step, checkpoints, shuts its workers down and exits 0; torchrun then exits 0.
     Returns the pids signalled.
     """
-    import psutil
+    import psutil  # type: ignore[import-untyped]  # lazy: start-up; no types-psutil stubs here
 
     try:
         ranks = [c.pid for c in psutil.Process(torchrun_pid).children(recursive=False)]

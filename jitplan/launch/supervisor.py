@@ -26,13 +26,12 @@ from typing import TextIO
 from pydantic import BaseModel, ConfigDict
 
 from jitmodel.atomic import atomic_write_text
-from jitmodel.config import TrainConfig, dump_yaml
 from jitplan.launch import local
 from jitplan.launch.torchrun import TorchrunSpec, node_command
+from jitplan.runs.registry import Registry
 from jitplan.runs.schema import RunMeta
 from jitplan.runspec import load_run_spec, save_run_spec
 
-TRAIN_CONFIG = "train.yaml"
 EventFn = Callable[[str, str, dict], None]
 
 # torch/utils/data/_utils/signal_handling.py and dataloader.py (torch 2.x): a dead worker surfaces as
@@ -124,12 +123,6 @@ def checkpoint_step(output_dir: str | Path) -> int | None:
     ckpt = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
     step = ckpt.get("step") if isinstance(ckpt, dict) else None
     return int(step) if step is not None else None
-
-
-def write_train_config(run_dir: str | Path, cfg: TrainConfig) -> Path:
-    path = Path(run_dir) / TRAIN_CONFIG
-    atomic_write_text(path, dump_yaml(cfg))
-    return path
 
 
 def _log_since(path: Path, offset: int) -> str:
@@ -303,7 +296,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_local(run_dir: str | Path, spec: TorchrunSpec, *, registry, name: str, plan_path: str | None = None,
+def run_local(run_dir: str | Path, spec: TorchrunSpec, *, registry: Registry, name: str, plan_path: str | None = None,
               max_restarts: int = 3, echo: TextIO | None = None,
               time_budget_s: float | None = None) -> tuple[str, SupervisionResult]:
     """Record a local run in the registry, supervise it, record how it ended. Returns (run id, result)."""
@@ -316,7 +309,7 @@ def run_local(run_dir: str | Path, spec: TorchrunSpec, *, registry, name: str, p
         signals.restore()
 
 
-def _run_local(run_dir: Path, spec: TorchrunSpec, *, registry, name: str,  # type: ignore[no-untyped-def]
+def _run_local(run_dir: Path, spec: TorchrunSpec, *, registry: Registry, name: str,
                plan_path: str | None, max_restarts: int, echo: TextIO | None, time_budget_s: float | None,
                signals: LauncherSignals) -> tuple[str, SupervisionResult]:
     run_id = registry.create_run(name, "local", plan_path=plan_path, run_dir=run_dir,
@@ -333,12 +326,12 @@ def _run_local(run_dir: Path, spec: TorchrunSpec, *, registry, name: str,  # typ
     except BaseException:
         registry.set_status(run_id, "interrupted", "the launcher stopped unexpectedly")
         raise
-    registry.set_status(run_id, result.status, result.message)  # type: ignore[arg-type]
+    registry.set_status(run_id, result.status, result.message)  # type: ignore[arg-type]  # str, not the Literal
     record_measurement(registry, run_id, plan_path or spec.config, run_dir)
     return run_id, result
 
 
-def record_measurement(registry, run_id: str, plan_path: str | None, run_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def record_measurement(registry: Registry, run_id: str, plan_path: str | None, run_dir: Path) -> None:
     """What the run measured (a "measured" event) and how far from its plan (a "drift" event, > 15%)."""
     from jitplan.calibration.drift import run_drift
 
