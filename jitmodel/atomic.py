@@ -34,7 +34,8 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], object], *, binary
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, file_mode())
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+        f: IO[Any] = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")
+        with f:
             write(f)
             f.flush()
             os.fsync(f.fileno())

@@ -3,14 +3,21 @@
 A jitmodel checkpoint is a plain dict (tensors, numbers, strings, lists, dicts) so that
 ``torch.load(weights_only=True)`` reads it without unpickling any code::
 
-    {"format": "jitmodel-checkpoint", "format_version": 1,
+    {"format": "jitmodel-checkpoint", "format_version": 2,
      "model": Denoiser.state_dict() (keys net.*), "ema1": ..., "ema2": ..., "optimizer": ...,
      "model_config": ModelConfig dump, "train_config": TrainConfig dump, "classes": [...],
      "versions": {"jitmodel", "torch", "python"}, "epoch", "step", "epoch_step", "epoch_samples",
-     "rng": {...}, "world_size", "digests": {"algorithm": "sha256", "payloads": {"model": hex, ...}}}
+     "rng": {...}, "world_size",
+     "digests": {"algorithm": "sha256", "covers": "all", "payloads": {"model": hex, "step": hex, ...}}}
 
-``digests`` (``jitmodel.integrity``) are checked on every load (resume, sample, evaluate, doctor): a
-corrupt file is refused with one line; older files without them load, marked ``integrity: unverified``.
+``digests`` (``jitmodel.integrity``) are checked on every load (resume, sample, evaluate, doctor). Format 2
+digests cover every entry, metadata (step, epoch, configs, classes, RNG, format version) as well as
+tensors; format 1 files (tensor digests only) still load, ``integrity_detail`` says so. Then the semantic
+checks (``check_semantics``): a known format version, non-negative integer positions, a step within the
+run's own ``max_steps``, weights that are tensors of the shapes the model config gives. Every failure is
+one line (ValueError). A file without digests loads with a visible "unverified" line on stderr, and
+resuming refuses it unless allowed (``python -m jitmodel.train --allow-unverified`` or
+``JITMODEL_ALLOW_UNVERIFIED=1``).
 A save first checks the disk has room for the new file (counting the old step files it rotates out,
 which it deletes *before* writing, so ``keep_last: 2`` never needs room for three).
 
@@ -37,30 +44,35 @@ import errno
 import math
 import os
 import platform
-import random
 import re
 import shutil
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from jitmodel import integrity
+from jitmodel.ckpt_checks import (  # noqa: F401 (describe, expected_shapes, require_resumable: this module's API)
+    check_semantics,
+    describe,
+    expected_shapes,
+    regular_file,
+    require_resumable,
+    tensor_state,
+)
 from jitmodel.config import ModelConfig
 from jitmodel.integrity import state_fingerprint  # noqa: F401 (part of this module's API)
+from jitmodel.rng_state import capture_rng, restore_rng  # noqa: F401 (part of this module's API)
 from jitmodel.variants import VARIANTS
 
 FORMAT = "jitmodel-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: digests cover every entry (metadata too); 1: tensor digests only (still read)
+KNOWN_VERSIONS = (1, 2)
 OFFICIAL = "official-jit"
 _STEP_FILE = re.compile(r"^(\d{7})\.pt$")
 
 
 # --------------------------------------------------------------------------- describing models
-
-def describe(mc: ModelConfig) -> str:
-    """'JiT-B/16 at 256px (1000 classes)'."""
-    return f"{mc.variant} at {mc.img_size}px ({mc.num_classes} classes)"
-
 
 def _strip(key: str) -> str:
     for prefix in ("module.", "_orig_mod.", "net.", "_orig_mod."):
@@ -133,8 +145,9 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     except (OSError, RuntimeError) as e:  # a full disk: ENOSPC, or torch's "[enforce fail at inline_container.cc"
         tmp.unlink(missing_ok=True)
         if getattr(e, "errno", None) == errno.ENOSPC or "inline_container" in str(e) or "write" in str(e).lower():
+            free = shutil.disk_usage(path.parent).free
             raise integrity.CheckpointNoSpace(f"writing {path} failed ({_first_line(e)}); "
-                                              f"{shutil.disk_usage(path.parent).free:,} bytes free in {path.parent}") from None
+                                              f"{free:,} bytes free in {path.parent}") from None
         raise
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -189,7 +202,7 @@ def make_checkpoint(*, model: Mapping[str, Any], ema1: Mapping[str, Any], ema2: 
                     optimizer: Mapping[str, Any], model_config: Any, train_config: Any, classes: Sequence[str],
                     epoch: int, step: int, epoch_step: int, epoch_samples: int,
                     rng_per_rank: Sequence[Mapping[str, Any]], scaler: Mapping[str, Any] | None = None) -> dict:
-    """The checkpoint dict (format 1). ``rng`` holds rank 0's streams at the top and every rank's in per_rank."""
+    """The checkpoint dict (format 2). ``rng`` holds rank 0's streams at the top and every rank's in per_rank."""
     ck = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "model": model, "ema1": ema1, "ema2": ema2,
         "optimizer": optimizer, "model_config": model_config.model_dump(mode="json"),
@@ -228,21 +241,22 @@ def save_checkpoint(ckpt: dict[str, Any], output_dir: str | Path, *, keep_last: 
 
 def resolve_resume(arg: str | None, output_dir: str | Path) -> Path | None:
     """``--resume``: '' / None = fresh; 'auto' = <output_dir>/last.pt when present; a file; or a folder
-    holding last.pt (ours) or checkpoint-last.pth (official). A path that does not exist is an error."""
+    holding last.pt (ours) or checkpoint-last.pth (official). A path that does not exist, or that is not a
+    regular file (a FIFO, a device such as /dev/zero, a socket, a link loop), is an error naming what it is."""
     if not arg:
         return None
     if arg == "auto":
         p = Path(output_dir) / "last.pt"
-        return p if p.is_file() else None
+        if not os.path.lexists(p):
+            return None
+        return regular_file(p, f"--resume auto ({p})")
     p = Path(arg).expanduser()
     if p.is_dir():
         for name in ("last.pt", "checkpoint-last.pth"):
-            if (p / name).is_file():
-                return p / name
+            if os.path.lexists(p / name):
+                return regular_file(p / name, f"--resume {arg}")
         raise ValueError(f"--resume {arg}: the folder holds neither last.pt nor checkpoint-last.pth")
-    if not p.is_file():
-        raise ValueError(f"--resume {arg}: no such file")
-    return p
+    return regular_file(p, f"--resume {arg}")
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
@@ -261,8 +275,9 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not a checkpoint file (e.g. {path / 'last.pt'})")
-    if path.exists() and not path.is_file():
-        raise ValueError(f"{path} is not a regular file")
+    if not os.path.lexists(path):
+        raise ValueError(f"checkpoint not found: {path}")
+    regular_file(path, str(path))
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             try:
@@ -276,63 +291,44 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
         first = next((ln for ln in lines if "GLOBAL" in ln), lines[0])
-        raise ValueError(f"{path} is not a loadable checkpoint: {first}") from None
+        raise ValueError(f"{path} is not a loadable checkpoint: {' '.join(first.split())[:200]}") from None
     except (OSError, ValueError) as e:  # permissions, I/O errors, a truncated or foreign file
         raise ValueError(f"{path} is not a loadable checkpoint: {_first_line(e)}") from None
+    except Exception as e:  # noqa: BLE001 - a corrupt pickle raises KeyError, AttributeError, TypeError ...
+        raise ValueError(f"{path} is not a loadable checkpoint (corrupt: {type(e).__name__} "
+                         f"{_first_line(e)})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path} does not hold a checkpoint dict")
     if raw.get("format") == FORMAT:
-        if int(raw.get("format_version", 0)) > FORMAT_VERSION:
-            raise ValueError(f"{path} has checkpoint format {raw['format_version']}; this jitmodel reads "
-                             f"up to {FORMAT_VERSION} (upgrade jitmodel)")
-        raw["integrity"] = integrity.verify(raw, path)  # "unverified" for checkpoints without digests
+        version = raw.get("format_version")
+        if type(version) is not int or version not in KNOWN_VERSIONS:
+            newer = type(version) is int and version > FORMAT_VERSION
+            raise ValueError(f"{path} has checkpoint format version {str(version)[:40]}; this jitmodel reads "
+                             f"{', '.join(map(str, KNOWN_VERSIONS))}" + (" (upgrade jitmodel)" if newer else ""))
+        raw["integrity"] = integrity.verify(raw, path, format_version=version)
+        raw["integrity_detail"] = {"unverified": "unverified: no digests",
+                                   "verified": "verified" if version >= 2 else
+                                   "verified (format 1: tensors only; metadata by the semantic checks)"
+                                   }[raw["integrity"]]
+        check_semantics(raw, path)
+        if raw["integrity"] == "unverified":
+            print(f"warning: {path} carries no digests: integrity unverified (its weights and metadata cannot be "
+                  "checked)", file=sys.stderr, flush=True)
         return raw
     if "model" in raw and ("args" in raw or "model_ema1" in raw):
         args = raw.get("args")
+        try:
+            mc = infer_model_config({k: v.shape for k, v in tensor_state(raw["model"], path, "model").items()})
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
         return {
             "format": OFFICIAL, "model": raw["model"], "ema1": raw.get("model_ema1"),
             "ema2": raw.get("model_ema2"), "optimizer": raw.get("optimizer"), "epoch": raw.get("epoch"),
             "args": dict(vars(args)) if isinstance(args, argparse.Namespace) else args,
-            "model_config": infer_model_config({k: v.shape for k, v in raw["model"].items()}).model_dump(mode="json"),
+            "model_config": mc.model_dump(mode="json"), "integrity": "official", "integrity_detail": "official JiT",
         }
-    raise ValueError(f"{path} is neither a jitmodel nor an official JiT checkpoint (keys: {sorted(raw)[:8]})")
+    raise ValueError(f"{path} is neither a jitmodel nor an official JiT checkpoint (keys: {sorted(map(str, raw))[:8]})")
 
 
 def checkpoint_model_config(ckpt: Mapping[str, Any]) -> ModelConfig:
     return ModelConfig.model_validate(ckpt["model_config"])
-
-
-# --------------------------------------------------------------------------- RNG state
-
-def capture_rng(generator: Any = None) -> dict[str, Any]:
-    """Every RNG the run draws from, as weights-only-safe values."""
-    import numpy as np
-    import torch
-
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    py = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "python": [py[0], list(py[1]), py[2]],
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    if generator is not None:
-        state["generator"] = generator.get_state()
-    return state
-
-
-def restore_rng(state: Mapping[str, Any], generator: Any = None) -> None:
-    import numpy as np
-    import torch
-
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    v, internal, gauss = state["python"]
-    random.setstate((v, tuple(internal), gauss))
-    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if generator is not None and state.get("generator") is not None:
-        generator.set_state(state["generator"].to("cpu") if hasattr(state["generator"], "to") else state["generator"])

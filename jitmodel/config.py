@@ -16,31 +16,23 @@ import math
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import yaml  # type: ignore[import-untyped]  # no types-PyYAML stubs in this environment
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from jitmodel.fieldtypes import NonNegInt, PositiveInt, PrintableText, UnitFloat, float_in, int_in
 from jitmodel.safeyaml import read_yaml_mapping  # the one YAML file reader, re-exported here
 from jitmodel.variants import Variant, get_variant
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
+PLAN_SCHEMA_VERSION: Literal[1] = 1  # the plan files the trainer reads (jitplan.schemas writes this version)
 IMAGENET_TRAIN_IMAGES = 1_281_167  # ImageNet-1k train split; what planning assumes when data.num_images is unset
-
-# Strict integers ("16" is not an int) with a ceiling; floats must be finite (no .inf, nan, 1e400) and each
-# number has a sane range, so a hostile file fails validation naming the field instead of overflowing later.
-_BIG = 2**40
-PositiveInt = Annotated[int, Field(gt=0, le=_BIG, strict=True)]
-NonNegInt = Annotated[int, Field(ge=0, le=_BIG, strict=True)]
-UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
-
-
-def _int(lo: int, hi: int) -> object:
-    low = {"gt": lo - 1} if lo > 0 else {"ge": lo}  # "greater than 0", as PositiveInt words it
-    return Annotated[int, Field(le=hi, strict=True, **low)]
-
-
-def _float(gt: float | None = None, ge: float | None = None, le: float | None = None, lt: float | None = None) -> object:
-    return Annotated[float, Field(gt=gt, ge=ge, le=le, lt=lt)]
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, str_max_length=4096)
@@ -50,9 +42,9 @@ class ModelConfig(_Strict):
     """What network to build. A checkpoint stores this; models are rebuilt from it, never from flags."""
 
     variant: str = "JiT-B/16"
-    img_size: _int(1, 4096) = 256
-    in_channels: _int(1, 16) = 3
-    num_classes: _int(1, 100_000) = 1000
+    img_size: Annotated[int, int_in(1, 4096)] = 256
+    in_channels: Annotated[int, int_in(1, 16)] = 3
+    num_classes: Annotated[int, int_in(1, 100_000)] = 1000
     attn_dropout: UnitFloat = 0.0
     proj_dropout: UnitFloat = 0.0
     attention: Literal["exact", "sdpa"] = "exact"  # exact = the official fp32 QK^T/softmax path
@@ -80,9 +72,9 @@ class DataConfig(_Strict):
 
     kind: Literal["imagefolder", "digits"] = "imagefolder"  # digits: scikit-learn's 8x8 handwritten digits
     path: str | None = None  # dataset root holding train/ (imagefolder)
-    num_images: _int(1, 10**10) | None = None  # known size (ImageNet-1k train: 1,281,167) for planning
-    num_workers: _int(0, 1024) = 12
-    prefetch_factor: _int(1, 1024) | None = 2  # only used when num_workers > 0
+    num_images: Annotated[int, int_in(1, 10**10)] | None = None  # known size (ImageNet-1k train: 1,281,167)
+    num_workers: Annotated[int, int_in(0, 1024)] = 12
+    prefetch_factor: Annotated[int, int_in(1, 1024)] | None = 2  # only used when num_workers > 0
     pin_memory: bool = True
     persistent_workers: bool = True
     hflip: bool = True
@@ -122,15 +114,15 @@ class DataConfig(_Strict):
 class OptimConfig(_Strict):
     """AdamW and the LR schedule. ``lr`` is absolute; when None it is blr * effective_batch / 256."""
 
-    blr: _float(gt=0, le=1.0) = 5e-5
-    lr: _float(gt=0, le=1.0) | None = None
-    min_lr: _float(ge=0, le=1.0) = 0.0
+    blr: Annotated[float, float_in(gt=0, le=1.0)] = 5e-5
+    lr: Annotated[float, float_in(gt=0, le=1.0)] | None = None
+    min_lr: Annotated[float, float_in(ge=0, le=1.0)] = 0.0
     lr_schedule: Literal["constant", "cosine"] = "constant"
-    warmup_epochs: _float(ge=0, le=100_000) = 5.0
+    warmup_epochs: Annotated[float, float_in(ge=0, le=100_000)] = 5.0
     betas: tuple[UnitFloat, UnitFloat] = (0.9, 0.95)
-    eps: _float(gt=0, le=1.0) = 1e-8
-    weight_decay: _float(ge=0, le=10.0) = 0.0
-    grad_clip: _float(gt=0, le=1e6) | None = None  # official: none
+    eps: Annotated[float, float_in(gt=0, le=1.0)] = 1e-8
+    weight_decay: Annotated[float, float_in(ge=0, le=10.0)] = 0.0
+    grad_clip: Annotated[float, float_in(gt=0, le=1e6)] | None = None  # official: none
     fused: bool | None = None  # None: fused AdamW where the device supports it
 
     def lr_for(self, effective_batch: int) -> float:
@@ -140,9 +132,9 @@ class OptimConfig(_Strict):
 class DiffusionConfig(_Strict):
     """The denoising objective (official: x-prediction, v-space loss)."""
 
-    P_mean: _float(ge=-10, le=10) = -0.8
-    P_std: _float(gt=0, le=10) = 0.8
-    noise_scale: _float(gt=0, le=100) = 1.0  # 1.0 at 256 px, 2.0 at 512 px
+    P_mean: Annotated[float, float_in(ge=-10, le=10)] = -0.8
+    P_std: Annotated[float, float_in(gt=0, le=10)] = 0.8
+    noise_scale: Annotated[float, float_in(gt=0, le=100)] = 1.0  # 1.0 at 256 px, 2.0 at 512 px
     t_eps: Annotated[float, Field(gt=0, lt=1)] = 0.05
     label_drop_prob: UnitFloat = 0.1
     prediction: Literal["x", "v", "eps"] = "x"  # what the network output is read as
@@ -157,8 +149,8 @@ class SampleConfig(_Strict):
     """Sampler settings (official grid: linspace(0, 1, steps+1), Heun then a final Euler step)."""
 
     method: Literal["heun", "euler"] = "heun"
-    steps: _int(1, 10_000) = 50
-    cfg: _float(ge=0, le=100) = 1.0
+    steps: Annotated[int, int_in(1, 10_000)] = 50
+    cfg: Annotated[float, float_in(ge=0, le=100)] = 1.0
     interval_min: UnitFloat = 0.0
     interval_max: UnitFloat = 1.0
     mode: Literal["exact", "fast"] = "fast"  # exact: the official sequence of network calls
@@ -220,20 +212,20 @@ class TrainConfig(_Strict):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
 
-    batch_per_gpu: _int(1, 65_536) = 128  # micro-batch per rank
-    accum_steps: _int(1, 65_536) = 1  # gradient accumulation (micro-steps per optimizer step)
-    world_size: _int(1, 65_536) | None = None  # planned number of ranks; the trainer checks it when set
-    epochs: _float(gt=0, le=100_000) = 600
+    batch_per_gpu: Annotated[int, int_in(1, 65_536)] = 128  # micro-batch per rank
+    accum_steps: Annotated[int, int_in(1, 65_536)] = 1  # gradient accumulation (micro-steps per optimizer step)
+    world_size: Annotated[int, int_in(1, 65_536)] | None = None  # planned ranks; the trainer checks it when set
+    epochs: Annotated[float, float_in(gt=0, le=100_000)] = 600
     max_steps: PositiveInt | None = None  # stop after this many optimizer steps (tests, budgets)
-    seed: _int(0, 2**31 - 1) = 0  # numpy seeds must be < 2**32 (seed + rank)
+    seed: Annotated[int, int_in(0, 2**31 - 1)] = 0  # numpy seeds must be < 2**32 (seed + rank)
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 autocast where supported
     compile: bool = False
     device: Literal["auto", "cuda", "cpu", "mps"] = "auto"
-    output_dir: str = "runs/jit"
+    output_dir: Annotated[str, Field(min_length=1, pattern=r"\S")] = "runs/jit"  # '' would write into the cwd
     log_every: PositiveInt = 20
     # Process-group (NCCL) timeout in seconds; None: 1800. jitplan sets it above the predicted online
     # evaluation, so a rank that waits for the others' generation does not hit the watchdog.
-    dist_timeout_s: _float(gt=0, le=1e6) | None = None
+    dist_timeout_s: Annotated[float, float_in(gt=0, le=1e6)] | None = None
 
     @field_validator("model", mode="before")
     @classmethod
@@ -288,18 +280,40 @@ FileKind = Literal["plan", "train"]
 def file_kind(raw: dict) -> FileKind:
     """What a YAML mapping holds: a jitplan plan (``kind: plan``) or a bare TrainConfig (``kind: train``).
 
-    The one rule, for every reader. Files written before the ``kind:`` key: a mapping with a ``train``
-    section and no ``data`` section is a plan.
+    The one rule, for every reader. Files written before the ``kind:`` key: a mapping without a ``data``
+    section that has a ``train`` section or a plan's own keys (hardware, estimates, ...) is a plan (so a
+    plan that lost its ``train`` section is refused naming ``train``, not ``data``).
 
         >>> file_kind({"kind": "plan"}), file_kind({"train": {}, "hardware": {}}), file_kind({"data": {}})
         ('plan', 'plan', 'train')
+        >>> file_kind({"hardware": {}, "estimates": {}})
+        'plan'
+
     """
     kind = raw.get("kind")
     if kind in ("plan", "train"):
         return kind
     if kind is not None:
         raise ValueError(f"unknown kind {kind!r}: a config file holds kind: plan or kind: train")
-    return "plan" if isinstance(raw.get("train"), dict) and "data" not in raw else "train"
+    if "data" in raw:
+        return "train"
+    return "plan" if "train" in raw or any(k in raw for k in _PLAN_ONLY_KEYS) else "train"
+
+
+class PlanEnvelope(BaseModel):
+    """What the trainer checks of a jitplan plan around its ``train`` section (jitplan.schemas.Plan is the
+    whole schema): a version it reads, a printable recipe name, and a ``train`` mapping. Plan-level garbage
+    is refused, not ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: Literal[1]  # PLAN_SCHEMA_VERSION
+    kind: Literal["plan"] = "plan"
+    recipe: PrintableText | None = None
+    train: dict
+
+
+_PLAN_ONLY_KEYS = ("hardware", "estimates", "recipe", "policy", "reference_hardware", "workers", "launch")
 
 
 def validation_summary(e: ValidationError) -> str:
@@ -328,10 +342,11 @@ def load_train_config(path: str | Path) -> TrainConfig:
     Raises ValueError with one line on a missing file, bad YAML or an invalid config.
     """
     raw = read_yaml_mapping(path)
-    if file_kind(raw) == "plan":  # a jitplan plan file: its train section
-        raw = raw.get("train")
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: the plan has no train mapping")
+    if file_kind(raw) == "plan":  # a jitplan plan file: its envelope checked, then its train section
+        try:
+            raw = PlanEnvelope.model_validate(raw).train
+        except ValidationError as e:
+            raise ValueError(f"{path}: invalid plan: {validation_summary(e)}") from None
     cfg = TrainConfig.model_validate(raw)
     if not isinstance(raw.get("model"), dict):
         raise ValueError(f"{path}: model.variant is required (e.g. model: {{variant: JiT-B/16}}); a config file "

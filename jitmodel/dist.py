@@ -93,7 +93,7 @@ def init_process_group(env: DistEnv, device: torch.device, timeout_s: float = 18
     """Join the job's process group (env:// rendezvous set up by torchrun). No-op for one process."""
     if not env.distributed or torch_dist.is_initialized():
         return
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if device.type == "cuda":
         kwargs["device_id"] = device  # binds NCCL to this GPU; avoids a guess in barrier()
     torch_dist.init_process_group(backend=backend_for(device), rank=env.rank, world_size=env.world_size,

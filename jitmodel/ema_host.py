@@ -34,7 +34,7 @@ def ema_decays(decays: Sequence[float], every: int) -> tuple[float, ...]:
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
-    return t.to_local() if is_sharded(t) else t
+    return t.to_local() if is_sharded(t) else t  # type: ignore[attr-defined]  # a DTensor when sharded
 
 
 def _host(t: torch.Tensor, pin: bool) -> torch.Tensor:
@@ -95,7 +95,8 @@ class HostEMA(EMA):
             return s
         from torch.distributed.tensor import DTensor
 
-        d = DTensor.from_local(s.to(p.device), p.device_mesh, p.placements, shape=p.shape, stride=p.stride())
+        dp: Any = p  # a DTensor (is_sharded): its mesh and placements
+        d = DTensor.from_local(s.to(p.device), dp.device_mesh, dp.placements, shape=p.shape, stride=p.stride())
         return full(d)
 
     def state_dict(self, which: int | str) -> dict[str, torch.Tensor]:

@@ -30,7 +30,8 @@ def lr_at(epoch: float, peak: float, o: OptimConfig, total_epochs: float) -> flo
 
 def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Official ``add_weight_decay``: 1-D tensors and biases get no decay; frozen parameters are left out."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
@@ -44,7 +45,7 @@ def build_optimizer(groups: list[dict[str, Any]], o: OptimConfig, lr: float,
 
     Raises ValueError when ``o.fused`` is True and fused AdamW is unavailable.
     """
-    kw = dict(lr=lr, betas=tuple(o.betas), eps=o.eps)
+    kw: dict[str, Any] = dict(lr=lr, betas=tuple(o.betas), eps=o.eps)
     fused = o.fused if o.fused is not None else device.type in ("cuda", "cpu")
     if fused:
         try:

@@ -18,8 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+import yaml  # type: ignore[import-untyped]  # no types-PyYAML stubs in this environment
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode  # type: ignore[import-untyped]  # idem
 
 MAX_BYTES = 256 * 1024
 MAX_DEPTH = 64

@@ -68,12 +68,25 @@ def _checkpointed(forward: Callable[..., torch.Tensor]) -> Callable[..., torch.T
     return run
 
 
+def _module(m: Any) -> torch.nn.Module:
+    """A submodule attribute (``nn.Module.__getattr__`` is typed Tensor | Module)."""
+    assert isinstance(m, torch.nn.Module), type(m)
+    return m
+
+
+def _blocks(net: Any) -> torch.nn.ModuleList:
+    """``net.blocks``: the transformer blocks of a JiT network."""
+    blocks = net.blocks
+    assert isinstance(blocks, torch.nn.ModuleList), type(blocks)
+    return blocks
+
+
 def checkpoint_blocks(net: torch.nn.Module, every: int) -> int:
     """Checkpoint blocks 0, every, 2*every, ... of ``net.blocks`` in place; returns how many."""
     if every < 1:
         return 0
     done = 0
-    for i, block in enumerate(net.blocks):
+    for i, block in enumerate(_blocks(net)):
         if i % every == 0:
             block.forward = _checkpointed(block.forward)  # instance attribute: keys and class unchanged
             done += 1
@@ -113,7 +126,7 @@ def shard_module(denoiser: torch.nn.Module, mesh: Any, param_dtype: torch.dtype 
     from torch.distributed.fsdp import fully_shard
 
     kw = {} if param_dtype == torch.float32 else {"mp_policy": mp_policy(param_dtype)}
-    for block in denoiser.net.blocks:
+    for block in _blocks(denoiser.net):
         fully_shard(block, mesh=mesh, **kw)
     # the root (embeddings, frozen pos_embed, final layer: ~1% of the parameters) stays fp32: a bf16 pos_embed
     # would make the residual stream bf16 (patch embedding + pos_embed), the blocks' activations with it
@@ -137,7 +150,7 @@ def gathered(denoiser: torch.nn.Module, m: MemoryConfig, amp: torch.dtype | None
         return
     from torch.distributed.fsdp import FSDPModule
 
-    blocks = [b for b in denoiser.net.blocks if isinstance(b, FSDPModule)]
+    blocks = [b for b in _blocks(denoiser.net) if isinstance(b, FSDPModule)]
     units = [denoiser, *blocks] if isinstance(denoiser, FSDPModule) else blocks
     state = denoiser._get_fsdp_state() if isinstance(denoiser, FSDPModule) else None
     if state is not None:  # before any training forward (eval at epoch 0): make the denoiser FSDP2's root
@@ -179,7 +192,8 @@ def local_like(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     from torch.distributed.tensor import distribute_tensor
 
     # src_data_rank=None: every rank holds the full tensor (it read the same file); no communication
-    return distribute_tensor(value.to(like.device, like.dtype), like.device_mesh, like.placements, src_data_rank=None)
+    d: Any = like  # a DTensor (is_sharded): its mesh and placements
+    return distribute_tensor(value.to(like.device, like.dtype), d.device_mesh, d.placements, src_data_rank=None)
 
 
 def full_optimizer_state(opt: torch.optim.Optimizer) -> dict[str, Any]:
@@ -213,9 +227,10 @@ def prepare(denoiser: torch.nn.Module, cfg: TrainConfig, env: DistEnv, device: t
     m = cfg.memory
     if m.shard and not env.distributed:
         raise ValueError("memory.shard needs more than one process (torchrun --nproc-per-node N, N >= 2)")
-    checkpoint_blocks(denoiser.net, m.checkpoint_every)
+    net = _module(denoiser.net)
+    checkpoint_blocks(net, m.checkpoint_every)
     if cfg.compile:
-        denoiser.net.compile()  # compiles in place: state-dict keys stay net.*
+        net.compile()  # compiles in place: state-dict keys stay net.*
     if m.shard:
         shard(denoiser, env, device, gather_dtype(m, amp_dtype(cfg.precision, device)))
         return denoiser

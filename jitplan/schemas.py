@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from jitmodel.atomic import atomic_write_text
-from jitmodel.config import TrainConfig, read_yaml_mapping, validation_summary
+from jitmodel.config import PrintableText, TrainConfig, read_yaml_mapping, validation_summary
 from jitplan.errors import UsageError
 from jitplan.hardware.schema import HardwareSpec
 
@@ -215,7 +215,7 @@ class Plan(_Strict):
 
     schema_version: Literal[1] = PLAN_SCHEMA_VERSION
     kind: Literal["plan"] = "plan"  # the file discriminator (a bare TrainConfig says kind: train)
-    recipe: str
+    recipe: PrintableText
     policy: Policy
     lr_scaling: LrScaling | None = None  # only for policy scale-lr
     hardware: HardwareSpec

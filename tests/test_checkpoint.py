@@ -68,8 +68,8 @@ def test_mismatch_message_names_both_configs():
 # --------------------------------------------------------------------------- writing
 
 def _ours(step: int, value: float = 0.0) -> dict:
-    return {"format": C.FORMAT, "format_version": 1, "step": step, "model": {"w": torch.full((3,), value)},
-            "model_config": TINY.model_dump(mode="json")}
+    # no model_config: the semantic checks would (rightly) refuse a "w" that JiT-Tiny/4 does not have
+    return {"format": C.FORMAT, "format_version": 1, "step": step, "model": {"w": torch.full((3,), value)}}
 
 
 def test_save_rotates_and_links(tmp_path):
@@ -160,7 +160,7 @@ def test_load_errors(tmp_path):
         C.load_checkpoint(tmp_path / "x.pt")
     future = {**_ours(1), "format_version": 99}
     torch.save(future, tmp_path / "f.pt")
-    with pytest.raises(ValueError, match="format 99"):
+    with pytest.raises(ValueError, match="format version 99"):
         C.load_checkpoint(tmp_path / "f.pt")
     (tmp_path / "junk.pt").write_bytes(b"\x00" * 100)
     with pytest.raises(ValueError, match="not a loadable checkpoint"):
@@ -251,7 +251,7 @@ def test_flipped_bytes_are_refused_in_one_line_naming_the_file(tmp_path):
     raw[at + 5] ^= 0xFF  # one flipped byte inside the tensor payload
     path.write_bytes(bytes(raw))
     for mmap in (False, True):
-        with pytest.raises(ValueError, match=r"last\.pt is corrupt: its 'model' tensors do not match") as e:
+        with pytest.raises(ValueError, match=r"last\.pt is corrupt: its 'model' entry does not match") as e:
             C.load_checkpoint(path, mmap=mmap)
         assert "\n" not in str(e.value) and str(tmp_path) in str(e.value)
 
@@ -264,7 +264,7 @@ def test_checkpoints_without_digests_load_unverified(tmp_path):
 def test_a_folder_or_special_file_is_one_line(tmp_path):
     with pytest.raises(ValueError, match="is a folder, not a checkpoint file"):
         C.load_checkpoint(tmp_path)
-    with pytest.raises(ValueError, match="not a regular file"):
+    with pytest.raises(ValueError, match="a character device, not a checkpoint file"):
         C.load_checkpoint("/dev/null")
 
 

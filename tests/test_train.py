@@ -20,8 +20,9 @@ import yaml
 
 from jitmodel import checkpoint as C
 from jitmodel.config import ModelConfig, OptimConfig
+from jitmodel.dist import amp_dtype
 from jitmodel.optim import lr_at, param_groups
-from jitmodel.train import amp_dtype, main
+from jitmodel.train import main
 
 
 def make_folder(root, classes, per_class, size, seed=0):
@@ -198,7 +199,7 @@ def test_run_writes_metrics_and_a_self_describing_checkpoint(tmp_path, folder):
     assert steps[3]["lr"] == pytest.approx(2e-3 * 1.0 / 1.5)  # epoch 1.0 of a 1.5-epoch warm-up
     assert recs[-1]["event"] == "replicas" and recs[-1]["consistent"]
     ck = torch.load(out / "last.pt", weights_only=True)  # plain containers only
-    assert ck["format"] == "jitmodel-checkpoint" and ck["format_version"] == 1
+    assert ck["format"] == "jitmodel-checkpoint" and ck["format_version"] == 2
     assert (ck["step"], ck["epoch"], ck["epoch_step"], ck["world_size"]) == (6, 2, 0, 1)
     assert ck["classes"] == ["n01", "n02", "n03"]
     assert ck["model_config"]["variant"] == "JiT-Tiny/4" and ck["train_config"]["accum_steps"] == 2

@@ -89,8 +89,8 @@ def launch(
         else:
             out = launch_local(run, plan_file=plan_file, run_dir=rdir, name=name, rdzv_endpoint=rdzv_endpoint,
                                max_restarts=max_restarts, doctor=not no_doctor, dry_run=dry_run,
-                               echo=None if json_out else sys.stderr, say=note)
-        res = out.model_dump(exclude_none=True)
+                               echo=None if json_out else sys.stderr, say=note, fresh=run_dir is None)
+        res, rdir = out.model_dump(exclude_none=True), Path(out.run_dir)  # a claimed folder may be NAME-2
         emit(res, json_mode=json_out, render=_render(res))
         if out.status == "failed" and "(exit code 2)" in (out.message or ""):  # the trainer refused its input
             if not json_out:  # its own Error: line was echoed above: one voice, then where the log is

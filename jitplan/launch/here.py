@@ -13,7 +13,6 @@ The remote paths (``--ssh``, ``--vast``) are in ``launch/remote.py``.
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from typing import TextIO
 from pydantic import BaseModel, ConfigDict, Field
 
 from jitplan.errors import CheckFailed
+from jitplan.runs import folders
 from jitplan.runspec import RunSpec
 
 Say = Callable[[str], None]
@@ -58,10 +58,13 @@ def preflight(plan_file: Path, data_path: str | None) -> None:
 
 def launch_local(run: RunSpec, *, plan_file: Path, run_dir: Path, name: str, rdzv_endpoint: str | None = None,
                  max_restarts: int = 3, doctor: bool = True, dry_run: bool = False, echo: TextIO | None = None,
-                 say: Say | None = None) -> LaunchResult:
+                 say: Say | None = None, fresh: bool = False) -> LaunchResult:
     """Doctor (plans only), stage ``run_dir``, run every node here under the supervisor, record the run.
 
-    ``dry_run`` returns the commands instead. A failed run comes back with ``status == "failed"``.
+    ``fresh``: ``run_dir`` is a new run's default folder, claimed exclusively (``runs.folders.claim_run_dir``:
+    a launch in the same second gets ``NAME-2``; ``name`` follows the folder); else a folder the user named,
+    reused to continue its run. ``dry_run`` returns the commands instead. A failed run comes back with
+    ``status == "failed"``.
     """
     from jitplan.launch import local
     from jitplan.launch.torchrun import node_commands, shell_line, spec_for_run
@@ -77,7 +80,20 @@ def launch_local(run: RunSpec, *, plan_file: Path, run_dir: Path, name: str, rdz
         return res.model_copy(update={"commands": [redact(c) for c in cmds]})
     if doctor:
         preflight(plan_file, run.train.data.path)
-    local.prepare_run_dir(run, run_dir)
+    if fresh:
+        run_dir = folders.claim_run_dir(run_dir.parent, run_dir.name)
+        name = run_dir.name
+        res = res.model_copy(update={"name": name, "run_dir": str(run_dir)})
+        spec = spec_for_run(run, config=str(run_dir / run.file_name), python=sys.executable, rdzv_id=name,
+                            rdzv_endpoint=rdzv_endpoint)
+    else:
+        run_dir = folders.reuse_run_dir(run_dir)
+    try:
+        folders.prepare_run_dir(run, run_dir)
+    except BaseException:
+        if fresh:
+            folders.drop_if_empty(run_dir)
+        raise
     from jitplan.launch.supervisor import run_local
     from jitplan.runs.registry import Registry
 
@@ -95,15 +111,15 @@ def write_sbatch(run: RunSpec, *, plan_file: Path, out: Path, name: str, run_dir
     """The sbatch script of ``run`` (one task per node, each running torchrun) written to ``out``;
     ``dry_run`` returns its lines instead."""
     from jitmodel.atomic import atomic_write_text
-    from jitplan.launch.slurm import render_sbatch
+    from jitplan.launch.slurm import job_cpus, render_sbatch
     from jitplan.launch.torchrun import spec_for_run
     from jitplan.secrets import redact
 
     spec = spec_for_run(run, config=str(plan_file.resolve()), rdzv_id=name, rdzv_endpoint=rdzv_endpoint)
-    topo = run.topology
+    cpus, source = job_cpus(run)
     text = render_sbatch(spec, job_name=name, workdir=str(Path.cwd()),
-                         gpus_per_node=topo.gpus_per_node if run.kind == "plan" else 0,
-                         cpus_per_task=topo.cpus_per_node or os.cpu_count() or 1)
+                         gpus_per_node=run.topology.gpus_per_node if run.kind == "plan" else 0,
+                         cpus_per_task=cpus, cpus_source=source)
     res = LaunchResult(backend="slurm", name=name, run_dir=str(run_dir))
     if dry_run:
         return res.model_copy(update={"commands": [redact(c) for c in text.splitlines()]})

@@ -21,16 +21,14 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from jitmodel.atomic import atomic_write_text
 from jitplan.launch.torchrun import NodeCommand
+from jitplan.runs.folders import LOG_NAME, PID_NAME, STOP_NAME, prepare_run_dir, run_name
 
-if TYPE_CHECKING:
-    from jitplan.runspec import RunSpec
-
-LOG_NAME = "train.log"
-PID_NAME = "pid"
+# re-exported for callers outside launch/: their home is jitplan.runs.folders
+__all__ = ["LOG_NAME", "PID_NAME", "STOP_NAME", "prepare_run_dir", "run_name"]
 
 
 class LocalProcess:
@@ -66,8 +64,12 @@ class LocalProcess:
             return self.wait()
 
 
-def term_ranks(torchrun_pid: int) -> list[int]:
+def term_ranks(torchrun_pid: int, ready_s: float = 15.0) -> list[int]:
     """SIGTERM the ranks (torchrun's child processes) only; the whole group when there are none yet.
+
+    A rank that is still starting its interpreter has no handler yet, and a SIGTERM then kills it silently
+    (rc -15, no checkpoint, no line): each rank is signalled once it handles SIGTERM (``wait_for_handler``,
+    at most ``ready_s`` seconds), which it does from the first line of ``jitmodel.train`` on.
 
     Why not the group: torchrun answers its own SIGTERM by killing each rank's *process group*, and that
     takes the ranks' DataLoader workers down mid-step ("DataLoader worker ... killed by signal:
@@ -75,7 +77,7 @@ def term_ranks(torchrun_pid: int) -> list[int]:
     signal alone finishes its step, checkpoints, shuts its workers down and exits 0; torchrun then exits 0.
     Returns the pids signalled.
     """
-    import psutil
+    import psutil  # type: ignore[import-untyped]  # lazy: start-up; no types-psutil stubs here
 
     try:
         ranks = [c.pid for c in psutil.Process(torchrun_pid).children(recursive=False)]
@@ -83,6 +85,7 @@ def term_ranks(torchrun_pid: int) -> list[int]:
         return []
     sent = []
     for pid in ranks:
+        wait_for_handler(pid, signal.SIGTERM, ready_s)
         try:
             os.kill(pid, signal.SIGTERM)
             sent.append(pid)
@@ -91,6 +94,25 @@ def term_ranks(torchrun_pid: int) -> list[int]:
     if not sent:
         _signal_group(torchrun_pid, signal.SIGTERM)
     return sent
+
+
+def wait_for_handler(pid: int, sig: int, timeout_s: float) -> bool:
+    """Wait until process ``pid`` catches ``sig`` (Linux: the SigCgt mask of /proc/PID/status); True when it
+    does, False after ``timeout_s``, when it is gone or where /proc cannot tell (then do not wait)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+                line = next((ln for ln in f if ln.startswith("SigCgt:")), "")
+        except OSError:
+            return False
+        if not line:
+            return False
+        if int(line.split()[1], 16) >> (sig - 1) & 1:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 def _signal_group(pid: int, sig: int) -> bool:
@@ -183,7 +205,7 @@ def stop_run(run_dir: str | Path, grace_s: float = 30.0) -> bool:
         return False
     if not _group_alive(pid):
         return False
-    atomic_write_text(run_dir / "stop", "requested\n")
+    atomic_write_text(run_dir / STOP_NAME, "requested\n")
     term_ranks(pid)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
@@ -202,34 +224,6 @@ def _group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-
-
-# ---------------------------------------------------------------------------------------------- run folders
-
-def run_name(variant: str, img_size: int, now: float | None = None) -> str:
-    """Run folders are named by variant, resolution and time: ``JiT-B-16-256px-20260101-120000``.
-
-        >>> run_name("JiT-B/16", 256, now=0)
-        'JiT-B-16-256px-19700101-000000'
-    """
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
-    return f"{variant.replace('/', '-')}-{img_size}px-{stamp}"
-
-
-def prepare_run_dir(run: RunSpec, run_dir: str | Path, *, data_path: str | None = None) -> Path:
-    """Write the run's config into ``run_dir``: ``plan.yaml`` for a plan, ``train.yaml`` for a bare TrainConfig.
-
-    ``train.output_dir`` becomes ``out`` (relative: the trainer runs in the run folder, here or remote);
-    ``data_path`` replaces ``train.data.path`` (an uploaded dataset). Returns the written file.
-    """
-    from jitplan.runspec import save_run_spec
-
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    train = run.train
-    data = train.data if data_path is None else train.data.model_copy(update={"path": data_path})
-    return save_run_spec(run.with_train(train.model_copy(update={"output_dir": "out", "data": data})),
-                         run_dir / run.file_name)
 
 
 def pythonpath_env(base: dict[str, str] | None = None) -> dict[str, str]:

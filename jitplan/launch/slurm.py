@@ -8,6 +8,10 @@ reaches the shell is quoted with shlex.quote. Pure apart from reading the templa
     >>> script = render_sbatch(spec, job_name="jit-b16", workdir="/w", cpus_per_task=64, gpus_per_node=8)
     >>> "#SBATCH --nodes=2" in script and "--nproc-per-node=8" in script
     True
+
+The job's CPUs (``--cpus-per-task``: one task per node) come from the run, never from the machine that
+renders the script (``job_cpus``): the plan's node when it names its CPU count, else its ranks per node
+times (data workers + the rank's own process). The script says which, in a comment above the line.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import re
 import shlex
 
 from jitplan.launch.torchrun import TorchrunSpec
+from jitplan.runspec import RunSpec
 from jitplan.templates import read_template
 
 TEMPLATE = "launch/sbatch.sh.tmpl"
@@ -31,8 +36,25 @@ def fill(template: str, values: dict[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
+def job_cpus(run: RunSpec) -> tuple[int, str]:
+    """(CPUs per node for the job, where that number came from). Pure.
+
+    A plan whose hardware names the node's CPUs gets the whole node; otherwise each rank needs its data
+    workers and its own process. A bare TrainConfig's CPU count is the machine that read it (os.cpu_count),
+    which says nothing of a cluster node, so it is not used.
+    """
+    topo = run.topology
+    if run.kind == "plan" and topo.cpus_per_node:
+        return topo.cpus_per_node, f"the plan's node: {topo.cpus_per_node} CPUs (hardware.host.cpus), the whole node"
+    workers = run.workers.per_rank if run.workers is not None else run.train.data.num_workers
+    ranks = topo.nproc_per_node
+    return ranks * (workers + 1), (f"{ranks} rank(s) per node x ({workers} data workers + 1 for the rank itself); "
+                                   f"the {'plan' if run.kind == 'plan' else 'config'} names no CPU count per node")
+
+
 def render_sbatch(spec: TorchrunSpec, *, job_name: str, workdir: str, cpus_per_task: int, gpus_per_node: int,
-                  log_dir: str | None = None, time_limit: str | None = None, rdzv_port: int = 29400) -> str:
+                  log_dir: str | None = None, time_limit: str | None = None, rdzv_port: int = 29400,
+                  cpus_source: str = "given by the caller") -> str:
     """The sbatch script for ``spec``: one task per node, each running torchrun with the plan's ranks."""
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", job_name):
         raise ValueError(f"job name may hold letters, digits, '_', '.', '-' only, got {job_name!r}")
@@ -49,6 +71,7 @@ def render_sbatch(spec: TorchrunSpec, *, job_name: str, workdir: str, cpus_per_t
         "NPROC_PER_NODE": str(spec.nproc_per_node),
         "GPU_LINE": f"#SBATCH --gpus-per-node={gpus_per_node}" if gpus_per_node else "# (CPU only: no GPUs)",
         "CPUS_PER_TASK": str(cpus_per_task),
+        "CPUS_SOURCE": " ".join(cpus_source.split()),
         # #SBATCH lines are not shell: sbatch reads the path up to the line's end, so no quoting here.
         "LOG_DIR": (log_dir or workdir).replace("\n", " "),
         "TIME_LINE": f"#SBATCH --time={time_limit}" if time_limit else "# (no time limit set)",

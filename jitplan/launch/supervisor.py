@@ -14,7 +14,9 @@ Pure parts (``classify``, ``fewer_workers``, ``checkpoint_step``) are tested on 
 from __future__ import annotations
 
 import re
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from enum import Enum
@@ -24,13 +26,12 @@ from typing import TextIO
 from pydantic import BaseModel, ConfigDict
 
 from jitmodel.atomic import atomic_write_text
-from jitmodel.config import TrainConfig, dump_yaml
 from jitplan.launch import local
 from jitplan.launch.torchrun import TorchrunSpec, node_command
+from jitplan.runs.registry import Registry
 from jitplan.runs.schema import RunMeta
 from jitplan.runspec import load_run_spec, save_run_spec
 
-TRAIN_CONFIG = "train.yaml"
 EventFn = Callable[[str, str, dict], None]
 
 # torch/utils/data/_utils/signal_handling.py and dataloader.py (torch 2.x): a dead worker surfaces as
@@ -124,12 +125,6 @@ def checkpoint_step(output_dir: str | Path) -> int | None:
     return int(step) if step is not None else None
 
 
-def write_train_config(run_dir: str | Path, cfg: TrainConfig) -> Path:
-    path = Path(run_dir) / TRAIN_CONFIG
-    atomic_write_text(path, dump_yaml(cfg))
-    return path
-
-
 def _log_since(path: Path, offset: int) -> str:
     try:
         with open(path, "rb") as f:
@@ -145,15 +140,30 @@ def _size(path: Path) -> int:
 
 def supervise(run_dir: str | Path, spec: TorchrunSpec, *, max_restarts: int = 3, events: EventFn | None = None,
               echo: TextIO | None = None, env: dict[str, str] | None = None, grace_s: float = 60.0,
-              poll_s: float = 0.5, time_budget_s: float | None = None) -> SupervisionResult:
+              poll_s: float = 0.5, time_budget_s: float | None = None,
+              signals: LauncherSignals | None = None) -> SupervisionResult:
     """Run ``spec`` (all its nodes, here) in ``run_dir`` until it finishes, is stopped, fails or runs out of
     restarts.
 
     ``spec.config`` is the run's plan or TrainConfig YAML; between tries it is rewritten (atomically) with
     the new ``data.num_workers``. ``spec.resume`` must be on.
     ``time_budget_s`` stops the run gracefully (SIGTERM: the ranks checkpoint) once that much time has
-    passed; a run stopped so counts as finished.
+    passed; a run stopped so counts as finished. A SIGTERM, SIGHUP or SIGINT to this process is forwarded
+    to the ranks (they checkpoint), waited for, and ends the run ``stopped`` (``LauncherSignals``).
     """
+    own = signals is None
+    signals = LauncherSignals().install() if signals is None else signals
+    try:
+        return _supervise(run_dir, spec, max_restarts=max_restarts, events=events, echo=echo, env=env,
+                          grace_s=grace_s, poll_s=poll_s, time_budget_s=time_budget_s, signals=signals)
+    finally:
+        if own:
+            signals.restore()
+
+
+def _supervise(run_dir: str | Path, spec: TorchrunSpec, *, max_restarts: int, events: EventFn | None,
+               echo: TextIO | None, env: dict[str, str] | None, grace_s: float, poll_s: float,
+               time_budget_s: float | None, signals: LauncherSignals) -> SupervisionResult:
     if max_restarts < 0:
         raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
     if not spec.resume:
@@ -166,7 +176,7 @@ def supervise(run_dir: str | Path, spec: TorchrunSpec, *, max_restarts: int = 3,
     if not out_dir.is_absolute():
         out_dir = run_dir / out_dir
     emit = events or (lambda kind, message, data: None)
-    stop_file = run_dir / "stop"
+    stop_file = run_dir / local.STOP_NAME
     stop_file.unlink(missing_ok=True)
     log_path = run_dir / local.LOG_NAME
     outcomes: list[Outcome] = []
@@ -179,8 +189,12 @@ def supervise(run_dir: str | Path, spec: TorchrunSpec, *, max_restarts: int = 3,
         workers = cfg.data.num_workers
         emit("started", f"try {len(outcomes) + 1}: torchrun with {workers} data workers per rank",
              {"attempt": len(outcomes) + 1, "num_workers": workers, "resume_step": step})
-        rc = _run_nodes(spec, run_dir, echo=echo, env=env, grace_s=grace_s, poll_s=poll_s, stop_file=stop_file,
-                        deadline=deadline)
+        if signals.caught is not None:  # between tries: nothing runs, nothing to forward
+            atomic_write_text(stop_file, f"{signal.Signals(signals.caught).name}\n")
+            rc = 0
+        else:
+            rc = _run_nodes(spec, run_dir, echo=echo, env=env, grace_s=grace_s, poll_s=poll_s,
+                            stop_file=stop_file, signals=signals, deadline=deadline)
         new_step = checkpoint_step(out_dir)
         log_text = "\n".join(_log_since(p, o) for p, o in zip(logs, offsets, strict=True))
         outcome = classify(rc, log_text, step_before=step, step_after=new_step,
@@ -192,8 +206,12 @@ def supervise(run_dir: str | Path, spec: TorchrunSpec, *, max_restarts: int = 3,
             status = {"finished": "finished", "stopped": "stopped"}.get(outcome.value, "failed")
             msg = {"finished": f"finished at step {step}", "stopped": f"stopped at step {step}",
                    "failed": f"trainer failed (exit code {rc}); see {log_path}"}[outcome.value]
-            if outcome is Outcome.stopped and stop_file.read_text().strip() == "time budget":
+            why = stop_file.read_text().strip() if outcome is Outcome.stopped else ""
+            if why == "time budget":
                 status, msg = "finished", f"time budget of {time_budget_s:.0f} s reached at step {step}"
+            elif why.startswith("SIG"):
+                msg = f"stopped by {why} to the launcher at step {step} (the ranks checkpointed; resume with " \
+                      "--resume auto)" if step is not None else f"stopped by {why} to the launcher before a checkpoint"
             emit(status, msg, data)
             return SupervisionResult(status=status, attempts=len(outcomes), restarts=restarts, final_step=step,
                                      num_workers=workers, outcomes=outcomes, message=msg)
@@ -219,7 +237,8 @@ def supervise(run_dir: str | Path, spec: TorchrunSpec, *, max_restarts: int = 3,
 
 
 def _run_nodes(spec: TorchrunSpec, run_dir: Path, *, echo: TextIO | None, env: dict[str, str] | None,
-               grace_s: float, poll_s: float, stop_file: Path, deadline: float | None = None) -> int:
+               grace_s: float, poll_s: float, stop_file: Path, signals: LauncherSignals,
+               deadline: float | None = None) -> int:
     """Start every node of ``spec`` on this machine (node k > 0 logs to train.node{k}.log), wait for all.
 
     Several "nodes" on one machine meet at 127.0.0.1 on a port that is free now (a new one per try).
@@ -230,18 +249,44 @@ def _run_nodes(spec: TorchrunSpec, run_dir: Path, *, echo: TextIO | None, env: d
     env = local.pythonpath_env() if env is None else env
     procs = [local.start(node_command(spec, r), run_dir, echo=echo if r == 0 else None, cwd=run_dir, env=env,
                          log_name=local.LOG_NAME if r == 0 else f"train.node{r}.log") for r in range(spec.nnodes)]
-    try:
-        while any(p.poll() is None for p in procs):
-            if deadline is not None and time.monotonic() > deadline:
-                atomic_write_text(stop_file, "time budget\n")
-                codes = [p.terminate(grace_s) for p in procs]
-                return next((c for c in codes if c != 0), 0)
-            time.sleep(poll_s)
-        codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:
-        atomic_write_text(stop_file, "interrupted\n")
-        codes = [p.terminate(grace_s) for p in procs]
+    while any(p.poll() is None for p in procs):
+        if deadline is not None and time.monotonic() > deadline:
+            atomic_write_text(stop_file, "time budget\n")
+            codes = [p.terminate(grace_s) for p in procs]
+            return next((c for c in codes if c != 0), 0)
+        if signals.caught is not None:  # the launcher's own SIGTERM/SIGHUP/SIGINT: the ranks checkpoint, we wait
+            atomic_write_text(stop_file, f"{signal.Signals(signals.caught).name}\n")
+            codes = [p.terminate(grace_s) for p in procs]
+            return next((c for c in codes if c != 0), 0)
+        time.sleep(poll_s)
+    codes = [p.wait() for p in procs]
     return next((c for c in codes if c != 0), 0)
+
+
+class LauncherSignals:
+    """SIGTERM, SIGHUP and SIGINT to the launcher (a closed terminal, a scheduler, Ctrl-C) are noted, not
+    fatal: the supervisor forwards a stop to the ranks (each checkpoints and exits 0), waits for them, and
+    the run ends ``stopped``. Installed only in the main thread; ``restore`` puts the old handlers back."""
+
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP", "SIGINT") if hasattr(signal, n))
+
+    def __init__(self) -> None:
+        self.caught: int | None = None
+        self._old: dict[int, object] = {}
+
+    def install(self) -> LauncherSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._note) for s in self.SIGNALS}
+        return self
+
+    def _note(self, signum: int, frame: object) -> None:
+        if self.caught is None:
+            self.caught = signum
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)  # type: ignore[arg-type]  # what signal.signal gave back
+        self._old = {}
 
 
 def free_port() -> int:
@@ -251,11 +296,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_local(run_dir: str | Path, spec: TorchrunSpec, *, registry, name: str, plan_path: str | None = None,
+def run_local(run_dir: str | Path, spec: TorchrunSpec, *, registry: Registry, name: str, plan_path: str | None = None,
               max_restarts: int = 3, echo: TextIO | None = None,
               time_budget_s: float | None = None) -> tuple[str, SupervisionResult]:
     """Record a local run in the registry, supervise it, record how it ended. Returns (run id, result)."""
     run_dir = Path(run_dir).resolve()
+    signals = LauncherSignals().install()  # from before the registry row: a stop is always recorded
+    try:
+        return _run_local(run_dir, spec, registry=registry, name=name, plan_path=plan_path,
+                          max_restarts=max_restarts, echo=echo, time_budget_s=time_budget_s, signals=signals)
+    finally:
+        signals.restore()
+
+
+def _run_local(run_dir: Path, spec: TorchrunSpec, *, registry: Registry, name: str,
+               plan_path: str | None, max_restarts: int, echo: TextIO | None, time_budget_s: float | None,
+               signals: LauncherSignals) -> tuple[str, SupervisionResult]:
     run_id = registry.create_run(name, "local", plan_path=plan_path, run_dir=run_dir,
                                  log_path=run_dir / local.LOG_NAME, host="localhost", status="starting",
                                  meta=RunMeta(nnodes=spec.nnodes, nproc_per_node=spec.nproc_per_node))
@@ -266,16 +322,16 @@ def run_local(run_dir: str | Path, spec: TorchrunSpec, *, registry, name: str, p
 
     try:  # `jitplan stop RUN` reaches the ranks through run_dir/pid (local.stop_run)
         result = supervise(run_dir, spec, max_restarts=max_restarts, events=events, echo=echo,
-                           time_budget_s=time_budget_s)
+                           time_budget_s=time_budget_s, signals=signals)
     except BaseException:
         registry.set_status(run_id, "interrupted", "the launcher stopped unexpectedly")
         raise
-    registry.set_status(run_id, result.status, result.message)  # type: ignore[arg-type]
+    registry.set_status(run_id, result.status, result.message)  # type: ignore[arg-type]  # str, not the Literal
     record_measurement(registry, run_id, plan_path or spec.config, run_dir)
     return run_id, result
 
 
-def record_measurement(registry, run_id: str, plan_path: str | None, run_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def record_measurement(registry: Registry, run_id: str, plan_path: str | None, run_dir: Path) -> None:
     """What the run measured (a "measured" event) and how far from its plan (a "drift" event, > 15%)."""
     from jitplan.calibration.drift import run_drift
 
