@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
+from jitmodel import bounds
 from jitmodel import scan as scan_mod
 from jitmodel.config import DataConfig
 
@@ -105,17 +106,24 @@ def find_classes(root: Path) -> list[str]:
 
 
 def _scan(root: Path) -> scan_mod.Scan:
-    if not root.parent.is_dir():
-        raise ValueError(f"data directory not found: {root.parent}")
-    if not root.is_dir():
-        raise ValueError(f"{root.parent} has no train/ folder (expected {root}/<class>/<image>)")
+    if not _is_dir(root.parent):
+        raise ValueError(f"data directory not found: {scan_mod.shown(str(root.parent))}")
+    if not _is_dir(root):
+        raise ValueError(f"{scan_mod.shown(str(root.parent))} has no train/ folder "
+                         f"(expected {scan_mod.shown(str(root))}/<class>/<image>)")
     scan = scan_mod.scan_classes(root)
-    problems = scan.problems()
-    if problems:
-        raise ValueError(f"{root}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
-    if not scan.class_list:
-        raise ValueError(f"{root} holds no class folders (expected {root}/<class>/<image>)")
+    why = scan.refusal()
+    if why:
+        raise ValueError(why)
     return scan
+
+
+def _is_dir(p: Path) -> bool:
+    """``Path.is_dir`` that says False for a path the OS refuses (too long, bad bytes) instead of raising."""
+    try:
+        return p.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 class ImageFolder(_Base):
@@ -131,6 +139,7 @@ class ImageFolder(_Base):
         data = Path(path).expanduser()
         root = data / "train"
         scan = _scan(root)
+        self.note: str | None = None
         self.classes = scan.classes
         self.img_size, self.mode = img_size, {1: "L", 3: "RGB"}.get(in_channels)
         if self.mode is None:
@@ -140,10 +149,13 @@ class ImageFolder(_Base):
         self.samples: list[tuple[str, int]] = [(str(root / rel), label) for label, c in enumerate(scan.class_list)
                                                for rel in c.images if rel not in drop]
         have = {label for _, label in self.samples}
-        empty = [name for label, name in enumerate(self.classes) if label not in have]
-        if empty:
-            raise ValueError(f"{len(empty)} class folder(s) in {root} hold no images ({_shown(empty, 5)}); "
-                             f"image types: {' '.join(scan_mod.IMG_EXTENSIONS)}")
+        empty = [scan_mod.shown(name) for label, name in enumerate(self.classes) if label not in have]
+        if empty:  # every image of these classes was bad and skipped (the scan refused empty folders already)
+            raise ValueError(f"{len(empty)} class folder(s) in {root} hold no usable images ({_shown(empty, 5)}): "
+                             "every image in them is bad (data.skip_bad)")
+        outside = scan.outside_note()
+        if outside:
+            self.note = f"{self.note}; {outside}" if self.note else outside
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -152,11 +164,14 @@ class ImageFolder(_Base):
         path, label = self.samples[index]
         try:
             with Image.open(path) as im:
+                if im.width * im.height > bounds.MAX_PIXELS:  # from the header, before decoding it
+                    raise ValueError(f"{im.width}x{im.height} is over the {bounds.MAX_PIXELS:,}-pixel limit")
                 img = center_crop_arr(im.convert(self.mode), self.img_size)
         except Exception as e:  # noqa: BLE001 - PIL's errors vary by format; all mean "this file is bad"
             why = " ".join(str(e).split())[:160] or type(e).__name__
-            raise BadImage(f"cannot decode {path} ({type(e).__name__}: {why}); find every bad file with "
-                           "`jitplan data verify`, then remove them or set data.skip_bad: true") from None
+            raise BadImage(f"cannot decode {scan_mod.shown(path)} ({type(e).__name__}: {scan_mod.shown(why)}); find "
+                           "every bad file with `jitplan data verify`, then remove them or set data.skip_bad: "
+                           "true") from None
         return pil_to_uint8(img), label
 
 
@@ -180,10 +195,10 @@ def _check_images(data: Path, root: Path, scan: scan_mod.Scan, manifest: str | N
         parts.append(f"{unverified:,} image(s) are new or changed since {mpath} (not verified)")
     if bad and not skip_bad:
         rel, why = bad[0]
-        raise ValueError(f"{len(bad)} image(s) in {root} do not decode, e.g. {rel} ({why}) [{source}]; remove "
-                         "them, or set data.skip_bad: true to train without them")
+        raise ValueError(f"{len(bad)} image(s) in {root} do not decode, e.g. {scan_mod.shown(rel)} ({why}) "
+                         f"[{source}]; remove them, or set data.skip_bad: true to train without them")
     if bad:
-        parts.append(f"skipped {len(bad)} bad image(s) (data.skip_bad), e.g. {bad[0][0]}")
+        parts.append(f"skipped {len(bad)} bad image(s) (data.skip_bad), e.g. {scan_mod.shown(bad[0][0])}")
     return bad, "; ".join(parts) or None
 
 
@@ -196,6 +211,12 @@ class Digits(_Base):
         except ImportError:
             raise ValueError("data.kind 'digits' needs scikit-learn (pip install scikit-learn)") from None
 
+        need = bounds.DIGITS_IMAGES * img_size * img_size * (1 + in_channels)  # `big` + the tensor below
+        free = bounds.host_free_bytes()
+        if free is not None and need > free:
+            raise ValueError(f"the digits dataset at {img_size} px takes {need / bounds.GB:.1f} GB "
+                             f"({bounds.DIGITS_IMAGES:,} images) but {free / bounds.GB:.1f} GB is free: "
+                             "lower model.img_size")
         d = load_digits()
         small = np.clip(np.rint(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)  # values 0..16
         big = np.stack([

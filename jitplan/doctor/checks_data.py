@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jitmodel.scan import outside_note
 from jitplan.doctor.context import DoctorContext
 from jitplan.doctor.finding import Finding
 
@@ -53,6 +54,8 @@ def check_dataset(ctx: DoctorContext) -> Finding:
     fails, warns = [], []
     if rep.problems:
         fails.append("; ".join(rep.problems[:3]) + (f" (and {len(rep.problems) - 3} more)" if len(rep.problems) > 3 else ""))
+    if rep.links_outside:
+        warns.append(f"{outside_note(rep.links_outside)}; the trainer and jitplan data verify skip them too")
     if rep.links_skipped:
         warns.append(f"{len(rep.links_skipped)} folder link(s) not followed (loops or repeats, e.g. "
                      f"{rep.links_skipped[0]}); the trainer skips them too")
@@ -62,7 +65,7 @@ def check_dataset(ctx: DoctorContext) -> Finding:
     if rep.empty_classes:
         fails.append(f"{len(rep.empty_classes)} empty class folder(s) ({', '.join(rep.empty_classes[:3])}): "
                      "ImageFolder refuses them")
-    expected = ctx.plan.num_classes if ctx.plan is not None else None
+    expected = ctx.plan.train.model.num_classes if ctx.plan is not None else None
     if expected is not None and rep.classes > expected:
         fails.append(f"{rep.classes} classes but the plan's model has num_classes={expected} (labels >= "
                      f"{expected} crash the embedding with a device-side assert)")
@@ -135,11 +138,11 @@ def check_checkpoint(ctx: DoctorContext) -> Finding:
             same = (want == have) if key != "variant" else _same_variant(str(want), mc.variant)
             if not same:
                 mismatches.append(f"saved {ck.saved_from}.{key}={want!r} but the tensors say {have!r}")
-    plan = ctx.plan
+    plan = ctx.plan.train.model if ctx.plan is not None else None
     if plan is not None:
         for key, want in (("variant", plan.variant), ("img_size", plan.img_size), ("num_classes", plan.num_classes)):
             have = getattr(mc, key)
-            same = (want == have) if key != "variant" else _same_variant(want, mc.variant)
+            same = (want == have) if key != "variant" else _same_variant(str(want), mc.variant)
             if not same:
                 mismatches.append(f"plan has {key}={want!r}, checkpoint has {have!r}")
     if mismatches:
