@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
+from jitmodel import bounds, strategy, train_state, train_step
 from jitmodel import checkpoint as ckpt_io
 from jitmodel import data as data_mod
-from jitmodel import strategy, train_state, train_step
 from jitmodel.config import TrainConfig, load_train_config, steps_per_epoch, validation_summary
 from jitmodel.dist import (
     DistEnv,
@@ -74,6 +74,7 @@ class Trainer:
         self.cfg, self.env = cfg, env
         self.device = pick_device(cfg.device, env.local_rank)
         self.amp = amp_dtype(cfg.precision, self.device)
+        bounds.check_start(cfg, env.world_size, self.device)  # memory floor vs free memory, before allocating
         self.out = Path(cfg.output_dir)
         resume_path = ckpt_io.resolve_resume(resume, self.out)
         ck = ckpt_io.load_checkpoint(resume_path, mmap=True) if resume_path else None
