@@ -251,3 +251,31 @@ def test_a_4000_character_data_path_is_one_line_exit_2(cli, tmp_path):
         inspect_dataset(long)
     with pytest.raises(ValueError, match="data directory not found"):
         ImageFolder(long, 8)
+
+
+# ---------------------------------------------------------------------------------------------- hooks
+
+def test_the_trainer_checks_its_memory_floor_before_allocating(tmp_path, monkeypatch, capsys):
+    """HOOK in jitmodel/train.py: Trainer.__init__ calls bounds.check_start before it builds anything."""
+    from jitmodel import train
+
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("kind: train\nmodel: {variant: JiT-Tiny/4, img_size: 1024, num_classes: 10}\n"
+                   f"data: {{kind: digits, num_workers: 0}}\nbatch_per_gpu: 2\noutput_dir: {tmp_path / 'out'}\n")
+    monkeypatch.setattr(bounds, "host_free_bytes", lambda root="/": 4 * GIB)
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"):
+        monkeypatch.delenv(k, raising=False)
+    assert train.main(["--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "needs at least" in err and "host memory at start" in err and "4.3 GB is free" in err
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/kmsg"), reason="no /proc/kmsg here")
+def test_a_config_whose_read_blocks_is_refused_unread(tmp_path):
+    """HOOK in jitmodel/safeyaml.py: configs are read through bounded_io.read_regular. /proc/kmsg is a
+    'regular' file of size 0 whose read blocks until the kernel logs; it is refused before it is opened."""
+    code = ("from jitmodel.config import read_yaml_mapping\ntry:\n    read_yaml_mapping('/proc/kmsg')\n"
+            "except ValueError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert "kernel file" in out.stdout, out.stdout + out.stderr
