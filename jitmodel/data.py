@@ -47,9 +47,9 @@ _INJECT_AFTER_BATCHES = 2
 def center_crop_arr(img: Image.Image, size: int) -> Image.Image:
     """ADM centre crop (guided-diffusion): BOX-halve while short side >= 2*size, BICUBIC resize, crop."""
     while min(img.size) >= 2 * size:
-        img = img.resize(tuple(s // 2 for s in img.size), resample=Image.Resampling.BOX)
+        img = img.resize((img.size[0] // 2, img.size[1] // 2), resample=Image.Resampling.BOX)
     scale = size / min(img.size)
-    img = img.resize(tuple(round(s * scale) for s in img.size), resample=Image.Resampling.BICUBIC)
+    img = img.resize((round(img.size[0] * scale), round(img.size[1] * scale)), resample=Image.Resampling.BICUBIC)
     left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
     return img.crop((left, top, left + size, top + size))
 
@@ -237,7 +237,7 @@ class Digits(_Base):
 def build_dataset(cfg: DataConfig, img_size: int, in_channels: int = 3, num_classes: int | None = None) -> _Base:
     """The configured dataset; ValueError (one line) when it cannot be used with this model."""
     ds: _Base = Digits(img_size, in_channels) if cfg.kind == "digits" else \
-        ImageFolder(cfg.path, img_size, in_channels, manifest=cfg.manifest, skip_bad=cfg.skip_bad)
+        ImageFolder(cfg.path or "", img_size, in_channels, manifest=cfg.manifest, skip_bad=cfg.skip_bad)
     if num_classes is not None and len(ds.classes) > num_classes:
         raise ValueError(f"the dataset has {len(ds.classes)} classes but model.num_classes is {num_classes}")
     return ds
@@ -280,7 +280,8 @@ class ResumableSampler(Sampler):
         pad = self.per_rank * self.world - self.n
         if pad:
             reps = math.ceil(pad / self.n)
-            perm, flips = torch.cat([perm] * (reps + 1))[: self.n + pad], torch.cat([flips] * (reps + 1))[: self.n + pad]
+            perm = torch.cat([perm] * (reps + 1))[: self.n + pad]
+            flips = torch.cat([flips] * (reps + 1))[: self.n + pad]
         return perm, flips
 
     def __len__(self) -> int:
@@ -312,13 +313,14 @@ def build_loader(ds: _Base, sampler: ResumableSampler, cfg: DataConfig, device: 
                  seed: int) -> DataLoader:
     """The DataLoader with the config's worker settings; its own generator keeps the global RNG untouched."""
     workers = cfg.num_workers
-    extra = {}
-    if workers > 0:
-        extra = {"prefetch_factor": cfg.prefetch_factor, "persistent_workers": cfg.persistent_workers}
+    pin = cfg.pin_memory and device.type == "cuda"
+    gen = torch.Generator().manual_seed(seed)
+    if workers == 0:  # DataLoader refuses prefetch/persistent settings without workers
+        return DataLoader(ds, batch_size=sampler.micro, sampler=sampler, num_workers=0, drop_last=True,
+                          pin_memory=pin, generator=gen)
     return DataLoader(ds, batch_size=sampler.micro, sampler=sampler, num_workers=workers, drop_last=True,
-                      pin_memory=cfg.pin_memory and device.type == "cuda",
-                      generator=torch.Generator().manual_seed(seed),
-                      worker_init_fn=_ignore_sigterm if workers > 0 else None, **extra)
+                      pin_memory=pin, generator=gen, worker_init_fn=_ignore_sigterm,
+                      prefetch_factor=cfg.prefetch_factor, persistent_workers=cfg.persistent_workers)
 
 
 def _ignore_sigterm(_worker_id: int) -> None:

@@ -297,7 +297,8 @@ def test_C9_cpus_and_C13_env():
     ctx = context(plan=bare_run(world=2, batch=16, workers=12), cpus_usable=8)
     ctx.env = {"NCCL_SHM_DISABLE": "1"}
     rep = run_checks(ctx)
-    assert rep.by_id("C9").level == "warn" and "24 DataLoader workers + 2 trainers on 8 usable CPUs" in rep.by_id("C9").found
+    c9 = rep.by_id("C9")
+    assert c9.level == "warn" and "24 DataLoader workers + 2 trainers on 8 usable CPUs" in c9.found
     assert "num_workers ~ 3 per rank" in rep.by_id("C9").fix
     assert rep.by_id("C13").level == "warn" and "NCCL_SHM_DISABLE=1" in rep.by_id("C13").found
 

@@ -65,7 +65,8 @@ def test_a_folder_link_leaving_the_dataset_is_never_followed_and_every_consumer_
     from jitplan.doctor.runner import run_doctor
     from jitplan.hardware.nvml_fake import FakeNvml
 
-    f = run_doctor(data_path=ds, run_torch=False, nvml=FakeNvml.from_file(DATA / "nvml" / "no_driver.yaml")).by_id("C10")
+    nvml = FakeNvml.from_file(DATA / "nvml" / "no_driver.yaml")
+    f = run_doctor(data_path=ds, run_torch=False, nvml=nvml).by_id("C10")
     assert f.level == "warn" and "24 images" in f.found and "c1/usr" in f.found
 
 
@@ -134,7 +135,8 @@ def test_dev_zero_as_a_manifest_is_refused_before_reading(tmp_path):
 def test_a_fifo_or_an_oversized_manifest_is_refused(tmp_path):
     fifo = tmp_path / "m.fifo"
     os.mkfifo(fifo)
-    code = f"from jitmodel.manifest import load_manifest\ntry:\n    load_manifest({str(fifo)!r})\nexcept ValueError as e:\n    print(e)"
+    code = (f"from jitmodel.manifest import load_manifest\ntry:\n    load_manifest({str(fifo)!r})\n"
+            "except ValueError as e:\n    print(e)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
     assert "a FIFO" in out.stdout  # no blocking open
@@ -245,6 +247,13 @@ def test_a_4000_character_data_path_is_one_line_exit_2(cli, tmp_path):
     r = cli("doctor", "--data", long)
     assert r.code == 2 and "Traceback" not in r.err and "no such folder" in r.err
     assert len(r.err) < 600  # the path is shortened, not printed whole
+    plan = tmp_path / "long.yaml"  # the same path from a plan: C10 says it, no traceback
+    plan.write_text(f"kind: train\nmodel: {{variant: JiT-Tiny/4, img_size: 32}}\ndata: {{path: {long}}}\n")
+    from jitplan.doctor.runner import run_doctor
+    from jitplan.hardware.nvml_fake import FakeNvml
+
+    rep = run_doctor(plan_path=plan, run_torch=False, nvml=FakeNvml.from_file(DATA / "nvml" / "no_driver.yaml"))
+    assert rep.by_id("C10").level == "fail" and "does not exist" in rep.by_id("C10").found
     with pytest.raises(UsageError):
         verify_dataset(long)
     with pytest.raises(UsageError):

@@ -114,7 +114,8 @@ def prepare_cmd(
     val_per_class: int | None = typer.Option(None, "--val-per-class", help="Images per class held out (default 10)."),
     val_fraction: float | None = typer.Option(None, "--val-fraction", help="Fraction per class held out."),
     seed: int = typer.Option(0, "--seed", help="Seed of the deterministic split."),
-    val_labels: Path | None = typer.Option(None, "--val-labels", help="Ground truth for a flat val/ (LOC_val_solution.csv)."),
+    val_labels: Path | None = typer.Option(None, "--val-labels",
+                                           help="Ground truth for a flat val/ (LOC_val_solution.csv)."),
     verify: bool = typer.Option(False, "--verify", help="Decode every image (PIL) after preparing."),
     json_out: JsonFlag = False,
 ) -> None:
@@ -122,14 +123,14 @@ def prepare_cmd(
 
     jitplan data prepare /data/imagenet256 /data/in256 --val-per-class 10
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
     from jitplan.cli._output import err
     from jitplan.dataset.prepare import prepare_dataset
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err,
                   transient=True, disable=json_out) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(phase: str, done: int, total: int) -> None:
             if phase not in tasks:

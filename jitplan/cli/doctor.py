@@ -54,7 +54,8 @@ def doctor(
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A jitmodel or official JiT checkpoint."),
     deep: bool = typer.Option(False, "--deep", help="Also decode a sample of dataset images."),
     nccl_timeout: float | None = typer.Option(None, "--nccl-timeout", help="The run's NCCL timeout, seconds "
-                                       "(default: the plan's dist_timeout_s, else jitmodel's 1800; official JiT: 600)."),
+                                              "(default: the plan's dist_timeout_s, else jitmodel's 1800; "
+                                              "official JiT: 600)."),
     python: str | None = typer.Option(None, "--python", help="The Python whose torch to check (default: this one)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Re-import torch even if nothing changed since the "
                                   "last successful check."),

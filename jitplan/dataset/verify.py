@@ -53,7 +53,8 @@ def verify_dataset(path: str | Path, *, out: str | Path | None = None, workers: 
     if not _is_dir(data):
         raise UsageError(f"dataset path is not a folder: {shown(str(data))[:300]}")
     if not _is_dir(root):
-        raise UsageError(f"{shown(str(data))} has no train/ folder (the trainer reads {shown(str(root))}/<class>/<image>)",
+        raise UsageError(f"{shown(str(data))} has no train/ folder (the trainer reads "
+                         f"{shown(str(root))}/<class>/<image>)",
                          hint="jitplan data prepare makes train/ + val/ from other layouts")
     scan = scan_classes(root)
     why = scan.refusal()  # the trainer's own rule: what it would refuse is refused here

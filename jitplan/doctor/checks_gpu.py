@@ -106,11 +106,14 @@ def check_p2p(ctx: DoctorContext) -> Finding:
         return Finding(id="C6", level="pass", title=title, found=f"P2P OK between all {len(nv.gpus)} GPUs")
     codes = sorted({s for _, _, s in bad})
     shm = host.shm_total_bytes
-    found = (f"no P2P on {len(bad)} of {len(pairs)} GPU pairs ({', '.join(f'{c} = {P2P_MEANING.get(c, c)}' for c in codes)}); "
+    meanings = ", ".join(f"{c} = {P2P_MEANING.get(c, c)}" for c in codes)
+    found = (f"no P2P on {len(bad)} of {len(pairs)} GPU pairs ({meanings}); "
              f"NCCL will use the SHM transport through /dev/shm ({(shm or 0) / 2**20:.0f} MiB)")
     if shm is not None and shm < 512 * 2**20:
-        return Finding(id="C6", level="fail", title=title, found=found + ": too small, NCCL will fail to create segments",
-                       fix="docker run --shm-size=8g --ulimit memlock=-1 (NCCL troubleshooting), or a host with more shm")
+        return Finding(id="C6", level="fail", title=title,
+                       found=found + ": too small, NCCL will fail to create segments",
+                       fix="docker run --shm-size=8g --ulimit memlock=-1 (NCCL troubleshooting), or a host with "
+                           "more shm")
     return Finding(id="C6", level="pass", title=title,
                    found=found + " (normal for GeForce cards; no NCCL_P2P_DISABLE needed)")
 

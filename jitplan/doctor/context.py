@@ -15,7 +15,10 @@ TrainConfig and the planner's estimates from its plan (None for a bare config). 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from jitmodel.scan import shown
 
 if TYPE_CHECKING:
     from jitmodel.config import TrainConfig
@@ -29,6 +32,16 @@ if TYPE_CHECKING:
 
 # jitmodel.dist.init_process_group(timeout_s=1800); the official JiT code keeps torch's 600 s default.
 DEFAULT_NCCL_TIMEOUT_S = 1800.0
+
+
+def short_path(path: str | Path) -> str:
+    """A path for a message: printable (non-UTF-8 bytes as ``\\xff``) and at most ~160 characters.
+
+        >>> short_path("/d/" + "x" * 4000)[-20:]
+        'x (4,003 characters)'
+    """
+    text = shown(str(path))
+    return text if len(text) <= 160 else f"{text[:80]}...{text[-40:]} ({len(text):,} characters)"
 
 
 def prefetch(train: TrainConfig) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from jitplan.doctor import checks_data, checks_gpu, checks_host, checks_torch
-from jitplan.doctor.context import DoctorContext
+from jitplan.doctor.context import DoctorContext, short_path
 from jitplan.doctor.finding import DoctorReport, Finding
 from jitplan.errors import UsageError
 from jitplan.runspec import load_run_spec
@@ -51,11 +51,17 @@ def _exists(path: str | Path, kind: str) -> bool:
         return False
 
 
-def _shown(path: str | Path) -> str:
-    from jitmodel.scan import shown
+def _nameable(path: str | Path) -> bool:
+    """Whether the OS accepts the name at all (missing is fine: the probe looks at its nearest ancestor)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):  # ENAMETOOLONG, a NUL byte
+        return False
+    return True
 
-    text = shown(str(path))
-    return text if len(text) <= 160 else f"{text[:80]}...{text[-40:]} ({len(text):,} characters)"
+
 
 
 def cache_dir(env: Mapping[str, str]) -> Path:
@@ -127,11 +133,11 @@ def run_doctor(
     env = dict(os.environ if env is None else env)
     plan = load_run_spec(plan_path) if plan_path is not None else None
     if data_path is not None and not _exists(data_path, "dir"):
-        raise UsageError(f"--data {_shown(data_path)}: no such folder")
+        raise UsageError(f"--data {short_path(data_path)}: no such folder")
     if checkpoint_path is not None and not _exists(checkpoint_path, "file"):
-        raise UsageError(f"--checkpoint {_shown(checkpoint_path)}: no such file")
+        raise UsageError(f"--checkpoint {short_path(checkpoint_path)}: no such file")
     data = str(data_path) if data_path is not None else (plan.train.data.path if plan is not None else None)
-    disks = [p for p in (data, ".") if p]
+    disks = [p for p in (data, ".") if p and _nameable(p)]
     probe = run_probe(nvml=nvml, paths=paths, disk_paths=disks, host_kwargs={"env": env, **(host_kwargs or {})})
     ctx = DoctorContext(probe=probe, plan=plan, data_path=data, nccl_timeout_s=nccl_timeout_s, deep=deep, env=env)
     if run_torch:
