@@ -288,3 +288,16 @@ def test_a_config_whose_read_blocks_is_refused_unread(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
     assert "kernel file" in out.stdout, out.stdout + out.stderr
+
+
+def test_doctor_checkpoint_digests_with_a_flooding_python_are_bounded(tmp_path):
+    """HOOK in jitplan/doctor/ckpt.py: verify_digests runs its child through run_bounded."""
+    from jitplan.doctor.ckpt import verify_digests
+
+    flood = tmp_path / "python"
+    flood.write_text(f"#!{sys.executable}\n{FLOOD}")
+    flood.chmod(0o755)
+    t0 = time.perf_counter()
+    with pytest.raises(UsageError) as e:
+        verify_digests(tmp_path / "x.pt", python=str(flood), timeout=120)
+    assert time.perf_counter() - t0 < 30 and len(e.value.message) < 600
