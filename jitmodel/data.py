@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
+from jitmodel import bounds
 from jitmodel import scan as scan_mod
 from jitmodel.config import DataConfig
 
@@ -46,9 +47,9 @@ _INJECT_AFTER_BATCHES = 2
 def center_crop_arr(img: Image.Image, size: int) -> Image.Image:
     """ADM centre crop (guided-diffusion): BOX-halve while short side >= 2*size, BICUBIC resize, crop."""
     while min(img.size) >= 2 * size:
-        img = img.resize(tuple(s // 2 for s in img.size), resample=Image.Resampling.BOX)
+        img = img.resize((img.size[0] // 2, img.size[1] // 2), resample=Image.Resampling.BOX)
     scale = size / min(img.size)
-    img = img.resize(tuple(round(s * scale) for s in img.size), resample=Image.Resampling.BICUBIC)
+    img = img.resize((round(img.size[0] * scale), round(img.size[1] * scale)), resample=Image.Resampling.BICUBIC)
     left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
     return img.crop((left, top, left + size, top + size))
 
@@ -105,17 +106,24 @@ def find_classes(root: Path) -> list[str]:
 
 
 def _scan(root: Path) -> scan_mod.Scan:
-    if not root.parent.is_dir():
-        raise ValueError(f"data directory not found: {root.parent}")
-    if not root.is_dir():
-        raise ValueError(f"{root.parent} has no train/ folder (expected {root}/<class>/<image>)")
+    if not _is_dir(root.parent):
+        raise ValueError(f"data directory not found: {scan_mod.shown(str(root.parent))}")
+    if not _is_dir(root):
+        raise ValueError(f"{scan_mod.shown(str(root.parent))} has no train/ folder "
+                         f"(expected {scan_mod.shown(str(root))}/<class>/<image>)")
     scan = scan_mod.scan_classes(root)
-    problems = scan.problems()
-    if problems:
-        raise ValueError(f"{root}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
-    if not scan.class_list:
-        raise ValueError(f"{root} holds no class folders (expected {root}/<class>/<image>)")
+    why = scan.refusal()
+    if why:
+        raise ValueError(why)
     return scan
+
+
+def _is_dir(p: Path) -> bool:
+    """``Path.is_dir`` that says False for a path the OS refuses (too long, bad bytes) instead of raising."""
+    try:
+        return p.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 class ImageFolder(_Base):
@@ -131,6 +139,7 @@ class ImageFolder(_Base):
         data = Path(path).expanduser()
         root = data / "train"
         scan = _scan(root)
+        self.note: str | None = None
         self.classes = scan.classes
         self.img_size, self.mode = img_size, {1: "L", 3: "RGB"}.get(in_channels)
         if self.mode is None:
@@ -140,10 +149,13 @@ class ImageFolder(_Base):
         self.samples: list[tuple[str, int]] = [(str(root / rel), label) for label, c in enumerate(scan.class_list)
                                                for rel in c.images if rel not in drop]
         have = {label for _, label in self.samples}
-        empty = [name for label, name in enumerate(self.classes) if label not in have]
-        if empty:
-            raise ValueError(f"{len(empty)} class folder(s) in {root} hold no images ({_shown(empty, 5)}); "
-                             f"image types: {' '.join(scan_mod.IMG_EXTENSIONS)}")
+        empty = [scan_mod.shown(name) for label, name in enumerate(self.classes) if label not in have]
+        if empty:  # every image of these classes was bad and skipped (the scan refused empty folders already)
+            raise ValueError(f"{len(empty)} class folder(s) in {root} hold no usable images ({_shown(empty, 5)}): "
+                             "every image in them is bad (data.skip_bad)")
+        outside = scan.outside_note()
+        if outside:
+            self.note = f"{self.note}; {outside}" if self.note else outside
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -152,11 +164,14 @@ class ImageFolder(_Base):
         path, label = self.samples[index]
         try:
             with Image.open(path) as im:
+                if im.width * im.height > bounds.MAX_PIXELS:  # from the header, before decoding it
+                    raise ValueError(f"{im.width}x{im.height} is over the {bounds.MAX_PIXELS:,}-pixel limit")
                 img = center_crop_arr(im.convert(self.mode), self.img_size)
         except Exception as e:  # noqa: BLE001 - PIL's errors vary by format; all mean "this file is bad"
             why = " ".join(str(e).split())[:160] or type(e).__name__
-            raise BadImage(f"cannot decode {path} ({type(e).__name__}: {why}); find every bad file with "
-                           "`jitplan data verify`, then remove them or set data.skip_bad: true") from None
+            raise BadImage(f"cannot decode {scan_mod.shown(path)} ({type(e).__name__}: {scan_mod.shown(why)}); find "
+                           "every bad file with `jitplan data verify`, then remove them or set data.skip_bad: "
+                           "true") from None
         return pil_to_uint8(img), label
 
 
@@ -180,10 +195,10 @@ def _check_images(data: Path, root: Path, scan: scan_mod.Scan, manifest: str | N
         parts.append(f"{unverified:,} image(s) are new or changed since {mpath} (not verified)")
     if bad and not skip_bad:
         rel, why = bad[0]
-        raise ValueError(f"{len(bad)} image(s) in {root} do not decode, e.g. {rel} ({why}) [{source}]; remove "
-                         "them, or set data.skip_bad: true to train without them")
+        raise ValueError(f"{len(bad)} image(s) in {root} do not decode, e.g. {scan_mod.shown(rel)} ({why}) "
+                         f"[{source}]; remove them, or set data.skip_bad: true to train without them")
     if bad:
-        parts.append(f"skipped {len(bad)} bad image(s) (data.skip_bad), e.g. {bad[0][0]}")
+        parts.append(f"skipped {len(bad)} bad image(s) (data.skip_bad), e.g. {scan_mod.shown(bad[0][0])}")
     return bad, "; ".join(parts) or None
 
 
@@ -196,6 +211,12 @@ class Digits(_Base):
         except ImportError:
             raise ValueError("data.kind 'digits' needs scikit-learn (pip install scikit-learn)") from None
 
+        need = bounds.DIGITS_IMAGES * img_size * img_size * (1 + in_channels)  # `big` + the tensor below
+        free = bounds.host_free_bytes()
+        if free is not None and need > free:
+            raise ValueError(f"the digits dataset at {img_size} px takes {need / bounds.GB:.1f} GB "
+                             f"({bounds.DIGITS_IMAGES:,} images) but {free / bounds.GB:.1f} GB is free: "
+                             "lower model.img_size")
         d = load_digits()
         small = np.clip(np.rint(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)  # values 0..16
         big = np.stack([
@@ -216,7 +237,7 @@ class Digits(_Base):
 def build_dataset(cfg: DataConfig, img_size: int, in_channels: int = 3, num_classes: int | None = None) -> _Base:
     """The configured dataset; ValueError (one line) when it cannot be used with this model."""
     ds: _Base = Digits(img_size, in_channels) if cfg.kind == "digits" else \
-        ImageFolder(cfg.path, img_size, in_channels, manifest=cfg.manifest, skip_bad=cfg.skip_bad)
+        ImageFolder(cfg.path or "", img_size, in_channels, manifest=cfg.manifest, skip_bad=cfg.skip_bad)
     if num_classes is not None and len(ds.classes) > num_classes:
         raise ValueError(f"the dataset has {len(ds.classes)} classes but model.num_classes is {num_classes}")
     return ds
@@ -259,7 +280,8 @@ class ResumableSampler(Sampler):
         pad = self.per_rank * self.world - self.n
         if pad:
             reps = math.ceil(pad / self.n)
-            perm, flips = torch.cat([perm] * (reps + 1))[: self.n + pad], torch.cat([flips] * (reps + 1))[: self.n + pad]
+            perm = torch.cat([perm] * (reps + 1))[: self.n + pad]
+            flips = torch.cat([flips] * (reps + 1))[: self.n + pad]
         return perm, flips
 
     def __len__(self) -> int:
@@ -291,13 +313,14 @@ def build_loader(ds: _Base, sampler: ResumableSampler, cfg: DataConfig, device: 
                  seed: int) -> DataLoader:
     """The DataLoader with the config's worker settings; its own generator keeps the global RNG untouched."""
     workers = cfg.num_workers
-    extra = {}
-    if workers > 0:
-        extra = {"prefetch_factor": cfg.prefetch_factor, "persistent_workers": cfg.persistent_workers}
+    pin = cfg.pin_memory and device.type == "cuda"
+    gen = torch.Generator().manual_seed(seed)
+    if workers == 0:  # DataLoader refuses prefetch/persistent settings without workers
+        return DataLoader(ds, batch_size=sampler.micro, sampler=sampler, num_workers=0, drop_last=True,
+                          pin_memory=pin, generator=gen)
     return DataLoader(ds, batch_size=sampler.micro, sampler=sampler, num_workers=workers, drop_last=True,
-                      pin_memory=cfg.pin_memory and device.type == "cuda",
-                      generator=torch.Generator().manual_seed(seed),
-                      worker_init_fn=_ignore_sigterm if workers > 0 else None, **extra)
+                      pin_memory=pin, generator=gen, worker_init_fn=_ignore_sigterm,
+                      prefetch_factor=cfg.prefetch_factor, persistent_workers=cfg.persistent_workers)
 
 
 def _ignore_sigterm(_worker_id: int) -> None:

@@ -6,7 +6,10 @@
     {"format": "jitmodel-data-manifest", "format_version": 1, "root": ".../train",
      "files": {"<class>/<file>": [size, mtime_ns, null | "why it does not decode"], ...}}
 
-A second run decodes only the files whose size or mtime changed. The trainer reads the manifest
+A second run decodes only the files whose size or mtime changed. Bounds: an image over
+``jitmodel.bounds.MAX_PIXELS`` is reported bad from its header, before it is decoded (a 12000x12000 PNG
+would take ~0.5 GB to decode); the decoding processes are capped at the usable CPUs; a manifest is read only
+when it is a regular file of at most ``MAX_MANIFEST_BYTES``. The trainer reads the manifest
 (``data.manifest``, default that file when present) and refuses to start while it lists bad files, or,
 with ``data.skip_bad: true``, leaves them out and logs how many.
 
@@ -29,12 +32,16 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from jitmodel.scan import Scan, scan_classes
+from jitmodel.bounded_io import read_regular
+from jitmodel.bounds import MAX_PIXELS, usable_cpus
+from jitmodel.scan import Scan, scan_classes, shown
 
 FORMAT = "jitmodel-data-manifest"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "jitmodel-manifest.json"
 _CHUNK = 64
+# ~75 bytes per entry: 1 GiB holds ~14 M images (ImageNet-1k's 1.28 M take ~95 MB); a bigger file is not ours.
+MAX_MANIFEST_BYTES = 2**30
 
 
 def decode_error(path: str | os.PathLike) -> str | None:
@@ -43,6 +50,9 @@ def decode_error(path: str | os.PathLike) -> str | None:
 
     try:
         with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:  # from the header: nothing decoded yet
+                return (f"too large: {im.width}x{im.height} = {im.width * im.height:,} pixels, over the "
+                        f"{MAX_PIXELS:,}-pixel limit for a training image (resize it first)")
             im.load()
             if im.width < 1 or im.height < 1:
                 return "the image has no pixels"
@@ -95,7 +105,7 @@ def build_manifest(class_root: str | Path, *, scan: Scan | None = None, previous
 
 def _decode_all(paths: list[str], workers: int | None, progress: Callable[[int, int], None] | None) -> list:
     chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
-    workers = workers if workers is not None else min(len(chunks), os.cpu_count() or 1)
+    workers = decode_workers(workers, len(chunks))
     out: list[str | None] = []
     if workers <= 1 or len(chunks) <= 1:
         results: Iterable[list[str | None]] = map(_decode_chunk, chunks)
@@ -112,6 +122,16 @@ def _decode_all(paths: list[str], workers: int | None, progress: Callable[[int, 
     return out
 
 
+def decode_workers(asked: int | None, chunks: int | None = None) -> int:
+    """Decoding processes: ``asked`` (default all), never more than the usable CPUs nor the chunks of work.
+
+        >>> decode_workers(500) <= usable_cpus()
+        True
+    """
+    n = min(asked if asked is not None else usable_cpus(), usable_cpus())
+    return max(1, min(n, chunks) if chunks is not None else n)
+
+
 def bad_files(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     return [(rel, why) for rel, (_, _, why) in manifest["files"].items() if why]
 
@@ -120,11 +140,15 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
     """A manifest file; ValueError (one line) when it is not one."""
     p = Path(path)
     try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
+        raw = json.loads(read_regular(p, MAX_MANIFEST_BYTES, "manifest").decode("utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"manifest not found: {p}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{p} is not a readable manifest ({type(e).__name__}); re-run jitplan data verify") from None
+        raise ValueError(f"manifest not found: {shown(str(p))}") from None
+    except ValueError as e:  # not a regular file, too big, not UTF-8, not JSON
+        why = str(e) if str(p) in str(e) else f"{shown(str(p))} is not a readable manifest ({type(e).__name__})"
+        raise ValueError(f"{why}; re-run jitplan data verify") from None
+    except OSError as e:
+        raise ValueError(f"{shown(str(p))} is not a readable manifest ({e.strerror or type(e).__name__}); "
+                         "re-run jitplan data verify") from None
     ok = isinstance(raw, dict) and raw.get("format") == FORMAT and isinstance(raw.get("files"), dict) and all(
         isinstance(v, list) and len(v) == 3 for v in raw["files"].values())
     if not ok:

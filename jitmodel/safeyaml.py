@@ -21,6 +21,8 @@ from typing import Any
 import yaml  # type: ignore[import-untyped]  # no types-PyYAML stubs in this environment
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode  # type: ignore[import-untyped]  # idem
 
+from jitmodel.bounded_io import read_regular
+
 MAX_BYTES = 256 * 1024
 MAX_DEPTH = 64
 MAX_NODES = 100_000  # values after alias expansion
@@ -93,8 +95,7 @@ def read_text(path: Path) -> str:
     """The file's text: a regular file of at most MAX_BYTES, UTF-8 (a UTF-8 BOM is allowed)."""
     if path.exists() and not path.is_file() and not path.is_dir():
         raise ValueError(f"{path} is not a regular file")
-    with open(path, "rb") as f:
-        data = f.read(MAX_BYTES + 1)
+    data = read_regular(path, MAX_BYTES, "config")  # no FIFO, device or /proc file; never past its size
     if len(data) > MAX_BYTES:
         raise ValueError(f"{path} is larger than {MAX_BYTES // 1024} KiB: not a config file")
     try:

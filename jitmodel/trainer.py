@@ -23,9 +23,9 @@ from typing import Any, Protocol
 import torch
 from pydantic import ValidationError
 
+from jitmodel import bounds, strategy
 from jitmodel import checkpoint as ckpt_io
 from jitmodel import data as data_mod
-from jitmodel import strategy
 from jitmodel.config import TrainConfig, effective_batch, steps_per_epoch, validation_summary
 from jitmodel.dist import DistEnv, amp_dtype, init_process_group, pick_device
 from jitmodel.metrics import MetricsLogger, StepTimer, peak_memory_mib
@@ -54,6 +54,7 @@ class Trainer:
                              f"{env.world_size} process(es)")
         self.cfg, self.env = cfg, env
         self.device = pick_device(cfg.device, env.local_rank)
+        bounds.check_start(cfg, env.world_size, self.device)  # memory floor vs free memory, before allocating
         self.amp = amp_dtype(cfg.precision, self.device)
         self.out = Path(cfg.output_dir)
         if self.out.exists() and not self.out.is_dir():

@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from jitmodel.config import DataConfig, ModelConfig, TrainConfig
 from jitmodel.variants import get_variant
-from jitplan.doctor.context import DoctorContext, PlanFacts
+from jitplan.doctor.context import DoctorContext
 from jitplan.doctor.runner import run_checks, run_doctor
 from jitplan.hardware.host import HostPaths
 from jitplan.hardware.nvml_fake import FakeNvml
 from jitplan.hardware.probe import run_probe
+from jitplan.runspec import RunSpec, load_run_spec
 
 DATA = Path(__file__).parent / "data"
 GIB = 2**30
@@ -64,7 +66,14 @@ def doctor(*, nvml: str = "2x_rtx3060", cgroup: str = "v2_24g", torch_dir: Path 
                       cache=False, host_kwargs={"affinity": 16, "host_ram_bytes": host_ram}, **kw)
 
 
-def context(nvml: str = "2x_rtx3060", cgroup: str = "v2_24g", plan: PlanFacts | None = None, **host) -> DoctorContext:
+def bare_run(world: int = 2, batch: int = 16, workers: int = 12, **train) -> RunSpec:
+    """A bare TrainConfig run (no planner estimates): JiT-B/16 at 256 px on ``world`` processes of one node."""
+    cfg = TrainConfig(model=ModelConfig(variant="JiT-B/16", img_size=256), world_size=world, batch_per_gpu=batch,
+                      data=DataConfig(path="/data", num_workers=workers), **train)
+    return RunSpec.from_train(cfg)
+
+
+def context(nvml: str = "2x_rtx3060", cgroup: str = "v2_24g", plan: RunSpec | None = None, **host) -> DoctorContext:
     probe = run_probe(nvml=FakeNvml.from_file(DATA / "nvml" / f"{nvml}.yaml"),
                       paths=HostPaths.under(DATA / "cgroup" / cgroup),
                       host_kwargs={"affinity": 16, "host_ram_bytes": 256 * GIB, "env": {}})
@@ -249,9 +258,11 @@ def test_C4_rank_count_vs_visible_gpus(story_plan):
     assert f.level == "fail" and "8 GPU(s)" in f.found and "plan runs 2 ranks" in f.found
 
 
-def test_C5_memory_pcie_power():
-    plan = PlanFacts(source="t", nproc_per_node=2, batch_per_gpu=64, num_workers=2, prefetch_factor=2, img_size=256,
-                     in_channels=3, variant="JiT-B/16", num_classes=1000, memory_per_gpu_bytes=20 * GIB)
+def test_C5_memory_pcie_power(story_plan):
+    run = load_run_spec(story_plan)
+    assert run.plan is not None
+    est = run.plan.estimates.model_copy(update={"memory_per_gpu_bytes": 20 * GIB})
+    plan = run.model_copy(update={"plan": run.plan.model_copy(update={"estimates": est})})
     f = run_checks(context(plan=plan)).by_id("C5")
     assert f.level == "fail" and "plan needs 20.0 GiB, card has 12.0 GiB" in f.found
     f = run_checks(context()).by_id("C5")
@@ -276,21 +287,18 @@ def test_C6_p2p():
 def test_C7_tiny_dev_shm(story_plan, tmp_path):
     f = run_checks(context(shm_total_bytes=64 * 2**20, shm_free_bytes=64 * 2**20)).by_id("C7")
     assert f.level == "fail" and "Docker's 64 MB default" in f.found
-    from jitplan.doctor.context import load_plan_facts
-
-    facts = load_plan_facts(edit_plan(story_plan, tmp_path / "p.yaml", num_workers=12))
+    facts = load_run_spec(edit_plan(story_plan, tmp_path / "p.yaml", num_workers=12))
     f = run_checks(context(plan=facts, shm_total_bytes=256 * 2**20, shm_free_bytes=256 * 2**20)).by_id("C7")
     assert f.level == "fail" and "2 ranks x 12 workers x 2 batches" in f.found and "Bus error" in f.found
     assert run_checks(context(plan=facts)).by_id("C7").level == "pass"
 
 
 def test_C9_cpus_and_C13_env():
-    plan = PlanFacts(source="t", nproc_per_node=2, batch_per_gpu=16, num_workers=12, prefetch_factor=2,
-                     img_size=256, in_channels=3, variant="JiT-B/16", num_classes=1000)
-    ctx = context(plan=plan, cpus_usable=8)
+    ctx = context(plan=bare_run(world=2, batch=16, workers=12), cpus_usable=8)
     ctx.env = {"NCCL_SHM_DISABLE": "1"}
     rep = run_checks(ctx)
-    assert rep.by_id("C9").level == "warn" and "24 DataLoader workers + 2 trainers on 8 usable CPUs" in rep.by_id("C9").found
+    c9 = rep.by_id("C9")
+    assert c9.level == "warn" and "24 DataLoader workers + 2 trainers on 8 usable CPUs" in c9.found
     assert "num_workers ~ 3 per rank" in rep.by_id("C9").fix
     assert rep.by_id("C13").level == "warn" and "NCCL_SHM_DISABLE=1" in rep.by_id("C13").found
 

@@ -111,14 +111,15 @@ def test_doctor_c14_catches_bf16_on_a_card_without_it():
     from types import SimpleNamespace
 
     from jitplan.doctor.checks_gpu import check_precision
-    from jitplan.doctor.context import PlanFacts
+    from jitplan.runspec import RunSpec
 
-    facts = PlanFacts(source="t", nproc_per_node=2, batch_per_gpu=8, num_workers=0, prefetch_factor=2, img_size=256,
-                      in_channels=3, variant="JiT-B/16", num_classes=1000, precision="bf16")
+    train = TrainConfig(world_size=2, batch_per_gpu=8, precision="bf16", data=DataConfig(kind="digits", num_workers=0))
+    facts = RunSpec.from_train(train)
     gpus = [SimpleNamespace(index=i, name="Tesla T4", compute_capability="7.5") for i in range(2)]  # as NVML says
     f = check_precision(SimpleNamespace(plan=facts, gpus=gpus))
     assert f.level == "fail" and "Tesla T4" in f.found and "fp16" in f.fix
-    ctx16 = SimpleNamespace(plan=facts.model_copy(update={"precision": "fp16"}), gpus=gpus)
+    fp16 = train.model_copy(update={"precision": "fp16"})
+    ctx16 = SimpleNamespace(plan=facts.with_train(fp16), gpus=gpus)
     assert check_precision(ctx16).level == "pass"
 
 

@@ -47,6 +47,8 @@ def _render_report(rep, console: Console) -> None:  # rep: DatasetReport
         t.add_row("non-image files", str(rep.other_files))
     for prob in rep.problems[:5]:
         t.add_row("problem", prob)
+    if rep.links_outside:
+        t.add_row("links leaving the dataset", f"{len(rep.links_outside)} not followed, e.g. {rep.links_outside[0]}")
     if rep.links_skipped:
         t.add_row("links not followed", f"{len(rep.links_skipped)} (loops or repeats), e.g. {rep.links_skipped[0]}")
     console.print(t)
@@ -73,7 +75,8 @@ def inspect_cmd(
 def verify_cmd(
     path: Path = typer.Argument(..., help="Dataset root (the folder holding train/, as data.path)."),
     out: Path | None = typer.Option(None, "--out", help="Manifest file (default PATH/jitmodel-manifest.json)."),
-    workers: int | None = typer.Option(None, "--workers", min=1, help="Decoding processes (default: all CPUs)."),
+    workers: int | None = typer.Option(None, "--workers", min=1,
+                                       help="Decoding processes (default and most: the usable CPUs)."),
     json_out: JsonFlag = False,
 ) -> None:
     """Decode every image once and write the verified manifest the trainer reads; exit 1 on bad images.
@@ -93,7 +96,10 @@ def verify_cmd(
 
     def render(c: Console) -> None:
         c.print(f"{res.images:,} images in {res.classes} classes: {len(res.bad)} bad; decoded {res.decoded:,} "
-                f"(the rest unchanged since the manifest) in {res.seconds:.1f} s; manifest {res.manifest}")
+                f"with {res.workers} process(es) (the rest unchanged since the manifest) in {res.seconds:.1f} s; "
+                f"manifest {res.manifest}")
+        for n in res.notes:
+            c.print(f"note: {n}")
 
     emit(res, json_mode=json_out, render=render)
     _refuse_bad(res.bad, f"{len(res.bad)} of {res.images} images do not decode",
@@ -108,7 +114,8 @@ def prepare_cmd(
     val_per_class: int | None = typer.Option(None, "--val-per-class", help="Images per class held out (default 10)."),
     val_fraction: float | None = typer.Option(None, "--val-fraction", help="Fraction per class held out."),
     seed: int = typer.Option(0, "--seed", help="Seed of the deterministic split."),
-    val_labels: Path | None = typer.Option(None, "--val-labels", help="Ground truth for a flat val/ (LOC_val_solution.csv)."),
+    val_labels: Path | None = typer.Option(None, "--val-labels",
+                                           help="Ground truth for a flat val/ (LOC_val_solution.csv)."),
     verify: bool = typer.Option(False, "--verify", help="Decode every image (PIL) after preparing."),
     json_out: JsonFlag = False,
 ) -> None:
@@ -116,14 +123,14 @@ def prepare_cmd(
 
     jitplan data prepare /data/imagenet256 /data/in256 --val-per-class 10
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
     from jitplan.cli._output import err
     from jitplan.dataset.prepare import prepare_dataset
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err,
                   transient=True, disable=json_out) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(phase: str, done: int, total: int) -> None:
             if phase not in tasks:

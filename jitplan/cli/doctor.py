@@ -54,10 +54,13 @@ def doctor(
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A jitmodel or official JiT checkpoint."),
     deep: bool = typer.Option(False, "--deep", help="Also decode a sample of dataset images."),
     nccl_timeout: float | None = typer.Option(None, "--nccl-timeout", help="The run's NCCL timeout, seconds "
-                                       "(default: the plan's dist_timeout_s, else jitmodel's 1800; official JiT: 600)."),
+                                              "(default: the plan's dist_timeout_s, else jitmodel's 1800; "
+                                              "official JiT: 600)."),
     python: str | None = typer.Option(None, "--python", help="The Python whose torch to check (default: this one)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Re-import torch even if nothing changed since the "
                                   "last successful check."),
+    import_timeout: float = typer.Option(30.0, "--import-timeout", help="Seconds to wait for `import torch` "
+                                         "before calling it hung (a healthy import takes 1-10 s)."),
     json_out: JsonFlag = False,
     wide: bool | None = typer.Option(None, "--wide/--compact", help="One table row per finding (default: when "
                                      "the terminal has >= 140 columns)."),
@@ -73,6 +76,8 @@ def doctor(
     from jitplan.hardware.host import HostPaths
     from jitplan.hardware.nvml_fake import FakeNvml
 
+    if not 0 < import_timeout <= 3600:
+        raise UsageError(f"--import-timeout must be in (0, 3600] seconds, got {import_timeout:g}")
     if nccl_timeout is not None and nccl_timeout <= 0:
         raise UsageError(f"--nccl-timeout must be > 0 seconds, got {nccl_timeout:g}")
     nvml = None
@@ -82,6 +87,7 @@ def doctor(
         nvml = FakeNvml.from_file(replay_nvml)
     report = run_doctor(plan_path=plan, data_path=data, checkpoint_path=checkpoint, deep=deep,
                         nccl_timeout_s=nccl_timeout, python=python, nvml=nvml, cache=not no_cache,
+                        import_timeout_s=import_timeout,
                         paths=HostPaths.under(host_root) if host_root is not None else None)
     emit(report, json_mode=json_out, render=lambda c: render(report, c, wide))
     if report.failed:

@@ -9,7 +9,8 @@ Layouts (``DatasetReport.layout``):
 
 Class folders and images come from ``jitmodel.scan`` (the scanner the trainer uses, so both agree):
 *every* sub-directory is a class, hidden ones (``.ipynb_checkpoints``) included, which is why they are
-reported; each real folder is walked once; unreadable or looping class folders are named in ``problems``.
+reported; each real folder is walked once; unreadable or looping class folders are named in ``problems``;
+folder links that leave the dataset are not followed and are named in ``links_outside``.
 
     >>> import tempfile, pathlib
     >>> root = pathlib.Path(tempfile.mkdtemp())
@@ -31,7 +32,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jitmodel.scan import IMG_EXTENSIONS, Scan, is_image, scan_classes
+from jitmodel.scan import IMG_EXTENSIONS, Scan, is_image, scan_classes, shown
 from jitplan.errors import UsageError
 
 __all__ = ["IMG_EXTENSIONS", "DatasetReport", "inspect_dataset", "is_image", "sample_images", "scan_dataset"]
@@ -64,6 +65,7 @@ class DatasetReport(BaseModel):
     sizes: dict[str, int] = Field(default_factory=dict)  # "256x256": count, over a sample
     problems: list[str] = Field(default_factory=list)  # unreadable or looping class folders (jitmodel.scan)
     links_skipped: list[str] = Field(default_factory=list)  # folder links not followed (loops, repeats)
+    links_outside: list[str] = Field(default_factory=list)  # "c1/usr -> /usr": folder links leaving the dataset
     notes: list[str] = Field(default_factory=list)
 
 
@@ -105,10 +107,14 @@ def inspect_dataset(path: str | Path, *, sample_sizes: int = 16) -> DatasetRepor
 def scan_dataset(path: str | Path, *, sample_sizes: int = 16) -> tuple[DatasetReport, Scan | None]:
     """The report and the scan of its class folders (None when none were found)."""
     root = Path(path)
-    if not root.exists():
-        raise UsageError(f"dataset path does not exist: {root}")
-    if not root.is_dir():
-        raise UsageError(f"dataset path is not a folder: {root}")
+    try:
+        exists, is_dir = root.exists(), root.is_dir()
+    except (OSError, ValueError) as e:  # a name the OS refuses (too long, NUL)
+        raise UsageError(f"dataset path is unusable: {shown(str(root))[:200]} ({type(e).__name__})") from None
+    if not exists:
+        raise UsageError(f"dataset path does not exist: {shown(str(root))}")
+    if not is_dir:
+        raise UsageError(f"dataset path is not a folder: {shown(str(root))}")
     try:
         any(True for _ in os.scandir(root))
     except OSError as e:
@@ -147,13 +153,14 @@ def _fill_classes(rep: DatasetReport, scan: Scan, sample_sizes: int) -> None:
     rep.class_names = scan.classes
     rep.classes = len(scan.class_list)
     rep.hidden_dirs = [n for n in scan.classes if n.startswith(".")]
-    rep.empty_classes = [c.name for c in scan.class_list if not c.images and not c.problem]
+    rep.empty_classes = scan.empty_classes()
     per_class = [len(c.images) for c in scan.class_list]
     rep.images = sum(per_class)
     rep.extensions = dict(scan.extensions.most_common())
     rep.other_files = scan.other_files
     rep.problems = scan.problems()
     rep.links_skipped = scan.links_skipped
+    rep.links_outside = [shown(x) for x in scan.links_outside]
     if per_class:
         rep.per_class_min, rep.per_class_max = min(per_class), max(per_class)
         rep.per_class_median = float(statistics.median(per_class))

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from jitplan.doctor.context import DoctorContext
+from jitmodel.scan import outside_note
+from jitplan.doctor.context import DoctorContext, short_path
 from jitplan.doctor.finding import Finding
 
 
@@ -35,14 +36,15 @@ def check_dataset(ctx: DoctorContext) -> Finding:
         return Finding(id="C10", level="fail", title=title, found=ctx.data_error,
                        fix="check the folder's permissions and links (jitplan data inspect PATH)")
     if rep is None and ctx.data_path:
-        return Finding(id="C10", level="fail", title=title, found=f"data path {ctx.data_path} does not exist here",
+        return Finding(id="C10", level="fail", title=title, found=f"data path {short_path(ctx.data_path)} does not exist here",
                        fix="copy or mount the dataset, or fix data.path in the plan")
     if rep is None:
         return Finding(id="C10", level="skip", title=title, found="no dataset given (--data or a plan's data.path)")
     p = rep.path
     if rep.layout in ("empty", "unknown"):
         return Finding(id="C10", level="fail", title=title,
-                       found=f"{p}: no class folders of images found ({rep.layout}; {'; '.join(rep.notes) or 'nothing usable'})",
+                       found=f"{p}: no class folders of images found ({rep.layout}; "
+                             f"{'; '.join(rep.notes) or 'nothing usable'})",
                        fix="point --data at the folder holding train/<class>/ (or the class folders themselves)")
     if rep.layout == "flat":
         return Finding(id="C10", level="fail", title=title,
@@ -52,7 +54,10 @@ def check_dataset(ctx: DoctorContext) -> Finding:
                            f"or ln -s . {p}/train to train on everything")
     fails, warns = [], []
     if rep.problems:
-        fails.append("; ".join(rep.problems[:3]) + (f" (and {len(rep.problems) - 3} more)" if len(rep.problems) > 3 else ""))
+        more = f" (and {len(rep.problems) - 3} more)" if len(rep.problems) > 3 else ""
+        fails.append("; ".join(rep.problems[:3]) + more)
+    if rep.links_outside:
+        warns.append(f"{outside_note(rep.links_outside)}; the trainer and jitplan data verify skip them too")
     if rep.links_skipped:
         warns.append(f"{len(rep.links_skipped)} folder link(s) not followed (loops or repeats, e.g. "
                      f"{rep.links_skipped[0]}); the trainer skips them too")
@@ -62,7 +67,7 @@ def check_dataset(ctx: DoctorContext) -> Finding:
     if rep.empty_classes:
         fails.append(f"{len(rep.empty_classes)} empty class folder(s) ({', '.join(rep.empty_classes[:3])}): "
                      "ImageFolder refuses them")
-    expected = ctx.plan.num_classes if ctx.plan is not None else None
+    expected = ctx.plan.train.model.num_classes if ctx.plan is not None else None
     if expected is not None and rep.classes > expected:
         fails.append(f"{rep.classes} classes but the plan's model has num_classes={expected} (labels >= "
                      f"{expected} crash the embedding with a device-side assert)")
@@ -84,9 +89,11 @@ def check_dataset(ctx: DoctorContext) -> Finding:
                        fix="remove hidden/empty folders (e.g. rm -r .ipynb_checkpoints), or rebuild with "
                            "jitplan data prepare; make model.num_classes match the dataset")
     if warns:
-        return Finding(id="C10", level="warn", title=title, found=found + "; " + "; ".join(warns),
-                       fix="map folder names to wnids (LOC_synset_mapping.txt) or build val/ with "
-                           "jitplan data prepare --val-labels LOC_val_solution.csv")
+        fix = ("map folder names to wnids (LOC_synset_mapping.txt) or build val/ with "
+               "jitplan data prepare --val-labels LOC_val_solution.csv")
+        if rep.links_outside:
+            fix = "remove the links (or copy what they point to into the dataset); " + fix
+        return Finding(id="C10", level="warn", title=title, found=found + "; " + "; ".join(warns), fix=fix)
     return Finding(id="C10", level="pass", title=title, found=found)
 
 
@@ -135,11 +142,11 @@ def check_checkpoint(ctx: DoctorContext) -> Finding:
             same = (want == have) if key != "variant" else _same_variant(str(want), mc.variant)
             if not same:
                 mismatches.append(f"saved {ck.saved_from}.{key}={want!r} but the tensors say {have!r}")
-    plan = ctx.plan
+    plan = ctx.plan.train.model if ctx.plan is not None else None
     if plan is not None:
         for key, want in (("variant", plan.variant), ("img_size", plan.img_size), ("num_classes", plan.num_classes)):
             have = getattr(mc, key)
-            same = (want == have) if key != "variant" else _same_variant(want, mc.variant)
+            same = (want == have) if key != "variant" else _same_variant(str(want), mc.variant)
             if not same:
                 mismatches.append(f"plan has {key}={want!r}, checkpoint has {have!r}")
     if mismatches:

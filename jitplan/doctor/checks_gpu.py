@@ -26,9 +26,9 @@ def check_driver(ctx: DoctorContext) -> Finding:
         return Finding(id="C4", level=level, title=title, found=f"No NVIDIA GPU visible: {nv.error}", fix=fix)
     n = len(nv.gpus)
     found = f"driver {nv.driver_version}, {n} GPU(s) via NVML"
-    if plan is not None and plan.nproc_per_node != n:
+    if plan is not None and plan.topology.nproc_per_node != n:
         return Finding(id="C4", level="fail", title=title,
-                       found=f"{found}, but the plan runs {plan.nproc_per_node} ranks per node",
+                       found=f"{found}, but the plan runs {plan.topology.nproc_per_node} ranks per node",
                        fix=f"re-plan for this machine (jitplan probe --out hardware.yaml; jitplan plan --hardware "
                            f"hardware.yaml), or run torchrun --nproc-per-node {n}")
     if imp is not None and imp.ok and imp.cuda:
@@ -43,9 +43,10 @@ def check_driver(ctx: DoctorContext) -> Finding:
                                  f"{ctx.env.get('CUDA_VISIBLE_DEVICES', 'unset')})",
                            fix="make CUDA_VISIBLE_DEVICES list the GPUs the run should use")
     here = ctx.probe.to_hardware_spec().gpu
-    if plan is not None and plan.gpu_name and here is not None and here.name != plan.gpu_name:
+    planned = plan.plan.hardware.gpu if plan is not None and plan.plan is not None else None
+    if planned is not None and here is not None and here.name != planned.name:
         return Finding(id="C4", level="warn", title=title,
-                       found=f"{found}; the plan was made for {plan.gpu_name}, this machine has {here.name}",
+                       found=f"{found}; the plan was made for {planned.name}, this machine has {here.name}",
                        fix="re-plan for this machine: jitplan probe --out hardware.yaml && "
                            "jitplan plan --hardware hardware.yaml")
     return Finding(id="C4", level="pass", title=title, found=found)
@@ -54,14 +55,14 @@ def check_driver(ctx: DoctorContext) -> Finding:
 def check_gpus(ctx: DoctorContext) -> Finding:
     """C5: each GPU's memory against the plan, PCIe link, power cap, MIG, compute mode, stray processes."""
     title = "per-GPU sanity"
-    gpus, plan = ctx.gpus, ctx.plan
+    gpus, est = ctx.gpus, ctx.estimates
     if not gpus:
         return Finding(id="C5", level="skip", title=title, found="no GPU visible")
     fails, warns = [], []
     for g in gpus:
         tag = f"GPU{g.index} {g.name}"
-        if plan is not None and plan.memory_per_gpu_bytes and g.memory_total_bytes:
-            need = plan.memory_per_gpu_bytes
+        if est is not None and est.memory_per_gpu_bytes and g.memory_total_bytes:
+            need = est.memory_per_gpu_bytes
             if need > g.memory_total_bytes:
                 fails.append(f"{tag}: plan needs {need / GIB:.1f} GiB, card has {g.memory_total_bytes / GIB:.1f} GiB")
             elif g.memory_free_bytes is not None and need > g.memory_free_bytes:
@@ -106,11 +107,14 @@ def check_p2p(ctx: DoctorContext) -> Finding:
         return Finding(id="C6", level="pass", title=title, found=f"P2P OK between all {len(nv.gpus)} GPUs")
     codes = sorted({s for _, _, s in bad})
     shm = host.shm_total_bytes
-    found = (f"no P2P on {len(bad)} of {len(pairs)} GPU pairs ({', '.join(f'{c} = {P2P_MEANING.get(c, c)}' for c in codes)}); "
+    meanings = ", ".join(f"{c} = {P2P_MEANING.get(c, c)}" for c in codes)
+    found = (f"no P2P on {len(bad)} of {len(pairs)} GPU pairs ({meanings}); "
              f"NCCL will use the SHM transport through /dev/shm ({(shm or 0) / 2**20:.0f} MiB)")
     if shm is not None and shm < 512 * 2**20:
-        return Finding(id="C6", level="fail", title=title, found=found + ": too small, NCCL will fail to create segments",
-                       fix="docker run --shm-size=8g --ulimit memlock=-1 (NCCL troubleshooting), or a host with more shm")
+        return Finding(id="C6", level="fail", title=title,
+                       found=found + ": too small, NCCL will fail to create segments",
+                       fix="docker run --shm-size=8g --ulimit memlock=-1 (NCCL troubleshooting), or a host with "
+                           "more shm")
     return Finding(id="C6", level="pass", title=title,
                    found=found + " (normal for GeForce cards; no NCCL_P2P_DISABLE needed)")
 
@@ -119,12 +123,13 @@ def check_precision(ctx: DoctorContext) -> Finding:
     """C14: the run's precision on these cards: bf16 needs compute capability 8.0 (Ampere) or newer; fp16
     (with the trainer's gradient scaler) needs 7.0 (Volta/Turing tensor cores) to be faster than fp32."""
     title = "precision vs GPU"
-    plan, gpus = ctx.plan, ctx.gpus
-    if plan is None or not gpus:
+    gpus = ctx.gpus
+    if ctx.plan is None or not gpus:
         return Finding(id="C14", level="skip", title=title, found="no plan or no GPU visible")
+    precision = ctx.plan.train.precision
 
     caps = [(g, parse_cc(getattr(g, "compute_capability", None))) for g in gpus]
-    if plan.precision == "bf16":
+    if precision == "bf16":
         old = [f"GPU{g.index} {g.name} (sm {'.'.join(map(str, c))})" for g, c in caps
                if c is not None and c < BF16_MIN_CC]
         if old:
@@ -132,10 +137,10 @@ def check_precision(ctx: DoctorContext) -> Finding:
                            found=f"the run asks for bf16 but {', '.join(old)} has no bf16 tensor cores",
                            fix="set precision: fp16 (autocast + gradient scaler) or re-plan for this machine: "
                                "jitplan plan --hardware hardware.yaml chooses fp16 on these cards")
-    if plan.precision == "fp16":
+    if precision == "fp16":
         slow = [f"GPU{g.index} {g.name}" for g, c in caps if c is not None and c < FP16_TENSOR_MIN_CC]
         if slow:
             return Finding(id="C14", level="warn", title=title,
                            found=f"fp16 on {', '.join(slow)}: no fp16 tensor cores, little faster than fp32",
                            fix="precision: fp32")
-    return Finding(id="C14", level="pass", title=title, found=f"precision {plan.precision} on {gpus[0].name}")
+    return Finding(id="C14", level="pass", title=title, found=f"precision {precision} on {gpus[0].name}")

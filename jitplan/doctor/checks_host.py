@@ -5,8 +5,15 @@ against the *measured* machine, so plan and doctor agree on what fits.
 
 from __future__ import annotations
 
-from jitplan.doctor.context import DEFAULT_NCCL_TIMEOUT_S, DoctorContext, PlanFacts
+from typing import TYPE_CHECKING
+
+from jitmodel import bounds
+from jitplan.doctor.context import DEFAULT_NCCL_TIMEOUT_S, DoctorContext, prefetch
 from jitplan.doctor.finding import Finding
+
+if TYPE_CHECKING:
+    from jitplan.planner.workers import WorkerPlan
+    from jitplan.runspec import RunSpec
 
 GB = 1e9
 MIB = 2**20
@@ -17,38 +24,47 @@ def _gb(n: float | None) -> str:
     return "?" if n is None else f"{n / GB:.1f} GB"
 
 
-def _params(plan: PlanFacts) -> int:
-    if plan.params:
-        return plan.params
+def _params(run: RunSpec) -> int:
+    if run.plan is not None and run.plan.estimates.params:
+        return run.plan.estimates.params
     from jitmodel.counts import param_count
 
-    return param_count(plan.variant, plan.img_size, plan.num_classes)
+    m = run.train.model
+    return param_count(m.variant, m.img_size, m.num_classes)
 
 
-def _images(plan: PlanFacts) -> int:
-    from jitmodel.config import IMAGENET_TRAIN_IMAGES
-
-    return plan.num_images or IMAGENET_TRAIN_IMAGES
+def _images(run: RunSpec) -> int:
+    return run.train.data.planned_images
 
 
-def worker_budget(plan: PlanFacts, ram_bytes: int | None, cpus: int | None, shm_bytes: int | None):
-    """The planner's worker decision for this plan's ranks and batch on this machine's limits."""
+def worker_budget(run: RunSpec, ram_bytes: int | None, cpus: int | None, shm_bytes: int | None) -> WorkerPlan:
+    """The planner's worker decision for this run's ranks and batch on this machine's limits."""
     from jitplan.planner.workers import decide_workers
 
-    return decide_workers(requested=plan.num_workers, ranks_per_node=plan.nproc_per_node,
-                          micro_batch=plan.batch_per_gpu, img_size=plan.img_size,
-                          num_images=_images(plan), ram_bytes=ram_bytes, cpus=cpus,
-                          shm_bytes=shm_bytes, params=_params(plan), prefetch=plan.prefetch_factor)
+    t = run.train
+    return decide_workers(requested=t.data.num_workers, ranks_per_node=run.topology.nproc_per_node,
+                          micro_batch=t.batch_per_gpu, img_size=t.model.img_size,
+                          num_images=_images(run), ram_bytes=ram_bytes, cpus=cpus,
+                          shm_bytes=shm_bytes, params=_params(run), prefetch=prefetch(t))
 
 
-def ram_needed(plan: PlanFacts, workers: int) -> tuple[int, int, int]:
+def ram_needed(run: RunSpec, workers: int) -> tuple[int, int, int]:
     """(node RAM, per-worker RAM incl. its shm batches, one rank's main process) at ``workers`` per rank."""
     from jitplan.planner import workers as w
 
-    mb, img, pf, n = plan.batch_per_gpu, plan.img_size, plan.prefetch_factor, _images(plan)
-    node = w.node_host_bytes(plan.nproc_per_node, workers, params=_params(plan), micro_batch=mb, img_size=img,
-                             num_images=n, prefetch=pf)
-    return node, w.worker_host_bytes(mb, img, n, pf), w.main_process_bytes(_params(plan), mb, img, pf)
+    t = run.train
+    mb, img, pf, n = t.batch_per_gpu, t.model.img_size, prefetch(t), _images(run)
+    node = w.node_host_bytes(run.topology.nproc_per_node, workers, params=_params(run), micro_batch=mb,
+                             img_size=img, num_images=n, prefetch=pf)
+    return node, w.worker_host_bytes(mb, img, n, pf), w.main_process_bytes(_params(run), mb, img, pf)
+
+
+def start_floor(run: RunSpec, device: str) -> bounds.StartMemory:
+    """The floor of one rank's memory at its first step (``jitmodel.bounds``, what the trainer checks)."""
+    t, m = run.train, run.train.model
+    return bounds.start_memory(m.variant, m.img_size, t.batch_per_gpu, data_kind=t.data.kind, device=device,
+                               in_channels=m.in_channels, num_classes=m.num_classes, attention=m.attention,
+                               num_emas=len(t.diffusion.ema_decays), ema_on_host=t.memory.ema_device == "cpu")
 
 
 def check_shm(ctx: DoctorContext) -> Finding:
@@ -62,13 +78,13 @@ def check_shm(ctx: DoctorContext) -> Finding:
     have = f"{host.shm_path}: {total / MIB:.0f} MiB total, {(free or 0) / MIB:.0f} MiB free"
     fix = ("docker run --shm-size=8g (or --ipc=host; Kubernetes: an emptyDir medium Memory at /dev/shm); on Vast.ai "
            "shm follows the GPU fraction, so rent the whole machine or lower num_workers/prefetch_factor")
-    if plan is not None and plan.num_workers > 0:
+    if plan is not None and plan.train.data.num_workers > 0:
         from jitplan.planner import workers as w
 
-        need = plan.nproc_per_node * (plan.num_workers * w.shm_per_worker(plan.batch_per_gpu, plan.img_size,
-                                                                          plan.prefetch_factor) + w.NCCL_SHM_BYTES)
-        found = (f"{have}; {plan.nproc_per_node} ranks x {plan.num_workers} workers x {plan.prefetch_factor} "
-                 f"batches of {plan.batch_per_gpu} x {plan.img_size}px need {need / MIB:.0f} MiB")
+        t, r = plan.train, plan.topology.nproc_per_node
+        nw, pf, mb, img = t.data.num_workers, prefetch(t), t.batch_per_gpu, t.model.img_size
+        need = r * (nw * w.shm_per_worker(mb, img, pf) + w.NCCL_SHM_BYTES)
+        found = f"{have}; {r} ranks x {nw} workers x {pf} batches of {mb} x {img}px need {need / MIB:.0f} MiB"
         if need > (free if free is not None else total):
             cap = worker_budget(plan, None, None, total).caps.get("shm", 0)
             return Finding(id="C7", level="fail", title=title,
@@ -98,8 +114,11 @@ def check_ram(ctx: DoctorContext) -> Finding:
         return Finding(id="C8", level="skip", title=title, found=f"{limit}{ooms} (pass --plan to check workers)")
     from jitplan.planner.workers import RAM_USABLE_FRACTION
 
-    r, nw = plan.nproc_per_node, plan.num_workers
+    r, nw = plan.topology.nproc_per_node, plan.train.data.num_workers
     need, per_worker, main = ram_needed(plan, nw)
+    start = start_floor(plan, "cuda" if ctx.gpus else "cpu")
+    held = start.host_bytes - start.runtime_bytes  # beyond the training process the worker model counts
+    need += r * held
     measured = ""
     lm = ctx.loader
     if lm is not None and lm.ok and lm.workers:
@@ -112,9 +131,15 @@ def check_ram(ctx: DoctorContext) -> Finding:
     elif lm is not None and not lm.ok:
         measured = f"; the DataLoader measurement failed: {lm.error}"
     usable = RAM_USABLE_FRACTION * host.ram_bytes
+    at_start = f" + {r} x {_gb(held)} held at start ({start.parts()}, jitmodel.bounds)" if held >= 0.05 * GB else ""
     found = (f"{r} ranks x {nw} workers = {r * nw} workers; estimated {_gb(need)} ({r} x {_gb(main)} training "
-             f"process + {r * nw} x {per_worker / GB:.2f} GB per worker) vs {_gb(usable)} usable "
+             f"process + {r * nw} x {per_worker / GB:.2f} GB per worker{at_start}) vs {_gb(usable)} usable "
              f"({RAM_USABLE_FRACTION:.0%} of {limit}){ooms}{measured}")
+    if r * held > usable:
+        return Finding(id="C8", level="fail", title=title,
+                       found=found + ": the trainer refuses to start (it checks the same floor, jitmodel.bounds)",
+                       fix="lower model.img_size or batch_per_gpu (or memory.ema_device: same), or a host with "
+                           "more RAM")
     if need > usable:
         cap = worker_budget(plan, host.ram_bytes, None, None).caps.get("host-ram", 0)
         return Finding(id="C8", level="fail", title=title,
@@ -135,7 +160,7 @@ def check_cpus(ctx: DoctorContext) -> Finding:
     have = f"{host.cpus_usable} usable CPUs (affinity {host.cpus_affinity}{quota}, host {host.cpus_host})"
     if plan is None:
         return Finding(id="C9", level="pass", title=title, found=have)
-    r, nw = plan.nproc_per_node, plan.num_workers
+    r, nw = plan.topology.nproc_per_node, plan.train.data.num_workers
     procs = r * (nw + 1)
     found = f"{r * nw} DataLoader workers + {r} trainers on {have}"
     if procs > 2 * host.cpus_usable:
@@ -148,16 +173,16 @@ def check_cpus(ctx: DoctorContext) -> Finding:
 def check_phases(ctx: DoctorContext) -> Finding:
     """C12: a rank-0-only or long collective phase (online evaluation) against the NCCL timeout."""
     title = "long phases vs NCCL timeout"
-    plan, timeout = ctx.plan, ctx.nccl_timeout_s
-    if plan is None or plan.eval_time_s is None:
+    plan, timeout, est = ctx.plan, ctx.nccl_timeout_s, ctx.estimates
+    if plan is None or est is None:
         return Finding(id="C12", level="skip", title=title, found="needs a plan with an evaluation estimate (--plan)")
-    if not plan.eval_online:
+    if not plan.train.eval.online:
         return Finding(id="C12", level="pass", title=title, found="online evaluation is off")
-    t = plan.eval_time_s
+    t = est.eval_time_s
     if timeout is None:
-        timeout = plan.dist_timeout_s or DEFAULT_NCCL_TIMEOUT_S
+        timeout = plan.train.dist_timeout_s or DEFAULT_NCCL_TIMEOUT_S
     found = f"one online evaluation ~{t / 60:.0f} min against a {timeout / 60:.0f} min NCCL timeout"
-    if plan.nproc_per_node * plan.nodes < 2:
+    if plan.topology.world_size < 2:
         return Finding(id="C12", level="pass", title=title, found=found + " (single rank: no collective waits)")
     if t > timeout:
         return Finding(id="C12", level="fail", title=title,

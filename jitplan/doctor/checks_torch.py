@@ -79,8 +79,8 @@ def check_torch_import(ctx: DoctorContext) -> Finding:
         return Finding(id="C1", level="skip", title=title, found="import not attempted")
     if imp.ok:
         return Finding(id="C1", level="pass", title=title,
-                       found=f"torch {imp.version} imports in {imp.seconds} s{' (cached: unchanged since)' if imp.cached else ''} "
-                             f"(CUDA build {imp.cuda or 'none'})")
+                       found=f"torch {imp.version} imports in {imp.seconds} s"
+                             f"{' (cached: unchanged since)' if imp.cached else ''} (CUDA build {imp.cuda or 'none'})")
     err = imp.error or ""
     evidence = f"installer {meta.installer or '?'}"
     if mkl := meta.packages.get("mkl"):
@@ -108,8 +108,10 @@ def check_torch_import(ctx: DoctorContext) -> Finding:
                              "(a half-finished install?)",
                        fix="pip install --force-reinstall torch (or " + WHEEL_FIX + ")")
     if imp.timed_out:
-        return Finding(id="C1", level="fail", title=title, found=err,
-                       fix="check for a hung driver or a slow network file system holding site-packages")
+        return Finding(id="C1", level="fail", title=title,
+                       found=f"{err}: a healthy import takes 1-10 s (20-30 s from a cold network disk), so it hangs",
+                       fix="check for a hung driver or a slow network file system holding site-packages; "
+                           "jitplan doctor --import-timeout SECONDS waits longer")
     if "cannot open shared object file" in err:
         return Finding(id="C1", level="fail", title=title, found=f"import torch fails: {err}",
                        fix="the torch wheel and the installed nvidia-* wheels do not match: reinstall torch "

@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jitmodel.bounded_io import run_bounded
 from jitplan.errors import UsageError
 
 STATE_KEYS = ("model", "ema1", "model_ema1", "ema", "state_dict", "model_ema2", "ema2")
@@ -116,8 +117,7 @@ def verify_digests(path: str | Path, python: str | None = None, timeout: float =
     import sys
 
     try:
-        proc = subprocess.run([python or sys.executable, "-c", _VERIFY, str(path)], capture_output=True,
-                              text=True, timeout=timeout)
+        proc = run_bounded([python or sys.executable, "-c", _VERIFY, str(path)], timeout=timeout)  # bounded output
     except (OSError, subprocess.TimeoutExpired) as e:
         raise UsageError(f"{path}: could not verify the checkpoint ({type(e).__name__})") from None
     for line in proc.stdout.splitlines():

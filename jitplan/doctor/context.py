@@ -1,21 +1,24 @@
-"""Everything the checks look at, gathered once: the probe, the torch import, the plan, data, checkpoint.
+"""Everything the checks look at, gathered once: the probe, the torch import, the run, data, checkpoint.
 
-``PlanFacts`` is the slice of a plan (``jitplan.schemas.Plan``) or of a bare TrainConfig YAML that the
-checks need, so a check never depends on the whole plan schema.
+The run is the project's one ``RunSpec`` (``jitplan.runspec``: a plan or a bare TrainConfig), read as is:
+the checks take processes per node from its topology, the batch, workers, model and precision from its
+TrainConfig and the planner's estimates from its plan (None for a bare config). No copy, nothing derived.
 
     >>> from jitmodel.config import DataConfig, TrainConfig
-    >>> f = PlanFacts.from_train(TrainConfig(data=DataConfig(path="/data"), world_size=2), source="x")
-    >>> (f.nproc_per_node, f.num_workers, f.variant)
-    (2, 12, 'JiT-B/16')
+    >>> from jitplan.runspec import RunSpec
+    >>> run = RunSpec.from_train(TrainConfig(data=DataConfig(path="/data"), world_size=2))
+    >>> ctx = DoctorContext(probe=None, plan=run)  # type: ignore[arg-type]
+    >>> (ctx.plan.topology.nproc_per_node, ctx.train.data.num_workers, ctx.estimates)
+    (2, 12, None)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
+from jitmodel.scan import shown
 
 if TYPE_CHECKING:
     from jitmodel.config import TrainConfig
@@ -25,73 +28,25 @@ if TYPE_CHECKING:
     from jitplan.hardware.probe import ProbeReport
     from jitplan.hardware.software import TorchImport
     from jitplan.runspec import RunSpec
+    from jitplan.schemas import Estimates
 
 # jitmodel.dist.init_process_group(timeout_s=1800); the official JiT code keeps torch's 600 s default.
 DEFAULT_NCCL_TIMEOUT_S = 1800.0
 
 
-class PlanFacts(BaseModel):
-    """The numbers of a plan the checks compare with this machine. Estimates are None for a bare config."""
+def short_path(path: str | Path) -> str:
+    """A path for a message: printable (non-UTF-8 bytes as ``\\xff``) and at most ~160 characters.
 
-    model_config = ConfigDict(extra="forbid")
-    source: str
-    nodes: int = 1
-    nproc_per_node: int
-    batch_per_gpu: int
-    num_workers: int
-    planned_workers: int | None = None  # what the planner chose (num_workers may have been edited since)
-    prefetch_factor: int
-    img_size: int
-    in_channels: int
-    variant: str
-    num_classes: int
-    num_images: int | None = None
-    data_path: str | None = None
-    eval_online: bool = False
-    gpu_name: str | None = None
-    memory_per_gpu_bytes: int | None = None
-    host_ram_needed_bytes: int | None = None  # per node
-    host_ram_per_worker_bytes: int | None = None
-    shm_needed_bytes: int | None = None  # per node
-    eval_time_s: float | None = None
-    dist_timeout_s: float | None = None  # the run's process-group timeout (TrainConfig.dist_timeout_s)
-    params: int | None = None  # trainable parameters
-    precision: str = "auto"  # TrainConfig.precision (C14)
-
-    @classmethod
-    def from_train(cls, t: TrainConfig, *, source: str, nodes: int = 1, **extra: Any) -> PlanFacts:
-        world = t.world_size or 1
-        return cls(
-            source=source, nodes=nodes, nproc_per_node=max(1, world // max(nodes, 1)),
-            batch_per_gpu=t.batch_per_gpu, num_workers=t.data.num_workers,
-            prefetch_factor=t.data.prefetch_factor or 2, img_size=t.model.img_size,
-            in_channels=t.model.in_channels, variant=t.model.variant, num_classes=t.model.num_classes,
-            num_images=t.data.num_images, data_path=t.data.path, eval_online=t.eval.online,
-            dist_timeout_s=t.dist_timeout_s, precision=t.precision, **extra,
-        )
-
-    @classmethod
-    def from_run(cls, run: RunSpec) -> PlanFacts:
-        """The facts of a run spec; a plan adds its estimates and its worker decision."""
-        source = run.source or run.kind
-        if run.plan is None:
-            return cls.from_train(run.train, source=source)
-        plan, e = run.plan, run.plan.estimates
-        return cls.from_train(
-            run.train, source=source, nodes=run.topology.nnodes,
-            planned_workers=run.workers.per_rank if run.workers is not None else None,
-            gpu_name=plan.hardware.gpu.name if plan.hardware.gpu else None,
-            memory_per_gpu_bytes=e.memory_per_gpu_bytes, host_ram_needed_bytes=e.host_ram_needed_bytes,
-            host_ram_per_worker_bytes=e.host_ram_per_worker_bytes, shm_needed_bytes=e.shm_needed_bytes,
-            eval_time_s=e.eval_time_s, params=e.params,
-        )
+        >>> short_path("/d/" + "x" * 4000)[-20:]
+        'x (4,003 characters)'
+    """
+    text = shown(str(path))
+    return text if len(text) <= 160 else f"{text[:80]}...{text[-40:]} ({len(text):,} characters)"
 
 
-def load_plan_facts(path: str | Path) -> PlanFacts:
-    """A plan file (``jitplan plan --out``) or a TrainConfig YAML -> PlanFacts. UsageError on bad input."""
-    from jitplan.runspec import load_run_spec
-
-    return PlanFacts.from_run(load_run_spec(path))
+def prefetch(train: TrainConfig) -> int:
+    """Batches each worker keeps in flight (DataLoader's default 2; None when there are no workers)."""
+    return train.data.prefetch_factor or 2
 
 
 @dataclass
@@ -100,7 +55,7 @@ class DoctorContext:
 
     probe: ProbeReport
     torch_import: TorchImport | None = None
-    plan: PlanFacts | None = None
+    plan: RunSpec | None = None  # the run (--plan), read as is
     data_path: str | None = None
     data: DatasetReport | None = None
     data_error: str | None = None  # the dataset could not be read at all (e.g. its root is unreadable)
@@ -112,6 +67,17 @@ class DoctorContext:
     nccl_timeout_s: float | None = None  # None: the plan's dist_timeout_s, else DEFAULT_NCCL_TIMEOUT_S
     deep: bool = False
     env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def train(self) -> TrainConfig:
+        """The run's TrainConfig (only with a plan)."""
+        assert self.plan is not None
+        return self.plan.train
+
+    @property
+    def estimates(self) -> Estimates | None:
+        """The planner's estimates; None for a bare TrainConfig or without --plan."""
+        return self.plan.plan.estimates if self.plan is not None and self.plan.plan is not None else None
 
     @property
     def gpus(self) -> list:

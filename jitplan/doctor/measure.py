@@ -15,7 +15,8 @@ import sys
 
 from pydantic import BaseModel, ConfigDict
 
-from jitplan.doctor.context import PlanFacts
+from jitmodel.bounded_io import run_bounded
+from jitplan.runspec import RunSpec
 
 
 class LoaderMeasurement(BaseModel):
@@ -68,17 +69,19 @@ print("JITPLAN_LOADER " + json.dumps(out))
 """
 
 
-def measure_loader(plan: PlanFacts, data_path: str, *, batches: int = 50, shm: str = "/dev/shm",
+def measure_loader(run: RunSpec, data_path: str, *, batches: int = 50, shm: str = "/dev/shm",
                    timeout: float = 300.0, python: str | None = None) -> LoaderMeasurement:
-    """Run the plan's DataLoader on ``data_path`` in a child process and measure its memory."""
-    args = {"path": data_path, "img_size": plan.img_size, "in_channels": plan.in_channels,
-            "batch": plan.batch_per_gpu, "workers": plan.num_workers, "prefetch": plan.prefetch_factor,
+    """Run the run's DataLoader on ``data_path`` in a child process and measure its memory."""
+    t = run.train
+    args = {"path": data_path, "img_size": t.model.img_size, "in_channels": t.model.in_channels,
+            "batch": t.batch_per_gpu, "workers": t.data.num_workers, "prefetch": t.data.prefetch_factor or 2,
             "batches": batches, "shm": shm}
-    try:
-        proc = subprocess.run([python or sys.executable, "-c", _CHILD, json.dumps(args)], capture_output=True,
-                              text=True, timeout=timeout)
+    try:  # bounded: a --python that floods its output is stopped, not buffered (jitmodel.bounded_io)
+        proc = run_bounded([python or sys.executable, "-c", _CHILD, json.dumps(args)], timeout=timeout)
     except subprocess.TimeoutExpired:
         return LoaderMeasurement(ok=False, error=f"the DataLoader run did not finish within {timeout:.0f} s")
+    except OSError as e:
+        return LoaderMeasurement(ok=False, error=f"could not run {python}: {e.strerror or e}")
     for line in proc.stdout.splitlines():
         if line.startswith("JITPLAN_LOADER "):
             return LoaderMeasurement(ok=True, **json.loads(line.removeprefix("JITPLAN_LOADER ")))

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from jitplan.doctor import checks_data, checks_gpu, checks_host, checks_torch
-from jitplan.doctor.context import DoctorContext, load_plan_facts
+from jitplan.doctor.context import DoctorContext, short_path
 from jitplan.doctor.finding import DoctorReport, Finding
 from jitplan.errors import UsageError
+from jitplan.runspec import load_run_spec
 
 CHECKS: list[tuple[str, Callable[[DoctorContext], Finding]]] = [
     ("C1", checks_torch.check_torch_import),
@@ -37,6 +38,30 @@ CHECKS: list[tuple[str, Callable[[DoctorContext], Finding]]] = [
     ("C14", checks_gpu.check_precision),
 ]
 DEEP_SAMPLE_IMAGES = 256
+# A healthy ``import torch`` takes 1-10 s, 20-30 s from a cold network disk; past 30 s it is hung (a driver
+# call that never returns, a lock on a dead NFS mount) and doctor says so instead of waiting longer.
+IMPORT_TIMEOUT_S = 30.0
+
+
+def _exists(path: str | Path, kind: str) -> bool:
+    """``Path.is_dir``/``is_file`` that says False (no traceback) for a name the OS refuses: too long, NUL."""
+    try:
+        return Path(path).is_dir() if kind == "dir" else Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _nameable(path: str | Path) -> bool:
+    """Whether the OS accepts the name at all (missing is fine: the probe looks at its nearest ancestor)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):  # ENAMETOOLONG, a NUL byte
+        return False
+    return True
+
+
 
 
 def cache_dir(env: Mapping[str, str]) -> Path:
@@ -96,6 +121,7 @@ def run_doctor(
     nvml: Any | None = None,
     paths: Any | None = None,
     host_kwargs: dict[str, Any] | None = None,
+    import_timeout_s: float = IMPORT_TIMEOUT_S,
 ) -> DoctorReport:
     """Gather facts and run every check. The keyword seams (nvml, paths, python, env) exist for tests."""
     from jitplan.dataset.inspect import sample_images, scan_dataset
@@ -105,21 +131,22 @@ def run_doctor(
 
     t0 = time.perf_counter()
     env = dict(os.environ if env is None else env)
-    plan = load_plan_facts(plan_path) if plan_path is not None else None
-    if data_path is not None and not Path(data_path).is_dir():
-        raise UsageError(f"--data {data_path}: no such folder")
-    if checkpoint_path is not None and not Path(checkpoint_path).is_file():
-        raise UsageError(f"--checkpoint {checkpoint_path}: no such file")
-    data = str(data_path) if data_path is not None else (plan.data_path if plan is not None else None)
-    disks = [p for p in (data, ".") if p]
+    plan = load_run_spec(plan_path) if plan_path is not None else None
+    if data_path is not None and not _exists(data_path, "dir"):
+        raise UsageError(f"--data {short_path(data_path)}: no such folder")
+    if checkpoint_path is not None and not _exists(checkpoint_path, "file"):
+        raise UsageError(f"--checkpoint {short_path(checkpoint_path)}: no such file")
+    data = str(data_path) if data_path is not None else (plan.train.data.path if plan is not None else None)
+    disks = [p for p in (data, ".") if p and _nameable(p)]
     probe = run_probe(nvml=nvml, paths=paths, disk_paths=disks, host_kwargs={"env": env, **(host_kwargs or {})})
     ctx = DoctorContext(probe=probe, plan=plan, data_path=data, nccl_timeout_s=nccl_timeout_s, deep=deep, env=env)
     if run_torch:
         try:
-            ctx.torch_import = torch_import_check(python, env=env, cache_dir=cache_dir(env) if cache else None)
+            ctx.torch_import = torch_import_check(python, env=env, cache_dir=cache_dir(env) if cache else None,
+                                                  timeout=import_timeout_s)
         except Exception as e:  # noqa: BLE001 - C1 reports it
             ctx.torch_import = TorchImport(ok=False, error=f"doctor could not check the import: {one_line(e)}")
-    if data is not None and Path(data).is_dir():
+    if data is not None and _exists(data, "dir"):
         try:
             ctx.data, scan = scan_dataset(data)
         except UsageError as e:
@@ -129,7 +156,7 @@ def run_doctor(
             from jitplan.dataset.prepare import verify_images
 
             ctx.bad_images += verify_images(sample_images(scan, DEEP_SAMPLE_IMAGES))
-            if plan is not None and ctx.data.layout == "imagefolder" and not ctx.bad_images:
+            if plan is not None and ctx.data is not None and ctx.data.layout == "imagefolder" and not ctx.bad_images:
                 from jitplan.doctor.measure import measure_loader
 
                 ctx.loader = measure_loader(plan, data, shm=probe.host.shm_path, python=python)

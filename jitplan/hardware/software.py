@@ -27,6 +27,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jitmodel.bounded_io import run_bounded
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -208,8 +210,7 @@ def _run_import(python: str, timeout: float, env: Mapping[str, str]) -> TorchImp
     child_env.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # avoid initialising CUDA just to ask
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run([python, "-c", _CHILD], capture_output=True, text=True,
-                              timeout=timeout, env=child_env)
+        proc = run_bounded([python, "-c", _CHILD], timeout=timeout, env=child_env)  # output kept bounded
     except subprocess.TimeoutExpired:
         return TorchImport(ok=False, timed_out=True, seconds=timeout,
                            error=f"import torch did not finish within {timeout:.0f} s")
