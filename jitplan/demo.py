@@ -55,6 +55,35 @@ def demo_config(hardware, *, steps: int | None):
     return cfg, wp.reasons
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+def laptop_config(hardware, *, steps: int, data: str | None):
+    """The CPU plan (``jitplan plan --gpus cpu``): the demo's recipe on the digits, or on a small class-folder
+    dataset (``data``: a folder holding ``train/<class>/*.png``, 32 px). Returns (config, worker reasons,
+    what it trains on). A folder without ``train/`` is a UsageError naming the flag and ``data prepare``."""
+    from jitmodel.config import TrainConfig
+    from jitplan.errors import UsageError
+
+    cfg, reasons = demo_config(hardware, steps=steps)
+    if data is None:
+        return cfg, reasons, f"scikit-learn's handwritten digits ({DIGITS_IMAGES:,} images, 10 classes)"
+    train = Path(data) / "train"
+    if not train.is_dir():
+        raise UsageError(f"--data {data}: no train/ folder in it",
+                         hint=f"make train/ and val/ from class folders: jitplan data prepare SRC {data}")
+    classes = sorted(d for d in train.iterdir() if d.is_dir())
+    n = sum(1 for c in classes for f in c.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not classes or n == 0:
+        raise UsageError(f"--data {data}: train/ holds no class folders with images",
+                         hint="lay it out as train/<class>/<image>.png (jitplan data prepare makes that)")
+    raw = cfg.model_dump(mode="json", exclude_unset=True)
+    raw["model"] = {**raw["model"], "img_size": 32, "num_classes": len(classes)}
+    raw["data"] = {"kind": "imagefolder", "path": str(Path(data).resolve()), "num_images": n,
+                   "num_workers": cfg.data.num_workers}
+    return TrainConfig.model_validate(raw), reasons, f"{data} ({n:,} images, {len(classes)} classes)"
+
+
 def _clock(seconds: float) -> str:
     s = int(round(seconds))
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"

@@ -41,3 +41,40 @@ def emit(data: Any, *, json_mode: bool, render: Callable[[Console], None]) -> No
 def note(message: str) -> None:
     """A hint or progress line for people, on stderr."""
     err.print(message)
+
+
+def command_lines(command: str, width: int, indent: str = "  ") -> list[str]:
+    r"""A shell command laid out to copy and paste at ``width`` columns: whole words only (an option stays with
+    its value), each line but the last ending in `` \``; a word longer than a line gets a line of its own.
+
+        >>> command_lines("jitmodel sample --ckpt runs/a/out/last.pt --out grid.png", 40)
+        ['  jitmodel sample \\', '    --ckpt runs/a/out/last.pt \\', '    --out grid.png']
+        >>> command_lines("jitplan status 9df843", 80)
+        ['  jitplan status 9df843']
+    """
+    pieces: list[str] = []
+    for word in command.split():
+        if pieces and pieces[-1].startswith("-") and " " not in pieces[-1] and not word.startswith("-"):
+            pieces[-1] += " " + word
+        else:
+            pieces.append(word)
+    if len(indent) + len(" ".join(pieces)) <= width:
+        return [indent + " ".join(pieces)]
+    lines: list[str] = []
+    line = indent + pieces[0]
+    for piece in pieces[1:]:
+        if len(line) + 1 + len(piece) + 2 <= width:  # room for the piece and a " \" after it
+            line += " " + piece
+        else:
+            lines.append(line + " \\")
+            line = indent + "  " + piece
+    lines.append(line)
+    return lines
+
+
+def print_next(console: Console, what: str, commands: list[str]) -> None:
+    """``next: what`` and each command on lines of its own, whole at the console's width (copy-pasteable)."""
+    console.print(f"next: {what}", markup=False, highlight=False)
+    for command in commands:
+        for line in command_lines(command, console.width):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -92,9 +92,9 @@ def demo(
     """
     from jitplan.hardware.probe import run_probe
     from jitplan.launch import local
-    from jitplan.runs.registry import Registry
     from jitplan.launch.supervisor import run_local
     from jitplan.launch.torchrun import spec_for_run
+    from jitplan.runs.registry import Registry
     from jitplan.runspec import RunSpec, save_run_spec
 
     if minutes is not None and minutes <= 0:
@@ -143,6 +143,80 @@ def demo(
                         samples=str(grid), recognised=ok, of=len(labels), predictions=pred,
                         classifier_held_out=round(held_out, 4), trajectory=str(strip), trajectory_page=str(page))
     emit(result, json_mode=json_out, render=lambda c: _render(result, c))
+
+
+class CpuPlan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = "cpu"
+    trains_on: str
+    cpus: int | None
+    num_workers: int
+    worker_reasons: list[str]
+    steps: int
+    quiet_minutes: float | None  # measured on the digits on a quiet 2-core box; None for a folder (not measured)
+    plan: str | None
+    train: dict
+
+
+def wants_cpu(gpus: str | None, hardware: str | None) -> bool:
+    """``plan --gpus cpu``, or ``--hardware`` a file probed on a machine without a GPU: the laptop plan."""
+    from jitplan.hardware.spec import is_cpu_spec, load_hardware
+
+    if gpus is not None:
+        return is_cpu_spec(gpus)
+    return hardware is not None and Path(hardware).is_file() and load_hardware(hardware).gpu is None
+
+
+def plan_on_cpu(gpus: str | None, hardware: str | None, *, data: str | None, out: str | None, json_out: bool,
+                host_ram: str | None = None, cpus: int | None = None) -> None:
+    """``jitplan plan --gpus cpu``: the tiny JiT on the digits (or a small folder) on this machine's CPU, as a
+    config ``jitplan launch FILE --local`` runs. The planner's models are for GPUs; this is the demo's
+    recipe with workers from this machine's CPUs and RAM."""
+    from jitplan.demo import QUIET_STEPS_PER_S, laptop_config
+    from jitplan.hardware.host import read_host
+    from jitplan.hardware.schema import HostSpec
+    from jitplan.hardware.spec import hardware_from_flags, load_hardware
+    from jitplan.runspec import RunSpec, save_run_spec
+
+    hw = hardware_from_flags(gpus, host_ram=host_ram, cpus=cpus) if gpus else load_hardware(str(hardware))
+    if hw.host.cpus is None or hw.host.ram_bytes is None:  # --gpus cpu is this machine: fill in what it has
+        here = read_host()
+        hw = hw.model_copy(update={"host": HostSpec(
+            cpus=hw.host.cpus or here.cpus_usable, ram_bytes=hw.host.ram_bytes or here.ram_bytes,
+            shm_bytes=hw.host.shm_bytes or here.shm_total_bytes, disk_free_bytes=hw.host.disk_free_bytes)})
+    cfg, reasons, what = laptop_config(hw, steps=DEFAULT_STEPS, data=data)
+    minutes = round(DEFAULT_STEPS / QUIET_STEPS_PER_S / 60, 1) if data is None else None
+    if out:  # one torch thread (cpus_per_node 1): the tiny model gains little from two, and on a busy box they spin
+        run = RunSpec.from_train(cfg, gpus_per_node=0, cpus=1)
+        save_run_spec(run.model_copy(update={"provenance": {
+            **run.provenance, "cpus_per_node": f"1 torch thread for the tiny model (this machine: {hw.host.cpus})"}}),
+            out)
+    result = CpuPlan(trains_on=what, cpus=hw.host.cpus, num_workers=cfg.data.num_workers, worker_reasons=reasons,
+                     steps=DEFAULT_STEPS, quiet_minutes=minutes, plan=out,
+                     train=cfg.model_dump(mode="json", exclude_unset=True))
+
+    def render(c) -> None:
+        took = (f"about {minutes:g} min on a quiet 2-core box ({QUIET_STEPS_PER_S:g} steps/s measured; "
+                "a busy machine takes longer and says so)" if minutes else "not measured for a folder: "
+                "32 px is about 4x the work per step of the 16 px digits")
+        lines = [f"CPU plan: {cfg.model.variant} at {cfg.model.img_size} px on {what}",
+                 f"  processes   1 on the CPU (no GPU); batch {cfg.batch_per_gpu}, lr {cfg.optim.lr:g}, "
+                 f"EMA {', '.join(f'{d:g}' for d in cfg.diffusion.ema_decays)} with warm-up",
+                 f"  steps       {DEFAULT_STEPS:,} (max_steps; continue the run to train longer)",
+                 f"  workers     {cfg.data.num_workers} data loader(s): {reasons[0] if reasons else 'as asked'}",
+                 f"  time        {took}"]
+        if out:
+            lines += [f"plan written to {out}", "next: train it here, supervised:", f"  jitplan launch {out} --local"]
+        else:
+            given = f"--gpus {gpus}" if gpus else f"--hardware {hardware}"
+            lines += ["next: write it, then train it here:",
+                      f"  jitplan plan {given}{f' --data {data}' if data else ''} --out plan.yaml",
+                      "  jitplan launch plan.yaml --local"]
+        for line in lines:  # rich wraps the prose at spaces; the commands are short enough for 80 columns
+            c.print(line, markup=False)
+
+    emit(result, json_mode=json_out, render=render)
 
 
 def register(app: typer.Typer) -> None:
