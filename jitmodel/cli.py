@@ -22,6 +22,8 @@ from typing import Any
 
 import typer
 
+from jitmodel.helpfmt import plain_help
+
 app = typer.Typer(name="jitmodel", help="Train, sample and evaluate JiT models.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_show_locals=False)
 
@@ -73,7 +75,7 @@ def _emit(data: dict[str, Any], as_json: bool) -> None:
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
 def train(ctx: typer.Context) -> None:
-    """Train (arguments go to ``python -m jitmodel.train``; see ``jitmodel train --help``)."""
+    """Train: the arguments go to python -m jitmodel.train (jitmodel train --help lists them)."""
     from jitmodel import early_signals
 
     early_signals.install()  # before torch is imported: a SIGTERM while starting ends cleanly
@@ -224,7 +226,8 @@ def run(argv: list[str] | None = None) -> int:
     """Run with the error map; returns the exit code."""
     debug = os.environ.get("JITMODEL_DEBUG") == "1"
     try:
-        rv = app(args=argv, standalone_mode=False, prog_name="jitmodel")
+        command = plain_help(typer.main.get_command(app))  # help at whole words (jitmodel/helpfmt.py)
+        rv = command.main(args=argv, standalone_mode=False, prog_name="jitmodel")
         return rv if isinstance(rv, int) else 0
     except ValueError as e:  # bad input (FeatureExtractorMissing and pydantic's ValidationError included)
         if debug:

@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from jitmodel.helpfmt import plain_help
 from jitplan.errors import JitplanError
 
 
@@ -48,7 +49,8 @@ def run_with_error_map(app: typer.Typer, argv: list[str] | None) -> int:
 
     debug = os.environ.get("JITPLAN_DEBUG") == "1"
     try:
-        rv = app(args=argv, standalone_mode=False, prog_name="jitplan")
+        command = plain_help(typer.main.get_command(app))  # help at whole words (jitmodel/helpfmt.py)
+        rv = command.main(args=argv, standalone_mode=False, prog_name="jitplan")
         return rv if isinstance(rv, int) else 0
     except JitplanError as e:
         if debug:
