@@ -90,10 +90,16 @@ def _jp(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProc
 
 
 def _next_commands(text: str) -> list[str]:
-    """The commands under the last "next:" line, their `` \\`` continuations joined."""
-    tail = text[text.rindex("next:"):].splitlines()[1:]
-    return [c.strip() for c in " ".join(ln.strip().removesuffix("\\") if ln.endswith("\\") else ln + "\n"
-                                        for ln in tail).splitlines() if c.strip()]
+    """The commands under the last "next:" line (its indented lines), `` \\`` continuations joined."""
+    cmds: list[str] = []
+    for line in text[text.rindex("next:"):].splitlines()[1:]:
+        if not line.startswith("  "):
+            break
+        if cmds and cmds[-1].endswith("\\"):
+            cmds[-1] = cmds[-1][:-1].rstrip() + " " + line.strip()
+        else:
+            cmds.append(line.strip())
+    return cmds
 
 
 @pytest.mark.slow
