@@ -94,6 +94,17 @@ def test_arm_config_changes_only_the_objective_seed_and_cap():
     assert m.max_steps == base.max_steps and m.seed == base.seed
 
 
+def test_arm_keeps_the_templates_log_every():
+    # issue 23: the template says log_every: 10 and compare logged every step of a short run
+    base = core.load_base(TEMPLATE).train
+    assert "log_every" in base.model_fields_set and base.log_every == 10
+    a = core.arm_train_config(base, core.parse_arm("x"), core.Budget(steps=120), seed=0, world_size=1)
+    assert a.log_every == 10
+    unset = base.model_validate({k: v for k, v in base.model_dump().items() if k != "log_every"})
+    assert core.arm_train_config(unset, core.parse_arm("x"), core.Budget(steps=120), seed=0,
+                                 world_size=1).log_every == 2  # unset: about 60 points on the curve
+
+
 def test_metrics_summary_skips_torn_lines_and_startup_window(tmp_path):
     p = tmp_path / "metrics.jsonl"
     recs = [{"step": 10, "loss": 3.0, "img_per_s": 1.0, "peak_mem_mib": 100.0, "mem_kind": "rss"},
