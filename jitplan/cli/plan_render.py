@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import shlex
 
+from jitplan.cli._output import whole_words
+
 WIDE_COLUMNS = 140
 
 
@@ -96,7 +98,7 @@ def render_catalog(console, rows, *, wide: bool | None = None) -> None:
                  f"{g.mem_bw_gbs or 0:g}", g.compute_capability or "-"]
         cells += ["yes" if g.nvlink else "no", g.gpu_class, Text(g.source)] if wide else [g.gpu_class]
         table.add_row(*cells)
-    console.print(table)
+    console.print(whole_words(table, console.width))  # HOOK (newcomer): no word folded at 80 columns ("workstatio" / "n")
     if not wide:
         console.print(Text("NVLink and each number's source: --wide or --json", style="dim"))
 
