@@ -96,9 +96,9 @@ def command_lines(command: str, width: int, indent: str = "  ") -> list[str]:
     return lines
 
 
-def print_next(console: Console, what: str, commands: list[str]) -> None:
+def print_next(console: Console, what: str, commands: list[str], label: str = "next: ") -> None:
     """``next: what`` and each command on lines of its own, whole at the console's width (copy-pasteable)."""
-    console.print(f"next: {what}", markup=False, highlight=False)
+    console.print(f"{label}{what}", markup=False, highlight=False)
     for command in commands:
         for line in command_lines(command, console.width):
             console.print(line, markup=False, highlight=False, soft_wrap=True)
