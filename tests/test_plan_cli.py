@@ -194,7 +194,8 @@ def test_saved_plan_names_the_next_step_and_model_is_an_alias_of_recipe(cli, tmp
     assert r.code == 0, r.err
     assert load_plan(out).train.model.variant == "JiT-L/32"
     text = " ".join(r.out.split())
-    assert f"next: jitplan doctor --plan {out}" in text and f"--config {out}" in text
+    assert f"next: check it, then launch it (or --ssh / --vast): jitplan doctor --plan {out}" in text
+    assert f"  jitplan launch {out} --local\n" in r.out and f"--config {out}" in text  # whole commands
 
 
 def test_a_gpu_less_hardware_file_says_what_to_do(cli, tmp_path):
