@@ -38,5 +38,5 @@ def after_training(run_id: str, run_dir: str | Path, *, digits: bool, num_classe
 
 def print_after_training(console: Console, run_id: str, run_dir: str | Path, *, digits: bool,
                          num_classes: int = 10) -> None:
-    print_next(console, "its events and report, then samples and a denoising trajectory from its checkpoint:",
+    print_next(console, "look at the run, then draw samples and a trajectory from it:",
                after_training(run_id, run_dir, digits=digits, num_classes=num_classes))

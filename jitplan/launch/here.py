@@ -50,7 +50,7 @@ def preflight(plan_file: Path, data_path: str | None) -> None:
     from jitplan.doctor.runner import run_doctor
 
     if data_path is not None and not Path(data_path).is_dir():  # HOOK (newcomer): say where the path came from
-        raise UsageError(f"data.path {data_path} (from {plan_file}): no such folder", hint=f"plan with your dataset: "
+        raise UsageError(f"data.path {data_path} (from {plan_file}): no such folder", hint="plan with your dataset: "
                          "jitplan plan ... --data DIR --out plan.yaml; no GPU: jitplan plan --gpus cpu --out plan.yaml")
     report = run_doctor(plan_path=plan_file, data_path=data_path)
     if report.failed:
