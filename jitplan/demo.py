@@ -210,3 +210,43 @@ def recognise(pngs: list[Path], labels: list[int]) -> tuple[int, list[int], floa
     clf, held_out = digit_classifier()
     pred = [int(p) for p in clf.predict(np.stack([png_to_scan(p) for p in pngs]))]
     return sum(int(p == y) for p, y in zip(pred, labels, strict=True)), pred, held_out
+
+
+def labelled_grid(pngs: list[Path], labels: list[int], pred: list[int], out: str | Path, *, caption: str,
+                  cell: int = 64) -> Path:
+    """The samples as a picture to keep: one row per digit, labelled on the left, each sample scaled to
+    ``cell`` px (nearest neighbour: the pixels as the model drew them) in a green frame when the judge
+    read it as its digit and a red one when not, the score in a caption below. Written atomically."""
+    import os
+    import tempfile
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    rows: dict[int, list[tuple[Path, bool]]] = {}
+    for path, y, p in zip(pngs, labels, pred, strict=True):
+        rows.setdefault(y, []).append((path, p == y))
+    per_row = max(len(r) for r in rows.values())
+    pad, margin, foot = 6, 40, 44
+    font = ImageFont.load_default(size=22)
+    small = ImageFont.load_default(size=15)
+    width = margin + per_row * (cell + pad) + pad
+    img = Image.new("RGB", (max(width, 470), pad + len(rows) * (cell + pad) + foot), "white")
+    draw = ImageDraw.Draw(img)
+    for r, (digit, items) in enumerate(sorted(rows.items())):
+        top = pad + r * (cell + pad)
+        draw.text((margin // 2, top + cell // 2), str(digit), fill="black", font=font, anchor="mm")
+        for c, (path, ok) in enumerate(items):
+            left = margin + pad + c * (cell + pad)
+            with Image.open(path) as im:
+                img.paste(im.convert("RGB").resize((cell, cell), Image.NEAREST), (left, top))
+            draw.rectangle((left - 2, top - 2, left + cell + 1, top + cell + 1), outline="#2a2" if ok else "#c22",
+                           width=2)
+    draw.text((pad, img.height - foot + 8), caption, fill="black", font=small)
+    draw.text((pad, img.height - foot + 26), "green: read as its digit, red: not (the judge: an SVM on real digits)",
+              fill="#555", font=small)
+    out = Path(out)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".png")
+    os.close(fd)
+    img.save(tmp)
+    os.replace(tmp, out)
+    return out

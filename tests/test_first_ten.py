@@ -151,7 +151,7 @@ def test_the_demo_shows_progress_and_proves_itself(term):
     assert "30/30" in screen  # the progress bar reached its target
     assert re.search(r"\b\d+ of 10 samples recognised as their digit", text)
     assert "trajectory" in text and (term.workdir / "demo" / "trajectory-7.html").is_file()
-    assert "next: plan a real run" in text
+    assert "next: plan a real run" in text and "\n  jitplan plan --gpus cpu --out plan.yaml" in screen
 
 
 @pytest.mark.parametrize("width", [80, 120])

@@ -21,8 +21,8 @@ from pathlib import Path
 import typer
 from pydantic import BaseModel, ConfigDict
 
-from jitplan.cli._output import JsonFlag, emit, note
-from jitplan.demo import DEFAULT_STEPS, StepProgress, demo_config, recognise
+from jitplan.cli._output import JsonFlag, emit, note, print_next
+from jitplan.demo import DEFAULT_STEPS, StepProgress, demo_config, labelled_grid, recognise
 from jitplan.errors import CheckFailed, UsageError
 
 TARGET = 0.8  # the share of samples the judge must recognise for the demo to call the grid legible
@@ -65,17 +65,26 @@ def _render(r: DemoResult, c) -> None:
     share = r.recognised / max(r.of, 1)
     verdict = ("legible" if share >= TARGET else
                f"below the {TARGET:.0%} this demo aims for: train longer (--steps), or continue this run")
-    c.print(f"trained {r.final_step} of {r.target_steps} steps in {r.seconds:g} s on {r.device} ({r.status})\n"
-            f"{r.recognised} of {r.of} samples recognised as their digit ({share:.0%}; {verdict})\n"
-            f"  judge       an SVM trained only on the real 8x8 scans "
-            f"({r.classifier_held_out:.1%} on held-out real digits)\n"
-            f"  samples     {r.samples}\n"
-            + (f"  trajectory  {r.trajectory_page}  (open it in a browser)\n" if r.trajectory_page else "")
-            + f"  checkpoint  {r.checkpoint}\n  log         {r.log}\n"
-            f"  run         {r.run_id}  (jitplan status {r.run_id})\n"
-            f"  continue    jitplan launch {Path(r.run_dir) / 'train.yaml'} --local --run-dir {r.run_dir}\n"
-            f"next: plan a real run with `jitplan plan --gpus 2xRTX3060 --host-ram 24GB --out plan.yaml`",
-            markup=False, soft_wrap=True)
+    for line in (f"trained {r.final_step} of {r.target_steps} steps in {r.seconds:g} s on {r.device} ({r.status})",
+                 f"{r.recognised} of {r.of} samples recognised as their digit ({share:.0%}; {verdict})",
+                 f"  judge       an SVM trained only on the real 8x8 scans ({r.classifier_held_out:.1%} on held-out "
+                 "real digits)",
+                 f"  samples     {r.samples}  (rows by digit, the score in the caption)",
+                 *([f"  trajectory  {r.trajectory_page}  (open it in a browser)"] if r.trajectory_page else []),
+                 f"  checkpoint  {r.checkpoint}", f"  log         {r.log}",
+                 f"  run         {r.run_id}  (jitplan status {r.run_id})"):
+        c.print(line, markup=False)  # rich wraps these at spaces
+    print_next(c, "continue this run to train longer:", [f"jitplan launch {_short(r.run_dir)}/train.yaml --local "
+                                                        f"--run-dir {_short(r.run_dir)}"], label="")
+    print_next(c, "plan a real run, or one on this CPU:",
+               ["jitplan plan --gpus 2xRTX3060 --host-ram 24GB --out plan.yaml", "jitplan plan --gpus cpu --out plan.yaml"])
+
+
+def _short(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path
 
 
 def demo(
@@ -133,7 +142,10 @@ def demo(
     _jitmodel(["sample", "--ckpt", str(ckpt), "--classes", "0,1,2,3,4,5,6,7,8,9", "--n", str(samples),
                "--device", "cpu", "--out", str(grid), "--out-dir", str(pics)], threads, "sampling")
     labels = [d for d in range(10) for _ in range(samples)]
-    ok, pred, held_out = recognise(sorted(pics.glob("[0-9]*.png")), labels)
+    singles = sorted(pics.glob("[0-9]*.png"))
+    ok, pred, held_out = recognise(singles, labels)
+    labelled_grid(singles, labels, pred, grid, caption=f"JiT-Tiny/4 after {res.final_step} steps: {ok} of "
+                  f"{len(labels)} recognised as their digit ({ok / max(len(labels), 1):.0%})")
     strip, page = run_dir / f"trajectory-{digit}.png", run_dir / f"trajectory-{digit}.html"
     _jitmodel(["trajectory", "--ckpt", str(ckpt), "--class", str(digit), "--device", "cpu", "--out", str(strip),
                "--html", str(page)], threads, "the trajectory")
