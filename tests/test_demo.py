@@ -65,6 +65,7 @@ def test_progress_says_once_that_a_slow_machine_keeps_going_to_the_target():
     assert prog.eta() == pytest.approx(200.0)
 
 
+@pytest.mark.slow
 def test_a_real_scan_reads_back_as_its_digit_and_noise_does_not(tmp_path):
     from PIL import Image
     from sklearn.datasets import load_digits
