@@ -22,6 +22,9 @@ from typing import Any
 
 import typer
 
+from jitmodel.helpfmt import plain_help
+from jitmodel.progress import Progress
+
 app = typer.Typer(name="jitmodel", help="Train, sample and evaluate JiT models.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_show_locals=False)
 
@@ -73,7 +76,7 @@ def _emit(data: dict[str, Any], as_json: bool) -> None:
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
 def train(ctx: typer.Context) -> None:
-    """Train (arguments go to ``python -m jitmodel.train``; see ``jitmodel train --help``)."""
+    """Train: the arguments go to python -m jitmodel.train (jitmodel train --help lists them)."""
     from jitmodel import early_signals
 
     early_signals.install()  # before torch is imported: a SIGTERM while starting ends cleanly
@@ -114,9 +117,9 @@ def sample(ckpt: str = CKPT,
     shape = (m.model_cfg.in_channels, m.model_cfg.img_size, m.model_cfg.img_size)
     z = noise_for_ids(list(range(len(labels))), seed, shape, m.diffusion.noise_scale, dev)
     t0 = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), Progress(f"sample {len(labels)} images", scfg.steps, "steps") as bar:
         img, stats = run_sampler(m.x_hat, z, torch.tensor(labels, device=dev), scfg, num_classes=nc,
-                                 t_eps=m.diffusion.t_eps, autocast=autocast)
+                                 t_eps=m.diffusion.t_eps, autocast=autocast, on_step=lambda *_: bar.advance())
     secs = time.perf_counter() - t0
     pics = to_uint8(img)
     save_png(out, make_grid(pics, ncol=None if random else (n or 4)))
@@ -147,9 +150,11 @@ def trajectory(ckpt: str = CKPT, cls: int = typer.Option(None, "--class", help="
     labels = list(dict.fromkeys(parse_classes(wanted, nc)))
     scfg = _sample_cfg(m.sample_defaults, sampler, steps, cfg, interval, "exact")
     size, patch = m.model_cfg.img_size, m.model_cfg.spec.patch
-    frames = [tr.compute_frames(m.x_hat, label=c, num_classes=nc, img_size=size, steps=scfg.steps, sample_cfg=scfg,
-                                in_channels=m.model_cfg.in_channels, seed=seed, noise_scale=m.diffusion.noise_scale,
-                                t_eps=m.diffusion.t_eps, device=dev) for c in labels]
+    with Progress(f"trajectory of {len(labels)} class(es)", scfg.steps * len(labels), "steps") as bar:
+        frames = [tr.compute_frames(m.x_hat, label=c, num_classes=nc, img_size=size, steps=scfg.steps,
+                                    sample_cfg=scfg, in_channels=m.model_cfg.in_channels, seed=seed,
+                                    noise_scale=m.diffusion.noise_scale, t_eps=m.diffusion.t_eps, device=dev,
+                                    on_step=bar.advance) for c in labels]
     scale = tr.display_scale(size)
     rendered = [[tr.render(f, patch, scale) for f in fr] for fr in frames]
     save_png(out, tr.strip(rendered))
@@ -224,7 +229,8 @@ def run(argv: list[str] | None = None) -> int:
     """Run with the error map; returns the exit code."""
     debug = os.environ.get("JITMODEL_DEBUG") == "1"
     try:
-        rv = app(args=argv, standalone_mode=False, prog_name="jitmodel")
+        command = plain_help(typer.main.get_command(app))  # help at whole words (jitmodel/helpfmt.py)
+        rv = command.main(args=argv, standalone_mode=False, prog_name="jitmodel")
         return rv if isinstance(rv, int) else 0
     except ValueError as e:  # bad input (FeatureExtractorMissing and pydantic's ValidationError included)
         if debug:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 
@@ -43,13 +44,17 @@ class Frame:
 
 def compute_frames(x_hat: XHatFn, *, label: int, num_classes: int, img_size: int, steps: int = 10,
                    sample_cfg: SampleConfig | None = None, in_channels: int = 3, seed: int = 0,
-                   noise_scale: float = 1.0, t_eps: float = 0.05, device: str | torch.device = "cpu") -> list[Frame]:
-    """Run the sampler for one image of ``label`` and keep a frame per step (steps + 1 frames)."""
+                   noise_scale: float = 1.0, t_eps: float = 0.05, device: str | torch.device = "cpu",
+                   on_step: Callable[[], None] | None = None) -> list[Frame]:
+    """Run the sampler for one image of ``label`` and keep a frame per step (steps + 1 frames); ``on_step``
+    is called after each (a progress line)."""
     cfg = (sample_cfg or SampleConfig()).model_copy(update={"steps": steps})
     frames: list[Frame] = []
 
     def keep(i: int, t: float, z: Tensor, v: Tensor) -> None:
         frames.append(Frame(i, t, z[0].detach().cpu().clone(), x_hat_from_velocity(z, v, t, t_eps)[0].cpu()))
+        if on_step is not None:
+            on_step()
 
     z0 = noise_for_ids([0], seed, (in_channels, img_size, img_size), noise_scale, device)
     with torch.no_grad():

@@ -55,6 +55,35 @@ def demo_config(hardware, *, steps: int | None):
     return cfg, wp.reasons
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+def laptop_config(hardware, *, steps: int, data: str | None):
+    """The CPU plan (``jitplan plan --gpus cpu``): the demo's recipe on the digits, or on a small class-folder
+    dataset (``data``: a folder holding ``train/<class>/*.png``, 32 px). Returns (config, worker reasons,
+    what it trains on). A folder without ``train/`` is a UsageError naming the flag and ``data prepare``."""
+    from jitmodel.config import TrainConfig
+    from jitplan.errors import UsageError
+
+    cfg, reasons = demo_config(hardware, steps=steps)
+    if data is None:
+        return cfg, reasons, f"scikit-learn's handwritten digits ({DIGITS_IMAGES:,} images, 10 classes)"
+    train = Path(data) / "train"
+    if not train.is_dir():
+        raise UsageError(f"--data {data}: no train/ folder in it",
+                         hint=f"make train/ and val/ from class folders: jitplan data prepare SRC {data}")
+    classes = sorted(d for d in train.iterdir() if d.is_dir())
+    n = sum(1 for c in classes for f in c.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not classes or n == 0:
+        raise UsageError(f"--data {data}: train/ holds no class folders with images",
+                         hint="lay it out as train/<class>/<image>.png (jitplan data prepare makes that)")
+    raw = cfg.model_dump(mode="json", exclude_unset=True)
+    raw["model"] = {**raw["model"], "img_size": 32, "num_classes": len(classes)}
+    raw["data"] = {"kind": "imagefolder", "path": str(Path(data).resolve()), "num_images": n,
+                   "num_workers": cfg.data.num_workers}
+    return TrainConfig.model_validate(raw), reasons, f"{data} ({n:,} images, {len(classes)} classes)"
+
+
 def _clock(seconds: float) -> str:
     s = int(round(seconds))
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
@@ -181,3 +210,43 @@ def recognise(pngs: list[Path], labels: list[int]) -> tuple[int, list[int], floa
     clf, held_out = digit_classifier()
     pred = [int(p) for p in clf.predict(np.stack([png_to_scan(p) for p in pngs]))]
     return sum(int(p == y) for p, y in zip(pred, labels, strict=True)), pred, held_out
+
+
+def labelled_grid(pngs: list[Path], labels: list[int], pred: list[int], out: str | Path, *, caption: str,
+                  cell: int = 64) -> Path:
+    """The samples as a picture to keep: one row per digit, labelled on the left, each sample scaled to
+    ``cell`` px (nearest neighbour: the pixels as the model drew them) in a green frame when the judge
+    read it as its digit and a red one when not, the score in a caption below. Written atomically."""
+    import os
+    import tempfile
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    rows: dict[int, list[tuple[Path, bool]]] = {}
+    for path, y, p in zip(pngs, labels, pred, strict=True):
+        rows.setdefault(y, []).append((path, p == y))
+    per_row = max(len(r) for r in rows.values())
+    pad, margin, foot = 6, 40, 44
+    font = ImageFont.load_default(size=22)
+    small = ImageFont.load_default(size=15)
+    width = margin + per_row * (cell + pad) + pad
+    img = Image.new("RGB", (max(width, 470), pad + len(rows) * (cell + pad) + foot), "white")
+    draw = ImageDraw.Draw(img)
+    for r, (digit, items) in enumerate(sorted(rows.items())):
+        top = pad + r * (cell + pad)
+        draw.text((margin // 2, top + cell // 2), str(digit), fill="black", font=font, anchor="mm")
+        for c, (path, ok) in enumerate(items):
+            left = margin + pad + c * (cell + pad)
+            with Image.open(path) as im:
+                img.paste(im.convert("RGB").resize((cell, cell), Image.NEAREST), (left, top))
+            draw.rectangle((left - 2, top - 2, left + cell + 1, top + cell + 1), outline="#2a2" if ok else "#c22",
+                           width=2)
+    draw.text((pad, img.height - foot + 8), caption, fill="black", font=small)
+    draw.text((pad, img.height - foot + 26), "green: read as its digit, red: not (the judge: an SVM on real digits)",
+              fill="#555", font=small)
+    out = Path(out)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".png")
+    os.close(fd)
+    img.save(tmp)
+    os.replace(tmp, out)
+    return out

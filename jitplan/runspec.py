@@ -153,6 +153,9 @@ def load_run_spec(path: str | Path) -> RunSpec:
         raise UsageError(f"{p}: {e}" if str(p) not in str(e) else str(e)) from None
     if kind == "plan":
         return RunSpec.from_plan(load_plan(p), source=str(p))
+    if "gpus_per_node" in raw and "data" not in raw:  # HOOK (newcomer): a probe file where a plan belongs
+        raise UsageError(f"{p} describes hardware (jitplan probe --out), not a run", hint=f"plan for it first: "
+                         f"jitplan plan --hardware {p} --out plan.yaml, then: jitplan launch plan.yaml --local")
     try:
         train = TrainConfig.model_validate(raw)
     except ValidationError as e:

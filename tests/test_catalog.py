@@ -64,6 +64,16 @@ def test_unknown_gpu_names_closest():
     assert "RTX 3060 12GB" in closest_names("rtx 306")
 
 
+def test_a_slip_of_the_keys_finds_the_card_and_the_list():
+    # "RTX3600" is "RTX3060" with two digits swapped: that card comes first, and the message says where
+    # the whole catalog is (it used to offer RTX 3090, 3080 and 3070 only, and no --list-gpus)
+    assert closest_names("RTX3600")[0] == "RTX 3060 12GB"
+    assert closest_names("4090")[0] == "RTX 4090"
+    with pytest.raises(UsageError, match=r"closest: RTX 3060 12GB.*jitplan plan --list-gpus") as e:
+        lookup("RTX3600")
+    assert "--gpu-mem" in (e.value.hint or "")
+
+
 def test_memory_is_nvml_total():
     assert lookup("RTX3060").memory_bytes == 12288 * 2**20
     assert lookup("H200").memory_bytes > 140 * 2**30

@@ -29,6 +29,7 @@ def _shapes(mc: ModelConfig, prefix: str = "net.") -> dict[str, tuple[int, ...]]
 # --------------------------------------------------------------------------- inference from shapes
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
+@pytest.mark.slow
 def test_infer_model_config_over_the_registry(name):
     v = VARIANTS[name]
     img = v.patch * (2 if v.test_only else 16)
@@ -102,6 +103,7 @@ _KILLED_WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sigkill_while_writing_leaves_previous_checkpoint_loadable(tmp_path):
     final = tmp_path / "last.pt"
     C.atomic_save(_ours(1, 1.0), final)
@@ -305,6 +307,7 @@ def test_a_disk_that_fills_during_the_write_is_one_line(tmp_path, monkeypatch):
     assert C.load_checkpoint(tmp_path / "last.pt")["step"] == 1 and not list(tmp_path.glob(".*tmp*"))
 
 
+@pytest.mark.slow
 def test_doctor_checks_the_digests_in_a_child(tmp_path):
     from jitplan.doctor.ckpt import verify_digests
     from jitplan.errors import UsageError

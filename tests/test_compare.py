@@ -94,6 +94,17 @@ def test_arm_config_changes_only_the_objective_seed_and_cap():
     assert m.max_steps == base.max_steps and m.seed == base.seed
 
 
+def test_arm_keeps_the_templates_log_every():
+    # issue 23: the template says log_every: 10 and compare logged every step of a short run
+    base = core.load_base(TEMPLATE).train
+    assert "log_every" in base.model_fields_set and base.log_every == 10
+    a = core.arm_train_config(base, core.parse_arm("x"), core.Budget(steps=120), seed=0, world_size=1)
+    assert a.log_every == 10
+    unset = base.model_validate({k: v for k, v in base.model_dump().items() if k != "log_every"})
+    assert core.arm_train_config(unset, core.parse_arm("x"), core.Budget(steps=120), seed=0,
+                                 world_size=1).log_every == 2  # unset: about 60 points on the curve
+
+
 def test_metrics_summary_skips_torn_lines_and_startup_window(tmp_path):
     p = tmp_path / "metrics.jsonl"
     recs = [{"step": 10, "loss": 3.0, "img_per_s": 1.0, "peak_mem_mib": 100.0, "mem_kind": "rss"},
@@ -128,6 +139,7 @@ def test_minutes_budget_waits_for_the_trainer_to_start(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- scoring
+@pytest.mark.slow
 def test_common_v_loss_is_zero_for_an_oracle_of_every_prediction_type():
     """The common metric converts each prediction type to v: a perfect network scores 0 whatever it predicts,
     and a wrong one scores the same whichever type it is read as, once converted."""
@@ -300,6 +312,7 @@ def test_hardware_flags_and_ssh_reach_the_core(cli, tmp_path, monkeypatch):
     assert cfg.max_steps == -(-5000 // eff)
 
 
+@pytest.mark.slow
 def test_a_failed_arm_is_reported_and_exits_1(cli, tmp_path, monkeypatch):
     """An arm whose trainer fails leaves no checkpoint: it is listed as failed, the others' files are still
     written, and the command exits 1 with one line. Imagefolder data without --ref-stats: no quality metric."""
@@ -377,6 +390,7 @@ def test_compare_over_ssh_fetches_each_arm_back_and_scores_it(cli, tmp_path, mon
 
 @pytest.mark.net
 @pytest.mark.parametrize("keep", [False, True])
+@pytest.mark.slow
 def test_vast_rents_one_instance_for_all_arms_and_releases_it(cli, tmp_path, monkeypatch, keep):
     """--vast provisions once (the real SDK against the Vast fake), every arm goes over SSH to that instance with
     the new host key trusted in jitplan's own known_hosts, and when the comparison ends (here: it fails after

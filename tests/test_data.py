@@ -100,6 +100,7 @@ def test_too_many_classes_for_the_model(tmp_path):
         build_dataset(DataConfig(path=str(tmp_path)), img_size=8, num_classes=2)
 
 
+@pytest.mark.slow
 def test_digits_dataset_is_real_and_upscaled():
     ds = Digits(img_size=16, in_channels=3)
     assert len(ds) == 1797 and ds.classes == [str(i) for i in range(10)]

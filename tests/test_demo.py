@@ -65,6 +65,7 @@ def test_progress_says_once_that_a_slow_machine_keeps_going_to_the_target():
     assert prog.eta() == pytest.approx(200.0)
 
 
+@pytest.mark.slow
 def test_a_real_scan_reads_back_as_its_digit_and_noise_does_not(tmp_path):
     from PIL import Image
     from sklearn.datasets import load_digits
@@ -110,3 +111,25 @@ def test_demo_trains_through_the_local_launch_path_and_writes_samples(cli, tmp_p
 
     run = Registry().get_run(res["run_id"])
     assert (run.name, run.backend, run.status) == ("demo", "local", "finished")
+
+
+def test_the_grid_is_a_picture_to_keep(tmp_path):
+    # issue 23: the demo's grid was a 74 x 182 px postage stamp without row labels
+    from PIL import Image
+
+    from jitplan.demo import labelled_grid
+
+    pngs = []
+    for k in range(6):
+        p = tmp_path / f"{k:05d}.png"
+        Image.new("L", (16, 16), 40 * k).save(p)
+        pngs.append(p)
+    out = labelled_grid(pngs, [0, 0, 1, 1, 2, 2], [0, 3, 1, 1, 2, 0], tmp_path / "grid.png",
+                        caption="4 of 6 recognised as their digit")
+    with Image.open(out) as im:
+        rgb = im.convert("RGB")
+        assert im.width >= 2 * 64 + 40 and im.height >= 3 * 64 + 40  # readable: 64 px per sample, 3 rows
+        assert rgb.getpixel((40 + 6 + 20, 6 - 2)) == (0x22, 0xaa, 0x22)  # first sample: read as its digit
+        assert rgb.getpixel((40 + 6 + 70 + 20, 6 - 2)) == (0xcc, 0x22, 0x22)  # second: not
+        label = rgb.crop((0, 6, 40, 6 + 64))  # the row's digit is drawn in its margin
+        assert label.convert("L").getextrema()[0] < 100

@@ -129,6 +129,7 @@ def test_ema_update_math_and_coverage():
             assert torch.allclose(sd[n], ref, atol=1e-6), (n, d)
 
 
+@pytest.mark.slow
 def test_ema_warmup_ramps_the_decay_and_is_off_by_default():
     den = _den()
     assert EMA(den).decays_at(0) == (0.9999, 0.9996)  # the official recipe: no warm-up
@@ -205,6 +206,7 @@ def test_ema_shadows_are_fp32_for_a_bf16_module():
 
 
 @pytest.mark.parametrize("prediction", ["x", "v", "eps"])
+@pytest.mark.slow
 def test_a_few_adamw_steps_reduce_the_loss(prediction):
     torch.manual_seed(0)
     den = Denoiser(MC, DiffusionConfig(prediction=prediction, label_drop_prob=0.0))

@@ -36,6 +36,7 @@ def _with_examples() -> list[str]:
 
 
 @pytest.mark.parametrize("module", _with_examples())
+@pytest.mark.slow
 def test_docstring_examples_hold(module):
     res = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS, verbose=False)
     assert res.attempted > 0 and res.failed == 0, f"{module}: {res.failed} of {res.attempted} examples failed"

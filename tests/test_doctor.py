@@ -151,6 +151,7 @@ def test_story_2_flat_kaggle_imagenet256_caught_by_C10(tmp_path):
     assert "jitplan data prepare" in f.fix
 
 
+@pytest.mark.slow
 def test_story_3_sampling_looks_hung_eval_longer_than_nccl_timeout_caught_by_C12(story_plan):
     rep = doctor(plan_path=story_plan, nccl_timeout_s=600)
     f = rep.by_id("C12")
@@ -173,6 +174,7 @@ def test_story_4_twelve_workers_per_gpu_on_24gb_host_caught_by_C8(story_plan, tm
     assert doctor(plan_path=story_plan).by_id("C8").level in ("pass", "warn")
 
 
+@pytest.mark.slow
 def test_story_5_pos_embed_mismatch_checkpoint_caught_by_C11(story_plan, tmp_path):
     # trained at 256 px; the generation side is configured for 512 px (pos_embed 256 vs 1024 tokens)
     ckpt = save_ckpt(tmp_path / "checkpoint-last.pth", jit_shapes("JiT-B/16", 256),
@@ -199,6 +201,7 @@ def test_C1_nvjitlink_variant(tmp_path):
     assert rep.by_id("C13").level == "warn"  # the same LD_LIBRARY_PATH, seen as a knob
 
 
+@pytest.mark.slow
 def test_C1_real_torch_imports(tmp_path):
     import os
 
@@ -444,6 +447,7 @@ def _bash_blocks(md: Path) -> list[str]:
     return re.findall(r"```bash\n(.*?)```", md.read_text(), re.S)
 
 
+@pytest.mark.slow
 def test_docs_story_example_runs(tmp_path):
     """The replayed story in docs/doctor.md runs as written (paths moved to a temporary folder)."""
     import shutil

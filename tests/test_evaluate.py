@@ -98,6 +98,7 @@ def test_progress_line_has_rate_and_eta():
 
 
 # ---------------------------------------------------------------------------------------- generation
+@pytest.mark.slow
 def test_generation_resumes_by_skipping_existing_images(tiny, tmp_path):
     _, m = tiny
     job = _job(tmp_path / "imgs")
@@ -128,6 +129,7 @@ def test_missing_reference_stats_fail_before_any_image(tiny, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_fid_end_to_end_with_the_digits_extractor(tiny, tmp_path, digits_ref):
     from jitmodel.fid import get_extractor
 

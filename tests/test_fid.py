@@ -30,6 +30,7 @@ def test_diagonal_covariances_match_the_closed_form():
     assert frechet_distance(mu1, np.diag(a), mu1, np.diag(a)) == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_full_covariances_match_scipy_sqrtm():
     scipy_linalg = pytest.importorskip("scipy.linalg")
     rng = np.random.default_rng(1)
@@ -71,6 +72,7 @@ def test_inception_score_extremes():
     assert inception_score(collapsed, splits=1)[0] == pytest.approx(1.0, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_split_sums_reproduce_torch_fidelitys_shuffled_splits():
     """ISSums (mergeable across ranks) equals torch-fidelity's formula: seeded shuffle, 10 equal chunks."""
     from jitmodel.evaluate import ISSums, split_of_ids
@@ -180,6 +182,7 @@ def test_torch_fidelity_inception_loads_from_a_local_file_without_torchvision(tm
     assert feats.shape == (3, 2048) and logits.shape == (3, 1008) and np.isfinite(feats).all()
 
 
+@pytest.mark.slow
 def test_digits_extractor_fid_is_small_for_real_digits_and_large_for_noise(tmp_path):
     pytest.importorskip("sklearn")
     torch = pytest.importorskip("torch")

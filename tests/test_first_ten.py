@@ -33,6 +33,7 @@ class Terminal:
 
     def __init__(self, workdir: Path, env: dict[str, str]):
         self.sock, self.workdir, self.env = f"jitplan-test-{uuid.uuid4().hex[:8]}", workdir, env
+        self.started = False
 
     def tmux(self, *args: str) -> str:
         return subprocess.run(["tmux", "-L", self.sock, *args], capture_output=True, text=True, env=self.env,
@@ -40,6 +41,9 @@ class Terminal:
 
     def run(self, command: str, width: int, timeout: float = 120.0) -> tuple[int, str]:
         """Run ``command`` in bash in a ``width``-column terminal; return (exit code, the whole screen)."""
+        if not self.started:  # a session that outlives each command's: killing the last one stops the server,
+            self.tmux("new-session", "-d", "-s", "keep", "sleep", "3600")  # and the next command raced its exit
+            self.started = True
         name = uuid.uuid4().hex[:8]
         shim = f'jitplan() {{ {shlex.quote(sys.executable)} -m jitplan "$@"; }}'
         script = f"cd {shlex.quote(str(self.workdir))}; {shim}; {command}; echo __rc=$?__; sleep 600"
@@ -78,6 +82,14 @@ def assert_clean(screen: str, width: int) -> None:
     assert all(len(line) <= width for line in screen.splitlines())
 
 
+BOX = re.compile("[\u2500-\u257f]")
+
+
+def words(screen: str) -> set[str]:
+    """The words on a screen, table borders and a command's line continuations (``\\``) dropped."""
+    return set(BOX.sub(" ", screen).split()) - {"\\"}
+
+
 def flat(screen: str) -> str:
     """The screen's words joined by single spaces: a sentence the terminal wrapped reads as one."""
     return " ".join(screen.split())
@@ -101,7 +113,7 @@ def test_plan_doctor_probe_version_read_whole_at(term, width):
 
     rc, screen = term.run(f"{plan_cmd} --out plan.yaml", width)
     assert rc == 0 and (term.workdir / "plan.yaml").is_file()
-    assert "next: jitplan doctor --plan plan.yaml" in flat(screen)
+    assert "next: check it, then launch it" in screen and "\n  jitplan doctor --plan plan.yaml\n" in screen
 
     rc, screen = term.run("jitplan doctor --plan plan.yaml", width, timeout=300)
     assert rc in (0, 1)  # 1: this CPU box fails the plan's GPU checks, which is the point of the doctor
@@ -125,8 +137,8 @@ def test_a_machine_without_a_gpu_is_told_what_to_do(term, width):
     assert_clean(screen, width)
     assert screen.count("libnvidia-ml.so.1") == 1  # the no-GPU message once
     assert "next: plan for the GPUs you will train on" in flat(screen)
-    rc, screen = term.run("jitplan plan --hardware hardware.yaml", width)
-    assert rc == 2 and "no NVIDIA GPU" in flat(screen) and "jitplan plan --gpus" in flat(screen)
+    rc, screen = term.run("jitplan plan --hardware hardware.yaml", width)  # no GPU: the laptop plan (issue 23)
+    assert rc == 0 and "CPU plan" in flat(screen) and "jitplan launch plan.yaml --local" in screen
     assert_clean(screen, width)
 
 
@@ -139,4 +151,22 @@ def test_the_demo_shows_progress_and_proves_itself(term):
     assert "30/30" in screen  # the progress bar reached its target
     assert re.search(r"\b\d+ of 10 samples recognised as their digit", text)
     assert "trajectory" in text and (term.workdir / "demo" / "trajectory-7.html").is_file()
-    assert "next: plan a real run" in text
+    assert "next: plan a real run" in text and "\n  jitplan plan --gpus cpu --out plan.yaml" in screen
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_every_readme_command_reads_whole_at(term, width):
+    """Each README command that runs here (tests/test_readme.py's list), in a real terminal: no traceback,
+    nothing cut, and no word split across lines: every word on the narrow screen is a word of the same
+    command's screen at 139 columns (the widest compact layout), so a fold ("workstatio" / "n") or a
+    terminal-wrapped long line shows up as a word that does not exist."""
+    from test_readme import RUNS_HERE
+
+    for cmd in RUNS_HERE:
+        rc, wide = term.run(cmd, 139)
+        assert rc == 0, (cmd, wide)
+        rc, screen = term.run(cmd, width)
+        assert rc == 0, (cmd, screen)
+        assert_clean(screen, width)
+        split = words(screen) - words(wide)
+        assert not split, f"{cmd!r} at {width} columns splits words: {sorted(split)}\n{screen}"

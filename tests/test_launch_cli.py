@@ -68,6 +68,7 @@ def _torchrun_args(line: str):
     ["plan.yaml", "--local", "--ssh", "root@h"],
     ["plan.yaml", "--local", "--max-restarts", "-1"],
 ])
+@pytest.mark.slow
 def test_usage_errors_exit_2_with_one_line(cli, tmp_path, argv):
     tiny_plan(tmp_path)
     r = cli("launch", *argv)
@@ -99,6 +100,7 @@ def test_multi_node_plan_over_one_ssh_host_is_refused(cli, tmp_path):
 
 # ------------------------------------------------------------------ dry runs
 
+@pytest.mark.slow
 def test_local_dry_run_prints_doctor_and_a_parsable_torchrun_line_and_runs_nothing(cli, tmp_path):
     tiny_plan(tmp_path)
     r = cli("launch", "plan.yaml", "--local", "--dry-run", "--run-dir", str(tmp_path / "my run"))

@@ -28,6 +28,7 @@ def _parse(argv: list[str]):
     return get_args_parser().parse_args(argv)
 
 
+@pytest.mark.slow
 def test_single_node_is_standalone_with_the_trainer_module():
     spec = TorchrunSpec(nproc_per_node=2, config="/r/plan.yaml", omp_num_threads=4)
     cmd = node_command(spec)
@@ -173,6 +174,7 @@ def test_module_docstring_examples_pass():
         assert failed == 0, mod.__name__
 
 
+@pytest.mark.slow
 def test_launch_and_demo_commands_import_without_torch():
     import subprocess
     import sys

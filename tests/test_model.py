@@ -51,6 +51,7 @@ def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
 # ---------------------------------------------------------------------------------------------- registry
 
 
+@pytest.mark.slow
 def test_registry_covers_the_variant_table():
     assert set(JiT_models) == set(VARIANTS)
     for name, factory in JiT_models.items():
@@ -107,6 +108,7 @@ def test_rope_tables_are_non_persistent_buffers():
 
 @pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("attention", ["exact", "sdpa"])
+@pytest.mark.slow
 def test_forward_shapes_on_meta(name, attention):
     v = get_variant(name)
     m = build_model(_cfg(name, img_size=4 * v.patch, attention=attention, in_channels=1), device="meta")
@@ -128,6 +130,7 @@ def test_dropout_only_in_middle_half_of_blocks(name):
 
 
 @pytest.mark.parametrize("name", ALL)
+@pytest.mark.slow
 def test_zero_init_layers_and_widths(name):
     v = get_variant(name)
     m = build_model(_cfg(name), device="meta")
@@ -315,6 +318,7 @@ def test_exact_and_sdpa_models_agree(name):
 # ---------------------------------------------------------------------------------------------- construction
 
 
+@pytest.mark.slow
 def test_build_on_meta_and_under_fake_tensors_without_allocating():
     from torch._subclasses.fake_tensor import FakeTensorMode
 

@@ -59,6 +59,7 @@ def test_usable_memory_is_metals_working_set():
     ("euler", 50, 3.0, 0.0, 0.7, "fast"), ("heun", 7, 2.0, 0.3, 0.9, "fast"), ("heun", 1, 2.0, 0.0, 1.0, "fast"),
     ("euler", 33, 1.5, 0.2, 0.6, "fast"), ("heun", 100, 4.0, 0.25, 0.75, "fast"),
 ])
+@pytest.mark.slow
 def test_forwards_per_image_matches_jitmodel(method, steps, cfg, lo, hi, mode):
     pytest.importorskip("torch")
     from jitmodel.config import SampleConfig
@@ -219,6 +220,7 @@ def test_cli_refuses_training_on_mps_and_bad_task(cli):
     assert r.code == 2 and "--trace" in r.err and len(r.err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_sample_plan_does_not_import_torch():
     code = ("import sys; from jitplan.cli import run; rc = run(['plan', '--gpus', '1xM4', '--task', 'evaluate', "
             "'--json']); print(rc, [m for m in ('torch', 'numpy', 'vastai') if m in sys.modules])")

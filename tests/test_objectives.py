@@ -125,6 +125,7 @@ def test_unknown_kind_is_a_value_error():
         ob.to_v(z, z, 0.5, "noise")
 
 
+@pytest.mark.slow
 def test_docs_examples_run():
     import re
     from pathlib import Path

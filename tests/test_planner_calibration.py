@@ -125,6 +125,7 @@ def cpu_plan_for_other_hardware(tmp_path):
     return plan, path
 
 
+@pytest.mark.slow
 def test_a_real_cpu_run_planned_for_an_h100_reports_drift(tmp_path, monkeypatch, cli):
     import os
     import subprocess

@@ -57,6 +57,7 @@ def test_sampling_flops_heun_cfg():
 
 
 @pytest.mark.parametrize("variant", ["JiT-Tiny/4", "JiT-B/16", "JiT-L/32"])
+@pytest.mark.slow
 def test_counts_match_the_real_model(variant):
     torch = pytest.importorskip("torch")
     from jitmodel.config import ModelConfig
@@ -72,6 +73,7 @@ def test_counts_match_the_real_model(variant):
 
 
 @pytest.mark.parametrize("attention", ["exact", "sdpa"])
+@pytest.mark.slow
 def test_train_flops_match_flop_counter(attention):
     """FlopCounterMode on a real (tiny) training step agrees with the analytic count."""
     torch = pytest.importorskip("torch")

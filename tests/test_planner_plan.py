@@ -67,6 +67,7 @@ def test_reference_hardware_reproduces_the_recipe():
     assert plan.estimates.steps_per_epoch == 1251
 
 
+@pytest.mark.slow
 def test_multi_node_launch_parses_with_torchrun():
     plan = plan_for("2x8xH100", rdzv_endpoint="10.0.0.1:29400")
     run = pytest.importorskip("torch.distributed.run")
@@ -134,6 +135,7 @@ def test_cost_when_priced():
 @settings(max_examples=25, deadline=None)
 @given(mem_gb=st.integers(14, 160), extra=st.integers(0, 60), gpus=st.sampled_from([1, 2, 3, 4, 8]),
        recipe=st.sampled_from(["JiT-B/16", "JiT-L/16", "JiT-B/32"]))
+@pytest.mark.slow
 def test_plan_properties(mem_gb, extra, gpus, recipe):
     """More memory never gives a slower plan, nor a smaller micro-batch under the same memory strategy (with
     more memory a faster strategy may take a smaller micro-batch: JiT-L/16 on 2 x 15 GB drops checkpointing

@@ -59,6 +59,7 @@ def test_report_json_compares_plan_and_measured(run, cli):
     assert "started" in [e["kind"] for e in data["events"]] and data["images"][0]["name"] == "samples_step140.png"
 
 
+@pytest.mark.slow
 def test_report_page_renders_in_headless_chromium(run, cli, tmp_path):
     rid, run_dir, _ = run
     r = cli("report", rid)

@@ -143,6 +143,7 @@ def test_parse_torch_version_py(text, expected):
     assert parse_version_py(text) == expected
 
 
+@pytest.mark.slow
 def test_torch_metadata_matches_the_installed_torch_without_importing_it():
     code = ("import sys; from jitplan.hardware.software import torch_metadata; m = torch_metadata(); "
             "print(m.version, m.cuda, 'torch' in sys.modules)")
@@ -156,6 +157,7 @@ def test_torch_metadata_matches_the_installed_torch_without_importing_it():
 
 # ---------------------------------------------------------------------------------------------- report + CLI
 
+@pytest.mark.slow
 def test_to_hardware_spec_is_what_plan_reads(tmp_path, cli):
     r = run_probe(nvml=fake("2x_rtx3060"), paths=HostPaths.under(CG / "v2_24g"),
                   host_kwargs={"affinity": 16, "host_ram_bytes": 256 * GIB, "env": {}})
@@ -205,6 +207,7 @@ def test_cli_probe_bad_input_exit_2(cli, tmp_path):
     assert r.code == 2 and "is a directory" in r.err
 
 
+@pytest.mark.slow
 def test_probe_imports_neither_torch_nor_numpy():
     code = ("import sys, io, contextlib; from jitplan.cli import run\n"
             "with contextlib.redirect_stdout(io.StringIO()): rc = run(['probe', '--json'])\n"

@@ -161,3 +161,14 @@ def test_evaluate_without_inception_weights_stops_before_generating(jm, ckpt, tm
            "--ref-stats", tmp_path / "in256.npz", "--device", "cpu")
     assert r.code == 2 and INCEPTION_FILE in r.err and str(tmp_path / "hub") in r.err
     assert not (tmp_path / "eval").exists()
+
+
+def test_sample_and_trajectory_say_how_far_they_are(jm, ckpt, tmp_path):
+    # issue 23: `jitmodel sample` printed nothing for 220 s. Piped (capsys is no terminal): a quiet line per
+    # tenth of the steps with an ETA, the last saying how long it took in all.
+    r = jm("sample", "--ckpt", ckpt, "--classes", "1", "--n", "1", "--steps", "10", "--device", "cpu",
+           "--out", tmp_path / "g.png")
+    lines = [ln for ln in r.err.splitlines() if ln.startswith("sample 1 images:")]
+    assert r.code == 0 and len(lines) == 10 and "eta" in lines[0] and lines[-1].endswith("in all"), r.err
+    r = jm("trajectory", "--ckpt", ckpt, "--class", "3", "--steps", "4", "--device", "cpu", "--out", tmp_path / "s.png")
+    assert r.code == 0 and "trajectory of 1 class(es): 4/4 steps (100 %)" in r.err, r.err

@@ -110,15 +110,17 @@ def test_page_in_headless_chromium(ckpt, tmp_path):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(page_path.as_uri())
             label = page.locator("#label")
-            assert label.inner_text().startswith("step 0/4")
-            assert page.locator("#prev").is_disabled()
-            src0 = page.locator("#img-z").get_attribute("src")
-            page.click("#next")
-            page.click("#next")
+            # issue 23: it opens on the finished image (was step 0, pure noise) and says which way t runs
+            assert label.inner_text().startswith("step 4/4 · t = 1.000") and page.locator("#next").is_disabled()
+            assert "t runs from 0 (pure noise, step 0) to 1" in page.locator("#note").inner_text()
+            src4 = page.locator("#img-z").get_attribute("src")
+            page.click("#prev")
+            page.click("#prev")
             assert label.inner_text().startswith("step 2/4 · t = 0.500")
-            assert page.locator("#img-z").get_attribute("src") != src0
-            page.locator("#slider").fill("4")  # the slider jumps to the last frame
-            assert label.inner_text().startswith("step 4/4") and page.locator("#next").is_disabled()
+            assert page.locator("#img-z").get_attribute("src") != src4
+            page.locator("#slider").fill("0")  # the slider jumps to the first frame, the noise
+            assert label.inner_text().startswith("step 0/4") and page.locator("#prev").is_disabled()
+            page.locator("#slider").fill("4")
             last_class0 = page.locator("#img-xhat").get_attribute("src")
             page.select_option("#cls", "1")  # the second precomputed class
             assert page.locator("#img-xhat").get_attribute("src") != last_class0

@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from jitmodel.helpfmt import plain_help
 from jitplan.errors import JitplanError
 
 
@@ -24,6 +25,23 @@ def error(message: str, hint: str | None = None) -> None:
         print(f"hint: {_one_line(hint)}", file=sys.stderr)
 
 
+MAKE_A_PLAN = "make one: jitplan plan --gpus 2xRTX3060 --out plan.yaml (no GPU: jitplan plan --gpus cpu --out plan.yaml)"
+
+
+def _next_step(message: str, hint: str | None) -> str | None:
+    """The fix for a missing plan file, wherever it was asked for (launch, doctor, plan --show, report)."""
+    if hint is None and message.startswith("plan file not found"):
+        return MAKE_A_PLAN
+    return hint
+
+
+def _usage_hint(e: Exception) -> str | None:
+    """click's usage errors: a missing PLAN argument says how to make one (others stand alone)."""
+    if type(e).__name__ == "MissingParameter" and getattr(getattr(e, "param", None), "name", None) == "plan_file":
+        return MAKE_A_PLAN
+    return None
+
+
 def run_with_error_map(app: typer.Typer, argv: list[str] | None) -> int:
     from pydantic import ValidationError
 
@@ -31,12 +49,13 @@ def run_with_error_map(app: typer.Typer, argv: list[str] | None) -> int:
 
     debug = os.environ.get("JITPLAN_DEBUG") == "1"
     try:
-        rv = app(args=argv, standalone_mode=False, prog_name="jitplan")
+        command = plain_help(typer.main.get_command(app))  # help at whole words (jitmodel/helpfmt.py)
+        rv = command.main(args=argv, standalone_mode=False, prog_name="jitplan")
         return rv if isinstance(rv, int) else 0
     except JitplanError as e:
         if debug:
             raise
-        error(e.message, e.hint)
+        error(e.message, _next_step(e.message, e.hint))
         return e.exit_code
     except ValidationError as e:
         if debug:
@@ -50,7 +69,7 @@ def run_with_error_map(app: typer.Typer, argv: list[str] | None) -> int:
         code = getattr(e, "exit_code", None)
         fmt = getattr(e, "format_message", None)
         if isinstance(code, int) and callable(fmt):
-            error(fmt())
+            error(fmt(), _usage_hint(e))
             return code
         if type(e).__name__ == "Abort":
             error("aborted")

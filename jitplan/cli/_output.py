@@ -41,3 +41,64 @@ def emit(data: Any, *, json_mode: bool, render: Callable[[Console], None]) -> No
 def note(message: str) -> None:
     """A hint or progress line for people, on stderr."""
     err.print(message)
+
+
+def whole_words(table: Any, width: int) -> Any:
+    """Lay a rich ``Table`` out in ``width`` columns breaking cells at spaces only: every column gets at least
+    its longest word, and the room left goes to the columns whose text would wrap, in proportion to what
+    they lack (rich's own squeeze evens the widest columns out and folds words: "workstatio" / "n").
+    Returns the table (unchanged when it fits, or when even the longest words do not)."""
+    from rich.text import Text
+
+    def text(c: Any) -> str:
+        return c.plain if isinstance(c, Text) else str(c)
+
+    cols = table.columns
+    lo = [max([len(w) for c in [col.header, *col.cells] for w in text(c).split()] or [1]) for col in cols]
+    hi = [max([len(line) for c in [col.header, *col.cells] for line in text(c).splitlines()] or [1]) for col in cols]
+    _, right, _, left = table.padding
+    overhead = len(cols) * (left + right) + ((len(cols) - 1) + (2 if table.show_edge else 0) if table.box else 0)
+    room = width - overhead
+    if sum(hi) <= room or sum(lo) > room:
+        return table
+    spare, need = room - sum(lo), [h - m for h, m in zip(hi, lo, strict=True)]
+    for col, m, n in zip(cols, lo, need, strict=True):
+        col.width = m + spare * n // sum(need)
+    return table
+
+
+def command_lines(command: str, width: int, indent: str = "  ") -> list[str]:
+    r"""A shell command laid out to copy and paste at ``width`` columns: whole words only (an option stays with
+    its value), each line but the last ending in `` \``; a word longer than a line gets a line of its own.
+
+        >>> command_lines("jitmodel sample --ckpt runs/a/out/last.pt --out grid.png", 40)
+        ['  jitmodel sample \\', '    --ckpt runs/a/out/last.pt \\', '    --out grid.png']
+        >>> command_lines("jitplan status 9df843", 80)
+        ['  jitplan status 9df843']
+    """
+    pieces: list[str] = []
+    for word in command.split():
+        if pieces and pieces[-1].startswith("-") and " " not in pieces[-1] and not word.startswith("-"):
+            pieces[-1] += " " + word
+        else:
+            pieces.append(word)
+    if len(indent) + len(" ".join(pieces)) <= width:
+        return [indent + " ".join(pieces)]
+    lines: list[str] = []
+    line = indent + pieces[0]
+    for piece in pieces[1:]:
+        if len(line) + 1 + len(piece) + 2 <= width:  # room for the piece and a " \" after it
+            line += " " + piece
+        else:
+            lines.append(line + " \\")
+            line = indent + "  " + piece
+    lines.append(line)
+    return lines
+
+
+def print_next(console: Console, what: str, commands: list[str], label: str = "next: ") -> None:
+    """``next: what`` and each command on lines of its own, whole at the console's width (copy-pasteable)."""
+    console.print(f"{label}{what}", markup=False, highlight=False)
+    for command in commands:
+        for line in command_lines(command, console.width):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -21,8 +21,8 @@ from pathlib import Path
 import typer
 from pydantic import BaseModel, ConfigDict
 
-from jitplan.cli._output import JsonFlag, emit, note
-from jitplan.demo import DEFAULT_STEPS, StepProgress, demo_config, recognise
+from jitplan.cli._output import JsonFlag, emit, note, print_next
+from jitplan.demo import DEFAULT_STEPS, StepProgress, demo_config, labelled_grid, recognise
 from jitplan.errors import CheckFailed, UsageError
 
 TARGET = 0.8  # the share of samples the judge must recognise for the demo to call the grid legible
@@ -65,17 +65,26 @@ def _render(r: DemoResult, c) -> None:
     share = r.recognised / max(r.of, 1)
     verdict = ("legible" if share >= TARGET else
                f"below the {TARGET:.0%} this demo aims for: train longer (--steps), or continue this run")
-    c.print(f"trained {r.final_step} of {r.target_steps} steps in {r.seconds:g} s on {r.device} ({r.status})\n"
-            f"{r.recognised} of {r.of} samples recognised as their digit ({share:.0%}; {verdict})\n"
-            f"  judge       an SVM trained only on the real 8x8 scans "
-            f"({r.classifier_held_out:.1%} on held-out real digits)\n"
-            f"  samples     {r.samples}\n"
-            + (f"  trajectory  {r.trajectory_page}  (open it in a browser)\n" if r.trajectory_page else "")
-            + f"  checkpoint  {r.checkpoint}\n  log         {r.log}\n"
-            f"  run         {r.run_id}  (jitplan status {r.run_id})\n"
-            f"  continue    jitplan launch {Path(r.run_dir) / 'train.yaml'} --local --run-dir {r.run_dir}\n"
-            f"next: plan a real run with `jitplan plan --gpus 2xRTX3060 --host-ram 24GB --out plan.yaml`",
-            markup=False, soft_wrap=True)
+    for line in (f"trained {r.final_step} of {r.target_steps} steps in {r.seconds:g} s on {r.device} ({r.status})",
+                 f"{r.recognised} of {r.of} samples recognised as their digit ({share:.0%}; {verdict})",
+                 f"  judge       an SVM trained only on the real 8x8 scans ({r.classifier_held_out:.1%} on held-out "
+                 "real digits)",
+                 f"  samples     {r.samples}  (rows by digit, the score in the caption)",
+                 *([f"  trajectory  {r.trajectory_page}  (open it in a browser)"] if r.trajectory_page else []),
+                 f"  checkpoint  {r.checkpoint}", f"  log         {r.log}",
+                 f"  run         {r.run_id}  (jitplan status {r.run_id})"):
+        c.print(line, markup=False)  # rich wraps these at spaces
+    print_next(c, "continue this run to train longer:", [f"jitplan launch {_short(r.run_dir)}/train.yaml --local "
+                                                        f"--run-dir {_short(r.run_dir)}"], label="")
+    print_next(c, "plan a real run, or one on this CPU:",
+               ["jitplan plan --gpus 2xRTX3060 --host-ram 24GB --out plan.yaml", "jitplan plan --gpus cpu --out plan.yaml"])
+
+
+def _short(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path
 
 
 def demo(
@@ -133,7 +142,10 @@ def demo(
     _jitmodel(["sample", "--ckpt", str(ckpt), "--classes", "0,1,2,3,4,5,6,7,8,9", "--n", str(samples),
                "--device", "cpu", "--out", str(grid), "--out-dir", str(pics)], threads, "sampling")
     labels = [d for d in range(10) for _ in range(samples)]
-    ok, pred, held_out = recognise(sorted(pics.glob("[0-9]*.png")), labels)
+    singles = sorted(pics.glob("[0-9]*.png"))
+    ok, pred, held_out = recognise(singles, labels)
+    labelled_grid(singles, labels, pred, grid, caption=f"JiT-Tiny/4 after {res.final_step} steps: {ok} of "
+                  f"{len(labels)} recognised as their digit ({ok / max(len(labels), 1):.0%})")
     strip, page = run_dir / f"trajectory-{digit}.png", run_dir / f"trajectory-{digit}.html"
     _jitmodel(["trajectory", "--ckpt", str(ckpt), "--class", str(digit), "--device", "cpu", "--out", str(strip),
                "--html", str(page)], threads, "the trajectory")
@@ -143,6 +155,80 @@ def demo(
                         samples=str(grid), recognised=ok, of=len(labels), predictions=pred,
                         classifier_held_out=round(held_out, 4), trajectory=str(strip), trajectory_page=str(page))
     emit(result, json_mode=json_out, render=lambda c: _render(result, c))
+
+
+class CpuPlan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = "cpu"
+    trains_on: str
+    cpus: int | None
+    num_workers: int
+    worker_reasons: list[str]
+    steps: int
+    quiet_minutes: float | None  # measured on the digits on a quiet 2-core box; None for a folder (not measured)
+    plan: str | None
+    train: dict
+
+
+def wants_cpu(gpus: str | None, hardware: str | None) -> bool:
+    """``plan --gpus cpu``, or ``--hardware`` a file probed on a machine without a GPU: the laptop plan."""
+    from jitplan.hardware.spec import is_cpu_spec, load_hardware
+
+    if gpus is not None:
+        return is_cpu_spec(gpus)
+    return hardware is not None and Path(hardware).is_file() and load_hardware(hardware).gpu is None
+
+
+def plan_on_cpu(gpus: str | None, hardware: str | None, *, data: str | None, out: str | None, json_out: bool,
+                host_ram: str | None = None, cpus: int | None = None) -> None:
+    """``jitplan plan --gpus cpu``: the tiny JiT on the digits (or a small folder) on this machine's CPU, as a
+    config ``jitplan launch FILE --local`` runs. The planner's models are for GPUs; this is the demo's
+    recipe with workers from this machine's CPUs and RAM."""
+    from jitplan.demo import QUIET_STEPS_PER_S, laptop_config
+    from jitplan.hardware.host import read_host
+    from jitplan.hardware.schema import HostSpec
+    from jitplan.hardware.spec import hardware_from_flags, load_hardware
+    from jitplan.runspec import RunSpec, save_run_spec
+
+    hw = hardware_from_flags(gpus, host_ram=host_ram, cpus=cpus) if gpus else load_hardware(str(hardware))
+    if hw.host.cpus is None or hw.host.ram_bytes is None:  # --gpus cpu is this machine: fill in what it has
+        here = read_host()
+        hw = hw.model_copy(update={"host": HostSpec(
+            cpus=hw.host.cpus or here.cpus_usable, ram_bytes=hw.host.ram_bytes or here.ram_bytes,
+            shm_bytes=hw.host.shm_bytes or here.shm_total_bytes, disk_free_bytes=hw.host.disk_free_bytes)})
+    cfg, reasons, what = laptop_config(hw, steps=DEFAULT_STEPS, data=data)
+    minutes = round(DEFAULT_STEPS / QUIET_STEPS_PER_S / 60, 1) if data is None else None
+    if out:  # one torch thread (cpus_per_node 1): the tiny model gains little from two, and on a busy box they spin
+        run = RunSpec.from_train(cfg, gpus_per_node=0, cpus=1)
+        save_run_spec(run.model_copy(update={"provenance": {
+            **run.provenance, "cpus_per_node": f"1 torch thread for the tiny model (this machine: {hw.host.cpus})"}}),
+            out)
+    result = CpuPlan(trains_on=what, cpus=hw.host.cpus, num_workers=cfg.data.num_workers, worker_reasons=reasons,
+                     steps=DEFAULT_STEPS, quiet_minutes=minutes, plan=out,
+                     train=cfg.model_dump(mode="json", exclude_unset=True))
+
+    def render(c) -> None:
+        took = (f"about {minutes:g} min on a quiet 2-core box ({QUIET_STEPS_PER_S:g} steps/s measured; "
+                "a busy machine takes longer and says so)" if minutes else "not measured for a folder: "
+                "32 px is about 4x the work per step of the 16 px digits")
+        lines = [f"CPU plan: {cfg.model.variant} at {cfg.model.img_size} px on {what}",
+                 f"  processes   1 on the CPU (no GPU); batch {cfg.batch_per_gpu}, lr {cfg.optim.lr:g}, "
+                 f"EMA {', '.join(f'{d:g}' for d in cfg.diffusion.ema_decays)} with warm-up",
+                 f"  steps       {DEFAULT_STEPS:,} (max_steps; continue the run to train longer)",
+                 f"  workers     {cfg.data.num_workers} data loader(s): {reasons[0] if reasons else 'as asked'}",
+                 f"  time        {took}"]
+        if out:
+            lines += [f"plan written to {out}", "next: train it here, supervised:", f"  jitplan launch {out} --local"]
+        else:
+            given = f"--gpus {gpus}" if gpus else f"--hardware {hardware}"
+            lines += ["next: write it, then train it here:",
+                      f"  jitplan plan {given}{f' --data {data}' if data else ''} --out plan.yaml",
+                      "  jitplan launch plan.yaml --local"]
+        for line in lines:  # rich wraps the prose at spaces; the commands are short enough for 80 columns
+            c.print(line, markup=False)
+
+    emit(result, json_mode=json_out, render=render)
 
 
 def register(app: typer.Typer) -> None:

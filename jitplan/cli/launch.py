@@ -17,7 +17,8 @@ from pathlib import Path
 
 import typer
 
-from jitplan.cli._output import JsonFlag, emit, note
+from jitplan.cli._output import JsonFlag, emit, err, note
+from jitplan.cli.next_steps import print_after_training
 from jitplan.errors import CheckFailed, UsageError
 
 
@@ -101,6 +102,9 @@ def launch(
         if out.status == "failed":
             raise CheckFailed(out.message or "the run failed",
                               hint=f"jitplan status {out.run_id}; log: {rdir / 'train.log'}")
+        if local_ and not dry_run and not json_out and out.run_id and out.status in ("finished", "stopped"):
+            print_after_training(err, out.run_id, rdir, digits=train.data.kind == "digits",  # HOOK: newcomer
+                                 num_classes=train.model.num_classes)
         return
 
     from jitplan.launch.remote import CloudOptions, RemoteRequest, launch_remote

@@ -100,6 +100,7 @@ def plan_command(
     jitplan plan --gpus 2x8xH100 --rdzv-endpoint 10.0.0.1:29400 | jitplan plan --hardware hardware.yaml
     """
     from jitplan.cli._output import emit, note
+    from jitplan.cli.demo import plan_on_cpu, wants_cpu
     from jitplan.envsettings import env_float, read_env
     from jitplan.errors import UsageError
     from jitplan.planner.plan import make_plan
@@ -127,6 +128,8 @@ def plan_command(
     if (gpus is None) == (hardware is None):
         raise UsageError("give exactly one of --gpus (e.g. 2xRTX3060) or --hardware FILE"
                          " (or JITPLAN_GPUS / JITPLAN_HARDWARE)")
+    if task == _Task.train and wants_cpu(gpus, hardware):  # no GPU: the laptop plan (cli/demo.py)
+        return plan_on_cpu(gpus, hardware, data=data, out=out, json_out=json_, host_ram=host_ram, cpus=cpus)
     hw = _hardware(gpus, hardware, gpu_mem, gpu_tflops, gpu_bw, host_ram, cpus, shm, disk)
     hw = _host_from_env(hw, env)
     rec = load_recipe(env.take("recipe", recipe) or "JiT-B/16")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 
+from jitplan.cli._output import print_next, whole_words
 from jitplan.launch.torchrun import plan_command
 
 WIDE_COLUMNS = 140
@@ -73,14 +74,13 @@ def render_plan(console, plan, *, wide: bool | None = None, saved_to: str | None
         if w not in warned:
             console.print(Text.assemble(("warning: ", "yellow"), w))
     argv = shlex.join(plan_command(plan.launch))
-    if saved_to is not None:
-        console.print(Text(f"launch (every node): {argv}"))
-        console.print(Text(f"next: jitplan doctor --plan {saved_to}, then jitplan launch {saved_to} --local "
-                           "(or --ssh / --vast)", style="bold"))
-    else:
-        console.print(Text("not saved: add --out plan.yaml to write this plan; then jitplan doctor --plan "
-                           "plan.yaml and jitplan launch plan.yaml --local, which runs on every node:", style="bold"))
-        console.print(Text(f"  {argv}"))
+    # HOOK (newcomer): each command whole on lines of its own, copy-pasteable at any width (print_next)
+    name = saved_to or "plan.yaml"
+    if saved_to is None:
+        console.print(Text("not saved: add --out plan.yaml to write this plan", style="bold"))
+    print_next(console, "check it, then launch it (or --ssh / --vast):",
+               [f"jitplan doctor --plan {name}", f"jitplan launch {name} --local"])
+    print_next(console, "which runs on every node:", [argv], label="")
 
 
 def render_catalog(console, rows, *, wide: bool | None = None) -> None:
@@ -98,7 +98,7 @@ def render_catalog(console, rows, *, wide: bool | None = None) -> None:
                  f"{g.mem_bw_gbs or 0:g}", g.compute_capability or "-"]
         cells += ["yes" if g.nvlink else "no", g.gpu_class, Text(g.source)] if wide else [g.gpu_class]
         table.add_row(*cells)
-    console.print(table)
+    console.print(whole_words(table, console.width))  # HOOK (newcomer): no word folded at 80 columns ("workstatio" / "n")
     if not wide:
         console.print(Text("NVLink and each number's source: --wide or --json", style="dim"))
 

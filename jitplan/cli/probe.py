@@ -17,10 +17,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from jitplan.cli._output import JsonFlag, emit, note
+from jitplan.cli._output import JsonFlag, emit, note, print_next
 
-NO_GPU_NEXT = ("next: plan for the GPUs you will train on (jitplan plan --gpus 2xRTX3060 --host-ram 24GB), "
-               "or train the tiny demo model here on the CPU (jitplan demo)")
+NO_GPU_NEXT = ("plan for the GPUs you will train on, or train the tiny model on this CPU:",
+               ["jitplan plan --gpus 2xRTX3060 --host-ram 24GB", "jitplan plan --gpus cpu --out plan.yaml"])
 
 
 def _gib(n: int | None) -> str:
@@ -71,8 +71,9 @@ def render(report, console: Console) -> None:  # report: ProbeReport
     if host.oom_kills:
         h.add_row("OOM kills (cgroup)", str(host.oom_kills))
     h.add_row("/dev/shm", f"{_gib(host.shm_total_bytes)} total, {_gib(host.shm_free_bytes)} free ({host.shm_path})")
-    for d in host.disks:
-        h.add_row(f"disk {d.path}", f"{_gib(d.free_bytes)} free of {_gib(d.total_bytes)} ({d.mount_probe})")
+    for d in host.disks:  # where it was measured, when that is not the folder asked about (a parent that exists)
+        at = "" if Path(d.mount_probe).resolve() == Path(d.path).resolve() else f" ({d.mount_probe})"
+        h.add_row(f"disk {d.path}", f"{_gib(d.free_bytes)} free of {_gib(d.total_bytes)}{at}")
     h.add_row("open files / memlock", f"{_v(host.nofile_limit)} / {'unlimited' if host.memlock_limit == -1 else _v(host.memlock_limit)}")
     for k, val in host.env.items():
         h.add_row(f"${k}", val)
@@ -100,7 +101,7 @@ def render(report, console: Console) -> None:  # report: ProbeReport
         if nv.available or not nv.error or nv.error not in n:  # the GPU line above already said it
             console.print(Text(f"note: {n}"))
     if not nv.available:
-        console.print(Text(NO_GPU_NEXT, style="bold"))
+        print_next(console, *NO_GPU_NEXT)
 
 
 def probe(
@@ -137,8 +138,8 @@ def probe(
         spec = report.to_hardware_spec()
         atomic_write_text(out, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
         if spec.gpu is None:
-            note(f"wrote {out} (HardwareSpec: host limits only, no GPU: `jitplan plan --hardware {out}` needs a "
-                 "file probed on a GPU machine)")
+            note(f"wrote {out} (HardwareSpec: host limits only, no GPU); `jitplan plan --hardware {out}` plans the "
+                 "tiny model on this CPU; plan for GPUs with --gpus, or probe the GPU machine")
         else:
             note(f"wrote {out} (HardwareSpec: {spec.gpus_per_node} x {spec.gpu.name}); next: "
                  f"jitplan plan --hardware {out} --out plan.yaml")

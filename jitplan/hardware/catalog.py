@@ -110,13 +110,37 @@ def match_nvml_name(name: str, memory_bytes: int | None = None) -> GPUSpec | Non
     return None
 
 
+def _edits(a: str, b: str) -> int:
+    """Edits from ``a`` to ``b``: insert, delete, substitute, or swap two neighbours ("3600" -> "3060" is one)."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
 def closest_names(name: str, n: int = 3) -> list[str]:
-    """Catalog names closest to ``name`` (for error messages)."""
+    """Catalog names closest to ``name`` (for error messages): fewest typing slips first (a swapped pair of
+    digits is one), then the most shared characters.
+
+        >>> closest_names("RTX3600")[0]
+        'RTX 3060 12GB'
+    """
     names = {normalize(s.name): s.name for s in catalog()}
     for s in catalog():
         for a in s.aliases:
             names.setdefault(normalize(a), s.name)
-    hits = difflib.get_close_matches(normalize(name), list(names), n=n * 3, cutoff=0.4)
+    key = normalize(name)
+    hits = difflib.get_close_matches(key, list(names), n=len(names), cutoff=0.4)
+    def slips(h: str) -> int:  # "4090" is "RTX 4090" less the "rtx" people leave out
+        return min(_edits(key, h), _edits(key, h[3:]) if h.startswith("rtx") else len(h))
+
+    hits.sort(key=lambda h: (slips(h), -difflib.SequenceMatcher(None, key, h).ratio()))
     out: list[str] = []
     for h in hits:
         if names[h] not in out:
@@ -129,8 +153,9 @@ def lookup(name: str, memory_bytes: int | None = None) -> GPUSpec:
     spec = match_nvml_name(name, memory_bytes)
     if spec is None:
         close = closest_names(name)
-        hint = f"closest: {', '.join(close)}" if close else "see `jitplan plan --list-gpus`"
+        closest = f"closest: {', '.join(close)}; " if close else ""
         raise UsageError(
-            f"unknown GPU {name!r} ({hint}); for an uncatalogued card pass --gpu-mem and --gpu-tflops",
+            f"unknown GPU {name!r} ({closest}all names: jitplan plan --list-gpus)",
+            hint="for a card not in the catalog pass --gpu-mem and --gpu-tflops",
         )
     return spec

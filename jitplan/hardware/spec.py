@@ -9,7 +9,8 @@
     (24000000000, 25769803776, 512000000)
 
 Grammar: ``[NODES x] [GPUS x] NAME`` where NAME is a catalog name or alias, forgiving case, spaces and
-hyphens (``RTX3060``, ``rtx-3060``, ``RTX 3060 12GB``, ``8 x H200``). An Apple silicon name may carry the
+hyphens (``RTX3060``, ``rtx-3060``, ``RTX 3060 12GB``, ``8 x H200``, ``"2x RTX 3060"`` quoted);
+``cpu`` is no GPU at all (a laptop). An Apple silicon name may carry the
 Mac's unified memory (``M4-24GB``, ``M4 Pro 48GB``: Apple's GB, which are GiB). Byte sizes: a number with an
 optional unit; decimal units (KB, MB, GB, TB, also K/M/G/T) are powers of 1000, binary units
 (KiB, MiB, GiB, TiB) powers of 1024; a bare number is bytes, and one under 1 MiB is refused as a
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from jitplan.errors import UsageError
 from jitplan.hardware.catalog import lookup
@@ -101,9 +103,13 @@ def hardware_from_flags(gpus: str, *, gpu_mem: str | None = None, gpu_tflops: fl
         (2, 'RTX 3060 12GB', 24000000000)
     """
     mem = parse_bytes(gpu_mem, "--gpu-mem") if gpu_mem is not None else None
+    if is_cpu_spec(gpus):  # no GPU: the CPU path (a laptop); the host flags still count
+        if gpu_mem is not None or gpu_tflops is not None or gpu_bw is not None:
+            raise UsageError(f"--gpus {gpus} has no GPU: --gpu-mem, --gpu-tflops and --gpu-bw do not apply")
+        return HardwareSpec(nodes=1, gpus_per_node=0, gpu=None, host=_host(host_ram, cpus, shm, disk), source="flags")
     try:
         nodes, per_node, gpu = parse_gpu_spec(gpus, mem)
-        source = "catalog"
+        source: Literal["catalog", "flags"] = "catalog"
     except UsageError:
         if mem is None or gpu_tflops is None:
             raise
@@ -125,15 +131,28 @@ def hardware_from_flags(gpus: str, *, gpu_mem: str | None = None, gpu_tflops: fl
         if updates:
             gpu = gpu.model_copy(update=updates)
             source = "flags"
+    return HardwareSpec(nodes=nodes, gpus_per_node=per_node, gpu=gpu, host=_host(host_ram, cpus, shm, disk),
+                        source=source)
+
+
+def is_cpu_spec(gpus: str) -> bool:
+    """``--gpus cpu`` (also ``1xCPU``, ``none``): plan for this machine's CPU, no GPU.
+
+        >>> is_cpu_spec("cpu"), is_cpu_spec("1x CPU"), is_cpu_spec("2xRTX3060")
+        (True, True, False)
+    """
+    return re.sub(r"[\s_-]+", "", gpus.lower()) in ("cpu", "1xcpu", "none")
+
+
+def _host(host_ram: str | None, cpus: int | None, shm: str | None, disk: str | None) -> HostSpec:
     if cpus is not None and cpus < 1:
         raise UsageError(f"--cpus must be at least 1, got {cpus}")
-    host = HostSpec(
+    return HostSpec(
         ram_bytes=parse_bytes(host_ram, "--host-ram") if host_ram is not None else None,
         cpus=cpus,
         shm_bytes=parse_bytes(shm, "--shm") if shm is not None else None,
         disk_free_bytes=parse_bytes(disk, "--disk") if disk is not None else None,
     )
-    return HardwareSpec(nodes=nodes, gpus_per_node=per_node, gpu=gpu, host=host, source=source)  # type: ignore[arg-type]
 
 
 def load_hardware(path: str | Path) -> HardwareSpec:

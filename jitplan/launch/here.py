@@ -21,7 +21,7 @@ from typing import TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jitplan.errors import CheckFailed
+from jitplan.errors import CheckFailed, UsageError
 from jitplan.runs import folders
 from jitplan.runspec import RunSpec
 
@@ -49,6 +49,9 @@ def preflight(plan_file: Path, data_path: str | None) -> None:
     """The doctor before a launch; CheckFailed (exit 1) naming the failed checks."""
     from jitplan.doctor.runner import run_doctor
 
+    if data_path is not None and not Path(data_path).is_dir():  # HOOK (newcomer): say where the path came from
+        raise UsageError(f"data.path {data_path} (from {plan_file}): no such folder", hint="plan with your dataset: "
+                         "jitplan plan ... --data DIR --out plan.yaml; no GPU: jitplan plan --gpus cpu --out plan.yaml")
     report = run_doctor(plan_path=plan_file, data_path=data_path)
     if report.failed:
         ids = ", ".join(f"{f.id} ({f.title})" for f in report.failed)
