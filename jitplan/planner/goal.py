@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 
 from jitmodel.config import TrainConfig
+from jitplan.planner import compute
 from jitplan.schemas import Plan, PlanOptions, Recipe
 
 FEW_DAYS_S = 3 * 86400.0
@@ -62,12 +63,21 @@ def available_s(plan: Plan, options: PlanOptions) -> tuple[float, str] | None:
 
 
 def fit_epochs(plan: Plan, allowed_s: float) -> float:
-    """Epochs that fit ``allowed_s`` (staging and the evaluations included); 2 decimals under one epoch."""
+    """The most epochs whose run (staging and every online evaluation included) fits ``allowed_s``; whole
+    epochs when at least one fits, else a fraction (2 decimals)."""
     est, ev = plan.estimates, plan.train.eval
-    per_epoch = est.epoch_time_s + (est.eval_time_s / ev.every_epochs if ev.online else 0.0)
-    fixed = (est.staging_s or 0.0) + (est.eval_time_s if ev.online else 0.0)  # the last evaluation
-    e = max(0.0, allowed_s - fixed) / per_epoch
-    return float(math.floor(e)) if e >= 1 else math.floor(e * 100) / 100
+
+    def total(e: float) -> float:
+        evals = compute.num_evals(e, ev.every_epochs, ev.at_epoch0, ev.online)
+        return (est.staging_s or 0.0) + e * est.epoch_time_s + evals * est.eval_time_s
+
+    e = math.floor(max(0.0, allowed_s - (est.staging_s or 0.0)) / est.epoch_time_s)
+    while e >= 1 and total(e) > allowed_s:
+        e -= 1
+    if e >= 1:
+        return float(e)
+    frac = math.floor(max(0.0, allowed_s - total(0.01) + 0.01 * est.epoch_time_s) / est.epoch_time_s * 100) / 100
+    return max(0.0, min(frac, 0.99))
 
 
 def goal_rows(plan: Plan, options: PlanOptions, recipe_epochs: float, why: str) -> list[tuple[str, str, str, str]]:
@@ -96,6 +106,8 @@ def too_long(plan: Plan, recipe_slug: str, variant: str, other: Alternative) -> 
         if alt is not None:
             opts.append(f"--recipe JiT-B/16 ({alt.estimates.total_time_s / 86400:.1f} d)")
     for gpus in ("1xRTX4090", "1xH100", "8xH100"):
+        if gpus == _gpus(plan).replace(" ", ""):
+            continue
         alt = other(gpus, recipe_slug)
         if alt is not None:
             e = alt.estimates
@@ -107,5 +119,6 @@ def too_long(plan: Plan, recipe_slug: str, variant: str, other: Alternative) -> 
 def _gpus(plan: Plan) -> str:
     hw = plan.hardware
     assert hw.gpu is not None
-    name = "".join(hw.gpu.name.split()[:2]) if hw.gpu.name.split()[-1].lower().endswith("gb") else hw.gpu.name
+    words = hw.gpu.name.split()
+    name = "".join(words[:2]) if words[-1].lower().endswith("gb") else "".join(words).replace("SXM", "")
     return f"{hw.nodes}x{hw.gpus_per_node}x{name}" if hw.nodes > 1 else f"{hw.gpus_per_node}x{name}"

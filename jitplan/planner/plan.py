@@ -133,6 +133,9 @@ def _plan_once(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
         "model": ref.model.model_copy(update={"attention": attention}),
     }), recipe, options)
     target = int(options.memory_fraction * gpu.memory_bytes)
+    n_img = base.data.planned_images
+    if options.effective_batch is None and n_img < 2 * ref.effective_batch():  # a small dataset: a batch it holds
+        options = options.model_copy(update={"effective_batch": max(world, 2 ** int(math.log2(max(n_img // 2, 1))))})
     # The memory strategy (#14): the fastest that fits, or --strategy; precision: fp16 where the card lacks bf16
     base = base.model_copy(update={"precision": strategy.precision_for(gpu, ref.precision)})
     choice, cands = strategy.choose_for(base, world, hardware, options, target,
@@ -165,7 +168,7 @@ def _plan_once(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
     kappa = eff / ref_eff
 
     # ---- hyper-parameters ----
-    optim, diffusion = ref.optim, ref.diffusion
+    optim, diffusion = base.optim, base.diffusion
     if options.policy == "scale-lr":
         hp = scaling.scale_hparams(ref.lr, ref.optim.betas, ref.optim.eps, ref.diffusion.ema_decays, kappa,
                                    options.lr_scaling)

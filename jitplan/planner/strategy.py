@@ -207,7 +207,7 @@ def rows(chosen: Candidate, cands: list[Candidate], forced: bool, precision: tup
         if not c.fits:
             out.append((f"  {c.name}", "", "does not fit", c.why))
             continue
-        slower = c.epoch_s / chosen.epoch_s - 1 if chosen.fits else 0.0
+        slower = c.epoch_s / chosen.epoch_s - 1 if chosen.fits and chosen.epoch_s > 0 else 0.0
         out.append((f"  {c.name}", "", f"{fmt_bytes(c.peak_bytes)}, epoch {fmt_duration(c.epoch_s)}",
                     f"{slower:+.0%} epoch time; {c.why}"))
     return out
