@@ -163,3 +163,12 @@ def test_plan_from_a_saved_offer(cli, tmp_path):
     assert "offer 9" in est["link"] and est["price_per_hour"] == 0.25 and est["staging_s"] > 0
     (tmp_path / "bad.json").write_text("{")
     assert cli("plan", "--gpus", "2xRTX3060", "--offer", str(tmp_path / "bad.json")).code == 2
+
+
+def test_a_candidate_larger_than_its_subset_says_why():
+    """Before: shard+ckpt+ema-cpu shown at 11.2 GB beside shard+ckpt at 7.0 GB, no reason given."""
+    plan = make_plan(hardware_from_flags("2xRTX3060", host_ram="24GB"), load_recipe("JiT-B/16"), PlanOptions())
+    row = next(r for r in plan.rows if r.quantity == "  shard+ckpt+ema-cpu")
+    sub = next(r for r in plan.rows if r.quantity == "  shard+ckpt")
+    assert "at micro 256" in row.target and "at micro 128" in sub.target
+    assert "more memory than shard+ckpt" in row.why and "micro-batch 256 instead of 128" in row.why

@@ -208,8 +208,13 @@ def rows(chosen: Candidate, cands: list[Candidate], forced: bool, precision: tup
             out.append((f"  {c.name}", "", "does not fit", c.why))
             continue
         slower = c.epoch_s / chosen.epoch_s - 1 if chosen.fits and chosen.epoch_s > 0 else 0.0
-        out.append((f"  {c.name}", "", f"{fmt_bytes(c.peak_bytes)}, epoch {fmt_duration(c.epoch_s)}",
-                    f"{slower:+.0%} epoch time; {c.why}"))
+        subsets = sorted((o for o in cands if o.fits and o is not c and o.peak_bytes < c.peak_bytes
+                          and set(o.name.split("+")) < set(c.name.split("+"))),
+                         key=lambda o: (-len(o.name.split("+")), o.peak_bytes))
+        more = (f"; more memory than {subsets[0].name} ({fmt_bytes(subsets[0].peak_bytes)}): what it saves buys "
+                f"micro-batch {c.micro_batch} instead of {subsets[0].micro_batch}" if subsets else "")
+        out.append((f"  {c.name}", "", f"{fmt_bytes(c.peak_bytes)} at micro {c.micro_batch}, epoch "
+                    f"{fmt_duration(c.epoch_s)}", f"{slower:+.0%} epoch time{more}; {c.why}"))
     return out
 
 
