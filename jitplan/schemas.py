@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # types-PyYAML is not installed
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from jitmodel.atomic import atomic_write_text
@@ -22,8 +22,8 @@ from jitmodel.config import TrainConfig, read_yaml_mapping, validation_summary
 from jitplan.errors import UsageError
 from jitplan.hardware.schema import HardwareSpec
 
-PLAN_SCHEMA_VERSION = 1
-RECIPE_SCHEMA_VERSION = 1
+PLAN_SCHEMA_VERSION: Literal[1] = 1
+RECIPE_SCHEMA_VERSION: Literal[1] = 1
 
 Bytes = Annotated[int, Field(ge=0)]
 

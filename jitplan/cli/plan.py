@@ -52,7 +52,8 @@ class _Attention(str, Enum):
 
 
 def plan_command(
-    gpus: str | None = typer.Option(None, "--gpus", help="GPU spec: RTX3060, 2xRTX3060, 8xH200, 2x8xH100 (nodes x GPUs); "
+    gpus: str | None = typer.Option(None, "--gpus", help="GPU spec: RTX3060, 2xRTX3060, 8xH200, 2x8xH100 "
+                                    "(nodes x GPUs); "
                                     "a Mac: 1xM4, 1xM4Pro-48GB (unified memory)."),
     task: _Task = typer.Option(_Task.train, "--task", help="train (default), or sample / evaluate a checkpoint of the "
                                "recipe (memory, batch, time per image; Apple MPS too)."),
@@ -138,9 +139,9 @@ def plan_command(
     if gpus is None and hardware is None and offer_fields is not None:
         gpus = offer_gpus(offer_fields)
     if gpus is None and hardware is None:
-        gpus = env.take("gpus", None)
+        gpus = _text(env.take("gpus", None))
         if gpus is None:
-            hardware = env.take("hardware", None)
+            hardware = _text(env.take("hardware", None))
     if (gpus is None) == (hardware is None):
         raise UsageError("give exactly one of --gpus (e.g. 2xRTX3060) or --hardware FILE"
                          " (or JITPLAN_GPUS / JITPLAN_HARDWARE)")
@@ -148,7 +149,7 @@ def plan_command(
     hw = _host_from_env(hw, env)
     hw, offer_price = with_figures(hw, offer_fields, pcie_gbs=pcie_gbs, pcie_lanes=pcie_lanes, pcie_gen=pcie_gen,
                                    disk_mbs=disk_mbs, download_mbps=download_mbps)
-    rec = load_recipe(env.take("recipe", recipe) or "JiT-B/16")
+    rec = load_recipe(_text(env.take("recipe", recipe)) or "JiT-B/16")
     if task != _Task.train:
         train_only = {"--trace": trace, "--strategy": strategy, "--accum": accum, "--effective-batch": effective_batch,
                       "--compile": compile_, "--data": data, "--workers": max_workers,
@@ -197,6 +198,10 @@ def plan_command(
         save_plan(plan, out)
         note(f"plan written to {out}")
     emit(plan, json_mode=json_, render=lambda console: render_plan(console, plan, wide=wide, saved_to=out))
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _host_from_env(hw, env):

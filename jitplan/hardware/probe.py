@@ -151,7 +151,7 @@ def run_probe(
         notes.append("torch is not installed in this Python")
     figs = None
     if figures:
-        where = (disk_paths or [None])[0] or "."
+        where = disk_paths[0] if disk_paths else "."
         figs = measure(where, len(nv.gpus) if nv.available and nvml is None else 0, python)
         notes += figs.notes
     return ProbeReport(nvml=nv, host=host, torch=meta, torch_import=imp, notes=notes, figures=figs)

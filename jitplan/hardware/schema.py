@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-HARDWARE_SCHEMA_VERSION = 1
+HARDWARE_SCHEMA_VERSION: Literal[1] = 1
 
 
 class _Strict(BaseModel):

@@ -147,7 +147,8 @@ def _plan_once(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
     # Two regimes: without accumulation the gradients are not under the forward peak; with it they are.
     inp1 = memory_inputs(base, world, options, accum=1, nvlink=gpu.nvlink)
     inp = memory_inputs(base, world, options, accum=2, nvlink=gpu.nvlink)
-    bmax1, bmax = strategy.max_micro_batch(inp1, base.memory, target), strategy.max_micro_batch(inp, base.memory, target)
+    bmax1 = strategy.max_micro_batch(inp1, base.memory, target)
+    bmax = strategy.max_micro_batch(inp, base.memory, target)
     if bmax1 < 1:
         raise _infeasible(hardware, inp1, target)
     b, accum, batch_why = _choose_batch(recipe, options, world, bmax1)
@@ -230,7 +231,7 @@ def _plan_once(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
         lr_scaling=options.lr_scaling if options.policy == "scale-lr" else None,
         hardware=hardware, reference_hardware=recipe.hardware, train=train, estimates=est,
         workers=WorkerDecision(per_rank=wp.per_rank, total=wp.total, requested=wp.requested,
-                               bound_by=wp.bound_by, caps=wp.caps, reasons=wp.reasons),  # type: ignore[arg-type]
+                               bound_by=wp.bound_by, caps=wp.caps, reasons=wp.reasons),
         rows=[], launch=render_launch(hardware, options, recipe.slug),
         provenance=provenance(hardware, recipe, options, est, batch_why, bmax), warnings=warnings,
     )

@@ -89,7 +89,8 @@ def build_rows(plan: Plan, recipe: Recipe, ref: Estimates, kappa: float) -> list
          f"{t.eval.num_images:,} images x Heun {t.sample.steps} (NFE {2 * t.sample.steps - 1}) x 2 forwards (CFG); "
          "the time model (a training record does not measure it)"))
     if est.link:
-        rng = (f"; unmeasured: epoch {fmt_duration(est.epoch_range_s[0])} (x16) ... {fmt_duration(est.epoch_range_s[1])}"
+        rng = (f"; unmeasured: epoch {fmt_duration(est.epoch_range_s[0])} (x16) ... "
+               f"{fmt_duration(est.epoch_range_s[1])}"
                " (x1)" if est.epoch_range_s else "")
         add(("all-reduce link", "NVLink", est.link.split(":")[0], est.link + rng))
     if est.staging_s is not None:

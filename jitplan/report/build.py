@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -110,7 +111,7 @@ def planned_split(est: Any) -> tuple[float | None, float | None, float | None]:
 
 
 def build_report(*, run_id: str | None, name: str, status: str | None, plan_path: str | None, run_dir: str | Path,
-                 events: list[Any] = ()) -> Report:
+                 events: Sequence[Any] = ()) -> Report:
     from jitplan.errors import UsageError
     from jitplan.runspec import load_run_spec
 
