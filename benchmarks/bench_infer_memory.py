@@ -54,7 +54,8 @@ def traced_forward(variant: str, img_size: int, batch: int, attention: str = "ex
 def main() -> int:
     cases = [("JiT-B/16", 256, "exact", "bf16"), ("JiT-B/16", 256, "exact", "fp32"), ("JiT-B/16", 128, "exact", "bf16"),
              ("JiT-B/16", 256, "sdpa", "bf16"), ("JiT-L/16", 256, "exact", "bf16"), ("JiT-B/32", 512, "exact", "bf16")]
-    print("traced = FakeTensorMode + MemTracker peak of one forward; predicted = weight_items + forward_activation_bytes")
+    print("traced = FakeTensorMode + MemTracker peak of one forward; "
+          "predicted = weight_items + forward_activation_bytes")
     print(f"{'case':30} {'traced b=2/8 MB':>17} {'predicted b=2/8 MB':>19} {'slope MB/sample traced/pred':>28}")
     for variant, size, attn, dt in cases:
         traced, pred = [], []

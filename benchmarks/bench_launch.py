@@ -85,7 +85,8 @@ def main() -> None:
     load1 = os.getloadavg()[0]
     print(f"load average {load0:.1f} -> {load1:.1f} on {os.cpu_count()} CPUs; {args.steps} steps, "
           f"checkpoint every {args.every}")
-    print("| run | status | tries | workers at end | first step after start (s) | wall (s) | steps lost | resumed from |")
+    print("| run | status | tries | workers at end | first step after start (s) | wall (s) | steps lost "
+          "| resumed from |")
     print("|---|---|---|---|---|---|---|---|")
     for name, r in (("clean, 2 workers", clean), ("worker OOM injected at 2 workers", oom)):
         first = f"{r['first_step_s']:.1f}" if r["first_step_s"] is not None else "-"

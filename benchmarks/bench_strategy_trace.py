@@ -3,7 +3,8 @@
 For ``jitplan plan --gpus 2xRTX3060 --recipe JiT-L/16``, ``--gpus 1xRTX4090 --recipe JiT-H/16`` and ``--gpus
 2xT4`` (B/16): trace one training step of the real model at the plan's micro-batch under the plan's strategy
 (jitplan.planner.strategy_trace: FakeTensorMode + MemTracker, FSDPMemTracker when sharded, FSDP2 gathering
-in the plan's gather dtype; eager, one micro-step per step) and print it next to ``strategy.predict`` for the same eager, one-micro-step inputs.
+in the plan's gather dtype; eager, one micro-step per step) and print it next to ``strategy.predict`` for the
+same eager, one-micro-step inputs.
 
     PYTHONPATH=$PWD python benchmarks/bench_strategy_trace.py [2xRTX3060 ...]
 """

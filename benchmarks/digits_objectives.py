@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     res = compare.run_compare(base, arms, compare.Budget(steps=args.steps), args.out,
                               runner=compare.LocalRunner(base, threads=args.threads, echo=sys.stderr),
-                              seed=args.seed, per_class=args.per_class, threads=args.threads, note=lambda m: print(m, file=sys.stderr))
+                              seed=args.seed, per_class=args.per_class, threads=args.threads,
+                              note=lambda m: print(m, file=sys.stderr))
     total = time.monotonic() - t0
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads/arm "
           f"{args.threads}, total {total / 60:.1f} min")

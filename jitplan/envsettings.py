@@ -66,7 +66,7 @@ def read_env(environ: Mapping[str, str]) -> EnvSettings:
 def env_int(option: str, text: object) -> int | None:
     """An integer setting that may come from the environment (text); one-line UsageError when malformed."""
     if text is None or isinstance(text, int):
-        return text  # type: ignore[return-value]
+        return text
     try:
         n = int(str(text))
     except ValueError:
@@ -78,7 +78,7 @@ def env_int(option: str, text: object) -> int | None:
 
 def env_float(option: str, text: object) -> float | None:
     if text is None or isinstance(text, float | int):
-        return text  # type: ignore[return-value]
+        return text
     try:
         x = float(str(text))
     except ValueError:

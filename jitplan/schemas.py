@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # types-PyYAML is not installed
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from jitmodel.atomic import atomic_write_text
@@ -22,8 +22,8 @@ from jitmodel.config import PrintableText, TrainConfig, read_yaml_mapping, valid
 from jitplan.errors import UsageError
 from jitplan.hardware.schema import HardwareSpec
 
-PLAN_SCHEMA_VERSION = 1
-RECIPE_SCHEMA_VERSION = 1
+PLAN_SCHEMA_VERSION: Literal[1] = 1
+RECIPE_SCHEMA_VERSION: Literal[1] = 1
 
 Bytes = Annotated[int, Field(ge=0)]
 
@@ -128,11 +128,20 @@ class PlanOptions(_Strict):
     config_path: str = "plan.yaml"  # what torchrun's --config points at
     ddp_bucket_view: bool = False  # DDP(gradient_as_bucket_view=True) saves 4 B/param
     strategy: str | None = None  # memory strategy (none, ckpt, shard, ema-cpu, a+b); None: the fastest that fits
+    # Goals (jitplan.planner.goal): what to fit the run to. epochs replaces the recipe's; hours / budget_usd
+    # cut the run to what fits (the LR schedule's epochs scaled with it).
+    epochs: Annotated[float, Field(gt=0)] | None = None
+    hours: Annotated[float, Field(gt=0)] | None = None
+    budget_usd: Annotated[float, Field(gt=0)] | None = None
+    # The real dataset (jitplan.planner.dataset): images and classes counted from --data.
+    num_images: Annotated[int, Field(gt=0)] | None = None
+    num_classes: Annotated[int, Field(gt=0)] | None = None
+    dataset_note: str | None = None  # how they were counted
 
 
 class MemoryItem(_Strict):
     name: str
-    bytes: Bytes
+    bytes: int  # signed: a measured - predicted correction may be negative; the items sum to the total
     why: str
 
 
@@ -166,7 +175,14 @@ class Estimates(_Strict):
     step_breakdown: list[TimeItem] = Field(default_factory=list)  # the time model's terms of one step
     time_source: str = "prior"  # "prior" | "calibrated from N runs on GPU (date)" (jitplan.planner.calibration)
     memory_calibration: str = "prior"  # the same for memory
-    dist_timeout_s: float | None = None  # the process-group timeout the trainer uses (covers an evaluation)
+    dist_timeout_s: float | None = None  # the process-group timeout the trainer uses (minutes: steps, eval chunks)
+    eval_chunk_images: int | None = Field(None, exclude_if=lambda v: v is None)  # per rank, a barrier after each
+    eval_chunk_s: float | None = Field(None, exclude_if=lambda v: v is None)
+    link: str | None = Field(None, exclude_if=lambda v: v is None)  # the all-reduce's link, as the model took it
+    epoch_range_s: tuple[float, float] | None = Field(None, exclude_if=lambda v: v is None)  # unmeasured link x16..x1
+    staging_s: float | None = Field(None, exclude_if=lambda v: v is None)  # downloading the dataset once
+    price_per_hour: float | None = Field(None, exclude_if=lambda v: v is None)  # the whole run's $/h (all nodes)
+    price_source: str | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class WorkerDecision(_Strict):

@@ -105,12 +105,14 @@ def test_one_micro_batch_solver():
 # ---- "bf16 needs compute capability 8.0" --------------------------------------------------------------
 
 _CC_LITERAL = re.compile(r"\(\s*[78]\s*,\s*0\s*\)|>=\s*8\.0\b|<\s*8\.0\b")
+# Compute-capability thresholds that are other facts, each with its reason.
+_OTHER_CC_FACTS = {"jitplan/planner/link.py": "the PCIe generation a card's architecture implies"}
 
 
 def test_the_bf16_rule_is_written_once():
     hits = [f"{_rel(p)}:{i}: {line.strip()}" for p in SOURCES
             for i, line in enumerate(p.read_text().splitlines(), 1)
-            if _CC_LITERAL.search(line) and "_MIN_CC = " not in line]
+            if _CC_LITERAL.search(line) and "_MIN_CC = " not in line and _rel(p) not in _OTHER_CC_FACTS]
     assert hits == [], hits
 
 

@@ -38,7 +38,8 @@ def test_ddp_buckets_and_nccl_only_with_several_ranks():
     single, ddp = predict(B16, 8), predict(MemoryInputs.for_model("JiT-B/16", 256, world_size=2), 8)
     buckets = next(i.bytes for i in ddp.items if i.name == "ddp buckets")
     assert buckets == 4 * param_count("JiT-B/16")
-    assert ddp.total - single.total == pytest.approx(memory.NCCL_BYTES["pcie"] + buckets * (1 + memory.ALLOCATOR_HEADROOM),
+    assert ddp.total - single.total == pytest.approx(
+        memory.NCCL_BYTES["pcie"] + buckets * (1 + memory.ALLOCATOR_HEADROOM),
                                                      abs=2)
     nvl = predict(MemoryInputs.for_model("JiT-B/16", 256, world_size=2, nvlink=True), 8)
     assert nvl.total - ddp.total == memory.NCCL_BYTES["nvlink"] - memory.NCCL_BYTES["pcie"]

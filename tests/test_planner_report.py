@@ -95,3 +95,51 @@ def test_report_page_renders_in_headless_chromium(run, cli, tmp_path):
 def test_report_of_an_unknown_run_exits_2(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("JITPLAN_HOME", str(tmp_path))
     assert cli("report", "nope").code == 2
+
+
+def test_report_shows_the_planned_split_and_lines(run):
+    """Before: "-" for the planned data/compute/optimizer split the plan has, and no planned line on charts."""
+    from jitplan.report.build import build_report
+    from jitplan.report.html import render
+
+    rid, run_dir, plan = run
+    rep = build_report(run_id=rid, name="story", status="running", plan_path=str(run_dir / "plan.yaml"),
+                       run_dir=run_dir)
+    split = {c.quantity: c.planned for c in rep.compared}
+    assert split["compute per step"] > 0 and split["optimizer per step"] > 0
+    assert split["data wait per step"] is not None
+    assert sum(split[q] for q in ("data wait per step", "compute per step", "optimizer per step")) == \
+        pytest.approx(plan.estimates.step_time_s)
+    assert rep.planned_lines["step time (s)"] == pytest.approx(plan.estimates.step_time_s)
+    assert render(rep).count('class="planned"') >= 2
+
+
+def test_report_names_big_samples_and_does_not_claim_a_missing_plan_or_a_cpu_calibration(run, tmp_path):
+    """Before: "no sample images" beside a samples.png over 2 MB; "within 15% of the plan" for a run without
+    a plan; `jitplan calibrate RUN` suggested for a CPU run (which then exits 2)."""
+    import numpy as np
+    from PIL import Image
+
+    from jitplan.report.build import build_report
+    from jitplan.report.html import render
+
+    rid, run_dir, _ = run
+    out = run_dir / "runs" / "jit"
+    (out / "samples_step140.png").unlink()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)).save(
+        out / "samples.png")
+    rep = build_report(run_id=rid, name="story", status="running", plan_path=str(run_dir / "plan.yaml"),
+                       run_dir=run_dir)
+    page = render(rep)
+    assert "no sample images" not in page and "samples.png" in page
+    # no plan: nothing claimed about "the plan"
+    bare = build_report(run_id=None, name="bare", status=None, plan_path=None, run_dir=run_dir)
+    assert "within 15% of the plan" not in render(bare) and "no plan to compare with" in render(bare)
+    # a CPU run (no GPU memory measured) drifting: no calibrate suggestion
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    for r in recs:
+        r.pop("peak_reserved_mib"), r.pop("nvml_used_mib")
+    (out / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    cpu = render(build_report(run_id=rid, name="story", status="running", plan_path=str(run_dir / "plan.yaml"),
+                              run_dir=run_dir))
+    assert "drift beyond 15%" in cpu and "jitplan calibrate" not in cpu and "ran on the CPU" in cpu

@@ -47,7 +47,8 @@ def test_sqrt_rule_malladi():
     assert hp.lr == pytest.approx(5e-5)
     assert hp.betas == (0.99375, 0.996875)
     assert hp.eps == pytest.approx(4e-8)
-    assert hp.ema_decays[0] == pytest.approx(0.9999 ** (1 / 16)) and hp.ema_decays[0] == pytest.approx(0.99999375, abs=1e-9)
+    assert hp.ema_decays[0] == pytest.approx(0.9999 ** (1 / 16))
+    assert hp.ema_decays[0] == pytest.approx(0.99999375, abs=1e-9)
     assert hp.ema_decays[1] == pytest.approx(0.999975, abs=1e-7)
 
 

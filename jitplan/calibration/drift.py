@@ -27,7 +27,8 @@ def compare(*, step_time_s: float | None, memory_bytes: int | None, measured: Me
             continue
         rel = got / want - 1
         if abs(rel) > threshold:
-            out.append(f"{name} {got / unit:.{nd}f} {label} measured vs {want / unit:.{nd}f} {label} planned ({rel:+.0%})")
+            out.append(f"{name} {got / unit:.{nd}f} {label} measured vs {want / unit:.{nd}f} {label} planned "
+                       f"({rel:+.0%})")
     return out
 
 

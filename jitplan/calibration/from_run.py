@@ -33,7 +33,7 @@ def record_from_run(plan_path: str | None, run_dir: str | None, *, name: str,
     return to_record(spec.plan, m, source=f"run {name} ({m.records} records to step {m.last_step})", today=today)
 
 
-def to_record(plan, m: Measurement, *, source: str, today: datetime.date | None = None) -> CalibrationRecord:  # type: ignore[no-untyped-def]
+def to_record(plan, m: Measurement, *, source: str, today: datetime.date | None = None) -> CalibrationRecord:
     t, hw = plan.train, plan.hardware
     return CalibrationRecord(
         gpu=hw.gpu.name, variant=t.model.variant, img_size=t.model.img_size, compile=t.compile,

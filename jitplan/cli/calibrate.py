@@ -71,7 +71,7 @@ def calibrate_command(
     emit(added, json_mode=json_, render=lambda con: _render(added, con))
 
 
-def _render(recs, con) -> None:  # type: ignore[no-untyped-def]
+def _render(recs, con) -> None:
     from rich.markup import escape
     from rich.table import Table
 
@@ -81,7 +81,8 @@ def _render(recs, con) -> None:  # type: ignore[no-untyped-def]
     for r in recs:
         mem = f"{r.memory_used_bytes / 2**30:.2f} GiB" if r.memory_used_bytes else "-"
         step = f"{r.step_time_s:.3f} s" if r.step_time_s else "-"
-        cfg = f"{r.variant} {'compiled' if r.compile else 'eager'} {r.attention}, {r.world_size} GPU(s), b {r.batch_per_gpu}"
+        cfg = (f"{r.variant} {'compiled' if r.compile else 'eager'} {r.attention}, {r.world_size} GPU(s), "
+               f"b {r.batch_per_gpu}")
         t.add_row(escape(r.gpu), escape(cfg), step, mem, str(r.runs), r.date, escape(r.source))
     con.print(t)
 

@@ -52,7 +52,8 @@ class _Attention(str, Enum):
 
 
 def plan_command(
-    gpus: str | None = typer.Option(None, "--gpus", help="GPU spec: RTX3060, 2xRTX3060, 8xH200, 2x8xH100 (nodes x GPUs); "
+    gpus: str | None = typer.Option(None, "--gpus", help="GPU spec: RTX3060, 2xRTX3060, 8xH200, 2x8xH100 "
+                                    "(nodes x GPUs); "
                                     "a Mac: 1xM4, 1xM4Pro-48GB (unified memory)."),
     task: _Task = typer.Option(_Task.train, "--task", help="train (default), or sample / evaluate a checkpoint of the "
                                "recipe (memory, batch, time per image; Apple MPS too)."),
@@ -82,7 +83,19 @@ def plan_command(
                                           help="Plan to this fraction of GPU memory."),
     max_workers: int | None = typer.Option(None, "--workers", min=0, help="At most this many workers per GPU."),
     data: str | None = typer.Option(None, "--data", help="Dataset root holding train/ (default: recipe)."),
-    price_per_hour: float | None = typer.Option(None, "--price-per-hour", min=0.0, help="USD per node-hour."),
+    price_per_hour: float | None = typer.Option(None, "--price-per-hour", min=0.0, help="USD per node-hour "
+                                                "(default: the offer's, else the catalog's typical market price)."),
+    offer: str | None = typer.Option(None, "--offer", help="A saved offer (JSON): its PCIe, cores, RAM, disk, "
+                                     "download and price; its GPUs when --gpus is not given."),
+    pcie_gbs: float | None = typer.Option(None, "--pcie-gbs", min=0.01, help="Measured host<->GPU copy, GB/s."),
+    pcie_lanes: int | None = typer.Option(None, "--pcie-lanes", min=1, max=16, help="PCIe lanes per GPU (x4: 4)."),
+    pcie_gen: int | None = typer.Option(None, "--pcie-gen", min=1, max=6, help="PCIe generation (3, 4, 5)."),
+    disk_mbs: float | None = typer.Option(None, "--disk-mbs", min=0.01, help="Disk read bandwidth, MB/s."),
+    download_mbps: float | None = typer.Option(None, "--download-mbps", min=0.01, help="Download speed, Mbit/s "
+                                               "(staging the dataset counts in time and cost)."),
+    epochs: float | None = typer.Option(None, "--epochs", min=0.01, help="Train this many epochs (LR warmup scaled)."),
+    hours: float | None = typer.Option(None, "--hours", min=0.01, help="Fit the run into H hours."),
+    budget_usd: float | None = typer.Option(None, "--budget-usd", min=0.01, help="Fit the run into D dollars."),
     rdzv_endpoint: str = typer.Option("HEAD_NODE_IP:29400", "--rdzv-endpoint", help="Multi-node: HOST:PORT."),
     out: str | None = typer.Option(None, "--out", help="Write the plan (YAML) here."),
     trace: bool = typer.Option(False, "--trace", help="Trace one training step (needs torch; slow)."),
@@ -121,10 +134,15 @@ def plan_command(
         emit(saved, json_mode=json_, render=lambda console: render_plan(console, saved, wide=wide, saved_to=show))
         return
     env = read_env(os.environ)  # JITPLAN_* fill what neither a flag nor the hardware file gives
+    from jitplan.cli.plan_inputs import count_dataset, offer_gpus, read_offer, with_figures
+
+    offer_fields = read_offer(offer) if offer is not None else None
+    if gpus is None and hardware is None and offer_fields is not None:
+        gpus = offer_gpus(offer_fields)
     if gpus is None and hardware is None:
-        gpus = env.take("gpus", None)
+        gpus = _text(env.take("gpus", None))
         if gpus is None:
-            hardware = env.take("hardware", None)
+            hardware = _text(env.take("hardware", None))
     if (gpus is None) == (hardware is None):
         raise UsageError("give exactly one of --gpus (e.g. 2xRTX3060) or --hardware FILE"
                          " (or JITPLAN_GPUS / JITPLAN_HARDWARE)")
@@ -132,7 +150,9 @@ def plan_command(
         return plan_on_cpu(gpus, hardware, data=data, out=out, json_out=json_, host_ram=host_ram, cpus=cpus)
     hw = _hardware(gpus, hardware, gpu_mem, gpu_tflops, gpu_bw, host_ram, cpus, shm, disk)
     hw = _host_from_env(hw, env)
-    rec = load_recipe(env.take("recipe", recipe) or "JiT-B/16")
+    hw, offer_price = with_figures(hw, offer_fields, pcie_gbs=pcie_gbs, pcie_lanes=pcie_lanes, pcie_gen=pcie_gen,
+                                   disk_mbs=disk_mbs, download_mbps=download_mbps)
+    rec = load_recipe(_text(env.take("recipe", recipe)) or "JiT-B/16")
     if task != _Task.train:
         train_only = {"--trace": trace, "--strategy": strategy, "--accum": accum, "--effective-batch": effective_batch,
                       "--compile": compile_, "--data": data, "--workers": max_workers,
@@ -155,11 +175,17 @@ def plan_command(
                           hint=f"plan sampling or evaluation on it: jitplan plan --gpus {gpus or '1xM4'} --task sample "
                           "(or --task evaluate); plan training for a CUDA card: --gpus 1xRTX4090")
     price_per_hour = env_float("price_per_hour", env.take("price_per_hour", price_per_hour))
+    if price_per_hour is None and offer_price is not None:
+        price_per_hour = offer_price / hw.nodes
+    counted = count_dataset(data) if data is not None else None
     opts = PlanOptions(
         policy=policy.value, lr_scaling=lr_scaling.value, batch_per_gpu=batch_per_gpu, accum=accum,
         effective_batch=effective_batch, compile=compile_, attention=attention.value if attention else None,
         memory_fraction=memory_fraction, max_workers=max_workers, data_path=data, price_per_hour=price_per_hour,
         rdzv_endpoint=rdzv_endpoint, config_path=out or "plan.yaml", strategy=strategy,
+        epochs=epochs, hours=hours, budget_usd=budget_usd,
+        num_images=counted[0] if counted else None, num_classes=counted[1] if counted else None,
+        dataset_note=counted[2] if counted else None,
     )
     from jitplan.calibration.records import all_records
 
@@ -175,6 +201,10 @@ def plan_command(
         save_plan(plan, out)
         note(f"plan written to {out}")
     emit(plan, json_mode=json_, render=lambda console: render_plan(console, plan, wide=wide, saved_to=out))
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _host_from_env(hw, env):

@@ -1,7 +1,8 @@
 """How ``jitplan plan`` shows a Plan to people: each decision once, readable at 80 columns.
 
 Wide terminals (>= 140 columns, or ``--wide``) get the side-by-side table quantity | reference | target |
-why; narrower ones one entry per row, ``quantity: reference -> target`` with the "why" indented below. A warning the planner raises about a
+why; narrower ones one entry per row, ``quantity: reference -> target`` with the "why" indented below. A warning
+the planner raises about a
 row is shown on that row (in yellow), not repeated below it; the worker reasons below the table leave out
 the one the workers row already says. The launch line names the plan file only when it was written.
 """

@@ -154,9 +154,9 @@ def cgroup_limits(paths: HostPaths) -> tuple[str | None, int | None, int | None,
         cpu_ctrl = "cpu" if (root / "cpu").is_dir() else "cpu,cpuacct"
         quota = None
         for d in _cgroup_dirs(paths, cpu_ctrl):
-            q, per = _read(d / "cpu.cfs_quota_us"), _read(d / "cpu.cfs_period_us")
-            if q and per and int(q) > 0 and int(per) > 0:
-                quota = int(q) / int(per) if quota is None else min(quota, int(q) / int(per))
+            qt, pt = _read(d / "cpu.cfs_quota_us"), _read(d / "cpu.cfs_period_us")
+            if qt and pt and int(qt) > 0 and int(pt) > 0:
+                quota = int(qt) / int(pt) if quota is None else min(quota, int(qt) / int(pt))
         return ("v1", _min_limit(mdirs, "memory.limit_in_bytes"), _int(_read(mdirs[0] / "memory.usage_in_bytes")),
                 quota, _events(_read(mdirs[0] / "memory.oom_control"), "oom_kill"))
     return None, None, None, None, None

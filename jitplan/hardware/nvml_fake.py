@@ -51,7 +51,7 @@ class FakeNvml:
     def from_file(cls, path: str | Path) -> FakeNvml:
         text = Path(path).read_text()
         if str(path).endswith((".yaml", ".yml")):
-            import yaml
+            import yaml  # type: ignore[import-untyped]  # types-PyYAML is not installed
 
             return cls(yaml.safe_load(text))
         return cls(json.loads(text))
@@ -114,7 +114,7 @@ class FakeNvml:
         return SimpleNamespace(total=total, free=free, used=total - free)
 
     def nvmlDeviceGetCudaComputeCapability(self, h: int) -> tuple[int, int]:
-        return tuple(self._field(h, "nvmlDeviceGetCudaComputeCapability", "compute_capability"))  # type: ignore
+        return tuple(self._field(h, "nvmlDeviceGetCudaComputeCapability", "compute_capability"))
 
     def nvmlDeviceGetCurrPcieLinkGeneration(self, h: int) -> int:
         return self._field(h, "nvmlDeviceGetCurrPcieLinkGeneration", "pcie_gen")

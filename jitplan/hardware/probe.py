@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from jitplan.hardware.host import HostInfo, HostPaths, read_host
+from jitplan.hardware.measure import Figures, measure
 from jitplan.hardware.nvml import NvmlGpu, NvmlReport, query_nvml
 from jitplan.hardware.schema import GPUSpec, HardwareSpec, HostSpec, SoftwareSpec
 from jitplan.hardware.software import TorchImport, TorchMetadata, torch_import_check, torch_metadata
@@ -37,6 +38,7 @@ class ProbeReport(BaseModel):
     host: HostInfo
     torch: TorchMetadata
     torch_import: TorchImport | None = None  # only with --deep (a subprocess)
+    figures: Figures | None = None  # measured link and disk (jitplan.hardware.measure), what offers publish
     notes: list[str] = Field(default_factory=list)
 
     @property
@@ -61,10 +63,30 @@ class ProbeReport(BaseModel):
             gpus_per_node=len(self.nvml.gpus),
             gpu=gpu,
             host=HostSpec(ram_bytes=self.host.ram_bytes, cpus=self.host.cpus_usable,
-                          shm_bytes=self.host.shm_total_bytes or None, disk_free_bytes=disk_free),
+                          shm_bytes=self.host.shm_total_bytes or None, disk_free_bytes=disk_free,
+                          **self._link_and_disk()),
             software=sw,
             source="probe",
         )
+
+
+    def _link_and_disk(self) -> dict[str, Any]:
+        """The host link (the slowest GPU's measured copy, NVML's negotiated lanes) and the disk read."""
+        out: dict[str, Any] = {}
+        widths = [g.pcie_width for g in self.nvml.gpus if g.pcie_width]
+        gens = [g.pcie_gen_max for g in self.nvml.gpus if g.pcie_gen_max]
+        if widths:
+            out["pcie_lanes"] = min(widths)
+        if gens:
+            out["pcie_gen"] = min(gens)
+        f = self.figures
+        if f is not None and f.pcie_gbs:
+            out["pcie_gbs"] = min(f.pcie_gbs)
+        if f is not None and f.disk_read_mbs:
+            out["disk_read_mbs"] = round(f.disk_read_mbs, 1)
+        if out:
+            out["figures_source"] = "probe"
+        return out
 
 
 def _gpu_spec(gpus: list[NvmlGpu]) -> tuple[GPUSpec | None, list[str]]:
@@ -109,8 +131,10 @@ def run_probe(
     deep: bool = False,
     python: str | None = None,
     host_kwargs: dict[str, Any] | None = None,
+    figures: bool = True,
 ) -> ProbeReport:
-    """Probe this machine. ``nvml``/``paths`` are seams for tests; ``deep`` also imports torch in a child."""
+    """Probe this machine. ``nvml``/``paths`` are seams for tests; ``deep`` also imports torch in a child;
+    ``figures`` measures the disk (a 64 MB read) and, with GPUs, a host->GPU copy per GPU (a child Python)."""
     nv = query_nvml(nvml)
     host = read_host(paths, disk_paths=disk_paths, **(host_kwargs or {}))
     meta = torch_metadata()
@@ -125,4 +149,9 @@ def run_probe(
                      f"not the host's {host.ram_host_bytes / 2**30:.1f} GiB")
     if not meta.installed:
         notes.append("torch is not installed in this Python")
-    return ProbeReport(nvml=nv, host=host, torch=meta, torch_import=imp, notes=notes)
+    figs = None
+    if figures:
+        where = disk_paths[0] if disk_paths else "."
+        figs = measure(where, len(nv.gpus) if nv.available and nvml is None else 0, python)
+        notes += figs.notes
+    return ProbeReport(nvml=nv, host=host, torch=meta, torch_import=imp, notes=notes, figures=figs)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from jitmodel.precision import BF16_MIN_CC, bf16_supported
 
-HARDWARE_SCHEMA_VERSION = 1
+HARDWARE_SCHEMA_VERSION: Literal[1] = 1
 
 
 class _Strict(BaseModel):
@@ -39,6 +39,13 @@ class GPUSpec(_Strict):
     gpu_cores: Annotated[int, Field(gt=0)] | None = Field(None, exclude_if=lambda v: v is None)  # Apple GPU cores
     aliases: list[str] = Field(default_factory=list)
     source: str = ""  # where the numbers come from
+    # The card's own host link (what it negotiates in a full slot) and a dated typical market price; a rented
+    # machine's measured link (HostSpec.pcie_gbs / pcie_lanes) replaces the link, an offer's price the price.
+    pcie_gen: Annotated[int, Field(ge=1, le=6)] | None = Field(None, exclude_if=lambda v: v is None)
+    pcie_lanes: Annotated[int, Field(ge=1, le=16)] | None = Field(None, exclude_if=lambda v: v is None)
+    price_usd_hour: Annotated[float, Field(ge=0)] | None = Field(None, exclude_if=lambda v: v is None)
+    price_source: str | None = Field(None, exclude_if=lambda v: v is None)  # "vast.ai median, 2026-12-01"
+
 
     @model_validator(mode="before")
     @classmethod
@@ -54,13 +61,29 @@ class GPUSpec(_Strict):
         return raw
 
 
+def _unset(v: object) -> bool:
+    return v is None
+
+
 class HostSpec(_Strict):
-    """Per node. ``ram_bytes`` is what the processes may use: the container's limit when there is one."""
+    """Per node. ``ram_bytes`` is what the processes may use: the container's limit when there is one.
+
+    The link and I/O figures are what a rented machine publishes (a Vast offer: PCIe bandwidth and lanes,
+    effective cores, disk bandwidth, download speed; jitplan.hardware.figures.figures_from_offer) or what
+    ``jitplan probe`` measures; None means unknown, and the plan then states the range the unknown spans.
+    """
 
     ram_bytes: Annotated[int, Field(gt=0)] | None = None
-    cpus: Annotated[int, Field(gt=0)] | None = None  # usable CPUs (affinity, cgroup quota)
+    cpus: Annotated[int, Field(gt=0)] | None = None  # usable CPUs (affinity, cgroup quota; an offer's effective)
     shm_bytes: Annotated[int, Field(gt=0)] | None = None  # /dev/shm size
     disk_free_bytes: Annotated[int, Field(ge=0)] | None = None
+    pcie_gbs: Annotated[float, Field(gt=0)] | None = Field(None, exclude_if=_unset)  # host<->GPU copy, GB/s
+    pcie_lanes: Annotated[int, Field(ge=1, le=16)] | None = Field(None, exclude_if=_unset)
+    pcie_gen: Annotated[int, Field(ge=1, le=6)] | None = Field(None, exclude_if=_unset)
+    nvlink: bool | None = Field(None, exclude_if=_unset)  # None: the GPU's catalog row decides
+    disk_read_mbs: Annotated[float, Field(gt=0)] | None = Field(None, exclude_if=_unset)  # MB/s
+    download_mbps: Annotated[float, Field(gt=0)] | None = Field(None, exclude_if=_unset)  # Mbit/s
+    figures_source: str | None = Field(None, exclude_if=_unset)  # "vast offer 123 (2026-12-07)", "probe"
 
 
 class SoftwareSpec(_Strict):

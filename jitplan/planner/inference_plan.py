@@ -107,7 +107,7 @@ def estimate(hw: HardwareSpec, recipe: Recipe, opts: InferenceOptions, s: inf.Sa
         raise UsageError("a sampling plan needs a GPU: give --gpus (e.g. 1xM4 or 1xRTX3060)")
     m = recipe.train.model
     attention = opts.attention or m.attention
-    dtype = autocast_dtype(gpu)
+    dtype: Literal["bf16", "fp16", "fp32"] = autocast_dtype(gpu)
     evaluate = opts.task == "evaluate"
     kw = dict(dtype=dtype, attention=attention, evaluate=evaluate, num_classes=m.num_classes,
               in_channels=m.in_channels)
@@ -201,7 +201,8 @@ def _rows(hw: HardwareSpec, recipe: Recipe, opts: InferenceOptions, sc: SampleCo
           f"{gpu.memory_bytes / 2**30:.0f} GiB unified memory (state yours: --gpus 1xM4-24GB or --gpu-mem 24GiB); "
           "PyTorch allows 1.7x this (PYTORCH_MPS_HIGH_WATERMARK_RATIO) while macOS pages to swap")
          if mac else "memory as NVML reports it, per GPU"))
-    add(("model", m.variant, m.variant, f"{pb.total / 1e6:.2f}M params; {forward_flops_per_image(m.variant, m.img_size) / 1e9:.1f}"
+    fwd_gflop = forward_flops_per_image(m.variant, m.img_size) / 1e9
+    add(("model", m.variant, m.variant, f"{pb.total / 1e6:.2f}M params; {fwd_gflop:.1f}"
          f" GFLOP per forward at {m.img_size} px"))
     add(("task", f"{opts.task} {n:,} images", f"{opts.task} {n:,} images",
          "FID/IS over the images (jitmodel evaluate --ref-stats)" if opts.task == "evaluate"
@@ -213,14 +214,16 @@ def _rows(hw: HardwareSpec, recipe: Recipe, opts: InferenceOptions, sc: SampleCo
     add(("precision", f"{ref.dtype} autocast", "fp32" if fp32 else f"{tgt.dtype} autocast",
          fp32 + ("bf16 needs macOS 14+ on MPS (fp16 before; emulated through FP32 on M1/M2); weights stay fp32"
                  if mac else "bf16 where the card has it, else fp16; weights stay fp32")))
+    cap = f"min(largest that fits {tgt.max_batch}, {inf.GEN_BATCH_CAP}, images per GPU)"
     add(("batch per GPU", str(ref.batch), str(tgt.batch),
-         f"{'--batch-per-gpu' if opts.batch else f'min(largest that fits {tgt.max_batch}, {inf.GEN_BATCH_CAP}, images per GPU)'}"
+         f"{'--batch-per-gpu' if opts.batch else cap}"
          f"; CFG runs {2 * tgt.batch if tgt.forwards_per_image > tgt.nfe and sc.mode == 'fast' else tgt.batch} "
          "images per forward"))
     add(("memory per GPU", _mem(ref), _mem(tgt), f"predicted peak; target {fmt_bytes(tgt.memory_target_bytes)} "
          f"({opts.memory_fraction:.0%} of usable); see the breakdown"))
     add(("host RAM to load", fmt_bytes(4 * pb.total), fmt_bytes(4 * pb.total),
-         f"the EMA's fp32 copy on the CPU before it moves to the GPU; the {CKPT_BYTES_PER_PARAM * pb.trainable / 1e9:.1f}"
+         f"the EMA's fp32 copy on the CPU before it moves to the GPU; the "
+         f"{CKPT_BYTES_PER_PARAM * pb.trainable / 1e9:.1f}"
          f" GB file (model + 2 EMAs + AdamW, {CKPT_BYTES_PER_PARAM} B/param) is memory-mapped, not read"
          + ("; on a Mac the same unified memory, freed before sampling" if mac else "")))
     add(("time per image (one GPU)", f"{ref.seconds_per_image:.3g} s", f"{tgt.seconds_per_image:.3g} s",

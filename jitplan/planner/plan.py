@@ -21,9 +21,11 @@ from jitmodel.counts import param_breakdown, train_flops_per_image
 from jitplan.calibration.records import CalibrationRecord
 from jitplan.errors import CheckFailed, UsageError
 from jitplan.hardware.schema import HardwareSpec
+from jitplan.hardware.spec import hardware_from_flags
 from jitplan.planner import calibration as calib
-from jitplan.planner import compute, memory, scaling, strategy, timing, workers
-from jitplan.planner.rows import build_rows
+from jitplan.planner import compute, goal, machine, memory, scaling, strategy, timing, workers
+from jitplan.planner.link import Link, link_for
+from jitplan.planner.rows import build_rows, provenance
 from jitplan.schemas import (
     Estimates,
     LaunchSpec,
@@ -34,6 +36,7 @@ from jitplan.schemas import (
     Recipe,
     TimeItem,
     WorkerDecision,
+    load_recipe,
 )
 
 
@@ -89,20 +92,51 @@ def _choose_batch(recipe: Recipe, options: PlanOptions, world: int, bmax: int) -
 
 
 def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
-              calibration: Sequence[CalibrationRecord] = ()) -> Plan:
+              calibration: Sequence[CalibrationRecord] = (), advise: bool = True) -> Plan:
     """Adapt ``recipe`` to ``hardware``. CheckFailed (exit 1) when even batch 1 does not fit. ``calibration``:
-    measured records (jitplan.calibration.records) that correct the priors (jitplan.planner.calibration)."""
+    measured records (jitplan.calibration.records) that correct the priors (jitplan.planner.calibration).
+    With --hours / --budget-usd the run is cut to the epochs that fit (jitplan.planner.goal)."""
+    plan = _plan_once(hardware, recipe, options, calibration)
+    limit = goal.available_s(plan, options)
+    if limit is not None:
+        epochs = goal.fit_epochs(plan, limit[0])
+        if epochs <= 0:
+            raise CheckFailed(f"nothing fits {limit[1]}: staging and one evaluation alone take longer",
+                              hint="a larger --hours or --budget-usd, or online evaluation off")
+        plan = _plan_once(hardware, recipe, options.model_copy(update={"epochs": epochs}), calibration)
+        rows = [PlanRow(quantity=q, reference=r, target=t, why=w)
+                for q, r, t, w in goal.goal_rows(plan, options, recipe.train.epochs, limit[1])]
+        return plan.model_copy(update={"rows": [*plan.rows, *rows]})
+    if advise and options.epochs is None:
+        def other(gpus: str, slug: str) -> Plan | None:
+            try:
+                return make_plan(hardware_from_flags(gpus), load_recipe(slug), options.model_copy(
+                    update={"price_per_hour": None, "batch_per_gpu": None, "accum": None}), calibration,
+                    advise=False)
+            except (CheckFailed, UsageError):
+                return None
+
+        more = goal.too_long(plan, recipe.slug, recipe.train.model.variant, other)
+        return plan.model_copy(update={"warnings": [*plan.warnings, *more]}) if more else plan
+    return plan
+
+
+def _plan_once(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
+               calibration: Sequence[CalibrationRecord]) -> Plan:
     if hardware.gpu is None or hardware.gpus_per_node < 1:
         raise UsageError("jitplan plan needs GPUs: give --gpus (e.g. 2xRTX3060) or a probed --hardware file")
     gpu, world = hardware.gpu, hardware.world_size
     ref = recipe.train
     compile_ = ref.compile if options.compile is None else options.compile
     attention = options.attention or ref.model.attention
-    base = ref.model_copy(update={
+    base = goal.adapt(ref.model_copy(update={
         "compile": compile_, "world_size": world,
         "model": ref.model.model_copy(update={"attention": attention}),
-    })
+    }), recipe, options)
     target = int(options.memory_fraction * gpu.memory_bytes)
+    n_img = base.data.planned_images
+    if options.effective_batch is None and n_img < 2 * ref.effective_batch():  # a small dataset: a batch it holds
+        options = options.model_copy(update={"effective_batch": max(world, 2 ** int(math.log2(max(n_img // 2, 1))))})
     # The memory strategy (#14): the fastest that fits, or --strategy; precision: fp16 where the card lacks bf16
     base = base.model_copy(update={"precision": strategy.precision_for(gpu, ref.precision)})
     choice, cands = strategy.choose_for(base, world, hardware, options, target,
@@ -114,7 +148,8 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
     # Two regimes: without accumulation the gradients are not under the forward peak; with it they are.
     inp1 = memory_inputs(base, world, options, accum=1, nvlink=gpu.nvlink)
     inp = memory_inputs(base, world, options, accum=2, nvlink=gpu.nvlink)
-    bmax1, bmax = strategy.max_micro_batch(inp1, base.memory, target), strategy.max_micro_batch(inp, base.memory, target)
+    bmax1 = strategy.max_micro_batch(inp1, base.memory, target)
+    bmax = strategy.max_micro_batch(inp, base.memory, target)
     if bmax1 < 1:
         raise _infeasible(hardware, inp1, target)
     b, accum, batch_why = _choose_batch(recipe, options, world, bmax1)
@@ -135,7 +170,7 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
     kappa = eff / ref_eff
 
     # ---- hyper-parameters ----
-    optim, diffusion = ref.optim, ref.diffusion
+    optim, diffusion = base.optim, base.diffusion
     if options.policy == "scale-lr":
         hp = scaling.scale_hparams(ref.lr, ref.optim.betas, ref.optim.eps, ref.diffusion.ema_decays, kappa,
                                    options.lr_scaling)
@@ -144,7 +179,7 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
 
     # ---- workers ----
     params = param_breakdown(inp.variant, inp.img_size, inp.num_classes)
-    num_images = ref.data.planned_images
+    num_images = base.data.planned_images
     wp = workers.decide_workers(
         requested=ref.data.num_workers, ranks_per_node=hardware.gpus_per_node, micro_batch=b,
         img_size=ref.model.img_size, num_images=num_images, ram_bytes=hardware.host.ram_bytes,
@@ -156,27 +191,27 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
         fewer = f" (--gpus {short[1]}x{catalog_key(gpu.name)})" if short[1] else ""
         raise CheckFailed(short[0], hint=f"options: a host or container limit of at least {need} GB (--host-ram "
                                          f"{need}GB), or fewer GPUs per node{fewer}")
-    data = ref.data.model_copy(update={"path": options.data_path or ref.data.path}).with_workers(wp.per_rank)
+    data = base.data.model_copy(update={"path": options.data_path or ref.data.path}).with_workers(wp.per_rank)
 
     train = TrainConfig.model_validate({
         **base.model_dump(), "batch_per_gpu": b, "accum_steps": accum, "world_size": world,
         "optim": optim.model_dump(), "diffusion": diffusion.model_dump(), "data": data.model_dump(),
     })
-    train = train.model_copy(update={"dist_timeout_s": timing.dist_timeout_s(train, gpu, world)})
 
     est = estimate(hardware, train, pred, wp, options, target)
     est = strategy.adjust_estimates(est, inp, train.memory, plain_step(hardware, train, options)[0], accum=accum,
                                     epochs=train.epochs)
-    prior_epoch = est.epoch_time_s
+    calib_note = None
     if calibration:
         m = train.model
-        est = calib.apply(est, calibration, gpu=gpu, variant=m.variant, compile=train.compile,
-                          attention=m.attention, batch_per_gpu=b, world_size=world)
-        timeout = timing.timeout_for(est.eval_time_s, world, online=train.eval.online)
-        train = train.model_copy(update={"dist_timeout_s": timeout})
-        est = est.model_copy(update={"dist_timeout_s": timeout})
+        est, calib_note = calib.apply(est, calibration, gpu=gpu, variant=m.variant, img_size=m.img_size,
+                                      compile=train.compile, attention=m.attention, batch_per_gpu=b, accum=accum,
+                                      world_size=world, nodes=hardware.nodes, epochs=train.epochs)
+    est, machine_notes = machine.finish(est, hardware, train, options, lambda link: step_time(
+        hardware, train, options, link=link)[0].total_s)
+    train = train.model_copy(update={"dist_timeout_s": est.dist_timeout_s})
     ref_est = reference_estimates(recipe)
-    warnings = []
+    warnings = [*goal.dataset_notes(recipe, options), *machine_notes, *([calib_note] if calib_note else [])]
     gap = calib.known_gap(calibration) if calibration and est.time_source == "prior" else None
     if gap is not None and gap[0] > 1.15:
         warnings.append(f"time is a prior: where it was measured ({gap[1].describe()}) a step took "
@@ -195,14 +230,10 @@ def make_plan(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
         lr_scaling=options.lr_scaling if options.policy == "scale-lr" else None,
         hardware=hardware, reference_hardware=recipe.hardware, train=train, estimates=est,
         workers=WorkerDecision(per_rank=wp.per_rank, total=wp.total, requested=wp.requested,
-                               bound_by=wp.bound_by, caps=wp.caps, reasons=wp.reasons),  # type: ignore[arg-type]
+                               bound_by=wp.bound_by, caps=wp.caps, reasons=wp.reasons),
         rows=[], launch=launch_spec(hardware, options, recipe.slug),
         provenance=provenance(hardware, recipe, options, est, batch_why, bmax), warnings=warnings,
     )
-    if est.epoch_time_s != prior_epoch and prior_epoch > 0:  # calibrated: the other candidates by the same factor
-        f = est.epoch_time_s / prior_epoch
-        scaled = {id(c): dataclasses.replace(c, step_s=c.step_s * f, epoch_s=c.epoch_s * f) for c in cands}
-        choice, cands = scaled[id(choice)], [scaled[id(c)] for c in cands]
     extra = [PlanRow(quantity=q, reference=r, target=t, why=w)
              for q, r, t, w in strategy.rows(choice, cands, forced=options.strategy is not None,
                                                    precision=(ref.precision, train.precision, gpu.name))]
@@ -239,7 +270,6 @@ def estimate(hardware: HardwareSpec, train: TrainConfig, pred: memory.MemoryPred
         step_time_s=step, images_per_s=ips, epoch_time_s=epoch_time,
         total_time_s=total, eval_time_s=eval_time, num_evals=n_evals,
         checkpoint_bytes=compute.checkpoint_bytes(params.total, len(train.diffusion.ema_decays)),
-        cost_usd=compute.cost_usd(total, options.price_per_hour, hardware.nodes),
         params=params.trainable, steps_per_epoch=spe,
         step_breakdown=[TimeItem(name=t.name, seconds=t.seconds, why=t.why) for t in st.terms],
         dist_timeout_s=train.dist_timeout_s,
@@ -251,19 +281,21 @@ def plain_step(hardware: HardwareSpec, train: TrainConfig,
     """``step_time`` as the strategy comparison reads it (jitplan.planner.strategy.PlainStep)."""
     st, spe = step_time(hardware, train, options)
     assert hardware.gpu is not None
-    return strategy.plain_step(st, timing.BUS_GBS[timing.link_kind(hardware.gpu, hardware.nodes)]), spe
+    return strategy.plain_step(st, link_for(hardware.gpu, hardware.nodes, hardware.host).bus_gbs), spe
 
 
-def step_time(hardware: HardwareSpec, train: TrainConfig,
-              options: PlanOptions | None = None) -> tuple[timing.StepTime, int]:
-    """(the optimizer step's time, term by term; steps per epoch) of ``train`` on ``hardware`` (timing.py).
-    The plan's estimates and the ranking of cloud offers on their own GPUs (providers/ranking.py) both use it."""
+def step_time(hardware: HardwareSpec, train: TrainConfig, options: PlanOptions | None = None,
+              link: Link | None = None) -> tuple[timing.StepTime, int]:
+    """(the optimizer step's time, term by term; steps per epoch) of ``train`` on ``hardware`` (timing.py), with
+    the machine's own link, cores and disk (``hardware.host``; ``link`` overrides the link). The plan's
+    estimates and the ranking of cloud offers (providers/ranking.py) both use it."""
     gpu = hardware.gpu
     if gpu is None:
         raise ValueError("step_time needs a GPU in the hardware spec")
     world = hardware.world_size
     st = timing.train_step_time(timing.inputs_for(train, gpu, world_size=world, nodes=hardware.nodes,
-                                                  ddp_bucket_view=options.ddp_bucket_view if options else False))
+                                                  ddp_bucket_view=options.ddp_bucket_view if options else False,
+                                                  host=hardware.host, link=link))
     return st, compute.steps_per_epoch(train.data.planned_images, world, train.batch_per_gpu, train.accum_steps)
 
 
@@ -292,31 +324,3 @@ def launch_spec(hardware: HardwareSpec, options: PlanOptions, slug: str) -> Laun
                       rdzv_id=rid, config=options.config_path)
 
 
-def provenance(hw: HardwareSpec, recipe: Recipe, options: PlanOptions, est: Estimates, batch_why: str,
-               bmax: int) -> dict[str, str]:
-    gpu = hw.gpu
-    assert gpu is not None
-    src = {"catalog": "catalog", "flags": "flags", "file": "hardware file", "probe": "probe"}[hw.source]
-    host = hw.host
-
-    def host_src(value: object, flag: str) -> str:
-        return f"{src} ({flag})" if value is not None else "unknown (not given; the cap is not applied)"
-
-    return {
-        "recipe": f"jitplan/templates/recipes/{recipe.slug}.yaml ({recipe.source})",
-        "gpu": f"{src}: {gpu.name}; {gpu.source}",
-        "host.ram_bytes": host_src(host.ram_bytes, "--host-ram"),
-        "host.cpus": host_src(host.cpus, "--cpus"),
-        "host.shm_bytes": host_src(host.shm_bytes, "--shm"),
-        "memory": f"analytic model (jitplan.planner.memory), constants calibrated against a traced step; "
-                  f"target {options.memory_fraction:.0%} of GPU memory",
-        "batch_per_gpu": f"{'flag' if options.batch_per_gpu else 'derived'}: {batch_why}; largest that fits {bmax}",
-        "accum_steps": "flag --accum" if options.accum else "derived: micro x accum x GPUs reaches the effective batch",
-        "compile": "flag" if options.compile is not None else "recipe",
-        "attention": "flag" if options.attention is not None else "recipe",
-        "time": f"{est.time_source}: the time model's terms (jitplan.planner.timing; docs/planning.md "
-                "\"Time model\"); implied MFU {est.mfu:.3f}",
-        "lr": ("recipe: lr = blr x effective batch / 256" if options.policy == "keep-batch"
-               else f"scale-lr ({options.lr_scaling}) from the reference lr"),
-        "price_per_hour": "flag --price-per-hour" if options.price_per_hour is not None else "not given",
-    }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from jitplan.hardware.schema import HardwareSpec
 from jitplan.planner.scaling import warmup_steps
-from jitplan.schemas import Estimates, Plan, PlanRow, Recipe
+from jitplan.schemas import Estimates, Plan, PlanOptions, PlanRow, Recipe
 
 
 def fmt_bytes(n: float) -> str:
@@ -87,18 +87,27 @@ def build_rows(plan: Plan, recipe: Recipe, ref: Estimates, kappa: float) -> list
          f"training + {est.num_evals} online evaluations"))
     add(("evaluation time", fmt_duration(ref.eval_time_s), fmt_duration(est.eval_time_s),
          f"{t.eval.num_images:,} images x Heun {t.sample.steps} (NFE {2 * t.sample.steps - 1}) x 2 forwards (CFG); "
-         f"{est.time_source}"))
-    if t.eval.online and hw.world_size > 1:
+         "the time model (a training record does not measure it)"))
+    if est.link:
+        rng = (f"; unmeasured: epoch {fmt_duration(est.epoch_range_s[0])} (x16) ... "
+               f"{fmt_duration(est.epoch_range_s[1])}"
+               " (x1)" if est.epoch_range_s else "")
+        add(("all-reduce link", "NVLink", est.link.split(":")[0], est.link + rng))
+    if est.staging_s is not None:
+        add(("dataset download", "-", fmt_duration(est.staging_s), f"{t.data.planned_images:,} JPEGs x 108 KB at "
+             f"{hw.host.download_mbps:g} Mbit/s ({hw.host.figures_source or 'given'}); counted in time and cost"))
+    if hw.world_size > 1:
         timeout = est.dist_timeout_s or 1800
+        chunk = (f"; online evaluation in chunks of {est.eval_chunk_images:,} images per rank (~"
+                 f"{fmt_duration(est.eval_chunk_s or 0)}), a barrier after each" if est.eval_chunk_images else "")
         add(("process-group timeout", "30 min", fmt_duration(timeout),
-             "generation runs without collectives until its end (jitmodel.evaluate); "
-             + (f"raised to {timeout / max(est.eval_time_s, 1):.1f}x the predicted evaluation so no rank waiting "
-                "for it meets the NCCL watchdog (train.dist_timeout_s -> init_process_group)" if est.dist_timeout_s
-                else "the default covers the predicted evaluation")))
+             f"max(20 x the {est.step_time_s:.2f} s step, 2.5 x one evaluation chunk, 10 min), at most 60 min: a "
+             f"hung collective is caught in minutes (train.dist_timeout_s -> init_process_group){chunk}"))
     add(("checkpoint size", fmt_bytes(ref.checkpoint_bytes), fmt_bytes(est.checkpoint_bytes),
          "model + 2 EMAs + AdamW moments, fp32"))
     add(("cost", "-", f"${est.cost_usd:,.0f}" if est.cost_usd is not None else "-",
-         "--price-per-hour x nodes x total time" if est.cost_usd is not None else "give --price-per-hour"))
+         f"{est.price_source}; ${est.price_per_hour:.2f}/h x total time" if est.cost_usd is not None
+         and est.price_per_hour is not None else f"{est.price_source or 'no price'}"))
     return [PlanRow(quantity=q, reference=a, target=b, why=w) for q, a, b, w in rows]
 
 
@@ -112,3 +121,33 @@ def _split(est: Estimates) -> str:
 
 def _pair(p: tuple[float, ...]) -> str:
     return ", ".join(f"{x:g}" for x in p)
+
+
+def provenance(hw: HardwareSpec, recipe: Recipe, options: PlanOptions, est: Estimates, batch_why: str,
+               bmax: int) -> dict[str, str]:
+    gpu = hw.gpu
+    assert gpu is not None
+    src = {"catalog": "catalog", "flags": "flags", "file": "hardware file", "probe": "probe"}[hw.source]
+    host = hw.host
+
+    def host_src(value: object, flag: str) -> str:
+        return f"{src} ({flag})" if value is not None else "unknown (not given; the cap is not applied)"
+
+    return {
+        "recipe": f"jitplan/templates/recipes/{recipe.slug}.yaml ({recipe.source})",
+        "gpu": f"{src}: {gpu.name}; {gpu.source}",
+        "host.ram_bytes": host_src(host.ram_bytes, "--host-ram"),
+        "host.cpus": host_src(host.cpus, "--cpus"),
+        "host.shm_bytes": host_src(host.shm_bytes, "--shm"),
+        "memory": f"analytic model (jitplan.planner.memory), constants calibrated against a traced step; "
+                  f"target {options.memory_fraction:.0%} of GPU memory",
+        "batch_per_gpu": f"{'flag' if options.batch_per_gpu else 'derived'}: {batch_why}; largest that fits {bmax}",
+        "accum_steps": "flag --accum" if options.accum else "derived: micro x accum x GPUs reaches the effective batch",
+        "compile": "flag" if options.compile is not None else "recipe",
+        "attention": "flag" if options.attention is not None else "recipe",
+        "time": f"{est.time_source}: the time model's terms (jitplan.planner.timing; docs/planning.md "
+                "\"Time model\"); implied MFU {est.mfu:.3f}",
+        "lr": ("recipe: lr = blr x effective batch / 256" if options.policy == "keep-batch"
+               else f"scale-lr ({options.lr_scaling}) from the reference lr"),
+        "price_per_hour": est.price_source or "not given",
+    }

@@ -60,7 +60,7 @@ def scale_hparams(lr: float, betas: tuple[float, float], eps: float, ema_decays:
     else:
         raise ValueError(f"unknown LR scaling rule {rule!r} (linear | sqrt)")
     new_ema = tuple(_round(rho**kappa) for rho in ema_decays)
-    return HParams(lr=new_lr, betas=new_betas, eps=new_eps, ema_decays=new_ema)  # type: ignore[arg-type]
+    return HParams(lr=new_lr, betas=new_betas, eps=new_eps, ema_decays=new_ema)
 
 
 def _round(x: float) -> float:

@@ -7,7 +7,8 @@ runs each (``jitmodel.strategy``, ``TrainConfig.memory``). Memory: ``jitplan.pla
 
 - ckpt: about one extra forward of the checkpointed blocks (a third of their training FLOPs).
 - shard: two all-gathers of the blocks' parameters in the gather dtype (bf16/fp16 under autocast with
-  ``shard_gather: auto``, else fp32; the root's in fp32) and one reduce-scatter of the fp32 gradients per micro-step, against
+  ``shard_gather: auto``, else fp32; the root's in fp32) and one reduce-scatter of the fp32 gradients per micro-step,
+  against
   one fp32 all-reduce per optimizer step (whose ring cost is an fp32 all-gather + reduce-scatter).
 - ema-cpu: the parameters cross the host link every EMA update (overlapped with the next step, so only
   what exceeds the step counts) and the host does the EMA arithmetic; when that is slower than a step, the
@@ -66,7 +67,7 @@ class PlainStep:
     bus_gbs: float  # the link the gradients travel
 
 
-def plain_step(st, bus_gbs: float) -> PlainStep:  # type: ignore[no-untyped-def]
+def plain_step(st, bus_gbs: float) -> PlainStep:
     """From ``timing.StepTime`` terms (jitplan.planner.timing)."""
     comp = st.get("tensor") + st.get("fp32 attention") + st.get("elementwise traffic")
     return PlainStep(total_s=st.total_s, compute_s=comp, allreduce_s=st.get("all-reduce"), bus_gbs=bus_gbs)
@@ -174,7 +175,7 @@ def choose(inp_for: Callable[[int], memory.MemoryInputs], pick_batch: Callable[[
     return best, cands
 
 
-def adjust_estimates(est, inp: memory.MemoryInputs, m: MemoryConfig, plain: PlainStep, *,  # type: ignore[no-untyped-def]
+def adjust_estimates(est, inp: memory.MemoryInputs, m: MemoryConfig, plain: PlainStep, *,
                      accum: int, epochs: float):
     """The plan's Estimates plus the strategy's extra step time (epoch, total time and throughput follow)."""
     if name_of(m) == "none":
@@ -208,13 +209,18 @@ def rows(chosen: Candidate, cands: list[Candidate], forced: bool, precision: tup
         if not c.fits:
             out.append((f"  {c.name}", "", "does not fit", c.why))
             continue
-        slower = c.epoch_s / chosen.epoch_s - 1 if chosen.fits else 0.0
-        out.append((f"  {c.name}", "", f"{fmt_bytes(c.peak_bytes)}, epoch {fmt_duration(c.epoch_s)}",
-                    f"{slower:+.0%} epoch time; {c.why}"))
+        slower = c.epoch_s / chosen.epoch_s - 1 if chosen.fits and chosen.epoch_s > 0 else 0.0
+        subsets = sorted((o for o in cands if o.fits and o is not c and o.peak_bytes < c.peak_bytes
+                          and set(o.name.split("+")) < set(c.name.split("+"))),
+                         key=lambda o: (-len(o.name.split("+")), o.peak_bytes))
+        more = (f"; more memory than {subsets[0].name} ({fmt_bytes(subsets[0].peak_bytes)}): what it saves buys "
+                f"micro-batch {c.micro_batch} instead of {subsets[0].micro_batch}" if subsets else "")
+        out.append((f"  {c.name}", "", f"{fmt_bytes(c.peak_bytes)} at micro {c.micro_batch}, epoch "
+                    f"{fmt_duration(c.epoch_s)}", f"{slower:+.0%} epoch time{more}; {c.why}"))
     return out
 
 
-def precision_for(gpu, wanted: str) -> str:  # type: ignore[no-untyped-def]
+def precision_for(gpu, wanted: str) -> str:
     """The plan's precision: the recipe's on cards with bf16; fp16 (with a gradient scaler) on cards without
     bf16 but with fp16 tensor cores (compute capability >= 7.0: V100, T4, RTX 20xx), fp32 below that; a
     recipe's bf16 means "bf16 where the card has it". (A hand-edited bf16 on such a card: ``jitplan doctor``.)"""
@@ -224,7 +230,7 @@ def precision_for(gpu, wanted: str) -> str:  # type: ignore[no-untyped-def]
     return "fp16" if fp16_tensor_cores(cc) else "fp32"
 
 
-def choose_for(train, world: int, hardware, options, target: int,  # type: ignore[no-untyped-def]
+def choose_for(train, world: int, hardware, options, target: int,
                inp_for: Callable[[int], memory.MemoryInputs], pick_batch: Callable[[int], tuple[int, int, str]],
                step_time: Callable[[int, int], tuple[PlainStep, int]]) -> tuple[Candidate, list[Candidate]]:
     """``choose`` with the plan's machine and its own step-time model (``plan.step_time``)."""

@@ -16,7 +16,7 @@ from jitmodel.config import MemoryConfig, TrainConfig
 
 def _local_bytes(t: object) -> int:
     local = t.to_local() if hasattr(t, "to_local") else t  # a DTensor's shard on this rank
-    return local.numel() * local.element_size()  # type: ignore[attr-defined]
+    return local.numel() * local.element_size()  # type: ignore[union-attr]  # a DTensor's local shard is a Tensor
 
 
 def trace_strategy(train: TrainConfig, m: MemoryConfig, micro_batch: int, world: int = 1, steps: int = 2) -> int:
@@ -52,7 +52,7 @@ def trace_strategy(train: TrainConfig, m: MemoryConfig, micro_batch: int, world:
 
                 for p in step.den.parameters():  # MemTracker refuses frozen parameters (see trace.py)
                     p.requires_grad_(True)
-                mt = MemTracker()
+                mt = MemTracker()  # type: ignore[assignment]  # the same tracking API as FSDPMemTracker
                 mt.track_external(step.den, step.opt, *step.ema_tensors())
             return tracked_peaks(step, mt, steps)[-1][0] + ema_bytes
     finally:

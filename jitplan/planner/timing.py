@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from jitmodel.config import TrainConfig
 from jitmodel.counts import forward_flops_per_image, param_breakdown, seq_lens, train_flops_per_image
 from jitmodel.variants import Variant, get_variant
-from jitplan.hardware.schema import GPUSpec
+from jitplan.hardware.schema import GPUSpec, HostSpec
+from jitplan.planner.link import OVERLAP_BACKWARD, Link, allreduce_s, link_for
 
 # ---- rates: fraction of a datasheet peak a real step reaches ---------------------------------------
 # Whole-step efficiency against the dense tensor peak (FP32 accumulate) of a plain ViT-B/16 AMP step.
@@ -77,15 +78,7 @@ BYTES_ADAMW_FOREACH = 44  # + the per-op intermediates of the foreach kernels (o
 BYTES_EMA = 20  # per EMA: _foreach_mul_ (read + write 4 B) then _foreach_add_ (read 8, write 4), jitmodel.denoiser
 BYTES_DDP_COPY = 16  # grads copied into DDP's flat buckets and back (read + write each; 0 with bucket views)
 
-# ---- the gradient all-reduce, bus bandwidth by link kind (GB/s, nccl-tests "busbw") ------------------------
-# pcie-no-p2p: 2-GPU PCIe all-reduce sweeps without P2P (GeForce cards: NCCL stages through host memory)
-#   average about 4 GB/s (measured sweeps quoted in issue #12). pcie-p2p: PCIe 4.0 x16 moves ~25 GB/s per
-#   direction; NCCL reaches about half [judgement]. nvlink: nccl-tests on NVLink systems report 80-230 GB/s
-#   [judgement: 100]. network: a 100 Gb/s link between nodes.
-BUS_GBS = {"nvlink": 100.0, "pcie-p2p": 12.0, "pcie-no-p2p": 4.0, "network": 12.5}
-# DDP starts each 25 MB bucket's all-reduce as soon as its gradients are ready; buckets become ready
-# through the backward, so about half of the backward is available to hide it [judgement].
-OVERLAP_BACKWARD = 0.5
+# ---- the gradient all-reduce: jitplan.planner.link (bus bandwidth from the machine's PCIe / NVLink figures) ----
 
 # ---- gradient accumulation: every micro-step after the first adds its weight gradients into .grad ------------
 # AccumulateGrad's in-place add reads the old gradient and the new one and writes the sum (3 x 4 B per parameter);
@@ -112,6 +105,9 @@ HOST_SYNC_S = 3 * 0.0015
 # PIL decode + ADM centre crop of an average ImageNet JPEG (~500 x 375) takes ~6-7 ms on one core
 # [judgement: 150 img/s per DataLoader worker].
 DECODE_IMG_PER_S = 150.0
+# An average ImageNet-1k training JPEG: the 1,281,167 images of ILSVRC2012_img_train.tar take 138 GB
+# (image-net.org download page) -> 108 KB. A loader reading from disk needs this many bytes per image.
+JPEG_BYTES = 138e9 / 1_281_167
 
 
 @dataclass(frozen=True)
@@ -133,6 +129,9 @@ class TimeInputs:
     ddp_bucket_view: bool = False
     num_emas: int = 2
     workers_per_rank: int | None = None  # None: the loader is not modelled (synthetic / in-memory data)
+    link: Link | None = None  # the all-reduce's link; None: jitplan.planner.link.link_for(gpu, nodes)
+    cpus_per_rank: float | None = None  # cores the rank's workers may decode on (None: not capped)
+    disk_img_per_s: float | None = None  # images/s the disk gives one rank (None: not capped)
 
     @classmethod
     def for_model(cls, variant: str | Variant, gpu: GPUSpec, **kw: object) -> TimeInputs:
@@ -160,17 +159,17 @@ class StepTime:
 def link_kind(gpu: GPUSpec, nodes: int) -> str:
     """How gradients travel: "network" between nodes, else NVLink, PCIe with P2P, or PCIe without.
 
-    GeForce cards without an NVLink bridge have no PCIe peer-to-peer; NCCL stages through host memory.
+    GeForce cards have no PCIe peer-to-peer; NCCL stages through host memory (jitplan.planner.link).
 
         >>> from jitplan.hardware.catalog import lookup
         >>> link_kind(lookup("RTX 3060"), 1), link_kind(lookup("H100 SXM"), 1), link_kind(lookup("L40S"), 1)
         ('pcie-no-p2p', 'nvlink', 'pcie-p2p')
     """
-    if nodes > 1:
-        return "network"
-    if gpu.nvlink:
-        return "nvlink"
-    return "pcie-no-p2p" if gpu.gpu_class == "consumer" else "pcie-p2p"
+    return link_for(gpu, nodes).kind
+
+
+def step_link(inp: TimeInputs) -> Link:
+    return inp.link or link_for(inp.gpu, inp.nodes)
 
 
 def _rates(gpu: GPUSpec) -> tuple[float, float, float]:
@@ -238,27 +237,38 @@ def train_step_time(inp: TimeInputs) -> StepTime:
              + (", DDP bucket copies" if ddp_copy else "")),
     ]
     if inp.world_size > 1:
-        kind = link_kind(gpu, inp.nodes)
+        link = step_link(inp)
         grad_bytes = 4 * pb.trainable
-        t_comm = 2 * (inp.world_size - 1) / inp.world_size * grad_bytes / (BUS_GBS[kind] * 1e9)
+        t_comm = allreduce_s(grad_bytes, inp.world_size, link)
         backward = (2 / 3) * (t_tensor + t_fp32 + t_traffic + t_accum) / inp.accum  # the last micro-step's backward
         hidden = min(t_comm, OVERLAP_BACKWARD * backward)
         terms.append(Term("all-reduce", t_comm - hidden, f"{grad_bytes / 1e9:.2f} GB fp32 gradients over "
-                          f"{kind} at {BUS_GBS[kind]:g} GB/s = {t_comm * 1e3:.0f} ms, {hidden * 1e3:.0f} ms hidden "
-                          "behind the backward"))
+                          f"{link.why} = {t_comm * 1e3:.0f} ms" + (f", {hidden * 1e3:.0f} ms hidden behind the "
+                                                                  "backward" if hidden else "")))
     terms.append(Term("host syncs", HOST_SYNC_S * inp.accum, "three host syncs per iteration (official loop)"))
     gpu_s = sum(t.seconds for t in terms)
     bound = "gpu"
     if inp.workers_per_rank is not None:
-        rate = DECODE_IMG_PER_S * max(inp.workers_per_rank, 1)
+        rate, why = loader_rate(inp)
         data_s = images / rate
         if inp.workers_per_rank == 0:  # the training process decodes between steps
-            terms.append(Term("data (in process)", data_s, f"{images} images at {DECODE_IMG_PER_S:g} img/s"))
+            terms.append(Term("data (in process)", data_s, f"{images} images at {rate:.0f} img/s ({why})"))
         elif data_s > gpu_s:
-            terms.append(Term("data wait", data_s - gpu_s, f"{inp.workers_per_rank} workers x "
-                              f"{DECODE_IMG_PER_S:g} img/s < {images / gpu_s:.0f} img/s the GPU takes"))
+            terms.append(Term("data wait", data_s - gpu_s, f"{why} = {rate:.0f} img/s < {images / gpu_s:.0f} img/s "
+                              "the GPU takes"))
             bound = "data"
     return StepTime(terms=tuple(terms), total_s=sum(t.seconds for t in terms), bound_by=bound)
+
+
+def loader_rate(inp: TimeInputs) -> tuple[float, str]:
+    """(images/s one rank's loader delivers, why): workers on the cores they get, capped by the disk."""
+    w = max(inp.workers_per_rank or 0, 1)
+    cores = min(float(w), inp.cpus_per_rank) if inp.cpus_per_rank else float(w)
+    rate = DECODE_IMG_PER_S * cores
+    why = f"{w} workers" + (f" on {cores:g} cores" if cores < w else "") + f" x {DECODE_IMG_PER_S:g} img/s"
+    if inp.disk_img_per_s is not None and inp.disk_img_per_s < rate:
+        rate, why = inp.disk_img_per_s, f"the disk: {inp.disk_img_per_s:.0f} img/s of {JPEG_BYTES / 1e3:.0f} KB JPEGs"
+    return rate, why
 
 
 def forward_time_per_image(variant: str | Variant, gpu: GPUSpec, *, img_size: int = 256, in_channels: int = 3,
@@ -283,17 +293,24 @@ def eval_time_s(variant: str | Variant, gpu: GPUSpec, *, num_images: int, nfe: i
 
 
 def inputs_for(train: TrainConfig, gpu: GPUSpec, *, world_size: int, nodes: int = 1, accum: int | None = None,
-               ddp_bucket_view: bool = False) -> TimeInputs:
+               ddp_bucket_view: bool = False, host: HostSpec | None = None, link: Link | None = None) -> TimeInputs:
     """The time model's inputs for a TrainConfig on ``world_size`` x ``gpu`` (the loader is modelled for
-    image folders, whose JPEGs are decoded per step)."""
+    image folders, whose JPEGs are decoded per step); ``host``: the machine's cores, disk and link figures."""
     m = train.model
+    ranks = max(1, world_size // max(nodes, 1))
+    h = host or HostSpec()
+    cpus = max(1.0, h.cpus / ranks - 1) if h.cpus else None  # one core per rank for its training process
+    disk = h.disk_read_mbs * 1e6 / JPEG_BYTES / ranks if h.disk_read_mbs else None
     return TimeInputs(
         variant=m.spec, gpu=gpu, img_size=m.img_size, micro_batch=train.batch_per_gpu,
         accum=train.accum_steps if accum is None else accum, world_size=world_size, nodes=nodes,
         in_channels=m.in_channels, num_classes=m.num_classes, compile=train.compile, attention=m.attention,
         fused_adamw=train.optim.fused is not False, ddp_bucket_view=ddp_bucket_view,
         num_emas=len(train.diffusion.ema_decays),
-        workers_per_rank=train.data.num_workers if train.data.kind == "imagefolder" else None)
+        workers_per_rank=train.data.num_workers if train.data.kind == "imagefolder" else None,
+        link=link or (link_for(gpu, nodes, h) if world_size > 1 else None),
+        cpus_per_rank=cpus if train.data.kind == "imagefolder" else None,
+        disk_img_per_s=disk if train.data.kind == "imagefolder" else None)
 
 
 def nfe(steps: int, method: str) -> int:
@@ -302,27 +319,34 @@ def nfe(steps: int, method: str) -> int:
 
 
 DIST_TIMEOUT_DEFAULT_S = 1800.0  # jitmodel.dist.init_process_group's default
-DIST_TIMEOUT_MARGIN = 2.5  # doctor C12 warns above half the timeout: keep an evaluation under 40% of it
+DIST_TIMEOUT_MIN_S = 600.0  # the official JiT code's timeout (10 min): the floor
+DIST_TIMEOUT_MAX_S = 3600.0  # never more: a real hang must not bill for hours before the watchdog sees it
+DIST_TIMEOUT_STEPS = 20  # a collective of training waits at most a few steps; 20 x the step catches a hang
+DIST_TIMEOUT_MARGIN = 2.5  # x one evaluation chunk: ranks meet at a barrier after each chunk
+EVAL_CHUNK_S = 300.0  # evaluate in chunks of at most ~5 min per rank, a barrier after each
 
 
-def dist_timeout_s(train: TrainConfig, gpu: GPUSpec, world_size: int) -> float | None:
-    """The process-group timeout a run needs: None (the default) when one evaluation fits comfortably.
+@dataclass(frozen=True)
+class EvalChunks:
+    images: int  # images per rank per chunk (each rank generates this many, then all meet at a barrier)
+    seconds: float  # one chunk, per rank
+    chunks: int
 
-    jitmodel.evaluate generates without collectives until the end, so ranks wait on each other for about one
-    batch; the timeout is still set above the whole predicted evaluation, so that a slow rank (or a
-    rank-0-only phase of a patched loop) is not killed by the watchdog mid-evaluation.
-    """
-    ev = train.eval
-    if world_size < 2 or not ev.online:
+
+def eval_chunks(eval_time_s: float, num_images: int, world_size: int, batch: int) -> EvalChunks:
+    """How an online evaluation is cut so that no rank waits at a collective for more than one chunk."""
+    per_rank = -(-num_images // max(world_size, 1))
+    per_image = eval_time_s / max(per_rank, 1)
+    n = max(batch, int(EVAL_CHUNK_S // per_image) // batch * batch) if per_image > 0 else per_rank
+    n = min(n, per_rank)
+    return EvalChunks(images=n, seconds=n * per_image, chunks=-(-per_rank // max(n, 1)))
+
+
+def timeout_for(step_time_s: float, chunk: EvalChunks | None, world_size: int) -> float | None:
+    """The process-group timeout, in whole minutes within [10, 60]: the larger of 20 x the step time and
+    2.5 x one evaluation chunk. None on one rank (no collectives)."""
+    if world_size < 2:
         return None
-    m = train.model
-    t = eval_time_s(m.spec, gpu, num_images=ev.num_images, nfe=nfe(train.sample.steps, train.sample.method),
-                    world_size=world_size, img_size=m.img_size, attention=m.attention, compile=train.compile)
-    return timeout_for(t, world_size, online=True)
-
-
-def timeout_for(eval_time_s: float, world_size: int, *, online: bool) -> float | None:
-    """DIST_TIMEOUT_MARGIN x the evaluation in whole minutes, or None when the default already covers it."""
-    if world_size < 2 or not online or DIST_TIMEOUT_MARGIN * eval_time_s <= DIST_TIMEOUT_DEFAULT_S:
-        return None
-    return float(60 * -(-DIST_TIMEOUT_MARGIN * eval_time_s // 60))
+    need = max(DIST_TIMEOUT_STEPS * step_time_s, DIST_TIMEOUT_MARGIN * chunk.seconds if chunk else 0.0,
+               DIST_TIMEOUT_MIN_S)
+    return float(min(DIST_TIMEOUT_MAX_S, 60 * -(-need // 60)))

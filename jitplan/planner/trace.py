@@ -31,7 +31,7 @@ class TraceResult:
     micro_batch: int
     peak_bytes: int  # steady-state (second step) peak of tensor bytes, one process
     first_step_peak_bytes: int
-    by_category: dict[str, int]  # MemTracker categories at the peak: Parameter, Gradient, Activation, Optstate, Other, ...
+    by_category: dict[str, int]  # MemTracker categories at the peak: Parameter, Gradient, Activation, Optstate, ...
     optimizer: str  # "fused" | "foreach"
 
 
@@ -58,7 +58,7 @@ def trace_step(train: TrainConfig, micro_batch: int, steps: int = 2, fused: bool
                        by_category=cats, optimizer="fused" if step.fused else "foreach")
 
 
-def apply_trace(plan):  # type: ignore[no-untyped-def]
+def apply_trace(plan):
     """The plan with its memory estimate replaced by a traced step (+ what the trace cannot see)."""
     from jitplan.planner import memory
     from jitplan.planner.plan import memory_inputs
@@ -77,7 +77,8 @@ def apply_trace(plan):  # type: ignore[no-untyped-def]
 
         saved = int((memory.C_BLOCK_EAGER - memory.C_BLOCK_COMPILE) * v.hidden * sum(seq_lens(v, train.model.img_size))
                     * train.batch_per_gpu)
-        items.append(MemoryItem(name="torch.compile saving", bytes=0, why=f"-{saved / 1e9:.2f} GB of block activations"))
+        items.append(MemoryItem(name="torch.compile saving", bytes=0,
+                                why=f"-{saved / 1e9:.2f} GB of block activations"))
         traced -= saved
     # The trace runs one micro-step per optimizer step; with accumulation the gradients stay allocated.
     extra = [i for i in memory.predict(inp, train.batch_per_gpu).items
@@ -92,7 +93,8 @@ def apply_trace(plan):  # type: ignore[no-untyped-def]
                                             "memory_source": "trace"})
     warnings = list(plan.warnings)
     if total > est.memory_target_bytes:
-        warnings.append(f"traced memory {total / 1e9:.1f} GB exceeds the target {est.memory_target_bytes / 1e9:.1f} GB: "
+        warnings.append(f"traced memory {total / 1e9:.1f} GB exceeds the target "
+                        f"{est.memory_target_bytes / 1e9:.1f} GB: "
                         f"lower --batch-per-gpu")
     prov = {**plan.provenance, "memory": f"trace: {res.peak_bytes:,} B traced tensor peak at batch {res.micro_batch}"}
     from jitplan.planner.rows import fmt_bytes

@@ -86,7 +86,7 @@ class TrainingStep:
 def tracker_peak(mt: Any) -> tuple[int, dict[str, int]]:
     """(total, by category) of a MemTracker's (or FSDPMemTracker's) peak snapshot."""
     snap = mt.get_tracker_snapshot("peak")
-    total, cats = 0, {}
+    total, cats = 0, dict[str, int]()
     for dev_stats in snap.values():
         for key, val in dev_stats.items():
             name = str(getattr(key, "value", key))

@@ -1,6 +1,7 @@
 """DataLoader workers per rank and in total, capped by CPUs, host RAM (the container's limit) and /dev/shm.
 
-Pure functions. The per-worker RAM model (docs/planning.md "DataLoader workers", docs/doctor.md C8): each worker grows to
+Pure functions. The per-worker RAM model (docs/planning.md "DataLoader workers", docs/doctor.md C8): each worker grows
+to
 its private base pages plus a copy-on-read copy of the dataset index (ImageFolder's list of (path, class)
 tuples, ~208 B/image), plus its prefetched batches and decode scratch; in-flight batches also sit in
 /dev/shm, which is RAM (tmpfs) and counts toward the container's limit (C7). Every rank of a node runs
@@ -44,7 +45,8 @@ def shm_per_worker(micro_batch: int, img_size: int, prefetch: int = PREFETCH_DEF
 
 def worker_host_bytes(micro_batch: int, img_size: int, num_images: int, prefetch: int = PREFETCH_DEFAULT) -> int:
     """Host RAM one worker costs, the one formula (planner and doctor): its RSS plus its batches in /dev/shm."""
-    return worker_ram_bytes(micro_batch, img_size, num_images, prefetch) + shm_per_worker(micro_batch, img_size, prefetch)
+    return (worker_ram_bytes(micro_batch, img_size, num_images, prefetch)
+            + shm_per_worker(micro_batch, img_size, prefetch))
 
 
 def node_host_bytes(ranks: int, workers: int, *, params: int, micro_batch: int, img_size: int, num_images: int,
@@ -106,7 +108,8 @@ def decide_workers(*, requested: int, ranks_per_node: int, micro_batch: int, img
         reasons.append("host-ram: unknown (pass --host-ram: the container's limit, not the host's)")
     if shm_bytes is not None:
         caps["shm"] = max(0, int((shm_bytes - r * NCCL_SHM_BYTES) // (r * w_shm)))
-        reasons.append(f"shm: {shm_bytes / GB:.2f} GB /dev/shm holds {prefetch} x {batch_bytes(micro_batch, img_size) / 1e6:.1f} MB "
+        one = batch_bytes(micro_batch, img_size) / 1e6
+        reasons.append(f"shm: {shm_bytes / GB:.2f} GB /dev/shm holds {prefetch} x {one:.1f} MB "
                        f"batches per worker -> {caps['shm']} per rank")
     if user_max is not None:
         caps["user"] = user_max

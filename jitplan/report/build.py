@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,10 @@ class Report(_M):
     events: list[Event]
     images: list[Image]
     trajectory_pages: list[str]
+    planned_lines: dict[str, float] = {}  # chart label -> the plan's value (a dashed line on that chart)
+    images_skipped: list[str] = []  # PNGs too large (or too many) to inline, with their sizes
+    has_plan: bool = False
+    on_gpu: bool = False  # the run measured GPU memory (a CPU run cannot calibrate a GPU plan)
 
 
 def _cmp(quantity: str, planned: float | None, measured: float | None, unit: str) -> Compared:
@@ -76,18 +81,37 @@ def _series(recs: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
     return out
 
 
-def _images(out_dir: Path) -> tuple[list[Image], list[str]]:
+def _images(out_dir: Path) -> tuple[list[Image], list[str], list[str]]:
+    """(inlined PNGs, trajectory pages, PNGs not inlined with why): a big samples.png is named, not hidden."""
     imgs: list[Image] = []
-    pngs = sorted(p for p in out_dir.rglob("*.png") if p.stat().st_size <= MAX_IMAGE_BYTES)[:MAX_IMAGES]
-    for p in pngs:
-        imgs.append(Image(name=str(p.relative_to(out_dir)),
-                          data_uri="data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()))
+    skipped: list[str] = []
+    for p in sorted(out_dir.rglob("*.png")):
+        rel, size = str(p.relative_to(out_dir)), p.stat().st_size
+        if size > MAX_IMAGE_BYTES or len(imgs) >= MAX_IMAGES:
+            skipped.append(f"{rel} ({size / 1e6:.1f} MB)")
+            continue
+        imgs.append(Image(name=rel, data_uri="data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()))
     pages = [str(p) for p in sorted(out_dir.rglob("*.html")) if p.name != "report.html"][:MAX_IMAGES]
-    return imgs, pages
+    return imgs, pages, skipped
+
+
+def planned_split(est: Any) -> tuple[float | None, float | None, float | None]:
+    """(data wait, compute, optimizer) per step from the plan's time terms, as the trainer splits its step:
+    compute = forward + backward with the gradient all-reduce; optimizer = AdamW + EMAs + the host syncs."""
+    if est is None or not est.step_breakdown:
+        return None, None, None
+    by: dict[str, float] = {}
+    for t in est.step_breakdown:
+        by[t.name] = by.get(t.name, 0.0) + t.seconds
+    data = by.pop("data wait", 0.0) + by.pop("data (in process)", 0.0)
+    opt = by.pop("optimizer + EMA", 0.0) + by.pop("host syncs", 0.0)
+    by.pop("calibration", None)
+    by.pop("measured", None)
+    return data, sum(by.values()), opt
 
 
 def build_report(*, run_id: str | None, name: str, status: str | None, plan_path: str | None, run_dir: str | Path,
-                 events: list[Any] = ()) -> Report:
+                 events: Sequence[Any] = ()) -> Report:
     from jitplan.errors import UsageError
     from jitplan.runspec import load_run_spec
 
@@ -106,6 +130,7 @@ def build_report(*, run_id: str | None, name: str, status: str | None, plan_path
     plan = spec.plan if spec else None
     est = plan.estimates if plan else None
     g = (lambda attr: getattr(m, attr) if m else None)  # noqa: E731
+    split = planned_split(est)
     compared = [
         _cmp("step time", est.step_time_s if est else None, g("step_time_s"), "s"),
         _cmp("images/s (all GPUs)", est.images_per_s if est else None, g("images_per_s"), "img/s"),
@@ -113,14 +138,19 @@ def build_report(*, run_id: str | None, name: str, status: str | None, plan_path
              m.memory_used_bytes / 2**30 if m and m.memory_used_bytes else None, "GiB"),
         _cmp("host RAM per node", est.host_ram_needed_bytes / 2**30 if est else None,
              m.host_ram_peak_bytes / 2**30 if m and m.host_ram_peak_bytes else None, "GiB"),
-        _cmp("data wait per step", None, g("data_wait_s"), "s"),
-        _cmp("compute per step", None, g("compute_s"), "s"),
-        _cmp("optimizer per step", None, g("optimizer_s"), "s"),
+        _cmp("data wait per step", split[0], g("data_wait_s"), "s"),
+        _cmp("compute per step", split[1], g("compute_s"), "s"),
+        _cmp("optimizer per step", split[2], g("optimizer_s"), "s"),
     ]
-    imgs, pages = _images(out_dir) if out_dir.is_dir() else ([], [])
+    lines = {} if est is None else {
+        "step time (s)": est.step_time_s,
+        "GPU used, NVML (MiB)": est.memory_per_gpu_bytes / 2**20,
+        "GPU reserved (MiB)": est.memory_per_gpu_bytes / 2**20, "host RAM (MiB)": est.host_ram_needed_bytes / 2**20}
+    imgs, pages, skipped = _images(out_dir) if out_dir.is_dir() else ([], [], [])
     return Report(
         run_id=run_id, name=name, status=status, plan_path=plan_path,
         gpu=(f"{plan.hardware.world_size} x {plan.hardware.gpu.name}" if plan and plan.hardware.gpu else None),
         time_source=est.time_source if est else None, compared=compared, series=_series(recs), measured=m,
         events=[Event(ts=e.ts, kind=e.kind, message=e.message) for e in events], images=imgs,
-        trajectory_pages=pages)
+        trajectory_pages=pages, planned_lines=lines, images_skipped=skipped, has_plan=plan is not None,
+        on_gpu=bool(m and m.peak_reserved_bytes is not None))

@@ -1,0 +1,71 @@
+"""The machine you rent, after the step is timed: the range an unmeasured link spans, staging the dataset from
+its download speed, the price per hour (given, an offer's, or the catalog's dated market price) and the cost,
+and the process-group timeout from the step time and the evaluation chunks. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from jitmodel.config import TrainConfig
+from jitplan.hardware.schema import HardwareSpec
+from jitplan.planner import link as links
+from jitplan.planner import timing
+from jitplan.schemas import Estimates, PlanOptions
+
+STEP_WITH_LINK = Callable[[links.Link], float]  # the plan's step time over another link
+
+
+def price(hardware: HardwareSpec, options: PlanOptions) -> tuple[float | None, str]:
+    """(USD per hour for all nodes, where it comes from)."""
+    gpu = hardware.gpu
+    if options.price_per_hour is not None:
+        return options.price_per_hour * hardware.nodes, "--price-per-hour x nodes"
+    if gpu is not None and gpu.price_usd_hour is not None:
+        n = hardware.nodes * hardware.gpus_per_node
+        return gpu.price_usd_hour * n, f"typical market price {n} x ${gpu.price_usd_hour:.2f}/h ({gpu.price_source})"
+    return None, f"no sourced market price for {gpu.name if gpu else 'this GPU'} in the catalog: give --price-per-hour"
+
+
+def staging_s(hardware: HardwareSpec, num_images: int) -> float | None:
+    """Downloading the dataset once at the machine's published download speed (JPEGs of timing.JPEG_BYTES)."""
+    mbps = hardware.host.download_mbps
+    return None if not mbps else num_images * timing.JPEG_BYTES * 8 / (mbps * 1e6)
+
+
+def finish(est: Estimates, hardware: HardwareSpec, train: TrainConfig, options: PlanOptions,
+           step_with: STEP_WITH_LINK) -> tuple[Estimates, list[str]]:
+    """Link range, staging, price, cost and timeout on top of the timed estimates; (estimates, warnings)."""
+    gpu = hardware.gpu
+    assert gpu is not None
+    warnings: list[str] = []
+    upd: dict[str, object] = {}
+    world = hardware.world_size
+    if world > 1:
+        link = links.link_for(gpu, hardware.nodes, hardware.host)
+        upd["link"] = link.why
+        if not link.known and link.kind.startswith("pcie") and est.time_source == "prior":
+            x16, x1 = links.range_links(gpu)
+            lo, hi = (est.steps_per_epoch * step_with(k) for k in (x16, x1))
+            upd["epoch_range_s"] = (lo, hi)
+            warnings.append(f"the PCIe link is not measured: an epoch takes {lo / 3600:.1f} h at x16 ... "
+                            f"{hi / 3600:.1f} h at x1 (the all-reduce: {x16.why} ... {x1.why}); give an offer "
+                            "(--offer), a probe (--hardware) or --pcie-lanes / --pcie-gbs")
+    stage = staging_s(hardware, train.data.planned_images)
+    total = est.total_time_s + (stage or 0.0)
+    if stage is not None:
+        upd["staging_s"] = stage
+    pph, src = price(hardware, options)
+    upd.update(total_time_s=total, price_per_hour=pph, price_source=src,
+               cost_usd=None if pph is None else total / 3600 * pph)
+    ev = train.eval
+    chunk = timing.eval_chunks(est.eval_time_s, ev.num_images, world, ev.gen_batch) if ev.online else None
+    timeout = timing.timeout_for(est.step_time_s, chunk, world)
+    upd["dist_timeout_s"] = timeout
+    if chunk is not None and world > 1:
+        upd.update(eval_chunk_images=chunk.images, eval_chunk_s=chunk.seconds)
+        if chunk.chunks > 1 and timeout is not None and est.eval_time_s > timeout:
+            warnings.append(f"one online evaluation takes {est.eval_time_s / 3600:.1f} h; the {timeout / 60:.0f} min "
+                            f"process-group timeout holds when ranks meet after every {chunk.images} images per rank "
+                            f"(~{chunk.seconds / 60:.0f} min; the trainer's evaluation in chunks)")
+    return est.model_copy(update=upd), warnings
