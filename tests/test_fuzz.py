@@ -414,7 +414,7 @@ def test_launch_shows_the_trainer_line_not_torchruns_traceback():
 def test_half_installed_torch_is_C1_not_a_crash(tmp_path, monkeypatch):
     """torch's package folder present but version.py missing (an interrupted install): C1 fails, no traceback."""
     from jitplan.doctor.runner import run_doctor
-    from jitplan.hardware.nvml import FakeNvml
+    from jitplan.hardware.nvml_fake import FakeNvml
 
     fake = tmp_path / "site" / "torch"
     fake.mkdir(parents=True)
@@ -428,7 +428,7 @@ def test_half_installed_torch_is_C1_not_a_crash(tmp_path, monkeypatch):
 
 def test_a_check_that_raises_is_a_fail_finding(monkeypatch):
     from jitplan.doctor import runner
-    from jitplan.hardware.nvml import FakeNvml
+    from jitplan.hardware.nvml_fake import FakeNvml
 
     def boom(ctx):
         """C9: cpus"""

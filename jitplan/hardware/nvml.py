@@ -217,13 +217,3 @@ def _query_gpu(index: int, h: Any, get: Any) -> NvmlGpu:
         compute_mode={0: "default", 2: "prohibited", 3: "exclusive_process"}.get(mode) if mode is not None else None,
         processes=[GpuProcess(pid=p.pid, used_memory_bytes=getattr(p, "usedGpuMemory", None)) for p in procs],
     )
-
-
-
-def __getattr__(name: str) -> Any:
-    """``FakeNvml`` moved to ``nvml_fake.py`` (recorded answers); imports from here keep working."""
-    if name == "FakeNvml":
-        from jitplan.hardware.nvml_fake import FakeNvml
-
-        return FakeNvml
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
