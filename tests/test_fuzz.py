@@ -360,7 +360,8 @@ def test_sigterm_while_the_trainer_starts_ends_cleanly(tmp_path):
     import signal
 
     f = tmp_path / "t.yaml"
-    f.write_text(_cfg(output_dir=str(tmp_path / "out"), max_steps=1, **{"data.num_workers": 0, "model.num_classes": 10}))
+    f.write_text(_cfg(output_dir=str(tmp_path / "out"), max_steps=1,
+                      **{"data.num_workers": 0, "model.num_classes": 10}))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     p = subprocess.Popen([sys.executable, "-m", "jitmodel.train", "--config", str(f)], cwd=tmp_path, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -376,7 +377,8 @@ def test_sigterm_while_the_trainer_starts_ends_cleanly(tmp_path):
 
 
 TORCHRUN_FAILURE = """Error: invalid config: seed: Input should be less than or equal to 2147483647
-E1202 18:51:18.117000 23777 site-packages/torch/distributed/elastic/multiprocessing/api.py:1002] failed (exitcode: 2) local_rank: 0 (pid: 23822) of binary: python3.11
+E1202 18:51:18.117000 23777 site-packages/torch/distributed/elastic/multiprocessing/api.py:1002] \
+failed (exitcode: 2) local_rank: 0 (pid: 23822) of binary: python3.11
 Traceback (most recent call last):
   File "/usr/bin/torchrun", line 8, in <module>
     sys.exit(main())

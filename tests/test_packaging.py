@@ -40,5 +40,6 @@ def test_built_wheel_has_no_top_level_templates(tmp_path):
                                                 + wheel.name.split("-")[1] + ".dist-info"}
     for needed in ("jitplan/templates/recipes/jit-b-16.yaml", "jitplan/templates/launch/run_remote.sh",
                    "jitplan/templates/launch/sbatch.sh.tmpl", "jitplan/templates/launch/vast_onstart.sh",
-                   "jitplan/templates/compare/digits.yaml", "jitmodel/trajectory.html", "jitplan/hardware/catalog.yaml"):
+                   "jitplan/templates/compare/digits.yaml", "jitmodel/trajectory.html",
+                   "jitplan/hardware/catalog.yaml"):
         assert needed in names

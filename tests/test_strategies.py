@@ -238,7 +238,8 @@ def test_sharded_checkpoint_resumes_on_one_process_and_samples(runs, tmp_path):
     assert C.load_checkpoint(out / "last.pt")["step"] == STEPS + 1
 
     r = subprocess.run([sys.executable, "-m", "jitmodel", "sample", "--ckpt", str(runs / "all" / "last.pt"),
-                        "--classes", "3", "--n", "2", "--steps", "2", "--out", str(tmp_path / "s.png")], env=ENV, capture_output=True, text=True,
+                        "--classes", "3", "--n", "2", "--steps", "2", "--out", str(tmp_path / "s.png")],
+                       env=ENV, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "s.png").stat().st_size > 0
