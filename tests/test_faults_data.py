@@ -226,6 +226,13 @@ def test_doctor_import_probe_of_a_flooding_python_is_bounded(tmp_path):
     imp = torch_import_check(str(flood), timeout=60)
     assert not imp.ok and "more than 64 MiB" in (imp.error or "")
     assert time.perf_counter() - t0 < 30
+    from types import SimpleNamespace
+
+    from jitplan.doctor.checks_torch import check_torch_import
+
+    meta = SimpleNamespace(installed=True, installer="pip", packages={}, location=None, version="2.13")
+    f = check_torch_import(SimpleNamespace(probe=SimpleNamespace(torch=meta), torch_import=imp, env={}))
+    assert f.level == "fail" and "must name a Python interpreter" in (f.fix or "")
 
 
 def test_doctor_import_probe_stops_at_its_timeout_and_says_why(tmp_path, cli):
