@@ -100,11 +100,6 @@ def _shown(items: list[str], n: int = 3) -> str:
     return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
-def find_classes(root: Path) -> list[str]:
-    """Sorted class-folder names under ``root`` (= <data.path>/train); ValueError when unusable."""
-    return _scan(root).classes
-
-
 def _scan(root: Path) -> scan_mod.Scan:
     if not _is_dir(root.parent):
         raise ValueError(f"data directory not found: {scan_mod.shown(str(root.parent))}")

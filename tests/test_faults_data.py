@@ -222,6 +222,13 @@ def test_doctor_import_probe_of_a_flooding_python_is_bounded(tmp_path):
     imp = torch_import_check(str(flood), timeout=60)
     assert not imp.ok and "more than 64 MiB" in (imp.error or "")
     assert time.perf_counter() - t0 < 30
+    from types import SimpleNamespace
+
+    from jitplan.doctor.checks_torch import check_torch_import
+
+    meta = SimpleNamespace(installed=True, installer="pip", packages={}, location=None, version="2.13")
+    f = check_torch_import(SimpleNamespace(probe=SimpleNamespace(torch=meta), torch_import=imp, env={}))
+    assert f.level == "fail" and "must name a Python interpreter" in (f.fix or "")
 
 
 def test_doctor_import_probe_stops_at_its_timeout_and_says_why(tmp_path, cli):
@@ -297,3 +304,32 @@ def test_doctor_checkpoint_digests_with_a_flooding_python_are_bounded(tmp_path):
     with pytest.raises(UsageError) as e:
         verify_digests(tmp_path / "x.pt", python=str(flood), timeout=120)
     assert time.perf_counter() - t0 < 30 and len(e.value.message) < 600
+
+
+def test_the_gpu_floor_is_checked_against_the_gpus_free_memory(monkeypatch):
+    """No GPU here: torch.cuda.mem_get_info answers as a busy 80 GB card with 2 GiB free would."""
+    import torch
+
+    from jitmodel.config import DataConfig, ModelConfig, TrainConfig
+
+    cfg = TrainConfig(model=ModelConfig(variant="JiT-B/16", img_size=256), batch_per_gpu=128,
+                      data=DataConfig(path="/data"))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2 * GIB, 80 * GIB))
+    with pytest.raises(ValueError, match=r"needs at least 2\d\.\d GB of GPU memory at start .* 2\.1 GB is free"):
+        bounds.check_start(cfg, 1, torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (79 * GIB, 80 * GIB))
+    bounds.check_start(cfg, 1, torch.device("cuda", 0))  # an idle H100 takes it
+
+
+def test_data_prepare_counts_what_the_scanner_counts_with_a_link_out(tmp_path):
+    from jitplan.dataset.prepare import prepare_dataset
+
+    src = tmp_path / "flat"
+    for c in ("c0", "c1"):
+        (src / c).mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (8, 8)).save(src / c / f"{i}.png")
+    os.symlink(outside_images(tmp_path / "usr", 40), src / "c1" / "usr")
+    res = prepare_dataset(src, tmp_path / "dst", val_per_class=2)
+    assert res.train_images + res.val_images == 24 == scan_classes(src).images
+    assert scan_classes(tmp_path / "dst" / "train").images == res.train_images == 20  # file links: followed

@@ -112,6 +112,10 @@ def check_torch_import(ctx: DoctorContext) -> Finding:
                        found=f"{err}: a healthy import takes 1-10 s (20-30 s from a cold network disk), so it hangs",
                        fix="check for a hung driver or a slow network file system holding site-packages; "
                            "jitplan doctor --import-timeout SECONDS waits longer")
+    if "MiB of output" in err and err.startswith("stopped:"):  # jitmodel.bounded_io stopped a flood
+        return Finding(id="C1", level="fail", title=title, found=f"import torch fails: {err}",
+                       fix="--python must name a Python interpreter with torch installed; this program kept "
+                           "printing instead of importing torch")
     if "cannot open shared object file" in err:
         return Finding(id="C1", level="fail", title=title, found=f"import torch fails: {err}",
                        fix="the torch wheel and the installed nvidia-* wheels do not match: reinstall torch "
