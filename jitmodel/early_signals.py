@@ -52,7 +52,7 @@ class StartupStop(BaseException):
 
 
 def stopped_line(signum: int) -> str:
-    return f"stopped by {signal.Signals(signum).name} while starting, before the first step; nothing to checkpoint"
+    return f"stopped by {signal.Signals(signum).name} before the first step, while starting; nothing to checkpoint"
 
 
 def _record(signum: int, frame: Any) -> None:
