@@ -166,6 +166,9 @@ class EvalConfig(_Strict):
     num_images: PositiveInt = 50_000
     gen_batch: PositiveInt = 128
     ref_stats: str | None = None  # npz with mu/sigma (the format of jit_in256_stats.npz)
+    # Images per rank between barriers (None: one stretch). The planner sets it so one chunk takes minutes:
+    # no rank then waits at a collective for more than a chunk, and the process-group timeout stays short.
+    chunk_images: PositiveInt | None = None
 
 
 class CheckpointConfig(_Strict):
