@@ -351,6 +351,20 @@ def test_notes_name_the_caveats_that_apply():
     assert "different numbers of steps" not in notes and "not comparable" not in notes
 
 
+def test_chance_level_samples_are_called_noise_with_the_fix():
+    # issue 23: compare reported 0.100 for every objective and grey grids without a word
+    from types import SimpleNamespace
+
+    arms = _result().arms
+    bare = SimpleNamespace(x=None, digits=object(), n_real=1797, ref=None, notes=[])
+    for a in arms:
+        a.accuracy, a.steps = 0.1, 120
+    notes = " ".join(core._notes(arms, bare, core.Budget(steps=120)))
+    assert "every arm is at chance" in notes and "--steps 3000" in notes
+    arms[0].accuracy = 0.62
+    assert "at chance" not in " ".join(core._notes(arms, bare, core.Budget(steps=120)))
+
+
 @pytest.mark.net
 @pytest.mark.slow
 def test_compare_over_ssh_fetches_each_arm_back_and_scores_it(cli, tmp_path, monkeypatch):

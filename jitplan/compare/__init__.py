@@ -150,6 +150,9 @@ def _train_and_score(base: RunSpec, world: int, runner: Runner, arms: list[Arm],
     return result
 
 
+CHANCE_FACTOR = 1.5  # an accuracy under 1.5x guessing (0.15 for ten digits) is noise
+
+
 def _notes(results: list[ArmResult], scorer: Scorer, budget: Budget) -> list[str]:
     """The caveats printed under the table. Pure."""
     spaces = sorted({r.loss_space for r in results})
@@ -173,6 +176,13 @@ def _notes(results: list[ArmResult], scorer: Scorer, budget: Budget) -> list[str
     elif scorer.ref is None:
         notes.append("No quality metric: the data is not digits and no --ref-stats were given for FID.")
     notes += scorer.notes
+    scored = [r for r in results if r.accuracy is not None]
+    if scored and all(r.accuracy < CHANCE_FACTOR / 10 for r in scored):
+        most = max((r.steps for r in scored if r.steps), default=None)
+        notes.append(f"Warning: every arm is at chance (digits accuracy {', '.join(f'{r.accuracy:.2f}' for r in scored)}"
+                     "; guessing gives 0.10): the samples are still noise and say nothing about the objectives. "
+                     "Train longer before comparing" + (f", e.g. --steps {max(most * 5, 3000)}" if most else "") +
+                     " (the digits demo reaches 80 % legible at about 1,400 steps of batch 32).")
     failed = [r.arm for r in results if r.status == "failed"]
     if failed:
         notes.append(f"Failed arm(s): {', '.join(failed)}; see their train.log.")
