@@ -459,3 +459,23 @@ def test_module_docstring_examples_run():
     for mod in (jitplan.compare, jitplan.compare.settings, jitplan.compare.results):
         res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert res.attempted > 0 and res.failed == 0, mod.__name__
+
+
+def test_an_arm_shows_an_eta_not_a_line_per_logged_step():
+    # issue 23: compare echoed every logged step of every arm; now a progress line per tenth (piped)
+    import io
+
+    from jitmodel.progress import TrainLogProgress
+
+    out = io.StringIO()
+    echo = TrainLogProgress("arm x", 600, stream=out, tty=False)
+    echo.write("JiT-Tiny/8 at 32px, 1797 images in 10 classes\n")
+    for step in range(10, 601, 10):
+        echo.write(f"step {step}  epoch 0.1  loss 0.5  lr 0.001\n")
+    echo.write("step 600  event replicas  consistent True\ndone: 600 steps; checkpoint out/last.pt\n")
+    echo.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("JiT-Tiny/8") and lines[-1].startswith("done: 600 steps")
+    progress = [ln for ln in lines if ln.startswith("arm x: ")]
+    assert len(progress) == 10 and "eta" in progress[0] and progress[-1].endswith("in all")
+    assert not any(ln.startswith("step ") for ln in lines)
