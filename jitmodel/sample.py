@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -251,7 +252,7 @@ class Loaded:
 
     @property
     def x_hat(self) -> XHatFn:
-        return self.denoiser.x_hat
+        return cast(XHatFn, self.denoiser.x_hat)  # a Denoiser's method; nn.Module's typing cannot say so
 
 
 _WEIGHTS = {"ema1": "ema1", "ema2": "ema2", "raw": "model"}

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TextIO, cast
 
 import typer
 from pydantic import BaseModel, ConfigDict
@@ -127,7 +128,7 @@ def demo(
     t0 = time.monotonic()
     try:
         run_id, res = run_local(run_dir, spec, registry=Registry(), name="demo",
-                                plan_path=str(run_dir / "train.yaml"), max_restarts=2, echo=progress,
+                                plan_path=str(run_dir / "train.yaml"), max_restarts=2, echo=cast(TextIO, progress),
                                 time_budget_s=minutes * 60 if minutes else None)
     finally:
         progress.close()
