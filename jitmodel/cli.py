@@ -100,7 +100,7 @@ def sample(ckpt: str = CKPT,
     """Sample a grid of images from a checkpoint."""
     import torch
 
-    from jitmodel.sample import make_grid, noise_for_ids, parse_classes, save_png, to_uint8
+    from jitmodel.sample import make_grid, noise_for_ids, parse_classes, save_png, short_run_note, to_uint8
     from jitmodel.sample import sample as run_sampler
 
     if (classes is None) == (not random):
@@ -121,6 +121,8 @@ def sample(ckpt: str = CKPT,
         img, stats = run_sampler(m.x_hat, z, torch.tensor(labels, device=dev), scfg, num_classes=nc,
                                  t_eps=m.diffusion.t_eps, autocast=autocast, on_step=lambda *_: bar.advance())
     secs = time.perf_counter() - t0
+    if (short := short_run_note(m.trained_steps)) is not None:
+        print(short, file=sys.stderr)
     pics = to_uint8(img)
     save_png(out, make_grid(pics, ncol=None if random else (n or 4)))
     if out_dir is not None:

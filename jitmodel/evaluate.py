@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -235,7 +235,7 @@ def evaluate(x_hat: XHatFn, job: EvalJob, *, extractor: FeatureExtractor | None 
     ref = load_stats(ref_stats) if ref_stats else None
     if ref is not None and extractor is None:
         raise ValueError("FID needs a feature extractor")
-    if ref is not None and ref[2] and ref[2] != extractor.name:
+    if ref is not None and extractor is not None and ref[2] and ref[2] != extractor.name:
         raise ValueError(f"reference statistics were made with the {ref[2]!r} extractor, not {extractor.name!r}")
     t0 = time.monotonic()
     made = generate_shard(x_hat, job, rank=rank, world=world, device=device, progress=progress)
@@ -252,7 +252,7 @@ def evaluate(x_hat: XHatFn, job: EvalJob, *, extractor: FeatureExtractor | None 
         ss = sums.ss if sums.ss is not None else np.zeros((dim, dim))
         parts = [np.array([float(sums.n)]), s, ss]
         if isc is not None:
-            parts += [isc.n, isc.p, isc.plogp]
+            parts += [isc.n, isc.p if isc.p is not None else np.zeros(0), isc.plogp]
         merged = _all_reduce(parts, device)
         sums = FeatureSums(n=int(merged[0][0]), s=merged[1], ss=merged[2])
         if ref is not None:
@@ -337,10 +337,10 @@ def online_eval(net: torch.nn.Module, cfg: TrainConfig, *, epoch: int, device: A
 def x_hat_of(net: torch.nn.Module, prediction: str = "x", t_eps: float = 0.05) -> XHatFn:
     """A sampler's x_hat from a Denoiser (its own ``x_hat``) or a bare JiT network."""
     if callable(getattr(net, "x_hat", None)):
-        return net.x_hat
+        return cast(XHatFn, net.x_hat)
     inner = getattr(net, "module", net)  # DDP
     if callable(getattr(inner, "x_hat", None)):
-        return inner.x_hat
+        return cast(XHatFn, inner.x_hat)
     from jitmodel.objectives import to_x
 
     def fn(z: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

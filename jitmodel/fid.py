@@ -69,11 +69,10 @@ class FeatureSums:
 
     def add(self, feats: np.ndarray, logits: np.ndarray | None = None) -> None:
         f = np.asarray(feats, np.float64)
-        if self.s is None:
-            self.s, self.ss = np.zeros(f.shape[1]), np.zeros((f.shape[1], f.shape[1]))
+        s = self.s if self.s is not None else np.zeros(f.shape[1])
+        ss = self.ss if self.ss is not None else np.zeros((f.shape[1], f.shape[1]))
         self.n += f.shape[0]
-        self.s += f.sum(0)
-        self.ss += f.T @ f
+        self.s, self.ss = s + f.sum(0), ss + f.T @ f
         if logits is not None:
             self.logits.append(np.asarray(logits, np.float64))
 
@@ -104,8 +103,7 @@ def save_stats(path: str | Path, mu: np.ndarray, sigma: np.ndarray, n: int, extr
     """Write reference statistics as npz (mu, sigma, n, extractor) atomically."""
     from jitmodel.atomic import atomic_write
 
-    atomic_write(path, lambda f: np.savez(f, mu=mu, sigma=sigma, n=np.int64(n), extractor=np.str_(extractor)))
-    return path
+    return atomic_write(path, lambda f: np.savez(f, mu=mu, sigma=sigma, n=np.int64(n), extractor=np.str_(extractor)))
 
 
 def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray, str | None]:
@@ -263,12 +261,12 @@ def load_images(paths: Iterable[Path], img_size: int | None = None):
 
     out = []
     for p in paths:
-        with Image.open(p) as im:
-            im = im.convert("RGB")
+        with Image.open(p) as f:
+            im = f.convert("RGB")
             if img_size is not None and im.size != (img_size, img_size):
                 s = min(im.size)
                 left, top = (im.width - s) // 2, (im.height - s) // 2
-                im = im.crop((left, top, left + s, top + s)).resize((img_size, img_size), Image.BICUBIC)
+                im = im.crop((left, top, left + s, top + s)).resize((img_size, img_size), Image.Resampling.BICUBIC)
             out.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1))
     sizes = {tuple(t.shape) for t in out}
     if len(sizes) > 1:

@@ -77,7 +77,8 @@ class MetricsLogger:
                 self._tb = SummaryWriter(log_dir=str(self.dir / "tb"))
             except ImportError:
                 self._tb = None
-        self._bar = self._task = None
+        self._bar: Any = None  # a rich Progress on a terminal
+        self._task: Any = None
         if progress if progress is not None else progress_wanted():
             from rich.console import Console
             from rich.progress import (

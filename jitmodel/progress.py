@@ -73,3 +73,39 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class TrainLogProgress:
+    """Stands in for the stream a training log is echoed to: ``step N ...`` metric lines move a Progress
+    (an ETA instead of one line per logged step); every other line passes through.
+
+        >>> import io
+        >>> out = io.StringIO()
+        >>> echo = TrainLogProgress("arm x", 100, stream=out, tty=False)
+        >>> _ = echo.write("JiT-Tiny/8 at 32px\\nstep 50  loss 0.4\\nstep 100  loss 0.3\\ndone\\n")
+        >>> out.getvalue().splitlines()[0], out.getvalue().splitlines()[-1]
+        ('JiT-Tiny/8 at 32px', 'done')
+    """
+
+    def __init__(self, what: str, total: int, *, stream: TextIO, tty: bool | None = None) -> None:
+        self.stream, self.bar, self._buf = stream, Progress(what, total, "steps", stream=stream, tty=tty), ""
+
+    def write(self, text: str) -> int:
+        self._buf += text
+        *lines, self._buf = self._buf.split("\n")
+        for line in lines:
+            words = line.split()
+            if len(words) > 1 and words[0] == "step" and words[1].isdigit() and "event" not in words:
+                self.bar.advance(int(words[1]) - self.bar.done)
+            elif line.strip():
+                if self.bar.tty and self.bar.enabled:
+                    self.stream.write("\r\033[K")
+                self.stream.write(line + "\n")
+        self.stream.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.bar.close()

@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -247,10 +248,11 @@ class Loaded:
     diffusion: DiffusionConfig
     classes: list[str]
     sample_defaults: SampleConfig
+    trained_steps: int | None = None  # optimizer steps behind these weights (None: the file does not say)
 
     @property
     def x_hat(self) -> XHatFn:
-        return self.denoiser.x_hat
+        return cast(XHatFn, self.denoiser.x_hat)  # a Denoiser's method; nn.Module's typing cannot say so
 
 
 _WEIGHTS = {"ema1": "ema1", "ema2": "ema2", "raw": "model"}
@@ -311,4 +313,23 @@ def load_for_sampling(path: str | Path, *, ema: str = "ema1", img_size: int | No
     classes = [str(c) for c in (ckpt.get("classes") or range(mc.num_classes))]
     tc = ckpt.get("train_config") or {}
     defaults = SampleConfig.model_validate(tc["sample"]) if isinstance(tc.get("sample"), dict) else SampleConfig()
-    return Loaded(den, served, mc, den.diff_cfg, classes, defaults)
+    step = ckpt.get("step")
+    return Loaded(den, served, mc, den.diff_cfg, classes, defaults, int(step) if isinstance(step, int) else None)
+
+
+SHORT_RUN_STEPS = 1000  # the digits demo needs about 1,400 steps of batch 32 before 80 % of its samples read right
+
+
+def short_run_note(trained_steps: int | None) -> str | None:
+    """A warning for weights trained far too briefly to draw anything but noise (None when not).
+
+        >>> short_run_note(120).split(";")[0]
+        'note: these weights trained 120 optimizer steps'
+        >>> short_run_note(50_000) is None, short_run_note(None) is None
+        (True, True)
+    """
+    if trained_steps is None or trained_steps >= SHORT_RUN_STEPS:
+        return None
+    return (f"note: these weights trained {trained_steps} optimizer steps; a diffusion model draws noise-like "
+            f"samples for its first thousand or so (the digits demo: about 1,400 steps of batch 32 before 80 % "
+            f"read as their digit): train longer, or continue the run (jitplan launch RUN_DIR/train.yaml --local)")

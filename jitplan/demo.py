@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 DIGITS_IMAGES = 1797
 # 1,418 optimizer steps in 60 s on a quiet 2-core box (benchmarks/RESULTS.md, "Start-up budgets"): the
@@ -28,7 +28,7 @@ QUIET_STEPS_PER_S = 23.0
 DEFAULT_STEPS = 1400
 # docs/training.md's digits recipe: JiT-Tiny/4 at 16 px, a high LR and short EMAs with warm-up, so that the
 # EMA weights the grid is drawn with are not an average with the random initial weights on a short run.
-DEMO_TRAIN = {
+DEMO_TRAIN: dict[str, Any] = {
     "model": {"variant": "JiT-Tiny/4", "img_size": 16, "num_classes": 10},
     "data": {"kind": "digits", "num_images": DIGITS_IMAGES},
     "optim": {"lr": 1.0e-3, "warmup_epochs": 1},
@@ -100,9 +100,11 @@ class StepProgress:
                  clock=time.monotonic):
         self.target, self.stream, self.tty, self.quiet_rate, self.clock = target, stream, tty, quiet_rate, clock
         self.t0 = clock()
-        self.step, self.first = 0, None  # first: (time, step) of the first step line (start-up excluded)
+        self.step = 0
+        self.first: tuple[float, int] | None = None  # (time, step) of the first step line (start-up excluded)
         self.slow_said, self._last_plain, self._buf = False, -1, ""
-        self._bar = self._task = None
+        self._bar: Any = None  # a rich Progress on a terminal
+        self._task: Any = None
         if tty:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -238,7 +240,7 @@ def labelled_grid(pngs: list[Path], labels: list[int], pred: list[int], out: str
         for c, (path, ok) in enumerate(items):
             left = margin + pad + c * (cell + pad)
             with Image.open(path) as im:
-                img.paste(im.convert("RGB").resize((cell, cell), Image.NEAREST), (left, top))
+                img.paste(im.convert("RGB").resize((cell, cell), Image.Resampling.NEAREST), (left, top))
             draw.rectangle((left - 2, top - 2, left + cell + 1, top + cell + 1), outline="#2a2" if ok else "#c22",
                            width=2)
     draw.text((pad, img.height - foot + 8), caption, fill="black", font=small)

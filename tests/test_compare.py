@@ -351,6 +351,20 @@ def test_notes_name_the_caveats_that_apply():
     assert "different numbers of steps" not in notes and "not comparable" not in notes
 
 
+def test_chance_level_samples_are_called_noise_with_the_fix():
+    # issue 23: compare reported 0.100 for every objective and grey grids without a word
+    from types import SimpleNamespace
+
+    arms = _result().arms
+    bare = SimpleNamespace(x=None, digits=object(), n_real=1797, ref=None, notes=[])
+    for a in arms:
+        a.accuracy, a.steps = 0.1, 120
+    notes = " ".join(core._notes(arms, bare, core.Budget(steps=120)))
+    assert "every arm is at chance" in notes and "--steps 3000" in notes
+    arms[0].accuracy = 0.62
+    assert "at chance" not in " ".join(core._notes(arms, bare, core.Budget(steps=120)))
+
+
 @pytest.mark.net
 @pytest.mark.slow
 def test_compare_over_ssh_fetches_each_arm_back_and_scores_it(cli, tmp_path, monkeypatch):
@@ -445,3 +459,23 @@ def test_module_docstring_examples_run():
     for mod in (jitplan.compare, jitplan.compare.settings, jitplan.compare.results):
         res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert res.attempted > 0 and res.failed == 0, mod.__name__
+
+
+def test_an_arm_shows_an_eta_not_a_line_per_logged_step():
+    # issue 23: compare echoed every logged step of every arm; now a progress line per tenth (piped)
+    import io
+
+    from jitmodel.progress import TrainLogProgress
+
+    out = io.StringIO()
+    echo = TrainLogProgress("arm x", 600, stream=out, tty=False)
+    echo.write("JiT-Tiny/8 at 32px, 1797 images in 10 classes\n")
+    for step in range(10, 601, 10):
+        echo.write(f"step {step}  epoch 0.1  loss 0.5  lr 0.001\n")
+    echo.write("step 600  event replicas  consistent True\ndone: 600 steps; checkpoint out/last.pt\n")
+    echo.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("JiT-Tiny/8") and lines[-1].startswith("done: 600 steps")
+    progress = [ln for ln in lines if ln.startswith("arm x: ")]
+    assert len(progress) == 10 and "eta" in progress[0] and progress[-1].endswith("in all")
+    assert not any(ln.startswith("step ") and "loss" in ln for ln in lines)  # events (replicas) still pass

@@ -169,6 +169,7 @@ def test_torchrun_two_gloo_ranks_cli(tiny, tmp_path, digits_ref):
     assert single.inception_score == pytest.approx(rep["inception_score"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_online_eval_hook(tiny, tmp_path, digits_ref):
     _, m = tiny
     cfg = TrainConfig(model=ModelConfig(variant="JiT-Tiny/8", img_size=32, num_classes=10),

@@ -73,6 +73,7 @@ def test_parse_snapshot_answers() -> None:
 
 @pytest.mark.net
 @needs_sshd
+@pytest.mark.slow
 def test_pull_brings_the_checkpoint_metrics_and_logs_home_verified(remote, tmp_path) -> None:
     job = remote.job()
     rdir = Path(job.run_dir)
@@ -98,6 +99,7 @@ def test_pull_brings_the_checkpoint_metrics_and_logs_home_verified(remote, tmp_p
 
 @pytest.mark.net
 @needs_sshd
+@pytest.mark.slow
 def test_a_newer_checkpoint_of_the_same_size_and_second_is_pulled(remote, tmp_path) -> None:
     """Two checkpoints of one model have one size, and a fast run writes them within a second: rsync's quick
     check (size + mtime) would keep the old local copy, and the pull would fail its sha256 check, so a teardown
@@ -120,6 +122,7 @@ def test_a_newer_checkpoint_of_the_same_size_and_second_is_pulled(remote, tmp_pa
 
 @pytest.mark.net
 @needs_sshd
+@pytest.mark.slow
 def test_a_checkpoint_that_does_not_load_is_refused_and_the_last_good_pull_stays(remote, tmp_path) -> None:
     job = remote.job()
     rdir = Path(job.run_dir)
@@ -136,6 +139,7 @@ def test_a_checkpoint_that_does_not_load_is_refused_and_the_last_good_pull_stays
 
 @pytest.mark.net
 @needs_sshd
+@pytest.mark.slow
 def test_a_checkpoint_whose_tensors_do_not_match_their_digests_is_refused(remote, tmp_path) -> None:
     import torch
 
@@ -157,6 +161,7 @@ def test_a_checkpoint_whose_tensors_do_not_match_their_digests_is_refused(remote
 
 @pytest.mark.net
 @needs_sshd
+@pytest.mark.slow
 def test_a_checkpoint_changed_after_hashing_is_refused(remote, tmp_path, monkeypatch) -> None:
     job = remote.job()
     write_checkpoint(Path(job.run_dir) / "out", 5)
@@ -170,6 +175,7 @@ def test_a_checkpoint_changed_after_hashing_is_refused(remote, tmp_path, monkeyp
 
 @pytest.mark.net
 @needs_sshd
+@pytest.mark.slow
 def test_pull_with_no_checkpoint_yet_brings_the_logs(remote, tmp_path) -> None:
     job = remote.job()
     (Path(job.run_dir) / "train.log").write_text("starting\n")
@@ -221,6 +227,7 @@ def _vast_run(reg: Registry, remote: Remote, fake, local: Path) -> tuple[str, in
 
 @pytest.mark.net
 @needs_sshd
+@pytest.mark.slow
 def test_cli_pull_then_stop_destroy_pulls_first_and_refuses_when_the_pull_fails(cli, env, remote, tmp_path,
                                                                                monkeypatch) -> None:
     pytest.importorskip("vastai", reason="the vastai SDK (jitplan[vast]) is not installed")
@@ -255,6 +262,7 @@ def test_cli_pull_then_stop_destroy_pulls_first_and_refuses_when_the_pull_fails(
 
 @pytest.mark.net
 @needs_sshd
+@pytest.mark.slow
 def test_stop_destroy_discard_destroys_without_a_pull_and_says_what_was_lost(cli, env, remote, tmp_path,
                                                                            monkeypatch) -> None:
     pytest.importorskip("vastai", reason="the vastai SDK (jitplan[vast]) is not installed")
@@ -272,6 +280,7 @@ def test_stop_destroy_discard_destroys_without_a_pull_and_says_what_was_lost(cli
     assert [e.kind for e in env.events(rid)].count("discard") == 1
 
 
+@pytest.mark.slow
 def test_cli_pull_help_does_not_import_torch() -> None:
     import subprocess
 

@@ -80,6 +80,7 @@ def test_watch_settings_from_the_environment() -> None:
         watch_settings(1, {"JITPLAN_WATCH_POLL_S": "soon"})
 
 
+@pytest.mark.slow
 def test_remote_state_falls_back_to_the_exit_code_without_a_watchdog(reg, remote, tmp_path) -> None:
     job = remote.job("r")
     assert remote_state(job) == {}
@@ -92,6 +93,7 @@ def test_remote_state_falls_back_to_the_exit_code_without_a_watchdog(reg, remote
         remote_state(job)
 
 
+@pytest.mark.slow
 def test_an_instance_that_exits_mid_run_is_destroyed_and_the_bounded_tries_give_up(reg, remote, tmp_path) -> None:
     with VastFake(KEY) as fake:
         c = Cloud(fake, reg, remote, tmp_path / "local")
@@ -129,6 +131,7 @@ def test_an_offline_instance_counts_polls_then_a_failed_recovery_is_recorded(reg
     assert kinds.count("instance-unhealthy") == 2 and kinds[-3:] == ["recover", "recover-failed", "status"]
 
 
+@pytest.mark.slow
 def test_a_run_the_watchdog_ended_is_pulled_then_destroyed(cli, reg, remote, tmp_path) -> None:
     with VastFake(KEY) as fake:
         c = Cloud(fake, reg, remote, tmp_path / "local")
@@ -142,6 +145,7 @@ def test_a_run_the_watchdog_ended_is_pulled_then_destroyed(cli, reg, remote, tmp
     assert "teardown" in out and "pulled" in out
 
 
+@pytest.mark.slow
 def test_a_teardown_whose_pull_fails_keeps_the_instance(reg, remote, tmp_path) -> None:
     with VastFake(KEY) as fake:
         c = Cloud(fake, reg, remote, tmp_path / "local")

@@ -152,6 +152,7 @@ def _writer(path: str, worker: int, n: int) -> None:
         reg.add_instance(rid, "vast", f"{worker}-{i}", f"jitplan-{rid}", 0.1)
 
 
+@pytest.mark.slow
 def test_concurrent_processes_and_threads(tmp_path: Path) -> None:
     path = tmp_path / "runs.db"
     Registry(path)

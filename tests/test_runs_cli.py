@@ -39,6 +39,7 @@ def test_runs_empty(cli, reg: Registry) -> None:
     assert r.code == 0 and "no runs recorded yet" in r.out
 
 
+@pytest.mark.slow
 def test_runs_shows_runs_and_live_instances_with_cost(cli, reg: Registry) -> None:
     a = reg.create_run("JiT-B-16-local", "local", run_dir="runs/a")
     b = reg.create_run("JiT-B-16-vast", "vast", run_dir="runs/b")
@@ -91,6 +92,7 @@ def test_logs_print_tail_and_missing(cli, reg: Registry, tmp_path: Path) -> None
     assert r.code == 2 and "has no log" in r.err
 
 
+@pytest.mark.slow
 def test_logs_follow_until_the_run_ends(cli, reg: Registry, tmp_path: Path) -> None:
     log = tmp_path / "run" / "train.log"
     rid = reg.create_run("x", "local", log_path=log)
@@ -209,6 +211,7 @@ def test_logs_and_stop_remote_runs_use_what_the_launcher_recorded(cli, reg: Regi
     assert [e.message for e in reg.events(rid, kind="stop")] == ["stopped (exit code 143)"]
 
 
+@pytest.mark.slow
 def test_docs_runs_examples_run(cli, reg: Registry, tmp_path: Path) -> None:
     """Every `$ jitplan ...` line and the Python block of docs/runs.md, against a real registry."""
     import re

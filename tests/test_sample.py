@@ -157,6 +157,7 @@ def tiny(tmp_path_factory):
     return load_for_sampling(tiny_checkpoint(tmp_path_factory))
 
 
+@pytest.mark.slow
 def test_exact_and_fast_agree_on_a_trained_model(tiny):
     y = torch.tensor([0, 3, 5, 8])
     z = noise_for_ids([0, 1, 2, 3], 0, (3, 32, 32))

@@ -170,5 +170,7 @@ def test_sample_and_trajectory_say_how_far_they_are(jm, ckpt, tmp_path):
            "--out", tmp_path / "g.png")
     lines = [ln for ln in r.err.splitlines() if ln.startswith("sample 1 images:")]
     assert r.code == 0 and len(lines) == 10 and "eta" in lines[0] and lines[-1].endswith("in all"), r.err
+    # the tiny checkpoint trained 100 steps: far too short to draw digits, and sample says so with the fix
+    assert "note: these weights trained 100 optimizer steps" in r.err and "train longer" in r.err
     r = jm("trajectory", "--ckpt", ckpt, "--class", "3", "--steps", "4", "--device", "cpu", "--out", tmp_path / "s.png")
     assert r.code == 0 and "trajectory of 1 class(es): 4/4 steps (100 %)" in r.err, r.err

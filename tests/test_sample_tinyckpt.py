@@ -76,6 +76,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_tiny_training_learns(tmp_path_factory):
     from jitmodel.checkpoint import checkpoint_model_config, load_checkpoint
 

@@ -135,6 +135,7 @@ def test_unknown_host_key_is_refused_with_a_hint(sshd):
 
 @pytest.mark.net
 @needs_sshd
+@pytest.mark.slow
 def test_accept_new_records_the_key_then_strict_works(sshd):
     opts = SSHOptions(known_hosts=str(sshd.known_hosts), accept_new_host_key=True)
     job = SSHLaunch(sshd.target, opts, root=str(sshd.tmp / "r"), run_id="a")

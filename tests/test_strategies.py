@@ -208,6 +208,7 @@ def test_bf16_gathers_match_ddp_under_the_same_autocast(runs):
     assert m is not None  # what ``jitmodel sample`` loads
 
 
+@pytest.mark.slow
 def test_the_gather_dtype_follows_the_precision():
     from jitmodel.config import MemoryConfig
     from jitmodel.dist import amp_dtype
@@ -269,6 +270,7 @@ def _loss_and_grads(den, x, y, net=None):
 
 
 @pytest.mark.parametrize("every,count", [(1, 4), (3, 2)])
+@pytest.mark.slow
 def test_checkpointed_blocks_give_bitwise_the_same_loss_and_gradients(every, count):
     from jitmodel.strategy import checkpoint_blocks
 
@@ -332,6 +334,7 @@ def test_sharding_one_process_is_refused():
         prepare(den, cfg, DistEnv(), torch.device("cpu"))
 
 
+@pytest.mark.slow
 def test_fp16_with_the_scaler_learns_the_digits(tmp_path):
     """On the CPU fp16 autocast is emulated; this checks the scaler path end to end (scale, unscale, skip on
     inf, scale saved and resumed) and that the loss falls. fp16 speed is a GPU matter."""

@@ -148,6 +148,7 @@ def test_memory_model_matches_a_traced_step(name, world, batch, gather):
     assert strategy.predict(inp, m, batch).tensor_peak == pytest.approx(traced, rel=0.05)
 
 
+@pytest.mark.slow
 def test_the_traced_step_refuses_what_it_cannot_build():
     pytest.importorskip("torch")
     from jitplan.planner.traced_step import TrainingStep

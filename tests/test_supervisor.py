@@ -185,6 +185,7 @@ def _rewrite_workers(path, workers: int) -> None:
     save_run_spec(load_run_spec(path).with_workers(workers), path)
 
 
+@pytest.mark.slow
 def test_rewrite_workers_goes_through_the_planner_for_a_plan(tmp_path):
     from jitmodel.config import TrainConfig
     from jitplan.hardware.spec import hardware_from_flags

@@ -137,6 +137,7 @@ def test_amp_dtype_choice():
     ("no_config", "config file not found"),
     ("tiny_data", "no full optimizer step per epoch"),
 ])
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_exit_2(tmp_path, folder, capsys, case, expect):
     over, extra = {}, []
     if case == "variant":
@@ -167,6 +168,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, folder, capsys, case, expect
     assert expect in err
 
 
+@pytest.mark.slow
 def test_refuses_checkpoint_of_another_model(tmp_path, folder, capsys):
     assert run(write_cfg(tmp_path, folder, max_steps=1)) == 0
     other = write_cfg(tmp_path, folder, name="o.yaml", model={"variant": "JiT-Tiny/8", "img_size": 16})
@@ -188,6 +190,7 @@ def test_refuses_checkpoint_trained_on_other_classes(tmp_path, folder, capsys):
 
 # --------------------------------------------------------------------------- a run and its files
 
+@pytest.mark.slow
 def test_run_writes_metrics_and_a_self_describing_checkpoint(tmp_path, folder):
     assert run(write_cfg(tmp_path, folder, epochs=2)) == 0
     out = tmp_path / "out"
@@ -210,6 +213,7 @@ def test_run_writes_metrics_and_a_self_describing_checkpoint(tmp_path, folder):
     assert not torch.equal(ck["ema1"]["net.final_layer.linear.weight"], ck["model"]["net.final_layer.linear.weight"])
 
 
+@pytest.mark.slow
 def test_bf16_autocast_and_sdpa_on_cpu(tmp_path, folder):
     cfg = write_cfg(tmp_path, folder, precision="bf16", model={"attention": "sdpa"}, max_steps=3)
     assert run(cfg) == 0
@@ -219,6 +223,7 @@ def test_bf16_autocast_and_sdpa_on_cpu(tmp_path, folder):
     assert all(r["loss"] > 0 for r in recs if "loss" in r)
 
 
+@pytest.mark.slow
 def test_resume_from_an_official_checkpoint_folder(tmp_path, folder, capsys):
     import argparse
 
@@ -241,6 +246,7 @@ def test_resume_from_an_official_checkpoint_folder(tmp_path, folder, capsys):
 # --------------------------------------------------------------------------- exact resume
 
 @pytest.mark.parametrize("stop_at", [3, 4])  # 3: at an epoch boundary; 4: one step into epoch 1
+@pytest.mark.slow
 def test_interrupted_and_resumed_equals_uninterrupted_bitwise(tmp_path, folder, stop_at):
     whole = write_cfg(tmp_path, folder, name="whole.yaml", output_dir=str(tmp_path / "whole"), max_steps=7)
     part = write_cfg(tmp_path, folder, name="part.yaml", output_dir=str(tmp_path / "part"), max_steps=stop_at)
@@ -254,6 +260,7 @@ def test_interrupted_and_resumed_equals_uninterrupted_bitwise(tmp_path, folder, 
     assert_same_training_state(tmp_path / "whole", tmp_path / "again")
 
 
+@pytest.mark.slow
 def test_step_checkpoints_resume_exactly_including_at_an_epoch_end(tmp_path, folder):
     cfg = write_cfg(tmp_path, folder, max_steps=7, checkpoint={"every_steps": 3, "every_epochs": 100, "keep_last": 5})
     assert run(cfg) == 0
@@ -339,6 +346,7 @@ def test_worker_kill_injection_kills_the_run_like_an_oom(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- online evaluation hook
 
+@pytest.mark.slow
 def test_online_eval_hook_runs_with_ema_weights_at_the_cadence(tmp_path, folder, monkeypatch):
     calls = []
 
@@ -357,6 +365,7 @@ def test_online_eval_hook_runs_with_ema_weights_at_the_cadence(tmp_path, folder,
     assert [r["eval/fid"] for r in recs if "eval/fid" in r] == [100.0, 98.0, 97.0]
 
 
+@pytest.mark.slow
 def test_online_eval_missing_is_reported_and_training_continues(tmp_path, folder, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "jitmodel.evaluate", None)  # import fails
     assert run(write_cfg(tmp_path, folder, epochs=2, eval={"online": True, "every_epochs": 1})) == 0
@@ -365,6 +374,7 @@ def test_online_eval_missing_is_reported_and_training_continues(tmp_path, folder
 
 # --------------------------------------------------------------------------- the docs' example runs
 
+@pytest.mark.slow
 def test_docs_training_quickstart_config_runs(tmp_path, capsys):
     import re
     from pathlib import Path

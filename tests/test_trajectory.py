@@ -28,6 +28,7 @@ def ckpt(tmp_path_factory):
     return tiny_checkpoint(tmp_path_factory)
 
 
+@pytest.mark.slow
 def test_frames_are_the_sampler_states(ckpt):
     from jitmodel.sample import load_for_sampling
 
@@ -64,6 +65,7 @@ def test_render_upscales_small_images():
     assert views["xhat"].min() == 255 and views["z"].max() == 128  # (0 + 1) / 2 * 255 rounds to 128
 
 
+@pytest.mark.slow
 def test_cli_writes_strip_and_self_contained_page(ckpt, tmp_path, capsys):
     from PIL import Image
 
@@ -87,6 +89,7 @@ def test_cli_writes_strip_and_self_contained_page(ckpt, tmp_path, capsys):
 
 
 @pytest.mark.net
+@pytest.mark.slow
 def test_page_in_headless_chromium(ckpt, tmp_path):
     """Click through the steps and the class picker in a real browser; keep a screenshot."""
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):

@@ -193,6 +193,7 @@ def _wait(cond, timeout_s: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_kill_9_between_create_and_record_still_shows_the_instance(cli, fake, tmp_path, monkeypatch) -> None:
     fake.faults.create_hang_s[2001] = 60.0  # the instance exists at the server; the launcher never hears back
     proc = _launch_subprocess(tmp_path, fake)
@@ -219,6 +220,7 @@ def test_kill_9_between_create_and_record_still_shows_the_instance(cli, fake, tm
     assert fake.live() == []
 
 
+@pytest.mark.slow
 def test_sigterm_during_provisioning_destroys_and_says_so(fake, tmp_path) -> None:
     fake.faults.loading_ticks[2001] = None  # loading forever
     proc = _launch_subprocess(tmp_path, fake)

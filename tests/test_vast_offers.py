@@ -58,6 +58,7 @@ def test_query_from_hand_plan() -> None:
     assert qb.interruptible and qb.bid == 0.2
 
 
+@pytest.mark.slow
 def test_query_from_a_real_planner_plan(cli, tmp_path) -> None:
     from jitplan.schemas import load_plan
 
@@ -375,6 +376,7 @@ def test_provision_runs_on_any_provider(tmp_path) -> None:
     assert [i.status for i in reg.instances(run_id=rid)] == ["running"]
 
 
+@pytest.mark.slow
 def test_vast_provider_satisfies_the_interface() -> None:
     from pydantic import SecretStr
 

@@ -32,6 +32,7 @@ def test_watch_refuses_a_run_with_nothing_to_watch(cli, reg) -> None:
     assert len(r.err.strip().splitlines()) <= 2  # the error and its hint
 
 
+@pytest.mark.slow
 def test_an_older_run_without_a_recorded_launch_is_still_pulled_and_torn_down(cli, reg, tmp_path) -> None:
     from test_pull import Remote
 

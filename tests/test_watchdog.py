@@ -143,6 +143,7 @@ def test_a_finished_run_is_recorded_and_nothing_is_stopped(tmp_path: Path) -> No
     assert _state(d)["step"] == 5 and not (d / "stop").exists()
 
 
+@pytest.mark.slow
 def test_a_stalled_run_dumps_stacks_to_the_log_then_is_stopped(tmp_path: Path) -> None:
     d = tmp_path / "run"
     cfg = WatchdogConfig(step_time_s=0.05, log_every=1, stall_factor=10, startup_grace_s=20, grace_s=20, poll_s=0.05,
@@ -168,6 +169,7 @@ def test_the_time_cap_stops_the_run_cleanly_with_a_checkpoint(tmp_path: Path) ->
     assert "stopped by SIGTERM" in (d / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_the_trainer_dumps_its_stacks_on_sigusr1() -> None:
     code = ("import signal, os, time, sys\nfrom jitmodel.train import _install_signal_handlers\n"
             "class T: stop_signal = None\n_install_signal_handlers(T())\nos.kill(os.getpid(), signal.SIGUSR1)\n"

@@ -44,9 +44,9 @@ def note(message: str) -> None:
 
 
 def whole_words(table: Any, width: int) -> Any:
-    """Lay a rich ``Table`` out in ``width`` columns breaking cells at spaces only: every column gets at least
-    its longest word, and the room left goes to the columns whose text would wrap, in proportion to what
-    they lack (rich's own squeeze evens the widest columns out and folds words: "workstatio" / "n").
+    """Lay a rich ``Table`` out in ``width`` columns breaking cells at spaces only: the widest columns give
+    way first, none below its longest word (rich's own squeeze evens the widest columns out and folds
+    words: "workstatio" / "n").
     Returns the table (unchanged when it fits, or when even the longest words do not)."""
     from rich.text import Text
 
@@ -61,9 +61,12 @@ def whole_words(table: Any, width: int) -> Any:
     room = width - overhead
     if sum(hi) <= room or sum(lo) > room:
         return table
-    spare, need = room - sum(lo), [h - m for h, m in zip(hi, lo, strict=True)]
-    for col, m, n in zip(cols, lo, need, strict=True):
-        col.width = m + spare * n // sum(need)
+    widths = list(hi)
+    for _ in range(sum(hi) - room):  # narrow the widest column that can still wrap, one column at a time
+        k = max((i for i in range(len(cols)) if widths[i] > lo[i]), key=lambda i: widths[i])
+        widths[k] -= 1
+    for col, w in zip(cols, widths, strict=True):
+        col.width = w
     return table
 
 

@@ -143,6 +143,8 @@ def prepare_cmd(
     def render(c: Console) -> None:
         c.print(f"{res.layout} -> {res.dst}: {res.classes} classes, {res.train_images:,} train / "
                 f"{res.val_images:,} val images ({res.mode}; {res.created:,} new, {res.already:,} already there)")
+        if res.split:  # HOOK (newcomer): say how val/ was made
+            c.print(res.split)
         if res.verified is not None:
             c.print(f"verified {res.verified:,} images: {len(res.bad_images)} failed to decode")
 

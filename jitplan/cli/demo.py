@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TextIO, cast
 
 import typer
 from pydantic import BaseModel, ConfigDict
@@ -127,7 +128,7 @@ def demo(
     t0 = time.monotonic()
     try:
         run_id, res = run_local(run_dir, spec, registry=Registry(), name="demo",
-                                plan_path=str(run_dir / "train.yaml"), max_restarts=2, echo=progress,
+                                plan_path=str(run_dir / "train.yaml"), max_restarts=2, echo=cast(TextIO, progress),
                                 time_budget_s=minutes * 60 if minutes else None)
     finally:
         progress.close()
@@ -218,15 +219,16 @@ def plan_on_cpu(gpus: str | None, hardware: str | None, *, data: str | None, out
                  f"  steps       {DEFAULT_STEPS:,} (max_steps; continue the run to train longer)",
                  f"  workers     {cfg.data.num_workers} data loader(s): {reasons[0] if reasons else 'as asked'}",
                  f"  time        {took}"]
+        for line in lines:  # rich wraps the prose at spaces
+            c.print(line, markup=False)
         if out:
-            lines += [f"plan written to {out}", "next: train it here, supervised:", f"  jitplan launch {out} --local"]
+            c.print(f"plan written to {out}", markup=False)
+            print_next(c, "train it here, supervised:", [f"jitplan launch {out} --local"])
         else:
             given = f"--gpus {gpus}" if gpus else f"--hardware {hardware}"
-            lines += ["next: write it, then train it here:",
-                      f"  jitplan plan {given}{f' --data {data}' if data else ''} --out plan.yaml",
-                      "  jitplan launch plan.yaml --local"]
-        for line in lines:  # rich wraps the prose at spaces; the commands are short enough for 80 columns
-            c.print(line, markup=False)
+            print_next(c, "write it, then train it here:",
+                       [f"jitplan plan {given}{f' --data {data}' if data else ''} --out plan.yaml",
+                        "jitplan launch plan.yaml --local"])
 
     emit(result, json_mode=json_out, render=render)
 

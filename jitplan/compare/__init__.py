@@ -32,7 +32,9 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TextIO, cast
 
+from jitmodel.progress import TrainLogProgress
 from jitplan.compare.plot import _COLORS, _plot_pil, plot_losses
 from jitplan.compare.results import (
     ArmResult,
@@ -120,7 +122,17 @@ def _train_and_score(base: RunSpec, world: int, runner: Runner, arms: list[Arm],
         config = local.prepare_run_dir(base.with_train(cfg), rdir)
         note(f"arm {arm.name}: training in {rdir} ({budget.describe()})")
         t0 = time.monotonic()
-        status, message = runner.run(rdir, config, minutes=budget.minutes, name=f"compare-{out.name}-{arm.slug}")
+        echoing = runner if isinstance(runner, LocalRunner | SSHRunner) else None
+        progress = None
+        if echoing is not None and echoing.echo is not None and cfg.max_steps and budget.minutes is None:
+            progress = TrainLogProgress(f"arm {arm.name}", cfg.max_steps, stream=echoing.echo)  # an ETA, not
+            echoing.echo = cast(TextIO, progress)  # a line per logged step
+        try:
+            status, message = runner.run(rdir, config, minutes=budget.minutes, name=f"compare-{out.name}-{arm.slug}")
+        finally:
+            if progress is not None and echoing is not None:
+                progress.close()
+                echoing.echo = progress.stream
         wall = time.monotonic() - t0
         recs = read_metrics(rdir / "out" / "metrics.jsonl")
         results.append(ArmResult(arm=arm.name, prediction=arm.prediction, loss_space=arm.loss_space, status=status,
@@ -150,6 +162,9 @@ def _train_and_score(base: RunSpec, world: int, runner: Runner, arms: list[Arm],
     return result
 
 
+CHANCE_FACTOR = 1.5  # an accuracy under 1.5x guessing (0.15 for ten digits) is noise
+
+
 def _notes(results: list[ArmResult], scorer: Scorer, budget: Budget) -> list[str]:
     """The caveats printed under the table. Pure."""
     spaces = sorted({r.loss_space for r in results})
@@ -173,6 +188,13 @@ def _notes(results: list[ArmResult], scorer: Scorer, budget: Budget) -> list[str
     elif scorer.ref is None:
         notes.append("No quality metric: the data is not digits and no --ref-stats were given for FID.")
     notes += scorer.notes
+    accs = [r.accuracy for r in results if r.accuracy is not None]
+    if accs and all(a < CHANCE_FACTOR / 10 for a in accs):
+        most = max((r.steps for r in results if r.steps), default=None)
+        notes.append(f"Warning: every arm is at chance (digits accuracy {', '.join(f'{a:.2f}' for a in accs)}"
+                     "; guessing gives 0.10): the samples are still noise and say nothing about the objectives. "
+                     "Train longer before comparing" + (f", e.g. --steps {max(most * 5, 3000)}" if most else "") +
+                     " (the digits demo reaches 80 % legible at about 1,400 steps of batch 32).")
     failed = [r.arm for r in results if r.status == "failed"]
     if failed:
         notes.append(f"Failed arm(s): {', '.join(failed)}; see their train.log.")

@@ -53,8 +53,10 @@ def _plot_pil(r: CompareResult, path: Path) -> Path:
     w, h, pad = 900, 360, 50
     img = Image.new("RGB", (w, h), "white")
     draw = ImageDraw.Draw(img)
-    panels = [((pad, 30, w // 2 - 20, h - pad), [a.loss_curve for a in r.arms], "training loss (own space) vs step"),
-              ((w // 2 + pad, 30, w - 20, h - pad), [a.v_loss_by_t for a in r.arms], "common v-loss vs t")]
+    loss: list[list[tuple[float, float]]] = [[(float(a), b) for a, b in arm.loss_curve] for arm in r.arms]
+    by_t: list[list[tuple[float, float]]] = [list(arm.v_loss_by_t) for arm in r.arms]
+    panels = [((pad, 30, w // 2 - 20, h - pad), loss, "training loss (own space) vs step"),
+              ((w // 2 + pad, 30, w - 20, h - pad), by_t, "common v-loss vs t")]
     for (x0, y0, x1, y1), curves, title in panels:
         draw.rectangle((x0, y0, x1, y1), outline="black")
         draw.text((x0, y0 - 18), title + " (log y)", fill="black")

@@ -11,7 +11,7 @@ from pydantic import Field
 from jitmodel.records import read_records
 from jitplan.compare.settings import Budget, _Strict
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 
 class ArmResult(_Strict):

@@ -25,7 +25,11 @@ class Scorer:
         self.train, self.seed, self.notes = train, seed, []
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         mc = train.model
-        self.x = self.digits = self.ref = self.inception = None
+        # set by _fixed_batch / _fid_setup when the data / reference statistics are there (torch, numpy: lazy)
+        self.x: Any = None
+        self.digits: Any = None
+        self.ref: Any = None
+        self.inception: Any = None
         self.n_fixed = self.n_real = 0
         self.t = torch.empty(0)
         self.num_classes = mc.num_classes

@@ -47,7 +47,7 @@ def parse_arm(text: str) -> Arm:
         if k not in KINDS:
             raise UsageError(f"unknown {what} {k!r} in objective {text!r}; expected PRED[:LOSS] with each of "
                              f"{', '.join(KINDS)} (e.g. x:v, eps:eps)")
-    return Arm(prediction=pred, loss_space=loss)  # type: ignore[arg-type]
+    return Arm.model_validate({"prediction": pred, "loss_space": loss})
 
 
 def parse_arms(arms: list[str] | None, objectives: str | None) -> list[Arm]:

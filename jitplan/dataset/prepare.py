@@ -49,6 +49,7 @@ class PrepareResult(BaseModel):
     already: int  # targets already in place (idempotent re-run)
     verified: int | None = None
     bad_images: list[str] = Field(default_factory=list)
+    split: str = ""  # the rule that made val/, in words
 
 
 def split_class(files: list[str], n_val: int, seed: int, cls: str) -> tuple[list[str], list[str]]:
@@ -82,7 +83,33 @@ def read_val_labels(path: Path) -> dict[str, str]:
     return out
 
 
+DEFAULT_VAL_PER_CLASS = 10  # held out per class when neither --val-per-class nor --val-fraction is given ...
+DEFAULT_VAL_SHARE = 10  # ... but never more than a tenth of a class: 2 of a class of 20, none of a class of 9
+
+
+def default_val(n: int) -> int:
+    """Images of a class of ``n`` held out by default: 10, at most a tenth of the class.
+
+        >>> [default_val(n) for n in (9, 20, 35, 100, 1300)]
+        [0, 2, 3, 10, 10]
+    """
+    return min(DEFAULT_VAL_PER_CLASS, n // DEFAULT_VAL_SHARE)
+
+
+def split_rule(val_per_class: int | None, val_fraction: float | None) -> str:
+    """The split in words, as ``data prepare`` states it."""
+    if val_per_class is not None:
+        return f"val: {val_per_class} image(s) per class (--val-per-class), the rest train"
+    if val_fraction is not None:
+        return f"val: {val_fraction:.0%} of each class (--val-fraction), the rest train"
+    return (f"val: {DEFAULT_VAL_PER_CLASS} images per class, at most a tenth of a class (a class under "
+            f"{DEFAULT_VAL_SHARE * 2} images gives 1, under {DEFAULT_VAL_SHARE} none), the rest train; "
+            "--val-per-class or --val-fraction to choose")
+
+
 def _n_val(n: int, val_per_class: int | None, val_fraction: float | None, cls: str) -> int:
+    if val_per_class is None and val_fraction is None:
+        return default_val(n)
     k = val_per_class if val_per_class is not None else round(n * (val_fraction or 0.0))
     if k >= n and n > 0:
         raise UsageError(f"class {cls} has {n} images; cannot hold out {k} for val and keep any for train")
@@ -187,9 +214,9 @@ def prepare_dataset(
     rep = inspect_dataset(src_p, sample_sizes=0)
     if dst_p.resolve() == src_p or src_p in dst_p.resolve().parents:
         raise UsageError(f"DST {dst_p} is inside SRC {src_p}; choose a folder outside the source")
+    split = "val: the source's own val/ (ILSVRC ground truth)"
     if rep.layout == "flat":
-        if val_per_class is None and val_fraction is None:
-            val_per_class = 10
+        split = split_rule(val_per_class, val_fraction)
         classes, pairs, n_train, n_val = _pairs_flat(Path(rep.train_dir or src_p), dst_p, val_per_class,
                                                      val_fraction, seed)
     elif rep.layout == "ilsvrc":
@@ -215,7 +242,7 @@ def prepare_dataset(
     atomic_write_text(cj, classes_json)
     res = PrepareResult(src=str(src_p), dst=str(dst_p), layout=rep.layout, mode="copy" if copy else "symlink",
                         classes=len(classes), train_images=n_train, val_images=n_val, created=len(todo),
-                        already=len(pairs) - len(todo))
+                        already=len(pairs) - len(todo), split=split)
     if verify:
         res.bad_images = verify_images([d for _, d in pairs], progress=progress)
         res.verified = len(pairs)

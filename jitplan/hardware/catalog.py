@@ -155,7 +155,7 @@ def lookup(name: str, memory_bytes: int | None = None) -> GPUSpec:
         close = closest_names(name)
         closest = f"closest: {', '.join(close)}; " if close else ""
         raise UsageError(
-            f"unknown GPU {name!r} ({closest}all names: jitplan plan --list-gpus)",
-            hint="for a card not in the catalog pass --gpu-mem and --gpu-tflops",
+            f"unknown GPU {name!r} ({closest}all names: jitplan plan --list-gpus); for a card not in the catalog "
+            "pass --gpu-mem and --gpu-tflops",
         )
     return spec
