@@ -8,8 +8,10 @@ and the images do not depend on the batch size or the number of ranks.
 Staying inside the NCCL timeout: generation has no collective at all (the official code calls a barrier
 after every batch, so every rank waits for rank 0's PNG writes); rank 0 only prints progress. The ranks
 meet only after their shards, in two small all-reduces (the image count, then the feature sums n, sum f,
-sum f f^T and the IS split sums), and strided shards keep them within a batch of each other. Every rank then computes the same FID/IS from
-the merged sums (seconds), so no rank waits on another's arithmetic.
+sum f f^T and the IS split sums), and strided shards keep them within a batch of each other. Every rank
+then computes the same FID/IS from the merged sums (seconds), so no rank waits on another's arithmetic.
+During training a plan cuts generation into chunks (``eval.chunk_images``) with a barrier after each, so a
+rank that hangs is caught within one chunk by the plan's minute-long process-group timeout.
 
     # one process
     jitmodel evaluate --ckpt runs/jit/last.pt --out-dir runs/jit/eval --ref-stats jit_in256_stats.npz
@@ -20,11 +22,12 @@ the merged sums (seconds), so no rank waits on another's arithmetic.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -35,6 +38,7 @@ from jitmodel.atomic import atomic_write
 from jitmodel.config import SampleConfig, TrainConfig
 from jitmodel.dist import amp_dtype
 from jitmodel.fid import FeatureExtractor, FeatureSums, frechet_distance, load_images, load_stats
+from jitmodel.inception_sums import ISSums, split_of_ids
 from jitmodel.sample import XHatFn, forwards_per_image, noise_for_ids, sample, save_png, to_uint8
 
 
@@ -53,50 +57,6 @@ def shard(num_images: int, rank: int, world: int) -> list[int]:
 
 def image_name(i: int, num_images: int) -> str:
     return f"{i:0{max(5, len(str(num_images - 1)))}d}.png"
-
-
-# --------------------------------------------------------------------------------------------------------
-# Inception Score from split sums (mergeable across ranks; torch-fidelity's shuffled splits)
-# --------------------------------------------------------------------------------------------------------
-def split_of_ids(num_images: int, splits: int = 10, seed: int = 2020) -> np.ndarray:
-    """Split index of each image id as torch-fidelity assigns them (a seeded shuffle, then equal chunks)."""
-    perm = np.random.RandomState(seed).permutation(num_images)
-    out = np.empty(num_images, dtype=np.int64)
-    for k in range(splits):
-        out[perm[k * num_images // splits:(k + 1) * num_images // splits]] = k
-    return out
-
-
-@dataclass
-class ISSums:
-    """Per split: count, sum of p(y|x), and sum of sum_y p log p; IS needs nothing else."""
-
-    splits: int
-    n: np.ndarray = field(init=False)
-    p: np.ndarray | None = None
-    plogp: np.ndarray = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.n, self.plogp = np.zeros(self.splits), np.zeros(self.splits)
-
-    def add(self, split: np.ndarray, logits: np.ndarray) -> None:
-        logits = np.asarray(logits, np.float64)
-        logp = logits - logits.max(1, keepdims=True)
-        logp -= np.log(np.exp(logp).sum(1, keepdims=True))
-        p = np.exp(logp)
-        if self.p is None:
-            self.p = np.zeros((self.splits, logits.shape[1]))
-        np.add.at(self.n, split, 1)
-        np.add.at(self.p, split, p)
-        np.add.at(self.plogp, split, (p * logp).sum(1))
-
-    def score(self) -> tuple[float, float]:
-        if self.p is None or (self.n == 0).any():
-            raise ValueError(f"inception score needs images in all {self.splits} splits")
-        q = self.p / self.n[:, None]
-        kl = (self.plogp - (self.p * np.log(q)).sum(1)) / self.n
-        s = np.exp(kl)
-        return float(s.mean()), float(s.std())
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -153,6 +113,7 @@ class EvalJob:
     t_eps: float = 0.05
     batch: int = 64
     autocast: torch.dtype | None = None
+    chunk: int | None = None  # images per rank between barriers (None: no barrier while generating)
 
 
 @dataclass
@@ -174,26 +135,50 @@ def _dist():
     return d if d.is_available() and d.is_initialized() else None
 
 
+def chunk_schedule(num_images: int, rank: int, world: int, chunk: int | None) -> list[list[int]]:
+    """This rank's ids cut into chunks; every rank gets the same number of chunks (the shards differ by at
+    most one image), so the barrier after each chunk is met by all ranks.
+
+        >>> [len(c) for c in chunk_schedule(10, 0, 2, 2)], [len(c) for c in chunk_schedule(10, 1, 2, 2)]
+        ([2, 2, 1], [2, 2, 1])
+        >>> chunk_schedule(5, 1, 2, None)
+        [[1, 3]]
+    """
+    mine = shard(num_images, rank, world)
+    if not chunk:
+        return [mine]
+    longest = -(-num_images // world)
+    return [mine[k:k + chunk] for k in range(0, longest, chunk)]
+
+
 def generate_shard(x_hat: XHatFn, job: EvalJob, *, rank: int = 0, world: int = 1, device: Any = "cpu",
                    progress: bool = True) -> int:
-    """Make this rank's missing images; returns how many it made. No collectives."""
+    """Make this rank's missing images; returns how many it made. With ``job.chunk`` every rank meets the
+    others at a barrier after each chunk, so no rank waits at a collective longer than one chunk takes (the
+    planner's process-group timeout counts on it); without it, no collectives."""
     job.out_dir.mkdir(parents=True, exist_ok=True)
-    mine = shard(job.num_images, rank, world)
-    todo = [i for i in mine if not (job.out_dir / image_name(i, job.num_images)).is_file()]
-    bar = Progress(job.num_images, job.num_images - len(todo) * world, world, progress and rank == 0)
+    chunks = chunk_schedule(job.num_images, rank, world, job.chunk)
+    name = functools.partial(image_name, num_images=job.num_images)
+    todo_n = sum(1 for c in chunks for i in c if not (job.out_dir / name(i)).is_file())
+    bar = Progress(job.num_images, job.num_images - todo_n * world, world, progress and rank == 0)
     shape = (job.in_channels, job.img_size, job.img_size)
-    for k in range(0, len(todo), job.batch):
-        ids = todo[k:k + job.batch]
-        z = noise_for_ids(ids, job.seed, shape, job.noise_scale, device)
-        y = torch.tensor([label_of(i, job.num_images, job.num_classes) for i in ids], device=device)
-        with torch.no_grad():
-            img, _ = sample(x_hat, z, y, job.sample, num_classes=job.num_classes, t_eps=job.t_eps,
-                            autocast=job.autocast)
-        for i, im in zip(ids, to_uint8(img), strict=True):
-            save_png(job.out_dir / image_name(i, job.num_images), im.permute(1, 2, 0))
-        bar.update(len(ids))
+    d = _dist() if job.chunk else None
+    for ids_of_chunk in chunks:
+        todo = [i for i in ids_of_chunk if not (job.out_dir / name(i)).is_file()]
+        for k in range(0, len(todo), job.batch):
+            ids = todo[k:k + job.batch]
+            z = noise_for_ids(ids, job.seed, shape, job.noise_scale, device)
+            y = torch.tensor([label_of(i, job.num_images, job.num_classes) for i in ids], device=device)
+            with torch.no_grad():
+                img, _ = sample(x_hat, z, y, job.sample, num_classes=job.num_classes, t_eps=job.t_eps,
+                                autocast=job.autocast)
+            for i, im in zip(ids, to_uint8(img), strict=True):
+                save_png(job.out_dir / name(i), im.permute(1, 2, 0))
+            bar.update(len(ids))
+        if d is not None:
+            d.barrier()
     bar.close()
-    return len(todo)
+    return todo_n
 
 
 def score_shard(job: EvalJob, extractor: FeatureExtractor, *, rank: int = 0, world: int = 1,
@@ -311,7 +296,7 @@ def online_eval(net: torch.nn.Module, cfg: TrainConfig, *, epoch: int, device: A
     job = EvalJob(out_dir=Path(out_dir) / "eval" / name, num_images=cfg.eval.num_images,
                   num_classes=cfg.model.num_classes, img_size=cfg.model.img_size, sample=s,
                   in_channels=cfg.model.in_channels, seed=cfg.seed, noise_scale=cfg.diffusion.noise_scale,
-                  t_eps=cfg.diffusion.t_eps, batch=cfg.eval.gen_batch,
+                  t_eps=cfg.diffusion.t_eps, batch=cfg.eval.gen_batch, chunk=cfg.eval.chunk_images,
                   autocast=amp_dtype(cfg.precision, dev) if dev.type == "cuda" else None)  # the run's: fp16 on a T4
     extractor = None
     if cfg.eval.ref_stats:  # the extractor the reference statistics were made with (Inception by default)

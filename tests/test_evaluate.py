@@ -184,3 +184,60 @@ def test_online_eval_hook(tiny, tmp_path, digits_ref):
     assert not any((tmp_path / "eval").iterdir())  # images deleted after scoring, as the official code does
     res_net = online_eval(m.denoiser.net, cfg, epoch=80, device="cpu", out_dir=tmp_path)  # a bare JiT works too
     assert res_net["fid"] == pytest.approx(res["fid"], rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------- chunks and barriers
+def _zero_x_hat(z, t, y):
+    import torch
+
+    return torch.zeros_like(z)
+
+
+def _chunked_rank(rank: int, world: int, out: str, init: str, n: int, chunk: int) -> None:
+    import json
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    calls = []
+    real = dist.barrier
+    dist.barrier = lambda *a, **k: (calls.append(1), real(*a, **k))[1]  # type: ignore[assignment]  # count them
+    try:
+        job = EvalJob(out_dir=Path(out), num_images=n, num_classes=10, img_size=8, sample=SMALL, batch=1,
+                      chunk=chunk)
+        made = generate_shard(_zero_x_hat, job, rank=rank, world=world, progress=False)
+        Path(out, f"rank{rank}.json").write_text(json.dumps({"made": made, "barriers": len(calls)}))
+    finally:
+        dist.barrier = real
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_chunked_generation_meets_at_one_barrier_per_chunk_on_every_rank(tmp_path):
+    """Uneven shards (7 images on 2 ranks) and a rank that resumes with images already on disk still call
+    the same number of barriers: no rank is left waiting for a barrier the other never calls."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    from jitmodel.evaluate import chunk_schedule
+
+    out = tmp_path / "imgs"
+    out.mkdir()
+    (out / image_name(1, 7)).write_bytes(b"")  # rank 1 resumes: its first image exists already
+    mp.spawn(_chunked_rank, args=(2, str(out), f"file://{tmp_path / 'store'}", 7, 2), nprocs=2, join=True)
+    r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["barriers"] == r1["barriers"] == len(chunk_schedule(7, 0, 2, 2)) == 2
+    assert (r0["made"], r1["made"]) == (4, 2)
+    assert sorted(p.name for p in out.glob("*.png")) == [image_name(i, 7) for i in range(7)]
+
+
+def test_chunk_schedule_gives_every_rank_the_same_number_of_chunks():
+    from jitmodel.evaluate import chunk_schedule
+
+    for n in (1, 7, 50, 101):
+        for world in (1, 2, 3, 8):
+            for chunk in (1, 3, 16):
+                per_rank = [chunk_schedule(n, r, world, chunk) for r in range(world)]
+                assert len({len(c) for c in per_rank}) == 1
+                assert sorted(i for c in per_rank for part in c for i in part) == list(range(n))

@@ -75,7 +75,7 @@ def test_inception_score_extremes():
 @pytest.mark.slow
 def test_split_sums_reproduce_torch_fidelitys_shuffled_splits():
     """ISSums (mergeable across ranks) equals torch-fidelity's formula: seeded shuffle, 10 equal chunks."""
-    from jitmodel.evaluate import ISSums, split_of_ids
+    from jitmodel.inception_sums import ISSums, split_of_ids
 
     rng = np.random.default_rng(3)
     n, k = 103, 7
