@@ -152,13 +152,20 @@ def test_story_2_flat_kaggle_imagenet256_caught_by_C10(tmp_path):
 
 
 @pytest.mark.slow
-def test_story_3_sampling_looks_hung_eval_longer_than_nccl_timeout_caught_by_C12(story_plan):
-    rep = doctor(plan_path=story_plan, nccl_timeout_s=600)
+def test_story_3_sampling_looks_hung_eval_longer_than_nccl_timeout_caught_by_C12(story_plan, tmp_path):
+    raw = yaml.safe_load(story_plan.read_text())
+    raw["train"]["eval"]["chunk_images"] = None  # the hand-ported config: one stretch of sampling per rank
+    unchunked = tmp_path / "unchunked.yaml"
+    unchunked.write_text(yaml.safe_dump(raw, sort_keys=False))
+    rep = doctor(plan_path=unchunked, nccl_timeout_s=600)
     f = rep.by_id("C12")
-    plan_eval = yaml.safe_load(story_plan.read_text())["estimates"]["eval_time_s"]
+    plan_eval = raw["estimates"]["eval_time_s"]
     assert plan_eval > 600 and f.level == "fail"
     assert f"~{plan_eval / 60:.0f} min against a 10 min NCCL timeout" in f.found and "looks hung" in f.found
-    assert "eval.num_images" in f.fix
+    assert "eval.num_images" in f.fix and "eval.chunk_images" in f.fix
+    # the planner's own plan evaluates in chunks that its timeout covers
+    ok = doctor(plan_path=story_plan).by_id("C12")
+    assert ok.level == "pass" and "in chunks of" in ok.found, ok.found
 
 
 def test_story_4_twelve_workers_per_gpu_on_24gb_host_caught_by_C8(story_plan, tmp_path):

@@ -178,18 +178,25 @@ def check_phases(ctx: DoctorContext) -> Finding:
         return Finding(id="C12", level="skip", title=title, found="needs a plan with an evaluation estimate (--plan)")
     if not plan.train.eval.online:
         return Finding(id="C12", level="pass", title=title, found="online evaluation is off")
-    t = est.eval_time_s
     if timeout is None:
         timeout = plan.train.dist_timeout_s or DEFAULT_NCCL_TIMEOUT_S
-    found = f"one online evaluation ~{t / 60:.0f} min against a {timeout / 60:.0f} min NCCL timeout"
+    chunk = plan.train.eval.chunk_images
+    if chunk and est.eval_chunk_s is not None:  # ranks meet at a barrier after each chunk (jitmodel.evaluate)
+        t = est.eval_chunk_s
+        found = (f"online evaluation in chunks of {chunk:,} images per rank, ~{t / 60:.1f} min each, against a "
+                 f"{timeout / 60:.0f} min NCCL timeout")
+    else:
+        t = est.eval_time_s
+        found = f"one online evaluation ~{t / 60:.0f} min against a {timeout / 60:.0f} min NCCL timeout"
     if plan.topology.world_size < 2:
         return Finding(id="C12", level="pass", title=title, found=found + " (single rank: no collective waits)")
     if t > timeout:
         return Finding(id="C12", level="fail", title=title,
                        found=found + ": ranks waiting at a barrier hit the watchdog, and with one tqdm tick per "
                                      "batch it looks hung",
-                       fix="eval.num_images smaller (e.g. 5,000 for a smoke FID), eval.online false, or "
-                           "init_process_group(timeout=timedelta(hours=...)) above the estimate")
+                       fix="re-plan (jitplan plan sets eval.chunk_images and a timeout that covers a chunk), "
+                           "eval.num_images smaller (e.g. 5,000 for a smoke FID), eval.online false, or "
+                           "train.dist_timeout_s above the estimate")
     if t > 0.5 * timeout:
         return Finding(id="C12", level="warn", title=title, found=found, fix="raise the timeout for margin")
     return Finding(id="C12", level="pass", title=title, found=found)

@@ -209,7 +209,9 @@ def _plan_once(hardware: HardwareSpec, recipe: Recipe, options: PlanOptions,
                                       world_size=world, nodes=hardware.nodes, epochs=train.epochs)
     est, machine_notes = machine.finish(est, hardware, train, options, lambda link: step_time(
         hardware, train, options, link=link)[0].total_s)
-    train = train.model_copy(update={"dist_timeout_s": est.dist_timeout_s})
+    # The trainer holds the timeout only because it evaluates in the chunks the timeout was sized for.
+    train = train.model_copy(update={"dist_timeout_s": est.dist_timeout_s, "eval": train.eval.model_copy(
+        update={"chunk_images": est.eval_chunk_images})})
     ref_est = reference_estimates(recipe)
     warnings = [*goal.dataset_notes(recipe, options), *machine_notes, *([calib_note] if calib_note else [])]
     gap = calib.known_gap(calibration) if calibration and est.time_source == "prior" else None
