@@ -33,3 +33,20 @@ def test_the_cli_states_the_split(cli, tmp_path):
     assert "36 train / 4 val images" in text and "val: 10 images per class, at most a tenth of a class" in text
     r = cli("data", "prepare", str(tmp_path / "src"), str(tmp_path / "dst4"), "--val-per-class", "5")
     assert "val: 5 image(s) per class (--val-per-class)" in " ".join(r.out.split())
+
+
+def test_prepare_counts_what_the_trainer_scans(tmp_path):
+    """One reader of a dataset: images in a class's sub-folder, a link out of the dataset and hidden
+    folders are counted by prepare as the trainer's scan counts them (jitmodel.scan)."""
+    from jitmodel.scan import scan_classes
+
+    src = tmp_path / "flat"
+    _flat(src, 20)
+    (src / "n01" / "more").mkdir()
+    Image.new("RGB", (8, 8)).save(src / "n01" / "more" / "extra.png")
+    (src / "n02" / "usr").symlink_to("/usr")  # leaves the dataset: never followed
+    r = prepare_dataset(src, tmp_path / "out", val_per_class=2, seed=0)
+    scan = scan_classes(src)
+    assert r.train_images + r.val_images == scan.images == 41
+    out = tmp_path / "out"
+    assert (out / "train" / "n01" / "more").is_dir() or (out / "val" / "n01" / "more").is_dir()

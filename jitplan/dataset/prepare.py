@@ -32,6 +32,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from jitmodel.atomic import atomic_write
+from jitmodel.scan import scan_classes
 from jitplan.dataset.inspect import inspect_dataset, is_image
 from jitplan.errors import UsageError
 
@@ -118,17 +119,17 @@ def _n_val(n: int, val_per_class: int | None, val_fraction: float | None, cls: s
 
 def _pairs_flat(src_dir: Path, dst: Path, val_per_class: int | None, val_fraction: float | None,
                 seed: int) -> tuple[list[str], list[tuple[Path, Path]], int, int]:
+    # The trainer's own scan (jitmodel.scan): the same classes and images it will read, links that leave
+    # the dataset skipped by the same rule, images in a class's sub-folders counted as the trainer counts them.
     classes, pairs, n_train, n_val = [], [], 0, 0
-    for e in sorted(os.scandir(src_dir), key=lambda e: e.name):
-        if not e.is_dir() or e.name.startswith("."):
+    for c in scan_classes(src_dir).class_list:
+        if c.problem or c.name.startswith(".") or not c.images:
             continue
-        files = [f for f in os.listdir(e.path) if is_image(f) and not f.startswith(".")]
-        if not files:
-            continue
-        classes.append(e.name)
-        train, val = split_class(files, _n_val(len(files), val_per_class, val_fraction, e.name), seed, e.name)
-        pairs += [(Path(e.path) / f, dst / "train" / e.name / f) for f in train]
-        pairs += [(Path(e.path) / f, dst / "val" / e.name / f) for f in val]
+        classes.append(c.name)
+        files = [rel.split("/", 1)[1] for rel in c.images]  # the scan names images from the root: <class>/<file>
+        train, val = split_class(files, _n_val(len(files), val_per_class, val_fraction, c.name), seed, c.name)
+        pairs += [(src_dir / c.name / f, dst / "train" / c.name / f) for f in train]
+        pairs += [(src_dir / c.name / f, dst / "val" / c.name / f) for f in val]
         n_train, n_val = n_train + len(train), n_val + len(val)
     return classes, pairs, n_train, n_val
 
