@@ -46,7 +46,8 @@ def finish(est: Estimates, hardware: HardwareSpec, train: TrainConfig, options: 
         upd["link"] = link.why
         if not link.known and link.kind.startswith("pcie") and est.time_source == "prior":
             x16, x1 = links.range_links(gpu)
-            lo, hi = (est.steps_per_epoch * step_with(k) for k in (x16, x1))
+            here = step_with(link)  # the plain step: only the link's share moves (strategies add on top of it)
+            lo, hi = (est.epoch_time_s + est.steps_per_epoch * (step_with(k) - here) for k in (x16, x1))
             upd["epoch_range_s"] = (lo, hi)
             warnings.append(f"the PCIe link is not measured: an epoch takes {lo / 3600:.1f} h at x16 ... "
                             f"{hi / 3600:.1f} h at x1 (the all-reduce: {x16.why} ... {x1.why}); give an offer "

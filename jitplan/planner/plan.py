@@ -6,7 +6,7 @@
     >>> plan.train.batch_per_gpu, plan.train.accum_steps, plan.train.effective_batch()
     (32, 16, 1024)
     >>> plan.workers.per_rank, plan.workers.bound_by
-    (9, 'host-ram')
+    (12, 'recipe')
 """
 
 from __future__ import annotations
