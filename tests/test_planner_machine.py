@@ -172,3 +172,20 @@ def test_a_candidate_larger_than_its_subset_says_why():
     sub = next(r for r in plan.rows if r.quantity == "  shard+ckpt")
     assert "at micro 256" in row.target and "at micro 128" in sub.target
     assert "more memory than shard+ckpt" in row.why and "micro-batch 256 instead of 128" in row.why
+
+
+def test_the_plans_workers_pass_its_own_doctor_without_a_warning_on_24_gb(tmp_path):
+    """Before: 9 per rank, and doctor C8 warned to use one or two fewer (the plan filled 100% of its budget)."""
+    from jitplan.doctor.runner import run_doctor
+    from jitplan.hardware.host import HostPaths
+    from jitplan.hardware.nvml_fake import FakeNvml
+    from jitplan.schemas import save_plan
+
+    data = ROOT / "tests" / "data"
+    plan = make_plan(hardware_from_flags("2xRTX3060", host_ram="24GB"), load_recipe("JiT-B/16"), PlanOptions())
+    save_plan(plan, tmp_path / "plan.yaml")
+    rep = run_doctor(nvml=FakeNvml.from_file(data / "nvml" / "2x_rtx3060.yaml"),
+                     paths=HostPaths.under(data / "cgroup" / "v2_unlimited"), env={}, run_torch=False, cache=False,
+                     host_kwargs={"affinity": 16, "host_ram_bytes": 24 * 10**9}, plan_path=tmp_path / "plan.yaml")
+    c8 = rep.by_id("C8")
+    assert c8.level == "pass", c8.found
