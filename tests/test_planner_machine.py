@@ -189,3 +189,15 @@ def test_the_plans_workers_pass_its_own_doctor_without_a_warning_on_24_gb(tmp_pa
                      host_kwargs={"affinity": 16, "host_ram_bytes": 24 * 10**9}, plan_path=tmp_path / "plan.yaml")
     c8 = rep.by_id("C8")
     assert c8.level == "pass", c8.found
+
+
+def test_offers_with_an_x4_and_an_x16_link_rank_differently_and_name_what_binds():
+    """Before: offers were ranked on their GPU alone (the plan's host), so both offers below got one epoch time."""
+    from jitplan.planner.plan import plan_offer
+
+    plan = story()
+    x4 = plan_offer(plan, 2, {"id": 1, "pcie_bw": 3.2, "gpu_lanes": 4, "dph_total": 0.30, "inet_down": 500})
+    x16 = plan_offer(plan, 2, {"id": 2, "pcie_bw": 24.5, "gpu_lanes": 16, "dph_total": 0.32, "inet_down": 500})
+    assert x4.epoch_s > 1.5 * x16.epoch_s and x4.usd_per_epoch > x16.usd_per_epoch  # the dearer offer wins
+    assert x4.binding.startswith("3.2 GB/s host<->GPU copy (offer 1)") and "all-reduce" in x4.binding
+    assert x16.binding.startswith("tensor") and x4.staging_s == pytest.approx(x16.staging_s)
