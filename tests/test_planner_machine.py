@@ -201,3 +201,21 @@ def test_offers_with_an_x4_and_an_x16_link_rank_differently_and_name_what_binds(
     assert x4.epoch_s > 1.5 * x16.epoch_s and x4.usd_per_epoch > x16.usd_per_epoch  # the dearer offer wins
     assert x4.binding.startswith("3.2 GB/s host<->GPU copy (offer 1)") and "all-reduce" in x4.binding
     assert x16.binding.startswith("tensor") and x4.staging_s == pytest.approx(x16.staging_s)
+
+
+def test_a_plan_from_a_probe_uses_the_measured_link_and_disk(tmp_path):
+    """Before: the probe wrote no link or disk figures, so a probed plan assumed the card's x16 slot."""
+    from jitplan.hardware.host import HostPaths
+    from jitplan.hardware.nvml_fake import FakeNvml
+    from jitplan.hardware.probe import run_probe
+
+    data = ROOT / "tests" / "data"
+    rep = run_probe(nvml=FakeNvml.from_file(data / "nvml" / "2x_rtx3060.yaml"),
+                    paths=HostPaths.under(data / "cgroup" / "v2_24g"), disk_paths=[str(tmp_path)],
+                    host_kwargs={"host_ram_bytes": 256 << 30})
+    assert rep.figures is not None and rep.figures.disk_read_mbs and rep.figures.disk_read_mbs > 0
+    hw = rep.to_hardware_spec()
+    assert hw.host.disk_read_mbs and hw.host.figures_source == "probe"
+    hw = hw.model_copy(update={"host": hw.host.model_copy(update={"pcie_gbs": 6.0})})  # as a GPU probe measures
+    est = make_plan(hw, load_recipe("JiT-B/16"), PlanOptions(**STORY)).estimates
+    assert "6 GB/s host<->GPU copy (probe)" in est.link and est.epoch_range_s is None
