@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
