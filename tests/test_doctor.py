@@ -169,14 +169,20 @@ def test_story_3_sampling_looks_hung_eval_longer_than_nccl_timeout_caught_by_C12
 
 
 def test_story_4_twelve_workers_per_gpu_on_24gb_host_caught_by_C8(story_plan, tmp_path):
+    """The measured worker model (benchmarks/bench_workers.py: ~0.3 GB per worker) fits the recipe's 12 per
+    rank in 24 GB, so the official code's crash there is not predicted (docs/planning.md says so, no constant
+    was tuned to it). C8 still warns in a cgroup that has OOM-killed before, and fails where the workers do
+    not fit."""
     twelve = edit_plan(story_plan, tmp_path / "plan12.yaml", num_workers=12)  # the recipe's 12, ported as is
-    rep = doctor(plan_path=twelve, cgroup="v2_24g", host_ram=256 * GIB)
-    f = rep.by_id("C8")
-    assert f.level == "fail"
+    f = doctor(plan_path=twelve, cgroup="v2_24g", host_ram=256 * GIB).by_id("C8")
+    assert f.level == "warn" and "OOM kill(s) already in this cgroup" in f.found
     assert "2 ranks x 12 workers = 24 workers" in f.found
     assert "cgroup limit 25.8 GB; the host's 274.9 GB is not usable" in f.found
-    cap = int(f.fix.split("num_workers <= ")[1].split()[0])
-    assert 0 < cap < 12
+    many = edit_plan(story_plan, tmp_path / "plan40.yaml", num_workers=40)
+    g = doctor(plan_path=many, cgroup="v2_24g", host_ram=256 * GIB).by_id("C8")
+    assert g.level == "fail" and "killed by signal" in g.found
+    cap = int(g.fix.split("num_workers <= ")[1].split()[0])
+    assert 12 <= cap < 40
     # the planner's own choice for this machine fits (same model, measured limits)
     assert doctor(plan_path=story_plan).by_id("C8").level in ("pass", "warn")
 
@@ -470,7 +476,7 @@ def test_docs_story_example_runs(tmp_path):
     assert proc.returncode == 1, proc.stderr
     rows = {line.split("│")[1].strip(): line.split("│")[3].strip() for line in proc.stdout.splitlines()
             if line.startswith("│ C")}
-    assert rows["C8"] == "fail" and rows["C12"] == "fail"
+    assert rows["C8"] in ("pass", "warn") and rows["C12"] == "fail"  # C8: the measured worker model, see story 4
 
 
 def test_the_story_plan_passes_its_own_doctor(story_plan):

@@ -20,7 +20,7 @@ def test_seed_case_table(cli):
     r = cli(*SEED, "--wide")
     assert r.code == 0, r.err
     for text in ("quantity", "reference", "target", "why", "batch per GPU", "gradient accumulation",
-                 "8 x H200", "2 x RTX 3060 12GB", "memory per GPU", "refused", "host-ram", "torchrun"):
+                 "8 x H200", "2 x RTX 3060 12GB", "memory per GPU", "as the recipe asks", "host-ram", "torchrun"):
         assert text in r.out, text
     assert "[derived]" in r.out  # sources are printed literally, not eaten as rich markup
 
@@ -172,6 +172,11 @@ def test_docs_examples_run(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "hardware.yaml").write_text(
         yaml.safe_dump(hardware_from_flags("2xRTX3060", host_ram="24GB").model_dump(mode="json")))
+    (tmp_path / "offer.json").write_text('{"id": 1, "gpu_name": "RTX 3060", "num_gpus": 2, "pcie_bw": 3.1, '
+                                         '"gpu_lanes": 4, "cpu_cores_effective": 16, "cpu_ram": 64000}')
+    for c in range(2):
+        (tmp_path / "data" / "mine" / "train" / f"c{c}").mkdir(parents=True)
+        (tmp_path / "data" / "mine" / "train" / f"c{c}" / "x.jpg").write_bytes(b"x")
     commands = _doc_commands()
     assert len(commands) >= 8
     for argv in commands:
@@ -182,7 +187,7 @@ def test_docs_examples_run(cli, tmp_path, monkeypatch):
 
 
 def test_compact_layout_says_each_decision_once_and_suggests_out(cli):
-    r = cli(*SEED, "--compact")
+    r = cli("plan", "--gpus", "2xRTX3060", "--host-ram", "12GB", "--compact")  # 12 GB: workers refused
     assert r.code == 0, r.err
     text = " ".join(r.out.split())
     assert "batch per GPU: 128 -> 32 derived: largest split" in text  # the why under the numbers

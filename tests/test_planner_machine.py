@@ -150,7 +150,8 @@ def test_plan_data_counts_the_real_dataset(cli, tmp_path):
     assert plan["train"]["data"]["num_images"] == 90 and plan["train"]["model"]["num_classes"] == 3
     assert plan["estimates"]["steps_per_epoch"] < 10
     assert any("dataset differs from the recipe's: 90 images in 3 classes" in w for w in plan["warnings"])
-    assert cli("plan", "--gpus", "1xRTX4090", "--data", str(tmp_path / "nope")).code == 2
+    r = cli("plan", "--gpus", "1xRTX4090", "--data", str(tmp_path / "nope"), "--json")  # the remote's path
+    assert r.code == 0 and any("not a folder here" in w for w in json.loads(r.out)["warnings"])
 
 
 def test_plan_from_a_saved_offer(cli, tmp_path):
@@ -172,3 +173,50 @@ def test_a_candidate_larger_than_its_subset_says_why():
     sub = next(r for r in plan.rows if r.quantity == "  shard+ckpt")
     assert "at micro 256" in row.target and "at micro 128" in sub.target
     assert "more memory than shard+ckpt" in row.why and "micro-batch 256 instead of 128" in row.why
+
+
+def test_the_plans_workers_pass_its_own_doctor_without_a_warning_on_24_gb(tmp_path):
+    """Before: 9 per rank, and doctor C8 warned to use one or two fewer (the plan filled 100% of its budget)."""
+    from jitplan.doctor.runner import run_doctor
+    from jitplan.hardware.host import HostPaths
+    from jitplan.hardware.nvml_fake import FakeNvml
+    from jitplan.schemas import save_plan
+
+    data = ROOT / "tests" / "data"
+    plan = make_plan(hardware_from_flags("2xRTX3060", host_ram="24GB"), load_recipe("JiT-B/16"), PlanOptions())
+    save_plan(plan, tmp_path / "plan.yaml")
+    rep = run_doctor(nvml=FakeNvml.from_file(data / "nvml" / "2x_rtx3060.yaml"),
+                     paths=HostPaths.under(data / "cgroup" / "v2_unlimited"), env={}, run_torch=False, cache=False,
+                     host_kwargs={"affinity": 16, "host_ram_bytes": 24 * 10**9}, plan_path=tmp_path / "plan.yaml")
+    c8 = rep.by_id("C8")
+    assert c8.level == "pass", c8.found
+
+
+def test_offers_with_an_x4_and_an_x16_link_rank_differently_and_name_what_binds():
+    """Before: offers were ranked on their GPU alone (the plan's host), so both offers below got one epoch time."""
+    from jitplan.planner.plan import plan_offer
+
+    plan = story()
+    x4 = plan_offer(plan, 2, {"id": 1, "pcie_bw": 3.2, "gpu_lanes": 4, "dph_total": 0.30, "inet_down": 500})
+    x16 = plan_offer(plan, 2, {"id": 2, "pcie_bw": 24.5, "gpu_lanes": 16, "dph_total": 0.32, "inet_down": 500})
+    assert x4.epoch_s > 1.5 * x16.epoch_s and x4.usd_per_epoch > x16.usd_per_epoch  # the dearer offer wins
+    assert x4.binding.startswith("3.2 GB/s host<->GPU copy (offer 1)") and "all-reduce" in x4.binding
+    assert x16.binding.startswith("tensor") and x4.staging_s == pytest.approx(x16.staging_s)
+
+
+def test_a_plan_from_a_probe_uses_the_measured_link_and_disk(tmp_path):
+    """Before: the probe wrote no link or disk figures, so a probed plan assumed the card's x16 slot."""
+    from jitplan.hardware.host import HostPaths
+    from jitplan.hardware.nvml_fake import FakeNvml
+    from jitplan.hardware.probe import run_probe
+
+    data = ROOT / "tests" / "data"
+    rep = run_probe(nvml=FakeNvml.from_file(data / "nvml" / "2x_rtx3060.yaml"),
+                    paths=HostPaths.under(data / "cgroup" / "v2_24g"), disk_paths=[str(tmp_path)],
+                    host_kwargs={"host_ram_bytes": 256 << 30})
+    assert rep.figures is not None and rep.figures.disk_read_mbs and rep.figures.disk_read_mbs > 0
+    hw = rep.to_hardware_spec()
+    assert hw.host.disk_read_mbs and hw.host.figures_source == "probe"
+    hw = hw.model_copy(update={"host": hw.host.model_copy(update={"pcie_gbs": 6.0})})  # as a GPU probe measures
+    est = make_plan(hw, load_recipe("JiT-B/16"), PlanOptions(**STORY)).estimates
+    assert "6 GB/s host<->GPU copy (probe)" in est.link and est.epoch_range_s is None

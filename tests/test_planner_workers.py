@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from jitplan.planner import workers
 from jitplan.planner.workers import decide_workers, worker_ram_bytes
 
 IMAGENET = 1_281_167
@@ -16,18 +17,29 @@ def seed(**kw):
     return decide_workers(**args)
 
 
-def test_seed_case_refuses_twelve_per_gpu():
+def test_seed_case_by_measured_terms_and_the_crash_it_does_not_explain():
+    """With the measured worker terms (bench_workers.py: 0.30 GB per worker after a whole pass) the recipe's 12
+    per rank fit 24 GB; the official code's crash at 12 per rank is stated as not explained, not tuned in."""
     d = seed()
-    assert d.per_rank < 12 and d.bound_by == "host-ram"
-    assert d.total == 2 * d.per_rank
-    assert "24 workers refused" in d.reasons[0] and "host-ram" in d.reasons[0]
-    assert d.host_ram_needed <= 24 * 10**9
+    assert d.per_rank == 12 and d.bound_by == "recipe" and d.caps["host-ram"] >= 12
+    assert any("do not explain it" in r for r in d.reasons)
+    assert d.host_ram_needed <= 0.9 * workers.RAM_USABLE_FRACTION * 24 * 10**9  # below doctor C8's warning line
+    small = seed(ram_bytes=12 * 10**9)
+    assert small.per_rank < 12 and small.bound_by == "host-ram" and "24 workers refused" in small.reasons[0]
+
+
+def test_per_worker_figure_within_15_percent_of_the_measurement():
+    """benchmarks/RESULTS.md "Measured worker RAM": 239 MB USS after a whole index pass (4 workers), +41 MB of
+    decode in the 1-worker window, 2 x 3.1 MB batches in /dev/shm: 287 MB per worker."""
+    measured = 239e6 + 41e6 + 6.3e6
+    planned = workers.worker_host_bytes(16, 256, 1_281_167)
+    assert abs(planned / measured - 1) < 0.15
 
 
 def test_needed_ram_grows_with_workers_and_fits_the_cap():
     d = seed(ram_bytes=None)
     assert d.per_rank == 12 and d.bound_by == "recipe"
-    assert seed(ram_bytes=None).host_ram_needed > seed().host_ram_needed
+    assert seed(ram_bytes=None).host_ram_needed > seed(ram_bytes=12 * 10**9).host_ram_needed
 
 
 def test_cpu_cap():
@@ -48,7 +60,7 @@ def test_user_cap_and_tightest_wins():
 
 
 def test_dataset_index_is_copied_per_worker():
-    assert worker_ram_bytes(32, 256, IMAGENET) - worker_ram_bytes(32, 256, 0) == 208 * IMAGENET
+    assert worker_ram_bytes(32, 256, IMAGENET) - worker_ram_bytes(32, 256, 0) == workers.INDEX_BYTES_PER_IMAGE * IMAGENET == 181 * IMAGENET
 
 
 def test_bad_inputs():

@@ -52,16 +52,17 @@ def with_figures(hw: HardwareSpec, offer: dict | None, *, pcie_gbs: float | None
     return hw.model_copy(update={"host": type(host).model_validate(host.model_dump())}), price
 
 
-def count_dataset(data: str) -> tuple[int, int, str]:
-    """(images, classes, how) of a dataset root holding train/ (or a class folder root), read-only."""
+def count_dataset(data: str) -> tuple[int | None, int | None, str]:
+    """(images, classes, how) of a dataset root holding train/ (or a class folder root), read-only; (None, None,
+    why) when there is nothing to count here (the path may be the training machine's, not this one's)."""
     from jitmodel.scan import scan_classes  # the one scanner (the trainer's own ImageFolder reads through it)
 
-    root = Path(data)
+    root = Path(data).expanduser()
     if not root.is_dir():
-        raise UsageError(f"--data {data}: not a folder")
+        return None, None, f"--data {data} is not a folder here: planned as the recipe's dataset"
     class_root = root / "train" if (root / "train").is_dir() else root
     scan = scan_classes(class_root)
     if not scan.class_list or scan.images == 0:
-        raise UsageError(f"--data {data}: no class folders with images under {class_root}",
-                         hint="a dataset root holds train/<class>/<image>.jpg (jitplan data inspect DIR)")
+        return None, None, (f"--data {data}: no class folders with images under {class_root} here: planned as "
+                            "the recipe's dataset (a dataset root holds train/<class>/<image>.jpg)")
     return scan.images, len(scan.class_list), f"counted in {class_root} by jitmodel.scan"

@@ -40,7 +40,7 @@ def dataset_notes(recipe: Recipe, options: PlanOptions) -> list[str]:
     r = recipe.train
     n, c = options.num_images, options.num_classes
     if n is None and c is None:
-        return []
+        return [options.dataset_note] if options.dataset_note else []
     rn, rc = r.data.planned_images, r.model.num_classes
     if (n or rn) == rn and (c or rc) == rc:
         return []

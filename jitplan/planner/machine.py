@@ -5,9 +5,11 @@ and the process-group timeout from the step time and the evaluation chunks. Pure
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from jitmodel.config import TrainConfig
+from jitplan.hardware.figures import figures_from_offer
 from jitplan.hardware.schema import HardwareSpec
 from jitplan.planner import link as links
 from jitplan.planner import timing
@@ -46,7 +48,8 @@ def finish(est: Estimates, hardware: HardwareSpec, train: TrainConfig, options: 
         upd["link"] = link.why
         if not link.known and link.kind.startswith("pcie") and est.time_source == "prior":
             x16, x1 = links.range_links(gpu)
-            lo, hi = (est.steps_per_epoch * step_with(k) for k in (x16, x1))
+            here = step_with(link)  # the plain step: only the link's share moves (strategies add on top of it)
+            lo, hi = (est.epoch_time_s + est.steps_per_epoch * (step_with(k) - here) for k in (x16, x1))
             upd["epoch_range_s"] = (lo, hi)
             warnings.append(f"the PCIe link is not measured: an epoch takes {lo / 3600:.1f} h at x16 ... "
                             f"{hi / 3600:.1f} h at x1 (the all-reduce: {x16.why} ... {x1.why}); give an offer "
@@ -69,3 +72,30 @@ def finish(est: Estimates, hardware: HardwareSpec, train: TrainConfig, options: 
                             f"process-group timeout holds when ranks meet after every {chunk.images} images per rank "
                             f"(~{chunk.seconds / 60:.0f} min; the trainer's evaluation in chunks)")
     return est.model_copy(update=upd), warnings
+
+
+@dataclass(frozen=True)
+class OfferEstimate:
+    epoch_s: float
+    staging_s: float | None  # downloading the dataset once at the offer's speed
+    usd_per_epoch: float | None  # (epoch + staging spread over the run's epochs) x price per hour
+    binding: str  # the largest term, e.g. "PCIe 3.2 GB/s host copy: all-reduce 0.13 s of 0.49 s"
+
+
+def offer_estimate(hardware: HardwareSpec, train: TrainConfig, fields: Mapping[str, object],
+                   step_for: Callable[[HardwareSpec], tuple[float, int, str, float]]) -> OfferEstimate:
+    """One offer planned with its own published figures (``fields``: neutral keys or Vast's, see
+    jitplan.hardware.figures). ``step_for(hw)`` -> (step s, steps per epoch, largest term's name, its seconds):
+    jitplan.planner.plan.offer_step. The provider layer maps its Offer to ``fields`` and calls
+    jitplan.planner.plan.plan_offer; nothing here imports a provider."""
+    figs = figures_from_offer(fields, offer_id=fields.get("id"), base=hardware.host)
+    hw = hardware.model_copy(update={"host": figs.host})
+    step, spe, name, secs = step_for(hw)
+    epoch = step * spe
+    stage = staging_s(hw, train.data.planned_images)
+    spread = (stage or 0.0) / max(train.epochs, 1.0)
+    cost = None if figs.price_usd_hour is None else (epoch + spread) * figs.price_usd_hour / 3600
+    link = links.link_for(hw.gpu, hw.nodes, hw.host) if hw.gpu is not None and hw.world_size > 1 else None
+    what = f"{link.why.split(':')[0]}: " if link is not None and name == "all-reduce" else ""
+    return OfferEstimate(epoch_s=epoch, staging_s=stage, usd_per_epoch=cost,
+                         binding=f"{what}{name} {secs:.2f} s of {step:.2f} s")

@@ -6,7 +6,7 @@
     >>> plan.train.batch_per_gpu, plan.train.accum_steps, plan.train.effective_batch()
     (32, 16, 1024)
     >>> plan.workers.per_rank, plan.workers.bound_by
-    (9, 'host-ram')
+    (12, 'recipe')
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from jitplan.hardware.schema import HardwareSpec
 from jitplan.hardware.spec import hardware_from_flags
 from jitplan.planner import calibration as calib
 from jitplan.planner import compute, goal, machine, memory, scaling, strategy, timing, workers
-from jitplan.planner.link import Link, link_for
 from jitplan.planner.rows import build_rows, provenance
+from jitplan.planner.step import plain_step, plan_offer, step_time  # noqa: F401  (plan.step_time: providers)
 from jitplan.schemas import (
     Estimates,
     LaunchSpec,
@@ -276,29 +276,6 @@ def estimate(hardware: HardwareSpec, train: TrainConfig, pred: memory.MemoryPred
         step_breakdown=[TimeItem(name=t.name, seconds=t.seconds, why=t.why) for t in st.terms],
         dist_timeout_s=train.dist_timeout_s,
     )
-
-
-def plain_step(hardware: HardwareSpec, train: TrainConfig,
-               options: PlanOptions | None = None) -> tuple[strategy.PlainStep, int]:
-    """``step_time`` as the strategy comparison reads it (jitplan.planner.strategy.PlainStep)."""
-    st, spe = step_time(hardware, train, options)
-    assert hardware.gpu is not None
-    return strategy.plain_step(st, link_for(hardware.gpu, hardware.nodes, hardware.host).bus_gbs), spe
-
-
-def step_time(hardware: HardwareSpec, train: TrainConfig, options: PlanOptions | None = None,
-              link: Link | None = None) -> tuple[timing.StepTime, int]:
-    """(the optimizer step's time, term by term; steps per epoch) of ``train`` on ``hardware`` (timing.py), with
-    the machine's own link, cores and disk (``hardware.host``; ``link`` overrides the link). The plan's
-    estimates and the ranking of cloud offers (providers/ranking.py) both use it."""
-    gpu = hardware.gpu
-    if gpu is None:
-        raise ValueError("step_time needs a GPU in the hardware spec")
-    world = hardware.world_size
-    st = timing.train_step_time(timing.inputs_for(train, gpu, world_size=world, nodes=hardware.nodes,
-                                                  ddp_bucket_view=options.ddp_bucket_view if options else False,
-                                                  host=hardware.host, link=link))
-    return st, compute.steps_per_epoch(train.data.planned_images, world, train.batch_per_gpu, train.accum_steps)
 
 
 def reference_estimates(recipe: Recipe) -> Estimates:

@@ -1,14 +1,13 @@
 """DataLoader workers per rank and in total, capped by CPUs, host RAM (the container's limit) and /dev/shm.
 
-Pure functions. The per-worker RAM model (docs/planning.md "DataLoader workers", docs/doctor.md C8): each worker grows
-to
-its private base pages plus a copy-on-read copy of the dataset index (ImageFolder's list of (path, class)
-tuples, ~208 B/image), plus its prefetched batches and decode scratch; in-flight batches also sit in
+Pure functions. The per-worker RAM model (docs/planning.md "DataLoader workers", docs/doctor.md C8): each worker
+grows to its private base pages plus a copy-on-read copy of the dataset index (ImageFolder's list of (path, class)
+tuples, 181 B/image after a whole pass), plus decode scratch (all measured); in-flight batches sit in
 /dev/shm, which is RAM (tmpfs) and counts toward the container's limit (C7). Every rank of a node runs
 its own DataLoader: total = ranks x workers.
 
     >>> d = decide_workers(requested=12, ranks_per_node=2, micro_batch=16, img_size=256, num_images=1281167,
-    ...                    ram_bytes=24 * 10**9, cpus=None, shm_bytes=None)
+    ...                    ram_bytes=16 * 10**9, cpus=None, shm_bytes=None)
     >>> d.per_rank, d.bound_by
     (10, 'host-ram')
 """
@@ -18,12 +17,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 GB = 1e9
-WORKER_BASE_BYTES = int(0.35 * GB)  # private pages of a forked worker (PIL, numpy, torch state) [judgement]
-INDEX_BYTES_PER_IMAGE = 208  # ImageFolder.samples, measured (docs/doctor.md C8)
-DECODE_SCRATCH_BYTES = int(0.064 * GB)  # JPEG decode + resize buffers of one image in flight [judgement]
-MAIN_PROCESS_BYTES = int(3.0 * GB)  # python + torch + CUDA host-side libraries per rank [judgement]
+# Measured by benchmarks/bench_workers.py (2026-12-07, this 2-core box, jitmodel's own DataLoader over 1,281,167
+# hard-linked JPEGs, micro-batch 16, prefetch 2; benchmarks/RESULTS.md "Measured worker RAM"): a forked worker's
+# private memory (USS) right after start is 11-13 MB; a whole pass over the index grows it to 239 MB
+# (copy-on-read of ImageFolder.samples: refcount writes dirty the pages the parent shares) = 181 B per image;
+# 2,096 decoded images grow a worker by a further 41 MB (decode buffers, allocator arenas, its window's share of
+# the index). Prefetched batches live in /dev/shm (2 x 3.1 MB per worker measured), not in the worker.
+WORKER_BASE_BYTES = int(0.012 * GB)  # private pages of a freshly forked worker [measured]
+INDEX_BYTES_PER_IMAGE = 181  # copy-on-read of ImageFolder.samples per image after a whole pass [measured]
+DECODE_SCRATCH_BYTES = int(0.041 * GB)  # JPEG decode + crop buffers and arenas [measured, 2,096 images]
+# python + torch + CUDA host-side libraries per rank [judgement: no GPU here; without CUDA the training process
+# measured 0.61 GB RSS with the 1.28M-image index]
+MAIN_PROCESS_BYTES = int(3.0 * GB)
 BYTES_PER_PARAM_HOST = 4  # the model is built on the CPU in fp32 before .to(device)
 RAM_USABLE_FRACTION = 0.85  # leave the rest to the OS, page cache, the shell
+PLAN_HEADROOM = 0.9  # plan to 90% of that: doctor C8 warns above it (one or two workers of margin)
 NCCL_SHM_BYTES = int(0.032 * GB)  # NCCL shared-memory segments per rank
 PREFETCH_DEFAULT = 2
 
@@ -34,9 +42,9 @@ def batch_bytes(micro_batch: int, img_size: int, channels: int = 3) -> int:
 
 
 def worker_ram_bytes(micro_batch: int, img_size: int, num_images: int, prefetch: int = PREFETCH_DEFAULT) -> int:
-    """Steady-state RSS of one worker (its shm batches are counted separately)."""
-    return (WORKER_BASE_BYTES + INDEX_BYTES_PER_IMAGE * num_images + DECODE_SCRATCH_BYTES
-            + prefetch * batch_bytes(micro_batch, img_size))
+    """Steady-state private memory (USS) of one worker after a whole pass; its shm batches are counted apart.
+    (``micro_batch``, ``prefetch`` kept for the callers: the batches live in /dev/shm, shm_per_worker.)"""
+    return WORKER_BASE_BYTES + INDEX_BYTES_PER_IMAGE * num_images + DECODE_SCRATCH_BYTES
 
 
 def shm_per_worker(micro_batch: int, img_size: int, prefetch: int = PREFETCH_DEFAULT) -> int:
@@ -94,16 +102,18 @@ def decide_workers(*, requested: int, ranks_per_node: int, micro_batch: int, img
                        f"{caps['cpus']} per rank")
     else:
         reasons.append("cpus: unknown (pass --cpus or a probed --hardware file)")
-    if ram_bytes is not None:
-        usable = RAM_USABLE_FRACTION * ram_bytes - r * main - r * NCCL_SHM_BYTES
+    if ram_bytes is not None:  # below doctor C8's 90%-of-usable warning line, so the plan passes its own doctor
+        usable = PLAN_HEADROOM * RAM_USABLE_FRACTION * ram_bytes - r * main - r * NCCL_SHM_BYTES
         caps["host-ram"] = max(0, int(usable // (r * (w_bytes + w_shm))))
         reasons.append(
-            f"host-ram: {RAM_USABLE_FRACTION:.0%} of {ram_bytes / GB:.1f} GB minus {r} x {main / GB:.1f} GB "
-            f"training processes leaves {max(usable, 0) / GB:.1f} GB; each worker needs "
+            f"host-ram: {PLAN_HEADROOM * RAM_USABLE_FRACTION:.1%} of {ram_bytes / GB:.1f} GB minus {r} x "
+            f"{main / GB:.1f} GB training processes leaves {max(usable, 0) / GB:.1f} GB; each worker needs "
             f"{(w_bytes + w_shm) / GB:.2f} GB (base {WORKER_BASE_BYTES / GB:.2f} + dataset index "
             f"{INDEX_BYTES_PER_IMAGE * num_images / GB:.2f} copied on read + decode "
-            f"{DECODE_SCRATCH_BYTES / GB:.3f} + {prefetch} prefetched batches in RAM and shm) -> "
-            f"{caps['host-ram']} per rank")
+            f"{DECODE_SCRATCH_BYTES / GB:.3f}, measured + {prefetch} prefetched batches in shm) -> "
+            f"{caps['host-ram']} per rank; not measured here: CUDA host memory per rank, pinned buffers, page cache "
+            "charged to the container (a 24 GB run of the official code died at 12 per rank: these terms do not "
+            "explain it)")
     else:
         reasons.append("host-ram: unknown (pass --host-ram: the container's limit, not the host's)")
     if shm_bytes is not None:
