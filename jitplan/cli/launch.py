@@ -79,6 +79,10 @@ def launch(
     name = local.run_name(train.model.variant, train.model.img_size)
     rdir = (run_dir or Path("runs") / name).resolve()
     res: dict = {"backend": chosen[0].lstrip("-"), "name": name, "run_dir": str(rdir), "commands": []}
+    if not dry_run and slurm is None:  # the registry must be usable before a run folder or a rent exists
+        from jitplan.runs.registry import Registry
+
+        Registry().close()
 
     if slurm is not None or local_:
         from jitplan.launch.here import launch_local, write_sbatch

@@ -46,8 +46,10 @@ from jitplan.runs.schema import (
     RunMeta,
     RunRow,
     RunStatus,
+    check_ours,
     migrate,
     run_row,
+    unusable,
 )
 from jitplan.secrets import redact, redact_obj
 
@@ -109,18 +111,17 @@ class Registry(CloudRows):
 
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = Path(path) if path is not None else default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"cannot make the run registry's folder {self.path.parent}: {e.strerror}",
+                             hint="set JITPLAN_HOME to a folder you can write") from None
         self._local = threading.local()
         with self._connect() as con:
+            version = check_ours(con, self.path)  # before anything writes: a foreign file is never touched
             mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise UsageError(f"cannot use WAL journal for the run registry at {self.path} (got {mode!r})")
-            version = con.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise UsageError(
-                    f"run registry {self.path} has schema version {version}; this jitplan knows {SCHEMA_VERSION}",
-                    hint="upgrade jitplan or set JITPLAN_HOME to another folder",
-                )
             if version < SCHEMA_VERSION:
                 with self._write(con):
                     migrate(con, version)
@@ -135,16 +136,21 @@ class Registry(CloudRows):
         """
         key = (os.getpid(), threading.get_ident())
         con = self._local.__dict__.get("con")
-        if con is None or self._local.__dict__.get("key") != key:
-            con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            con.row_factory = sqlite3.Row
-            con.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-            con.execute("PRAGMA foreign_keys=ON")
-            # WAL + NORMAL: no fsync per commit (the database cannot corrupt; a power cut may lose the last
-            # commits). FULL made each write wait ~40 ms for the disk here (benchmarks/bench_registry.py).
-            con.execute("PRAGMA synchronous=NORMAL")
-            self._local.con, self._local.key = con, key
-        yield con
+        try:
+            if con is None or self._local.__dict__.get("key") != key:
+                con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+                con.row_factory = sqlite3.Row
+                con.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+                con.execute("PRAGMA foreign_keys=ON")
+                # WAL + NORMAL: no fsync per commit (the database cannot corrupt; a power cut may lose the last
+                # commits). FULL made each write wait ~40 ms for the disk here (benchmarks/bench_registry.py).
+                con.execute("PRAGMA synchronous=NORMAL")
+                self._local.con, self._local.key = con, key
+            yield con
+        except sqlite3.IntegrityError:
+            raise  # a constraint: the caller's business (an id collision draws again)
+        except sqlite3.DatabaseError as e:  # not a database, a directory, corrupt pages, a foreign schema
+            raise unusable(self.path, str(e)) from None
 
     def close(self) -> None:
         """Close this thread's connection (others close when their thread's objects are collected)."""
