@@ -368,11 +368,11 @@ def test_provision_runs_on_any_provider(tmp_path) -> None:
     req = ProvisionRequest(plan=make_plan(), run_id=rid, identity=str(keyfile), yes=True)
     res = provision(mem, req, Hooks(say=lambda m: None), registry=reg)
     assert mem.calls == ["search", "create 1", f"find jitplan-{rid}-1", "create 2", "wait 101"]
-    assert reg.instances(run_id=rid)[0].provider == "mem"
-    assert [(i.label, i.open) for i in reg.intents(open_only=False, run_id=rid)] == [
+    assert reg.cloud.instances(run_id=rid)[0].provider == "mem"
+    assert [(i.label, i.open) for i in reg.cloud.intents(open_only=False, run_id=rid)] == [
         (f"jitplan-{rid}-1", False), (f"jitplan-{rid}-2", False)]
     assert (res.instance_id, res.ssh.host, res.ssh.port, res.ssh.identity) == (101, "10.1.2.3", 2200, str(keyfile))
-    assert [i.status for i in reg.instances(run_id=rid)] == ["running"]
+    assert [i.status for i in reg.cloud.instances(run_id=rid)] == ["running"]
 
 
 def test_vast_provider_satisfies_the_interface() -> None:

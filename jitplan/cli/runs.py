@@ -229,7 +229,7 @@ def stop_command(
 
     reg = _registry()
     row = reg.get_run(run)
-    live = reg.instances(active_only=True, run_id=row.id)
+    live = reg.cloud.instances(active_only=True, run_id=row.id)
     if destroy and live and not yes:
         if not (sys.stdin.isatty() and sys.stderr.isatty()):
             raise UsageError("destroying an instance deletes its disk; pass --yes to confirm without a terminal")

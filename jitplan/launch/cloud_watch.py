@@ -71,7 +71,7 @@ def watch_cloud_run(registry: Registry, run_id: str, hooks: RemoteHooks, *, prov
     from jitplan.runspec import load_run_spec
 
     row = registry.get_run(run_id)
-    live = registry.instances(active_only=True, run_id=row.id)
+    live = registry.cloud.instances(active_only=True, run_id=row.id)
     if row.meta.provider is None and not live:
         raise UsageError(f"run {row.id} was not launched on a cloud instance; nothing to watch",
                          hint=f"jitplan logs {row.id} --follow")

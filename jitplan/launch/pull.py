@@ -267,7 +267,7 @@ def pull_before_destroy(registry: Registry, run_id: str, *, discard: bool = Fals
 
     With ``discard`` a failed pull is recorded and teardown goes on (returns None)."""
     run = registry.get_run(run_id)
-    live = [i.instance_id for i in registry.instances(active_only=True, run_id=run.id)]
+    live = [i.instance_id for i in registry.cloud.instances(active_only=True, run_id=run.id)]
     if remote_job(run, registry.path.parent) is None:  # training starts only after its endpoint is recorded
         registry.add_event(run.id, "pull", "no SSH endpoint was ever recorded: no training ran, nothing to pull")
         say(f"run {run.id} never reached its instance over SSH: nothing to pull")

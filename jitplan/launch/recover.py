@@ -146,7 +146,7 @@ def supervise_remote(registry: Registry, run_id: str, provider: Provider, relaun
     recoveries, misses, last_pull = 0, 0, clock()
     while True:
         run = registry.get_run(run_id)
-        live = registry.instances(active_only=True, run_id=run_id)
+        live = registry.cloud.instances(active_only=True, run_id=run_id)
         if not live:
             step = _last_step(registry, run_id)[0]
             return WatchResult(status=run.status, recoveries=recoveries, step=step,
@@ -206,7 +206,7 @@ def supervise_remote(registry: Registry, run_id: str, provider: Provider, relaun
             registry.add_event(run_id, "recover-failed", msg)
             registry.set_status(run_id, "failed", msg)
             return WatchResult(status="failed", recoveries=recoveries, step=step, message=msg)
-        new = [i.instance_id for i in registry.instances(active_only=True, run_id=run_id)]
+        new = [i.instance_id for i in registry.cloud.instances(active_only=True, run_id=run_id)]
         registry.add_event(run_id, "recovered", f"training resumed from {where} on instance {', '.join(new)}",
                            step=step)
         misses, last_pull = 0, clock()

@@ -262,13 +262,13 @@ def _launch_cloud(plan: Plan, req: RemoteRequest, hooks: RemoteHooks, opts: SSHO
                                      relauncher(plan, req, hooks, registry, run_id, provider, since, rented),
                                      watch_settings(req.max_recoveries), say=hooks.say)
                 res.status = w.status
-                if not registry.instances(run_id=run_id):
+                if not registry.cloud.instances(run_id=run_id):
                     return res.model_copy(update={"instance_id": got.instance_id, "dph": got.dph})
         except BaseException as e:
             if got is None or provider is None:  # provision() already destroyed what it had rented
                 if not isinstance(e, KeyboardInterrupt):
                     raise
-                live = registry.instances(run_id=run_id)
+                live = registry.cloud.instances(run_id=run_id)
                 left = (f"instance {', '.join(i.instance_id for i in live)} may still bill: see `jitplan runs`"
                         if live else "nothing of this run is left billing")
                 raise Interrupted(f"launch interrupted ({_why(e)}) while renting; {left}") from None

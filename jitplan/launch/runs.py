@@ -83,13 +83,13 @@ def sweep(provider: Provider, registry: Registry, now: float | None = None) -> l
     """Ask ``provider`` for live instances; adopt those an intent names, return the other unknown ones."""
     now = time.time() if now is None else now
     live = [i for i in provider.list() if i.state != "gone"]  # ProviderError: the caller says so
-    known = {r.instance_id for r in registry.instances(active_only=True, provider=provider.name)}
+    known = {r.instance_id for r in registry.cloud.instances(active_only=True, provider=provider.name)}
     orphans: list[Orphan] = []
     for inst in live:
         label = inst.label or ""
         if not label.startswith(LABEL_PREFIX) or str(inst.id) in known:
             continue
-        intent = registry.intent(label)
+        intent = registry.cloud.intent(label)
         if intent is not None and intent.run_id is not None:
             _adopt(registry, provider, inst, intent)
             continue
@@ -100,19 +100,19 @@ def sweep(provider: Provider, registry: Registry, now: float | None = None) -> l
             cost_so_far=inst.cost_so_far(now),
         ))
     labels = {i.label for i in live}
-    for it in registry.intents():
+    for it in registry.cloud.intents():
         if it.provider == provider.name and it.label not in labels and now - it.created_at > STALE_INTENT_S:
-            registry.resolve_intent(it.label, None)
+            registry.cloud.resolve_intent(it.label, None)
     return orphans
 
 
 def _adopt(registry: Registry, provider: Provider, inst: Instance, intent: IntentRow) -> None:
     """Record an instance whose create reached the provider but whose launcher never recorded it (kill -9)."""
     status = {"running": "running", "pending": "loading", "failed": "failed", "stopped": "stopped"}[inst.state]
-    registry.add_instance(intent.run_id, provider.name, inst.id, inst.label or intent.label,
+    registry.cloud.add_instance(intent.run_id, provider.name, inst.id, inst.label or intent.label,
                           inst.dph if inst.dph is not None else intent.dph or 0.0, gpu_name=inst.gpu_name,
                           num_gpus=inst.num_gpus, status=status, started_at=inst.started_at)  # type: ignore[arg-type]
-    registry.resolve_intent(intent.label, inst.id)
+    registry.cloud.resolve_intent(intent.label, inst.id)
     registry.add_event(intent.run_id, "adopted",  # type: ignore[arg-type]
                        f"found live {provider.name} instance {inst.id} by its label {intent.label}; recorded it")
 
@@ -129,7 +129,7 @@ def overview(reg: Registry, *, providers: list[Provider] = (), warnings: list[st
             checked.append(p.name)
         except ProviderError as e:
             notes.append(f"could not list {p.title} instances ({e.message}): orphans unknown, not none")
-    inst = [_view(i, now) for i in reg.instances(active_only=True)]
+    inst = [_view(i, now) for i in reg.cloud.instances(active_only=True)]
     runs = reg.list_runs(active_only=active_only, limit=limit)
     for r in runs:  # a run far from its plan: the plan was made for other hardware or its priors are off
         drift = run_drift(r.plan_path, r.run_dir)[1]
@@ -137,7 +137,7 @@ def overview(reg: Registry, *, providers: list[Provider] = (), warnings: list[st
             notes.append(f"run {r.id} drifts from its plan: {'; '.join(drift)} (jitplan calibrate {r.id})")
     return RunsOverview(
         runs=runs, instances=inst, orphans=orphans,
-        open_intents=reg.intents(), checked=checked, warnings=notes,
+        open_intents=reg.cloud.intents(), checked=checked, warnings=notes,
         total_dph=sum(v.row.dph for v in inst) + sum(o.dph or 0 for o in orphans),
         total_cost_so_far=sum(v.cost_so_far for v in inst) + sum(o.cost_so_far or 0 for o in orphans),
     )
@@ -160,7 +160,7 @@ def run_status(reg: Registry, run_id: str, now: float | None = None) -> RunStatu
     now = time.time() if now is None else now
     run = reg.get_run(run_id)
     measured, drift = run_drift(run.plan_path, run.run_dir)
-    return RunStatusView(run=run, instances=[_view(i, now) for i in reg.instances(active_only=False, run_id=run.id)],
+    return RunStatusView(run=run, instances=[_view(i, now) for i in reg.cloud.instances(active_only=False, run_id=run.id)],
                          events=reg.events(run.id), measured=measured, drift=drift)
 
 
@@ -246,7 +246,7 @@ def stop(reg: Registry, run: RunRow, *, destroy: bool, provider: Callable[[str],
     from jitplan.launch.pull import pull_before_destroy
     from jitplan.providers.provision import destroy_run
 
-    live = reg.instances(active_only=True, run_id=run.id)
+    live = reg.cloud.instances(active_only=True, run_id=run.id)
     stop_error: JitplanError | None = None
     if run.active:
         reg.set_status(run.id, "stopping")

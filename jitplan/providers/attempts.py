@@ -49,7 +49,7 @@ class Attempts:
     def create(self, spec: CreateSpec, offer: Offer, dph: float) -> int | None:
         """One create: the id to use (recorded), or None with ``last_reason`` set. Never two rentals for a label."""
         label = spec.label
-        self.registry.record_intent(self.run_id, self.provider.name, label, offer_id=offer.id, dph=dph)
+        self.registry.cloud.record_intent(self.run_id, self.provider.name, label, offer_id=offer.id, dph=dph)
         self.open_labels.append(label)
         try:
             iid = self.provider.create(spec)
@@ -106,21 +106,21 @@ class Attempts:
 
     # ------------------------------------------------------------------ records
     def _resolve(self, label: str, iid: int | None) -> None:
-        self.registry.resolve_intent(label, iid)
+        self.registry.cloud.resolve_intent(label, iid)
         if label in self.open_labels:
             self.open_labels.remove(label)
 
     def record(self, iid: int, label: str, dph: float, gpu_name: str | None, num_gpus: int | None) -> None:
         if iid not in self.created:
             self.created.append(iid)
-        self.registry.add_instance(self.run_id, self.provider.name, iid, label, dph, gpu_name=gpu_name,
+        self.registry.cloud.add_instance(self.run_id, self.provider.name, iid, label, dph, gpu_name=gpu_name,
                                    num_gpus=num_gpus, status="creating")
 
     def _mark(self, iid: int, status: str) -> None:
         try:
-            self.registry.update_instance(self.provider.name, iid, status=status)  # type: ignore[arg-type]
+            self.registry.cloud.update_instance(self.provider.name, iid, status=status)  # type: ignore[arg-type]
         except UsageError:  # not recorded yet (found by label on the way out)
-            self.registry.add_instance(self.run_id, self.provider.name, iid, "unknown", 0.0, status=status)  # type: ignore[arg-type]
+            self.registry.cloud.add_instance(self.run_id, self.provider.name, iid, "unknown", 0.0, status=status)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ cleanup
     def pending(self) -> list[int]:

@@ -218,7 +218,7 @@ def _provision(provider: Provider, req: ProvisionRequest, hooks: Hooks, registry
                     bad_machines.add(r.offer.machine_id)
                 att.cleanup([iid, *[i for i in e.instance_ids if i != iid]], "failed attempt")
                 continue
-            row = registry.update_instance(provider.name, iid, status="running", ssh_host=target.host,
+            row = registry.cloud.update_instance(provider.name, iid, status="running", ssh_host=target.host,
                                            ssh_port=target.port)
             registry.update_run(run_id, host=str(target), meta=RunMeta(
                 provider=provider.name, instance_id=iid, label=row.label, image=image, ssh=str(target),
@@ -252,15 +252,15 @@ def _attach(provider: Provider, registry: Registry, req: ProvisionRequest, pubke
     if not found:
         raise UsageError(f"no {provider.title} instance {iid} in this account")
     inst = found[0]
-    registry.add_instance(run_id, provider.name, iid, inst.label or f"attached-{iid}", inst.dph or 0.0,
+    registry.cloud.add_instance(run_id, provider.name, iid, inst.label or f"attached-{iid}", inst.dph or 0.0,
                           gpu_name=inst.gpu_name, num_gpus=inst.num_gpus, status="loading")
     try:
         provider.authorize(iid, pubkey)
         target = ready(iid)
     except ProviderError as e:
-        registry.update_instance(provider.name, iid, status="failed")
+        registry.cloud.update_instance(provider.name, iid, status="failed")
         raise CheckFailed(f"instance {iid} is not usable: {e.message} (left as it is: it is not ours)") from None
-    registry.update_instance(provider.name, iid, status="running", ssh_host=target.host, ssh_port=target.port)
+    registry.cloud.update_instance(provider.name, iid, status="running", ssh_host=target.host, ssh_port=target.port)
     registry.update_run(run_id, host=str(target), meta=RunMeta(provider=provider.name, instance_id=iid, attached=True,
                                                                label=inst.label, ssh=str(target),
                                                                identity=target.identity))
@@ -276,7 +276,7 @@ def destroy_run(provider: Provider, *, registry: Registry, run_id: str | None = 
     if (run_id is None) == (instance_id is None):
         raise UsageError("destroy needs exactly one of run_id or instance_id")
     if run_id is not None:
-        ids = [int(i.instance_id) for i in registry.instances(active_only=True, run_id=run_id, provider=provider.name)]
+        ids = [int(i.instance_id) for i in registry.cloud.instances(active_only=True, run_id=run_id, provider=provider.name)]
     else:
         ids = [int(instance_id)]  # type: ignore[arg-type]
     failed: list[str] = []
@@ -289,7 +289,7 @@ def destroy_run(provider: Provider, *, registry: Registry, run_id: str | None = 
             continue
         done.append(iid)
         try:
-            row = registry.update_instance(provider.name, iid, status="destroyed")
+            row = registry.cloud.update_instance(provider.name, iid, status="destroyed")
             say(f"destroyed {provider.title} instance {iid} (cost so far {row.cost_so_far():.2f} $)")
         except UsageError:
             say(f"destroyed {provider.title} instance {iid} (not in the registry)")

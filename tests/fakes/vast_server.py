@@ -207,7 +207,7 @@ class VastFake:
 
     def unknown_to(self, registry: Any) -> list[int]:
         """Live instances the registry does not list as live: what a user would pay for without seeing it."""
-        known = {r.instance_id for r in registry.instances(active_only=True, provider="vast")}
+        known = {r.instance_id for r in registry.cloud.instances(active_only=True, provider="vast")}
         return [i["id"] for i in self.live() if str(i["id"]) not in known]
 
     def duplicates(self) -> list[str]:
