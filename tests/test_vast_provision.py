@@ -222,7 +222,7 @@ def test_outbid_interruptible(fake: VastFake, reg: Registry, env: Path) -> None:
     assert fake.requests("POST", "/api/v0/bundles/")[0].body["type"] == "bid"
     assert [c.body["price"] for c in fake.creates()] == [0.15, 0.15]
     assert len(fake.deletes()) == 1 and _live_ids(fake) == [res.instance_id]
-    assert res.dph == pytest.approx(0.15 + res.offer.storage_dph)
+    assert res.dph == pytest.approx(0.15 + res.offer.storage_per_hour)
 
 
 def test_bid_below_every_floor_finds_nothing(fake: VastFake, reg: Registry, env: Path) -> None:

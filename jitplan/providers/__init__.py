@@ -52,28 +52,37 @@ class OfferQuery(_Model):
 
 
 class Offer(_Model):
-    """One rentable machine (or a slice of one)."""
+    """One rentable machine (or a slice of one), in neutral names and units; each provider maps its own rows
+    to it (Vast's API names live only in ``providers/vast/rows.py``). The published per-offer figures (PCIe,
+    effective cores, RAM share, disk and network speed, a DL benchmark score) are kept so that the planner
+    can predict a run on this offer, not only on its GPU model. None: the provider did not publish it."""
 
     id: int
     machine_id: int | None = None
     gpu_name: str
     num_gpus: int
     gpu_ram_mib: float  # per GPU
-    cpu_ram_mb: float  # the RAM share the instance gets
-    cpus: float  # effective vCPUs the instance gets
-    disk_space_gb: float  # the most disk the host can give
-    cuda_max_good: float
-    compute_cap: int | None = None
+    ram_gb: float  # the host RAM share the instance gets, GB
+    cpu_cores_effective: float  # the vCPUs the instance gets
+    disk_gb: float  # the most disk the host can give
+    max_cuda: float  # the newest CUDA the host driver supports
+    compute_cap: int | None = None  # x100: 860 = sm_86
     reliability: float | None = None
-    inet_down_mbps: float | None = None
-    dph_total: float  # on-demand $/h, storage for the searched disk size included
-    min_bid: float | None = None  # interruptible floor $/h
-    storage_dph: float = 0.0  # $/h of the searched disk
+    download_mbps: float | None = None  # Mbit/s into the instance
+    upload_mbps: float | None = None
+    price_per_hour: float  # on-demand $/h, storage for the searched disk size included
+    min_bid_per_hour: float | None = None  # interruptible floor $/h for the whole instance
+    storage_per_hour: float = 0.0  # $/h of the searched disk
     geolocation: str | None = None
+    pcie_bandwidth_gbps: float | None = None  # host <-> GPU, GB/s as measured by the provider
+    pcie_gen: float | None = None
+    pcie_lanes: int | None = None  # per GPU
+    disk_bandwidth_mbps: float | None = None  # disk read, MB/s
+    dl_perf: float | None = None  # the provider's deep-learning benchmark score (relative)
 
     def price(self, bid: float | None = None) -> float:
         """$/h we would pay: on-demand total, or the bid plus storage."""
-        return self.dph_total if bid is None else bid + self.storage_dph
+        return self.price_per_hour if bid is None else bid + self.storage_per_hour
 
 
 class CreateSpec(_Model):

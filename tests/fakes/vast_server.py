@@ -96,6 +96,7 @@ def sample_offer(offer_id: int, **over: Any) -> dict[str, Any]:
         "compute_cap": 860, "cuda_max_good": 12.8, "driver_version": "550.127.05", "driver_vers": 550127005,
         "cpu_name": "AMD Ryzen 9 5950X", "cpu_arch": "amd64", "cpu_cores": 32, "cpu_cores_effective": 16.0,
         "cpu_ram": 64218.0, "disk_space": 400.0, "inet_up": 600.0, "inet_down": 850.0, "direct_port_count": 99,
+        "pcie_bw": 24.3, "pci_gen": 4.0, "gpu_lanes": 16, "disk_bw": 3120.5, "dlperf": 18.7,
         "reliability": 0.995, "reliability2": 0.995, "verification": "verified", "rentable": True,
         "rented": False, "external": False, "hosting_type": 0, "geolocation": "Ontario, CA",
         "dph_base": 0.20, "storage_cost": 0.10, "min_bid": 0.08, "is_bid": False, "score": 100.0,
