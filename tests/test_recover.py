@@ -20,7 +20,7 @@ from fakes.vast_server import VastFake
 from test_pull import Remote, write_checkpoint
 
 from jitplan.errors import CheckFailed
-from jitplan.launch.recover import Watch, remote_state, supervise_remote, watch_settings
+from jitplan.cloud.watch import Watch, remote_state, supervise_remote, watch_settings
 from jitplan.runs.registry import Registry
 from jitplan.runs.schema import RunMeta
 

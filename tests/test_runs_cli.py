@@ -189,7 +189,10 @@ def test_logs_and_stop_remote_runs_use_what_the_launcher_recorded(cli, reg: Regi
 
     def fake_run(self, step, *, timeout_s=600):  # the one side effect: running ssh
         calls.append(step)
-        return "exited 143\n" if step.name == "status" else "line 1\nline 2\n"
+        stopped = any(c.name == "stop training" for c in calls)
+        if step.name == "status":  # running until the stop lands, then exited with SIGTERM's code
+            return "exited 143\n" if stopped else "running\n"
+        return "line 1\nline 2\n"
 
     monkeypatch.setattr(SSHLaunch, "run", fake_run)
     r = cli("logs", rid)
@@ -204,7 +207,7 @@ def test_logs_and_stop_remote_runs_use_what_the_launcher_recorded(cli, reg: Regi
         assert "StrictHostKeyChecking=yes" in argv
     r = cli("stop", rid)
     assert r.code == 0, r.err
-    assert [c.name for c in calls[1:]] == ["stop training", "status"]
+    assert [c.name for c in calls[1:]] == ["status", "stop training", "status"]
     assert reg.get_run(rid).status == "stopped"
     assert [e.message for e in reg.events(rid, kind="stop")] == ["stopped (exit code 143)"]
 
@@ -272,5 +275,5 @@ def test_stop_destroy_when_the_host_is_unreachable(cli, reg: Registry, monkeypat
         assert r.code == 1 and "not destroying" in r.err and len(fake.live()) == 1
         r = cli("stop", rid, "--destroy", "--yes", "--discard")
         assert fake.live() == []  # told to, the instance goes even though training could not be reached
-    assert r.code == 1 and "stop training failed" in r.err and "Traceback" not in r.err
+    assert r.code == 1 and "could not stop training" in r.err and "Traceback" not in r.err
     assert reg.get_run(rid).status == "stopped" and reg.cloud.instances() == []

@@ -67,7 +67,7 @@ def test_lookup_answering_429_and_5xx_is_retried_never_read_as_none(fake, reg, e
 
 
 def test_unanswered_lookup_stops_renting_and_runs_finds_the_instance_later(fake, reg, env) -> None:
-    from jitplan.launch.runs import overview
+    from jitplan.cloud.runs import overview
 
     fake.faults.create_hang_s[2001] = 1.5
     fake.faults.failures.append(Failure("GET", "/api/v1/instances/", 502, NGINX_502, count=None))

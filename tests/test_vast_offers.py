@@ -355,7 +355,7 @@ def test_provision_runs_on_any_provider(tmp_path) -> None:
 
     from jitplan.runs.registry import Registry
     from jitplan.providers import Provider
-    from jitplan.providers.provision import Hooks, ProvisionRequest, provision
+    from jitplan.cloud.provision import Hooks, ProvisionRequest, provision
 
     keyfile = tmp_path / "k"
     keyfile.write_text("private")

@@ -17,7 +17,8 @@ from pydantic import SecretStr
 from jitplan.errors import CheckFailed, UsageError
 from jitplan.runs.registry import Registry
 from jitplan.providers import AuthError, CleanupFailed
-from jitplan.providers.provision import Hooks, ProvisionRequest, destroy_run, provision, render_onstart
+from jitplan.cloud.lifecycle import Lifecycle
+from jitplan.cloud.provision import Hooks, ProvisionRequest, provision, render_onstart
 from jitplan.providers.vast import VastProvider
 from jitplan.providers.vast.client import VastClient
 
@@ -272,10 +273,11 @@ def test_failed_cleanup_stops_loudly(fake: VastFake, reg: Registry, env: Path) -
         rid, _, _ = _run(fake, reg, env)
     assert "stop" in (e.value.hint or "")
     assert len(fake.creates()) == 1  # no other offer tried after a failed cleanup
-    assert len(fake.deletes()) == 3  # three tries
+    assert len(fake.deletes()) > 3  # retried through the destroy deadline (minutes of backoff), not three tries
+    assert "min" in e.value.message and "tries" in e.value.message
     assert _live_ids(fake) == [31337001]
     (row,) = reg.cloud.instances()  # still listed as live: `jitplan runs` shows it and its cost
-    assert row.instance_id == "31337001" and row.status == "failed"
+    assert row.instance_id == "31337001" and row.status == "destroying"  # the true state: asked, not gone
 
 
 def test_ctrl_c_while_loading_destroys(fake: VastFake, reg: Registry, env: Path) -> None:
@@ -358,12 +360,13 @@ def test_attach_failure_leaves_foreign_instance(fake: VastFake, reg: Registry, e
 def test_destroy_by_run(fake: VastFake, reg: Registry, env: Path) -> None:
     rid, res, _ = _run(fake, reg, env)
     said: list[str] = []
-    assert destroy_run(_provider(fake), registry=reg, run_id=rid, say=said.append) == [res.instance_id]
+    lc = Lifecycle(reg, _provider(fake), rid, say=said.append)
+    assert lc.destroy_all("test") == [res.instance_id]
     assert fake.live() == [] and reg.cloud.instances() == []
     assert "cost so far" in said[0]
-    assert destroy_run(_provider(fake), registry=reg, run_id=rid, say=said.append) == []  # nothing left
-    with pytest.raises(UsageError, match="exactly one"):
-        destroy_run(_provider(fake), registry=reg, say=said.append)
+    assert lc.destroy_all("test") == []  # nothing left
+    kinds = [e.kind for e in reg.events(rid)]
+    assert kinds.index("destroying") < len(kinds) - 1  # written before the call, then the outcome
 
 
 def test_sentinel_key_appears_nowhere(fake: VastFake, reg: Registry, env: Path, capsys, tmp_path: Path) -> None:

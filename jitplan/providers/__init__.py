@@ -4,7 +4,7 @@ A provider turns a plan into an ``offer_query`` (its filters, its image), does `
 SSH key attached), ``find_label`` (the lookup after any create error: answered or raising, never a guessed
 "none"), ``authorize`` a key on a live instance, ``wait_ready`` until running and SSH-reachable, gives its
 ``ssh_info``, ``destroy``s it, and ``list``s what exists. Inputs and outputs are the pydantic models below;
-the orchestration (rank, confirm, intent first, fail over, clean up) lives in ``jitplan.providers.provision``
+the orchestration (rank, confirm, intent first, fail over, clean up) lives in ``jitplan.cloud.provision``
 and knows nothing about any one cloud. Vast.ai is the first provider (``jitplan.providers.vast``); its SDK is
 imported only inside it.
 

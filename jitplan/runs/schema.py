@@ -31,7 +31,11 @@ RunStatus = Literal[
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 ACTIVE_RUN_STATUSES = frozenset({"created", "provisioning", "starting", "running", "stopping"})
 
-InstanceStatus = Literal["creating", "loading", "running", "stopped", "failed", "destroying", "destroyed", "lost"]
+# The cloud lifecycle's states as stored (jitplan.cloud.lifecycle draws the machine): creating/loading
+# (created), running (ready), training, pulled, then destroying -> destroyed; the branches outbid, exited,
+# offline, kept, stopped (stopped by the provider at a cap: its disk kept) and failed (never became ready).
+InstanceStatus = Literal["creating", "loading", "running", "training", "pulled", "outbid", "exited", "offline",
+                         "kept", "stopped", "failed", "destroying", "destroyed", "lost"]
 INSTANCE_STATUSES: tuple[str, ...] = get_args(InstanceStatus)
 # An instance in one of these states is no longer billed (or no longer ours to bill).
 GONE_INSTANCE_STATUSES = frozenset({"destroyed", "lost"})

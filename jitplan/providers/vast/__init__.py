@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from jitplan.transport.target import SSHTarget
 from jitplan.providers import (
     CleanupFailed,
     CreateFailed,
@@ -27,6 +26,7 @@ from jitplan.providers import (
     OfferQuery,
     ProviderError,
 )
+from jitplan.transport.target import SSHTarget
 
 if TYPE_CHECKING:  # pragma: no cover
     from jitplan.providers.vast.client import VastClient
@@ -58,6 +58,28 @@ class VastProvider:
         self.lookup_deadline_s = lifecycle.LOOKUP_DEADLINE_S if lookup_deadline_s is None else lookup_deadline_s
         self.sleep, self.on_progress = sleep, on_progress
         self._endpoints: dict[int, tuple[str, int]] = {}
+
+    @classmethod
+    def from_env(cls, say: Callable[[str], None], *, http_timeout_s: float | None = None) -> VastProvider:
+        """Configured from the environment: the key, ``VAST_URL``, ``JITPLAN_VAST_POLL_S``; progress to ``say``."""
+        import os
+
+        from jitplan.errors import UsageError
+        from jitplan.providers.vast.client import DEFAULT_TIMEOUT_S, VastClient
+
+        raw = os.environ.get("JITPLAN_VAST_POLL_S")
+        try:
+            poll = float(raw) if raw else None
+        except ValueError:
+            raise UsageError(f"JITPLAN_VAST_POLL_S must be a number of seconds, got {raw!r}") from None
+        client = VastClient.from_env(timeout_s=http_timeout_s or DEFAULT_TIMEOUT_S)
+        return cls(client, poll_s=poll, on_progress=lambda i: say(f"  instance {i.id}: {i.actual_status or 'scheduling'}"))
+
+    @staticmethod
+    def has_credentials() -> bool:
+        from jitplan.secrets import vast_api_key
+
+        return vast_api_key() is not None
 
     def offer_query(self, plan: Plan, *, bid: float | None, any_gpu: bool,
                     image: str | None) -> tuple[OfferQuery, str]:

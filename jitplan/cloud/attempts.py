@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from jitplan.errors import UsageError
+from jitplan.cloud.lifecycle import Lifecycle
 from jitplan.providers import (
     CleanupFailed,
     CreateSpec,
@@ -28,8 +28,8 @@ from jitplan.providers import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jitplan.runs.registry import Registry
     from jitplan.providers import Provider
+    from jitplan.runs.registry import Registry
 
 
 class Attempts:
@@ -116,12 +116,6 @@ class Attempts:
         self.registry.cloud.add_instance(self.run_id, self.provider.name, iid, label, dph, gpu_name=gpu_name,
                                    num_gpus=num_gpus, status="creating")
 
-    def _mark(self, iid: int, status: str) -> None:
-        try:
-            self.registry.cloud.update_instance(self.provider.name, iid, status=status)  # type: ignore[arg-type]
-        except UsageError:  # not recorded yet (found by label on the way out)
-            self.registry.cloud.add_instance(self.run_id, self.provider.name, iid, "unknown", 0.0, status=status)  # type: ignore[arg-type]
-
     # ------------------------------------------------------------------ cleanup
     def pending(self) -> list[int]:
         """Ours and not destroyed, including what a create interrupted mid-flight made (looked up by label)."""
@@ -143,26 +137,16 @@ class Attempts:
         return ids
 
     def cleanup(self, ids: list[int] | tuple[int, ...], why: str) -> None:
-        """Destroy ``ids`` (ours); CleanupFailed when any survives. Registry rows follow the outcome."""
+        """Destroy ``ids`` (ours) through the lifecycle; CleanupFailed when any survives (nothing else is
+        tried then: trying again now could race the provider)."""
         todo = [i for i in dict.fromkeys(ids) if i not in self.destroyed]
         if not todo:
             return
         self.say(f"destroying instance {', '.join(map(str, todo))} ({why})")
-        failed: list[str] = []
-        for iid in todo:
-            try:
-                self.provider.destroy(iid)
-            except ProviderError as e:
-                failed.append(e.message)
-                self._mark(iid, "failed")
-                continue
-            self.destroyed.add(iid)
-            self._mark(iid, "destroyed")
-        if failed:
-            text = "; ".join(failed)
-            self.registry.add_event(self.run_id, "cleanup-failed", text)
-            raise CleanupFailed(
-                f"{text}; it may still be billing, so nothing else is tried",
-                hint=f"run `jitplan stop {self.run_id} --destroy --yes` or use the provider's console",
-                instance_ids=tuple(i for i in todo if i not in self.destroyed),
-            )
+        lc = Lifecycle(self.registry, self.provider, self.run_id, say=self.say)
+        try:
+            self.destroyed.update(lc.destroy_all(why, todo))
+        except CleanupFailed as e:
+            self.destroyed.update(i for i in todo if i not in e.instance_ids)
+            raise CleanupFailed(f"{e.message}; nothing else is tried", hint=e.hint,
+                                instance_ids=e.instance_ids) from None

@@ -9,11 +9,10 @@ create for one label; never a rental after an unanswered lookup; never a retry a
 Ctrl-C, SIGTERM (raised as KeyboardInterrupt by the caller) or any error destroys what was created. Every
 step is a registry event. No CLI import: ``say`` and ``confirm`` come in ``hooks``.
 
-    from jitplan.providers.vast import VastProvider
+    from jitplan.providers.registry import make_provider
     req = ProvisionRequest(plan=load_plan("plan.yaml"), run_id=run_id, yes=True)
-    res = provision(VastProvider(), req, Hooks(say=print), registry=Registry())
+    res = provision(make_provider("vast", print), req, Hooks(say=print), registry=Registry())
     res.ssh            # SSHTarget(user="root", host=..., port=..., identity="~/.ssh/id_ed25519")
-    destroy_run(VastProvider(), registry=Registry(), run_id=run_id, say=print)
 """
 
 from __future__ import annotations
@@ -27,11 +26,12 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jitplan.cloud.lifecycle import label_for
 from jitplan.errors import CheckFailed, JitplanError, UsageError
 from jitplan.runs.schema import RunMeta
 from jitplan.transport.target import SSHTarget
-from jitplan.providers import LABEL_PREFIX, CleanupFailed, CreateSpec, Offer, ProviderError
-from jitplan.providers.attempts import Attempts
+from jitplan.providers import CleanupFailed, CreateSpec, Offer, ProviderError
+from jitplan.cloud.attempts import Attempts
 from jitplan.providers.ranking import RankedOffer, rank
 from jitplan.schemas import Plan
 from jitplan.secrets import redact
@@ -195,7 +195,7 @@ def _provision(provider: Provider, req: ProvisionRequest, hooks: Hooks, registry
             if r.offer.machine_id is not None and r.offer.machine_id in bad_machines:
                 continue
             tried += 1
-            label = f"{LABEL_PREFIX}{run_id}-{tried}"
+            label = label_for(run_id, tried)
             spec = CreateSpec(offer_id=r.offer.id, image=image, disk_gb=query.min_disk_gb, label=label, env=env,
                               onstart=onstart, ssh_public_key=pubkey, bid=req.bid)
             say(f"attempt {tried}/{req.max_offers}: renting offer {r.offer.id} ({r.offer.num_gpus}x "
@@ -268,33 +268,3 @@ def _attach(provider: Provider, registry: Registry, req: ProvisionRequest, pubke
     say(f"attached to instance {iid}: ssh -p {target.port} {target.user}@{target.host}")
     return ProvisionResult(instance_id=iid, ssh=target, offer=None, label=inst.label, image=None, dph=inst.dph,
                            attached=True)
-
-
-def destroy_run(provider: Provider, *, registry: Registry, run_id: str | None = None,
-                instance_id: int | None = None, say: Callable[[str], None]) -> list[int]:
-    """Destroy a run's live instances on ``provider`` (or one instance by id); return the ids destroyed."""
-    if (run_id is None) == (instance_id is None):
-        raise UsageError("destroy needs exactly one of run_id or instance_id")
-    if run_id is not None:
-        ids = [int(i.instance_id) for i in registry.cloud.instances(active_only=True, run_id=run_id, provider=provider.name)]
-    else:
-        ids = [int(instance_id)]  # type: ignore[arg-type]
-    failed: list[str] = []
-    done: list[int] = []
-    for iid in ids:
-        try:
-            provider.destroy(iid)
-        except ProviderError as e:
-            failed.append(e.message)
-            continue
-        done.append(iid)
-        try:
-            row = registry.cloud.update_instance(provider.name, iid, status="destroyed")
-            say(f"destroyed {provider.title} instance {iid} (cost so far {row.cost_so_far():.2f} $)")
-        except UsageError:
-            say(f"destroyed {provider.title} instance {iid} (not in the registry)")
-    if failed:
-        raise CleanupFailed(f"{'; '.join(failed)}; it may still be billing",
-                            hint="retry `jitplan stop RUN --destroy --yes` or use the provider's console",
-                            instance_ids=tuple(i for i in ids if i not in done))
-    return done
