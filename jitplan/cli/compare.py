@@ -146,7 +146,7 @@ def _remote_runner(base, *, ssh, cloud, identity, known_hosts, accept_new, remot
     if ssh:
         target = parse_target(ssh, identity)
     else:
-        from jitplan.cli.launch import _remote_hooks
+        from jitplan.cli.launch import remote_hooks
         from jitplan.cloud.provision import Hooks
         from jitplan.cloud.rental import rent_once
         from jitplan.providers.registry import entry
@@ -154,7 +154,7 @@ def _remote_runner(base, *, ssh, cloud, identity, known_hosts, accept_new, remot
         if base.plan is None:
             raise UsageError(f"{entry(cloud).flag} needs a plan (jitplan plan --out plan.yaml), not a bare "
                              "TrainConfig")
-        h = _remote_hooks(json_out=False)
+        h = remote_hooks(json_out=False)
         rental = rent_once(base.plan, cloud, "compare", Hooks(say=note, confirm=h.confirm, show_offers=h.show_offers),
                            registry=registry, bid=bid, yes=yes, identity=identity)
         target = rental.got.ssh

@@ -125,9 +125,9 @@ def launch(
     if req.cloud is not None:
         from jitplan.cloud.launch import launch_cloud
 
-        out = launch_cloud(run, req, _remote_hooks(json_out))
+        out = launch_cloud(run, req, remote_hooks(json_out))
     else:
-        out = launch_remote(run, req, _remote_hooks(json_out))
+        out = launch_remote(run, req, remote_hooks(json_out))
     res.update(out.model_dump(exclude_none=True))
     if not dry_run:
         res["message"] = (f"run {out.run_id} on {out.target}: {out.status}"
@@ -137,7 +137,7 @@ def launch(
         raise CheckFailed(res["message"], hint=f"jitplan logs {out.run_id}")
 
 
-def _remote_hooks(json_out: bool):
+def remote_hooks(json_out: bool):
     """Progress and prompts on stderr; the followed log on stdout (stderr with --json)."""
     from jitplan.cli._output import err
     from jitplan.launch.remote import RemoteHooks

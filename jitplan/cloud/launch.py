@@ -92,7 +92,8 @@ def launch_cloud(run: RunSpec, req: RemoteRequest, hooks: RemoteHooks, *, regist
         try:
             provider = provider or make_provider(cloud.provider, hooks.say)
             preq = ProvisionRequest(plan=plan, run_id=run_id, bid=cloud.bid, max_offers=cloud.max_offers,
-                                    instance_id=cloud.instance, identity=req.identity, yes=cloud.yes)
+                                    instance_id=cloud.instance, identity=req.identity, yes=cloud.yes,
+                                    budget_usd=req.budget, reserve_s=DEFAULT_RESERVE_S)
             got = provision(provider, preq, Hooks(say=hooks.say, confirm=hooks.confirm,
                                                   show_offers=hooks.show_offers), registry=registry)
             check_caps(req, got.dph)  # the budget at the price actually rented (the reserve included)

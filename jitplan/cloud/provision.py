@@ -61,6 +61,8 @@ class ProvisionRequest(BaseModel):
     ready_timeout_s: Annotated[float, Field(gt=0)] | None = None  # else $JITPLAN_<PROVIDER>_READY_TIMEOUT_S
     top: Annotated[int, Field(ge=0)] = 5
     yes: bool = False
+    budget_usd: Annotated[float, Field(gt=0)] | None = None  # --budget: refused before renting when it cannot
+    reserve_s: Annotated[float, Field(ge=0)] = 600.0  # pay for checkpoint, pull and destroy at the best offer
 
 
 @dataclass
@@ -176,6 +178,13 @@ def _provision(provider: Provider, req: ProvisionRequest, hooks: Hooks, registry
         )
     hooks.show_offers(ranked, req.top, title)
     best = ranked[0]
+    floor = best.dph * req.reserve_s / 3600.0
+    if req.budget_usd is not None and req.budget_usd <= floor:
+        registry.add_event(run_id, "provision", f"--budget {req.budget_usd:g} $ is below the teardown reserve; "
+                           "nothing rented")
+        raise UsageError(f"--budget {req.budget_usd:g} $ leaves no training time at {best.dph:.3f} $/h (the best "
+                         f"offer): checkpoint, pull and destroy keep {req.reserve_s / 60:.0f} min ({floor:.3f} $) "
+                         "back; nothing was rented", hint=f"raise it above {floor:.2f} (dollars)")
     question = (f"Rent offer {best.offer.id} ({best.offer.num_gpus}x {best.offer.gpu_name}, {best.dph:.3f} $/h"
                 f"{', interruptible' if req.bid else ''}) and up to {req.max_offers - 1} fallbacks?")
     if not req.yes and hooks.confirm is not None and not hooks.confirm(question):
