@@ -54,7 +54,7 @@ def test_every_stored_status_is_a_state_of_the_machine_and_the_ends_are_terminal
         assert allowed(state, "destroying"), state  # every live state can be torn down
     assert TRANSITIONS["destroying"] == {"destroying", "destroyed", "lost"}  # no way back to "running"
     path = ["creating", "loading", "running", "training", "pulled", "training", "pulled", "destroying", "destroyed"]
-    assert all(allowed(a, b) for a, b in zip(path, path[1:]))
+    assert all(allowed(a, b) for a, b in zip(path[:-1], path[1:], strict=True))
     for branch in ("outbid", "exited", "offline"):  # a lost instance: its disk read, then destroyed
         assert allowed("training", branch) and allowed(branch, "pulled") and allowed(branch, "destroying")
     assert not allowed("destroyed", "running") and not allowed("failed", "training")

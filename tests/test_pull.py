@@ -13,8 +13,8 @@ from fakes.sshd import LoopbackSSHD, keygen, sshd_available
 
 from jitplan.launch import pull as pull_mod
 from jitplan.launch.pull import PullFailed, parse_snapshot, pull, sha256_file
-from jitplan.runs.registry import Registry
 from jitplan.launch.ssh import SSHLaunch, SSHOptions
+from jitplan.runs.registry import Registry
 from jitplan.transport.target import SSHTarget
 
 needs_sshd = pytest.mark.skipif(not sshd_available(), reason="needs /usr/sbin/sshd, rsync and root")

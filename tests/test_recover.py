@@ -19,8 +19,8 @@ from fakes.sshd import LoopbackSSHD, keygen, sshd_available
 from fakes.vast_server import VastFake
 from test_pull import Remote, write_checkpoint
 
-from jitplan.errors import CheckFailed
 from jitplan.cloud.watch import Watch, remote_state, supervise_remote, watch_settings
+from jitplan.errors import CheckFailed
 from jitplan.runs.registry import Registry
 from jitplan.runs.schema import RunMeta
 

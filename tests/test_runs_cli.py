@@ -238,9 +238,9 @@ def test_docs_runs_examples_run(cli, reg: Registry, tmp_path: Path) -> None:
 def test_module_doctests() -> None:
     import doctest
 
-    import jitplan.runs.registry
     import jitplan.providers
     import jitplan.providers.vast.offers
+    import jitplan.runs.registry
     import jitplan.secrets
 
     for mod in (jitplan.runs.registry, jitplan.secrets, jitplan.providers, jitplan.providers.vast.offers):

@@ -81,7 +81,7 @@ def test_launch_vast_end_to_end(cli, tmp_path: Path, monkeypatch) -> None:
         assert (root / "code" / "jitmodel" / "train.py").is_file()
         reg = Registry()
         (inst,) = reg.cloud.instances(run_id=rid)
-        assert (inst.instance_id, inst.status, inst.ssh_port) == (str(iid), "running", sshd.port)
+        assert (inst.instance_id, inst.status, inst.ssh_port) == (str(iid), "training", sshd.port)
         run = reg.get_run(rid)
         assert run.backend == "vast" and run.status == "running"
         log = Path(run.log_path)

@@ -25,9 +25,9 @@ from pydantic import SecretStr
 from test_vast_provision import KEY, PUBKEY, _provider, _run, banner, env, fake, reg  # noqa: F401 - fixtures
 
 from jitplan.errors import CheckFailed
-from jitplan.runs.registry import Registry
 from jitplan.providers import AuthError, CleanupFailed, LookupUnanswered, ProviderError
 from jitplan.providers.vast.client import VastClient
+from jitplan.runs.registry import Registry
 
 pytest.importorskip("vastai", reason="the vastai SDK (jitplan[vast]) is not installed")
 

@@ -353,9 +353,9 @@ class MemProvider:
 def test_provision_runs_on_any_provider(tmp_path) -> None:
     from fakes.vast_server import sample_offer
 
-    from jitplan.runs.registry import Registry
-    from jitplan.providers import Provider
     from jitplan.cloud.provision import Hooks, ProvisionRequest, provision
+    from jitplan.providers import Provider
+    from jitplan.runs.registry import Registry
 
     keyfile = tmp_path / "k"
     keyfile.write_text("private")

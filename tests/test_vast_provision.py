@@ -14,13 +14,13 @@ from fakes.plans import make_plan
 from fakes.vast_server import BannerServer, VastFake, free_port
 from pydantic import SecretStr
 
-from jitplan.errors import CheckFailed, UsageError
-from jitplan.runs.registry import Registry
-from jitplan.providers import AuthError, CleanupFailed
 from jitplan.cloud.lifecycle import Lifecycle
 from jitplan.cloud.provision import Hooks, ProvisionRequest, provision, render_onstart
+from jitplan.errors import CheckFailed, UsageError
+from jitplan.providers import AuthError, CleanupFailed
 from jitplan.providers.vast import VastProvider
 from jitplan.providers.vast.client import VastClient
+from jitplan.runs.registry import Registry
 
 pytest.importorskip("vastai", reason="the vastai SDK (jitplan[vast]) is not installed")
 

@@ -38,7 +38,8 @@ def compare(
     ssh: str | None = typer.Option(None, "--ssh", metavar="USER@HOST[:PORT]", help="Run the arms on this SSH host."),
     vast: bool = typer.Option(False, "--vast", help="Rent one Vast.ai instance for the plan; run the arms there."),
     cloud: str | None = typer.Option(None, "--cloud", metavar="PROVIDER",
-                                     help="Rent one instance from this cloud provider (by name; --vast is its shorthand)."),
+                                     help="Rent one instance from this cloud provider (by name; --vast is its "
+                                     "shorthand)."),
     identity: str | None = typer.Option(None, "--identity", help="SSH private key file."),
     known_hosts: str | None = typer.Option(None, "--known-hosts", help="known_hosts file."),
     accept_new: bool = typer.Option(False, "--accept-new-host-key", help="Trust a host key seen the first time."),
@@ -81,7 +82,8 @@ def compare(
 
     release = None
     if ssh or provider:
-        runner, release = _remote_runner(base, ssh=ssh, cloud=provider[0] if provider else None, identity=identity, known_hosts=known_hosts,
+        runner, release = _remote_runner(base, ssh=ssh, cloud=provider[0] if provider else None, identity=identity,
+                                         known_hosts=known_hosts,
                                          accept_new=accept_new, remote_python=remote_python, remote_dir=remote_dir,
                                          bid=bid, yes=yes, echo=echo)
     else:
@@ -128,6 +130,7 @@ def _base(plan_file: Path | None, gpus: str | None, recipe: str, data: str | Non
     from jitplan.runspec import RunSpec
     from jitplan.schemas import PlanOptions, load_recipe
 
+    assert gpus is not None  # one of the two, checked above
     return RunSpec.from_plan(make_plan(hardware_from_flags(gpus), load_recipe(recipe), PlanOptions(data_path=data)))
 
 

@@ -40,7 +40,8 @@ def launch(
                                      help="Rent from this cloud provider (by name; --vast is its shorthand)."),
     slurm: Path | None = typer.Option(None, "--slurm", metavar="OUT.sbatch", help="Write an sbatch script."),
     identity: str | None = typer.Option(None, "--identity", help="SSH private key file."),
-    known_hosts: str | None = typer.Option(None, "--known-hosts", help="known_hosts file (default: ~/.ssh/known_hosts)."),
+    known_hosts: str | None = typer.Option(None, "--known-hosts",
+                                           help="known_hosts file (default: ~/.ssh/known_hosts)."),
     accept_new: bool = typer.Option(False, "--accept-new-host-key", help="Trust a host key seen the first time."),
     remote_dir: str = typer.Option("jitplan", "--remote-dir", help="Remote root (relative: under the remote home)."),
     remote_python: str = typer.Option("python3", "--remote-python", help="Remote interpreter with torch."),
@@ -54,14 +55,16 @@ def launch(
                               "billing; the stop command is printed)."),
     instance: int | None = typer.Option(None, "--instance", help="Cloud: attach to this existing instance."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Cloud: do not ask before renting."),
-    run_dir: Path | None = typer.Option(None, "--run-dir", help="Local run folder (default runs/<variant>-<px>-<time>)."),
+    run_dir: Path | None = typer.Option(None, "--run-dir",
+                                        help="Local run folder (default runs/<variant>-<px>-<time>)."),
     rdzv_endpoint: str | None = typer.Option(None, "--rdzv-endpoint", help="Multi-node: node 0's host:port."),
     max_restarts: int = typer.Option(3, "--max-restarts", min=0, help="Local: restarts after OOM/SIGTERM. Cloud: "
                                      "new instances (resuming from the last pull) after one is lost."),
     max_hours: float | None = typer.Option(None, "--max-hours",
                                            help="SSH/cloud: stop (checkpoint, pull) before this many hours."),
     budget: float | None = typer.Option(None, "--budget",
-                                        help="Cloud: stop (checkpoint, pull) before this many dollars at the offer's $/h."),
+                                        help="Cloud: stop (checkpoint, pull) before this many dollars at the "
+                                        "offer's $/h."),
     no_doctor: bool = typer.Option(False, "--no-doctor", help="Skip the preflight doctor."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every command it would run; run nothing."),
     json_out: JsonFlag = False,
@@ -125,16 +128,16 @@ def launch(
     if req.cloud is not None:
         from jitplan.cloud.launch import launch_cloud
 
-        out = launch_cloud(run, req, remote_hooks(json_out))
+        rres = launch_cloud(run, req, remote_hooks(json_out))
     else:
-        out = launch_remote(run, req, remote_hooks(json_out))
-    res.update(out.model_dump(exclude_none=True))
+        rres = launch_remote(run, req, remote_hooks(json_out))
+    res.update(rres.model_dump(exclude_none=True))
     if not dry_run:
-        res["message"] = (f"run {out.run_id} on {out.target}: {out.status}"
-                          + (f" (exit code {out.exit_code})" if out.exit_code is not None else ""))
+        res["message"] = (f"run {rres.run_id} on {rres.target}: {rres.status}"
+                          + (f" (exit code {rres.exit_code})" if rres.exit_code is not None else ""))
     emit(res, json_mode=json_out, render=_render(res))
-    if out.status == "failed":
-        raise CheckFailed(res["message"], hint=f"jitplan logs {out.run_id}")
+    if rres.status == "failed":
+        raise CheckFailed(res["message"], hint=f"jitplan logs {rres.run_id}")
 
 
 def remote_hooks(json_out: bool):

@@ -27,10 +27,10 @@ from jitplan.cli._output import JsonFlag
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
 
-    from jitplan.runs.registry import Registry
     from jitplan.cloud.runs import RunsOverview
     from jitplan.launch.runs import InstanceView, RunStatusView
     from jitplan.providers import Provider
+    from jitplan.runs.registry import Registry
 
 
 SWEEP_TIMEOUT_S = 10.0  # `jitplan runs` must not hang for long when the provider does not answer
@@ -66,7 +66,9 @@ def _providers(reg: Registry, offline: bool) -> tuple[list[Provider], list[str]]
 
 def _ago(ts: float, now: float) -> str:
     s = max(now - ts, 0)
-    return f"{s:.0f}s" if s < 120 else f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.1f}h" if s < 172800 else f"{s / 86400:.0f}d"
+    if s < 120:
+        return f"{s:.0f}s"
+    return f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.1f}h" if s < 172800 else f"{s / 86400:.0f}d"
 
 
 def _render_instances(con: Console, views: list[InstanceView], title: str) -> None:
@@ -143,15 +145,16 @@ def runs_command(
     active: bool = typer.Option(False, "--active", help="Only runs that are not finished."),
     limit: int = typer.Option(20, "--limit", min=1, help="At most this many runs, newest first."),
     offline: bool = typer.Option(False, "--offline", help="Do not ask cloud providers for live instances."),
-    destroy_orphans: bool = typer.Option(False, "--destroy-orphans", help="Destroy the orphans listed (billing stops)."),
+    destroy_orphans: bool = typer.Option(False, "--destroy-orphans",
+                                         help="Destroy the orphans listed (billing stops)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before destroying orphans."),
     json_out: JsonFlag = False,
 ) -> None:
     """List recorded runs, the cloud instances still alive with their cost so far, and orphaned instances."""
     from jitplan.cli._output import emit, note
-    from jitplan.errors import CheckFailed, UsageError
     from jitplan.cloud.runs import destroy_orphans as destroy
     from jitplan.cloud.runs import overview
+    from jitplan.errors import CheckFailed, UsageError
 
     reg = _registry()
     providers, warnings = _providers(reg, offline)
@@ -236,8 +239,8 @@ def stop_command(
     """Stop a run's training (the trainer checkpoints on SIGTERM); --destroy pulls its checkpoint, metrics
     and logs home (verified), then releases its instance; a failed pull refuses unless --discard."""
     from jitplan.cli._output import note
-    from jitplan.errors import CheckFailed, UsageError
     from jitplan.cloud.runs import stop
+    from jitplan.errors import CheckFailed, UsageError
     from jitplan.providers.registry import make_provider
 
     reg = _registry()

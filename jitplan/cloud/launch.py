@@ -48,6 +48,7 @@ from jitplan.secrets import redact
 if TYPE_CHECKING:  # pragma: no cover
     from jitplan.providers import Provider
     from jitplan.runs.registry import Registry
+    from jitplan.runs.schema import RunStatus
 
 
 def check_caps(req: RemoteRequest, dph_hint: float | None = None, reserve_s: float = DEFAULT_RESERVE_S) -> None:
@@ -166,7 +167,7 @@ def _leave(provider: Provider, registry: Registry, run_id: str, got: ProvisionRe
     except CleanupFailed as ce:
         say(f"Error: {ce.message}; it bills {dph:.3f} $/h until you run:\n  {stop}")
         raise CheckFailed(f"launch failed ({reason_e}) and {ce.message}", hint=f"stop it with: {stop}") from None
-    status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+    status: RunStatus = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
     registry.set_status(run_id, status, f"launch ended ({reason_e}); instance {iid} destroyed")
     if isinstance(e, KeyboardInterrupt):
         raise Interrupted(f"launch interrupted ({reason_e}); instance {iid} destroyed, nothing left billing") from None

@@ -26,19 +26,19 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jitplan.cloud.attempts import Attempts
 from jitplan.cloud.lifecycle import label_for
 from jitplan.errors import CheckFailed, JitplanError, UsageError
-from jitplan.runs.schema import RunMeta
-from jitplan.transport.target import SSHTarget
 from jitplan.providers import CleanupFailed, CreateSpec, Offer, ProviderError
-from jitplan.cloud.attempts import Attempts
 from jitplan.providers.ranking import RankedOffer, rank
+from jitplan.runs.schema import RunMeta
 from jitplan.schemas import Plan
 from jitplan.secrets import redact
+from jitplan.transport.target import SSHTarget
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jitplan.runs.registry import Registry
     from jitplan.providers import Provider
+    from jitplan.runs.registry import Registry
 
 DEFAULT_MAX_OFFERS = 3
 ENV_EXPORT_PATTERN = "JITPLAN_[A-Z0-9_]*|NCCL_[A-Z0-9_]*|OMP_NUM_THREADS|HF_HOME|TORCH_[A-Z0-9_]*"

@@ -39,7 +39,14 @@ from jitplan.cloud.lifecycle import Lifecycle, stop_hint
 from jitplan.cloud.provision import Hooks, ProvisionRequest, ProvisionResult, provision
 from jitplan.errors import CheckFailed, JitplanError, UsageError
 from jitplan.launch.pull import PullFailed, pull_before_destroy, pull_run, remote_job
-from jitplan.launch.remote import RemoteHooks, RemoteRequest, run_ssh, sigterm_as_interrupt, ssh_options, stager
+from jitplan.launch.remote import (
+    RemoteHooks,
+    RemoteRequest,
+    run_ssh,
+    sigterm_as_interrupt,
+    ssh_options,
+    stager,
+)
 from jitplan.launch.ssh import SSHLaunch
 from jitplan.launch.watchdog import STATE, config_for
 from jitplan.providers import AuthError, CleanupFailed, Instance, ProviderError
@@ -50,6 +57,7 @@ from jitplan.transport.sshcmd import Step, remote_sh
 if TYPE_CHECKING:  # pragma: no cover
     from jitplan.providers import Provider
     from jitplan.runs.registry import Registry
+    from jitplan.runs.schema import RunStatus
     from jitplan.schemas import Plan
 
 ENDED_OK = frozenset({"finished", "max-hours", "budget"})  # the run ends "finished"; stalled/failed end "failed"
@@ -163,7 +171,7 @@ def teardown(registry: Registry, run_id: str, provider: Provider, state: dict, s
         return WatchResult(status="failed", recoveries=recoveries, step=_last_step(registry, run_id)[0],
                            message=f"{e.message}; the instance is kept: `jitplan pull {run_id}` then `{stop}`")
     step, ckpt = _last_step(registry, run_id)
-    status = "finished" if reason in ENDED_OK else "failed"
+    status: RunStatus = "finished" if reason in ENDED_OK else "failed"
     try:
         lc.destroy_all(f"training ended ({reason}) and its checkpoint is home")
     except CleanupFailed as e:
@@ -244,7 +252,8 @@ def supervise_remote(registry: Registry, run_id: str, provider: Provider, relaun
         if lost is not None and not at_once:
             misses += 1
             if misses < cfg.offline_after:
-                registry.add_event(run_id, "instance-unhealthy", f"instance {iid}: {lost} ({misses}/{cfg.offline_after})")
+                registry.add_event(run_id, "instance-unhealthy",
+                                   f"instance {iid}: {lost} ({misses}/{cfg.offline_after})")
                 lost = None
         if lost is None:
             sleep(key.poll(cfg.poll_s))
@@ -291,7 +300,7 @@ def watch_settings(max_recoveries: int, env: dict[str, str] | None = None) -> Wa
     """``Watch`` with ``max_recoveries``; ``JITPLAN_WATCH_POLL_S`` and ``JITPLAN_PULL_EVERY_S`` override the
     poll and pull intervals (CLI > JITPLAN_* env > default)."""
     env = dict(os.environ) if env is None else env
-    out = {}
+    out: dict[str, float] = {}
     for name, key in (("JITPLAN_WATCH_POLL_S", "poll_s"), ("JITPLAN_PULL_EVERY_S", "pull_every_s")):
         if env.get(name):
             try:
@@ -300,7 +309,8 @@ def watch_settings(max_recoveries: int, env: dict[str, str] | None = None) -> Wa
                 raise UsageError(f"{name} must be a number of seconds, got {env[name]!r}") from None
             if out[key] <= 0:
                 raise UsageError(f"{name} must be > 0 seconds, got {out[key]}")
-    return Watch(max_recoveries=max_recoveries, **out)
+    return Watch(max_recoveries=max_recoveries, poll_s=out.get("poll_s", Watch.poll_s),
+                 pull_every_s=out.get("pull_every_s", Watch.pull_every_s))
 
 
 def checkpoint_to_resume(local_run_dir: str | Path) -> Path | None:
@@ -353,10 +363,11 @@ def watch_cloud_run(registry: Registry, run_id: str, hooks: RemoteHooks, *, prov
     req = RemoteRequest.model_validate(row.meta.launch) if row.meta.launch else None
     if req is not None and max_recoveries is not None:
         req = req.model_copy(update={"max_recoveries": max_recoveries})
+    relaunch: Callable[[int], None]
     if req is None:  # launched before requests were recorded: no recovery, but pulls and teardown
-        def relaunch(n: int) -> None:
+        def unrecorded(n: int) -> None:
             raise CheckFailed("this run's launch settings were not recorded (an older jitplan); relaunch it by hand")
-        tries = 0
+        relaunch, tries = unrecorded, 0
     else:
         plan = load_run_spec(req.plan_file).plan
         if plan is None:

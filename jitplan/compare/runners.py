@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from jitplan.runs.registry import Registry
     from jitplan.launch.ssh import SSHOptions
-    from jitplan.transport.target import SSHTarget
+    from jitplan.runs.registry import Registry
+    from jitplan.runs.schema import RunStatus
     from jitplan.runspec import RunSpec
+    from jitplan.transport.target import SSHTarget
 
 
 class Runner:
@@ -35,9 +36,9 @@ class LocalRunner(Runner):
 
     def run(self, run_dir: Path, config: Path, *, minutes: float | None, name: str) -> tuple[str, str]:
         from jitplan.launch import local
-        from jitplan.runs.registry import Registry
         from jitplan.launch.supervisor import run_local
         from jitplan.launch.torchrun import spec_for_run
+        from jitplan.runs.registry import Registry
 
         env = {"OMP_NUM_THREADS": str(self.threads)} if self.threads else None
         spec = spec_for_run(self.run_spec, config=str(config), python=sys.executable, rdzv_id=name, env=env)
@@ -77,10 +78,10 @@ class SSHRunner(Runner):
     def run(self, run_dir: Path, config: Path, *, minutes: float | None, name: str) -> tuple[str, str]:
         import subprocess
 
-        from jitplan.runs.registry import Registry
         from jitplan.launch.ssh import SSHLaunch, project_root, run_script_path
         from jitplan.launch.ssh_run import launch_ssh
         from jitplan.launch.torchrun import node_command, spec_for_run
+        from jitplan.runs.registry import Registry
 
         registry = self.registry or Registry()
         job = SSHLaunch(self.target, self.opts, root=self.remote_dir, run_id=name)
@@ -91,7 +92,7 @@ class SSHRunner(Runner):
                          stage=lambda job, remote_data: ([config, run_script_path()], node_command(spec)),
                          doctor=False, create_env=self.create_env, follow=False, out=self.echo or sys.stderr)
         code = job.follow(self.echo or sys.stderr, timeout_s=minutes * 60 if minutes else None)
-        status = "finished" if code == 0 else "failed"
+        status: RunStatus = "finished" if code == 0 else "failed"
         if minutes and code is None:
             code, status = job.stop(), "stopped"
         msg = f"remote trainer on {self.target} exited with code {code}"

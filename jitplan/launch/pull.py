@@ -43,8 +43,8 @@ from jitplan.runs.schema import LastPull, RunMeta
 from jitplan.transport.sshcmd import Step, remote_sh, rsync_pull_argv
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jitplan.runs.registry import Registry, RunRow
     from jitplan.launch.ssh import SSHLaunch
+    from jitplan.runs.registry import Registry, RunRow
 
 SNAPSHOT = ".pull/last.pt"
 PULLED_FILES = ("train.log", "watchdog.log", "watchdog-state.json", "exit_code", "out/metrics.jsonl")
@@ -273,6 +273,7 @@ def pull_before_destroy(registry: Registry, run_id: str, *, discard: bool = Fals
             registry.add_event(run.id, "discard", f"teardown without a verified pull (--discard): {lost}")
             say(f"pull failed ({e.message}); --discard given, so going on: {lost}")
             return None
-        raise PullFailed(f"not destroying run {run.id}: {lost}; the pull failed: {e.message}",  # what is lost first: a long cause may be cut
+        # what is lost first: a long cause may be cut
+        raise PullFailed(f"not destroying run {run.id}: {lost}; the pull failed: {e.message}",
                          hint=f"fix the connection and `jitplan pull {run.id}`, or pass --discard to destroy "
                          "anyway and lose what is listed") from None

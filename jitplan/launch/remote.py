@@ -28,11 +28,11 @@ from jitplan.errors import JitplanError, UsageError
 from jitplan.runspec import RunSpec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jitplan.runs.registry import Registry
     from jitplan.launch.ssh import SSHLaunch, SSHOptions
     from jitplan.launch.torchrun import NodeCommand
     from jitplan.launch.watchdog import WatchdogConfig
     from jitplan.providers.ranking import RankedOffer
+    from jitplan.runs.registry import Registry
 
 
 class Interrupted(JitplanError):
@@ -194,6 +194,7 @@ def run_ssh(job: SSHLaunch, stage: Stage, req: RemoteRequest, hooks: RemoteHooks
 
     res = launch_ssh(job, registry=registry, name=req.name, local_code=project_root(), stage=stage, data=req.data,
                      doctor=req.doctor, create_env=req.create_env, follow=not req.detach and req.cloud is None,
-                     out=hooks.out, run_id=run_id, local_run_dir=req.run_dir, watchdog=watchdog, resume_from=resume_from)
+                     out=hooks.out, run_id=run_id, local_run_dir=req.run_dir, watchdog=watchdog,
+                     resume_from=resume_from)
     return RemoteResult(run_id=res.run_id, target=res.target, remote_run_dir=res.remote_run_dir, status=res.status,
                         exit_code=res.exit_code)

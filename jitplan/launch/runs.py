@@ -52,7 +52,8 @@ def run_status(reg: Registry, run_id: str, now: float | None = None) -> RunStatu
     now = time.time() if now is None else now
     run = reg.get_run(run_id)
     measured, drift = run_drift(run.plan_path, run.run_dir)
-    return RunStatusView(run=run, instances=[instance_view(i, now) for i in reg.cloud.instances(active_only=False, run_id=run.id)],
+    rows = reg.cloud.instances(active_only=False, run_id=run.id)
+    return RunStatusView(run=run, instances=[instance_view(i, now) for i in rows],
                          events=reg.events(run.id), measured=measured, drift=drift)
 
 

@@ -137,7 +137,8 @@ class Instance(_Model):
     def summary(self) -> str:
         """A safe one-line description for messages."""
         where = ", ".join(f"{h}:{p}" for h, p in self.ssh_endpoints()) or "no ssh yet"
-        msg = f" ({' '.join(self.status_msg.split())[:500]})" if self.status_msg else ""  # whole: the CUDA reason ends it
+        # whole: the CUDA reason ends it
+        msg = f" ({' '.join(self.status_msg.split())[:500]})" if self.status_msg else ""
         return f"instance {self.id} [{self.actual_status or 'null'}]{msg} machine {self.machine_id}, {where}"
 
 

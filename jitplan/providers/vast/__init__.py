@@ -73,7 +73,8 @@ class VastProvider:
         except ValueError:
             raise UsageError(f"JITPLAN_VAST_POLL_S must be a number of seconds, got {raw!r}") from None
         client = VastClient.from_env(timeout_s=http_timeout_s or DEFAULT_TIMEOUT_S)
-        return cls(client, poll_s=poll, on_progress=lambda i: say(f"  instance {i.id}: {i.actual_status or 'scheduling'}"))
+        return cls(client, poll_s=poll,
+                   on_progress=lambda i: say(f"  instance {i.id}: {i.actual_status or 'scheduling'}"))
 
     @staticmethod
     def has_credentials() -> bool:
