@@ -234,3 +234,58 @@ def test_stop_destroy_after_training_ended_exits_0(cli, reg, remote, tmp_path, m
         assert fake.live() == []
     assert reg.get_run(c.rid).status == "stopped"
     assert (tmp_path / "local" / "out" / "ckpt" / "0000006.pt").is_file()
+
+
+# ------------------------------------------------------------------------------------------- caps, detached
+@needs_sshd
+@pytest.mark.slow
+def test_a_cap_holds_under_detach_without_a_watcher(cli, tmp_path, monkeypatch) -> None:
+    """--detach --max-hours: nobody watches from here. At the cap the watchdog stops training (checkpoint), nobody
+    claims the teardown, so the instance stops itself with its own key (Vast's stop: the disk is kept); the
+    registry says so. Before: training stopped at the cap and the instance billed on, `runs` said running."""
+    import sys
+    import time
+
+    from fakes.sshd import LoopbackSSHD, keygen
+    from test_recover import _tiny_plan
+
+    monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "jp"))
+    monkeypatch.setenv("VAST_API_KEY", KEY)
+    monkeypatch.setenv("JITPLAN_VAST_POLL_S", "0.05")
+    monkeypatch.setenv("JITPLAN_SELF_STOP_GRACE_S", "1")
+    envfile = tmp_path / "instance-environment"  # what onstart persists on a real instance (/etc/environment)
+    envfile.write_text("JITPLAN_RUN_ID=x\nCONTAINER_API_KEY=container-31337001\n")  # the fake's key for it
+    monkeypatch.setenv("JITPLAN_VAST_ENV_FILE", str(envfile))
+    monkeypatch.chdir(tmp_path)
+    plan = _tiny_plan(tmp_path / "plan.yaml", max_steps=1_000_000)
+    identity = keygen(tmp_path / "id_ed25519")
+    with LoopbackSSHD(tmp_path / "sshd") as sshd, \
+            VastFake(KEY, ssh_port=sshd.port, authorized_keys=sshd.authorized_keys) as fake:
+        fake.add_offer(3001, num_gpus=1, dph_base=0.10, gpu_ram=12288)
+        monkeypatch.setenv("VAST_URL", fake.url)
+        r = cli("launch", str(plan), "--vast", "--yes", "--identity", str(identity), "--remote-dir",
+                str(tmp_path / "remote"), "--remote-python", sys.executable, "--no-doctor", "--run-dir",
+                str(tmp_path / "staged"), "--detach", "--max-hours", "0.19", "--json")  # 84 s of training
+        assert r.code == 0, r.err
+        rid = json.loads(r.out)["run_id"]
+        assert "stops itself" in r.err  # said at launch, and recorded
+        (iid,) = [i["id"] for i in fake.live()]
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and fake.instances[iid]["cur_state"] != "stopped":
+            time.sleep(0.5)
+        assert fake.instances[iid]["cur_state"] == "stopped", (tmp_path / "remote").joinpath(
+            "runs").glob("*/watchdog.log").__next__().read_text()
+        (put,) = [q for q in fake.requests("PUT", f"/api/v0/instances/{iid}/")]
+        assert put.auth == f"container-{iid}" and put.body == {"state": "stopped"}  # its own key, never ours
+        rdir = next((tmp_path / "remote" / "runs").iterdir())
+        state = json.loads((rdir / "watchdog-state.json").read_text())
+        assert (state["reason"], state["self_stop"]) == ("max-hours", "requested")
+        assert (rdir / "out" / "last.pt").is_file()  # training stopped with a checkpoint first, on the kept disk
+        r = cli("runs", "--json")
+        assert r.code == 0, r.err
+        (view,) = json.loads(r.out)["instances"]
+        assert view["row"]["status"] == "stopped"  # still listed: its disk bills storage
+    reg = Registry()
+    assert reg.get_run(rid).status == "stopped"
+    assert any("stopped itself at its cap" in e.message for e in reg.events(rid))
+    assert [e.kind for e in reg.events(rid)].count("cap") == 1

@@ -39,7 +39,7 @@ from jitplan.launch.remote import (
 )
 from jitplan.launch.ssh import SSHLaunch
 from jitplan.launch.watchdog import DEFAULT_RESERVE_S, config_for
-from jitplan.providers import CleanupFailed
+from jitplan.providers import CleanupFailed, self_stop_of
 from jitplan.providers.registry import entry, make_provider
 from jitplan.runs.schema import RunMeta
 from jitplan.runspec import RunSpec
@@ -101,8 +101,18 @@ def launch_cloud(run: RunSpec, req: RemoteRequest, hooks: RemoteHooks, *, regist
             # A fresh instance has a host key nobody has seen: trust it the first time, in a file of its own.
             job = SSHLaunch(got.ssh, ssh_options(req, known_hosts=req.known_hosts or registry.known_hosts,
                                                  accept_new=True), root=req.remote_dir, run_id=req.name)
-            wd = config_for(plan, max_hours=req.max_hours, budget_usd=req.budget, dph=got.dph, since=since)
+            own = not cloud.instance  # never stop an instance we only attached to
+            wd = config_for(plan, max_hours=req.max_hours, budget_usd=req.budget, dph=got.dph, since=since,
+                            self_stop=self_stop_of(provider, got.instance_id) if own else None)
             res = run_ssh(job, stager(run, req), req, hooks, registry, run_id, watchdog=wd)
+            if wd.self_stop is not None and wd.stop_at is not None:
+                when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(wd.stop_at))
+                note = (f"at {when} ({wd.stop_reason} cap, less {DEFAULT_RESERVE_S / 60:.0f} min for teardown) the "
+                        f"watchdog stops training with a checkpoint; unless a watcher tears it down first, instance "
+                        f"{got.instance_id} then stops itself ({wd.self_stop.what})")
+                registry.add_event(run_id, "cap", note, instance_id=str(got.instance_id), stop_at=wd.stop_at)
+                if req.detach:
+                    hooks.say(note)
             lc = Lifecycle(registry, provider, run_id, say=hooks.say)
             lc.mark(got.instance_id, "training", f"training started on instance {got.instance_id}")
             if not req.detach and not cloud.instance:  # watch it here: pull, tear down when done, recover

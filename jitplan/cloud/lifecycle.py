@@ -86,6 +86,16 @@ def is_minted(label: str | None) -> bool:
     return bool(label) and _MINTED.fullmatch(label or "") is not None
 
 
+def past_its_cap(registry: Registry, run_id: str | None, now: float | None = None) -> bool:
+    """Whether the run's watchdog was told to stop the instance itself at a cap (a ``cap`` event) and that time
+    has come: a ``stopped`` instance is then the cap holding (its disk kept), not an outbid one."""
+    if run_id is None:
+        return False
+    caps = registry.events(run_id, kind="cap")
+    at = caps[-1].data.get("stop_at") if caps else None
+    return isinstance(at, (int, float)) and (time.time() if now is None else now) >= at
+
+
 def stop_hint(run_id: str) -> str:
     """The one spelling of the command that stops a run and destroys its instances (the run id filled in)."""
     if not run_id or run_id.upper() == "RUN":

@@ -41,7 +41,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from jitplan.runs.registry import Registry
 
 DEFAULT_MAX_OFFERS = 3
-ENV_EXPORT_PATTERN = "JITPLAN_[A-Z0-9_]*|NCCL_[A-Z0-9_]*|OMP_NUM_THREADS|HF_HOME|TORCH_[A-Z0-9_]*"
+# What onstart persists for SSH sessions; CONTAINER_* is the instance's own key and id (its self-stop at a cap).
+ENV_EXPORT_PATTERN = ("JITPLAN_[A-Z0-9_]*|NCCL_[A-Z0-9_]*|OMP_NUM_THREADS|HF_HOME|TORCH_[A-Z0-9_]*|"
+                      "CONTAINER_API_KEY|CONTAINER_ID")
 
 
 class ProvisionRequest(BaseModel):

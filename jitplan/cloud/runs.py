@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict
 
 from jitplan.calibration.drift import run_drift
-from jitplan.cloud.lifecycle import Lifecycle, is_minted
+from jitplan.cloud.lifecycle import Lifecycle, is_minted, past_its_cap
 from jitplan.errors import CheckFailed, JitplanError
 from jitplan.launch.pull import pull_before_destroy
 from jitplan.launch.runs import InstanceView, instance_view, stop_training
@@ -71,6 +71,8 @@ def sweep(provider: Provider, registry: Registry, now: float | None = None) -> l
     orphans: list[Orphan] = []
     for inst in live:
         label = inst.label or ""
+        if str(inst.id) in known and inst.state == "stopped":
+            _sync_stopped(registry, provider, inst)
         if not is_minted(label) or str(inst.id) in known:
             continue
         intent = registry.cloud.intent(label)
@@ -88,6 +90,24 @@ def sweep(provider: Provider, registry: Registry, now: float | None = None) -> l
         if it.provider == provider.name and it.label not in labels and now - it.created_at > STALE_INTENT_S:
             registry.cloud.resolve_intent(it.label, None)
     return orphans
+
+
+def _sync_stopped(registry: Registry, provider: Provider, inst: Instance) -> None:
+    """The provider says a recorded instance is stopped: at its cap (it stopped itself; its disk is kept) or
+    outbid. The registry says which, and what still bills."""
+    rows = [r for r in registry.cloud.instances(active_only=True, provider=provider.name) if r.instance_id == str(inst.id)]
+    if not rows or rows[0].status in ("stopped", "outbid", "destroying"):
+        return
+    run_id = rows[0].run_id
+    lc = Lifecycle(registry, provider, run_id)
+    if past_its_cap(registry, run_id):
+        why = (f"instance {inst.id} stopped itself at its cap after training stopped with a checkpoint; its disk is "
+               "kept and storage bills until it is destroyed")
+        lc.mark(inst.id, "stopped", why)
+        if run_id is not None and registry.get_run(run_id).active:
+            registry.set_status(run_id, "stopped", why)
+    else:
+        lc.mark(inst.id, "outbid", f"instance {inst.id} was stopped by {provider.title} (outbid, or out of credit)")
 
 
 def adopt(registry: Registry, provider: Provider, inst: Instance, intent: IntentRow) -> None:

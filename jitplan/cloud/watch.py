@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from jitplan.cloud.lifecycle import Lifecycle, stop_hint
+from jitplan.cloud.lifecycle import Lifecycle, past_its_cap, stop_hint
 from jitplan.cloud.provision import Hooks, ProvisionRequest, ProvisionResult, provision
 from jitplan.errors import CheckFailed, JitplanError, UsageError
 from jitplan.launch.pull import PullFailed, pull_before_destroy, pull_run, remote_job
@@ -48,8 +48,8 @@ from jitplan.launch.remote import (
     stager,
 )
 from jitplan.launch.ssh import SSHLaunch
-from jitplan.launch.watchdog import STATE, config_for
-from jitplan.providers import AuthError, CleanupFailed, Instance, ProviderError
+from jitplan.launch.watchdog import CLAIMED, STATE, config_for
+from jitplan.providers import AuthError, CleanupFailed, Instance, ProviderError, self_stop_of
 from jitplan.providers.registry import entry, make_provider
 from jitplan.runspec import load_run_spec
 from jitplan.transport.sshcmd import Step, remote_sh
@@ -163,6 +163,7 @@ def teardown(registry: Registry, run_id: str, provider: Provider, state: dict, s
                        reason=reason, detail=state.get("message"))
     say(f"run {run_id}: {reason}{': ' + state['message'] if state.get('message') else ''}; pulling, then destroying")
     stop = stop_hint(run_id)
+    _claim(registry, run_id)
     try:
         pull_before_destroy(registry, run_id, say=say)
     except PullFailed as e:
@@ -181,6 +182,18 @@ def teardown(registry: Registry, run_id: str, provider: Provider, state: dict, s
     msg = f"{reason} at step {step}; checkpoint {ckpt}; instance destroyed, nothing left billing"
     registry.set_status(run_id, status, msg)
     return WatchResult(status=status, recoveries=recoveries, step=step, message=msg)
+
+
+def _claim(registry: Registry, run_id: str) -> None:
+    """Tell the instance's watchdog that this watcher tears it down (so it does not stop itself at a cap)."""
+    job = remote_job(registry.get_run(run_id), registry.path.parent)
+    if job is None:
+        return
+    try:
+        job.run(Step(name="claim the teardown", argv=job.ssh(remote_sh(f"touch {shlex.quote(job.run_dir)}/{CLAIMED}"))),
+                timeout_s=60)
+    except CheckFailed:
+        pass  # unreachable: the pull that follows says so
 
 
 def _lost_reason(inst: Instance | None) -> tuple[str | None, bool, str]:
@@ -229,6 +242,13 @@ def supervise_remote(registry: Registry, run_id: str, provider: Provider, relaun
         except AuthError as e:
             key.bad(e, cfg.poll_s)
             inst = None  # the provider cannot be asked: the machine can
+        if inst is not None and inst.state == "stopped" and past_its_cap(registry, run_id):
+            msg = (f"instance {iid} stopped itself at its cap (training stopped with a checkpoint first); its disk "
+                   f"is kept and bills storage: start it again to pull, or `{stop_hint(run_id)} --discard`")
+            lc.mark(iid, "stopped", msg)
+            registry.set_status(run_id, "stopped", msg)
+            return WatchResult(status="stopped", recoveries=recoveries, step=_last_step(registry, run_id)[0],
+                               message=msg)
         lost, at_once, phase = _lost_reason(inst)
         if lost is None and (inst is None or inst.state == "running"):  # the provider silent: ask the machine
             try:
@@ -332,7 +352,8 @@ def relauncher(plan: Plan, req: RemoteRequest, hooks: RemoteHooks, registry: Reg
     def relaunch(n: int) -> None:
         got = provision(provider, preq, Hooks(say=hooks.say), registry=registry)
         rented(got)
-        wd = config_for(plan, max_hours=req.max_hours, budget_usd=req.budget, dph=got.dph, since=since)
+        wd = config_for(plan, max_hours=req.max_hours, budget_usd=req.budget, dph=got.dph, since=since,
+                        self_stop=self_stop_of(provider, got.instance_id))
         stage = stager(load_run_spec(req.plan_file), req)
         run_ssh(SSHLaunch(got.ssh, opts, root=req.remote_dir, run_id=req.name), stage, req, hooks, registry,
                 run_id, watchdog=wd, resume_from=checkpoint_to_resume(req.run_dir))

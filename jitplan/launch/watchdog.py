@@ -20,6 +20,13 @@ destroys anything (it holds no cloud key): it writes ``watchdog-state.json`` = `
 "reason": ...}``, which the local supervisor (``jitplan.launch.recover``) reads, pulls the checkpoint home,
 verifies it, and only then destroys the instance. So no checkpoint is lost to a teardown.
 
+Without a local watcher (``--detach``), a cap would leave the instance billing after training stopped. So a
+cloud launch gives the watchdog its provider's ``self_stop`` (:class:`jitplan.providers.SelfStop`: one HTTP
+request with the instance's own key, e.g. Vast's stop, which keeps the disk): at a ``max-hours`` or
+``budget`` stop, once the trainer has exited (its checkpoint written), the watchdog waits ``self_stop_grace_s``
+for a watcher to claim the teardown (``teardown-claimed``, written by ``jitplan watch`` before it pulls), and
+otherwise stops the instance itself. The state file says ``self_stop`` = requested | failed: ...
+
     >>> cfg = WatchdogConfig(step_time_s=2.0, log_every=10, stall_factor=5, startup_grace_s=60, min_stall_s=0)
     >>> decide(cfg, Observation(now=0, elapsed_s=100.0, last_step=None, progress_at_s=None, exit_code=None))
     >>> decide(cfg, Observation(now=0, elapsed_s=161.0, last_step=None, progress_at_s=None, exit_code=None)).reason
@@ -40,9 +47,13 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jitplan.providers import SelfStop
+
 CONFIG = "watchdog-config.json"
 STATE = "watchdog-state.json"
 LOG = "watchdog.log"
+CLAIMED = "teardown-claimed"  # a watcher pulls and destroys: the instance must not stop itself
+CAP_REASONS = frozenset({"max-hours", "budget"})
 DEFAULT_RESERVE_S = 600.0  # checkpoint + pull + destroy before a time or money cap
 
 
@@ -58,6 +69,8 @@ class WatchdogConfig(BaseModel):
     stop_reason: str | None = None  # "max-hours" | "budget"
     grace_s: Annotated[float, Field(gt=0)] = 120.0  # SIGTERM -> checkpoint -> exit, before escalating
     poll_s: Annotated[float, Field(gt=0)] = 5.0
+    self_stop: SelfStop | None = None  # at a cap with nobody watching: the instance stops itself
+    self_stop_grace_s: Annotated[float, Field(ge=0)] = 300.0  # wait this long for a watcher to claim teardown
 
 
 class Observation(BaseModel):
@@ -106,10 +119,18 @@ def stop_at(*, max_hours: float | None, budget_usd: float | None, dph: float | N
 
 
 def config_for(plan, *, max_hours: float | None = None, budget_usd: float | None = None, dph: float | None = None,
-               since: float | None = None, reserve_s: float = DEFAULT_RESERVE_S) -> WatchdogConfig:
-    """The watchdog settings of a run: the plan's step time and logging interval, the caps as ``stop_at``.
+               since: float | None = None, reserve_s: float = DEFAULT_RESERVE_S,
+               self_stop: SelfStop | None = None) -> WatchdogConfig:
+    """The watchdog settings of a run: the plan's step time and logging interval, the caps as ``stop_at``, and
+    how the instance stops itself at a cap (``self_stop``; the grace from ``JITPLAN_SELF_STOP_GRACE_S``).
     ``plan`` is a Plan or a bare TrainConfig (no step-time estimate: no stall check). UsageError on bad caps."""
     from jitplan.errors import UsageError
+
+    raw = os.environ.get("JITPLAN_SELF_STOP_GRACE_S")
+    try:
+        grace = float(raw) if raw else WatchdogConfig.model_fields["self_stop_grace_s"].default
+    except ValueError:
+        raise UsageError(f"JITPLAN_SELF_STOP_GRACE_S must be a number of seconds, got {raw!r}") from None
 
     est = getattr(plan, "estimates", None)
     train = getattr(plan, "train", plan)
@@ -119,7 +140,8 @@ def config_for(plan, *, max_hours: float | None = None, budget_usd: float | None
     except ValueError as e:
         raise UsageError(str(e)) from None
     return WatchdogConfig(step_time_s=getattr(est, "step_time_s", None) or None,
-                          log_every=max(int(getattr(train, "log_every", 1) or 1), 1), stop_at=when, stop_reason=reason)
+                          log_every=max(int(getattr(train, "log_every", 1) or 1), 1), stop_at=when, stop_reason=reason,
+                          self_stop=self_stop if when is not None else None, self_stop_grace_s=max(grace, 0.0))
 
 
 def decide(cfg: WatchdogConfig, obs: Observation) -> Decision | None:
@@ -162,6 +184,21 @@ def last_step(metrics: Path, tail_bytes: int = 8192) -> int | None:
             continue
         if isinstance(rec, dict) and "loss" in rec and isinstance(rec.get("step"), int):
             return rec["step"]
+    return None
+
+
+def _env_file_value(path: str | None, name: str) -> str | None:
+    """``NAME=value`` from an environment file (``/etc/environment``), quotes stripped; None when absent."""
+    if not path:
+        return None
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        k, sep, v = line.strip().partition("=")
+        if sep and k.strip() == name:
+            return v.strip().strip("'\"") or None
     return None
 
 
@@ -238,8 +275,40 @@ class Watchdog:
                 code = self.stop(d) if d.stop else obs.exit_code
                 self.state(state="done", reason=d.reason, message=d.message, step=step, exit_code=code)
                 self.log(f"done ({d.reason}); exit code {code}; the local side pulls, then tears down")
+                if d.reason in CAP_REASONS and self.cfg.self_stop is not None:
+                    outcome = self.stop_self(self.cfg.self_stop)
+                    self.state(state="done", reason=d.reason, message=d.message, step=step, exit_code=code,
+                               self_stop=outcome)
                 return d
             self.sleep(self.cfg.poll_s)
+
+    def stop_self(self, how: SelfStop) -> str:
+        """At a cap: give a watcher ``self_stop_grace_s`` to claim the teardown, else stop this instance with
+        its own key. 'claimed' | 'requested' | 'failed: <why>' (never the key)."""
+        deadline = self.clock() + self.cfg.self_stop_grace_s
+        while True:
+            if (self.dir / CLAIMED).exists():
+                self.log("a watcher claimed the teardown: not stopping the instance")
+                return "claimed"
+            if self.clock() >= deadline:
+                break
+            self.sleep(min(1.0, self.cfg.poll_s))
+        key = os.environ.get(how.key_env) or _env_file_value(how.env_file, how.key_env)
+        if not key:
+            self.log(f"cannot stop the instance: no {how.key_env} here; it bills until stopped from outside")
+            return f"failed: no {how.key_env} on the instance"
+        import urllib.request  # lazy: only at a cap
+
+        req = urllib.request.Request(how.url, data=json.dumps(how.body).encode(), method=how.method,
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as res:
+                status = res.status
+        except OSError as e:  # URLError and HTTPError are OSErrors
+            self.log(f"stopping the instance failed ({type(e).__name__}: {getattr(e, 'code', '') or e})")
+            return f"failed: {type(e).__name__}"
+        self.log(f"nobody claimed the teardown: stopped the instance ({how.what}); HTTP {status}")
+        return "requested"
 
     def stop(self, d: Decision) -> int | None:
         """Stacks (when asked), SIGTERM to the ranks, then the group, then SIGKILL; the trainer's exit code."""

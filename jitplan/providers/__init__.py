@@ -98,6 +98,20 @@ class CreateSpec(_Model):
     bid: Annotated[float, Field(gt=0)] | None = None
 
 
+class SelfStop(_Model):
+    """How an instance stops itself (a provider's optional capability, ``Provider.self_stop``): one HTTP request
+    with the instance's own, instance-scoped key, read on the instance from ``key_env`` (or from ``env_file``,
+    where the instance's start-up persisted its environment). No key of the user's travels: the provider put
+    this one on the instance. ``what`` says, for people, what stopping means there (what still bills)."""
+
+    method: Literal["PUT", "POST"] = "PUT"
+    url: str
+    body: dict[str, str] = Field(default_factory=dict)
+    key_env: str
+    env_file: str | None = None
+    what: str
+
+
 InstanceState = Literal["pending", "running", "failed", "stopped", "gone"]
 
 
@@ -242,3 +256,9 @@ class Provider(Protocol):
     def list(self, label: str | None = None) -> list[Instance]:
         """Instances of this account, optionally only those with exactly this label."""
         ...
+
+
+def self_stop_of(provider: Provider, instance_id: int) -> SelfStop | None:
+    """The optional capability: ``provider.self_stop(instance_id)`` when the provider has it, else None."""
+    fn = getattr(provider, "self_stop", None)
+    return fn(instance_id) if callable(fn) else None

@@ -289,7 +289,11 @@ class VastFake:
         if path.startswith("/_results/"):
             text = self.results.get(path.rsplit("/", 1)[-1])
             return (200, text) if text is not None else (404, {"error": "not ready"})
-        if f.bad_key or auth == "bad" or (auth == "missing" and path != "/api/v0/bundles/"):
+        if auth.startswith("container-"):  # Vast's instance-scoped key: only its own instance's state
+            iid_s = auth.removeprefix("container-")
+            if not (method == "PUT" and path == f"/api/v0/instances/{iid_s}/" and set(body or {}) == {"state"}):
+                return 404, {"success": False, "error": "auth_error", "msg": "Invalid user key"}
+        elif f.bad_key or auth == "bad" or (auth == "missing" and path != "/api/v0/bundles/"):
             return 404, {"success": False, "error": "auth_error", "msg": "Invalid user key"}
         if f.rate_limit_next > 0:
             f.rate_limit_next -= 1
@@ -459,6 +463,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             token = header[7:] if header.startswith("Bearer ") else ""
             auth = "ok" if hashlib.sha256(token.encode()).hexdigest() == fake._key_digest else "bad"
+            if auth == "bad" and token.startswith("container-"):  # an instance's own key (CONTAINER_API_KEY)
+                auth = token
         entry = LoggedRequest(self.command, split.path, query, body, auth)
         with fake.lock:
             fake.log.append(entry)

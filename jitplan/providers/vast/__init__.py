@@ -25,6 +25,7 @@ from jitplan.providers import (
     Offer,
     OfferQuery,
     ProviderError,
+    SelfStop,
 )
 from jitplan.transport.target import SSHTarget
 
@@ -138,3 +139,14 @@ class VastProvider:
 
     def list(self, label: str | None = None) -> list[Instance]:
         return self.client.list(label=label)
+
+    def self_stop(self, instance_id: int) -> SelfStop:
+        """Vast's stop, sent from the instance with its own ``CONTAINER_API_KEY`` (which Vast puts in every
+        container; onstart persists it for SSH sessions): GPU billing stops, the disk is kept and bills."""
+        import os
+
+        return SelfStop(url=f"{self.client.server_url}/api/v0/instances/{instance_id}/", body={"state": "stopped"},
+                        key_env="CONTAINER_API_KEY",
+                        env_file=os.environ.get("JITPLAN_VAST_ENV_FILE") or "/etc/environment",
+                        what=f"{self.title} stop: the GPU stops billing, the disk is kept (storage still bills "
+                        "until it is destroyed)")
