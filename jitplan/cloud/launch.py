@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 
 from jitplan.cloud.lifecycle import Lifecycle, stop_hint
 from jitplan.cloud.provision import Hooks, ProvisionRequest, ProvisionResult, provision
-from jitplan.cloud.watch import relauncher, supervise_remote, watch_settings
+from jitplan.cloud.recover import relauncher
+from jitplan.cloud.watch import supervise_remote, watch_settings
 from jitplan.errors import CheckFailed, UsageError
 from jitplan.launch.remote import (
     Interrupted,

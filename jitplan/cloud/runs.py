@@ -95,7 +95,8 @@ def sweep(provider: Provider, registry: Registry, now: float | None = None) -> l
 def _sync_stopped(registry: Registry, provider: Provider, inst: Instance) -> None:
     """The provider says a recorded instance is stopped: at its cap (it stopped itself; its disk is kept) or
     outbid. The registry says which, and what still bills."""
-    rows = [r for r in registry.cloud.instances(active_only=True, provider=provider.name) if r.instance_id == str(inst.id)]
+    rows = [r for r in registry.cloud.instances(active_only=True, provider=provider.name)
+            if r.instance_id == str(inst.id)]
     if not rows or rows[0].status in ("stopped", "outbid", "destroying"):
         return
     run_id = rows[0].run_id

@@ -24,32 +24,24 @@ Each step is a registry event (``instance-lost``, ``recover``, ``recovered``, ``
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
+from jitplan.cloud.keywatch import KeyWatch
 from jitplan.cloud.lifecycle import Lifecycle, past_its_cap, stop_hint
-from jitplan.cloud.provision import Hooks, ProvisionRequest, ProvisionResult, provision
+from jitplan.cloud.recover import relauncher
 from jitplan.errors import CheckFailed, JitplanError, UsageError
 from jitplan.launch.pull import PullFailed, pull_before_destroy, pull_run, remote_job
-from jitplan.launch.remote import (
-    RemoteHooks,
-    RemoteRequest,
-    run_ssh,
-    sigterm_as_interrupt,
-    ssh_options,
-    stager,
-)
-from jitplan.launch.ssh import SSHLaunch
-from jitplan.launch.watchdog import CLAIMED, STATE, config_for
-from jitplan.providers import AuthError, CleanupFailed, Instance, ProviderError, self_stop_of
+from jitplan.launch.remote import RemoteHooks, RemoteRequest, sigterm_as_interrupt
+from jitplan.launch.remote_job import remote_state
+from jitplan.launch.self_stop import CLAIMED
+from jitplan.providers import AuthError, CleanupFailed, Instance, ProviderError
 from jitplan.providers.registry import entry, make_provider
 from jitplan.runspec import load_run_spec
 from jitplan.transport.sshcmd import Step, remote_sh
@@ -58,10 +50,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from jitplan.providers import Provider
     from jitplan.runs.registry import Registry
     from jitplan.runs.schema import RunStatus
-    from jitplan.schemas import Plan
 
 ENDED_OK = frozenset({"finished", "max-hours", "budget"})  # the run ends "finished"; stalled/failed end "failed"
-AUTH_BACKOFF_MAX_S = 600.0  # a refused key: poll at most this far apart
 
 
 @dataclass(frozen=True)
@@ -79,56 +69,6 @@ class WatchResult(BaseModel):
     recoveries: int
     step: int | None  # the last verified pulled step
     message: str
-
-
-def remote_state(job: SSHLaunch) -> dict:
-    """The watchdog's state on the remote; ``{"state": "done", "reason": finished|failed}`` from ``exit_code``
-    when no watchdog runs there; ``{}`` while nothing is known. CheckFailed when SSH does not answer."""
-    q = shlex.quote
-    d = job.run_dir
-    script = (f"cat {q(d + '/' + STATE)} 2>/dev/null; echo; echo ---; cat {q(d + '/exit_code')} 2>/dev/null; "
-              f"echo; [ -s {q(d + '/watchdog-config.json')} ] && echo watchdog; true")
-    text = job.run(Step(name="read watchdog state", argv=job.ssh(remote_sh(script))), timeout_s=120)
-    state_text, _, rest = text.partition("---")
-    try:
-        state = json.loads(state_text.strip() or "{}")
-    except ValueError:
-        state = {}  # half-written is impossible (atomic), but a foreign file is not our business
-    code = rest.split()[0] if rest.split() and rest.split()[0].lstrip("-").isdigit() else None
-    if state.get("state") != "done" and code is not None and "watchdog" not in rest:
-        return {"state": "done", "reason": "finished" if code == "0" else "failed", "exit_code": int(code)}
-    return state
-
-
-class _Key:
-    """Whether the provider takes our API key; says once, exactly, what bills and how to fix it."""
-
-    def __init__(self, registry: Registry, run_id: str, provider: Provider, say: Callable[[str], None]) -> None:
-        self.registry, self.run_id, self.provider, self.say = registry, run_id, provider, say
-        self.refused: str | None = None
-        self.wait_s = 0.0
-
-    def bad(self, e: AuthError, poll_s: float) -> None:
-        self.wait_s = min(max(self.wait_s * 2, poll_s, 1.0), AUTH_BACKOFF_MAX_S)
-        if self.refused is None:
-            live = self.registry.cloud.instances(active_only=True, run_id=self.run_id)
-            bills = ", ".join(f"instance {i.instance_id} ({i.dph:.3f} $/h)" for i in live) or "nothing recorded"
-            msg = (f"{self.provider.title} refused the API key ({e.message}); still billing: {bills}. Training and "
-                   f"pulls go on over SSH and this watcher keeps asking (at most {AUTH_BACKOFF_MAX_S / 60:.0f} min "
-                   f"apart); it tears down when training ends once the key works. Fix: {e.hint or 'set the key again'}"
-                   f" (or, once it works, `{stop_hint(self.run_id)}`)")
-            self.registry.add_event(self.run_id, "auth-failed", msg)
-            self.say(f"Warning: {msg}")
-        self.refused = e.message
-
-    def good(self) -> None:
-        if self.refused is not None:
-            self.registry.add_event(self.run_id, "auth-ok", f"{self.provider.title} takes the API key again")
-            self.say(f"{self.provider.title} takes the API key again")
-        self.refused, self.wait_s = None, 0.0
-
-    def poll(self, poll_s: float) -> float:
-        return max(poll_s, self.wait_s) if self.refused else poll_s
 
 
 def _show(provider: Provider, iid: int) -> Instance | None:
@@ -227,7 +167,7 @@ def supervise_remote(registry: Registry, run_id: str, provider: Provider, relaun
                      clock: Callable[[], float] = time.monotonic) -> WatchResult:
     """Watch ``run_id`` until it ends (see the module doc). ``relaunch(n)`` rents and starts recovery n."""
     lc = Lifecycle(registry, provider, run_id, say=say)
-    key = _Key(registry, run_id, provider, say)
+    key = KeyWatch(registry, run_id, provider, say)
     recoveries, misses, last_pull = 0, 0, clock()
     while True:
         run = registry.get_run(run_id)
@@ -331,35 +271,6 @@ def watch_settings(max_recoveries: int, env: dict[str, str] | None = None) -> Wa
                 raise UsageError(f"{name} must be > 0 seconds, got {out[key]}")
     return Watch(max_recoveries=max_recoveries, poll_s=out.get("poll_s", Watch.poll_s),
                  pull_every_s=out.get("pull_every_s", Watch.pull_every_s))
-
-
-def checkpoint_to_resume(local_run_dir: str | Path) -> Path | None:
-    """The last verified pull of a run (``out/last.pt`` in its local folder), if any."""
-    p = Path(local_run_dir) / "out" / "last.pt"
-    return p if p.is_file() else None
-
-
-def relauncher(plan: Plan, req: RemoteRequest, hooks: RemoteHooks, registry: Registry, run_id: str,
-               provider: Provider, since: float,
-               rented: Callable[[ProvisionResult], None] = lambda got: None) -> Callable[[int], None]:
-    """``relaunch(n)`` for supervise_remote: rent a new offer, start the run again from the last pulled
-    checkpoint, with the same watchdog limits counted from the first rent."""
-    assert req.cloud is not None
-    opts = ssh_options(req, known_hosts=req.known_hosts or registry.known_hosts, accept_new=True)
-    preq = ProvisionRequest(plan=plan, run_id=run_id, bid=req.cloud.bid, max_offers=req.cloud.max_offers,
-                            instance_id=None, identity=req.identity, yes=True)
-
-    def relaunch(n: int) -> None:
-        got = provision(provider, preq, Hooks(say=hooks.say), registry=registry)
-        rented(got)
-        wd = config_for(plan, max_hours=req.max_hours, budget_usd=req.budget, dph=got.dph, since=since,
-                        self_stop=self_stop_of(provider, got.instance_id))
-        stage = stager(load_run_spec(req.plan_file), req)
-        run_ssh(SSHLaunch(got.ssh, opts, root=req.remote_dir, run_id=req.name), stage, req, hooks, registry,
-                run_id, watchdog=wd, resume_from=checkpoint_to_resume(req.run_dir))
-        Lifecycle(registry, provider, run_id).mark(got.instance_id, "training", f"recovery {n}: training resumed")
-
-    return relaunch
 
 
 def watch_cloud_run(registry: Registry, run_id: str, hooks: RemoteHooks, *, provider: Provider | None = None,

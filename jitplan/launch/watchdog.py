@@ -47,12 +47,12 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jitplan.launch.self_stop import stop_self
 from jitplan.providers import SelfStop
 
 CONFIG = "watchdog-config.json"
 STATE = "watchdog-state.json"
 LOG = "watchdog.log"
-CLAIMED = "teardown-claimed"  # a watcher pulls and destroys: the instance must not stop itself
 CAP_REASONS = frozenset({"max-hours", "budget"})
 DEFAULT_RESERVE_S = 600.0  # checkpoint + pull + destroy before a time or money cap
 
@@ -187,21 +187,6 @@ def last_step(metrics: Path, tail_bytes: int = 8192) -> int | None:
     return None
 
 
-def _env_file_value(path: str | None, name: str) -> str | None:
-    """``NAME=value`` from an environment file (``/etc/environment``), quotes stripped; None when absent."""
-    if not path:
-        return None
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        k, sep, v = line.strip().partition("=")
-        if sep and k.strip() == name:
-            return v.strip().strip("'\"") or None
-    return None
-
-
 def _read_int(path: Path) -> int | None:
     try:
         return int(path.read_text().split()[0])
@@ -276,39 +261,12 @@ class Watchdog:
                 self.state(state="done", reason=d.reason, message=d.message, step=step, exit_code=code)
                 self.log(f"done ({d.reason}); exit code {code}; the local side pulls, then tears down")
                 if d.reason in CAP_REASONS and self.cfg.self_stop is not None:
-                    outcome = self.stop_self(self.cfg.self_stop)
+                    outcome = stop_self(self.dir, self.cfg.self_stop, grace_s=self.cfg.self_stop_grace_s,
+                                        log=self.log, clock=self.clock, sleep=self.sleep)
                     self.state(state="done", reason=d.reason, message=d.message, step=step, exit_code=code,
                                self_stop=outcome)
                 return d
             self.sleep(self.cfg.poll_s)
-
-    def stop_self(self, how: SelfStop) -> str:
-        """At a cap: give a watcher ``self_stop_grace_s`` to claim the teardown, else stop this instance with
-        its own key. 'claimed' | 'requested' | 'failed: <why>' (never the key)."""
-        deadline = self.clock() + self.cfg.self_stop_grace_s
-        while True:
-            if (self.dir / CLAIMED).exists():
-                self.log("a watcher claimed the teardown: not stopping the instance")
-                return "claimed"
-            if self.clock() >= deadline:
-                break
-            self.sleep(min(1.0, self.cfg.poll_s))
-        key = os.environ.get(how.key_env) or _env_file_value(how.env_file, how.key_env)
-        if not key:
-            self.log(f"cannot stop the instance: no {how.key_env} here; it bills until stopped from outside")
-            return f"failed: no {how.key_env} on the instance"
-        import urllib.request  # lazy: only at a cap
-
-        req = urllib.request.Request(how.url, data=json.dumps(how.body).encode(), method=how.method,
-                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as res:
-                status = res.status
-        except OSError as e:  # URLError and HTTPError are OSErrors
-            self.log(f"stopping the instance failed ({type(e).__name__}: {getattr(e, 'code', '') or e})")
-            return f"failed: {type(e).__name__}"
-        self.log(f"nobody claimed the teardown: stopped the instance ({how.what}); HTTP {status}")
-        return "requested"
 
     def stop(self, d: Decision) -> int | None:
         """Stacks (when asked), SIGTERM to the ranks, then the group, then SIGKILL; the trainer's exit code."""
