@@ -196,11 +196,13 @@ def logs_command(
     from jitplan.errors import UsageError
     from jitplan.launch.remote_job import is_remote, ssh_launch
     from jitplan.launch.runs import follow, log_path
+    from jitplan.providers.registry import is_provider
 
     reg = _registry()
     row = reg.get_run(run)
     path = log_path(row)
-    gone = row.meta.provider is not None and not reg.cloud.instances(active_only=True, run_id=row.id)
+    rows = reg.cloud.instances(active_only=False, run_id=row.id) if is_provider(row.backend) else []
+    gone = bool(rows) and not [i for i in rows if i.active]  # it had instances, all destroyed now
     if gone and row.meta.local_run_dir:  # the instance is destroyed: its log came home with the last pull
         path = Path(row.meta.local_run_dir) / "train.log"
     remote = is_remote(row) and not gone and not (path is not None and path.exists())
