@@ -17,7 +17,7 @@
 To stop, it writes ``stop`` (the reason), sends SIGTERM to the ranks (each finishes its step, writes its
 checkpoint and exits 0), escalates to the process group after ``grace_s`` and SIGKILL 30 s later. It never
 destroys anything (it holds no cloud key): it writes ``watchdog-state.json`` = ``{"state": "done",
-"reason": ...}``, which the local supervisor (``jitplan.launch.recover``) reads, pulls the checkpoint home,
+"reason": ...}``, which the local supervisor (``jitplan.cloud.watch``) reads, pulls the checkpoint home,
 verifies it, and only then destroys the instance. So no checkpoint is lost to a teardown.
 
 Without a local watcher (``--detach``), a cap would leave the instance billing after training stopped. So a
