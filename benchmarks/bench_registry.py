@@ -88,7 +88,7 @@ def main() -> None:
         t_help = cli_ms(["--help"], env)
     t_vast, m_vast = import_ms("import vastai")
     t_cli, m_cli = import_ms("import jitplan.cli")
-    t_prov, m_prov = import_ms("import jitplan.providers.provision")
+    t_prov, m_prov = import_ms("import jitplan.cloud.provision")
     print(f"{'measure':58s} value")
     print(f"{'registry, 1 process: writes/s (median / max ms)':58s} {r1[0]:.0f} ({r1[1]:.2f} / {r1[2]:.1f})")
     print(f"{f'registry, {a.procs} processes at once: writes/s (median / max ms)':58s} "
@@ -97,7 +97,7 @@ def main() -> None:
     print(f"{'jitplan runs --json --limit 1000, wall ms':58s} {t_runs_json:.0f}")
     print(f"{'jitplan --help, wall ms':58s} {t_help:.0f}")
     print(f"{'import jitplan.cli: ms, modules':58s} {t_cli:.0f}, {m_cli}")
-    print(f"{'import jitplan.providers.provision (no SDK): ms, modules':58s} {t_prov:.0f}, {m_prov}")
+    print(f"{'import jitplan.cloud.provision (no SDK): ms, modules':58s} {t_prov:.0f}, {m_prov}")
     print(f"{'import vastai: ms, modules':58s} {t_vast:.0f}, {m_vast}")
 
 

@@ -220,7 +220,7 @@ def _vast_run(reg: Registry, remote: Remote, fake, local: Path) -> tuple[str, in
     reg.update_run(rid, run_dir=job.run_dir, meta=RunMeta(ssh=str(remote.target), remote_root=str(remote.root),
                                                           remote_run_id="jit-tiny", identity=str(remote.key),
                                                           known_hosts=str(remote.known_hosts), local_run_dir=str(local)))
-    reg.add_instance(rid, "vast", iid, "jitplan-t-1", 0.2, status="running")
+    reg.cloud.add_instance(rid, "vast", iid, "jitplan-t-1", 0.2, status="running")
     reg.set_status(rid, "finished")  # nothing to stop: the test is about the pull and the destroy
     return rid, iid
 

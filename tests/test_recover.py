@@ -19,8 +19,8 @@ from fakes.sshd import LoopbackSSHD, keygen, sshd_available
 from fakes.vast_server import VastFake
 from test_pull import Remote, write_checkpoint
 
+from jitplan.cloud.watch import Watch, remote_state, supervise_remote, watch_settings
 from jitplan.errors import CheckFailed
-from jitplan.launch.recover import Watch, remote_state, supervise_remote, watch_settings
 from jitplan.runs.registry import Registry
 from jitplan.runs.schema import RunMeta
 
@@ -65,7 +65,7 @@ class Cloud:
         reg.update_run(self.rid, run_dir=self.job.run_dir, meta=RunMeta(
             ssh=str(remote.target), remote_root=str(remote.root), remote_run_id="jit-tiny", identity=str(remote.key),
             known_hosts=str(remote.known_hosts), local_run_dir=str(local)))
-        reg.add_instance(self.rid, "vast", self.iid, "jitplan-t-1", 0.2, status="running")
+        reg.cloud.add_instance(self.rid, "vast", self.iid, "jitplan-t-1", 0.2, status="running")
         self.rdir = Path(self.job.run_dir)
 
 
@@ -111,7 +111,7 @@ def test_an_instance_that_exits_mid_run_is_destroyed_and_the_bounded_tries_give_
     assert kinds.index("pulled") < kinds.index("instance-lost") < kinds.index("gave-up")
     lost = reg.events(c.rid, kind="instance-lost")[0]
     assert "exited" in lost.message and lost.data["step"] == 4
-    assert reg.get_run(c.rid).status == "failed" and reg.instances() == []
+    assert reg.get_run(c.rid).status == "failed" and reg.cloud.instances() == []
 
 
 def test_an_offline_instance_counts_polls_then_a_failed_recovery_is_recorded(reg, remote, tmp_path) -> None:
@@ -154,7 +154,7 @@ def test_a_teardown_whose_pull_fails_keeps_the_instance(reg, remote, tmp_path) -
         res = supervise_remote(reg, c.rid, c.provider, _no_relaunch, Watch(poll_s=0))
         assert len(fake.live()) == 1 and fake.deletes() == []
     assert res.status == "failed" and "instance is kept" in res.message and "not destroying" in res.message
-    assert len(reg.instances()) == 1
+    assert len(reg.cloud.instances()) == 1
 
 
 # ------------------------------------------------------------------------------ end to end through the CLI
@@ -270,6 +270,6 @@ def test_outbid_mid_run_resumes_on_a_new_offer_from_the_last_pull(cli, reg, tmp_
     assert (staged / "out" / "ckpt" / "0000030.pt").samefile(staged / "out" / "last.pt")
     kinds = [e.kind for e in reg.events(rid)]
     order = [kinds.index(k) for k in ("instance-lost", "recover", "recovered", "teardown")]
-    assert order == sorted(order) and reg.get_run(rid).status == "finished" and reg.instances() == []
+    assert order == sorted(order) and reg.get_run(rid).status == "finished" and reg.cloud.instances() == []
     out = cli("status", rid).out
     assert "instance-lost" in out and "recovered" in out

@@ -110,23 +110,23 @@ def test_id_collision_draws_again(reg: Registry, monkeypatch) -> None:
 
 def test_instances_active_and_cost(reg: Registry) -> None:
     rid = reg.create_run("v", "vast")
-    row = reg.add_instance(rid, "vast", 31337001, "jitplan-" + rid, dph=0.36, gpu_name="RTX 3060", num_gpus=2)
+    row = reg.cloud.add_instance(rid, "vast", 31337001, "jitplan-" + rid, dph=0.36, gpu_name="RTX 3060", num_gpus=2)
     assert row.status == "creating" and row.active
     assert row.cost_so_far(now=row.created_at + 1800) == pytest.approx(0.18)
-    reg.update_instance("vast", 31337001, status="running", ssh_host="127.0.0.1", ssh_port=2222)
-    assert [i.ssh_port for i in reg.instances()] == [2222]
-    gone = reg.update_instance("vast", "31337001", status="destroyed")
+    reg.cloud.update_instance("vast", 31337001, status="running", ssh_host="127.0.0.1", ssh_port=2222)
+    assert [i.ssh_port for i in reg.cloud.instances()] == [2222]
+    gone = reg.cloud.update_instance("vast", "31337001", status="destroyed")
     assert gone.ended_at is not None and not gone.active
-    assert reg.instances() == []
-    assert len(reg.instances(active_only=False)) == 1
+    assert reg.cloud.instances() == []
+    assert len(reg.cloud.instances(active_only=False)) == 1
     # cost stops at destruction
     assert gone.cost_so_far(now=gone.ended_at + 10_000) == pytest.approx(
         0.36 * (gone.ended_at - gone.created_at) / 3600
     )
     with pytest.raises(UsageError, match="no recorded vast instance 9"):
-        reg.update_instance("vast", 9, status="running")
+        reg.cloud.update_instance("vast", 9, status="running")
     with pytest.raises(UsageError, match=">= 0"):
-        reg.add_instance(rid, "vast", 2, "l", dph=-1)
+        reg.cloud.add_instance(rid, "vast", 2, "l", dph=-1)
 
 
 def test_secrets_never_reach_the_file(reg: Registry, monkeypatch) -> None:
@@ -135,7 +135,7 @@ def test_secrets_never_reach_the_file(reg: Registry, monkeypatch) -> None:
     rid = reg.create_run(f"run {sentinel}", "vast", plan_path=f"/p/{sentinel}.yaml", meta=RunMeta(label=sentinel))
     reg.add_event(rid, "provision", f"curl -H 'Authorization: Bearer {sentinel}'", env={"VAST_API_KEY": sentinel})
     reg.add_event(rid, "x", "token=abcdef123456 in a message")
-    reg.add_instance(rid, "vast", 1, f"label-{sentinel}", 0.1)
+    reg.cloud.add_instance(rid, "vast", 1, f"label-{sentinel}", 0.1)
     for p in reg.path.parent.glob("runs.db*"):
         data = p.read_bytes()
         assert sentinel.encode() not in data, p
@@ -149,7 +149,7 @@ def _writer(path: str, worker: int, n: int) -> None:
         rid = reg.create_run(f"w{worker}-{i}", "local")
         reg.set_status(rid, "running")
         reg.add_event(rid, "step", f"worker {worker} step {i}", i=i)
-        reg.add_instance(rid, "vast", f"{worker}-{i}", f"jitplan-{rid}", 0.1)
+        reg.cloud.add_instance(rid, "vast", f"{worker}-{i}", f"jitplan-{rid}", 0.1)
 
 
 @pytest.mark.slow
@@ -176,7 +176,7 @@ def test_concurrent_processes_and_threads(tmp_path: Path) -> None:
     assert len({r.id for r in runs}) == writers * n
     assert all(r.status == "running" for r in runs)
     assert sum(len(reg.events(r.id)) for r in runs) == writers * n * 4  # created, status, step, instance
-    assert len(reg.instances()) == writers * n
+    assert len(reg.cloud.instances()) == writers * n
     assert reg.journal_mode() == "wal"
 
 
@@ -196,9 +196,9 @@ def test_old_database_is_migrated(tmp_path: Path) -> None:
     assert (ssh.ssh, ssh.remote_root, ssh.known_hosts, ssh.accept_new_host_key) == ("u@h:22", "/srv/j", "/kh", True)
     assert reg.get_run("a8b29d").meta.nproc_per_node == 2
     assert reg.get_run("d678ac").meta == RunMeta() and len(runs) == 4
-    (inst,) = reg.instances()
+    (inst,) = reg.cloud.instances()
     assert (inst.instance_id, inst.run_id) == ("31337001", "8271c6")
-    assert reg.intents() == []
+    assert reg.cloud.intents() == []
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA user_version").fetchone()[0] == 2
     assert "ssh_target" not in con.execute("SELECT meta FROM runs WHERE id='8271c6'").fetchone()[0]
@@ -215,10 +215,10 @@ def test_runs_created_in_the_same_second_get_unique_names(reg: Registry) -> None
 
 def test_intent_is_durable_before_the_create(reg: Registry) -> None:
     rid = reg.create_run("x", "vast")
-    reg.record_intent(rid, "vast", f"jitplan-{rid}-1", offer_id=2001, dph=0.2)
+    reg.cloud.record_intent(rid, "vast", f"jitplan-{rid}-1", offer_id=2001, dph=0.2)
     other = Registry(reg.path)  # another process would see it: the write is committed
-    (row,) = other.intents()
+    (row,) = other.cloud.intents()
     assert (row.label, row.run_id, row.offer_id, row.open) == (f"jitplan-{rid}-1", rid, "2001", True)
-    reg.resolve_intent(f"jitplan-{rid}-1", 31337001)
-    assert other.intents() == [] and other.intent(f"jitplan-{rid}-1").instance_id == "31337001"
+    reg.cloud.resolve_intent(f"jitplan-{rid}-1", 31337001)
+    assert other.cloud.intents() == [] and other.cloud.intent(f"jitplan-{rid}-1").instance_id == "31337001"
     assert any(e.kind == "intent" for e in reg.events(rid))

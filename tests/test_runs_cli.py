@@ -44,8 +44,8 @@ def test_runs_shows_runs_and_live_instances_with_cost(cli, reg: Registry) -> Non
     a = reg.create_run("JiT-B-16-local", "local", run_dir="runs/a")
     b = reg.create_run("JiT-B-16-vast", "vast", run_dir="runs/b")
     reg.set_status(b, "running")
-    reg.add_instance(b, "vast", 31337001, f"jitplan-{b}-1", 0.36, gpu_name="RTX 3060", num_gpus=2, status="running")
-    reg.add_instance(b, "vast", 31337002, f"jitplan-{b}-2", 1.0, status="destroyed")
+    reg.cloud.add_instance(b, "vast", 31337001, f"jitplan-{b}-1", 0.36, gpu_name="RTX 3060", num_gpus=2, status="running")
+    reg.cloud.add_instance(b, "vast", 31337002, f"jitplan-{b}-2", 1.0, status="destroyed")
     _age_instance(reg, "31337001", 2.0)
     r = cli("runs", "--json")
     assert r.code == 0, r.err
@@ -158,7 +158,7 @@ def test_stop_destroy_vast_instance_through_vast_url(cli, reg: Registry, monkeyp
             CreateSpec(offer_id=2001, image="img", disk_gb=50, label="jitplan-t-1"))
         rid = reg.create_run("v", "vast")
         reg.set_status(rid, "running")
-        reg.add_instance(rid, "vast", iid, "jitplan-t-1", 0.2, status="running")
+        reg.cloud.add_instance(rid, "vast", iid, "jitplan-t-1", 0.2, status="running")
         monkeypatch.setenv("VAST_URL", fake.url)  # how the CLI finds the fake: the documented variable
         r = cli("stop", rid, "--destroy")
         assert r.code == 2 and "pass --yes" in r.err and fake.deletes() == []
@@ -166,7 +166,7 @@ def test_stop_destroy_vast_instance_through_vast_url(cli, reg: Registry, monkeyp
         assert r.code == 0, r.err
         assert [d.path for d in fake.deletes()] == [f"/api/v0/instances/{iid}/"] and fake.live() == []
         assert all(x.auth == "ok" for x in fake.log)
-    assert reg.instances() == [] and reg.get_run(rid).status == "stopped"
+    assert reg.cloud.instances() == [] and reg.get_run(rid).status == "stopped"
     assert "destroyed Vast.ai instance" in r.err
     assert KEY not in r.out + r.err
     for p in reg.path.parent.iterdir():
@@ -191,7 +191,10 @@ def test_logs_and_stop_remote_runs_use_what_the_launcher_recorded(cli, reg: Regi
 
     def fake_run(self, step, *, timeout_s=600):  # the one side effect: running ssh
         calls.append(step)
-        return "exited 143\n" if step.name == "status" else "line 1\nline 2\n"
+        stopped = any(c.name == "stop training" for c in calls)
+        if step.name == "status":  # running until the stop lands, then exited with SIGTERM's code
+            return "exited 143\n" if stopped else "running\n"
+        return "line 1\nline 2\n"
 
     monkeypatch.setattr(SSHLaunch, "run", fake_run)
     r = cli("logs", rid)
@@ -206,7 +209,7 @@ def test_logs_and_stop_remote_runs_use_what_the_launcher_recorded(cli, reg: Regi
         assert "StrictHostKeyChecking=yes" in argv
     r = cli("stop", rid)
     assert r.code == 0, r.err
-    assert [c.name for c in calls[1:]] == ["stop training", "status"]
+    assert [c.name for c in calls[1:]] == ["status", "stop training", "status"]
     assert reg.get_run(rid).status == "stopped"
     assert [e.message for e in reg.events(rid, kind="stop")] == ["stopped (exit code 143)"]
 
@@ -268,12 +271,12 @@ def test_stop_destroy_when_the_host_is_unreachable(cli, reg: Registry, monkeypat
             CreateSpec(offer_id=2001, image="img", disk_gb=50, label="jitplan-t-1"))
         rid = reg.create_run("v", "vast", status="running", host=dead)
         reg.update_run(rid, run_dir="jitplan/runs/v", meta=RunMeta(ssh=dead, remote_root="jitplan"))
-        reg.add_instance(rid, "vast", iid, "jitplan-t-1", 0.2, status="running")
+        reg.cloud.add_instance(rid, "vast", iid, "jitplan-t-1", 0.2, status="running")
         monkeypatch.setenv("VAST_URL", fake.url)
         r = cli("stop", rid, "--destroy", "--yes")
         # nothing could be pulled from it: the instance (its disk holds the checkpoints) is kept
         assert r.code == 1 and "not destroying" in r.err and len(fake.live()) == 1
         r = cli("stop", rid, "--destroy", "--yes", "--discard")
         assert fake.live() == []  # told to, the instance goes even though training could not be reached
-    assert r.code == 1 and "stop training failed" in r.err and "Traceback" not in r.err
-    assert reg.get_run(rid).status == "stopped" and reg.instances() == []
+    assert r.code == 1 and "could not stop training" in r.err and "Traceback" not in r.err
+    assert reg.get_run(rid).status == "stopped" and reg.cloud.instances() == []

@@ -80,8 +80,8 @@ def test_launch_vast_end_to_end(cli, tmp_path: Path, monkeypatch) -> None:
         assert sshd.authorized_keys.read_text().strip() == identity.with_suffix(".pub").read_text().strip()
         assert (root / "code" / "jitmodel" / "train.py").is_file()
         reg = Registry()
-        (inst,) = reg.instances(run_id=rid)
-        assert (inst.instance_id, inst.status, inst.ssh_port) == (str(iid), "running", sshd.port)
+        (inst,) = reg.cloud.instances(run_id=rid)
+        assert (inst.instance_id, inst.status, inst.ssh_port) == (str(iid), "training", sshd.port)
         run = reg.get_run(rid)
         assert run.backend == "vast" and run.status == "running"
         log = Path(run.log_path)
@@ -100,7 +100,7 @@ def test_launch_vast_end_to_end(cli, tmp_path: Path, monkeypatch) -> None:
         outputs += r.out + r.err
         assert fake.live() == [] and [d.path for d in fake.deletes()] == [f"/api/v0/instances/{iid}/"]
         assert all(x.auth == "ok" for x in fake.log)
-    assert reg.instances() == [] and reg.get_run(rid).status == "stopped"
+    assert reg.cloud.instances() == [] and reg.get_run(rid).status == "stopped"
     assert _wait_for(lambda: "SIGTERM" in log.read_text(), 60), log.read_text()[-2000:]
 
     # the sentinel key: nowhere in output, the registry, the plan, the staged or remote run files, sshd's log

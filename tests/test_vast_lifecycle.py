@@ -48,7 +48,7 @@ def test_create_error_that_the_server_carried_out_is_found_by_label(fake, reg, e
     assert len(fake.creates()) == 1 and fake.deletes() == []  # no second rental for that label
     assert res.offer.id == 2001 and [i["id"] for i in fake.live()] == [res.instance_id]
     assert fake.ssh_keys[res.instance_id] == [PUBKEY]  # found by label, then attach_ssh
-    (inst,) = reg.instances(run_id=rid)
+    (inst,) = reg.cloud.instances(run_id=rid)
     assert (inst.label, inst.status) == (f"jitplan-{rid}-1", "running")
     text = "\n".join(said)
     assert f"HTTP {status} Bad Gateway" in text or f"HTTP {status} Gateway Time-out" in text
@@ -67,7 +67,7 @@ def test_lookup_answering_429_and_5xx_is_retried_never_read_as_none(fake, reg, e
 
 
 def test_unanswered_lookup_stops_renting_and_runs_finds_the_instance_later(fake, reg, env) -> None:
-    from jitplan.launch.runs import overview
+    from jitplan.cloud.runs import overview
 
     fake.faults.create_hang_s[2001] = 1.5
     fake.faults.failures.append(Failure("GET", "/api/v1/instances/", 502, NGINX_502, count=None))
@@ -80,12 +80,12 @@ def test_unanswered_lookup_stops_renting_and_runs_finds_the_instance_later(fake,
         _run(fake, reg, env, provider=provider, run_id=rid)
     assert "nothing else is rented" in e.value.message and "<html" not in e.value.message
     assert len(fake.creates()) == 1  # the next offer was NOT rented on a guess
-    (intent,) = reg.intents(run_id=rid)  # the label stays written down, its outcome unknown
+    (intent,) = reg.cloud.intents(run_id=rid)  # the label stays written down, its outcome unknown
     assert intent.label == f"jitplan-{rid}-1" and reg.get_run(rid).status == "failed"
     fake.faults.failures.clear()  # the API answers again: `jitplan runs` settles it
     data = overview(reg, providers=[_provider(fake)])
     assert data.orphans == [] and [v.row.run_id for v in data.instances] == [rid]
-    assert any(e.kind == "adopted" for e in reg.events(rid)) and reg.intents() == []
+    assert any(e.kind == "adopted" for e in reg.events(rid)) and reg.cloud.intents() == []
     _clean(fake, reg)
 
 
@@ -115,7 +115,7 @@ def test_destroy_error_has_one_level_of_context(fake, reg, env) -> None:
         _run(fake, reg, env)
     msg = e.value.message
     assert msg.count("could not destroy") == 1 and "failed: failed" not in msg, msg
-    assert msg.startswith("Vast.ai could not destroy instance 31337001: HTTP 500 server_error: internal error")
+    assert "(last: Vast.ai could not destroy instance 31337001: HTTP 500 server_error: internal error)" in msg
     _clean(fake, reg)  # the survivor is still listed (status failed), with its stop command in the hint
     assert "jitplan stop" in (e.value.hint or "")
 
@@ -207,7 +207,7 @@ def test_kill_9_between_create_and_record_still_shows_the_instance(cli, fake, tm
     monkeypatch.setenv("VAST_URL", fake.url)
     reg = Registry()
     (run,) = reg.list_runs()
-    assert [i.label for i in reg.intents()] == [f"jitplan-{run.id}-1"]  # written before the create
+    assert [i.label for i in reg.cloud.intents()] == [f"jitplan-{run.id}-1"]  # written before the create
     r = cli("runs", "--json")
     assert r.code == 0, r.err
     data = json.loads(r.out)
@@ -307,7 +307,7 @@ def test_wrong_remote_python_after_provisioning(cli, tmp_path, keypair, monkeypa
             assert len(f.live()) == 1 and f.deletes() == []
             assert "kept (--keep)" in r.err and f"jitplan stop {run.id} --destroy --yes" in r.err
             assert "$/h" in r.err
-            assert [i.status for i in reg.instances(run_id=run.id)] == ["running"]
+            assert [i.status for i in reg.cloud.instances(run_id=run.id)] == ["kept"]  # the lifecycle says why it lives
         else:
             assert f.live() == [] and "destroying instance 31337001" in r.err
             assert run.status == "failed"

@@ -142,10 +142,10 @@ def test_rank_filters_what_the_server_cannot() -> None:
     small_share = _offer(2, num_gpus=2, cpu_cores=32, cpu_cores_effective=4.0)
     floor_too_high = _offer(3, num_gpus=2, min_bid=0.30)
     wrong_count = _offer(4, num_gpus=1)
-    assert small_share.cpu_ram_mb == pytest.approx(64218 * 4 / 32)
+    assert small_share.ram_gb == pytest.approx(64218 * 4 / 32 / 1000)
     ranked = rank(plan, [ok, small_share, floor_too_high, wrong_count], q)
     assert [r.offer.id for r in ranked] == [1]
-    assert ranked[0].dph == pytest.approx(0.15 + ok.storage_dph)
+    assert ranked[0].dph == pytest.approx(0.15 + ok.storage_per_hour)
 
 
 # ------------------------------------------------------------------------------------------- translation
@@ -354,8 +354,8 @@ class MemProvider:
 def test_provision_runs_on_any_provider(tmp_path) -> None:
     from fakes.vast_server import sample_offer
 
+    from jitplan.cloud.provision import Hooks, ProvisionRequest, provision
     from jitplan.providers import Provider
-    from jitplan.providers.provision import Hooks, ProvisionRequest, provision
     from jitplan.runs.registry import Registry
 
     keyfile = tmp_path / "k"
@@ -369,11 +369,11 @@ def test_provision_runs_on_any_provider(tmp_path) -> None:
     req = ProvisionRequest(plan=make_plan(), run_id=rid, identity=str(keyfile), yes=True)
     res = provision(mem, req, Hooks(say=lambda m: None), registry=reg)
     assert mem.calls == ["search", "create 1", f"find jitplan-{rid}-1", "create 2", "wait 101"]
-    assert reg.instances(run_id=rid)[0].provider == "mem"
-    assert [(i.label, i.open) for i in reg.intents(open_only=False, run_id=rid)] == [
+    assert reg.cloud.instances(run_id=rid)[0].provider == "mem"
+    assert [(i.label, i.open) for i in reg.cloud.intents(open_only=False, run_id=rid)] == [
         (f"jitplan-{rid}-1", False), (f"jitplan-{rid}-2", False)]
     assert (res.instance_id, res.ssh.host, res.ssh.port, res.ssh.identity) == (101, "10.1.2.3", 2200, str(keyfile))
-    assert [i.status for i in reg.instances(run_id=rid)] == ["running"]
+    assert [i.status for i in reg.cloud.instances(run_id=rid)] == ["running"]
 
 
 @pytest.mark.slow
@@ -387,3 +387,20 @@ def test_vast_provider_satisfies_the_interface() -> None:
     pytest.importorskip("vastai")
     p = VastProvider(VastClient(SecretStr("k-0123456789"), server_url="http://127.0.0.1:9"))
     assert isinstance(p, Provider) and p.name == "vast"
+
+
+def test_offer_is_neutral_and_keeps_the_published_per_offer_figures() -> None:
+    """The Offer speaks no provider's names; PCIe, cores, RAM share, disk and network speed and DLPerf survive."""
+    from jitplan.providers import Offer
+
+    vast_names = {"dph_total", "min_bid", "cuda_max_good", "storage_dph", "cpu_ram_mb", "inet_down_mbps",
+                  "disk_space_gb", "pcie_bw", "disk_bw", "dlperf", "cpus"}
+    assert not vast_names & set(Offer.model_fields)
+    o = to_offer({**sample_offer(7, num_gpus=2), "dph_total": 0.41, "min_bid": 0.2})
+    assert (o.price_per_hour, o.min_bid_per_hour, o.max_cuda) == (0.41, 0.2, 12.8)
+    assert (o.pcie_bandwidth_gbps, o.pcie_gen, o.pcie_lanes) == (24.3, 4.0, 16)
+    assert o.ram_gb == pytest.approx(64.218 * 16 / 32)
+    assert (o.cpu_cores_effective, o.disk_bandwidth_mbps, o.download_mbps, o.upload_mbps, o.dl_perf) == \
+        (16.0, 3120.5, 850.0, 600.0, 18.7)
+    bare = to_offer({"id": 1, "gpu_name": "X", "num_gpus": 1})  # a row without them: None, never a guess
+    assert (bare.pcie_bandwidth_gbps, bare.pcie_lanes, bare.disk_bandwidth_mbps, bare.dl_perf) == (None,) * 4

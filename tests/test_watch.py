@@ -54,7 +54,7 @@ def test_an_older_run_without_a_recorded_launch_is_still_pulled_and_torn_down(cl
         remote.sshd.__exit__()
     assert r.code == 0, r.err[-2000:]
     assert live == [] and json.loads(r.out)["status"] == "finished" and json.loads(r.out)["step"] == 7
-    assert (tmp_path / "local" / "out" / "last.pt").is_file() and reg.instances() == []
+    assert (tmp_path / "local" / "out" / "last.pt").is_file() and reg.cloud.instances() == []
 
 
 @pytest.mark.slow
@@ -75,7 +75,7 @@ def test_a_detached_run_is_recovered_then_torn_down_by_watch(cli, reg, tmp_path,
     (lost,) = reg.events(rid, kind="instance-lost")
     assert str(seen["iid"]) in lost.message and "outbid" in lost.message
     assert any(f"resumed at step {lost.data['step']} " in p.read_text() for p in (root / "runs").glob("*/train.log"))
-    assert reg.get_run(rid).status == "finished" and reg.instances() == []
+    assert reg.get_run(rid).status == "finished" and reg.cloud.instances() == []
     assert KEY not in r.err + r.out + w.err + w.out
     meta = reg.get_run(rid).meta.launch
     assert meta is not None and KEY not in json.dumps(meta) and meta["plan_file"] == str(plan.resolve())

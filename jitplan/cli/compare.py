@@ -37,14 +37,17 @@ def compare(
     local_: bool = typer.Option(False, "--local", help="Run the arms on this machine (the default)."),
     ssh: str | None = typer.Option(None, "--ssh", metavar="USER@HOST[:PORT]", help="Run the arms on this SSH host."),
     vast: bool = typer.Option(False, "--vast", help="Rent one Vast.ai instance for the plan; run the arms there."),
+    cloud: str | None = typer.Option(None, "--cloud", metavar="PROVIDER",
+                                     help="Rent one instance from this cloud provider (by name; --vast is its "
+                                     "shorthand)."),
     identity: str | None = typer.Option(None, "--identity", help="SSH private key file."),
     known_hosts: str | None = typer.Option(None, "--known-hosts", help="known_hosts file."),
     accept_new: bool = typer.Option(False, "--accept-new-host-key", help="Trust a host key seen the first time."),
     remote_python: str = typer.Option("python3", "--remote-python", help="Remote interpreter with torch."),
     remote_dir: str = typer.Option("jitplan", "--remote-dir", help="Remote root (relative: under the remote home)."),
-    bid: float | None = typer.Option(None, "--bid", help="Vast: interruptible, bid $/h for the whole instance."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Vast: do not ask before renting."),
-    keep: bool = typer.Option(False, "--keep", help="Vast: keep the instance at the end (it bills until stopped)."),
+    bid: float | None = typer.Option(None, "--bid", help="Cloud: interruptible, bid $/h for the whole instance."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Cloud: do not ask before renting."),
+    keep: bool = typer.Option(False, "--keep", help="Cloud: keep the instance at the end (it bills until stopped)."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads of each rank and of the scoring."),
     ema: str | None = typer.Option(None, "--ema", help="Weights to score: ema1, ema2 or raw (default: config)."),
     sample_steps: int = typer.Option(50, "--sample-steps", min=1, help="Sampler steps for the grids/metrics."),
@@ -62,9 +65,12 @@ def compare(
 
     arms = core.parse_arms(arm, objectives)
     budget = core.make_budget(steps, images, minutes)
-    chosen = [n for n, on in (("--local", local_), ("--ssh", ssh), ("--vast", vast)) if on]
+    from jitplan.cli.launch import cloud_choice
+
+    provider = cloud_choice(cloud, {"--vast": vast})
+    chosen = [n for n, on in (("--local", local_), ("--ssh", ssh)) if on] + [f"--cloud {p}" for p in provider]
     if len(chosen) > 1:
-        raise UsageError(f"choose one of --local, --ssh, --vast (got {', '.join(chosen)})")
+        raise UsageError(f"choose one of --local, --ssh, --cloud PROVIDER (or its flag) (got {', '.join(chosen)})")
     base = _base(plan_file, gpus, recipe, data)
     out_dir = out or Path("runs") / f"compare-{_stamp()}"
     if out_dir.exists() and not out_dir.is_dir():
@@ -75,8 +81,9 @@ def compare(
         err.print(message, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
     release = None
-    if ssh or vast:
-        runner, release = _remote_runner(base, ssh=ssh, vast=vast, identity=identity, known_hosts=known_hosts,
+    if ssh or provider:
+        runner, release = _remote_runner(base, ssh=ssh, cloud=provider[0] if provider else None, identity=identity,
+                                         known_hosts=known_hosts,
                                          accept_new=accept_new, remote_python=remote_python, remote_dir=remote_dir,
                                          bid=bid, yes=yes, echo=echo)
     else:
@@ -123,13 +130,14 @@ def _base(plan_file: Path | None, gpus: str | None, recipe: str, data: str | Non
     from jitplan.runspec import RunSpec
     from jitplan.schemas import PlanOptions, load_recipe
 
+    assert gpus is not None  # one of the two, checked above
     return RunSpec.from_plan(make_plan(hardware_from_flags(gpus), load_recipe(recipe), PlanOptions(data_path=data)))
 
 
-def _remote_runner(base, *, ssh, vast, identity, known_hosts, accept_new, remote_python, remote_dir, bid, yes,
+def _remote_runner(base, *, ssh, cloud, identity, known_hosts, accept_new, remote_python, remote_dir, bid, yes,
                    echo):
-    """(the SSH runner, ``release(keep)`` for a rented instance or None): ``release`` destroys the instance
-    (or, kept, says how to stop it) whether the comparison finished, failed or was interrupted."""
+    """(the SSH runner, ``release(keep, status)`` for a rented instance or None): ``release`` destroys the
+    instance (or, kept, says how to stop it) whether the comparison finished, failed or was interrupted."""
     from jitplan import compare as core
     from jitplan.cli._output import note
     from jitplan.errors import UsageError
@@ -141,50 +149,26 @@ def _remote_runner(base, *, ssh, vast, identity, known_hosts, accept_new, remote
     if ssh:
         target = parse_target(ssh, identity)
     else:
-        if base.plan is None:
-            raise UsageError("--vast needs a plan (jitplan plan --out plan.yaml), not a bare TrainConfig")
-        from jitplan.cli.launch import _remote_hooks
-        from jitplan.launch.remote import make_provider
-        from jitplan.providers.provision import Hooks, ProvisionRequest, provision
+        from jitplan.cli.launch import remote_hooks
+        from jitplan.cloud.provision import Hooks
+        from jitplan.cloud.rental import rent_once
+        from jitplan.providers.registry import entry
 
-        run_id = registry.create_run("compare", "vast", status="provisioning")
-        h = _remote_hooks(json_out=False)
-        req = ProvisionRequest(plan=base.plan, run_id=run_id, bid=bid, yes=yes, identity=identity)
-        provider = make_provider("vast", note)
-        got = provision(provider, req, Hooks(say=note, confirm=h.confirm, show_offers=h.show_offers),
-                        registry=registry)
-        target = got.ssh
+        if base.plan is None:
+            raise UsageError(f"{entry(cloud).flag} needs a plan (jitplan plan --out plan.yaml), not a bare "
+                             "TrainConfig")
+        h = remote_hooks(json_out=False)
+        rental = rent_once(base.plan, cloud, "compare", Hooks(say=note, confirm=h.confirm, show_offers=h.show_offers),
+                           registry=registry, bid=bid, yes=yes, identity=identity)
+        target = rental.got.ssh
         known_hosts = known_hosts or registry.known_hosts
         accept_new = True
-        note(f"every arm runs on Vast instance {got.instance_id} ({got.dph or 0:.3f} $/h) of run {run_id}; it is "
-             "destroyed when the comparison ends (--keep keeps it)")
-        release = _releaser(provider, registry, run_id, got.instance_id, got.dph or 0.0)
+        note(f"every arm runs on {rental.provider.title} instance {rental.got.instance_id} "
+             f"({rental.got.dph or 0:.3f} $/h) of run {rental.run_id}; it is destroyed when the comparison ends "
+             "(--keep keeps it)")
+        release = rental.release
     opts = SSHOptions(known_hosts=known_hosts, accept_new_host_key=accept_new, python=remote_python)
     return core.SSHRunner(base, target, opts, remote_dir=remote_dir, echo=echo, registry=registry), release
-
-
-def _releaser(provider, registry, run_id: str, iid: int, dph: float):
-    from jitplan.cli._output import note
-    from jitplan.errors import CheckFailed
-    from jitplan.providers import CleanupFailed
-    from jitplan.providers.provision import destroy_run
-
-    stop = f"jitplan stop {run_id} --destroy --yes"
-
-    def release(keep: bool, status: str) -> None:
-        if keep:
-            registry.add_event(run_id, "kept", f"compare ended; instance {iid} kept (--keep)", instance_id=iid)
-            note(f"instance {iid} kept (--keep): it bills {dph:.3f} $/h until you run:\n  {stop}")
-            return
-        try:
-            destroy_run(provider, registry=registry, run_id=run_id, say=note)
-        except CleanupFailed as e:
-            note(f"Error: {e.message}; it bills {dph:.3f} $/h until you run:\n  {stop}")
-            raise CheckFailed(e.message, hint=f"stop it with: {stop}") from None
-        registry.set_status(run_id, status, f"compare {status}; instance {iid} destroyed")
-        note(f"instance {iid} destroyed: nothing of this comparison is left billing")
-
-    return release
 
 
 def register(app: typer.Typer) -> None:

@@ -1,12 +1,13 @@
-"""``jitplan launch``: run a plan here, on any SSH host, on a rented Vast.ai instance, or write a Slurm script.
+"""``jitplan launch``: run a plan here, on any SSH host, on a rented cloud instance, or write a Slurm script.
 
     jitplan launch plan.yaml --local                          # doctor, torchrun, supervised (OOM/SIGTERM -> resume)
     jitplan launch plan.yaml --ssh root@1.2.3.4:2222 --identity ~/.ssh/id_ed25519
-    jitplan launch plan.yaml --vast --bid 0.30 --yes          # rent, then the SSH path
+    jitplan launch plan.yaml --vast --bid 0.30 --yes          # rent (= --cloud vast), then the SSH path
     jitplan launch plan.yaml --slurm job.sbatch               # 2 nodes: srun + torchrun, c10d
     jitplan launch plan.yaml --local --dry-run                # print every command, run nothing
 
-PLAN is a plan (``jitplan plan --out``) or a bare TrainConfig YAML (e.g. a demo's ``train.yaml``).
+PLAN is a plan (``jitplan plan --out``) or a bare TrainConfig YAML (e.g. a demo's ``train.yaml``). A cloud
+is named by ``--cloud NAME`` or its shorthand flag; both go through ``jitplan.providers.registry``.
 See docs/launch.md.
 """
 
@@ -36,30 +37,35 @@ def launch(
     local_: bool = typer.Option(False, "--local", help="Run on this machine, supervised."),
     ssh: str | None = typer.Option(None, "--ssh", metavar="USER@HOST[:PORT]", help="Run on this SSH host."),
     vast: bool = typer.Option(False, "--vast", help="Rent a Vast.ai instance for the plan, then run over SSH."),
+    cloud: str | None = typer.Option(None, "--cloud", metavar="PROVIDER",
+                                     help="Rent from this cloud provider (by name; --vast is its shorthand)."),
     slurm: Path | None = typer.Option(None, "--slurm", metavar="OUT.sbatch", help="Write an sbatch script."),
     identity: str | None = typer.Option(None, "--identity", help="SSH private key file."),
-    known_hosts: str | None = typer.Option(None, "--known-hosts", help="known_hosts file (default: ~/.ssh/known_hosts)."),
+    known_hosts: str | None = typer.Option(None, "--known-hosts",
+                                           help="known_hosts file (default: ~/.ssh/known_hosts)."),
     accept_new: bool = typer.Option(False, "--accept-new-host-key", help="Trust a host key seen the first time."),
     remote_dir: str = typer.Option("jitplan", "--remote-dir", help="Remote root (relative: under the remote home)."),
     remote_python: str = typer.Option("python3", "--remote-python", help="Remote interpreter with torch."),
     create_env: bool = typer.Option(False, "--create-env", help="Create a venv on the remote and pip install."),
-    data: Path | None = typer.Option(None, "--data", help="Upload this dataset folder (SSH/Vast)."),
+    data: Path | None = typer.Option(None, "--data", help="Upload this dataset folder (SSH/cloud)."),
     detach: bool = typer.Option(False, "--detach", help="SSH: return once training started; do not follow logs."),
     tmux: bool = typer.Option(False, "--tmux", help="SSH: start in a tmux session instead of setsid/nohup."),
-    bid: float | None = typer.Option(None, "--bid", help="Vast: interruptible, bidding this $/h for the whole "
+    bid: float | None = typer.Option(None, "--bid", help="Cloud: interruptible, bidding this $/h for the whole "
                                      "instance (all its GPUs together, not per GPU)."),
-    keep: bool = typer.Option(False, "--keep", help="Vast: keep the instance if the launch fails (it keeps "
+    keep: bool = typer.Option(False, "--keep", help="Cloud: keep the instance if the launch fails (it keeps "
                               "billing; the stop command is printed)."),
-    instance: int | None = typer.Option(None, "--instance", help="Vast: attach to this existing instance."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Vast: do not ask before renting."),
-    run_dir: Path | None = typer.Option(None, "--run-dir", help="Local run folder (default runs/<variant>-<px>-<time>)."),
+    instance: int | None = typer.Option(None, "--instance", help="Cloud: attach to this existing instance."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Cloud: do not ask before renting."),
+    run_dir: Path | None = typer.Option(None, "--run-dir",
+                                        help="Local run folder (default runs/<variant>-<px>-<time>)."),
     rdzv_endpoint: str | None = typer.Option(None, "--rdzv-endpoint", help="Multi-node: node 0's host:port."),
-    max_restarts: int = typer.Option(3, "--max-restarts", min=0, help="Local: restarts after OOM/SIGTERM. Vast: "
+    max_restarts: int = typer.Option(3, "--max-restarts", min=0, help="Local: restarts after OOM/SIGTERM. Cloud: "
                                      "new instances (resuming from the last pull) after one is lost."),
     max_hours: float | None = typer.Option(None, "--max-hours",
-                                           help="SSH/Vast: stop (checkpoint, pull) before this many hours."),
+                                           help="SSH/cloud: stop (checkpoint, pull) before this many hours."),
     budget: float | None = typer.Option(None, "--budget",
-                                        help="Vast: stop (checkpoint, pull) before this many dollars at the offer's $/h."),
+                                        help="Cloud: stop (checkpoint, pull) before this many dollars at the "
+                                        "offer's $/h."),
     no_doctor: bool = typer.Option(False, "--no-doctor", help="Skip the preflight doctor."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every command it would run; run nothing."),
     json_out: JsonFlag = False,
@@ -71,15 +77,22 @@ def launch(
     from jitplan.launch import local
     from jitplan.runspec import load_run_spec
 
-    chosen = [n for n, on in (("--local", local_), ("--ssh", ssh), ("--vast", vast), ("--slurm", slurm)) if on]
+    provider = cloud_choice(cloud, {"--vast": vast})
+    chosen = [n for n, on in (("--local", local_), ("--ssh", ssh), ("--slurm", slurm)) if on]
+    chosen += [f"--cloud {p}" for p in provider]
     if len(chosen) != 1:
-        raise UsageError("choose exactly one of --local, --ssh USER@HOST[:PORT], --vast, --slurm OUT.sbatch"
-                         + (f" (got {', '.join(chosen)})" if chosen else ""))
+        raise UsageError("choose exactly one of --local, --ssh USER@HOST[:PORT], --cloud PROVIDER (or its flag), "
+                         "--slurm OUT.sbatch" + (f" (got {', '.join(chosen)})" if chosen else ""))
     run = load_run_spec(plan_file)
     train = run.train
     name = local.run_name(train.model.variant, train.model.img_size)
     rdir = (run_dir or Path("runs") / name).resolve()
-    res: dict = {"backend": chosen[0].lstrip("-"), "name": name, "run_dir": str(rdir), "commands": []}
+    backend = provider[0] if provider else chosen[0].lstrip("-")
+    res: dict = {"backend": backend, "name": name, "run_dir": str(rdir), "commands": []}
+    if not dry_run and slurm is None:  # the registry must be usable before a run folder or a rent exists
+        from jitplan.runs.registry import Registry
+
+        Registry().close()
 
     if slurm is not None or local_:
         from jitplan.launch.here import launch_local, write_sbatch
@@ -113,20 +126,25 @@ def launch(
         plan_file=plan_file, run_dir=rdir, name=name, ssh=ssh, identity=identity, known_hosts=known_hosts,
         accept_new_host_key=accept_new, remote_dir=remote_dir, remote_python=remote_python, create_env=create_env,
         data=data, detach=detach, tmux=tmux, rdzv_endpoint=rdzv_endpoint, doctor=not no_doctor and run.kind == "plan",
-        dry_run=dry_run, cloud=CloudOptions(bid=bid, instance=instance, yes=yes, keep=keep) if vast else None,
-        max_hours=max_hours, budget=budget, max_recoveries=max_restarts,
+        dry_run=dry_run, max_hours=max_hours, budget=budget, max_recoveries=max_restarts,
+        cloud=CloudOptions(provider=provider[0], bid=bid, instance=instance, yes=yes, keep=keep) if provider else None,
     )
-    out = launch_remote(run, req, _remote_hooks(json_out))
-    res.update(out.model_dump(exclude_none=True))
+    if req.cloud is not None:
+        from jitplan.cloud.launch import launch_cloud
+
+        rres = launch_cloud(run, req, remote_hooks(json_out))
+    else:
+        rres = launch_remote(run, req, remote_hooks(json_out))
+    res.update(rres.model_dump(exclude_none=True))
     if not dry_run:
-        res["message"] = (f"run {out.run_id} on {out.target}: {out.status}"
-                          + (f" (exit code {out.exit_code})" if out.exit_code is not None else ""))
+        res["message"] = (f"run {rres.run_id} on {rres.target}: {rres.status}"
+                          + (f" (exit code {rres.exit_code})" if rres.exit_code is not None else ""))
     emit(res, json_mode=json_out, render=_render(res))
-    if out.status == "failed":
-        raise CheckFailed(res["message"], hint=f"jitplan logs {out.run_id}")
+    if rres.status == "failed":
+        raise CheckFailed(res["message"], hint=f"jitplan logs {rres.run_id}")
 
 
-def _remote_hooks(json_out: bool):
+def remote_hooks(json_out: bool):
     """Progress and prompts on stderr; the followed log on stdout (stderr with --json)."""
     from jitplan.cli._output import err
     from jitplan.launch.remote import RemoteHooks
@@ -139,6 +157,14 @@ def _remote_hooks(json_out: bool):
         show_offers=lambda ranked, top, title: err.print(offers_table(ranked, provider=title, top=top)),
         out=sys.stderr if json_out else sys.stdout,
     )
+
+
+def cloud_choice(name: str | None, flags: dict[str, bool]) -> list[str]:
+    """The provider names asked for: ``--cloud NAME`` and each shorthand flag given (mapped by the registry)."""
+    from jitplan.providers.registry import by_flag, entry
+
+    out = [entry(name).name] if name is not None else []
+    return out + [by_flag(flag).name for flag, on in flags.items() if on]
 
 
 def register(app: typer.Typer) -> None:

@@ -6,16 +6,18 @@
     jitplan status 8f3c              # one run (a unique id prefix is enough): fields, instances, events
     jitplan logs 8f3c -f             # follow the run's log until it ends (Ctrl-C to stop following)
     jitplan stop 8f3c                # stop training (SIGTERM: the trainer checkpoints), keep the instance
-    jitplan stop 8f3c --destroy --yes   # ... and destroy its Vast.ai instance (billing stops)
+    jitplan stop 8f3c --destroy --yes   # ... and destroy its cloud instance (billing stops)
 
-Thin: parse -> core (jitplan/launch/runs.py) -> pydantic data -> rich or ``--json``. Vast is asked for live
-instances and orphans only when this registry has rented there and a key exists (``--offline`` skips it).
+Thin: parse -> core (jitplan/cloud/runs.py, jitplan/launch/runs.py) -> pydantic data -> rich or ``--json``. A
+cloud provider (jitplan.providers.registry) is asked for live instances and orphans only when this registry
+has rented there and its key exists (``--offline`` skips it).
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -25,7 +27,8 @@ from jitplan.cli._output import JsonFlag
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
 
-    from jitplan.launch.runs import InstanceView, RunsOverview, RunStatusView
+    from jitplan.cloud.runs import RunsOverview
+    from jitplan.launch.runs import InstanceView, RunStatusView
     from jitplan.providers import Provider
     from jitplan.runs.registry import Registry
 
@@ -40,25 +43,32 @@ def _registry() -> Registry:
 
 
 def _providers(reg: Registry, offline: bool) -> tuple[list[Provider], list[str]]:
-    """The providers to ask for live instances: Vast when this registry ever rented there and a key exists."""
-    if offline or not any(r.backend == "vast" for r in reg.list_runs(limit=10_000)):
-        return [], []
-    from jitplan.secrets import vast_api_key
-
-    if vast_api_key() is None:
-        return [], ["no Vast.ai API key: live instances and orphans were not checked"]
+    """The providers to ask for live instances: each this registry ever rented on, when its key exists."""
     from jitplan.errors import JitplanError
-    from jitplan.launch.remote import make_provider
+    from jitplan.providers.registry import entries
 
-    try:
-        return [make_provider("vast", lambda m: None, http_timeout_s=SWEEP_TIMEOUT_S)], []
-    except JitplanError as e:
-        return [], [f"cannot ask Vast.ai: {e.message}"]
+    if offline:
+        return [], []
+    used = {r.backend for r in reg.list_runs(limit=10_000)} | {i.provider for i in reg.cloud.instances()}
+    out, notes = [], []
+    for e in entries():
+        if e.name not in used:
+            continue
+        if not e.has_credentials():
+            notes.append(f"no {e.title} API key: live instances and orphans were not checked")
+            continue
+        try:
+            out.append(e.build(lambda m: None, http_timeout_s=SWEEP_TIMEOUT_S))
+        except JitplanError as err:
+            notes.append(f"cannot ask {e.title}: {err.message}")
+    return out, notes
 
 
 def _ago(ts: float, now: float) -> str:
     s = max(now - ts, 0)
-    return f"{s:.0f}s" if s < 120 else f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.1f}h" if s < 172800 else f"{s / 86400:.0f}d"
+    if s < 120:
+        return f"{s:.0f}s"
+    return f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.1f}h" if s < 172800 else f"{s / 86400:.0f}d"
 
 
 def _render_instances(con: Console, views: list[InstanceView], title: str) -> None:
@@ -135,15 +145,16 @@ def runs_command(
     active: bool = typer.Option(False, "--active", help="Only runs that are not finished."),
     limit: int = typer.Option(20, "--limit", min=1, help="At most this many runs, newest first."),
     offline: bool = typer.Option(False, "--offline", help="Do not ask cloud providers for live instances."),
-    destroy_orphans: bool = typer.Option(False, "--destroy-orphans", help="Destroy the orphans listed (billing stops)."),
+    destroy_orphans: bool = typer.Option(False, "--destroy-orphans",
+                                         help="Destroy the orphans listed (billing stops)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before destroying orphans."),
     json_out: JsonFlag = False,
 ) -> None:
     """List recorded runs, the cloud instances still alive with their cost so far, and orphaned instances."""
     from jitplan.cli._output import emit, note
+    from jitplan.cloud.runs import destroy_orphans as destroy
+    from jitplan.cloud.runs import overview
     from jitplan.errors import CheckFailed, UsageError
-    from jitplan.launch.runs import destroy_orphans as destroy
-    from jitplan.launch.runs import overview
 
     reg = _registry()
     providers, warnings = _providers(reg, offline)
@@ -161,7 +172,7 @@ def runs_command(
         if not typer.confirm(f"Destroy orphan instance(s) {ids}? Their disks are deleted.", err=True):
             raise CheckFailed("not confirmed; nothing destroyed")
     for p in providers:
-        destroy(p, data.orphans, say=note)
+        destroy(p, reg, data.orphans, say=note)
 
 
 def status_command(
@@ -181,14 +192,20 @@ def logs_command(
     follow_: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines until the run ends."),
     tail: int | None = typer.Option(None, "--tail", "-n", min=0, help="Only the last N lines first."),
 ) -> None:
-    """Print a run's log (local file, or the remote one over SSH for ssh/vast runs)."""
+    """Print a run's log (local file, the remote one over SSH, or the copy pulled home once its instance is gone)."""
     from jitplan.errors import UsageError
-    from jitplan.launch.runs import follow, log_path, ssh_launch
+    from jitplan.launch.remote_job import is_remote, ssh_launch
+    from jitplan.launch.runs import follow, log_path
+    from jitplan.providers.registry import is_provider
 
     reg = _registry()
     row = reg.get_run(run)
     path = log_path(row)
-    remote = row.backend in ("ssh", "vast") and not (path is not None and path.exists())
+    rows = reg.cloud.instances(active_only=False, run_id=row.id) if is_provider(row.backend) else []
+    gone = bool(rows) and not [i for i in rows if i.active]  # it had instances, all destroyed now
+    if gone and row.meta.local_run_dir:  # the instance is destroyed: its log came home with the last pull
+        path = Path(row.meta.local_run_dir) / "train.log"
+    remote = is_remote(row) and not gone and not (path is not None and path.exists())
     if path is not None and (path.exists() or (follow_ and row.active and not remote)):
         if not follow_:
             lines = path.read_bytes().splitlines(keepends=True)
@@ -199,9 +216,10 @@ def logs_command(
         except KeyboardInterrupt:
             pass
         return
-    launch = ssh_launch(row, reg.path.parent)
+    launch = None if gone else ssh_launch(row, reg.path.parent)
     if launch is None:
-        raise UsageError(f"run {row.id} has no log at {path or '(no run folder recorded)'}")
+        why = " (its instance is gone and none was pulled home)" if gone else ""
+        raise UsageError(f"run {row.id} has no log at {path or '(no run folder recorded)'}{why}")
     if follow_:
         launch.follow(sys.stdout)
         return
@@ -223,13 +241,13 @@ def stop_command(
     """Stop a run's training (the trainer checkpoints on SIGTERM); --destroy pulls its checkpoint, metrics
     and logs home (verified), then releases its instance; a failed pull refuses unless --discard."""
     from jitplan.cli._output import note
+    from jitplan.cloud.runs import stop
     from jitplan.errors import CheckFailed, UsageError
-    from jitplan.launch.remote import make_provider
-    from jitplan.launch.runs import stop
+    from jitplan.providers.registry import make_provider
 
     reg = _registry()
     row = reg.get_run(run)
-    live = reg.instances(active_only=True, run_id=row.id)
+    live = reg.cloud.instances(active_only=True, run_id=row.id)
     if destroy and live and not yes:
         if not (sys.stdin.isatty() and sys.stderr.isatty()):
             raise UsageError("destroying an instance deletes its disk; pass --yes to confirm without a terminal")

@@ -4,9 +4,10 @@
     jitplan watch 8f3c                           # pulls every 30 min, pulls + destroys when training ends,
                                                  # recovers a lost instance (--max-restarts, default: the launch's)
 
-What ``jitplan launch --vast`` does after training started, for a run launched with ``--detach`` or whose
+What a cloud launch (``jitplan launch --vast``) does after training started, for a run launched with
+``--detach`` or whose
 launcher was stopped (Ctrl-C keeps the instance and prints its stop command). Thin: parse ->
-``jitplan.launch.cloud_watch.watch_cloud_run`` -> render. See docs/vast.md.
+``jitplan.cloud.watch.watch_cloud_run`` -> render. See docs/vast.md.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ def watch_command(
     """Follow a cloud run launched with --detach: pull while it trains, pull and destroy its instance when
     training ends, recover a lost instance from the last pull. Exit 0 when it finished, 1 otherwise."""
     from jitplan.cli._output import emit, note
+    from jitplan.cloud.watch import watch_cloud_run
     from jitplan.errors import CheckFailed
-    from jitplan.launch.cloud_watch import watch_cloud_run
     from jitplan.launch.remote import RemoteHooks
     from jitplan.runs.registry import Registry
 

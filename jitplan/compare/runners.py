@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     from jitplan.launch.ssh import SSHOptions
     from jitplan.runs.registry import Registry
+    from jitplan.runs.schema import RunStatus
     from jitplan.runspec import RunSpec
     from jitplan.transport.target import SSHTarget
 
@@ -91,7 +92,7 @@ class SSHRunner(Runner):
                          stage=lambda job, remote_data: ([config, run_script_path()], node_command(spec)),
                          doctor=False, create_env=self.create_env, follow=False, out=self.echo or sys.stderr)
         code = job.follow(self.echo or sys.stderr, timeout_s=minutes * 60 if minutes else None)
-        status = "finished" if code == 0 else "failed"
+        status: RunStatus = "finished" if code == 0 else "failed"
         if minutes and code is None:
             code, status = job.stop(), "stopped"
         msg = f"remote trainer on {self.target} exited with code {code}"

@@ -99,35 +99,56 @@ class CheckpointSummary(BaseModel):
     integrity: str | None = None  # "verified" | "unverified" (no digests) | None (not checked)
 
 
-_VERIFY = r"""
+# Runs in a child process (so the caller stays torch-free): the one checkpoint load check, used by doctor
+# (C-checks on --resume) and by every pull before a checkpoint is promoted (launch/pull.py).
+_LOAD_CHECK = r"""
 import json, sys
 from jitmodel.checkpoint import load_checkpoint
 try:
-    out = {"integrity": load_checkpoint(sys.argv[1], mmap=True).get("integrity", "unverified")}
-except ValueError as e:
-    out = {"error": str(e)}
-print("JITPLAN_CKPT " + json.dumps(out))
+    ck = load_checkpoint(sys.argv[1], mmap=True)  # weights-only; checks per-tensor digests when present
+    out = {"integrity": ck.get("integrity") or "unverified", "step": ck.get("step"), "format": ck.get("format")}
+except Exception as e:
+    out = {"error": str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"}
+print("JITPLAN_CKPT " + json.dumps(out, default=str))
 """
 
 
-def verify_digests(path: str | Path, python: str | None = None, timeout: float = 900.0) -> str:
-    """Load the checkpoint in a child process (torch, weights-only, mmap) so its digests are checked there;
-    'verified' or 'unverified'. UsageError (one line) when it is corrupt or cannot be checked."""
+class LoadCheck(BaseModel):
+    """What loading a checkpoint (weights-only, digests checked) says about it."""
+
+    model_config = ConfigDict(extra="forbid")
+    integrity: str  # "verified" (per-tensor digests match) | "unverified" (it has none)
+    step: int | None = None
+    format: Any = None
+
+
+def load_check(path: str | Path, python: str | None = None, timeout: float = 900.0) -> LoadCheck:
+    """Load the checkpoint in a child process (torch, weights-only, mmap) so its digests are checked there.
+    UsageError (one line) when it does not load, is corrupt, or cannot be checked."""
     import subprocess
     import sys
 
     try:
-        proc = run_bounded([python or sys.executable, "-c", _VERIFY, str(path)], timeout=timeout)  # bounded output
-    except (OSError, subprocess.TimeoutExpired) as e:
+        proc = run_bounded([python or sys.executable, "-c", _LOAD_CHECK, str(path)], timeout=timeout)  # bounded output
+    except subprocess.TimeoutExpired:
+        raise UsageError(f"{path}: loading it took over {timeout:.0f} s") from None
+    except OSError as e:
         raise UsageError(f"{path}: could not verify the checkpoint ({type(e).__name__})") from None
     for line in proc.stdout.splitlines():
         if line.startswith("JITPLAN_CKPT "):
             res = json.loads(line.removeprefix("JITPLAN_CKPT "))
             if "error" in res:
                 raise UsageError(res["error"])
-            return str(res["integrity"])
+            step = res.get("step")
+            return LoadCheck(integrity=str(res["integrity"]), step=step if isinstance(step, int) else None,
+                             format=res.get("format"))
     tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     raise UsageError(f"{path}: could not verify the checkpoint ({tail[-1][:160] if tail else proc.returncode})")
+
+
+def verify_digests(path: str | Path, python: str | None = None, timeout: float = 900.0) -> str:
+    """'verified' or 'unverified' (:func:`load_check`); UsageError when it is corrupt or cannot be checked."""
+    return load_check(path, python, timeout).integrity
 
 
 def _plain(obj: Any) -> Any:

@@ -13,7 +13,8 @@ One pull, in order:
    ``train.log``, ``watchdog.log``, ``watchdog-state.json`` and ``exit_code`` into the local run folder.
 3. Here: the sha256 of the received file must equal the remote one; the checkpoint must load with
    ``torch.load(weights_only=True)`` in a child process (so the CLI stays torch-free), which also checks
-   its per-tensor digests (``jitmodel.integrity``) when it carries them.
+   its per-tensor digests (``jitmodel.integrity``) when it carries them: the one load check doctor uses too
+   (``jitplan.doctor.ckpt.load_check``).
 4. Only then is it promoted: hard links ``out/last.pt`` and ``out/ckpt/{step:07d}.pt``, and ``pulled.json``
    (step, sha256, size, when). A failed pull never replaces an earlier good one.
 
@@ -27,7 +28,6 @@ import hashlib
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -36,7 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
+from jitplan.doctor.ckpt import load_check
 from jitplan.errors import CheckFailed, JitplanError, UsageError
+from jitplan.launch.remote_job import ssh_launch
 from jitplan.runs.schema import LastPull, RunMeta
 from jitplan.transport.sshcmd import Step, remote_sh, rsync_pull_argv
 
@@ -47,16 +49,6 @@ if TYPE_CHECKING:  # pragma: no cover
 SNAPSHOT = ".pull/last.pt"
 PULLED_FILES = ("train.log", "watchdog.log", "watchdog-state.json", "exit_code", "out/metrics.jsonl")
 MANIFEST = "pulled.json"
-
-# Runs in a child process: loads with weights_only=True and checks per-tensor digests when it can.
-_VERIFY = r"""
-import json, sys
-from jitmodel import checkpoint as c
-ck = c.load_checkpoint(sys.argv[1], mmap=True)  # checks the per-tensor digests (jitmodel.integrity) when present
-digests = {"verified": "verified"}.get(ck.get("integrity"), "absent")
-print(json.dumps({"format": ck.get("format"), "step": ck.get("step"), "tensor_digests": digests}))
-"""
-
 
 class PullFailed(CheckFailed):
     """A pull or its verification failed. ``not_saved`` names what exists only on the remote."""
@@ -123,16 +115,14 @@ def parse_snapshot(text: str) -> tuple[str, int] | None:
 
 
 def verify_loads(path: Path, *, python: str = sys.executable, timeout_s: float = 900) -> dict[str, Any]:
-    """Load the checkpoint weights-only in a child process; its format, step and digest check."""
+    """The one checkpoint load check (:func:`jitplan.doctor.ckpt.load_check`): its step and digest verdict
+    (``tensor_digests``: verified | absent). ValueError when it does not load."""
     try:
-        res = subprocess.run([python, "-c", _VERIFY, str(path)], capture_output=True, text=True, timeout=timeout_s,
-                             stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise ValueError(f"loading {path} took over {timeout_s:.0f} s") from None
-    if res.returncode != 0:
-        last = (res.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise ValueError(f"it does not load: {last}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+        got = load_check(path, python, timeout_s)
+    except UsageError as e:
+        raise ValueError(f"it does not load: {e.message}") from None
+    return {"format": got.format, "step": got.step,
+            "tensor_digests": "verified" if got.integrity == "verified" else "absent"}
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -230,8 +220,6 @@ def pull(job: SSHLaunch, local_dir: str | Path, *, timeout_s: float = 6 * 3600) 
 # ------------------------------------------------------------------------------- runs in the registry
 def remote_job(run: RunRow, registry_dir: Path | None = None) -> SSHLaunch | None:
     """An SSHLaunch for a remote run, from what the launcher recorded (``meta.ssh``, else ``host``)."""
-    from jitplan.launch.runs import ssh_launch
-
     return ssh_launch(run, registry_dir)
 
 
@@ -267,7 +255,7 @@ def pull_before_destroy(registry: Registry, run_id: str, *, discard: bool = Fals
 
     With ``discard`` a failed pull is recorded and teardown goes on (returns None)."""
     run = registry.get_run(run_id)
-    live = [i.instance_id for i in registry.instances(active_only=True, run_id=run.id)]
+    live = [i.instance_id for i in registry.cloud.instances(active_only=True, run_id=run.id)]
     if remote_job(run, registry.path.parent) is None:  # training starts only after its endpoint is recorded
         registry.add_event(run.id, "pull", "no SSH endpoint was ever recorded: no training ran, nothing to pull")
         say(f"run {run.id} never reached its instance over SSH: nothing to pull")
@@ -285,6 +273,7 @@ def pull_before_destroy(registry: Registry, run_id: str, *, discard: bool = Fals
             registry.add_event(run.id, "discard", f"teardown without a verified pull (--discard): {lost}")
             say(f"pull failed ({e.message}); --discard given, so going on: {lost}")
             return None
-        raise PullFailed(f"not destroying run {run.id}: {lost}; the pull failed: {e.message}",  # what is lost first: a long cause may be cut
+        # what is lost first: a long cause may be cut
+        raise PullFailed(f"not destroying run {run.id}: {lost}; the pull failed: {e.message}",
                          hint=f"fix the connection and `jitplan pull {run.id}`, or pass --discard to destroy "
                          "anyway and lose what is listed") from None

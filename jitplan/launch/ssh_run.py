@@ -18,7 +18,7 @@ from jitplan.errors import CheckFailed
 from jitplan.launch.ssh import SSHLaunch
 from jitplan.launch.torchrun import NodeCommand
 from jitplan.launch.watchdog import WatchdogConfig
-from jitplan.runs.schema import RunMeta
+from jitplan.runs.schema import RunMeta, RunStatus
 
 
 class SSHRunResult(BaseModel):
@@ -80,13 +80,14 @@ def launch_ssh(job: SSHLaunch, *, registry, name: str, local_code: str | Path,
     if doctor:
         step("doctor", "running doctor on the remote", lambda: job.run(job.doctor_step(python, remote_data)))
     if resume_from is not None:  # a recovery: the last verified pull goes where --resume auto looks
-        step("upload_checkpoint", f"uploading {resume_from} to resume from it", lambda: job.upload_checkpoint(resume_from))
+        step("upload_checkpoint", f"uploading {resume_from} to resume from it",
+             lambda: job.upload_checkpoint(resume_from))
     step("start", "starting training detached", lambda: job.start(command))
     registry.set_status(run_id, "running", f"training on {job.target} in {job.run_dir}")
     if not follow:
         return SSHRunResult(run_id=run_id, target=str(job.target), remote_run_dir=job.run_dir, status="running")
     code = job.follow(out)
-    status = "finished" if code == 0 else "failed"
-    registry.set_status(run_id, status, f"trainer exited with code {code}")  # type: ignore[arg-type]
+    status: RunStatus = "finished" if code == 0 else "failed"
+    registry.set_status(run_id, status, f"trainer exited with code {code}")
     return SSHRunResult(run_id=run_id, target=str(job.target), remote_run_dir=job.run_dir, status=status,
                         exit_code=code)

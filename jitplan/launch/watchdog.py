@@ -17,8 +17,15 @@
 To stop, it writes ``stop`` (the reason), sends SIGTERM to the ranks (each finishes its step, writes its
 checkpoint and exits 0), escalates to the process group after ``grace_s`` and SIGKILL 30 s later. It never
 destroys anything (it holds no cloud key): it writes ``watchdog-state.json`` = ``{"state": "done",
-"reason": ...}``, which the local supervisor (``jitplan.launch.recover``) reads, pulls the checkpoint home,
+"reason": ...}``, which the local supervisor (``jitplan.cloud.watch``) reads, pulls the checkpoint home,
 verifies it, and only then destroys the instance. So no checkpoint is lost to a teardown.
+
+Without a local watcher (``--detach``), a cap would leave the instance billing after training stopped. So a
+cloud launch gives the watchdog its provider's ``self_stop`` (:class:`jitplan.providers.SelfStop`: one HTTP
+request with the instance's own key, e.g. Vast's stop, which keeps the disk): at a ``max-hours`` or
+``budget`` stop, once the trainer has exited (its checkpoint written), the watchdog waits ``self_stop_grace_s``
+for a watcher to claim the teardown (``teardown-claimed``, written by ``jitplan watch`` before it pulls), and
+otherwise stops the instance itself. The state file says ``self_stop`` = requested | failed: ...
 
     >>> cfg = WatchdogConfig(step_time_s=2.0, log_every=10, stall_factor=5, startup_grace_s=60, min_stall_s=0)
     >>> decide(cfg, Observation(now=0, elapsed_s=100.0, last_step=None, progress_at_s=None, exit_code=None))
@@ -41,10 +48,13 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from jitmodel.records import last_step
+from jitplan.launch.self_stop import stop_self
+from jitplan.providers import SelfStop
 
 CONFIG = "watchdog-config.json"
 STATE = "watchdog-state.json"
 LOG = "watchdog.log"
+CAP_REASONS = frozenset({"max-hours", "budget"})
 DEFAULT_RESERVE_S = 600.0  # checkpoint + pull + destroy before a time or money cap
 
 
@@ -60,6 +70,8 @@ class WatchdogConfig(BaseModel):
     stop_reason: str | None = None  # "max-hours" | "budget"
     grace_s: Annotated[float, Field(gt=0)] = 120.0  # SIGTERM -> checkpoint -> exit, before escalating
     poll_s: Annotated[float, Field(gt=0)] = 5.0
+    self_stop: SelfStop | None = None  # at a cap with nobody watching: the instance stops itself
+    self_stop_grace_s: Annotated[float, Field(ge=0)] = 300.0  # wait this long for a watcher to claim teardown
 
 
 class Observation(BaseModel):
@@ -108,10 +120,18 @@ def stop_at(*, max_hours: float | None, budget_usd: float | None, dph: float | N
 
 
 def config_for(plan, *, max_hours: float | None = None, budget_usd: float | None = None, dph: float | None = None,
-               since: float | None = None, reserve_s: float = DEFAULT_RESERVE_S) -> WatchdogConfig:
-    """The watchdog settings of a run: the plan's step time and logging interval, the caps as ``stop_at``.
+               since: float | None = None, reserve_s: float = DEFAULT_RESERVE_S,
+               self_stop: SelfStop | None = None) -> WatchdogConfig:
+    """The watchdog settings of a run: the plan's step time and logging interval, the caps as ``stop_at``, and
+    how the instance stops itself at a cap (``self_stop``; the grace from ``JITPLAN_SELF_STOP_GRACE_S``).
     ``plan`` is a Plan or a bare TrainConfig (no step-time estimate: no stall check). UsageError on bad caps."""
     from jitplan.errors import UsageError
+
+    raw = os.environ.get("JITPLAN_SELF_STOP_GRACE_S")
+    try:
+        grace = float(raw) if raw else WatchdogConfig.model_fields["self_stop_grace_s"].default
+    except ValueError:
+        raise UsageError(f"JITPLAN_SELF_STOP_GRACE_S must be a number of seconds, got {raw!r}") from None
 
     est = getattr(plan, "estimates", None)
     train = getattr(plan, "train", plan)
@@ -121,7 +141,8 @@ def config_for(plan, *, max_hours: float | None = None, budget_usd: float | None
     except ValueError as e:
         raise UsageError(str(e)) from None
     return WatchdogConfig(step_time_s=getattr(est, "step_time_s", None) or None,
-                          log_every=max(int(getattr(train, "log_every", 1) or 1), 1), stop_at=when, stop_reason=reason)
+                          log_every=max(int(getattr(train, "log_every", 1) or 1), 1), stop_at=when, stop_reason=reason,
+                          self_stop=self_stop if when is not None else None, self_stop_grace_s=max(grace, 0.0))
 
 
 def decide(cfg: WatchdogConfig, obs: Observation) -> Decision | None:
@@ -222,6 +243,11 @@ class Watchdog:
                 code = self.stop(d) if d.stop else obs.exit_code
                 self.state(state="done", reason=d.reason, message=d.message, step=step, exit_code=code)
                 self.log(f"done ({d.reason}); exit code {code}; the local side pulls, then tears down")
+                if d.reason in CAP_REASONS and self.cfg.self_stop is not None:
+                    outcome = stop_self(self.dir, self.cfg.self_stop, grace_s=self.cfg.self_stop_grace_s,
+                                        log=self.log, clock=self.clock, sleep=self.sleep)
+                    self.state(state="done", reason=d.reason, message=d.message, step=step, exit_code=code,
+                               self_stop=outcome)
                 return d
             self.sleep(self.cfg.poll_s)
 

@@ -4,7 +4,7 @@ A provider turns a plan into an ``offer_query`` (its filters, its image), does `
 SSH key attached), ``find_label`` (the lookup after any create error: answered or raising, never a guessed
 "none"), ``authorize`` a key on a live instance, ``wait_ready`` until running and SSH-reachable, gives its
 ``ssh_info``, ``destroy``s it, and ``list``s what exists. Inputs and outputs are the pydantic models below;
-the orchestration (rank, confirm, intent first, fail over, clean up) lives in ``jitplan.providers.provision``
+the orchestration (rank, confirm, intent first, fail over, clean up) lives in ``jitplan.cloud.provision``
 and knows nothing about any one cloud. Vast.ai is the first provider (``jitplan.providers.vast``); its SDK is
 imported only inside it.
 
@@ -52,28 +52,37 @@ class OfferQuery(_Model):
 
 
 class Offer(_Model):
-    """One rentable machine (or a slice of one)."""
+    """One rentable machine (or a slice of one), in neutral names and units; each provider maps its own rows
+    to it (Vast's API names live only in ``providers/vast/rows.py``). The published per-offer figures (PCIe,
+    effective cores, RAM share, disk and network speed, a DL benchmark score) are kept so that the planner
+    can predict a run on this offer, not only on its GPU model. None: the provider did not publish it."""
 
     id: int
     machine_id: int | None = None
     gpu_name: str
     num_gpus: int
     gpu_ram_mib: float  # per GPU
-    cpu_ram_mb: float  # the RAM share the instance gets
-    cpus: float  # effective vCPUs the instance gets
-    disk_space_gb: float  # the most disk the host can give
-    cuda_max_good: float
-    compute_cap: int | None = None
+    ram_gb: float  # the host RAM share the instance gets, GB
+    cpu_cores_effective: float  # the vCPUs the instance gets
+    disk_gb: float  # the most disk the host can give
+    max_cuda: float  # the newest CUDA the host driver supports
+    compute_cap: int | None = None  # x100: 860 = sm_86
     reliability: float | None = None
-    inet_down_mbps: float | None = None
-    dph_total: float  # on-demand $/h, storage for the searched disk size included
-    min_bid: float | None = None  # interruptible floor $/h
-    storage_dph: float = 0.0  # $/h of the searched disk
+    download_mbps: float | None = None  # Mbit/s into the instance
+    upload_mbps: float | None = None
+    price_per_hour: float  # on-demand $/h, storage for the searched disk size included
+    min_bid_per_hour: float | None = None  # interruptible floor $/h for the whole instance
+    storage_per_hour: float = 0.0  # $/h of the searched disk
     geolocation: str | None = None
+    pcie_bandwidth_gbps: float | None = None  # host <-> GPU, GB/s as measured by the provider
+    pcie_gen: float | None = None
+    pcie_lanes: int | None = None  # per GPU
+    disk_bandwidth_mbps: float | None = None  # disk read, MB/s
+    dl_perf: float | None = None  # the provider's deep-learning benchmark score (relative)
 
     def price(self, bid: float | None = None) -> float:
         """$/h we would pay: on-demand total, or the bid plus storage."""
-        return self.dph_total if bid is None else bid + self.storage_dph
+        return self.price_per_hour if bid is None else bid + self.storage_per_hour
 
 
 class CreateSpec(_Model):
@@ -87,6 +96,20 @@ class CreateSpec(_Model):
     onstart: str = ""
     ssh_public_key: str | None = None
     bid: Annotated[float, Field(gt=0)] | None = None
+
+
+class SelfStop(_Model):
+    """How an instance stops itself (a provider's optional capability, ``Provider.self_stop``): one HTTP request
+    with the instance's own, instance-scoped key, read on the instance from ``key_env`` (or from ``env_file``,
+    where the instance's start-up persisted its environment). No key of the user's travels: the provider put
+    this one on the instance. ``what`` says, for people, what stopping means there (what still bills)."""
+
+    method: Literal["PUT", "POST"] = "PUT"
+    url: str
+    body: dict[str, str] = Field(default_factory=dict)
+    key_env: str
+    env_file: str | None = None
+    what: str
 
 
 InstanceState = Literal["pending", "running", "failed", "stopped", "gone"]
@@ -128,7 +151,8 @@ class Instance(_Model):
     def summary(self) -> str:
         """A safe one-line description for messages."""
         where = ", ".join(f"{h}:{p}" for h, p in self.ssh_endpoints()) or "no ssh yet"
-        msg = f" ({' '.join(self.status_msg.split())[:500]})" if self.status_msg else ""  # whole: the CUDA reason ends it
+        # whole: the CUDA reason ends it
+        msg = f" ({' '.join(self.status_msg.split())[:500]})" if self.status_msg else ""
         return f"instance {self.id} [{self.actual_status or 'null'}]{msg} machine {self.machine_id}, {where}"
 
 
@@ -232,3 +256,9 @@ class Provider(Protocol):
     def list(self, label: str | None = None) -> list[Instance]:
         """Instances of this account, optionally only those with exactly this label."""
         ...
+
+
+def self_stop_of(provider: Provider, instance_id: int) -> SelfStop | None:
+    """The optional capability: ``provider.self_stop(instance_id)`` when the provider has it, else None."""
+    fn = getattr(provider, "self_stop", None)
+    return fn(instance_id) if callable(fn) else None

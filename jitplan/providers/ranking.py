@@ -56,11 +56,11 @@ def satisfies(o: Offer, query: OfferQuery) -> bool:
     """What the provider's filter cannot check exactly: the RAM share, CPUs, disk, CUDA, the bid floor."""
     if o.num_gpus != query.num_gpus or o.gpu_ram_mib < query.min_gpu_ram_mib:
         return False
-    if o.cpu_ram_mb < query.min_cpu_ram_mb or o.cpus < query.min_cpus:
+    if o.ram_gb * 1000 < query.min_cpu_ram_mb or o.cpu_cores_effective < query.min_cpus:
         return False
-    if o.cuda_max_good < query.min_cuda or o.disk_space_gb < query.min_disk_gb:
+    if o.max_cuda < query.min_cuda or o.disk_gb < query.min_disk_gb:
         return False
-    return not (query.bid is not None and o.min_bid is not None and o.min_bid > query.bid)
+    return not (query.bid is not None and o.min_bid_per_hour is not None and o.min_bid_per_hour > query.bid)
 
 
 def rank(plan: Plan, offers: list[Offer], query: OfferQuery) -> list[RankedOffer]:
@@ -93,7 +93,7 @@ def offers_table(ranked: list[RankedOffer], *, provider: str, top: int = 5) -> T
             str(i), str(o.id), f"{o.num_gpus}x {o.gpu_name}", f"{r.dph:.3f}",
             f"{r.epoch_time_s / 3600:.2f}" if r.epoch_time_s is not None else "?",
             f"{r.cost_per_epoch:.3f}" if r.cost_per_epoch is not None else "?",
-            f"{o.cpu_ram_mb / 1000:.0f}", f"{o.cpus:g}", f"{o.cuda_max_good:g}",
+            f"{o.ram_gb:.0f}", f"{o.cpu_cores_effective:g}", f"{o.max_cuda:g}",
             f"{o.reliability:.3f}" if o.reliability is not None else "?", o.geolocation or "",
         )
     return t

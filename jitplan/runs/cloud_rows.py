@@ -1,20 +1,19 @@
 """The registry's cloud rows: rented instances and the intents (labels) written before each create.
 
-A mixin of :class:`jitplan.runs.registry.Registry` (which supplies ``_tx``, ``_connect`` and ``_event``).
+A collaborator of :class:`jitplan.runs.registry.Registry` on the same :class:`jitplan.runs.db.Database`:
+``registry.cloud``.
 
-    reg.record_intent(rid, "vast", f"jitplan-{rid}-1", offer_id=2001, dph=0.21)   # before the create
-    reg.add_instance(rid, "vast", 31337001, f"jitplan-{rid}-1", 0.21)              # once its id is known
-    reg.resolve_intent(f"jitplan-{rid}-1", 31337001)
+    reg.cloud.record_intent(rid, "vast", f"jitplan-{rid}-1", offer_id=2001, dph=0.21)   # before the create
+    reg.cloud.add_instance(rid, "vast", 31337001, f"jitplan-{rid}-1", 0.21)              # once its id is known
+    reg.cloud.resolve_intent(f"jitplan-{rid}-1", 31337001)
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from contextlib import AbstractContextManager
-from typing import Any
 
 from jitplan.errors import UsageError
+from jitplan.runs.db import Database
 from jitplan.runs.schema import (
     GONE_INSTANCE_STATUSES,
     INSTANCE_STATUSES,
@@ -29,12 +28,8 @@ from jitplan.secrets import redact
 class CloudRows:
     """Instances and intents. Every write is one transaction; nothing secret is stored (labels are redacted)."""
 
-    def _tx(self) -> AbstractContextManager[sqlite3.Connection]: ...  # supplied by Registry
-
-    def _connect(self) -> AbstractContextManager[sqlite3.Connection]: ...
-
-    def _event(self, con: sqlite3.Connection, run_id: str, kind: str, message: str, data: dict[str, Any],
-               ts: float) -> None: ...
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     # ---------------------------------------------------------------- instances
     def add_instance(
@@ -58,7 +53,7 @@ class CloudRows:
         if dph < 0:
             raise UsageError(f"instance price must be >= 0 $/h, got {dph}")
         now = time.time()
-        with self._tx() as con:
+        with self.db.tx() as con:
             con.execute(
                 "INSERT INTO instances (run_id, provider, instance_id, label, dph, gpu_name, num_gpus, status,"
                 " ssh_host, ssh_port, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
@@ -71,7 +66,7 @@ class CloudRows:
                 ),
             )
             if run_id is not None:
-                self._event(
+                self.db.event(
                     con, run_id, "instance", f"{provider} instance {instance_id} recorded ({status})",
                     {"instance_id": str(instance_id), "label": label, "dph": dph}, now,
                 )
@@ -95,7 +90,7 @@ class CloudRows:
             raise UsageError(f"unknown instance status {status!r}; one of {', '.join(INSTANCE_STATUSES)}")
         now = time.time()
         ended = now if status in GONE_INSTANCE_STATUSES else None
-        with self._tx() as con:
+        with self.db.tx() as con:
             cur = con.execute(
                 "UPDATE instances SET status=COALESCE(?, status), ssh_host=COALESCE(?, ssh_host),"
                 " ssh_port=COALESCE(?, ssh_port), dph=COALESCE(?, dph), updated_at=?,"
@@ -110,7 +105,7 @@ class CloudRows:
                 ).fetchone()
             )
             if status is not None and row.run_id is not None:
-                self._event(
+                self.db.event(
                     con, row.run_id, "instance", f"{provider} instance {instance_id}: {status}",
                     {"instance_id": str(instance_id), "status": status}, now,
                 )
@@ -130,29 +125,28 @@ class CloudRows:
         if provider is not None:
             sql += " AND provider=?"
             args.append(provider)
-        with self._connect() as con:
+        with self.db.connect() as con:
             return [inst_row(r) for r in con.execute(sql + " ORDER BY id", args).fetchall()]
-
 
     # ---------------------------------------------------------------- intents (labels before creates)
     def record_intent(self, run_id: str | None, provider: str, label: str, *, offer_id: str | int | None = None,
                       dph: float | None = None) -> IntentRow:
         """Write ``label`` down before the create that will carry it (committed before this returns)."""
         now = time.time()
-        with self._tx() as con:
+        with self.db.tx() as con:
             con.execute(
                 "INSERT INTO intents (label, run_id, provider, offer_id, dph, created_at) VALUES (?,?,?,?,?,?)"
                 " ON CONFLICT (label) DO UPDATE SET resolved_at=NULL, instance_id=NULL",
                 (redact(label), run_id, provider, None if offer_id is None else str(offer_id), dph, now),
             )
             if run_id is not None:
-                self._event(con, run_id, "intent", f"about to create {provider} instance {label}",
+                self.db.event(con, run_id, "intent", f"about to create {provider} instance {label}",
                             {"label": label, "offer_id": offer_id}, now)
             return IntentRow(**dict(con.execute("SELECT * FROM intents WHERE label=?", (label,)).fetchone()))
 
     def resolve_intent(self, label: str, instance_id: str | int | None) -> None:
         """We know now: ``instance_id`` carries ``label``, or (None) no instance does."""
-        with self._tx() as con:
+        with self.db.tx() as con:
             con.execute("UPDATE intents SET resolved_at=?, instance_id=? WHERE label=?",
                         (time.time(), None if instance_id is None else str(instance_id), label))
 
@@ -164,10 +158,10 @@ class CloudRows:
         if run_id is not None:
             sql += " AND run_id=?"
             args.append(run_id)
-        with self._connect() as con:
+        with self.db.connect() as con:
             return [IntentRow(**dict(r)) for r in con.execute(sql + " ORDER BY created_at, label", args)]
 
     def intent(self, label: str) -> IntentRow | None:
-        with self._connect() as con:
+        with self.db.connect() as con:
             row = con.execute("SELECT * FROM intents WHERE label=?", (label,)).fetchone()
         return IntentRow(**dict(row)) if row is not None else None

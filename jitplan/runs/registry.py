@@ -1,7 +1,7 @@
 """The run registry: one SQLite file holding runs, their events and the cloud instances they rent.
 
-Safe under concurrent CLI calls: WAL journal, a busy timeout, every write in its own ``BEGIN IMMEDIATE``
-transaction, one short-lived connection per call (so threads and processes never share one). Nothing
+The file and its connections are a :class:`jitplan.runs.db.Database` (safe under concurrent CLI calls;
+a file that is not ours is refused, never migrated); the cloud rows are ``registry.cloud``. Nothing
 secret is stored: every text and JSON value passes through :func:`jitplan.secrets.redact` first.
 
 The file lives in the user's data directory: ``$JITPLAN_HOME``, else ``$XDG_DATA_HOME/jitplan``, else
@@ -24,21 +24,18 @@ import json
 import os
 import secrets as _pyrandom
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from jitplan.errors import UsageError
 from jitplan.runs.cloud_rows import CloudRows
+from jitplan.runs.db import Database, json_text
 from jitplan.runs.schema import (
     ACTIVE_RUN_STATUSES,
     GONE_INSTANCE_STATUSES,
     KNOWN_HOSTS,
     RUN_STATUSES,
-    SCHEMA_VERSION,
     EventRow,
     InstanceRow,
     InstanceStatus,
@@ -46,15 +43,13 @@ from jitplan.runs.schema import (
     RunMeta,
     RunRow,
     RunStatus,
-    migrate,
     run_row,
 )
-from jitplan.secrets import redact, redact_obj
+from jitplan.secrets import redact
 
 __all__ = ["Registry", "RunRow", "RunMeta", "EventRow", "InstanceRow", "IntentRow", "RunStatus", "InstanceStatus",
            "ACTIVE_RUN_STATUSES", "GONE_INSTANCE_STATUSES", "default_home", "default_path"]
 
-BUSY_TIMEOUT_S = 30.0
 MAX_NAME_SUFFIX = 1000
 
 
@@ -76,16 +71,12 @@ def _new_id() -> str:
     return _pyrandom.token_hex(3)  # 6 hex digits, like a short git sha: "8f3c2a"
 
 
-def _json(data: dict[str, Any] | None) -> str:
-    return json.dumps(redact_obj(data or {}), sort_keys=True, default=str)
-
-
 def _text(value: Any) -> Any:
     return redact(value) if isinstance(value, str) else value
 
 
 def _meta_json(meta: RunMeta) -> str:
-    return _json(meta.model_dump(mode="json", exclude_defaults=True))
+    return json_text(meta.model_dump(mode="json", exclude_defaults=True))
 
 
 def _free_name(con: sqlite3.Connection, name: str) -> str:
@@ -99,77 +90,28 @@ def _free_name(con: sqlite3.Connection, name: str) -> str:
     raise UsageError(f"more than {MAX_NAME_SUFFIX} runs are named {name!r}")
 
 
-class Registry(CloudRows):
-    """The run registry. ``Registry()`` opens (and creates) the default database."""
+class Registry:
+    """The run registry. ``Registry()`` opens (and creates) the default database.
+
+    Runs and their events are here; the cloud rows (instances, intents) are a collaborator on the same
+    database: ``registry.cloud`` (:class:`jitplan.runs.cloud_rows.CloudRows`)."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.db = Database(Path(path) if path is not None else default_path())
+        self.path = self.db.path
+        self.cloud = CloudRows(self.db)
 
     @property
     def known_hosts(self) -> str:
         """The known_hosts file a rented instance's host key goes into (a fresh key, trusted once)."""
         return str(self.path.parent / KNOWN_HOSTS)
 
-    def __init__(self, path: Path | str | None = None) -> None:
-        self.path = Path(path) if path is not None else default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        with self._connect() as con:
-            mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                raise UsageError(f"cannot use WAL journal for the run registry at {self.path} (got {mode!r})")
-            version = con.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise UsageError(
-                    f"run registry {self.path} has schema version {version}; this jitplan knows {SCHEMA_VERSION}",
-                    hint="upgrade jitplan or set JITPLAN_HOME to another folder",
-                )
-            if version < SCHEMA_VERSION:
-                with self._write(con):
-                    migrate(con, version)
-
-    # ---------------------------------------------------------------- connections
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        """This thread's connection (one per thread and process: sqlite3 connections are not shareable).
-
-        Kept open: when the last connection to a WAL database closes, SQLite checkpoints and fsyncs, which
-        made every call of a lone CLI command wait for the disk (benchmarks/bench_registry.py).
-        """
-        key = (os.getpid(), threading.get_ident())
-        con = self._local.__dict__.get("con")
-        if con is None or self._local.__dict__.get("key") != key:
-            con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            con.row_factory = sqlite3.Row
-            con.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-            con.execute("PRAGMA foreign_keys=ON")
-            # WAL + NORMAL: no fsync per commit (the database cannot corrupt; a power cut may lose the last
-            # commits). FULL made each write wait ~40 ms for the disk here (benchmarks/bench_registry.py).
-            con.execute("PRAGMA synchronous=NORMAL")
-            self._local.con, self._local.key = con, key
-        yield con
-
     def close(self) -> None:
         """Close this thread's connection (others close when their thread's objects are collected)."""
-        con = self._local.__dict__.pop("con", None)
-        if con is not None:
-            con.close()
-
-    @contextmanager
-    def _write(self, con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        con.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlocks between writers
-        try:
-            yield con
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._connect() as con, self._write(con):
-            yield con
+        self.db.close()
 
     def journal_mode(self) -> str:
-        with self._connect() as con:
-            return con.execute("PRAGMA journal_mode").fetchone()[0]
+        return self.db.journal_mode()
 
     # ---------------------------------------------------------------- runs
     def create_run(
@@ -191,7 +133,7 @@ class Registry(CloudRows):
         for _ in range(20):
             run_id = _new_id()
             try:
-                with self._tx() as con:
+                with self.db.tx() as con:
                     unique = _free_name(con, _text(name))
                     con.execute(
                         "INSERT INTO runs (id, name, backend, status, plan_path, run_dir, log_path, host,"
@@ -204,7 +146,7 @@ class Registry(CloudRows):
                             _text(host), now, now, _meta_json(meta or RunMeta()),
                         ),
                     )
-                    self._event(con, run_id, "created", f"{backend} run {unique!r} created", {}, now)
+                    self.db.event(con, run_id, "created", f"{backend} run {unique!r} created", {}, now)
                 return run_id
             except sqlite3.IntegrityError:
                 continue  # id collision: draw again
@@ -216,7 +158,7 @@ class Registry(CloudRows):
             raise UsageError(f"unknown run status {status!r}; one of {', '.join(RUN_STATUSES)}")
         now = time.time()
         ended = now if status not in ACTIVE_RUN_STATUSES else None
-        with self._tx() as con:
+        with self.db.tx() as con:
             cur = con.execute(
                 "UPDATE runs SET status=?, updated_at=?, ended_at=COALESCE(?, CASE WHEN ? THEN NULL"
                 " ELSE ended_at END) WHERE id=?",
@@ -224,7 +166,7 @@ class Registry(CloudRows):
             )
             if cur.rowcount == 0:
                 raise UsageError(f"no run with id {run_id!r}")
-            self._event(con, run_id, "status", message or status, {"status": status}, now)
+            self.db.event(con, run_id, "status", message or status, {"status": status}, now)
 
     def update_run(
         self,
@@ -237,7 +179,7 @@ class Registry(CloudRows):
         meta: RunMeta | None = None,
     ) -> RunRow:
         """Set the given fields; the fields ``meta`` sets are merged into the stored meta. Returns the new row."""
-        with self._tx() as con:
+        with self.db.tx() as con:
             row = con.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
             if row is None:
                 raise UsageError(f"no run with id {run_id!r}")
@@ -257,7 +199,7 @@ class Registry(CloudRows):
         key = (run_id or "").strip()
         if not key:
             raise UsageError("empty run id")
-        with self._connect() as con:
+        with self.db.connect() as con:
             row = con.execute("SELECT * FROM runs WHERE id=?", (key,)).fetchone()
             if row is not None:
                 return run_row(row)
@@ -282,30 +224,22 @@ class Registry(CloudRows):
         sql += " ORDER BY created_at DESC, rowid DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        with self._connect() as con:
+        with self.db.connect() as con:
             args = tuple(sorted(ACTIVE_RUN_STATUSES)) if active_only else ()
             return [run_row(r) for r in con.execute(sql, args).fetchall()]
 
     # ---------------------------------------------------------------- events
-    def _event(
-        self, con: sqlite3.Connection, run_id: str, kind: str, message: str, data: dict[str, Any], ts: float
-    ) -> None:
-        con.execute(
-            "INSERT INTO events (run_id, ts, kind, message, data) VALUES (?,?,?,?,?)",
-            (run_id, ts, kind, redact(message), _json(data)),
-        )
-
     def add_event(self, run_id: str, kind: str, message: str, **data: Any) -> None:
         """Append an event (``kind`` is a short word: restart, oom, provision, checkpoint ...)."""
-        with self._tx() as con:
+        with self.db.tx() as con:
             if con.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is None:
                 raise UsageError(f"no run with id {run_id!r}")
-            self._event(con, run_id, kind, message, data, time.time())
+            self.db.event(con, run_id, kind, message, data, time.time())
             con.execute("UPDATE runs SET updated_at=? WHERE id=?", (time.time(), run_id))
 
     def events(self, run_id: str, *, kind: str | None = None) -> list[EventRow]:
         """Oldest first."""
-        with self._connect() as con:
+        with self.db.connect() as con:
             if kind is None:
                 rows = con.execute("SELECT * FROM events WHERE run_id=? ORDER BY id", (run_id,)).fetchall()
             else:

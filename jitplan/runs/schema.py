@@ -15,9 +15,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
+
+from jitplan.errors import UsageError
 
 SCHEMA_VERSION = 2
 
@@ -28,7 +31,11 @@ RunStatus = Literal[
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 ACTIVE_RUN_STATUSES = frozenset({"created", "provisioning", "starting", "running", "stopping"})
 
-InstanceStatus = Literal["creating", "loading", "running", "stopped", "failed", "destroying", "destroyed", "lost"]
+# The cloud lifecycle's states as stored (jitplan.cloud.lifecycle draws the machine): creating/loading
+# (created), running (ready), training, pulled, then destroying -> destroyed; the branches outbid, exited,
+# offline, kept, stopped (stopped by the provider at a cap: its disk kept) and failed (never became ready).
+InstanceStatus = Literal["creating", "loading", "running", "training", "pulled", "outbid", "exited", "offline",
+                         "kept", "stopped", "failed", "destroying", "destroyed", "lost"]
 INSTANCE_STATUSES: tuple[str, ...] = get_args(InstanceStatus)
 # An instance in one of these states is no longer billed (or no longer ours to bill).
 GONE_INSTANCE_STATUSES = frozenset({"destroyed", "lost"})
@@ -224,3 +231,37 @@ def migrate(con: sqlite3.Connection, version: int) -> None:
             meta = RunMeta.from_stored(json.loads(raw or "{}"))
             con.execute("UPDATE runs SET meta=? WHERE id=?", (meta.model_dump_json(exclude_defaults=True), rid))
     con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+# The columns a jitplan database's tables must have (what the code reads); anything else is not ours.
+OUR_COLUMNS = {"runs": {"id", "name", "backend", "status", "meta", "created_at"},
+               "events": {"run_id", "ts", "kind", "message", "data"},
+               "instances": {"run_id", "provider", "instance_id", "label", "dph", "status"}}
+
+
+def unusable(path: Path, why: str) -> UsageError:
+    """The one line for a registry file that is not (or no longer) a jitplan database, with the fix."""
+    return UsageError(f"run registry {path} is not a usable jitplan database ({why}); nothing was changed",
+                      hint=f"move it aside (mv {path} {path}.bad) and jitplan starts a new one, "
+                      "or set JITPLAN_HOME to another folder")
+
+
+def check_ours(con: sqlite3.Connection, path: Path) -> int:
+    """The schema version of the database behind ``con``, read without writing. UsageError (naming the file
+    and the fix) when it is newer than this jitplan or not ours: another program's tables, a version stamp
+    without our tables. An empty file is ours to create (version 0)."""
+    version = con.execute("PRAGMA user_version").fetchone()[0]
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    tables.discard("sqlite_sequence")
+    if version > SCHEMA_VERSION:
+        raise UsageError(f"run registry {path} has schema version {version}; this jitplan knows {SCHEMA_VERSION}",
+                         hint="upgrade jitplan or set JITPLAN_HOME to another folder")
+    if version == 0:
+        if tables:
+            raise unusable(path, f"it holds another program's tables: {', '.join(sorted(tables)[:5])}")
+        return 0
+    for table, need in OUR_COLUMNS.items():
+        have = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+        if not need <= have:
+            raise unusable(path, f"its table {table!r} is not jitplan's" if have else f"it has no {table!r} table")
+    return version

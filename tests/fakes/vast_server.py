@@ -96,6 +96,7 @@ def sample_offer(offer_id: int, **over: Any) -> dict[str, Any]:
         "compute_cap": 860, "cuda_max_good": 12.8, "driver_version": "550.127.05", "driver_vers": 550127005,
         "cpu_name": "AMD Ryzen 9 5950X", "cpu_arch": "amd64", "cpu_cores": 32, "cpu_cores_effective": 16.0,
         "cpu_ram": 64218.0, "disk_space": 400.0, "inet_up": 600.0, "inet_down": 850.0, "direct_port_count": 99,
+        "pcie_bw": 24.3, "pci_gen": 4.0, "gpu_lanes": 16, "disk_bw": 3120.5, "dlperf": 18.7,
         "reliability": 0.995, "reliability2": 0.995, "verification": "verified", "rentable": True,
         "rented": False, "external": False, "hosting_type": 0, "geolocation": "Ontario, CA",
         "dph_base": 0.20, "storage_cost": 0.10, "min_bid": 0.08, "is_bid": False, "score": 100.0,
@@ -207,7 +208,7 @@ class VastFake:
 
     def unknown_to(self, registry: Any) -> list[int]:
         """Live instances the registry does not list as live: what a user would pay for without seeing it."""
-        known = {r.instance_id for r in registry.instances(active_only=True, provider="vast")}
+        known = {r.instance_id for r in registry.cloud.instances(active_only=True, provider="vast")}
         return [i["id"] for i in self.live() if str(i["id"]) not in known]
 
     def duplicates(self) -> list[str]:
@@ -288,7 +289,11 @@ class VastFake:
         if path.startswith("/_results/"):
             text = self.results.get(path.rsplit("/", 1)[-1])
             return (200, text) if text is not None else (404, {"error": "not ready"})
-        if f.bad_key or auth == "bad" or (auth == "missing" and path != "/api/v0/bundles/"):
+        if auth.startswith("container-"):  # Vast's instance-scoped key: only its own instance's state
+            iid_s = auth.removeprefix("container-")
+            if not (method == "PUT" and path == f"/api/v0/instances/{iid_s}/" and set(body or {}) == {"state"}):
+                return 404, {"success": False, "error": "auth_error", "msg": "Invalid user key"}
+        elif f.bad_key or auth == "bad" or (auth == "missing" and path != "/api/v0/bundles/"):
             return 404, {"success": False, "error": "auth_error", "msg": "Invalid user key"}
         if f.rate_limit_next > 0:
             f.rate_limit_next -= 1
@@ -458,6 +463,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             token = header[7:] if header.startswith("Bearer ") else ""
             auth = "ok" if hashlib.sha256(token.encode()).hexdigest() == fake._key_digest else "bad"
+            if auth == "bad" and token.startswith("container-"):  # an instance's own key (CONTAINER_API_KEY)
+                auth = token
         entry = LoggedRequest(self.command, split.path, query, body, auth)
         with fake.lock:
             fake.log.append(entry)

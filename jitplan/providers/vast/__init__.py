@@ -25,6 +25,7 @@ from jitplan.providers import (
     Offer,
     OfferQuery,
     ProviderError,
+    SelfStop,
 )
 from jitplan.transport.target import SSHTarget
 
@@ -58,6 +59,29 @@ class VastProvider:
         self.lookup_deadline_s = lifecycle.LOOKUP_DEADLINE_S if lookup_deadline_s is None else lookup_deadline_s
         self.sleep, self.on_progress = sleep, on_progress
         self._endpoints: dict[int, tuple[str, int]] = {}
+
+    @classmethod
+    def from_env(cls, say: Callable[[str], None], *, http_timeout_s: float | None = None) -> VastProvider:
+        """Configured from the environment: the key, ``VAST_URL``, ``JITPLAN_VAST_POLL_S``; progress to ``say``."""
+        import os
+
+        from jitplan.errors import UsageError
+        from jitplan.providers.vast.client import DEFAULT_TIMEOUT_S, VastClient
+
+        raw = os.environ.get("JITPLAN_VAST_POLL_S")
+        try:
+            poll = float(raw) if raw else None
+        except ValueError:
+            raise UsageError(f"JITPLAN_VAST_POLL_S must be a number of seconds, got {raw!r}") from None
+        client = VastClient.from_env(timeout_s=http_timeout_s or DEFAULT_TIMEOUT_S)
+        return cls(client, poll_s=poll,
+                   on_progress=lambda i: say(f"  instance {i.id}: {i.actual_status or 'scheduling'}"))
+
+    @staticmethod
+    def has_credentials() -> bool:
+        from jitplan.secrets import vast_api_key
+
+        return vast_api_key() is not None
 
     def offer_query(self, plan: Plan, *, bid: float | None, any_gpu: bool,
                     image: str | None) -> tuple[OfferQuery, str]:
@@ -115,3 +139,14 @@ class VastProvider:
 
     def list(self, label: str | None = None) -> list[Instance]:
         return self.client.list(label=label)
+
+    def self_stop(self, instance_id: int) -> SelfStop:
+        """Vast's stop, sent from the instance with its own ``CONTAINER_API_KEY`` (which Vast puts in every
+        container; onstart persists it for SSH sessions): GPU billing stops, the disk is kept and bills."""
+        import os
+
+        return SelfStop(url=f"{self.client.server_url}/api/v0/instances/{instance_id}/", body={"state": "stopped"},
+                        key_env="CONTAINER_API_KEY",
+                        env_file=os.environ.get("JITPLAN_VAST_ENV_FILE") or "/etc/environment",
+                        what=f"{self.title} stop: the GPU stops billing, the disk is kept (storage still bills "
+                        "until it is destroyed)")

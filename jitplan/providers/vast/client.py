@@ -75,7 +75,7 @@ class VastClient:
         return cls(key, server_url=server_url, timeout_s=timeout_s)
 
     # ------------------------------------------------------------------ errors
-    def _error(self, e: Exception, what: str) -> ProviderError:
+    def _error(self, e: Exception, what: str) -> ProviderError | AuthError:
         """One message per failure: what we tried, the HTTP status and the first meaningful line (no HTML)."""
         import requests
 

@@ -3,8 +3,9 @@
 "Ready" means running *and* SSH-reachable: Vast shows ``ssh_port`` before sshd accepts connections and
 while ``onstart`` still runs (vast.md §3.9), so we read the SSH banner on the port. Waiting uses a
 ``time.monotonic()`` deadline and fails fast on terminal states (exited, OCI error, outbid, host lost,
-vanished) instead of waiting them out; a flaky API (429, 5xx) is waited out. Cleanup destroys exactly the ids it is given (what this attempt
-created) and says which could not be destroyed; the caller must not retry after a failed cleanup.
+vanished) instead of waiting them out; a flaky API (429, 5xx) is waited out. ``destroy_all`` destroys exactly
+the ids it is given and says which could not be destroyed (``VastProvider.destroy``, called only by
+``jitplan.cloud.lifecycle``, which retries it within its deadline).
 
     inst = wait_ready(client, 31337001, timeout_s=900)      # Instance, state "running", SSH answered
     find_label(client, "jitplan-8f3c2a-1")                  # [Instance] | [] ; LookupUnanswered if unknown
@@ -161,7 +162,8 @@ def find_label(
 
 
 def destroy_all(
-    client: _Reads, instance_ids: list[int] | tuple[int, ...], *, tries: int = 3, sleep: Callable[[float], None] = time.sleep
+    client: _Reads, instance_ids: list[int] | tuple[int, ...], *, tries: int = 3,
+    sleep: Callable[[float], None] = time.sleep
 ) -> list[tuple[int, str]]:
     """Destroy each id (a few tries each, 429 and 5xx happen) and check it is gone; return the failures."""
     failed: list[tuple[int, str]] = []

@@ -49,7 +49,10 @@ def _num(v: Any, default: float | None = None) -> float | None:
 
 
 def to_offer(row: dict[str, Any]) -> Offer:
-    """An offer row -> Offer. RAM is the share the instance gets: host RAM x effective/host vCPUs (gpuhunt)."""
+    """An offer row -> the neutral Offer: the one place Vast's names meet ours (``dph_total`` -> price_per_hour,
+    ``min_bid`` -> min_bid_per_hour, ``cuda_max_good`` -> max_cuda, ``pcie_bw`` GB/s, ``gpu_lanes``,
+    ``disk_bw`` MB/s, ``inet_down``/``inet_up`` Mbit/s, ``dlperf``). RAM is the share the instance gets:
+    host RAM (MB) x effective/host vCPUs (gpuhunt)."""
     cores = _num(row.get("cpu_cores")) or 0.0
     eff = _num(row.get("cpu_cores_effective")) or cores
     ram = _num(row.get("cpu_ram")) or 0.0
@@ -60,17 +63,23 @@ def to_offer(row: dict[str, Any]) -> Offer:
         gpu_name=str(row.get("gpu_name") or "").strip(),
         num_gpus=int(row.get("num_gpus") or 0),
         gpu_ram_mib=_num(row.get("gpu_ram"), 0.0),
-        cpu_ram_mb=share,
-        cpus=eff,
-        disk_space_gb=_num(row.get("disk_space"), 0.0),
-        cuda_max_good=_num(row.get("cuda_max_good"), 0.0),
+        ram_gb=share / 1000.0,
+        cpu_cores_effective=eff,
+        disk_gb=_num(row.get("disk_space"), 0.0),
+        max_cuda=_num(row.get("cuda_max_good"), 0.0),
         compute_cap=int(row["compute_cap"]) if row.get("compute_cap") is not None else None,
         reliability=_num(row.get("reliability2", row.get("reliability"))),
-        inet_down_mbps=_num(row.get("inet_down")),
-        dph_total=_num(row.get("dph_total"), 0.0),
-        min_bid=_num(row.get("min_bid")),
-        storage_dph=_num(row.get("storage_total_cost"), 0.0),
+        download_mbps=_num(row.get("inet_down")),
+        upload_mbps=_num(row.get("inet_up")),
+        price_per_hour=_num(row.get("dph_total"), 0.0),
+        min_bid_per_hour=_num(row.get("min_bid")),
+        storage_per_hour=_num(row.get("storage_total_cost"), 0.0),
         geolocation=row.get("geolocation"),
+        pcie_bandwidth_gbps=_num(row.get("pcie_bw")),
+        pcie_gen=_num(row.get("pci_gen")),
+        pcie_lanes=int(lanes) if (lanes := _num(row.get("gpu_lanes"))) is not None else None,
+        disk_bandwidth_mbps=_num(row.get("disk_bw")),
+        dl_perf=_num(row.get("dlperf")),
     )
 
 

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Vast.ai onstart script. Rendered by jitplan.providers.provision.render_onstart (string.Template:
+# Vast.ai onstart script. Rendered by jitplan.cloud.provision.render_onstart (string.Template:
 # ${run_id}, ${env_pattern}) and sent as the instance's `onstart` (Vast runs it at every container start).
 # Keep it short: Vast caps onstart + args at 4096 characters. No secrets are rendered into it.
 touch ~/.no_auto_tmux  # Vast attaches tmux on SSH login otherwise

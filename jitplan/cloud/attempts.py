@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from jitplan.errors import UsageError
+from jitplan.cloud.lifecycle import Lifecycle
 from jitplan.providers import (
     CleanupFailed,
     CreateSpec,
@@ -49,7 +49,7 @@ class Attempts:
     def create(self, spec: CreateSpec, offer: Offer, dph: float) -> int | None:
         """One create: the id to use (recorded), or None with ``last_reason`` set. Never two rentals for a label."""
         label = spec.label
-        self.registry.record_intent(self.run_id, self.provider.name, label, offer_id=offer.id, dph=dph)
+        self.registry.cloud.record_intent(self.run_id, self.provider.name, label, offer_id=offer.id, dph=dph)
         self.open_labels.append(label)
         try:
             iid = self.provider.create(spec)
@@ -106,21 +106,15 @@ class Attempts:
 
     # ------------------------------------------------------------------ records
     def _resolve(self, label: str, iid: int | None) -> None:
-        self.registry.resolve_intent(label, iid)
+        self.registry.cloud.resolve_intent(label, iid)
         if label in self.open_labels:
             self.open_labels.remove(label)
 
     def record(self, iid: int, label: str, dph: float, gpu_name: str | None, num_gpus: int | None) -> None:
         if iid not in self.created:
             self.created.append(iid)
-        self.registry.add_instance(self.run_id, self.provider.name, iid, label, dph, gpu_name=gpu_name,
+        self.registry.cloud.add_instance(self.run_id, self.provider.name, iid, label, dph, gpu_name=gpu_name,
                                    num_gpus=num_gpus, status="creating")
-
-    def _mark(self, iid: int, status: str) -> None:
-        try:
-            self.registry.update_instance(self.provider.name, iid, status=status)  # type: ignore[arg-type]
-        except UsageError:  # not recorded yet (found by label on the way out)
-            self.registry.add_instance(self.run_id, self.provider.name, iid, "unknown", 0.0, status=status)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ cleanup
     def pending(self) -> list[int]:
@@ -143,26 +137,16 @@ class Attempts:
         return ids
 
     def cleanup(self, ids: list[int] | tuple[int, ...], why: str) -> None:
-        """Destroy ``ids`` (ours); CleanupFailed when any survives. Registry rows follow the outcome."""
+        """Destroy ``ids`` (ours) through the lifecycle; CleanupFailed when any survives (nothing else is
+        tried then: trying again now could race the provider)."""
         todo = [i for i in dict.fromkeys(ids) if i not in self.destroyed]
         if not todo:
             return
         self.say(f"destroying instance {', '.join(map(str, todo))} ({why})")
-        failed: list[str] = []
-        for iid in todo:
-            try:
-                self.provider.destroy(iid)
-            except ProviderError as e:
-                failed.append(e.message)
-                self._mark(iid, "failed")
-                continue
-            self.destroyed.add(iid)
-            self._mark(iid, "destroyed")
-        if failed:
-            text = "; ".join(failed)
-            self.registry.add_event(self.run_id, "cleanup-failed", text)
-            raise CleanupFailed(
-                f"{text}; it may still be billing, so nothing else is tried",
-                hint=f"run `jitplan stop {self.run_id} --destroy --yes` or use the provider's console",
-                instance_ids=tuple(i for i in todo if i not in self.destroyed),
-            )
+        lc = Lifecycle(self.registry, self.provider, self.run_id, say=self.say)
+        try:
+            self.destroyed.update(lc.destroy_all(why, todo))
+        except CleanupFailed as e:
+            self.destroyed.update(i for i in todo if i not in e.instance_ids)
+            raise CleanupFailed(f"{e.message}; nothing else is tried", hint=e.hint,
+                                instance_ids=e.instance_ids) from None

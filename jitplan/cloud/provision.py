@@ -9,11 +9,10 @@ create for one label; never a rental after an unanswered lookup; never a retry a
 Ctrl-C, SIGTERM (raised as KeyboardInterrupt by the caller) or any error destroys what was created. Every
 step is a registry event. No CLI import: ``say`` and ``confirm`` come in ``hooks``.
 
-    from jitplan.providers.vast import VastProvider
+    from jitplan.providers.registry import make_provider
     req = ProvisionRequest(plan=load_plan("plan.yaml"), run_id=run_id, yes=True)
-    res = provision(VastProvider(), req, Hooks(say=print), registry=Registry())
+    res = provision(make_provider("vast", print), req, Hooks(say=print), registry=Registry())
     res.ssh            # SSHTarget(user="root", host=..., port=..., identity="~/.ssh/id_ed25519")
-    destroy_run(VastProvider(), registry=Registry(), run_id=run_id, say=print)
 """
 
 from __future__ import annotations
@@ -27,9 +26,10 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jitplan.cloud.attempts import Attempts
+from jitplan.cloud.lifecycle import label_for
 from jitplan.errors import CheckFailed, JitplanError, UsageError
-from jitplan.providers import LABEL_PREFIX, CleanupFailed, CreateSpec, Offer, ProviderError
-from jitplan.providers.attempts import Attempts
+from jitplan.providers import CleanupFailed, CreateSpec, Offer, ProviderError
 from jitplan.providers.ranking import RankedOffer, rank
 from jitplan.runs.schema import RunMeta
 from jitplan.schemas import Plan
@@ -41,7 +41,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from jitplan.runs.registry import Registry
 
 DEFAULT_MAX_OFFERS = 3
-ENV_EXPORT_PATTERN = "JITPLAN_[A-Z0-9_]*|NCCL_[A-Z0-9_]*|OMP_NUM_THREADS|HF_HOME|TORCH_[A-Z0-9_]*"
+# What onstart persists for SSH sessions; CONTAINER_* is the instance's own key and id (its self-stop at a cap).
+ENV_EXPORT_PATTERN = ("JITPLAN_[A-Z0-9_]*|NCCL_[A-Z0-9_]*|OMP_NUM_THREADS|HF_HOME|TORCH_[A-Z0-9_]*|"
+                      "CONTAINER_API_KEY|CONTAINER_ID")
 
 
 class ProvisionRequest(BaseModel):
@@ -61,6 +63,8 @@ class ProvisionRequest(BaseModel):
     ready_timeout_s: Annotated[float, Field(gt=0)] | None = None  # else $JITPLAN_<PROVIDER>_READY_TIMEOUT_S
     top: Annotated[int, Field(ge=0)] = 5
     yes: bool = False
+    budget_usd: Annotated[float, Field(gt=0)] | None = None  # --budget: refused before renting when it cannot
+    reserve_s: Annotated[float, Field(ge=0)] = 600.0  # pay for checkpoint, pull and destroy at the best offer
 
 
 @dataclass
@@ -176,6 +180,13 @@ def _provision(provider: Provider, req: ProvisionRequest, hooks: Hooks, registry
         )
     hooks.show_offers(ranked, req.top, title)
     best = ranked[0]
+    floor = best.dph * req.reserve_s / 3600.0
+    if req.budget_usd is not None and req.budget_usd <= floor:
+        registry.add_event(run_id, "provision", f"--budget {req.budget_usd:g} $ is below the teardown reserve; "
+                           "nothing rented")
+        raise UsageError(f"--budget {req.budget_usd:g} $ leaves no training time at {best.dph:.3f} $/h (the best "
+                         f"offer): checkpoint, pull and destroy keep {req.reserve_s / 60:.0f} min ({floor:.3f} $) "
+                         "back; nothing was rented", hint=f"raise it above {floor:.2f} (dollars)")
     question = (f"Rent offer {best.offer.id} ({best.offer.num_gpus}x {best.offer.gpu_name}, {best.dph:.3f} $/h"
                 f"{', interruptible' if req.bid else ''}) and up to {req.max_offers - 1} fallbacks?")
     if not req.yes and hooks.confirm is not None and not hooks.confirm(question):
@@ -195,7 +206,7 @@ def _provision(provider: Provider, req: ProvisionRequest, hooks: Hooks, registry
             if r.offer.machine_id is not None and r.offer.machine_id in bad_machines:
                 continue
             tried += 1
-            label = f"{LABEL_PREFIX}{run_id}-{tried}"
+            label = label_for(run_id, tried)
             spec = CreateSpec(offer_id=r.offer.id, image=image, disk_gb=query.min_disk_gb, label=label, env=env,
                               onstart=onstart, ssh_public_key=pubkey, bid=req.bid)
             say(f"attempt {tried}/{req.max_offers}: renting offer {r.offer.id} ({r.offer.num_gpus}x "
@@ -218,7 +229,7 @@ def _provision(provider: Provider, req: ProvisionRequest, hooks: Hooks, registry
                     bad_machines.add(r.offer.machine_id)
                 att.cleanup([iid, *[i for i in e.instance_ids if i != iid]], "failed attempt")
                 continue
-            row = registry.update_instance(provider.name, iid, status="running", ssh_host=target.host,
+            row = registry.cloud.update_instance(provider.name, iid, status="running", ssh_host=target.host,
                                            ssh_port=target.port)
             registry.update_run(run_id, host=str(target), meta=RunMeta(
                 provider=provider.name, instance_id=iid, label=row.label, image=image, ssh=str(target),
@@ -252,15 +263,15 @@ def _attach(provider: Provider, registry: Registry, req: ProvisionRequest, pubke
     if not found:
         raise UsageError(f"no {provider.title} instance {iid} in this account")
     inst = found[0]
-    registry.add_instance(run_id, provider.name, iid, inst.label or f"attached-{iid}", inst.dph or 0.0,
+    registry.cloud.add_instance(run_id, provider.name, iid, inst.label or f"attached-{iid}", inst.dph or 0.0,
                           gpu_name=inst.gpu_name, num_gpus=inst.num_gpus, status="loading")
     try:
         provider.authorize(iid, pubkey)
         target = ready(iid)
     except ProviderError as e:
-        registry.update_instance(provider.name, iid, status="failed")
+        registry.cloud.update_instance(provider.name, iid, status="failed")
         raise CheckFailed(f"instance {iid} is not usable: {e.message} (left as it is: it is not ours)") from None
-    registry.update_instance(provider.name, iid, status="running", ssh_host=target.host, ssh_port=target.port)
+    registry.cloud.update_instance(provider.name, iid, status="running", ssh_host=target.host, ssh_port=target.port)
     registry.update_run(run_id, host=str(target), meta=RunMeta(provider=provider.name, instance_id=iid, attached=True,
                                                                label=inst.label, ssh=str(target),
                                                                identity=target.identity))
@@ -268,33 +279,3 @@ def _attach(provider: Provider, registry: Registry, req: ProvisionRequest, pubke
     say(f"attached to instance {iid}: ssh -p {target.port} {target.user}@{target.host}")
     return ProvisionResult(instance_id=iid, ssh=target, offer=None, label=inst.label, image=None, dph=inst.dph,
                            attached=True)
-
-
-def destroy_run(provider: Provider, *, registry: Registry, run_id: str | None = None,
-                instance_id: int | None = None, say: Callable[[str], None]) -> list[int]:
-    """Destroy a run's live instances on ``provider`` (or one instance by id); return the ids destroyed."""
-    if (run_id is None) == (instance_id is None):
-        raise UsageError("destroy needs exactly one of run_id or instance_id")
-    if run_id is not None:
-        ids = [int(i.instance_id) for i in registry.instances(active_only=True, run_id=run_id, provider=provider.name)]
-    else:
-        ids = [int(instance_id)]  # type: ignore[arg-type]
-    failed: list[str] = []
-    done: list[int] = []
-    for iid in ids:
-        try:
-            provider.destroy(iid)
-        except ProviderError as e:
-            failed.append(e.message)
-            continue
-        done.append(iid)
-        try:
-            row = registry.update_instance(provider.name, iid, status="destroyed")
-            say(f"destroyed {provider.title} instance {iid} (cost so far {row.cost_so_far():.2f} $)")
-        except UsageError:
-            say(f"destroyed {provider.title} instance {iid} (not in the registry)")
-    if failed:
-        raise CleanupFailed(f"{'; '.join(failed)}; it may still be billing",
-                            hint="retry `jitplan stop RUN --destroy --yes` or use the provider's console",
-                            instance_ids=tuple(i for i in ids if i not in done))
-    return done
