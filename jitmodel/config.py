@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml  # type: ignore[import-untyped]  # no types-PyYAML stubs in this environment
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml  # type: ignore[import-untyped]  # types-PyYAML is not installed
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jitmodel.atomic import atomic_write_text

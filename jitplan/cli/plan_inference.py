@@ -49,7 +49,7 @@ def plan_inference(hw, rec, task, num_images, steps, sampler, batch, attention, 
                             memory_fraction=memory_fraction, price_per_hour=price_per_hour)
     plan = make_inference_plan(hw, rec, opts)
     if out:
-        import yaml  # type: ignore[import-untyped]  # types-PyYAML is not installed
+        import yaml
 
         atomic_write_text(out, yaml.safe_dump(plan.model_dump(mode="json"), sort_keys=False))
         note(f"plan written to {out}")

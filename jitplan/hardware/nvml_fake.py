@@ -51,7 +51,7 @@ class FakeNvml:
     def from_file(cls, path: str | Path) -> FakeNvml:
         text = Path(path).read_text()
         if str(path).endswith((".yaml", ".yml")):
-            import yaml  # type: ignore[import-untyped]  # types-PyYAML is not installed
+            import yaml
 
             return cls(yaml.safe_load(text))
         return cls(json.loads(text))

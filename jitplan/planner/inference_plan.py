@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -109,7 +109,7 @@ def estimate(hw: HardwareSpec, recipe: Recipe, opts: InferenceOptions, s: inf.Sa
     attention = opts.attention or m.attention
     dtype: Literal["bf16", "fp16", "fp32"] = autocast_dtype(gpu)
     evaluate = opts.task == "evaluate"
-    kw = dict(dtype=dtype, attention=attention, evaluate=evaluate, num_classes=m.num_classes,
+    kw: dict[str, Any] = dict(dtype=dtype, attention=attention, evaluate=evaluate, num_classes=m.num_classes,
               in_channels=m.in_channels)
     usable = inf.usable_memory(gpu)
     target = int(opts.memory_fraction * usable)

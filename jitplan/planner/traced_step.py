@@ -59,7 +59,7 @@ class TrainingStep:
             shard_module(self.den, mesh, gather_dtype(m, self.amp))
         self.fused = train.optim.fused is not False if fused is None else fused
         params = [p for p in self.den.parameters() if p.requires_grad]
-        kw = dict(lr=1e-4, betas=train.optim.betas, weight_decay=train.optim.weight_decay)
+        kw: dict[str, Any] = dict(lr=1e-4, betas=train.optim.betas, weight_decay=train.optim.weight_decay)
         self.opt = (torch.optim.AdamW(params, fused=True, **kw) if self.fused
                     else torch.optim.AdamW(params, foreach=True, **kw))
         self.ema = EMA(self.den, train.diffusion.ema_decays) if m.ema_device != "cpu" else None
