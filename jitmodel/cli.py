@@ -37,7 +37,8 @@ CFG = typer.Option(None, "--cfg", help="Guidance weight (1 = none).")
 INTERVAL = typer.Option(None, "--interval", help="Guidance interval lo,hi in t (README recipes: 0.1,1.0).")
 MODE = typer.Option(None, "--mode", help="fast (batched, skips unguided uncond forwards) | exact (official calls)")
 IMG_SIZE = typer.Option(None, "--img-size", help="Serve at another resolution (rebuilds pos_embed and RoPE).")
-PRECISION = typer.Option("auto", "--precision", help="auto (autocast: bf16 on CUDA cards with bf16, else fp16; on Apple "
+PRECISION = typer.Option("auto", "--precision", help="auto (autocast: bf16 on CUDA cards with bf16, else fp16; "
+                         "on Apple "
                          "MPS bf16 on macOS 14+, else fp16; fp32 on the CPU) | bf16 | fp16 | fp32")
 JSON = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
 

@@ -232,7 +232,8 @@ def test_bad_input_is_one_line_and_exit_2(cli, tmp_path, monkeypatch, args, frag
 def test_ssh_download_fetches_the_run_output_only(tmp_path):
     from jitplan.launch.ssh import SSHOptions, parse_target
 
-    runner = core.SSHRunner(core.load_base(TEMPLATE), parse_target("root@10.0.0.5:2222", None), SSHOptions(known_hosts="/kh"))
+    runner = core.SSHRunner(core.load_base(TEMPLATE), parse_target("root@10.0.0.5:2222", None),
+                            SSHOptions(known_hosts="/kh"))
     argv = runner.download_argv("/home/root/jitplan/runs/cmp-x-v", tmp_path / "x-v")
     assert argv[0] == "rsync" and "-azL" in argv and "--exclude=ckpt/" in argv
     assert argv[-2:] == ["root@10.0.0.5:/home/root/jitplan/runs/cmp-x-v/out/", f"{tmp_path}/x-v/out/"]

@@ -90,7 +90,8 @@ def test_memory_of_a_known_case_recomputed():
     assert inf.forward_batch(no_cfg, 4) == 4 and inf.forward_batch(HEUN_CFG, 4) == 8
 
 
-@pytest.mark.parametrize("name,mem", [("M4", None), ("M4", "32GiB"), ("M1", None), ("RTX 3060", None), ("M4 Max", None)])
+@pytest.mark.parametrize("name,mem", [("M4", None), ("M4", "32GiB"), ("M1", None), ("RTX 3060", None),
+                                      ("M4 Max", None)])
 def test_max_batch_is_the_last_that_fits(name, mem):
     gpu = hardware_from_flags(f"1x{name}", gpu_mem=mem).gpu
     b = inf.max_batch("JiT-B/16", 256, gpu, HEUN_CFG, dtype="bf16")

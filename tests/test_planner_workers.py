@@ -60,7 +60,8 @@ def test_user_cap_and_tightest_wins():
 
 
 def test_dataset_index_is_copied_per_worker():
-    assert worker_ram_bytes(32, 256, IMAGENET) - worker_ram_bytes(32, 256, 0) == workers.INDEX_BYTES_PER_IMAGE * IMAGENET == 181 * IMAGENET
+    index = worker_ram_bytes(32, 256, IMAGENET) - worker_ram_bytes(32, 256, 0)
+    assert index == workers.INDEX_BYTES_PER_IMAGE * IMAGENET == 181 * IMAGENET
 
 
 def test_bad_inputs():

@@ -222,7 +222,8 @@ def test_probe_deep_imports_torch_in_a_child(cli, tmp_path, monkeypatch):
     (pkg / "__init__.py").write_text(
         "import types\n__version__ = '2.5.1+cu124'\nversion = types.SimpleNamespace(cuda='12.4')\n"
         "_C = types.SimpleNamespace(_cuda_getArchFlags=lambda: 'sm_80 sm_86 sm_90')\n"
-        "backends = types.SimpleNamespace(cudnn=types.SimpleNamespace(is_available=lambda: True, version=lambda: 90100))\n"
+        "backends = types.SimpleNamespace(cudnn=types.SimpleNamespace(is_available=lambda: True,\n"
+        "                                                            version=lambda: 90100))\n"
         "cuda = types.SimpleNamespace(is_available=lambda: True, device_count=lambda: 2,\n"
         "                             nccl=types.SimpleNamespace(version=lambda: (2, 21, 5)))\n")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path / "site"))

@@ -217,9 +217,9 @@ def _vast_run(reg: Registry, remote: Remote, fake, local: Path) -> tuple[str, in
     rid = reg.create_run("jit-tiny", "vast", status="running", host=str(remote.target))
     from jitplan.runs.registry import RunMeta
 
-    reg.update_run(rid, run_dir=job.run_dir, meta=RunMeta(ssh=str(remote.target), remote_root=str(remote.root),
-                                                          remote_run_id="jit-tiny", identity=str(remote.key),
-                                                          known_hosts=str(remote.known_hosts), local_run_dir=str(local)))
+    meta = RunMeta(ssh=str(remote.target), remote_root=str(remote.root), remote_run_id="jit-tiny",
+                   identity=str(remote.key), known_hosts=str(remote.known_hosts), local_run_dir=str(local))
+    reg.update_run(rid, run_dir=job.run_dir, meta=meta)
     reg.cloud.add_instance(rid, "vast", iid, "jitplan-t-1", 0.2, status="running")
     reg.set_status(rid, "finished")  # nothing to stop: the test is about the pull and the destroy
     return rid, iid

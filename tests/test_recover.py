@@ -192,8 +192,8 @@ def _kill_everything_under(root: Path, sig: int = signal.SIGKILL, only: str = ""
 
 class OutbidWorld:
     """A real sshd behind the Vast fake with two 1-GPU offers (3001 cheaper), a tiny 30-step plan, and a saboteur
-    that pauses the trainer at its first checkpoint and, once a pull brought step >= 10 home, kills the first instance's processes, deletes its disk and has
-    it outbid. Used by the recovery tests here and in test_watch.py."""
+    that pauses the trainer at its first checkpoint and, once a pull brought step >= 10 home, kills the first
+    instance's processes, deletes its disk and has it outbid. Used by the recovery tests here and in test_watch.py."""
 
     def __init__(self, tmp_path: Path, monkeypatch) -> None:
         monkeypatch.setenv("JITPLAN_VAST_POLL_S", "0.05")

@@ -44,7 +44,8 @@ def test_runs_shows_runs_and_live_instances_with_cost(cli, reg: Registry) -> Non
     a = reg.create_run("JiT-B-16-local", "local", run_dir="runs/a")
     b = reg.create_run("JiT-B-16-vast", "vast", run_dir="runs/b")
     reg.set_status(b, "running")
-    reg.cloud.add_instance(b, "vast", 31337001, f"jitplan-{b}-1", 0.36, gpu_name="RTX 3060", num_gpus=2, status="running")
+    reg.cloud.add_instance(b, "vast", 31337001, f"jitplan-{b}-1", 0.36, gpu_name="RTX 3060", num_gpus=2,
+                           status="running")
     reg.cloud.add_instance(b, "vast", 31337002, f"jitplan-{b}-2", 1.0, status="destroyed")
     _age_instance(reg, "31337001", 2.0)
     r = cli("runs", "--json")

@@ -11,7 +11,8 @@ from jitplan.hardware.spec import hardware_from_flags, load_hardware, parse_byte
 
 @pytest.mark.parametrize("text,nodes,per_node,name", [
     ("RTX3060", 1, 1, "RTX 3060 12GB"), ("2xRTX3060", 1, 2, "RTX 3060 12GB"), ("8xH200", 1, 8, "H200"),
-    ("2x8xH100", 2, 8, "H100 SXM"), ("2 x rtx-3060", 1, 2, "RTX 3060 12GB"), ("4X RTX 3060 12GB", 1, 4, "RTX 3060 12GB"),
+    ("2x8xH100", 2, 8, "H100 SXM"), ("2 x rtx-3060", 1, 2, "RTX 3060 12GB"),
+    ("4X RTX 3060 12GB", 1, 4, "RTX 3060 12GB"),
     ("1xRTX4090", 1, 1, "RTX 4090"), ("3*A100-80GB", 1, 3, "A100 80GB SXM"),
 ])
 def test_gpu_spec_grammar(text, nodes, per_node, name):

@@ -34,7 +34,8 @@ def make_folder(root, classes, per_class, size, seed=0):
     for c in classes:
         (root / "train" / c).mkdir(parents=True)
         for i in range(per_class):
-            Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(root / "train" / c / f"img{i}.png")
+            pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / "train" / c / f"img{i}.png")
     return root
 
 

@@ -54,7 +54,8 @@ def test_decisions() -> None:
 def test_caps_keep_a_reserve_for_checkpoint_pull_and_destroy() -> None:
     assert stop_at(max_hours=None, budget_usd=None, dph=1.0, reserve_s=600, since=50.0) == (None, None)
     # $10 at 2 $/h = 5 h; 3 h is sooner; both from the instance's creation, minus the reserve
-    assert stop_at(max_hours=3, budget_usd=10, dph=2.0, reserve_s=600, since=100.0) == (100 + 3 * 3600 - 600, "max-hours")
+    at = stop_at(max_hours=3, budget_usd=10, dph=2.0, reserve_s=600, since=100.0)
+    assert at == (100 + 3 * 3600 - 600, "max-hours")
     assert stop_at(max_hours=9, budget_usd=10, dph=2.0, reserve_s=600, since=0.0) == (5 * 3600 - 600, "budget")
     assert stop_at(max_hours=0.1, budget_usd=None, dph=None, reserve_s=600, since=7.0) == (7.0, "max-hours")
     with pytest.raises(ValueError, match="price per hour"):

@@ -25,7 +25,8 @@ def error(message: str, hint: str | None = None) -> None:
         print(f"hint: {_one_line(hint)}", file=sys.stderr)
 
 
-MAKE_A_PLAN = "make one: jitplan plan --gpus 2xRTX3060 --out plan.yaml (no GPU: jitplan plan --gpus cpu --out plan.yaml)"
+MAKE_A_PLAN = ("make one: jitplan plan --gpus 2xRTX3060 --out plan.yaml "
+               "(no GPU: jitplan plan --gpus cpu --out plan.yaml)")
 
 
 def _next_step(message: str, hint: str | None) -> str | None:

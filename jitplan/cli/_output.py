@@ -14,7 +14,8 @@ from pydantic import BaseModel
 from rich.console import Console
 
 # The shared options, declared once; a command writes ``json_out: JsonFlag = False``.
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (progress stays on stderr).")]
+JsonFlag = Annotated[bool, typer.Option("--json",
+                                        help="Print the result as JSON on stdout (progress stays on stderr).")]
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)

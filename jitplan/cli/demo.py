@@ -78,7 +78,8 @@ def _render(r: DemoResult, c) -> None:
     print_next(c, "continue this run to train longer:", [f"jitplan launch {_short(r.run_dir)}/train.yaml --local "
                                                         f"--run-dir {_short(r.run_dir)}"], label="")
     print_next(c, "plan a real run, or one on this CPU:",
-               ["jitplan plan --gpus 2xRTX3060 --host-ram 24GB --out plan.yaml", "jitplan plan --gpus cpu --out plan.yaml"])
+               ["jitplan plan --gpus 2xRTX3060 --host-ram 24GB --out plan.yaml",
+                "jitplan plan --gpus cpu --out plan.yaml"])
 
 
 def _short(path: str) -> str:

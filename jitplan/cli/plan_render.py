@@ -99,7 +99,7 @@ def render_catalog(console, rows, *, wide: bool | None = None) -> None:
                  f"{g.mem_bw_gbs or 0:g}", g.compute_capability or "-"]
         cells += ["yes" if g.nvlink else "no", g.gpu_class, Text(g.source)] if wide else [g.gpu_class]
         table.add_row(*cells)
-    console.print(whole_words(table, console.width))  # HOOK (newcomer): no word folded at 80 columns ("workstatio" / "n")
+    console.print(whole_words(table, console.width))  # no word folded at 80 columns ("workstatio" / "n")
     if not wide:
         console.print(Text("NVLink and each number's source: --wide or --json", style="dim"))
 

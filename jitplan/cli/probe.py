@@ -66,7 +66,8 @@ def render(report, console: Console) -> None:  # report: ProbeReport
     h.add_row("container", host.container or "no (or not detected)")
     quota = f", cgroup quota {host.cpu_quota:g}" if host.cpu_quota else ""
     h.add_row("CPUs usable", f"{host.cpus_usable} (affinity {host.cpus_affinity}{quota}, host {host.cpus_host})")
-    lim = f"cgroup {host.cgroup_version} limit {_gib(host.ram_limit_bytes)}" if host.ram_limit_bytes else "no cgroup limit"
+    lim = (f"cgroup {host.cgroup_version} limit {_gib(host.ram_limit_bytes)}" if host.ram_limit_bytes
+           else "no cgroup limit")
     h.add_row("RAM usable", f"{_gib(host.ram_bytes)} ({lim}; host {_gib(host.ram_host_bytes)})")
     if host.oom_kills:
         h.add_row("OOM kills (cgroup)", str(host.oom_kills))
@@ -74,7 +75,8 @@ def render(report, console: Console) -> None:  # report: ProbeReport
     for d in host.disks:  # where it was measured, when that is not the folder asked about (a parent that exists)
         at = "" if Path(d.mount_probe).resolve() == Path(d.path).resolve() else f" ({d.mount_probe})"
         h.add_row(f"disk {d.path}", f"{_gib(d.free_bytes)} free of {_gib(d.total_bytes)}{at}")
-    h.add_row("open files / memlock", f"{_v(host.nofile_limit)} / {'unlimited' if host.memlock_limit == -1 else _v(host.memlock_limit)}")
+    memlock = "unlimited" if host.memlock_limit == -1 else _v(host.memlock_limit)
+    h.add_row("open files / memlock", f"{_v(host.nofile_limit)} / {memlock}")
     for k, val in host.env.items():
         h.add_row(f"${k}", val)
     console.print(_fold(h))

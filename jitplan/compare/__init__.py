@@ -69,8 +69,9 @@ def run_compare(base: RunSpec, arms: list[Arm], budget: Budget, out: str | Path,
                 threads: int | None = None, note: Note | None = None) -> CompareResult:
     """Run every arm with the same data, seed and budget, score them alike, and write the results.
 
-    ``base`` is the run spec every arm starts from (a plan or a bare TrainConfig). ``threads`` caps torch's CPU threads while scoring (as ``--threads`` does for the
-    ranks: on a busy machine fewer threads are much faster). Returns the CompareResult also written to
+    ``base`` is the run spec every arm starts from (a plan or a bare TrainConfig). ``threads`` caps torch's
+    CPU threads while scoring (as ``--threads`` does for the ranks: on a busy machine fewer threads are much
+    faster). Returns the CompareResult also written to
     ``out/results.json``.
     """
     note = note or (lambda m: None)

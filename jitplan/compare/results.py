@@ -67,7 +67,9 @@ def summarize_metrics(recs: list[dict[str, Any]]) -> dict[str, Any]:
 
         >>> summarize_metrics([{"step": 10, "loss": 2.0, "img_per_s": 5.0, "peak_mem_mib": 9.0, "mem_kind": "rss"},
         ...                    {"step": 20, "loss": 1.0, "img_per_s": 8.0, "peak_mem_mib": 10.0, "mem_kind": "rss"}])
-        {'loss_curve': [(10, 2.0), (20, 1.0)], 'final_loss': 1.0, 'images_per_s': 8.0, 'peak_mem_mib': 10.0, 'mem_kind': 'rss'}
+        ... # doctest: +NORMALIZE_WHITESPACE
+        {'loss_curve': [(10, 2.0), (20, 1.0)], 'final_loss': 1.0, 'images_per_s': 8.0, 'peak_mem_mib': 10.0,
+         'mem_kind': 'rss'}
     """
     train = [r for r in recs if isinstance(r.get("loss"), (int, float)) and "step" in r]
     curve = [(int(r["step"]), float(r["loss"])) for r in train]
@@ -110,7 +112,8 @@ def summary_markdown(r: CompareResult) -> str:
     for a in r.arms:
         lines.append(f"| {a.arm} | {a.status} | {a.steps if a.steps is not None else 'n/a'} | "
                      f"{_f(a.images_per_s, '.1f')} | {_f(a.peak_mem_mib, '.0f')} | {_f(a.final_loss)} | "
-                     f"{_f(a.v_loss_common)} | {_f(a.accuracy, '.3f')} | {_f(a.fd_digits, '.3g')} | {_f(a.fid, '.4g')} |")
+                     f"{_f(a.v_loss_common)} | {_f(a.accuracy, '.3f')} | {_f(a.fd_digits, '.3g')} | "
+                     f"{_f(a.fid, '.4g')} |")
     lines += ["", *[f"- {n}" for n in r.notes], "", "![loss curves](loss.png)", ""]
     for a in r.arms:
         if a.grid:

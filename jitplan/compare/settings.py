@@ -102,7 +102,8 @@ def make_budget(steps: int | None, images: int | None, minutes: float | None) ->
             raise UsageError(f"{flag} must be > 0, got {v:g}")
     given = [f for f, v in (("--steps", steps), ("--images", images), ("--minutes", minutes)) if v is not None]
     if len(given) != 1:
-        raise UsageError(f"give exactly one budget: --steps N, --images N or --minutes M (got {', '.join(given) or 'none'})")
+        raise UsageError("give exactly one budget: --steps N, --images N or --minutes M "
+                         f"(got {', '.join(given) or 'none'})")
     return Budget(steps=steps, images=images, minutes=minutes)
 
 

@@ -36,7 +36,8 @@ def check_dataset(ctx: DoctorContext) -> Finding:
         return Finding(id="C10", level="fail", title=title, found=ctx.data_error,
                        fix="check the folder's permissions and links (jitplan data inspect PATH)")
     if rep is None and ctx.data_path:
-        return Finding(id="C10", level="fail", title=title, found=f"data path {short_path(ctx.data_path)} does not exist here",
+        return Finding(id="C10", level="fail", title=title,
+                       found=f"data path {short_path(ctx.data_path)} does not exist here",
                        fix="copy or mount the dataset, or fix data.path in the plan")
     if rep is None:
         return Finding(id="C10", level="skip", title=title, found="no dataset given (--data or a plan's data.path)")

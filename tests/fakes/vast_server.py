@@ -431,7 +431,8 @@ class VastFake:
             labels[r.get("label") or ""] = labels.get(r.get("label") or "", 0) + 1
         return 200, {
             "success": True, "instances": page, "instances_found": len(page), "total_instances": len(rows),
-            "label_counts": labels, "next_token": base64.b64encode(str(start + limit).encode()).decode() if more else None,
+            "label_counts": labels,
+            "next_token": base64.b64encode(str(start + limit).encode()).decode() if more else None,
         }
 
 
