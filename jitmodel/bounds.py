@@ -30,6 +30,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from jitmodel.config import TrainConfig
 from jitmodel.counts import param_breakdown, seq_lens
 from jitmodel.variants import get_variant
 
@@ -129,7 +130,6 @@ def host_free_bytes(root: str = "/") -> int | None:
 def check_start(cfg: object, world_size: int, device: object) -> None:
     """The trainer's start check: ValueError (one line, with the numbers) when the floor of what this rank
     holds at its first step is over the free host (or GPU) memory. ``cfg`` is a TrainConfig."""
-    from jitmodel.config import TrainConfig
 
     assert isinstance(cfg, TrainConfig)
     kind = getattr(device, "type", str(device))

@@ -51,6 +51,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jitmodel
 from jitmodel import integrity
 from jitmodel.ckpt_checks import (  # noqa: F401 (describe, expected_shapes, require_resumable: this module's API)
     check_semantics,
@@ -193,7 +194,6 @@ def _first_line(e: BaseException) -> str:
 def versions() -> dict[str, str]:
     import torch
 
-    import jitmodel
 
     return {"jitmodel": jitmodel.__version__, "torch": str(torch.__version__), "python": platform.python_version()}
 

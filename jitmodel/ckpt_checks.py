@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jitmodel.config import ModelConfig
+from jitmodel.config import DiffusionConfig, ModelConfig, validation_summary
 
 
 def describe(mc: ModelConfig) -> str:
@@ -74,7 +74,6 @@ def check_semantics(raw: Mapping[str, Any], path: str | Path) -> None:
     What a consumer needs present it asks for itself (resume: ``require_resumable``)."""
     from pydantic import ValidationError
 
-    from jitmodel.config import validation_summary
 
     path = Path(path)
     for key in ("step", "epoch", "epoch_step", "epoch_samples"):
@@ -128,7 +127,6 @@ def require_resumable(ck: Mapping[str, Any], path: str | Path, *, allow_unverifi
 def expected_shapes(mc: ModelConfig) -> dict[str, tuple[int, ...]]:
     """{state dict key without ``net.``: shape} of the network ``mc`` describes (built on the meta device:
     no memory, no time)."""
-    from jitmodel.config import DiffusionConfig
     from jitmodel.denoiser import Denoiser  # lazy: start-up (torch)
 
     net = Denoiser(mc, DiffusionConfig(), device="meta")

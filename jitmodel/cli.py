@@ -22,6 +22,10 @@ from typing import Any
 
 import typer
 
+from jitmodel import dist, early_signals
+from jitmodel import trajectory as tr
+from jitmodel.atomic import atomic_write_text
+from jitmodel.config import validation_summary
 from jitmodel.helpfmt import plain_help
 from jitmodel.progress import Progress
 
@@ -57,8 +61,8 @@ def _sample_cfg(defaults: Any, sampler: str | None, steps: int | None, cfg: floa
 
 
 def _setup(ckpt: str, ema: str, img_size: int | None, device: str, precision: str, variant: str | None = None):
-    from jitmodel.dist import DistEnv, pick_device, sampling_autocast
-    from jitmodel.sample import load_for_sampling
+    from jitmodel.dist import DistEnv, pick_device, sampling_autocast  # lazy: start-up (numpy, pynvml, torch)
+    from jitmodel.sample import load_for_sampling  # lazy: start-up (numpy, pynvml, torch)
 
     if device not in ("auto", "cpu", "cuda", "mps"):
         raise ValueError(f"--device must be auto, cpu, cuda or mps, got {device!r}")
@@ -78,10 +82,9 @@ def _emit(data: dict[str, Any], as_json: bool) -> None:
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
 def train(ctx: typer.Context) -> None:
     """Train: the arguments go to python -m jitmodel.train (jitmodel train --help lists them)."""
-    from jitmodel import early_signals
 
     early_signals.install()  # before torch is imported: a SIGTERM while starting ends cleanly
-    from jitmodel.train import main as train_main
+    from jitmodel.train import main as train_main  # lazy: start-up (PIL, numpy, pynvml, torch)
 
     rv = train_main(list(ctx.args))
     raise typer.Exit(rv if isinstance(rv, int) else 0)
@@ -101,8 +104,15 @@ def sample(ckpt: str = CKPT,
     """Sample a grid of images from a checkpoint."""
     import torch
 
-    from jitmodel.sample import make_grid, noise_for_ids, parse_classes, save_png, short_run_note, to_uint8
-    from jitmodel.sample import sample as run_sampler
+    from jitmodel.sample import (  # lazy: start-up (numpy, pynvml, torch)
+        make_grid,
+        noise_for_ids,
+        parse_classes,
+        save_png,
+        short_run_note,
+        to_uint8,
+    )
+    from jitmodel.sample import sample as run_sampler  # lazy: start-up (numpy, pynvml, torch)
 
     if (classes is None) == (not random):
         raise ValueError("give either --classes 207,360 or --random")
@@ -143,9 +153,7 @@ def trajectory(ckpt: str = CKPT, cls: int = typer.Option(None, "--class", help="
                html: Path = typer.Option(None, "--html", help="Self-contained HTML viewer."),
                as_json: bool = JSON) -> None:
     """Frames of the denoising (z_t, z_t with the patch grid, x̂) as a PNG strip and an HTML page."""
-    from jitmodel import trajectory as tr
-    from jitmodel.atomic import atomic_write_text
-    from jitmodel.sample import parse_classes, save_png
+    from jitmodel.sample import parse_classes, save_png  # lazy: start-up (numpy, pynvml, torch)
 
     env, dev, _, m = _setup(ckpt, ema, img_size, device, "fp32")
     nc = m.model_cfg.num_classes
@@ -184,10 +192,9 @@ def evaluate(ckpt: str = CKPT, out_dir: Path = typer.Option(..., "--out-dir", he
              npz: bool = typer.Option(False, "--npz", help="Also pack the images into samples.npz."),
              as_json: bool = JSON) -> None:
     """Generate N images over all torchrun ranks (resumable), then FID/IS against reference stats."""
-    from jitmodel import dist
-    from jitmodel.evaluate import EvalJob
-    from jitmodel.evaluate import evaluate as run_eval
-    from jitmodel.fid import get_extractor, load_stats
+    from jitmodel.evaluate import EvalJob  # lazy: start-up (numpy, pynvml, torch)
+    from jitmodel.evaluate import evaluate as run_eval  # lazy: start-up (numpy, pynvml, torch)
+    from jitmodel.fid import get_extractor, load_stats  # lazy: start-up (numpy)
 
     env, dev, autocast, m = _setup(ckpt, ema, img_size, device, precision)
     if features is None:  # the extractor the reference statistics name, else Inception
@@ -219,8 +226,8 @@ def fid_stats(folder: Path = typer.Argument(..., help="Folder of real images (se
               img_size: int = typer.Option(None, "--img-size", help="Centre-crop and resize to this size first."),
               batch: int = typer.Option(64, "--batch"), device: str = DEVICE, as_json: bool = JSON) -> None:
     """Reference statistics (mu, sigma) of a folder of images, in the format of jit_in256_stats.npz."""
-    from jitmodel.dist import pick_device
-    from jitmodel.fid import folder_stats, get_extractor, save_stats
+    from jitmodel.dist import pick_device  # lazy: start-up (numpy, pynvml, torch)
+    from jitmodel.fid import folder_stats, get_extractor, save_stats  # lazy: start-up (numpy)
 
     ext = get_extractor(features, str(pick_device(device)), inception_weights)
     mu, sigma, count = folder_stats(folder, ext, batch, img_size)
@@ -240,7 +247,6 @@ def run(argv: list[str] | None = None) -> int:
             raise
         from pydantic import ValidationError
 
-        from jitmodel.config import validation_summary
 
         msg = validation_summary(e) if isinstance(e, ValidationError) else str(e)
         print(f"Error: {' '.join(msg.split())[:400]}", file=sys.stderr)

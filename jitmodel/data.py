@@ -34,6 +34,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from jitmodel import bounds
+from jitmodel import manifest as mf
 from jitmodel import scan as scan_mod
 from jitmodel.config import DataConfig
 
@@ -173,7 +174,6 @@ class ImageFolder(_Base):
 def _check_images(data: Path, root: Path, scan: scan_mod.Scan, manifest: str | None,
                   skip_bad: bool) -> tuple[list[tuple[str, str]], str | None]:
     """(bad images, a note for the log). ValueError when bad images are known and not to be skipped."""
-    from jitmodel import manifest as mf
 
     mpath = Path(manifest).expanduser() if manifest else data / mf.MANIFEST_NAME
     if manifest or mpath.is_file():

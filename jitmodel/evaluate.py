@@ -284,8 +284,8 @@ def online_eval(net: torch.nn.Module, cfg: TrainConfig, *, epoch: int, device: A
     """
     if not due(epoch, cfg):
         return {}
-    from jitmodel.dist import DistEnv
-    from jitmodel.fid import get_extractor
+    from jitmodel.dist import DistEnv  # lazy: start-up (numpy, pynvml, torch)
+    from jitmodel.fid import get_extractor  # lazy: start-up (numpy)
 
     env = DistEnv.from_env()
     s = cfg.sample
@@ -326,7 +326,7 @@ def x_hat_of(net: torch.nn.Module, prediction: str = "x", t_eps: float = 0.05) -
     inner = getattr(net, "module", net)  # DDP
     if callable(getattr(inner, "x_hat", None)):
         return cast(XHatFn, inner.x_hat)
-    from jitmodel.objectives import to_x
+    from jitmodel.objectives import to_x  # lazy: start-up (numpy, pynvml, torch)
 
     def fn(z: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return to_x(inner(z, t, y).float(), z, t, prediction, t_eps)

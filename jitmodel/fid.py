@@ -28,6 +28,8 @@ from typing import Protocol
 
 import numpy as np
 
+from jitmodel.atomic import atomic_write
+
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
 WEIGHTS_ENV = "JITMODEL_INCEPTION_WEIGHTS"
@@ -101,7 +103,6 @@ def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]
 
 def save_stats(path: str | Path, mu: np.ndarray, sigma: np.ndarray, n: int, extractor: str) -> Path:
     """Write reference statistics as npz (mu, sigma, n, extractor) atomically."""
-    from jitmodel.atomic import atomic_write
 
     return atomic_write(path, lambda f: np.savez(f, mu=mu, sigma=sigma, n=np.int64(n), extractor=np.str_(extractor)))
 

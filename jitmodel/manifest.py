@@ -32,6 +32,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from jitmodel.atomic import atomic_write_text
 from jitmodel.bounded_io import read_regular
 from jitmodel.bounds import MAX_PIXELS, usable_cpus
 from jitmodel.scan import Scan, scan_classes, shown
@@ -159,7 +160,6 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
 
 
 def write_manifest(path: str | Path, manifest: dict[str, Any]) -> Path:
-    from jitmodel.atomic import atomic_write_text
 
     return atomic_write_text(path, json.dumps(manifest, separators=(",", ":")) + "\n")
 

@@ -34,6 +34,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jitmodel.config import file_kind, read_yaml_mapping
 from jitmodel.records import DRIFT
 
 NO_PROGRESS_ENV = "JITMODEL_NO_PROGRESS"
@@ -288,7 +289,6 @@ def plan_expectations(config_path: str | Path) -> dict[str, float] | None:
     """What a jitplan plan predicted (step time, images/s, memory per GPU), read from its ``estimates``;
     None for a bare TrainConfig. No jitplan import: the plan file is YAML."""
     try:
-        from jitmodel.config import file_kind, read_yaml_mapping
 
         raw = read_yaml_mapping(config_path)
         est = raw.get("estimates") if file_kind(raw) == "plan" else None

@@ -40,7 +40,9 @@ import torch
 from torch import Tensor
 
 from jitmodel.atomic import atomic_write
+from jitmodel.checkpoint import checkpoint_model_config, describe, infer_model_config, load_checkpoint
 from jitmodel.config import DiffusionConfig, ModelConfig, SampleConfig
+from jitmodel.variants import get_variant
 
 # x_hat(z (B, C, H, W) fp32, t (B,) fp32, y (B,) long) -> x prediction (B, C, H, W)
 XHatFn = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -275,9 +277,7 @@ def load_for_sampling(path: str | Path, *, ema: str = "ema1", img_size: int | No
     patch grid. ValueError (one line naming both configurations) when the checkpoint cannot serve the
     request: another variant or patch size, or an image size that the patch does not divide.
     """
-    from jitmodel.checkpoint import checkpoint_model_config, describe, infer_model_config, load_checkpoint
-    from jitmodel.denoiser import Denoiser
-    from jitmodel.variants import get_variant
+    from jitmodel.denoiser import Denoiser  # lazy: start-up (numpy, pynvml, torch)
 
     if ema not in _WEIGHTS:
         raise ValueError(f"--ema must be ema1, ema2 or raw, got {ema!r}")

@@ -46,8 +46,8 @@ class Trainer:
     """Everything one rank needs; ``__init__`` raises ValueError for bad config/input (exit 2)."""
 
     def __init__(self, cfg: TrainConfig, env: DistEnv, resume: str | None = None, *, allow_unverified: bool = False):
-        from jitmodel.denoiser import Denoiser
-        from jitmodel.ema_host import build_ema
+        from jitmodel.denoiser import Denoiser  # lazy: start-up (numpy, pynvml, torch)
+        from jitmodel.ema_host import build_ema  # lazy: start-up (numpy, pynvml, torch)
 
         if cfg.world_size is not None and cfg.world_size != env.world_size:
             raise ValueError(f"the config was planned for world_size {cfg.world_size} but this job has "
@@ -143,7 +143,7 @@ class Trainer:
 
     def _online_eval(self, epoch: int, log: RunLog) -> None:
         try:
-            from jitmodel.evaluate import online_eval
+            from jitmodel.evaluate import online_eval  # lazy: start-up (numpy, pynvml, torch)
         except ImportError as e:
             log.note(f"online evaluation unavailable ({one_line(e)}); training continues")
             return

@@ -21,6 +21,10 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from jitmodel.config import TrainConfig
+from jitplan.errors import UsageError
+from jitplan.planner.workers import decide_workers
+
 DIGITS_IMAGES = 1797
 # 1,418 optimizer steps in 60 s on a quiet 2-core box (benchmarks/RESULTS.md, "Start-up budgets"): the
 # default step target is about a minute there, and the rate a busy machine is compared with.
@@ -40,8 +44,6 @@ DEMO_TRAIN: dict[str, Any] = {
 
 def demo_config(hardware, *, steps: int | None):
     """The demo's TrainConfig for ``hardware`` (a probed HardwareSpec): workers from its CPUs, RAM, shm."""
-    from jitmodel.config import TrainConfig
-    from jitplan.planner.workers import decide_workers
 
     host = hardware.host
     ranks = max(hardware.gpus_per_node, 1) if hardware.gpu is not None else 1
@@ -62,8 +64,6 @@ def laptop_config(hardware, *, steps: int, data: str | None):
     """The CPU plan (``jitplan plan --gpus cpu``): the demo's recipe on the digits, or on a small class-folder
     dataset (``data``: a folder holding ``train/<class>/*.png``, 32 px). Returns (config, worker reasons,
     what it trains on). A folder without ``train/`` is a UsageError naming the flag and ``data prepare``."""
-    from jitmodel.config import TrainConfig
-    from jitplan.errors import UsageError
 
     cfg, reasons = demo_config(hardware, steps=steps)
     if data is None:

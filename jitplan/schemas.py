@@ -21,6 +21,8 @@ from jitmodel.atomic import atomic_write_text
 from jitmodel.config import PrintableText, TrainConfig, read_yaml_mapping, validation_summary
 from jitplan.errors import UsageError
 from jitplan.hardware.schema import HardwareSpec
+from jitplan.hardware.spec import hardware_from_flags
+from jitplan.templates import templates_dir
 
 PLAN_SCHEMA_VERSION: Literal[1] = 1
 RECIPE_SCHEMA_VERSION: Literal[1] = 1
@@ -68,7 +70,6 @@ class Recipe(_Strict):
 
 
 def recipes_dir() -> Path:
-    from jitplan.templates import templates_dir
 
     return templates_dir() / "recipes"
 
@@ -93,7 +94,6 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
             raise UsageError(f"unknown recipe {str(name_or_path)!r}; known: {', '.join(recipe_names())}")
     raw = _read_yaml(p, "recipe")
     if isinstance(raw.get("hardware"), str):  # "8xH200": resolved through the GPU catalog
-        from jitplan.hardware.spec import hardware_from_flags
 
         raw["hardware"] = hardware_from_flags(raw["hardware"])
     try:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from jitmodel.records import DRIFT
 from jitplan.calibration.measured import Measurement, metrics_path, summarize
+from jitplan.errors import UsageError
+from jitplan.runspec import load_run_spec
 
 
 def compare(*, step_time_s: float | None, memory_bytes: int | None, measured: Measurement,
@@ -36,8 +38,6 @@ def run_drift(plan_path: str | None, run_dir: str | None) -> tuple[Measurement |
     """(what the run measured, its drift lines) for a registry run; (None, []) when either side is missing."""
     if not plan_path or not run_dir or not Path(plan_path).is_file():
         return None, []
-    from jitplan.errors import UsageError
-    from jitplan.runspec import load_run_spec
 
     try:
         spec = load_run_spec(plan_path)

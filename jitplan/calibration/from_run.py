@@ -11,12 +11,12 @@ from pathlib import Path
 from jitplan.calibration.measured import Measurement, metrics_path, summarize
 from jitplan.calibration.records import CalibrationRecord
 from jitplan.errors import UsageError
+from jitplan.runspec import load_run_spec
 
 
 def record_from_run(plan_path: str | None, run_dir: str | None, *, name: str,
                     today: datetime.date | None = None) -> CalibrationRecord:
     """UsageError (one line) when the run has no plan with a GPU, no metrics, or ran without a GPU."""
-    from jitplan.runspec import load_run_spec
 
     if not plan_path or not Path(plan_path).is_file():
         raise UsageError(f"run {name}: its plan file is gone ({plan_path}); nothing says what hardware it ran on")

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jitmodel.atomic import atomic_write_text
 from jitplan.errors import UsageError
+from jitplan.runs.home import default_home
 
 SHIPPED_PATH = Path(__file__).with_name("shipped.yaml")
 STORE_NAME = "calibration.yaml"
@@ -81,7 +82,6 @@ def shipped_records() -> list[CalibrationRecord]:
 
 
 def store_path(home: Path | None = None) -> Path:
-    from jitplan.runs.registry import default_home
 
     return (home or default_home()) / STORE_NAME
 

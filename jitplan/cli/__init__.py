@@ -48,7 +48,7 @@ _register_all()
 def _print_version(value: bool) -> None:
     # A callback of an eager option runs while the arguments are parsed, before the group asks for a command.
     if value:
-        from jitplan import __version__
+        from jitplan import __version__  # lazy: CLI start-up
 
         typer.echo(f"jitplan {__version__}")
         raise typer.Exit(0)

@@ -46,7 +46,7 @@ def _usage_hint(e: Exception) -> str | None:
 def run_with_error_map(app: typer.Typer, argv: list[str] | None) -> int:
     from pydantic import ValidationError
 
-    from jitmodel.config import validation_summary
+    from jitmodel.config import validation_summary  # lazy: CLI start-up
 
     debug = os.environ.get("JITPLAN_DEBUG") == "1"
     try:

@@ -34,9 +34,9 @@ def calibrate_command(
     json_: bool = typer.Option(False, "--json", help="JSON on stdout."),
 ) -> None:
     """Fold measured runs or a hand-entered measurement into the local calibration store."""
-    from jitplan.calibration.records import CalibrationRecord, add_record, all_records, store_path
-    from jitplan.cli._output import emit, note
-    from jitplan.errors import UsageError
+    from jitplan.calibration.records import CalibrationRecord, add_record, all_records, store_path  # lazy: CLI start-up
+    from jitplan.cli._output import emit, note  # lazy: start-up (rich, typer)
+    from jitplan.errors import UsageError  # lazy: CLI start-up
 
     if list_:
         recs = all_records()
@@ -44,8 +44,8 @@ def calibrate_command(
         return
     added = []
     if gpu is not None:
-        from jitplan.hardware.catalog import lookup
-        from jitplan.hardware.spec import parse_bytes
+        from jitplan.hardware.catalog import lookup  # lazy: CLI start-up
+        from jitplan.hardware.spec import parse_bytes  # lazy: CLI start-up
 
         if batch_per_gpu is None or source is None or (step_time is None and memory is None):
             raise UsageError("a hand entry needs --batch-per-gpu, --source and --step-time and/or --memory")
@@ -58,8 +58,8 @@ def calibrate_command(
             date=date or datetime.date.today().isoformat(), source=source)
         added.append(add_record(rec))
     if runs:
-        from jitplan.calibration.from_run import record_from_run
-        from jitplan.runs.registry import Registry
+        from jitplan.calibration.from_run import record_from_run  # lazy: CLI start-up
+        from jitplan.runs.registry import Registry  # lazy: CLI start-up
 
         reg = Registry()
         for key in runs:

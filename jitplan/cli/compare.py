@@ -59,13 +59,13 @@ def compare(
 
     jitplan compare jitplan/templates/compare/digits.yaml --objectives x,v,eps --steps 300
     """
-    from jitplan import compare as core
-    from jitplan.cli._output import emit, err
-    from jitplan.errors import CheckFailed, UsageError
+    from jitplan import compare as core  # lazy: CLI start-up
+    from jitplan.cli._output import emit, err  # lazy: start-up (rich, typer)
+    from jitplan.errors import CheckFailed, UsageError  # lazy: CLI start-up
 
     arms = core.parse_arms(arm, objectives)
     budget = core.make_budget(steps, images, minutes)
-    from jitplan.cli.launch import cloud_choice
+    from jitplan.cli.launch import cloud_choice  # lazy: start-up (rich, typer)
 
     provider = cloud_choice(cloud, {"--vast": vast})
     chosen = [n for n, on in (("--local", local_), ("--ssh", ssh)) if on] + [f"--cloud {p}" for p in provider]
@@ -88,7 +88,7 @@ def compare(
                                          bid=bid, yes=yes, echo=echo)
     else:
         runner = core.LocalRunner(base, threads=threads, echo=echo)
-    from jitplan.launch.remote import sigterm_as_interrupt
+    from jitplan.launch.remote import sigterm_as_interrupt  # lazy: CLI start-up
 
     with sigterm_as_interrupt():
         try:
@@ -118,17 +118,17 @@ def _stamp() -> str:
 
 def _base(plan_file: Path | None, gpus: str | None, recipe: str, data: str | None):
     """The run spec every arm starts from: PLAN (a plan or a TrainConfig), or a plan made for --gpus."""
-    from jitplan import compare as core
-    from jitplan.errors import UsageError
+    from jitplan import compare as core  # lazy: CLI start-up
+    from jitplan.errors import UsageError  # lazy: CLI start-up
 
     if (plan_file is None) == (gpus is None):
         raise UsageError("give a PLAN file or --gpus (with --recipe and --data), not both and not neither")
     if plan_file is not None:
         return core.load_base(plan_file)
-    from jitplan.hardware.spec import hardware_from_flags
-    from jitplan.planner.plan import make_plan
-    from jitplan.runspec import RunSpec
-    from jitplan.schemas import PlanOptions, load_recipe
+    from jitplan.hardware.spec import hardware_from_flags  # lazy: CLI start-up
+    from jitplan.planner.plan import make_plan  # lazy: CLI start-up
+    from jitplan.runspec import RunSpec  # lazy: CLI start-up
+    from jitplan.schemas import PlanOptions, load_recipe  # lazy: CLI start-up
 
     assert gpus is not None  # one of the two, checked above
     return RunSpec.from_plan(make_plan(hardware_from_flags(gpus), load_recipe(recipe), PlanOptions(data_path=data)))
@@ -138,21 +138,21 @@ def _remote_runner(base, *, ssh, cloud, identity, known_hosts, accept_new, remot
                    echo):
     """(the SSH runner, ``release(keep, status)`` for a rented instance or None): ``release`` destroys the
     instance (or, kept, says how to stop it) whether the comparison finished, failed or was interrupted."""
-    from jitplan import compare as core
-    from jitplan.cli._output import note
-    from jitplan.errors import UsageError
-    from jitplan.launch.ssh import SSHOptions, parse_target
-    from jitplan.runs.registry import Registry
+    from jitplan import compare as core  # lazy: CLI start-up
+    from jitplan.cli._output import note  # lazy: start-up (rich, typer)
+    from jitplan.errors import UsageError  # lazy: CLI start-up
+    from jitplan.launch.ssh import SSHOptions, parse_target  # lazy: CLI start-up
+    from jitplan.runs.registry import Registry  # lazy: CLI start-up
 
     registry = Registry()
     release = None
     if ssh:
         target = parse_target(ssh, identity)
     else:
-        from jitplan.cli.launch import remote_hooks
-        from jitplan.cloud.provision import Hooks
-        from jitplan.cloud.rental import rent_once
-        from jitplan.providers.registry import entry
+        from jitplan.cli.launch import remote_hooks  # lazy: start-up (rich, typer)
+        from jitplan.cloud.provision import Hooks  # lazy: CLI start-up
+        from jitplan.cloud.rental import rent_once  # lazy: CLI start-up
+        from jitplan.providers.registry import entry  # lazy: CLI start-up
 
         if base.plan is None:
             raise UsageError(f"{entry(cloud).flag} needs a plan (jitplan plan --out plan.yaml), not a bare "

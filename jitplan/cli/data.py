@@ -65,7 +65,7 @@ def inspect_cmd(
 
     jitplan data inspect /data/imagenet256
     """
-    from jitplan.dataset.inspect import inspect_dataset
+    from jitplan.dataset.inspect import inspect_dataset  # lazy: CLI start-up
 
     rep = inspect_dataset(path)
     emit(rep, json_mode=json_out, render=lambda c: _render_report(rep, c))
@@ -85,8 +85,8 @@ def verify_cmd(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from jitplan.cli._output import err
-    from jitplan.dataset.verify import verify_dataset
+    from jitplan.cli._output import err  # lazy: start-up (rich, typer)
+    from jitplan.dataset.verify import verify_dataset  # lazy: CLI start-up
 
     with Progress(TextColumn("decode"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
                   transient=True, disable=json_out) as bar:
@@ -125,8 +125,8 @@ def prepare_cmd(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-    from jitplan.cli._output import err
-    from jitplan.dataset.prepare import prepare_dataset
+    from jitplan.cli._output import err  # lazy: start-up (rich, typer)
+    from jitplan.dataset.prepare import prepare_dataset  # lazy: CLI start-up
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err,
                   transient=True, disable=json_out) as bar:
@@ -162,6 +162,6 @@ def _refuse_bad(bad: list, message: str, hint: str) -> None:
     if bad:
         for b in bad[:5]:
             note(f"bad image: {b}")
-        from jitplan.errors import CheckFailed
+        from jitplan.errors import CheckFailed  # lazy: CLI start-up
 
         raise CheckFailed(message, hint=hint)

@@ -53,7 +53,7 @@ class DemoResult(BaseModel):
 
 
 def _jitmodel(args: list[str], env: dict[str, str], what: str) -> None:
-    from jitplan.launch import local
+    from jitplan.launch import local  # lazy: CLI start-up
 
     cmd = [sys.executable, "-m", "jitmodel", *args]
     done = subprocess.run(cmd, capture_output=True, text=True, env={**local.pythonpath_env(), **env})
@@ -101,12 +101,12 @@ def demo(
 
     jitplan demo --steps 1400
     """
-    from jitplan.hardware.probe import run_probe
-    from jitplan.launch import local
-    from jitplan.launch.supervisor import run_local
-    from jitplan.launch.torchrun import spec_for_run
-    from jitplan.runs.registry import Registry
-    from jitplan.runspec import RunSpec, save_run_spec
+    from jitplan.hardware.probe import run_probe  # lazy: CLI start-up
+    from jitplan.launch import local  # lazy: CLI start-up
+    from jitplan.launch.supervisor import run_local  # lazy: CLI start-up
+    from jitplan.launch.torchrun import spec_for_run  # lazy: CLI start-up
+    from jitplan.runs.registry import Registry  # lazy: CLI start-up
+    from jitplan.runspec import RunSpec, save_run_spec  # lazy: CLI start-up
 
     if minutes is not None and minutes <= 0:
         raise UsageError(f"--minutes must be > 0, got {minutes:g}")
@@ -175,7 +175,7 @@ class CpuPlan(BaseModel):
 
 def wants_cpu(gpus: str | None, hardware: str | None) -> bool:
     """``plan --gpus cpu``, or ``--hardware`` a file probed on a machine without a GPU: the laptop plan."""
-    from jitplan.hardware.spec import is_cpu_spec, load_hardware
+    from jitplan.hardware.spec import is_cpu_spec, load_hardware  # lazy: CLI start-up
 
     if gpus is not None:
         return is_cpu_spec(gpus)
@@ -187,11 +187,11 @@ def plan_on_cpu(gpus: str | None, hardware: str | None, *, data: str | None, out
     """``jitplan plan --gpus cpu``: the tiny JiT on the digits (or a small folder) on this machine's CPU, as a
     config ``jitplan launch FILE --local`` runs. The planner's models are for GPUs; this is the demo's
     recipe with workers from this machine's CPUs and RAM."""
-    from jitplan.demo import QUIET_STEPS_PER_S, laptop_config
-    from jitplan.hardware.host import read_host
-    from jitplan.hardware.schema import HostSpec
-    from jitplan.hardware.spec import hardware_from_flags, load_hardware
-    from jitplan.runspec import RunSpec, save_run_spec
+    from jitplan.demo import QUIET_STEPS_PER_S, laptop_config  # lazy: CLI start-up
+    from jitplan.hardware.host import read_host  # lazy: CLI start-up
+    from jitplan.hardware.schema import HostSpec  # lazy: CLI start-up
+    from jitplan.hardware.spec import hardware_from_flags, load_hardware  # lazy: CLI start-up
+    from jitplan.runspec import RunSpec, save_run_spec  # lazy: CLI start-up
 
     hw = hardware_from_flags(gpus, host_ram=host_ram, cpus=cpus) if gpus else load_hardware(str(hardware))
     if hw.host.cpus is None or hw.host.ram_bytes is None:  # --gpus cpu is this machine: fill in what it has

@@ -71,10 +71,10 @@ def doctor(
 
     jitplan doctor --plan plan.yaml --data /data/imagenet256
     """
-    from jitplan.doctor.runner import run_doctor
-    from jitplan.errors import CheckFailed, UsageError
-    from jitplan.hardware.host import HostPaths
-    from jitplan.hardware.nvml_fake import FakeNvml
+    from jitplan.doctor.runner import run_doctor  # lazy: CLI start-up
+    from jitplan.errors import CheckFailed, UsageError  # lazy: CLI start-up
+    from jitplan.hardware.host import HostPaths  # lazy: CLI start-up
+    from jitplan.hardware.nvml_fake import FakeNvml  # lazy: CLI start-up
 
     if not 0 < import_timeout <= 3600:
         raise UsageError(f"--import-timeout must be in (0, 3600] seconds, got {import_timeout:g}")

@@ -74,8 +74,8 @@ def launch(
 
     jitplan launch plan.yaml --local --max-restarts 3
     """
-    from jitplan.launch import local
-    from jitplan.runspec import load_run_spec
+    from jitplan.launch import local  # lazy: CLI start-up
+    from jitplan.runspec import load_run_spec  # lazy: CLI start-up
 
     provider = cloud_choice(cloud, {"--vast": vast})
     chosen = [n for n, on in (("--local", local_), ("--ssh", ssh), ("--slurm", slurm)) if on]
@@ -90,12 +90,12 @@ def launch(
     backend = provider[0] if provider else chosen[0].lstrip("-")
     res: dict = {"backend": backend, "name": name, "run_dir": str(rdir), "commands": []}
     if not dry_run and slurm is None:  # the registry must be usable before a run folder or a rent exists
-        from jitplan.runs.registry import Registry
+        from jitplan.runs.registry import Registry  # lazy: CLI start-up
 
         Registry().close()
 
     if slurm is not None or local_:
-        from jitplan.launch.here import launch_local, write_sbatch
+        from jitplan.launch.here import launch_local, write_sbatch  # lazy: CLI start-up
 
         if slurm is not None:
             out = write_sbatch(run, plan_file=plan_file, out=slurm, name=name, run_dir=rdir,
@@ -120,7 +120,7 @@ def launch(
                                  num_classes=train.model.num_classes)
         return
 
-    from jitplan.launch.remote import CloudOptions, RemoteRequest, launch_remote
+    from jitplan.launch.remote import CloudOptions, RemoteRequest, launch_remote  # lazy: CLI start-up
 
     req = RemoteRequest(
         plan_file=plan_file, run_dir=rdir, name=name, ssh=ssh, identity=identity, known_hosts=known_hosts,
@@ -130,7 +130,7 @@ def launch(
         cloud=CloudOptions(provider=provider[0], bid=bid, instance=instance, yes=yes, keep=keep) if provider else None,
     )
     if req.cloud is not None:
-        from jitplan.cloud.launch import launch_cloud
+        from jitplan.cloud.launch import launch_cloud  # lazy: CLI start-up
 
         rres = launch_cloud(run, req, remote_hooks(json_out))
     else:
@@ -146,9 +146,8 @@ def launch(
 
 def remote_hooks(json_out: bool):
     """Progress and prompts on stderr; the followed log on stdout (stderr with --json)."""
-    from jitplan.cli._output import err
-    from jitplan.launch.remote import RemoteHooks
-    from jitplan.providers.ranking import offers_table
+    from jitplan.launch.remote import RemoteHooks  # lazy: CLI start-up
+    from jitplan.providers.ranking import offers_table  # lazy: CLI start-up
 
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
     return RemoteHooks(
@@ -161,7 +160,7 @@ def remote_hooks(json_out: bool):
 
 def cloud_choice(name: str | None, flags: dict[str, bool]) -> list[str]:
     """The provider names asked for: ``--cloud NAME`` and each shorthand flag given (mapped by the registry)."""
-    from jitplan.providers.registry import by_flag, entry
+    from jitplan.providers.registry import by_flag, entry  # lazy: CLI start-up
 
     out = [entry(name).name] if name is not None else []
     return out + [by_flag(flag).name for flag, on in flags.items() if on]

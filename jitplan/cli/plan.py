@@ -112,21 +112,21 @@ def plan_command(
     Examples: jitplan plan --gpus 2xRTX3060 --host-ram 24GB | jitplan plan --gpus 8xH100 --out plan.yaml |
     jitplan plan --gpus 2x8xH100 --rdzv-endpoint 10.0.0.1:29400 | jitplan plan --hardware hardware.yaml
     """
-    from jitplan.cli._output import emit, note
-    from jitplan.cli.demo import plan_on_cpu, wants_cpu
-    from jitplan.envsettings import env_float, read_env
-    from jitplan.errors import UsageError
-    from jitplan.planner.plan import make_plan
-    from jitplan.schemas import PlanOptions, load_plan, load_recipe, save_plan
+    from jitplan.cli._output import emit, note  # lazy: start-up (rich, typer)
+    from jitplan.cli.demo import plan_on_cpu, wants_cpu  # lazy: start-up (rich, typer)
+    from jitplan.envsettings import env_float, read_env  # lazy: CLI start-up
+    from jitplan.errors import UsageError  # lazy: CLI start-up
+    from jitplan.planner.plan import make_plan  # lazy: CLI start-up
+    from jitplan.schemas import PlanOptions, load_plan, load_recipe, save_plan  # lazy: CLI start-up
 
     if list_gpus:
-        from jitplan.hardware.catalog import catalog
+        from jitplan.hardware.catalog import catalog  # lazy: CLI start-up
 
         rows = catalog()
         emit(rows, json_mode=json_, render=lambda console: render_catalog(console, rows, wide=wide))
         return
     if show is not None:
-        from jitplan.cli.plan_inference import show_inference
+        from jitplan.cli.plan_inference import show_inference  # lazy: start-up (rich, typer)
 
         if show_inference(show, json_, wide):
             return
@@ -134,7 +134,12 @@ def plan_command(
         emit(saved, json_mode=json_, render=lambda console: render_plan(console, saved, wide=wide, saved_to=show))
         return
     env = read_env(os.environ)  # JITPLAN_* fill what neither a flag nor the hardware file gives
-    from jitplan.cli.plan_inputs import count_dataset, offer_gpus, read_offer, with_figures
+    from jitplan.cli.plan_inputs import (  # lazy: start-up (rich, typer)
+        count_dataset,
+        offer_gpus,
+        read_offer,
+        with_figures,
+    )
 
     offer_fields = read_offer(offer) if offer is not None else None
     if gpus is None and hardware is None and offer_fields is not None:
@@ -161,14 +166,14 @@ def plan_command(
         if given:
             raise UsageError(f"{', '.join(given)} plan(s) training; --task {task.value} takes --num-images, --steps, "
                              "--sampler, --batch-per-gpu, --attention, --memory-fraction")
-        from jitplan.cli.plan_inference import plan_inference
+        from jitplan.cli.plan_inference import plan_inference  # lazy: start-up (rich, typer)
 
         price = env_float("price_per_hour", env.take("price_per_hour", price_per_hour))
         plan_inference(hw, rec, task.value, num_images, steps, sampler, batch_per_gpu, attention, memory_fraction,
                        price, out, json_, wide)
         return
     if hw.gpu is not None and hw.gpu.backend == "mps":
-        from jitplan.errors import CheckFailed
+        from jitplan.errors import CheckFailed  # lazy: CLI start-up
 
         raise CheckFailed(f"{hw.gpu.name} (MPS) has no training plan: jitplan models training on CUDA GPUs (NCCL, "
                           "tensor cores); jitmodel train --device mps runs one unplanned fp32 process",
@@ -187,13 +192,13 @@ def plan_command(
         num_images=counted[0] if counted else None, num_classes=counted[1] if counted else None,
         dataset_note=counted[2] if counted else None,
     )
-    from jitplan.calibration.records import all_records
+    from jitplan.calibration.records import all_records  # lazy: CLI start-up
 
     plan = make_plan(hw, rec, opts, calibration=all_records() if calibrated else ())
     if env.names:
         plan = plan.model_copy(update={"provenance": {**plan.provenance, **env.provenance(plan.provenance)}})
     if trace:
-        from jitplan.planner.trace import apply_trace
+        from jitplan.planner.trace import apply_trace  # lazy: CLI start-up
 
         note("tracing one training step under FakeTensorMode (CPU, no allocation)...")
         plan = apply_trace(plan)
@@ -209,9 +214,9 @@ def _text(value: object) -> str | None:
 
 def _host_from_env(hw, env):
     """Host fields that neither a flag nor the hardware file set, from JITPLAN_HOST_RAM/CPUS/SHM/DISK."""
-    from jitplan.envsettings import ENV_VARS, env_int
-    from jitplan.hardware.schema import HostSpec
-    from jitplan.hardware.spec import parse_bytes
+    from jitplan.envsettings import ENV_VARS, env_int  # lazy: CLI start-up
+    from jitplan.hardware.schema import HostSpec  # lazy: CLI start-up
+    from jitplan.hardware.spec import parse_bytes  # lazy: CLI start-up
 
     host = hw.host.model_dump()
     for key, option in (("ram_bytes", "host_ram"), ("shm_bytes", "shm"), ("disk_free_bytes", "disk")):
@@ -223,9 +228,9 @@ def _host_from_env(hw, env):
 
 
 def _hardware(gpus, hardware, gpu_mem, gpu_tflops, gpu_bw, host_ram, cpus, shm, disk):
-    from jitplan.errors import UsageError
-    from jitplan.hardware.schema import HostSpec
-    from jitplan.hardware.spec import hardware_from_flags, load_hardware, parse_bytes
+    from jitplan.errors import UsageError  # lazy: CLI start-up
+    from jitplan.hardware.schema import HostSpec  # lazy: CLI start-up
+    from jitplan.hardware.spec import hardware_from_flags, load_hardware, parse_bytes  # lazy: CLI start-up
 
     if gpus is not None:
         return hardware_from_flags(gpus, gpu_mem=gpu_mem, gpu_tflops=gpu_tflops, gpu_bw=gpu_bw, host_ram=host_ram,

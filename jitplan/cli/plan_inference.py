@@ -15,10 +15,10 @@ def show_inference(path, json_, wide) -> bool:
 
     from pydantic import ValidationError
 
-    from jitmodel.config import read_yaml_mapping, validation_summary
-    from jitplan.cli._output import emit
-    from jitplan.cli.plan_render import render_inference
-    from jitplan.errors import UsageError
+    from jitmodel.config import read_yaml_mapping, validation_summary  # lazy: CLI start-up
+    from jitplan.cli._output import emit  # lazy: start-up (rich, typer)
+    from jitplan.cli.plan_render import render_inference  # lazy: start-up (rich, typer)
+    from jitplan.errors import UsageError  # lazy: CLI start-up
 
     try:
         raw = read_yaml_mapping(Path(path), "plan")
@@ -26,7 +26,7 @@ def show_inference(path, json_, wide) -> bool:
         raise UsageError(str(e)) from None
     if raw.get("kind") != "inference-plan":
         return False
-    from jitplan.planner.inference_plan import InferencePlan
+    from jitplan.planner.inference_plan import InferencePlan  # lazy: CLI start-up
 
     try:
         plan = InferencePlan.model_validate(raw)
@@ -39,10 +39,10 @@ def show_inference(path, json_, wide) -> bool:
 def plan_inference(hw, rec, task, num_images, steps, sampler, batch, attention, memory_fraction, price_per_hour, out,
                    json_, wide):
     """``--task sample|evaluate``: jitplan.planner.inference_plan, rendered like a training plan."""
-    from jitmodel.atomic import atomic_write_text
-    from jitplan.cli._output import emit, note
-    from jitplan.cli.plan_render import render_inference
-    from jitplan.planner.inference_plan import InferenceOptions, make_inference_plan
+    from jitmodel.atomic import atomic_write_text  # lazy: CLI start-up
+    from jitplan.cli._output import emit, note  # lazy: start-up (rich, typer)
+    from jitplan.cli.plan_render import render_inference  # lazy: start-up (rich, typer)
+    from jitplan.planner.inference_plan import InferenceOptions, make_inference_plan  # lazy: CLI start-up
 
     opts = InferenceOptions(task=task, num_images=num_images, steps=steps, method=sampler.value if sampler else None,
                             batch=batch, attention=attention.value if attention else None,

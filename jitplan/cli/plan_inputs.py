@@ -55,7 +55,9 @@ def with_figures(hw: HardwareSpec, offer: dict | None, *, pcie_gbs: float | None
 def count_dataset(data: str) -> tuple[int | None, int | None, str]:
     """(images, classes, how) of a dataset root holding train/ (or a class folder root), read-only; (None, None,
     why) when there is nothing to count here (the path may be the training machine's, not this one's)."""
-    from jitmodel.scan import scan_classes  # the one scanner (the trainer's own ImageFolder reads through it)
+    from jitmodel.scan import (
+        scan_classes,  # the one scanner (the trainer's own ImageFolder reads through it)  # lazy: CLI start-up
+    )
 
     root = Path(data).expanduser()
     if not root.is_dir():

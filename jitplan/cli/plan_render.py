@@ -27,7 +27,7 @@ def render_plan(console, plan, *, wide: bool | None = None, saved_to: str | None
     from rich.table import Table
     from rich.text import Text
 
-    from jitplan.planner.rows import fmt_bytes
+    from jitplan.planner.rows import fmt_bytes  # lazy: CLI start-up
 
     wide = console.width >= WIDE_COLUMNS if wide is None else wide
     hw = plan.hardware
@@ -111,7 +111,7 @@ def render_inference(console, plan, *, wide: bool | None = None) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from jitplan.planner.rows import fmt_bytes, fmt_duration
+    from jitplan.planner.rows import fmt_bytes, fmt_duration  # lazy: CLI start-up
 
     wide = console.width >= WIDE_COLUMNS if wide is None else wide
     t = plan.target

@@ -118,10 +118,10 @@ def probe(
 
     jitplan probe --out hardware.yaml && jitplan plan --hardware hardware.yaml
     """
-    from jitplan.errors import UsageError
-    from jitplan.hardware.host import HostPaths
-    from jitplan.hardware.nvml_fake import FakeNvml
-    from jitplan.hardware.probe import run_probe
+    from jitplan.errors import UsageError  # lazy: CLI start-up
+    from jitplan.hardware.host import HostPaths  # lazy: CLI start-up
+    from jitplan.hardware.nvml_fake import FakeNvml  # lazy: CLI start-up
+    from jitplan.hardware.probe import run_probe  # lazy: CLI start-up
 
     nvml = None
     if replay_nvml is not None:
@@ -133,7 +133,7 @@ def probe(
     if out is not None:
         import yaml
 
-        from jitmodel.atomic import atomic_write_text
+        from jitmodel.atomic import atomic_write_text  # lazy: CLI start-up
 
         if out.exists() and out.is_dir():
             raise UsageError(f"--out {out} is a directory")

@@ -20,9 +20,9 @@ def pull_command(
     json_out: JsonFlag = False,
 ) -> None:
     """Pull a remote run's latest checkpoint, metrics and logs into its local run folder, verified."""
-    from jitplan.cli._output import emit
-    from jitplan.launch.pull import pull_run
-    from jitplan.runs.registry import Registry
+    from jitplan.cli._output import emit  # lazy: start-up (rich, typer)
+    from jitplan.launch.pull import pull_run  # lazy: CLI start-up
+    from jitplan.runs.registry import Registry  # lazy: CLI start-up
 
     res = pull_run(Registry(), run)
     emit(res, json_mode=json_out, render=lambda con: con.print(res.message, markup=False, soft_wrap=True))

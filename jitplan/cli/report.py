@@ -19,11 +19,11 @@ def report_command(
     json_: bool = typer.Option(False, "--json", help="The report's data as JSON on stdout (no page)."),
 ) -> None:
     """Write one self-contained HTML page of a run (or print its data as JSON)."""
-    from jitmodel.atomic import atomic_write_text
-    from jitplan.cli._output import emit, note
-    from jitplan.errors import UsageError
-    from jitplan.report.build import build_report
-    from jitplan.report.html import render
+    from jitmodel.atomic import atomic_write_text  # lazy: CLI start-up
+    from jitplan.cli._output import emit, note  # lazy: start-up (rich, typer)
+    from jitplan.errors import UsageError  # lazy: CLI start-up
+    from jitplan.report.build import build_report  # lazy: CLI start-up
+    from jitplan.report.html import render  # lazy: CLI start-up
 
     folder = Path(run)
     if folder.is_dir():
@@ -32,7 +32,7 @@ def report_command(
                            run_dir=folder)
         run_dir = folder
     else:
-        from jitplan.runs.registry import Registry
+        from jitplan.runs.registry import Registry  # lazy: CLI start-up
 
         reg = Registry()
         row = reg.get_run(run)

@@ -37,15 +37,15 @@ SWEEP_TIMEOUT_S = 10.0  # `jitplan runs` must not hang for long when the provide
 
 
 def _registry() -> Registry:
-    from jitplan.runs.registry import Registry
+    from jitplan.runs.registry import Registry  # lazy: CLI start-up
 
     return Registry()
 
 
 def _providers(reg: Registry, offline: bool) -> tuple[list[Provider], list[str]]:
     """The providers to ask for live instances: each this registry ever rented on, when its key exists."""
-    from jitplan.errors import JitplanError
-    from jitplan.providers.registry import entries
+    from jitplan.errors import JitplanError  # lazy: CLI start-up
+    from jitplan.providers.registry import entries  # lazy: CLI start-up
 
     if offline:
         return [], []
@@ -151,10 +151,10 @@ def runs_command(
     json_out: JsonFlag = False,
 ) -> None:
     """List recorded runs, the cloud instances still alive with their cost so far, and orphaned instances."""
-    from jitplan.cli._output import emit, note
-    from jitplan.cloud.runs import destroy_orphans as destroy
-    from jitplan.cloud.runs import overview
-    from jitplan.errors import CheckFailed, UsageError
+    from jitplan.cli._output import emit, note  # lazy: start-up (rich, typer)
+    from jitplan.cloud.runs import destroy_orphans as destroy  # lazy: CLI start-up
+    from jitplan.cloud.runs import overview  # lazy: CLI start-up
+    from jitplan.errors import CheckFailed, UsageError  # lazy: CLI start-up
 
     reg = _registry()
     providers, warnings = _providers(reg, offline)
@@ -180,8 +180,8 @@ def status_command(
     json_out: JsonFlag = False,
 ) -> None:
     """One run: its fields, instances and events."""
-    from jitplan.cli._output import emit
-    from jitplan.launch.runs import run_status
+    from jitplan.cli._output import emit  # lazy: start-up (rich, typer)
+    from jitplan.launch.runs import run_status  # lazy: CLI start-up
 
     data = run_status(_registry(), run)
     emit(data, json_mode=json_out, render=lambda con: _render_status(data, con))
@@ -193,10 +193,10 @@ def logs_command(
     tail: int | None = typer.Option(None, "--tail", "-n", min=0, help="Only the last N lines first."),
 ) -> None:
     """Print a run's log (local file, the remote one over SSH, or the copy pulled home once its instance is gone)."""
-    from jitplan.errors import UsageError
-    from jitplan.launch.remote_job import is_remote, ssh_launch
-    from jitplan.launch.runs import follow, log_path
-    from jitplan.providers.registry import is_provider
+    from jitplan.errors import UsageError  # lazy: CLI start-up
+    from jitplan.launch.remote_job import is_remote, ssh_launch  # lazy: CLI start-up
+    from jitplan.launch.runs import follow, log_path  # lazy: CLI start-up
+    from jitplan.providers.registry import is_provider  # lazy: CLI start-up
 
     reg = _registry()
     row = reg.get_run(run)
@@ -225,7 +225,7 @@ def logs_command(
         return
     import shlex
 
-    from jitplan.launch.ssh import Step
+    from jitplan.launch.ssh import Step  # lazy: CLI start-up
 
     remote_log = shlex.quote(launch.run_dir + "/train.log")
     script = f"tail -n {tail} {remote_log}" if tail is not None else f"cat {remote_log}"
@@ -240,10 +240,10 @@ def stop_command(
 ) -> None:
     """Stop a run's training (the trainer checkpoints on SIGTERM); --destroy pulls its checkpoint, metrics
     and logs home (verified), then releases its instance; a failed pull refuses unless --discard."""
-    from jitplan.cli._output import note
-    from jitplan.cloud.runs import stop
-    from jitplan.errors import CheckFailed, UsageError
-    from jitplan.providers.registry import make_provider
+    from jitplan.cli._output import note  # lazy: start-up (rich, typer)
+    from jitplan.cloud.runs import stop  # lazy: CLI start-up
+    from jitplan.errors import CheckFailed, UsageError  # lazy: CLI start-up
+    from jitplan.providers.registry import make_provider  # lazy: CLI start-up
 
     reg = _registry()
     row = reg.get_run(run)

@@ -27,11 +27,11 @@ def watch_command(
 ) -> None:
     """Follow a cloud run launched with --detach: pull while it trains, pull and destroy its instance when
     training ends, recover a lost instance from the last pull. Exit 0 when it finished, 1 otherwise."""
-    from jitplan.cli._output import emit, note
-    from jitplan.cloud.watch import watch_cloud_run
-    from jitplan.errors import CheckFailed
-    from jitplan.launch.remote import RemoteHooks
-    from jitplan.runs.registry import Registry
+    from jitplan.cli._output import emit, note  # lazy: start-up (rich, typer)
+    from jitplan.cloud.watch import watch_cloud_run  # lazy: CLI start-up
+    from jitplan.errors import CheckFailed  # lazy: CLI start-up
+    from jitplan.launch.remote import RemoteHooks  # lazy: CLI start-up
+    from jitplan.runs.registry import Registry  # lazy: CLI start-up
 
     res = watch_cloud_run(Registry(), run, RemoteHooks(say=note, out=sys.stderr), max_recoveries=max_restarts)
     emit(res, json_mode=json_out, render=lambda con: con.print(

@@ -34,6 +34,7 @@ from jitplan.providers.ranking import RankedOffer, rank
 from jitplan.runs.schema import RunMeta
 from jitplan.schemas import Plan
 from jitplan.secrets import redact
+from jitplan.templates import templates_dir
 from jitplan.transport.target import SSHTarget
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -90,7 +91,6 @@ class ProvisionResult(BaseModel):
 
 def render_onstart(run_id: str) -> str:
     """jitplan/templates/launch/vast_onstart.sh with this run's values."""
-    from jitplan.templates import templates_dir
 
     text = (templates_dir() / "launch" / "vast_onstart.sh").read_text()
     return string.Template(text).substitute(run_id=run_id, env_pattern=ENV_EXPORT_PATTERN)

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO, cast
 
+from jitmodel.atomic import atomic_write_text
 from jitmodel.progress import TrainLogProgress
 from jitplan.compare.plot import _COLORS, _plot_pil, plot_losses
 from jitplan.compare.results import (
@@ -52,6 +53,7 @@ from jitplan.compare.runners import (
 from jitplan.compare.score import Scorer
 from jitplan.compare.settings import KINDS, Arm, Budget, arm_train_config, make_budget, parse_arm, parse_arms
 from jitplan.errors import UsageError
+from jitplan.launch import local
 from jitplan.runspec import RunSpec
 from jitplan.runspec import load_run_spec as load_base
 
@@ -110,7 +112,6 @@ def _torch_threads(n: int | None) -> Iterator[None]:
 def _train_and_score(base: RunSpec, world: int, runner: Runner, arms: list[Arm],
                      budget: Budget, out: Path, *, seed: int | None, weights: str, sample_steps: int,
                      per_class: int, ref_stats: str | None, note: Note) -> CompareResult:
-    from jitplan.launch import local
 
     train = base.train
     results: list[ArmResult] = []
@@ -204,7 +205,6 @@ def _notes(results: list[ArmResult], scorer: Scorer, budget: Budget) -> list[str
 
 def write_outputs(r: CompareResult, out: Path) -> None:
     """results.json and summary.md (atomic), then loss.png."""
-    from jitmodel.atomic import atomic_write_text
 
     r.files = {"results": "results.json", "summary": "summary.md", "plot": "loss.png",
                **{f"grid {a.arm}": f"grids/{Path(a.grid).name}" for a in r.arms if a.grid}}

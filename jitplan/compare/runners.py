@@ -9,6 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from jitplan.launch import local
+from jitplan.launch.ssh import SSHLaunch, project_root, run_script_path, ssh_base
+from jitplan.launch.ssh_run import launch_ssh
+from jitplan.launch.supervisor import run_local
+from jitplan.launch.torchrun import node_command, spec_for_run
+from jitplan.runs.registry import Registry
+
 if TYPE_CHECKING:
     from jitplan.launch.ssh import SSHOptions
     from jitplan.runs.registry import Registry
@@ -35,10 +42,6 @@ class LocalRunner(Runner):
         self.registry = registry
 
     def run(self, run_dir: Path, config: Path, *, minutes: float | None, name: str) -> tuple[str, str]:
-        from jitplan.launch import local
-        from jitplan.launch.supervisor import run_local
-        from jitplan.launch.torchrun import spec_for_run
-        from jitplan.runs.registry import Registry
 
         env = {"OMP_NUM_THREADS": str(self.threads)} if self.threads else None
         spec = spec_for_run(self.run_spec, config=str(config), python=sys.executable, rdzv_id=name, env=env)
@@ -69,7 +72,6 @@ class SSHRunner(Runner):
         """rsync the remote ``out/`` (links followed, rolling checkpoints left there) into ``run_dir/out/``."""
         import shlex
 
-        from jitplan.launch.ssh import ssh_base
 
         return ["rsync", "-azL", "--protect-args", "--exclude=ckpt/", "--exclude=tb/", "-e",
                 shlex.join(ssh_base(self.target, self.opts)),
@@ -77,11 +79,6 @@ class SSHRunner(Runner):
 
     def run(self, run_dir: Path, config: Path, *, minutes: float | None, name: str) -> tuple[str, str]:
         import subprocess
-
-        from jitplan.launch.ssh import SSHLaunch, project_root, run_script_path
-        from jitplan.launch.ssh_run import launch_ssh
-        from jitplan.launch.torchrun import node_command, spec_for_run
-        from jitplan.runs.registry import Registry
 
         registry = self.registry or Registry()
         job = SSHLaunch(self.target, self.opts, root=self.remote_dir, run_id=name)

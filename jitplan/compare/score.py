@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jitmodel import data as data_mod
+from jitmodel import objectives
+from jitmodel.checkpoint import load_checkpoint
 from jitplan.compare.results import ArmResult
 from jitplan.errors import CheckFailed, UsageError
 
@@ -20,7 +23,6 @@ class Scorer:
                  n_t: int = 16):
         import torch
 
-        from jitmodel import data as data_mod
 
         self.train, self.seed, self.notes = train, seed, []
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -60,7 +62,7 @@ class Scorer:
         self.t = torch.sigmoid(d.P_mean + d.P_std * torch.special.ndtri(q)).float()
         self.num_classes = min(mc.num_classes, len(ds.classes))
         if train.data.kind == "digits":
-            from jitmodel.fid import DigitsExtractor
+            from jitmodel.fid import DigitsExtractor  # lazy: start-up (numpy)
 
             self.digits = DigitsExtractor(seed=0)
             real = torch.stack([ds[i][0] for i in range(len(ds))])
@@ -68,7 +70,7 @@ class Scorer:
             self.real_mu, self.real_sigma, self.n_real = feats.mean(0), np.cov(feats, rowvar=False), len(feats)
 
     def _fid_setup(self, ref_stats: str) -> None:
-        from jitmodel.fid import FeatureExtractorMissing, get_extractor, load_stats
+        from jitmodel.fid import FeatureExtractorMissing, get_extractor, load_stats  # lazy: start-up (numpy)
 
         try:
             self.ref = load_stats(ref_stats)
@@ -83,7 +85,6 @@ class Scorer:
         """(t, v-space loss) on the fixed batch for each grid time."""
         import torch
 
-        from jitmodel import objectives
 
         t_eps = den.diff_cfg.t_eps
         x, e, y = self.x.to(self.device), self.e.to(self.device), self.y.to(self.device)
@@ -107,9 +108,15 @@ class Scorer:
         import numpy as np
         import torch
 
-        from jitmodel.checkpoint import load_checkpoint
-        from jitmodel.fid import frechet_distance
-        from jitmodel.sample import load_for_sampling, make_grid, noise_for_ids, sample, save_png, to_uint8
+        from jitmodel.fid import frechet_distance  # lazy: start-up (numpy)
+        from jitmodel.sample import (  # lazy: start-up (numpy, pynvml, torch)
+            load_for_sampling,
+            make_grid,
+            noise_for_ids,
+            sample,
+            save_png,
+            to_uint8,
+        )
 
         step = int(load_checkpoint(ckpt).get("step") or 0)
         res.steps, res.images = step, step * effective_batch

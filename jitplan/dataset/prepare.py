@@ -31,7 +31,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jitmodel.atomic import atomic_write
+from jitmodel.atomic import atomic_write, atomic_write_text
+from jitmodel.manifest import decode_error
 from jitmodel.scan import scan_classes
 from jitplan.dataset.inspect import inspect_dataset, is_image
 from jitplan.errors import UsageError
@@ -203,7 +204,6 @@ def prepare_dataset(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> PrepareResult:
     """Build ``dst/train``, ``dst/val`` and ``dst/classes.json`` from ``src`` (see the module docstring)."""
-    from jitmodel.atomic import atomic_write_text
 
     if val_per_class is not None and val_fraction is not None:
         raise UsageError("give --val-per-class or --val-fraction, not both")
@@ -255,7 +255,6 @@ def verify_images(paths: list[Path], progress: Callable[[str, int, int], None] |
     try:
         import PIL  # noqa: F401
 
-        from jitmodel.manifest import decode_error
     except ImportError:
         raise UsageError("decoding images needs Pillow: pip install 'jitplan[train]' (or pillow)") from None
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jitmodel import manifest as mf
+from jitmodel.scan import scan_classes, shown
 from jitplan.errors import UsageError
 
 
@@ -44,8 +46,6 @@ class VerifyResult(BaseModel):
 def verify_dataset(path: str | Path, *, out: str | Path | None = None, workers: int | None = None,
                    progress: Callable[[int, int], None] | None = None) -> VerifyResult:
     """Verify ``<path>/train`` and write the manifest (default ``<path>/jitmodel-manifest.json``)."""
-    from jitmodel import manifest as mf
-    from jitmodel.scan import scan_classes, shown
 
     t0 = time.perf_counter()
     data = Path(path).expanduser()

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from jitmodel.checkpoint import infer_model_config
 from jitmodel.scan import outside_note
+from jitmodel.variants import get_variant
 from jitplan.doctor.context import DoctorContext, short_path
 from jitplan.doctor.finding import Finding
 
@@ -99,7 +101,6 @@ def check_dataset(ctx: DoctorContext) -> Finding:
 
 
 def _infer(shapes: dict[str, tuple[int, ...]]) -> tuple[Any, str | None]:
-    from jitmodel.checkpoint import infer_model_config
 
     try:
         return infer_model_config(shapes), None
@@ -166,7 +167,6 @@ def check_checkpoint(ctx: DoctorContext) -> Finding:
 
 
 def _same_variant(a: str, b: str) -> bool:
-    from jitmodel.variants import get_variant
 
     try:
         return get_variant(a).name == get_variant(b).name

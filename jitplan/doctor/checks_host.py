@@ -8,8 +8,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from jitmodel import bounds
+from jitmodel.counts import param_count
 from jitplan.doctor.context import DEFAULT_NCCL_TIMEOUT_S, DoctorContext, prefetch
 from jitplan.doctor.finding import Finding
+from jitplan.planner import workers as w
+from jitplan.planner.workers import RAM_USABLE_FRACTION, decide_workers
 
 if TYPE_CHECKING:
     from jitplan.planner.workers import WorkerPlan
@@ -27,7 +30,6 @@ def _gb(n: float | None) -> str:
 def _params(run: RunSpec) -> int:
     if run.plan is not None and run.plan.estimates.params:
         return run.plan.estimates.params
-    from jitmodel.counts import param_count
 
     m = run.train.model
     return param_count(m.variant, m.img_size, m.num_classes)
@@ -39,7 +41,6 @@ def _images(run: RunSpec) -> int:
 
 def worker_budget(run: RunSpec, ram_bytes: int | None, cpus: int | None, shm_bytes: int | None) -> WorkerPlan:
     """The planner's worker decision for this run's ranks and batch on this machine's limits."""
-    from jitplan.planner.workers import decide_workers
 
     t = run.train
     return decide_workers(requested=t.data.num_workers, ranks_per_node=run.topology.nproc_per_node,
@@ -50,7 +51,6 @@ def worker_budget(run: RunSpec, ram_bytes: int | None, cpus: int | None, shm_byt
 
 def ram_needed(run: RunSpec, workers: int) -> tuple[int, int, int]:
     """(node RAM, per-worker RAM incl. its shm batches, one rank's main process) at ``workers`` per rank."""
-    from jitplan.planner import workers as w
 
     t = run.train
     mb, img, pf, n = t.batch_per_gpu, t.model.img_size, prefetch(t), _images(run)
@@ -79,7 +79,6 @@ def check_shm(ctx: DoctorContext) -> Finding:
     fix = ("docker run --shm-size=8g (or --ipc=host; Kubernetes: an emptyDir medium Memory at /dev/shm); on Vast.ai "
            "shm follows the GPU fraction, so rent the whole machine or lower num_workers/prefetch_factor")
     if plan is not None and plan.train.data.num_workers > 0:
-        from jitplan.planner import workers as w
 
         t, r = plan.train, plan.topology.nproc_per_node
         nw, pf, mb, img = t.data.num_workers, prefetch(t), t.batch_per_gpu, t.model.img_size
@@ -112,7 +111,6 @@ def check_ram(ctx: DoctorContext) -> Finding:
     ooms = f"; {host.oom_kills} OOM kill(s) already in this cgroup" if host.oom_kills else ""
     if plan is None:
         return Finding(id="C8", level="skip", title=title, found=f"{limit}{ooms} (pass --plan to check workers)")
-    from jitplan.planner.workers import RAM_USABLE_FRACTION
 
     r, nw = plan.topology.nproc_per_node, plan.train.data.num_workers
     need, per_worker, main = ram_needed(plan, nw)

@@ -15,10 +15,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from jitmodel import manifest as mf
+from jitplan.dataset.inspect import sample_images, scan_dataset
+from jitplan.dataset.prepare import verify_images
 from jitplan.doctor import checks_data, checks_gpu, checks_host, checks_torch
+from jitplan.doctor.ckpt import read_checkpoint, verify_digests
 from jitplan.doctor.context import DoctorContext, short_path
 from jitplan.doctor.finding import DoctorReport, Finding
+from jitplan.doctor.measure import measure_loader
 from jitplan.errors import UsageError
+from jitplan.hardware.probe import run_probe
+from jitplan.hardware.software import TorchImport, torch_import_check
 from jitplan.runspec import load_run_spec
 
 CHECKS: list[tuple[str, Callable[[DoctorContext], Finding]]] = [
@@ -95,7 +102,6 @@ def run_checks(ctx: DoctorContext) -> DoctorReport:
 
 def _manifest_bad(data: str, scan: Any) -> list[str]:
     """Bad images a verified manifest (jitplan data verify) lists for this dataset; [] when there is none."""
-    from jitmodel import manifest as mf
 
     path = Path(data) / mf.MANIFEST_NAME
     if scan is None or not path.is_file():
@@ -124,10 +130,6 @@ def run_doctor(
     import_timeout_s: float = IMPORT_TIMEOUT_S,
 ) -> DoctorReport:
     """Gather facts and run every check. The keyword seams (nvml, paths, python, env) exist for tests."""
-    from jitplan.dataset.inspect import sample_images, scan_dataset
-    from jitplan.doctor.ckpt import read_checkpoint, verify_digests
-    from jitplan.hardware.probe import run_probe
-    from jitplan.hardware.software import TorchImport, torch_import_check
 
     t0 = time.perf_counter()
     env = dict(os.environ if env is None else env)
@@ -153,11 +155,9 @@ def run_doctor(
             ctx.data_error, scan = e.message, None
         ctx.bad_images = _manifest_bad(data, scan)
         if deep and scan is not None:
-            from jitplan.dataset.prepare import verify_images
 
             ctx.bad_images += verify_images(sample_images(scan, DEEP_SAMPLE_IMAGES))
             if plan is not None and ctx.data is not None and ctx.data.layout == "imagefolder" and not ctx.bad_images:
-                from jitplan.doctor.measure import measure_loader
 
                 ctx.loader = measure_loader(plan, data, shm=probe.host.shm_path, python=python)
     if checkpoint_path is not None:

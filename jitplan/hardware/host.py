@@ -24,6 +24,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jitplan.secrets import redact
+
 # A limit this large means "no limit" (v1 writes PAGE_COUNTER_MAX rounded to a page, ~9.2e18).
 _UNLIMITED = 1 << 60
 ENV_KNOBS = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "PYTORCH_CUDA_ALLOC_CONF", "CUDA_MODULE_LOADING",
@@ -221,7 +223,6 @@ def _rlimits() -> tuple[int | None, int | None]:
 
 def env_knobs(env: Mapping[str, str]) -> dict[str, str]:
     """The environment variables that change how CUDA/NCCL/torch behave (doctor C13); secrets masked."""
-    from jitplan.secrets import redact
 
     return {k: redact(v) for k, v in sorted(env.items()) if k in ENV_KNOBS or k.startswith(ENV_PREFIXES)}
 

@@ -101,7 +101,7 @@ def _gpu_spec(gpus: list[NvmlGpu]) -> tuple[GPUSpec | None, list[str]]:
     g = next(x for x in gpus if x.name == name)
     match = None
     try:
-        from jitplan.hardware.catalog import match_nvml_name
+        from jitplan.hardware.catalog import match_nvml_name  # lazy: start-up
     except ImportError:  # the catalog is optional for probing
         match_nvml_name = None  # type: ignore[assignment]
     if match_nvml_name is not None:

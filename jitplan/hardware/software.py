@@ -27,7 +27,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jitmodel.atomic import atomic_write_text
 from jitmodel.bounded_io import run_bounded
+from jitplan.secrets import redact
 
 
 class _Strict(BaseModel):
@@ -194,7 +196,6 @@ def torch_import_check(
             return cached
     result = _run_import(python, timeout, env)
     if cache_file is not None and result.ok:
-        from jitmodel.atomic import atomic_write_text
 
         try:
             atomic_write_text(cache_file, result.model_dump_json())
@@ -221,7 +222,6 @@ def _run_import(python: str, timeout: float, env: Mapping[str, str]) -> TorchImp
         if line.startswith("JITPLAN_TORCH "):
             data = json.loads(line.removeprefix("JITPLAN_TORCH "))
             return TorchImport(ok=True, seconds=secs, returncode=proc.returncode, **data)
-    from jitplan.secrets import redact
 
     err_lines = [ln for ln in redact(proc.stderr).strip().splitlines() if ln.strip()]
     return TorchImport(ok=False, seconds=secs, returncode=proc.returncode,

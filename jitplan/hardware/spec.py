@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
+from jitmodel.config import file_kind, read_yaml_mapping, validation_summary
 from jitplan.errors import UsageError
 from jitplan.hardware.catalog import lookup
 from jitplan.hardware.schema import GPUSpec, HardwareSpec, HostSpec
@@ -159,7 +160,6 @@ def load_hardware(path: str | Path) -> HardwareSpec:
     """Read a HardwareSpec YAML (what ``jitplan probe --out`` writes); UsageError with one line when bad."""
     from pydantic import ValidationError
 
-    from jitmodel.config import file_kind, read_yaml_mapping, validation_summary
 
     p = Path(path)
     try:

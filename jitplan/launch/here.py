@@ -21,9 +21,17 @@ from typing import TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jitmodel.atomic import atomic_write_text
+from jitplan.doctor.runner import run_doctor
 from jitplan.errors import CheckFailed, UsageError
+from jitplan.launch import local
+from jitplan.launch.slurm import job_cpus, render_sbatch
+from jitplan.launch.supervisor import run_local
+from jitplan.launch.torchrun import node_commands, shell_line, spec_for_run
 from jitplan.runs import folders
+from jitplan.runs.registry import Registry
 from jitplan.runspec import RunSpec
+from jitplan.secrets import redact
 
 Say = Callable[[str], None]
 
@@ -47,7 +55,6 @@ class LaunchResult(BaseModel):
 
 def preflight(plan_file: Path, data_path: str | None) -> None:
     """The doctor before a launch; CheckFailed (exit 1) naming the failed checks."""
-    from jitplan.doctor.runner import run_doctor
 
     if data_path is not None and not Path(data_path).is_dir():  # HOOK (newcomer): say where the path came from
         raise UsageError(f"data.path {data_path} (from {plan_file}): no such folder", hint="plan with your dataset: "
@@ -69,9 +76,6 @@ def launch_local(run: RunSpec, *, plan_file: Path, run_dir: Path, name: str, rdz
     reused to continue its run. ``dry_run`` returns the commands instead. A failed run comes back with
     ``status == "failed"``.
     """
-    from jitplan.launch import local
-    from jitplan.launch.torchrun import node_commands, shell_line, spec_for_run
-    from jitplan.secrets import redact
 
     res = LaunchResult(backend="local", name=name, run_dir=str(run_dir))
     doctor = doctor and run.kind == "plan"
@@ -97,8 +101,6 @@ def launch_local(run: RunSpec, *, plan_file: Path, run_dir: Path, name: str, rdz
         if fresh:
             folders.drop_if_empty(run_dir)
         raise
-    from jitplan.launch.supervisor import run_local
-    from jitplan.runs.registry import Registry
 
     (say or (lambda m: None))(f"run folder {run_dir}; log {run_dir / local.LOG_NAME}")
     run_id, result = run_local(run_dir, spec, registry=Registry(), name=name, plan_path=str(plan_file.resolve()),
@@ -113,10 +115,6 @@ def write_sbatch(run: RunSpec, *, plan_file: Path, out: Path, name: str, run_dir
                  rdzv_endpoint: str | None = None, dry_run: bool = False) -> LaunchResult:
     """The sbatch script of ``run`` (one task per node, each running torchrun) written to ``out``;
     ``dry_run`` returns its lines instead."""
-    from jitmodel.atomic import atomic_write_text
-    from jitplan.launch.slurm import job_cpus, render_sbatch
-    from jitplan.launch.torchrun import spec_for_run
-    from jitplan.secrets import redact
 
     spec = spec_for_run(run, config=str(plan_file.resolve()), rdzv_id=name, rdzv_endpoint=rdzv_endpoint)
     cpus, source = job_cpus(run)

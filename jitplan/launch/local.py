@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+import jitmodel
 from jitmodel.atomic import atomic_write_text
 from jitplan.launch.torchrun import NodeCommand
 from jitplan.runs.folders import LOG_NAME, PID_NAME, STOP_NAME, prepare_run_dir, run_name
@@ -229,7 +230,6 @@ def _group_alive(pgid: int) -> bool:
 def pythonpath_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment with the project that holds ``jitmodel`` first on PYTHONPATH, so a rank
     started in the run folder imports the same code as this CLI."""
-    import jitmodel
 
     env = dict(os.environ if base is None else base)
     root = str(Path(jitmodel.__file__).resolve().parent.parent)

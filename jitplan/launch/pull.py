@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
+from jitmodel.atomic import atomic_write_text
 from jitplan.doctor.ckpt import load_check
 from jitplan.errors import CheckFailed, JitplanError, UsageError
 from jitplan.launch.remote_job import ssh_launch
@@ -162,7 +163,6 @@ def _drop_stale_snapshot(local: Path, snap: tuple[str, int] | None) -> None:
 
 def pull(job: SSHLaunch, local_dir: str | Path, *, timeout_s: float = 6 * 3600) -> PullResult:
     """Pull the run of ``job`` into ``local_dir`` and verify it (see the module doc). PullFailed otherwise."""
-    from jitmodel.atomic import atomic_write_text
 
     t0 = time.monotonic()
     local = Path(local_dir).resolve()

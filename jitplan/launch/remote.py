@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Annotated, TextIO
 from pydantic import BaseModel, ConfigDict, Field
 
 from jitplan.errors import JitplanError, UsageError
+from jitplan.launch import local
+from jitplan.launch.ssh import SSHLaunch, SSHOptions, parse_target, project_root, run_script_path
+from jitplan.launch.ssh_run import launch_ssh
+from jitplan.launch.torchrun import node_command, spec_for_run
+from jitplan.launch.watchdog import config_for
+from jitplan.runs.registry import Registry
 from jitplan.runspec import RunSpec
+from jitplan.secrets import redact
 
 if TYPE_CHECKING:  # pragma: no cover
     from jitplan.launch.ssh import SSHLaunch, SSHOptions
@@ -132,7 +139,6 @@ def check_request(run: RunSpec, req: RemoteRequest) -> None:
 
 def ssh_options(req: RemoteRequest, *, known_hosts: str | None = None, accept_new: bool | None = None) -> SSHOptions:
     """The SSH options of a request (a rented instance passes its own known_hosts and accept-new)."""
-    from jitplan.launch.ssh import SSHOptions
 
     return SSHOptions(known_hosts=known_hosts or req.known_hosts,
                       accept_new_host_key=req.accept_new_host_key if accept_new is None else accept_new,
@@ -142,10 +148,6 @@ def ssh_options(req: RemoteRequest, *, known_hosts: str | None = None, accept_ne
 def launch_remote(run: RunSpec, req: RemoteRequest, hooks: RemoteHooks, *,
                   registry: Registry | None = None) -> RemoteResult:
     """--ssh: see the module doc. ``registry`` defaults to the user's."""
-    from jitplan.launch.ssh import SSHLaunch, parse_target, project_root
-    from jitplan.launch.watchdog import config_for
-    from jitplan.runs.registry import Registry
-    from jitplan.secrets import redact
 
     check_request(run, req)
     if req.budget is not None:
@@ -168,9 +170,6 @@ Stage = Callable[["SSHLaunch", "str | None"], "tuple[Sequence[Path], NodeCommand
 
 def stager(run: RunSpec, req: RemoteRequest) -> Stage:
     """``stage(job, remote_data)``: writes the run folder here, returns the files to upload and the command."""
-    from jitplan.launch import local
-    from jitplan.launch.ssh import run_script_path
-    from jitplan.launch.torchrun import node_command, spec_for_run
 
     config = run.file_name
 
@@ -189,8 +188,6 @@ def run_ssh(job: SSHLaunch, stage: Stage, req: RemoteRequest, hooks: RemoteHooks
             run_id: str | None, watchdog: WatchdogConfig | None = None,
             resume_from: Path | None = None) -> RemoteResult:
     """The SSH launch of a staged run (launch/ssh_run.py); follows the log only for --ssh without --detach."""
-    from jitplan.launch.ssh import project_root
-    from jitplan.launch.ssh_run import launch_ssh
 
     res = launch_ssh(job, registry=registry, name=req.name, local_code=project_root(), stage=stage, data=req.data,
                      doctor=req.doctor, create_env=req.create_env, follow=not req.detach and req.cloud is None,

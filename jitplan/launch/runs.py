@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from jitplan.calibration.drift import run_drift
 from jitplan.calibration.measured import Measurement
 from jitplan.errors import CheckFailed
+from jitplan.launch import local
 from jitplan.launch.remote_job import is_remote, ssh_launch
 from jitplan.runs.schema import EventRow, InstanceRow, RunRow
 
@@ -97,7 +98,6 @@ def follow(path: Path, out: TextIO, *, still_running: Callable[[], bool], poll_s
 
 def stop_training(run: RunRow, registry_dir: Path | None = None) -> str:
     """Stop the run's training: over SSH for remote runs, the local process group otherwise. What happened."""
-    from jitplan.launch import local
 
     if is_remote(run):
         launch = ssh_launch(run, registry_dir)

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+import jitmodel
 from jitplan.errors import CheckFailed, UsageError
 from jitplan.launch.torchrun import NodeCommand
 from jitplan.templates import templates_dir
@@ -269,7 +270,6 @@ class SSHLaunch:
 
 def project_root() -> Path:
     """The checkout holding jitmodel and jitplan: the code the SSH path uploads."""
-    import jitmodel
 
     root = Path(jitmodel.__file__).resolve().parent.parent
     if not (root / "pyproject.toml").is_file():

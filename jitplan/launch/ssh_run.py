@@ -14,6 +14,7 @@ from typing import TextIO
 
 from pydantic import BaseModel, ConfigDict
 
+from jitmodel.atomic import atomic_write_text
 from jitplan.errors import CheckFailed
 from jitplan.launch.ssh import SSHLaunch
 from jitplan.launch.torchrun import NodeCommand
@@ -68,7 +69,6 @@ def launch_ssh(job: SSHLaunch, *, registry, name: str, local_code: str | Path,
     data_step, remote_data = job.upload_data_step(data) if data is not None else (None, None)
     files, command = stage(job, remote_data)
     if watchdog is not None:
-        from jitmodel.atomic import atomic_write_text
 
         folder = Path(local_run_dir or Path(files[0]).parent)
         files = [*files, atomic_write_text(folder / "watchdog-config.json", watchdog.model_dump_json())]

@@ -26,6 +26,7 @@ from typing import TextIO
 from pydantic import BaseModel, ConfigDict
 
 from jitmodel.atomic import atomic_write_text
+from jitplan.calibration.drift import run_drift
 from jitplan.launch import local
 from jitplan.launch.torchrun import TorchrunSpec, node_command
 from jitplan.runs.registry import Registry
@@ -333,7 +334,6 @@ def _run_local(run_dir: Path, spec: TorchrunSpec, *, registry: Registry, name: s
 
 def record_measurement(registry: Registry, run_id: str, plan_path: str | None, run_dir: Path) -> None:
     """What the run measured (a "measured" event) and how far from its plan (a "drift" event, > 15%)."""
-    from jitplan.calibration.drift import run_drift
 
     measured, drift = run_drift(str(plan_path) if plan_path else None, str(run_dir))
     if measured is not None:

@@ -47,7 +47,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jitmodel.atomic import atomic_write_text
 from jitmodel.records import last_step
+from jitplan.errors import UsageError
 from jitplan.launch.self_stop import stop_self
 from jitplan.providers import SelfStop
 
@@ -125,7 +127,6 @@ def config_for(plan, *, max_hours: float | None = None, budget_usd: float | None
     """The watchdog settings of a run: the plan's step time and logging interval, the caps as ``stop_at``, and
     how the instance stops itself at a cap (``self_stop``; the grace from ``JITPLAN_SELF_STOP_GRACE_S``).
     ``plan`` is a Plan or a bare TrainConfig (no step-time estimate: no stall check). UsageError on bad caps."""
-    from jitplan.errors import UsageError
 
     raw = os.environ.get("JITPLAN_SELF_STOP_GRACE_S")
     try:
@@ -221,7 +222,6 @@ class Watchdog:
             f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} watchdog: {msg}\n")
 
     def state(self, **data) -> None:
-        from jitmodel.atomic import atomic_write_text
 
         atomic_write_text(self.dir / STATE, json.dumps({**data, "at": time.time()}) + "\n")
 
@@ -253,7 +253,6 @@ class Watchdog:
 
     def stop(self, d: Decision) -> int | None:
         """Stacks (when asked), SIGTERM to the ranks, then the group, then SIGKILL; the trainer's exit code."""
-        from jitmodel.atomic import atomic_write_text
 
         leader = _read_int(self.dir / "pid")
         if leader is None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+from jitmodel.config import steps_per_epoch as spe  # the one formula, shared with the trainer
+
 
 def steps_per_epoch(num_images: int, world_size: int, micro_batch: int, accum: int) -> int:
     """Optimizer steps per epoch: the DistributedSampler pads to ceil(N/world), the loader drops the last batch.
@@ -14,7 +16,6 @@ def steps_per_epoch(num_images: int, world_size: int, micro_batch: int, accum: i
         >>> steps_per_epoch(1281167, 8, 128, 1)
         1251
     """
-    from jitmodel.config import steps_per_epoch as spe  # the one formula, shared with the trainer
 
     return spe(num_images, world_size, micro_batch, accum)
 

@@ -35,6 +35,7 @@ from jitmodel.counts import param_breakdown
 from jitmodel.precision import fp16_tensor_cores, parse_cc
 from jitplan.errors import UsageError
 from jitplan.planner import memory
+from jitplan.planner.rows import fmt_bytes, fmt_duration
 from jitplan.planner.strategy_memory import (  # noqa: F401  (the memory model, re-exported)
     NAMES,
     activations,
@@ -193,7 +194,6 @@ def rows(chosen: Candidate, cands: list[Candidate], forced: bool, precision: tup
          ) -> list[tuple[str, str, str, str]]:
     """(quantity, reference, target, why) rows: precision when the card changed it, the choice, then what each
     other candidate would cost."""
-    from jitplan.planner.rows import fmt_bytes, fmt_duration
 
     how = "--strategy" if forced else "fastest that fits"
     out = []

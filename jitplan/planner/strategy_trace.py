@@ -12,6 +12,7 @@ EMAs are left out when they live on the host. Imports torch lazily.
 from __future__ import annotations
 
 from jitmodel.config import MemoryConfig, TrainConfig
+from jitplan.planner.traced_step import TrainingStep, tracked_peaks
 
 
 def _local_bytes(t: object) -> int:
@@ -24,7 +25,6 @@ def trace_strategy(train: TrainConfig, m: MemoryConfig, micro_batch: int, world:
     import torch.distributed as dist
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from jitplan.planner.traced_step import TrainingStep, tracked_peaks
 
     own_pg = False
     if m.shard:

@@ -24,6 +24,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from jitmodel.config import TrainConfig
+from jitmodel.counts import seq_lens
+from jitplan.planner import memory
+from jitplan.planner.plan import memory_inputs
+from jitplan.planner.rows import fmt_bytes
+from jitplan.planner.traced_step import TrainingStep, tracked_peaks
+from jitplan.schemas import MemoryItem
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,6 @@ def trace_step(train: TrainConfig, micro_batch: int, steps: int = 2, fused: bool
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributed._tools.mem_tracker import MemTracker
 
-    from jitplan.planner.traced_step import TrainingStep, tracked_peaks
 
     with FakeTensorMode(allow_non_fake_inputs=True):
         step = TrainingStep(train, micro_batch, fused=fused)
@@ -60,9 +65,6 @@ def trace_step(train: TrainConfig, micro_batch: int, steps: int = 2, fused: bool
 
 def apply_trace(plan):
     """The plan with its memory estimate replaced by a traced step (+ what the trace cannot see)."""
-    from jitplan.planner import memory
-    from jitplan.planner.plan import memory_inputs
-    from jitplan.schemas import MemoryItem
 
     train = plan.train
     eager = train.model_copy(update={"compile": False})
@@ -73,7 +75,6 @@ def apply_trace(plan):
                         why=f"FakeTensorMode + MemTracker, batch {res.micro_batch}, {res.optimizer} AdamW, 2 EMAs")]
     if train.compile:  # the trace runs eager; torch.compile saves fewer activations (docs/planning.md)
         v = inp.variant
-        from jitmodel.counts import seq_lens
 
         saved = int((memory.C_BLOCK_EAGER - memory.C_BLOCK_COMPILE) * v.hidden * sum(seq_lens(v, train.model.img_size))
                     * train.batch_per_gpu)
@@ -97,7 +98,6 @@ def apply_trace(plan):
                         f"{est.memory_target_bytes / 1e9:.1f} GB: "
                         f"lower --batch-per-gpu")
     prov = {**plan.provenance, "memory": f"trace: {res.peak_bytes:,} B traced tensor peak at batch {res.micro_batch}"}
-    from jitplan.planner.rows import fmt_bytes
 
     rows = [r.model_copy(update={"target": f"{fmt_bytes(total)}, {total / est.gpu_memory_bytes:.0%}",
                                  "why": f"traced step + overheads; target {est.memory_target_bytes / 1e9:.1f} GB"})

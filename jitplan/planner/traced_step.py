@@ -40,8 +40,12 @@ class TrainingStep:
                  mesh: Any = None, fused: bool | None = None, compile: bool = False, amp: Any = "bf16"):
         import torch
 
-        from jitmodel.denoiser import EMA, Denoiser
-        from jitmodel.strategy import checkpoint_blocks, gather_dtype, shard_module
+        from jitmodel.denoiser import EMA, Denoiser  # lazy: start-up (numpy, pynvml, torch)
+        from jitmodel.strategy import (  # lazy: start-up (numpy, pynvml, torch)
+            checkpoint_blocks,
+            gather_dtype,
+            shard_module,
+        )
 
         if micro_batch < 1:
             raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")

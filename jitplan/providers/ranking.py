@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
+from jitplan.hardware.catalog import match_nvml_name
+from jitplan.planner.plan import step_time
 from jitplan.providers import Offer, OfferQuery
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,7 +47,6 @@ class RankedOffer(BaseModel):
 
 def epoch_time_s(plan: Plan, gpu: GPUSpec, num_gpus: int) -> float:
     """The planner's seconds per epoch of ``plan.train`` on ``num_gpus`` x ``gpu`` (one node, plan's host)."""
-    from jitplan.planner.plan import step_time
 
     hw = plan.hardware.model_copy(update={"gpu": gpu, "gpus_per_node": num_gpus, "nodes": 1})
     step, steps_per_epoch = step_time(hw, plan.train)
@@ -65,7 +66,6 @@ def satisfies(o: Offer, query: OfferQuery) -> bool:
 
 def rank(plan: Plan, offers: list[Offer], query: OfferQuery) -> list[RankedOffer]:
     """Offers that really satisfy ``query``, cheapest predicted epoch first (then $/h, then reliability)."""
-    from jitplan.hardware.catalog import match_nvml_name
 
     out: list[RankedOffer] = []
     for o in offers:

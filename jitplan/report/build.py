@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict
 
 from jitplan.calibration.drift import DRIFT
 from jitplan.calibration.measured import Measurement, metrics_path, read_records, summarize
+from jitplan.errors import UsageError
+from jitplan.runspec import load_run_spec
 
 MAX_IMAGES = 8
 MAX_IMAGE_BYTES = 2 * 2**20
@@ -112,8 +114,6 @@ def planned_split(est: Any) -> tuple[float | None, float | None, float | None]:
 
 def build_report(*, run_id: str | None, name: str, status: str | None, plan_path: str | None, run_dir: str | Path,
                  events: Sequence[Any] = ()) -> Report:
-    from jitplan.errors import UsageError
-    from jitplan.runspec import load_run_spec
 
     spec = None
     if plan_path and Path(plan_path).is_file():

@@ -21,7 +21,6 @@ The file lives in the user's data directory: ``$JITPLAN_HOME``, else ``$XDG_DATA
 from __future__ import annotations
 
 import json
-import os
 import secrets as _pyrandom
 import sqlite3
 import time
@@ -31,6 +30,7 @@ from typing import Any
 from jitplan.errors import UsageError
 from jitplan.runs.cloud_rows import CloudRows
 from jitplan.runs.db import Database, json_text
+from jitplan.runs.home import default_home  # noqa: F401  (re-exported: the registry's folder)
 from jitplan.runs.schema import (
     ACTIVE_RUN_STATUSES,
     GONE_INSTANCE_STATUSES,
@@ -51,16 +51,6 @@ __all__ = ["Registry", "RunRow", "RunMeta", "EventRow", "InstanceRow", "IntentRo
            "ACTIVE_RUN_STATUSES", "GONE_INSTANCE_STATUSES", "default_home", "default_path"]
 
 MAX_NAME_SUFFIX = 1000
-
-
-def default_home(env: dict[str, str] | None = None) -> Path:
-    """``$JITPLAN_HOME``, else ``$XDG_DATA_HOME/jitplan``, else ``~/.local/share/jitplan``."""
-    env = dict(os.environ) if env is None else env
-    if env.get("JITPLAN_HOME"):
-        return Path(env["JITPLAN_HOME"]).expanduser()
-    if env.get("XDG_DATA_HOME"):
-        return Path(env["XDG_DATA_HOME"]).expanduser() / "jitplan"
-    return Path(env.get("HOME") or Path.home()) / ".local" / "share" / "jitplan"
 
 
 def default_path() -> Path:

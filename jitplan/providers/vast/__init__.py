@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from jitplan.errors import UsageError
 from jitplan.providers import (
     CleanupFailed,
     CreateFailed,
@@ -27,6 +28,11 @@ from jitplan.providers import (
     ProviderError,
     SelfStop,
 )
+from jitplan.providers.vast import instance as lifecycle
+from jitplan.providers.vast.client import DEFAULT_TIMEOUT_S, VastClient
+from jitplan.providers.vast.instance import destroy_all, find_label, reachable_endpoint, wait_ready
+from jitplan.providers.vast.offers import query_for
+from jitplan.secrets import vast_api_key
 from jitplan.transport.target import SSHTarget
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -50,8 +56,6 @@ class VastProvider:
         on_progress: Callable[[Instance], None] | None = None,
         lookup_deadline_s: float | None = None,
     ) -> None:
-        from jitplan.providers.vast import instance as lifecycle
-        from jitplan.providers.vast.client import VastClient
 
         self.client = client or VastClient.from_env()
         self.poll_s = lifecycle.POLL_INTERVAL_S if poll_s is None else poll_s
@@ -65,8 +69,6 @@ class VastProvider:
         """Configured from the environment: the key, ``VAST_URL``, ``JITPLAN_VAST_POLL_S``; progress to ``say``."""
         import os
 
-        from jitplan.errors import UsageError
-        from jitplan.providers.vast.client import DEFAULT_TIMEOUT_S, VastClient
 
         raw = os.environ.get("JITPLAN_VAST_POLL_S")
         try:
@@ -79,13 +81,11 @@ class VastProvider:
 
     @staticmethod
     def has_credentials() -> bool:
-        from jitplan.secrets import vast_api_key
 
         return vast_api_key() is not None
 
     def offer_query(self, plan: Plan, *, bid: float | None, any_gpu: bool,
                     image: str | None) -> tuple[OfferQuery, str]:
-        from jitplan.providers.vast.offers import query_for
 
         return query_for(plan, bid=bid, any_gpu=any_gpu, image=image)
 
@@ -104,7 +104,6 @@ class VastProvider:
         return iid
 
     def find_label(self, label: str) -> list[Instance]:
-        from jitplan.providers.vast.instance import find_label
 
         return find_label(self.client, label, sleep=self.sleep, deadline_s=self.lookup_deadline_s)
 
@@ -113,7 +112,6 @@ class VastProvider:
         self.client.attach_ssh(instance_id, public_key)
 
     def wait_ready(self, instance_id: int, *, timeout_s: float) -> Instance:
-        from jitplan.providers.vast.instance import wait_ready
 
         inst, endpoint = wait_ready(self.client, instance_id, timeout_s=timeout_s, poll_s=self.poll_s,
                                     sleep=self.sleep, on_progress=self.on_progress)
@@ -122,7 +120,6 @@ class VastProvider:
 
     def ssh_info(self, instance: Instance) -> SSHTarget:
         """The endpoint that answered while waiting; else the first that answers now (direct, then proxy)."""
-        from jitplan.providers.vast.instance import reachable_endpoint
 
         endpoint = self._endpoints.get(instance.id) or reachable_endpoint(instance)
         if endpoint is None:
@@ -131,7 +128,6 @@ class VastProvider:
 
     def destroy(self, instance_id: int) -> None:
         """Destroy and check it is gone (three tries); CleanupFailed when it survives."""
-        from jitplan.providers.vast.instance import destroy_all
 
         failed = destroy_all(self.client, [instance_id], sleep=self.sleep)
         if failed:
