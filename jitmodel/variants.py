@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,10 @@ class Variant:
 
 
 def _family(letter: str, depth: int, hidden: int, heads: int, bottleneck: int, ic_start: int,
-            patches: tuple[int, ...], **kw: object) -> list[Variant]:
+            patches: tuple[int, ...], **kw: Any) -> list[Variant]:
     return [
         Variant(name=f"JiT-{letter}/{p}", depth=depth, hidden=hidden, heads=heads, bottleneck=bottleneck,
-                patch=p, in_context_len=32, in_context_start=ic_start, **kw)  # type: ignore[arg-type]
+                patch=p, in_context_len=32, in_context_start=ic_start, **kw)
         for p in patches
     ]
 

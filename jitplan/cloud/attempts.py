@@ -87,8 +87,8 @@ class Attempts:
             self.record(iid, inst.label or label if inst else label, real_dph,
                         (inst.gpu_name if inst else None) or offer.gpu_name, offer.num_gpus)
         keep = ids[0]
-        usable = (not e.instance_ids and by_id[keep] is not None
-                  and by_id[keep].state not in ("failed", "stopped", "gone"))  # type: ignore[union-attr]
+        kept = by_id[keep]
+        usable = not e.instance_ids and kept is not None and kept.state not in ("failed", "stopped", "gone")
         if not usable:
             self.cleanup(ids, "the failed create still made an instance")
             return None

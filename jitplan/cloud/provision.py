@@ -31,7 +31,7 @@ from jitplan.cloud.lifecycle import label_for
 from jitplan.errors import CheckFailed, JitplanError, UsageError
 from jitplan.providers import CleanupFailed, CreateSpec, Offer, ProviderError
 from jitplan.providers.ranking import RankedOffer, rank
-from jitplan.runs.schema import RunMeta
+from jitplan.runs.schema import RunMeta, RunStatus
 from jitplan.schemas import Plan
 from jitplan.secrets import redact
 from jitplan.templates import templates_dir
@@ -143,9 +143,9 @@ def provision(provider: Provider, request: ProvisionRequest, hooks: Hooks, *, re
         raise
 
 
-def _mark_run(registry: Registry, run_id: str, status: str, message: str) -> None:
+def _mark_run(registry: Registry, run_id: str, status: RunStatus, message: str) -> None:
     try:
-        registry.set_status(run_id, status, message)  # type: ignore[arg-type]
+        registry.set_status(run_id, status, message)
     except UsageError:  # the caller's run id is not recorded: nothing to mark
         pass
 
@@ -258,7 +258,9 @@ def _provision(provider: Provider, req: ProvisionRequest, hooks: Hooks, registry
 def _attach(provider: Provider, registry: Registry, req: ProvisionRequest, pubkey: str,
             ready: Callable[[int], SSHTarget], say: Callable[[str], None]) -> ProvisionResult:
     """``--instance ID``: use an existing instance. It is not ours, so a failure never destroys it."""
-    iid, run_id = int(req.instance_id), req.run_id  # type: ignore[arg-type]
+    if req.instance_id is None or req.run_id is None:
+        raise UsageError("attaching needs an instance id and a run id")
+    iid, run_id = int(req.instance_id), req.run_id
     found = [i for i in provider.list() if i.id == iid and i.state != "gone"]
     if not found:
         raise UsageError(f"no {provider.title} instance {iid} in this account")

@@ -15,7 +15,7 @@ label before it says there is nothing live.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
@@ -26,7 +26,7 @@ from jitplan.errors import CheckFailed, JitplanError
 from jitplan.launch.pull import pull_before_destroy
 from jitplan.launch.runs import InstanceView, instance_view, stop_training
 from jitplan.providers import AuthError, Instance, ProviderError
-from jitplan.runs.schema import IntentRow, RunRow
+from jitplan.runs.schema import InstanceStatus, IntentRow, RunRow
 
 if TYPE_CHECKING:  # pragma: no cover
     from jitplan.providers import Provider
@@ -114,16 +114,20 @@ def _sync_stopped(registry: Registry, provider: Provider, inst: Instance) -> Non
 def adopt(registry: Registry, provider: Provider, inst: Instance, intent: IntentRow) -> None:
     """Record an instance whose create reached the provider but whose launcher never recorded it (kill -9, or a
     label lookup that was never answered)."""
-    status = {"running": "running", "pending": "loading", "failed": "exited", "stopped": "outbid"}[inst.state]
+    seen: dict[str, InstanceStatus] = {"running": "running", "pending": "loading", "failed": "exited",
+                                       "stopped": "outbid"}
+    status = seen[inst.state]
     registry.cloud.add_instance(intent.run_id, provider.name, inst.id, inst.label or intent.label,
                                 inst.dph if inst.dph is not None else intent.dph or 0.0, gpu_name=inst.gpu_name,
-                                num_gpus=inst.num_gpus, status=status, started_at=inst.started_at)  # type: ignore[arg-type]
+                                num_gpus=inst.num_gpus, status=status, started_at=inst.started_at)
     registry.cloud.resolve_intent(intent.label, inst.id)
-    registry.add_event(intent.run_id, "adopted",  # type: ignore[arg-type]
+    if intent.run_id is None:  # an intent always names its run; a foreign row is left alone
+        return
+    registry.add_event(intent.run_id, "adopted",
                        f"found live {provider.name} instance {inst.id} by its label {intent.label}; recorded it")
 
 
-def overview(reg: Registry, *, providers: list[Provider] = (), warnings: list[str] = (),  # type: ignore[assignment]
+def overview(reg: Registry, *, providers: Sequence[Provider] = (), warnings: Sequence[str] = (),
              active_only: bool = False, limit: int = 20, now: float | None = None) -> RunsOverview:
     """Recent runs, every live instance with dph x hours since creation, and what the providers say is orphaned.
     A provider that cannot be asked (no answer, a refused key) is a warning; the registry's rows still show."""

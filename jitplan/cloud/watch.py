@@ -192,7 +192,10 @@ def supervise_remote(registry: Registry, run_id: str, provider: Provider, relaun
         lost, at_once, phase = _lost_reason(inst)
         if lost is None and (inst is None or inst.state == "running"):  # the provider silent: ask the machine
             try:
-                state = remote_state(remote_job(run, registry.path.parent))  # type: ignore[arg-type]
+                job = remote_job(run, registry.path.parent)
+                if job is None:  # no SSH details recorded: the machine cannot be asked
+                    raise CheckFailed("no SSH details recorded for this run")
+                state = remote_state(job)
             except CheckFailed as e:
                 lost, at_once, phase = f"unreachable over SSH ({e.message})", False, "offline"
             else:

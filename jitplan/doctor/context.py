@@ -7,7 +7,7 @@ TrainConfig and the planner's estimates from its plan (None for a bare config). 
     >>> from jitmodel.config import DataConfig, TrainConfig
     >>> from jitplan.runspec import RunSpec
     >>> run = RunSpec.from_train(TrainConfig(data=DataConfig(path="/data"), world_size=2))
-    >>> ctx = DoctorContext(probe=None, plan=run)  # type: ignore[arg-type]
+    >>> ctx = DoctorContext(probe=None, plan=run)  # type: ignore[arg-type]  # no probe: the plan alone
     >>> (ctx.plan.topology.nproc_per_node, ctx.train.data.num_workers, ctx.estimates)
     (2, 12, None)
 """

@@ -103,7 +103,7 @@ def _gpu_spec(gpus: list[NvmlGpu]) -> tuple[GPUSpec | None, list[str]]:
     try:
         from jitplan.hardware.catalog import match_nvml_name  # lazy: start-up
     except ImportError:  # the catalog is optional for probing
-        match_nvml_name = None  # type: ignore[assignment]
+        match_nvml_name = None  # type: ignore[assignment]  # the fallback: a probe without the catalog names no card
     if match_nvml_name is not None:
         match = match_nvml_name(name, g.memory_total_bytes)
     if match is not None:

@@ -126,7 +126,7 @@ def _signal_group(pid: int, sig: int) -> bool:
 
 def _pump(src: TextIO, log_path: Path, echo: TextIO | None) -> None:
     quiet = _TorchrunQuiet()
-    threading.current_thread().rank_exitcodes = quiet.exitcodes  # type: ignore[attr-defined]
+    threading.current_thread().rank_exitcodes = quiet.exitcodes  # type: ignore[attr-defined]  # read by the joiner
     with open(log_path, "a", buffering=1) as log:
         for line in src:
             log.write(line)

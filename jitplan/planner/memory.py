@@ -16,6 +16,7 @@ The largest micro-batch that fits is solved once, for every memory strategy (``s
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from jitmodel.counts import param_breakdown, seq_lens
 from jitmodel.variants import Variant, get_variant
@@ -82,9 +83,9 @@ class MemoryInputs:
     nvlink: bool = False  # NCCL allocates more with NVLink
 
     @classmethod
-    def for_model(cls, variant: str | Variant, img_size: int = 256, **kw: object) -> MemoryInputs:
+    def for_model(cls, variant: str | Variant, img_size: int = 256, **kw: Any) -> MemoryInputs:
         v = variant if isinstance(variant, Variant) else get_variant(variant)
-        return cls(variant=v, img_size=img_size, **kw)  # type: ignore[arg-type]
+        return cls(variant=v, img_size=img_size, **kw)
 
 
 @dataclass(frozen=True)

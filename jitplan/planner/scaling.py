@@ -55,7 +55,7 @@ def scale_hparams(lr: float, betas: tuple[float, float], eps: float, ema_decays:
         new_lr, new_betas, new_eps = lr * kappa, betas, eps
     elif rule == "sqrt":
         new_lr = lr * math.sqrt(kappa)
-        new_betas = tuple(_round(1 - min(1.0, kappa * (1 - b))) for b in betas)  # type: ignore[assignment]
+        new_betas = (_round(1 - min(1.0, kappa * (1 - betas[0]))), _round(1 - min(1.0, kappa * (1 - betas[1]))))
         new_eps = eps / math.sqrt(kappa)
     else:
         raise ValueError(f"unknown LR scaling rule {rule!r} (linear | sqrt)")

@@ -28,6 +28,7 @@ A measured run replaces all of it (``jitplan calibrate``; jitplan.planner.calibr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from jitmodel.config import TrainConfig
 from jitmodel.counts import forward_flops_per_image, param_breakdown, seq_lens, train_flops_per_image
@@ -134,9 +135,9 @@ class TimeInputs:
     disk_img_per_s: float | None = None  # images/s the disk gives one rank (None: not capped)
 
     @classmethod
-    def for_model(cls, variant: str | Variant, gpu: GPUSpec, **kw: object) -> TimeInputs:
+    def for_model(cls, variant: str | Variant, gpu: GPUSpec, **kw: Any) -> TimeInputs:
         v = variant if isinstance(variant, Variant) else get_variant(variant)
-        return cls(variant=v, gpu=gpu, **kw)  # type: ignore[arg-type]
+        return cls(variant=v, gpu=gpu, **kw)
 
 
 @dataclass(frozen=True)
