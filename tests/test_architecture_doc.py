@@ -33,3 +33,42 @@ def test_every_cited_dotted_name_resolves():
         for attr in parts[i:]:
             assert hasattr(obj, attr), f"{name}: no {attr!r}"
             obj = getattr(obj, attr)
+
+
+def _block_after(heading: str) -> str:
+    part = TEXT.split(heading, 1)[1]
+    return part.split("```", 2)[1]
+
+
+def test_the_floors_drawn_are_the_contract_ci_checks():
+    import tomllib
+
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    layers = next(c for c in conf if c["type"] == "layers")["layers"]
+    drawn = [line.split("  ")[0].strip() for line in _block_after("## Floors").strip().splitlines()]
+    drawn = [d for d in drawn if d.startswith("jitplan")]
+    assert drawn == layers
+
+
+def test_the_lifecycle_drawn_is_the_state_machine():
+    from jitplan.cloud.lifecycle import TRANSITIONS
+    from jitplan.runs.schema import INSTANCE_STATUSES
+
+    drawn = set(re.findall(r"[a-z]+", _block_after("## The cloud lifecycle")))
+    states = set(INSTANCE_STATUSES) - {"lost"}  # lost: the provider forgot it on its own, never drawn as a step
+    assert states <= drawn, states - drawn
+    assert set(TRANSITIONS) == set(INSTANCE_STATUSES)
+    assert "destroyed" in TRANSITIONS["destroying"] and not TRANSITIONS["destroyed"]
+
+
+def test_the_checkpoint_entries_named_are_the_ones_written():
+    import inspect
+
+    from jitmodel import checkpoint
+
+    section = TEXT.split("## The checkpoint format", 1)[1].split("##", 1)[0]
+    named = set(re.findall(r"`(\w+)`", section.split("Every load")[0])) - {"True", "torch"}
+    src = inspect.getsource(checkpoint.make_checkpoint)
+    written = set(re.findall(r'"(\w+)":', src)) | set(re.findall(r'ck\["(\w+)"\] =', src))
+    assert written <= named | {"digests"}, written - named
+    assert {"format", "format_version", "digests", "model", "ema1", "ema2", "optimizer", "rng"} <= named
