@@ -13,6 +13,7 @@ on an invisible setting. Pure: takes the environment as a mapping.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -86,3 +87,21 @@ def env_float(option: str, text: object) -> float | None:
     if x < 0:
         raise UsageError(f"{ENV_VARS[option]}: {text!r} must not be negative")
     return x
+
+
+def env_seconds(name: str, default: float, env: Mapping[str, str] | None = None) -> float:
+    """A positive number of seconds from ``$name``, else ``default``; one-line UsageError when malformed.
+
+        >>> env_seconds("JITPLAN_X_S", 5.0, {}), env_seconds("JITPLAN_X_S", 5.0, {"JITPLAN_X_S": "2.5"})
+        (5.0, 2.5)
+    """
+    raw = (os.environ if env is None else env).get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UsageError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise UsageError(f"{name} must be > 0 seconds, got {value}")
+    return value

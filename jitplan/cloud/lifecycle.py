@@ -30,13 +30,12 @@ effect, and the one place that destroys an instance (the only ``provider.destroy
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from jitplan.errors import UsageError
+from jitplan.envsettings import env_seconds
 from jitplan.providers import LABEL_PREFIX, AuthError, CleanupFailed, ProviderError
 from jitplan.runs.schema import INSTANCE_STATUSES, InstanceStatus
 
@@ -114,16 +113,7 @@ def allowed(old: str, new: str) -> bool:
 
 def destroy_deadline_s(env: dict[str, str] | None = None) -> float:
     """``$JITPLAN_DESTROY_DEADLINE_S``, else 10 minutes: how long teardown retries through 429s and 5xx."""
-    raw = (os.environ if env is None else env).get("JITPLAN_DESTROY_DEADLINE_S")
-    if not raw:
-        return DESTROY_DEADLINE_S
-    try:
-        value = float(raw)
-    except ValueError:
-        raise UsageError(f"JITPLAN_DESTROY_DEADLINE_S must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise UsageError(f"JITPLAN_DESTROY_DEADLINE_S must be > 0 seconds, got {value}")
-    return value
+    return env_seconds("JITPLAN_DESTROY_DEADLINE_S", DESTROY_DEADLINE_S, env)
 
 
 class Lifecycle:

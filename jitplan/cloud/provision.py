@@ -17,7 +17,6 @@ step is a registry event. No CLI import: ``say`` and ``confirm`` come in ``hooks
 
 from __future__ import annotations
 
-import os
 import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jitplan.cloud.attempts import Attempts
 from jitplan.cloud.lifecycle import label_for
+from jitplan.envsettings import env_seconds
 from jitplan.errors import CheckFailed, JitplanError, UsageError
 from jitplan.providers import CleanupFailed, CreateSpec, Offer, ProviderError
 from jitplan.providers.ranking import RankedOffer, rank
@@ -115,17 +115,9 @@ def find_ssh_key(identity: str | Path | None) -> tuple[Path, str]:
 
 def ready_timeout_s(provider: Provider, given: float | None) -> float:
     """The argument, else ``$JITPLAN_<PROVIDER>_READY_TIMEOUT_S``, else the provider's default."""
-    name = f"JITPLAN_{provider.name.upper()}_READY_TIMEOUT_S"
-    raw = os.environ.get(name)
-    if given is not None or not raw:
-        return given if given is not None else provider.ready_timeout_s
-    try:
-        value = float(raw)
-    except ValueError:
-        raise UsageError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise UsageError(f"{name} must be > 0 seconds, got {value}")
-    return value
+    if given is not None:
+        return given
+    return env_seconds(f"JITPLAN_{provider.name.upper()}_READY_TIMEOUT_S", provider.ready_timeout_s)
 
 
 def provision(provider: Provider, request: ProvisionRequest, hooks: Hooks, *, registry: Registry) -> ProvisionResult:
