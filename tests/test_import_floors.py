@@ -64,6 +64,7 @@ def test_floors_contract_holds():
     assert "BROKEN" not in r.stdout and r.stdout.count("KEPT") >= 3
 
 
+@pytest.mark.slow
 def test_every_module_imports_on_its_own():
     """A cycle that import-linter cannot see (module execution order) still fails here: each module is
     imported first in a fresh interpreter."""
