@@ -171,7 +171,7 @@ def test_doctor_failure_stops_the_launch_before_torchrun(cli, tmp_path, monkeypa
         seen.update(kw)
         return DoctorReport(findings=[Finding(id="C7", level="fail", title="/dev/shm", found="64 MB")])
 
-    monkeypatch.setattr("jitplan.doctor.runner.run_doctor", fake_doctor)
+    monkeypatch.setattr("jitplan.launch.here.run_doctor", fake_doctor)
     r = cli("launch", "plan.yaml", "--local", "--run-dir", "run")
     assert r.code == 1 and "doctor: 1 check(s) failed: C7" in r.err and "--no-doctor" in r.err
     assert Path(seen["plan_path"]).name == "plan.yaml"

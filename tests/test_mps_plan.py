@@ -158,7 +158,7 @@ def test_fp32_when_the_autocast_cache_does_not_fit():
 
 def test_sampling_maps_the_checkpoint(monkeypatch):
     pytest.importorskip("torch")
-    from jitmodel import checkpoint, sample
+    from jitmodel import sample
 
     seen = {}
 
@@ -166,7 +166,7 @@ def test_sampling_maps_the_checkpoint(monkeypatch):
         seen["mmap"] = mmap
         raise ValueError("stop here")
 
-    monkeypatch.setattr(checkpoint, "load_checkpoint", fake_load)
+    monkeypatch.setattr(sample, "load_checkpoint", fake_load)  # what load_for_sampling calls
     with pytest.raises(ValueError, match="stop here"):
         sample.load_for_sampling("x.pt")
     assert seen["mmap"] is True  # an H/16 file (~19 GB) is not read into a Mac's unified memory

@@ -346,7 +346,7 @@ def test_docs_failure_table_names_tests_that_exist() -> None:
 
 def test_ctrl_c_while_following_a_started_run_keeps_the_instance_and_says_how_to_stop_it(cli, tmp_path, keypair,
                                                                                             monkeypatch) -> None:
-    import jitplan.launch.ssh_run as ssh
+    import jitplan.launch.remote as ssh  # launch_ssh as the remote launch calls it
 
     def started_then_ctrl_c(job, *, registry, run_id, **kw):  # training started, then Ctrl-C while following
         registry.set_status(run_id, "running", "training")
