@@ -161,4 +161,14 @@ def test_providers_come_from_the_registry_by_name() -> None:
     from jitplan.providers.vast import VastProvider
 
     assert isinstance(VastProvider.__new__(VastProvider), Provider) or True  # the class implements the protocol
-    assert entry("vast").build.__func__ is VastProvider.from_env.__func__  # type: ignore[attr-defined]
+    assert entry("vast").provider_class() is VastProvider  # imported by its module path when built
+    assert entry("vast").title == VastProvider.title and entry("vast").flag == "--vast"
+
+
+def test_an_entry_that_names_another_provider_is_refused() -> None:
+    from jitplan.errors import UsageError
+    from jitplan.providers.registry import ProviderEntry
+
+    wrong = ProviderEntry(name="other", title="Other", module="jitplan.providers.vast", cls="VastProvider")
+    with pytest.raises(UsageError, match="calls itself 'vast', registered as 'other'"):
+        wrong.provider_class()

@@ -93,3 +93,57 @@ def test_every_type_ignore_names_its_code_and_says_why():
                                                         line):
                 bare.append(f"{p.relative_to(ROOT)}:{i}: {line.strip()}")
     assert bare == [], "\n".join(bare)
+
+
+def _imports_of(path: Path, name: str) -> set[str]:
+    """Every jitplan/jitmodel module ``path`` imports (anywhere in it), resolved to a module of the tree."""
+    tree = ast.parse(path.read_text())
+    is_pkg = path.name == "__init__.py"
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = name.split(".") if is_pkg else name.split(".")[:-1]
+                parts = parts[:len(parts) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            out |= {f"{base}.{a.name}" for a in node.names} | {base}
+    return {m for m in out if m.split(".")[0] in ("jitplan", "jitmodel")}
+
+
+def test_no_circle_between_folders():
+    """Folders (a module directly in jitplan/ counts as its own node) form no circle: not even a package and
+    its sub-package (the provider interface and an implementation), which the sibling contract does not see."""
+    names = {}
+    for p in SOURCES:
+        parts = list(p.relative_to(ROOT).with_suffix("").parts)
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+
+    def node(mod: str) -> str:
+        p = names[mod]
+        rel = p.relative_to(ROOT).parent
+        return mod if len(rel.parts) == 1 and p.name != "__init__.py" else "/".join(rel.parts)
+
+    edges: dict[str, set[str]] = {}
+    for mod, p in names.items():
+        for target in _imports_of(p, mod):
+            while target and target not in names:
+                target = target.rpartition(".")[0]
+            if target and node(target) != node(mod):
+                edges.setdefault(node(mod), set()).add(node(target))
+
+    def reaches(a: str, b: str) -> bool:
+        seen, todo = set(), [a]
+        while todo:
+            x = todo.pop()
+            if x == b:
+                return True
+            if x not in seen:
+                seen.add(x)
+                todo += edges.get(x, ())
+        return False
+
+    circles = sorted(f"{a} -> {b}" for a, bs in edges.items() for b in bs if reaches(b, a))
+    assert circles == [], circles

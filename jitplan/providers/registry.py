@@ -3,6 +3,8 @@
 Everything above (launch, watch, stop, runs, compare, the CLI) names a provider by the string the registry
 knows it by (``RunMeta.provider``, ``InstanceRow.provider``) and builds it here; no code outside
 ``jitplan/providers/`` names a cloud. A new cloud is one package implementing ``Provider`` plus one entry.
+An entry names its package by its module path: the package (and its SDK) is imported when a provider is
+built, so listing the clouds costs nothing and the interface never imports an implementation.
 
     p = make_provider("vast", say=print)          # key and URL from the environment
     [e.name for e in entries()]                    # ['vast']
@@ -11,26 +13,44 @@ knows it by (``RunMeta.provider``, ``InstanceRow.provider``) and builds it here;
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from jitplan.errors import UsageError
 from jitplan.providers import Provider
-from jitplan.providers.vast import VastProvider
 
 
 @dataclass(frozen=True)
 class ProviderEntry:
     name: str  # the key stored in the registry: RunMeta.provider, InstanceRow.provider, runs.backend
     title: str  # for people
-    flag: str  # the CLI's shorthand flag
-    build: Callable[..., Provider]  # (say, http_timeout_s=None) -> a configured provider; AuthError without key
-    has_credentials: Callable[[], bool]  # without asking the network
+    module: str  # the package implementing Provider
+    cls: str  # its Provider class: ``from_env(say, http_timeout_s=None)``, ``has_credentials()``
+
+    @property
+    def flag(self) -> str:
+        """The CLI's shorthand flag."""
+        return "--" + self.name
+
+    def provider_class(self) -> Any:
+        cls = getattr(importlib.import_module(self.module), self.cls)
+        if cls.name != self.name:
+            raise UsageError(f"{self.module}.{self.cls} calls itself {cls.name!r}, registered as {self.name!r}")
+        return cls
+
+    def build(self, say: Callable[[str], None], *, http_timeout_s: float | None = None) -> Provider:
+        """A configured provider (key and URL from the environment); AuthError without a key."""
+        return self.provider_class().from_env(say, http_timeout_s=http_timeout_s)
+
+    def has_credentials(self) -> bool:
+        """Whether a key is set, without asking the network."""
+        return bool(self.provider_class().has_credentials())
 
 
 _ENTRIES: dict[str, ProviderEntry] = {
-    VastProvider.name: ProviderEntry(name=VastProvider.name, title=VastProvider.title, flag="--" + VastProvider.name,
-                                     build=VastProvider.from_env, has_credentials=VastProvider.has_credentials),
+    "vast": ProviderEntry(name="vast", title="Vast.ai", module="jitplan.providers.vast", cls="VastProvider"),
 }
 
 
