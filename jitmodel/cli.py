@@ -259,6 +259,12 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Error: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the file system said no (a full disk, a read-only folder): one line
+        if debug:
+            raise
+        where = f": {e.filename}" if e.filename is not None else ""
+        print(f"Error: {e.strerror or type(e).__name__}{where}", file=sys.stderr)
+        return 2
     except Exception as e:  # typer's usage errors and Exit, without importing click
         code, fmt = getattr(e, "exit_code", None), getattr(e, "format_message", None)
         if isinstance(code, int) and callable(fmt):

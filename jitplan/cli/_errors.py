@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -43,6 +44,12 @@ def _usage_hint(e: Exception) -> str | None:
     return None
 
 
+def os_error_line(e: OSError) -> str:
+    """``No space left on device: plan.yaml``: the reason and the file, one line (atomic writes leave no part)."""
+    where = e.filename if e.filename is not None else ""
+    return f"{e.strerror or type(e).__name__}{': ' + str(where) if where else ''}"
+
+
 def run_with_error_map(app: typer.Typer, argv: list[str] | None) -> int:
     from pydantic import ValidationError
 
@@ -66,6 +73,11 @@ def run_with_error_map(app: typer.Typer, argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         error("interrupted")
         return 130
+    except OSError as e:  # the file system said no (a full disk, a read-only folder): one line, nothing half-written
+        if debug:
+            raise
+        error(os_error_line(e), "free some space or write elsewhere" if e.errno == errno.ENOSPC else None)
+        return 2
     except Exception as e:  # click's usage errors and Abort, without importing click
         code = getattr(e, "exit_code", None)
         fmt = getattr(e, "format_message", None)

@@ -240,7 +240,11 @@ OUR_COLUMNS = {"runs": {"id", "name", "backend", "status", "meta", "created_at"}
 
 
 def unusable(path: Path, why: str) -> UsageError:
-    """The one line for a registry file that is not (or no longer) a jitplan database, with the fix."""
+    """The one line for a registry file that is not (or no longer) a jitplan database, with the fix; a full
+    or failing disk is said as such (the file may be fine: moving it aside would lose the runs)."""
+    if any(s in why for s in ("disk is full", "disk I/O error", "No space left")):
+        return UsageError(f"run registry {path}: {why} (the disk holding it is full or failing); nothing was changed",
+                          hint=f"free space on the disk of {path.parent}, or set JITPLAN_HOME to another folder")
     return UsageError(f"run registry {path} is not a usable jitplan database ({why}); nothing was changed",
                       hint=f"move it aside (mv {path} {path}.bad) and jitplan starts a new one, "
                       "or set JITPLAN_HOME to another folder")
