@@ -285,7 +285,8 @@ def _nvml_used(device: Any) -> int | None:
 
 
 def plan_expectations(config_path: str | Path) -> dict[str, float] | None:
-    """What a jitplan plan predicted (step time, images/s, memory per GPU), read from its ``estimates``;
+    """What a jitplan plan predicted (step time, images/s, memory per GPU, evaluation, epoch, $/h), read from its
+    ``estimates``;
     None for a bare TrainConfig. No jitplan import: the plan file is YAML."""
     try:
         from jitmodel.config import file_kind, read_yaml_mapping
@@ -296,7 +297,7 @@ def plan_expectations(config_path: str | Path) -> dict[str, float] | None:
         return None
     if not isinstance(est, dict):
         return None
-    keys = ("step_time_s", "images_per_s", "memory_per_gpu_bytes")
+    keys = ("step_time_s", "images_per_s", "memory_per_gpu_bytes", "eval_time_s", "epoch_time_s", "price_per_hour")
     return {k: float(est[k]) for k in keys if isinstance(est.get(k), (int, float))}
 
 

@@ -1,0 +1,140 @@
+"""A run re-plans itself (issue 20, Build 6): the trainer's re-plan after warm-up, ``replan.json``, the budget
+stop on every rank, the supervisor's record of it and ``jitplan status`` showing plan -> measured -> re-planned.
+
+The slow test is the Done-when on this CPU box: a 1 x H100 plan (JiT-B/16, its 1.26 s step and $2.50/h) is
+made for real and run through ``jitplan launch plan.yaml --local`` with the network swapped for JiT-Tiny/4 on
+the digits (every other choice of the plan kept); the run re-plans itself in its first seconds and the
+re-planned epoch time is within 10% of what the run then measures; a budget too small stops it with its
+checkpoint written and the stop recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jitmodel.replan import BUDGET_EXIT, read_replan
+from jitmodel.replanner import Replanner
+from jitplan.calibration.replan_view import replan_view
+from jitplan.launch.supervisor import Outcome, classify
+
+
+def _win(step: int, step_s: float) -> dict:
+    return {"step": step, "step_s": step_s, "data_wait_s": 0.0, "compute_s": step_s, "optimizer_s": 0.0}
+
+
+def test_replan_is_written_said_once_and_again_only_when_it_moves(tmp_path):
+    rp = Replanner(tmp_path, steps_per_epoch=100, total_steps=300, planned_step_s=0.1, price_per_hour=1.0,
+                   budget_usd=100.0, clock=iter(range(0, 10_000, 5)).__next__)
+    assert rp.window(_win(10, 9.0), done_steps=10) is None and read_replan(tmp_path) is None  # warm-up
+    for i, s in enumerate([1.0, 1.05, 0.98, 1.02], start=2):
+        rp.window(_win(10 * i, s), done_steps=10 * i)
+    assert len(rp.said) == 1 and "planned 0.100 s, +900%" in rp.said[0]  # said once: within 15% since
+    raw = read_replan(tmp_path)
+    assert raw["first"]["step"] == 40 and raw["step"] == 50 and raw["over_budget"] is False  # first: 3 windows
+    for i in range(6, 12):
+        rp.window(_win(10 * i, 2.0), done_steps=10 * i)  # the machine got slower: the median moves past 15%
+    assert [ln.split(" s/step")[0] for ln in rp.said] == ["replan: 1.000", "replan: 1.525", "replan: 2.000"]
+    assert read_replan(tmp_path)["first"]["step"] == 40  # the first re-plan stays
+
+
+def test_a_resumed_run_keeps_its_spent_time_and_first_replan(tmp_path):
+    rp = Replanner(tmp_path, steps_per_epoch=100, total_steps=300, clock=iter(range(0, 1000, 100)).__next__)
+    for i in range(1, 5):
+        rp.window(_win(10 * i, 1.0), done_steps=10 * i)
+    spent = read_replan(tmp_path)["spent_s"]
+    again = Replanner(tmp_path, steps_per_epoch=100, total_steps=300, resumed=True, clock=lambda: 0.0)
+    assert again.spent0 == spent == 400 and again.first["step"] == 40
+
+
+def test_an_evaluation_window_is_left_out_and_later_evaluations_are_costed(tmp_path):
+    rp = Replanner(tmp_path, steps_per_epoch=100, total_steps=300, clock=lambda: 0.0)
+    for i in range(1, 4):
+        rp.window(_win(10 * i, 1.0), done_steps=10 * i)
+    rp.evaluated(50.0)
+    r = rp.window(_win(40, 30.0), done_steps=40, evals_left=2)  # this window held the evaluation
+    assert r.step_s == 1.0 and r.remaining_s == pytest.approx(260 * 1.0 + 2 * 50.0)
+
+
+def test_the_supervisor_records_exit_3_as_stopped_over_budget_without_a_restart():
+    assert classify(BUDGET_EXIT, "", step_before=None, step_after=21, max_steps=500,
+                    stop_requested=False) is Outcome.over_budget
+    assert classify(0, "", step_before=None, step_after=21, max_steps=500,
+                    stop_requested=False) is Outcome.terminated  # exit 0 before the end is still a preemption
+
+
+def test_a_budget_that_is_not_an_amount_is_one_line(cli, tmp_path):
+    plan = tmp_path / "plan.yaml"
+    assert cli("plan", "--gpus", "cpu", "--out", str(plan)).code == 0
+    r = cli("launch", str(plan), "--local", "--budget", "-1", "--no-doctor")
+    assert r.code == 2 and "--budget -1.0: give a positive amount in USD" in r.err and "Traceback" not in r.err
+
+
+# ---- the Done-when, for real: launch --local, status --json ------------------------------------------------
+
+def _plan_for_the_wrong_machine(tmp_path: Path) -> Path:
+    """A real 1 x H100 plan of JiT-B/16 whose network is swapped for JiT-Tiny/4 on the digits (CPU-sized)."""
+    from jitplan.hardware.spec import hardware_from_flags
+    from jitplan.planner.plan import make_plan
+    from jitplan.schemas import PlanOptions, load_recipe, save_plan
+
+    plan = make_plan(hardware_from_flags("1xH100"), load_recipe("JiT-B/16"), PlanOptions())
+    t = plan.train.model_dump(mode="json")
+    t.update(model={"variant": "JiT-Tiny/4", "img_size": 8, "in_channels": 1, "num_classes": 10},
+             data={"kind": "digits", "num_workers": 0}, batch_per_gpu=64, accum_steps=1, max_steps=240,
+             log_every=10, compile=False, device="cpu", output_dir="out", eval={"online": False},
+             checkpoint={"every_steps": 1000, "keep_last": 1}, precision="fp32")
+    from jitmodel.config import TrainConfig
+
+    plan = plan.model_copy(update={"train": TrainConfig.model_validate(t)})
+    path = tmp_path / "plan.yaml"
+    save_plan(plan, path)
+    return path
+
+
+def _jp(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "JITMODEL_NO_PROGRESS": "1"}
+    return subprocess.run(["nice", "-n", "10", sys.executable, "-m", "jitplan", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_a_plan_for_the_wrong_machine_is_replanned_and_a_small_budget_stops_it(tmp_path):
+    plan = _plan_for_the_wrong_machine(tmp_path)
+    r = _jp("launch", str(plan), "--local", "--no-doctor", "--run-dir", "full", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    run_id = json.loads(r.stdout)["run_id"]
+    log = (tmp_path / "full" / "train.log").read_text()
+    lines = [ln for ln in log.splitlines() if ln.startswith("replan:")]
+    assert lines and "(planned 1.257 s," in lines[0] and "$2.50/h" in lines[0]  # the plan's H100 step and price
+    st = _jp("status", run_id, "--json", cwd=tmp_path)
+    assert st.returncode == 0, st.stderr
+    view = json.loads(st.stdout)["replan"]
+    assert view["first_step"] <= 50 and view["first_elapsed_s"] < 60  # re-planned in its first minute
+    measured = view["measured_step_s"] * view["steps_per_epoch"]
+    assert view["measured_windows"] >= 15
+    assert abs(view["first_epoch_s"] / measured - 1) < 0.10, (view, measured)  # the Done-when's 10%
+    human = _jp("status", run_id, cwd=tmp_path).stdout
+    assert "re-planned:" in human and "measured:" in human and "plan:" in human
+
+    # a budget too small for the re-planned run: stopped over budget with its checkpoint, recorded
+    r = _jp("launch", str(plan), "--local", "--no-doctor", "--run-dir", "small", "--budget", "0.001", "--json",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    assert out["status"] == "stopped" and "stopped over budget at step" in out["message"], out
+    assert "> $0.00 budget" in out["message"] and out["restarts"] == 0
+    log = (tmp_path / "small" / "train.log").read_text()
+    assert "OVER the $0.00 budget, stopping with a checkpoint" in log and "stopped over budget at step" in log
+    import torch
+
+    ck = torch.load(tmp_path / "small" / "out" / "last.pt", map_location="cpu", weights_only=False)
+    assert 0 < ck["step"] < 240 and ck["step"] == out["final_step"]
+    assert replan_view(tmp_path / "small" / "out").over_budget
+    st = json.loads(_jp("status", out["run_id"], "--json", cwd=tmp_path).stdout)
+    assert st["run"]["status"] == "stopped" and any(e["kind"] == "over_budget" for e in st["events"])
