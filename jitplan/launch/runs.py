@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from jitplan.calibration.drift import run_drift
 from jitplan.calibration.measured import Measurement
+from jitplan.calibration.replan_view import ReplanView, run_replan
 from jitplan.providers import LABEL_PREFIX, Instance, ProviderError
 from jitplan.runs.schema import KNOWN_HOSTS, EventRow, InstanceRow, IntentRow, RunRow
 
@@ -72,6 +73,7 @@ class RunStatusView(_M):
     events: list[EventRow]
     measured: Measurement | None = None  # what its metrics.jsonl says (jitplan.calibration.measured)
     drift: list[str] = []  # measured vs the plan, more than 15% off (jitplan.calibration.drift)
+    replan: ReplanView | None = None  # plan -> measured -> re-planned (jitplan.calibration.replan_view)
 
 
 def _view(i: InstanceRow, now: float) -> InstanceView:
@@ -161,7 +163,8 @@ def run_status(reg: Registry, run_id: str, now: float | None = None) -> RunStatu
     run = reg.get_run(run_id)
     measured, drift = run_drift(run.plan_path, run.run_dir)
     return RunStatusView(run=run, instances=[_view(i, now) for i in reg.instances(active_only=False, run_id=run.id)],
-                         events=reg.events(run.id), measured=measured, drift=drift)
+                         events=reg.events(run.id), measured=measured, drift=drift,
+                         replan=run_replan(run.plan_path, run.run_dir, run.meta.local_run_dir))
 
 
 def log_path(run: RunRow) -> Path | None:
