@@ -121,6 +121,8 @@ def test_a_plan_for_the_wrong_machine_is_replanned_and_a_small_budget_stops_it(t
     assert abs(view["first_epoch_s"] / measured - 1) < 0.10, (view, measured)  # the Done-when's 10%
     human = _jp("status", run_id, cwd=tmp_path).stdout
     assert "re-planned:" in human and "measured:" in human and "plan:" in human
+    rep = json.loads(_jp("report", run_id, "--json", cwd=tmp_path).stdout)
+    assert [ln.split(":")[0] for ln in rep["replan"]] == ["plan", "measured", "re-planned"]
 
     # a budget too small for the re-planned run: stopped over budget with its checkpoint, recorded
     r = _jp("launch", str(plan), "--local", "--no-doctor", "--run-dir", "small", "--budget", "0.001", "--json",
