@@ -29,7 +29,7 @@ from typing import Any
 from jitmodel.records import DRIFT
 from jitmodel.replan import Replan, read_replan, replan, write_replan
 
-FIRST_WINDOWS = 3  # the run's first re-plan kept for `jitplan status` rests on this many steady windows
+FIRST_WINDOWS = 5  # the run's first re-plan kept for `jitplan status` rests on this many steady windows
 
 
 class Replanner:

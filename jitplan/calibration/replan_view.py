@@ -62,8 +62,8 @@ class ReplanView(BaseModel):
         if self.measured_step_s is not None and self.measured_epoch_s is not None:
             vs = (f" ({self.measured_step_s / self.planned_step_s - 1:+.0%} vs the plan)"
                   if self.planned_step_s else "")
-            out.append(f"measured:    {self.measured_step_s:.3f} s/step over {self.measured_windows} windows after step "
-                       f"{self.first_step}, epoch {duration(self.measured_epoch_s)}{vs}")
+            out.append(f"measured:    {self.measured_step_s:.3f} s/step over {self.measured_windows} windows after "
+                       f"step {self.first_step}, epoch {duration(self.measured_epoch_s)}{vs}")
         first = (f"epoch {duration(self.first_epoch_s)} at step {self.first_step} (after "
                  f"{self.first_elapsed_s:.0f} s); now " if self.first_epoch_s is not None
                  and self.first_elapsed_s is not None else "")
@@ -86,7 +86,8 @@ def replan_view(out_dir: str | Path) -> ReplanView | None:
     raw = read_replan(out_dir)
     if raw is None or not isinstance(raw.get("steps_per_epoch"), int):
         return None
-    first = raw.get("first") if isinstance(raw.get("first"), dict) else {}
+    got = raw.get("first")
+    first: dict[str, Any] = got if isinstance(got, dict) else {}
     first_step = first.get("step") if isinstance(first.get("step"), int) else None
     later = [r for r in training_records(Path(out_dir) / "metrics.jsonl")
              if first_step is not None and isinstance(r.get("step"), int) and r["step"] > first_step
