@@ -146,3 +146,29 @@ def test_a_plan_for_the_wrong_machine_is_replanned_and_a_small_budget_stops_it(t
     assert replan_view(tmp_path / "small" / "out").over_budget
     st = json.loads(_jp("status", out["run_id"], "--json", cwd=tmp_path).stdout)
     assert st["run"]["status"] == "stopped" and any(e["kind"] == "over_budget" for e in st["events"])
+
+
+@pytest.mark.slow
+def test_two_ranks_stop_together_over_budget_through_the_launcher(tmp_path):
+    """2 gloo ranks under ``python -m jitmodel.run`` (what jitplan starts): rank 0's re-plan is over budget,
+    the flag travels in the next step's all-reduce, both ranks checkpoint and exit 3, no hang, and the
+    launcher exits 3 with one line instead of torchrun's ChildFailedError traceback (before: exit 1)."""
+    import yaml
+
+    from jitmodel import checkpoint as C
+
+    cfg = {"model": {"variant": "JiT-Tiny/4", "img_size": 8, "num_classes": 10},
+           "data": {"kind": "digits", "num_workers": 0}, "optim": {"warmup_epochs": 0.0},
+           "batch_per_gpu": 8, "world_size": 2, "max_steps": 200, "log_every": 5, "output_dir": str(tmp_path / "out"),
+           "budget_usd": 0.01, "price_per_hour": 1000.0}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "JITMODEL_NO_PROGRESS": "1"}
+    r = subprocess.run(["nice", "-n", "10", sys.executable, "-m", "jitmodel.run", "--standalone", "--nproc-per-node",
+                        "2", "-m", "jitmodel.train", "--config", str(tmp_path / "c.yaml")], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == BUDGET_EXIT, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "the ranks stopped over budget with a checkpoint (exit 3)" in r.stderr
+    assert "OVER the $0.01 budget" in r.stdout and "stopped over budget at step 11" in r.stdout  # window 2 + 1
+    ck = C.load_checkpoint(tmp_path / "out" / "last.pt")
+    assert (ck["step"], ck["world_size"]) == (11, 2)
+    assert read_replan(tmp_path / "out")["over_budget"] is True
