@@ -14,8 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from jitplan.calibration.drift import DRIFT
-from jitplan.calibration.replan_view import replan_view
 from jitplan.calibration.measured import Measurement, metrics_path, read_records, summarize
+from jitplan.calibration.replan_view import replan_view
 
 MAX_IMAGES = 8
 MAX_IMAGE_BYTES = 2 * 2**20
