@@ -136,7 +136,8 @@ def test_a_plan_for_the_wrong_machine_is_replanned_and_a_small_budget_stops_it(t
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     out = json.loads(r.stdout)
     assert out["status"] == "stopped" and "stopped over budget at step" in out["message"], out
-    assert "> $0.00 budget" in out["message"] and out["restarts"] == 0
+    assert "the re-planned run costs $0.0" in out["message"] and "> the $0.00 budget" in out["message"]
+    assert out["restarts"] == 0
     log = (tmp_path / "small" / "train.log").read_text()
     assert "OVER the $0.00 budget, stopping with a checkpoint" in log and "stopped over budget at step" in log
     import torch

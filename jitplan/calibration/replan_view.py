@@ -109,7 +109,7 @@ def budget_message(out_dir: Path, step: int | None) -> str:
     """The registry's line for a run that stopped over budget, with the re-plan's numbers."""
     r = read_replan(out_dir) or {}
     cost, budget = _num(r, "cost_usd"), _num(r, "budget_usd")
-    why = f": re-planned ${cost:,.2f} to the end > ${budget:,.2f} budget" if cost is not None and budget else ""
+    why = f": the re-planned run costs ${cost:,.2f} > the ${budget:,.2f} budget" if cost is not None and budget else ""
     return (f"stopped over budget at step {step}{why}; checkpoint {out_dir / 'last.pt'} (raise --budget and "
             "launch again with the same --run-dir to continue)")
 
