@@ -1,8 +1,9 @@
 """Rank 0's re-plan during a run: after each log window, the epoch time and cost to the end on this machine.
 
 The trainer hands every training log window to :meth:`Replanner.window`; warm-up windows (the first of each
-process: compilation, allocator growth) and windows that held an online evaluation are left out by
-``jitmodel.replan.replan``. Each re-plan is written to ``replan.json`` beside ``metrics.jsonl`` (atomically);
+process: compilation, allocator growth; and with short windows, every one that ends in its first ``WARMUP_S``
+seconds: first checkpoint, caches, seen on the CPU as 30% slower steps) and windows that held an online
+evaluation are left out by ``jitmodel.replan.replan``. Each re-plan is written to ``replan.json`` beside ``metrics.jsonl`` (atomically);
 its line is printed the first time and again only when the epoch time moves by more than ``DRIFT`` (15%)
 from the last line printed, or when the run goes over its budget. ``replan.json`` also keeps the run's first
 re-plan made from ``FIRST_WINDOWS`` steady windows (``first``), so ``jitplan status`` can show what the run
@@ -27,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from jitmodel.records import DRIFT
-from jitmodel.replan import Replan, read_replan, replan, write_replan
+from jitmodel.replan import WARMUP_WINDOWS, Replan, read_replan, replan, write_replan
 
 FIRST_WINDOWS = 5  # the run's first re-plan kept for `jitplan status` rests on this many steady windows
+WARMUP_S = 10.0  # and windows that end within this many seconds of the process's first step are warm-up too
 
 
 class Replanner:
@@ -62,13 +64,15 @@ class Replanner:
 
     def window(self, rec: dict[str, Any], *, done_steps: int, evals_left: int = 0) -> Replan | None:
         """Fold one training log window in; write ``replan.json``; the re-plan, or None during warm-up."""
-        self.records.append({**rec, "eval": self._eval_in_window})
+        now_t = self.clock()
+        self.records.append({**rec, "eval": self._eval_in_window, "_t": now_t - self.t0})
         self._eval_in_window = False
-        spent = self.spent0 + self.clock() - self.t0
+        spent = self.spent0 + now_t - self.t0
+        warm = max(WARMUP_WINDOWS, sum(1 for r in self.records if r["_t"] < WARMUP_S and not r["eval"]))
         kw: dict[str, Any] = dict(steps_per_epoch=self.steps_per_epoch, epochs=self.total_steps / self.steps_per_epoch,
                                   done_steps=done_steps, planned_step_s=self.planned_step_s,
                                   price_per_hour=self.price_per_hour, budget_usd=self.budget_usd, spent_s=spent,
-                                  evals_left=evals_left)
+                                  evals_left=evals_left, warmup=warm)
         r = replan(self.records, eval_s=self.eval_s, **kw)
         if r is None:
             return None

@@ -43,6 +43,17 @@ def test_replan_is_written_said_once_and_again_only_when_it_moves(tmp_path):
     assert read_replan(tmp_path)["first"]["step"] == 60  # the first re-plan stays
 
 
+def test_short_windows_in_the_first_seconds_are_warm_up(tmp_path):
+    """On the CPU a window is under a second: the first checkpoint and caches slow the first seconds (steps 30%
+    slower, seen on this box); windows ending in the first WARMUP_S (10 s) are left out, not only the first."""
+    rp = Replanner(tmp_path, steps_per_epoch=100, total_steps=1000, clock=iter(range(0, 1000, 2)).__next__)
+    for i in range(1, 5):
+        assert rp.window(_win(10 * i, 0.08), done_steps=10 * i) is None  # t = 2, 4, 6, 8 s
+    rp.window(_win(50, 0.08), done_steps=50)  # t = 10 s: the first steady window
+    r = rp.window(_win(60, 0.05), done_steps=60)
+    assert r.windows == 2 and r.step_s == pytest.approx(0.065)
+
+
 def test_a_resumed_run_keeps_its_spent_time_and_first_replan(tmp_path):
     rp = Replanner(tmp_path, steps_per_epoch=100, total_steps=300, clock=iter(range(0, 1000, 100)).__next__)
     for i in range(1, 7):
@@ -53,7 +64,7 @@ def test_a_resumed_run_keeps_its_spent_time_and_first_replan(tmp_path):
 
 
 def test_an_evaluation_window_is_left_out_and_later_evaluations_are_costed(tmp_path):
-    rp = Replanner(tmp_path, steps_per_epoch=100, total_steps=300, clock=lambda: 0.0)
+    rp = Replanner(tmp_path, steps_per_epoch=100, total_steps=300, clock=iter(range(0, 1000, 10)).__next__)
     for i in range(1, 4):
         rp.window(_win(10 * i, 1.0), done_steps=10 * i)
     rp.evaluated(50.0)
@@ -113,8 +124,8 @@ def _full_run(tmp_path: Path, plan: Path, run_dir: str) -> tuple[str, dict, floa
     st = _jp("status", run_id, "--json", cwd=tmp_path)
     assert st.returncode == 0, st.stderr
     view = json.loads(st.stdout)["replan"]
-    assert view["first_step"] <= 60 and view["first_elapsed_s"] < 60  # re-planned in its first minute
-    assert view["measured_windows"] >= 30
+    assert view["first_elapsed_s"] < 60  # re-planned in its first minute
+    assert view["measured_windows"] >= 15
     return run_id, view, view["first_epoch_s"] / (view["measured_step_s"] * view["steps_per_epoch"]) - 1
 
 
