@@ -4,10 +4,11 @@ The trainer hands every training log window to :meth:`Replanner.window`; warm-up
 process: compilation, allocator growth; and with short windows, every one that ends in its first ``WARMUP_S``
 seconds: first checkpoint, caches, seen on the CPU as 30% slower steps) and windows that held an online
 evaluation are left out by ``jitmodel.replan.replan``. Each re-plan is written to ``replan.json`` beside
-``metrics.jsonl`` (atomically); its line is printed the first time and again only when the epoch time moves by more than ``DRIFT`` (15%)
-from the last line printed, or when the run goes over its budget. ``replan.json`` also keeps the run's first
-re-plan made from ``FIRST_WINDOWS`` steady windows (``first``), so ``jitplan status`` can show what the run
-said in its first minutes beside what it measured later. Pure apart from the clock and the file; no torch.
+``metrics.jsonl`` (atomically); its line is printed the first time and again only when the epoch time moves by
+more than ``DRIFT`` (15%) from the last line printed, or when the run goes over its budget. ``replan.json``
+also keeps the run's first re-plan made from ``FIRST_WINDOWS`` steady windows (``first``), so ``jitplan
+status`` can show what the run said in its first minutes beside what it measured later. Pure apart from the
+clock and the file; no torch.
 
     >>> import tempfile
     >>> d = tempfile.mkdtemp()
