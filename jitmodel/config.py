@@ -229,6 +229,11 @@ class TrainConfig(_Strict):
     # Process-group (NCCL) timeout in seconds; None: 1800. jitplan sets it above the predicted online
     # evaluation, so a rank that waits for the others' generation does not hit the watchdog.
     dist_timeout_s: Annotated[float, float_in(gt=0, le=1e6)] | None = None
+    # A money limit (``jitplan launch --budget``): after warm-up the run re-plans itself from its own steps
+    # (jitmodel.replan) and stops with a checkpoint when the cost to the end at price_per_hour exceeds it.
+    # price_per_hour None: the plan's estimates.price_per_hour (the offer's or the catalog's typical $/h).
+    budget_usd: Annotated[float, float_in(gt=0, le=1e9)] | None = Field(None, exclude_if=lambda v: v is None)
+    price_per_hour: Annotated[float, float_in(ge=0, le=1e6)] | None = Field(None, exclude_if=lambda v: v is None)
 
     @field_validator("model", mode="before")
     @classmethod

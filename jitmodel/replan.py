@@ -27,6 +27,7 @@ from typing import Any
 from jitmodel.atomic import atomic_write_text
 
 REPLAN_NAME = "replan.json"
+BUDGET_EXIT = 3  # the trainer's exit code when it stopped because the re-planned cost exceeds the budget
 WARMUP_WINDOWS = 1  # log windows left out at the start: compilation, cudnn autotune, allocator growth
 
 
@@ -52,6 +53,15 @@ def _median(recs: list[dict[str, Any]], key: str) -> float | None:
     return statistics.median(vals) if vals else None
 
 
+def duration(seconds: float) -> str:
+    """Seconds for people: ``duration(42.0)`` is '42 s', 150 s '2.5 min', 5400 s '1.50 h', 3 days '72.0 h'."""
+    if seconds < 100:
+        return f"{seconds:.0f} s"
+    if seconds < 6000:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.{2 if seconds < 36_000 else 1}f} h"
+
+
 def replan(records: list[dict[str, Any]], *, steps_per_epoch: int, epochs: float, done_steps: int,
            planned_step_s: float | None = None, eval_s: float | None = None, evals_left: int = 0,
            price_per_hour: float | None = None, budget_usd: float | None = None, spent_s: float = 0.0,
@@ -72,17 +82,18 @@ def replan(records: list[dict[str, Any]], *, steps_per_epoch: int, epochs: float
     money = "" if cost is None else f", ${cost:,.2f} at ${price_per_hour:.2f}/h"
     budget = "" if budget_usd is None else (f": OVER the ${budget_usd:,.2f} budget, stopping with a checkpoint"
                                             if over else f" within the ${budget_usd:,.2f} budget")
-    line = (f"replan: {step:.3f} s/step measured{vs}; epoch {steps_per_epoch * step / 3600:.2f} h; to the end "
-            f"{remaining / 3600:.2f} h more ({total / 3600:.2f} h in all){money}{budget}")
+    line = (f"replan: {step:.3f} s/step measured{vs}; epoch {duration(steps_per_epoch * step)}; to the end "
+            f"{duration(remaining)} more ({duration(total)} in all){money}{budget}")
     return Replan(windows=len(steady), step_s=step, data_wait_s=_median(steady, "data_wait_s"),
                   compute_s=_median(steady, "compute_s"), optimizer_s=_median(steady, "optimizer_s"),
                   planned_step_s=planned_step_s, epoch_s=steps_per_epoch * step, remaining_s=remaining,
                   total_s=total, cost_usd=cost, budget_usd=budget_usd, over_budget=over, line=line)
 
 
-def write_replan(out_dir: str | Path, r: Replan) -> Path:
-    """``replan.json`` in the run's output folder, atomically (status readers never see half a file)."""
-    return atomic_write_text(Path(out_dir) / REPLAN_NAME, json.dumps(asdict(r), indent=1) + "\n")
+def write_replan(out_dir: str | Path, r: Replan, extra: dict[str, Any] | None = None) -> Path:
+    """``replan.json`` in the run's output folder, atomically (status readers never see half a file);
+    ``extra`` adds the trainer's context (the step it was made at, the first re-plan of the run)."""
+    return atomic_write_text(Path(out_dir) / REPLAN_NAME, json.dumps({**asdict(r), **(extra or {})}, indent=1) + "\n")
 
 
 def read_replan(out_dir: str | Path) -> dict[str, Any] | None:

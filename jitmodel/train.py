@@ -12,8 +12,11 @@ in fractional epochs set every optimizer step, then constant (or cosine); bf16 a
 it; two EMAs updated every optimizer step. Added: gradient accumulation (``no_sync`` on non-final
 micro-steps), fused AdamW, optional clipping and torch.compile, exact mid-epoch resume,
 SIGTERM/SIGINT/SIGHUP = finish the step, checkpoint, exit 0 (while starting: stop at once, nothing to
-checkpoint). Exit codes: 0 done or stopped by a signal, 1 the run failed (e.g. the loss became NaN), 2 bad
-config or input (one line on stderr), 130 a second Ctrl-C. See docs/training.md.
+checkpoint). After warm-up, rank 0 re-plans the run from its own steps after each log window
+(``replan.json``, one "replan:" line in the log; jitmodel.replanner); with ``budget_usd`` set, a re-planned cost
+over it stops every rank after the next step with a checkpoint. Exit codes: 0 done or stopped by a signal,
+1 the run failed (e.g. the loss became NaN), 2 bad config or input (one line on stderr), 3 stopped over budget
+(checkpoint written), 130 a second Ctrl-C. See docs/training.md.
 This module is the entry point; the run itself is ``jitmodel.trainer.Trainer``.
 """
 

@@ -30,6 +30,7 @@ class Stepper:
     def __init__(self, cfg: TrainConfig, env: DistEnv, state: TrainState, *, model: torch.nn.Module,
                  amp: torch.dtype | None, peak_lr: float) -> None:
         self.cfg, self.env, self.state, self.model, self.amp, self.peak_lr = cfg, env, state, model, amp, peak_lr
+        self.over_budget = False  # some rank (rank 0, the re-plan) asked to stop over budget: every rank knows
 
     def micro_step(self, x: torch.Tensor, y: torch.Tensor, last: bool) -> torch.Tensor:
         """Forward + backward of one micro-batch; gradients are synchronised only on the ``last`` one."""
@@ -47,14 +48,18 @@ class Stepper:
             (st.scaler.scale(scaled) if st.scaler is not None else scaled).backward()
         return loss.detach().float()
 
-    def optimizer_step(self, loss_sum: torch.Tensor, stop_asked: bool) -> tuple[float, float, bool]:
-        """Reduce (loss, stop flag) over ranks, refuse NaN, set the LR, clip, step, update the EMAs, advance
-        the position. Returns (mean loss, LR, whether any rank asked to stop)."""
+    def optimizer_step(self, loss_sum: torch.Tensor, stop_asked: bool,
+                       over_budget: bool = False) -> tuple[float, float, bool]:
+        """Reduce (loss, stop flag, over-budget flag) over ranks, refuse NaN, set the LR, clip, step, update the
+        EMAs, advance the position. Returns (mean loss, LR, whether any rank asked to stop); ``over_budget``
+        is then set on every rank when any rank asked for the budget stop."""
         st, cfg = self.state, self.cfg
         flag = torch.tensor(1.0 if stop_asked else 0.0, device=loss_sum.device)
-        buf = all_reduce_sum(torch.stack([loss_sum / cfg.accum_steps, flag]))
-        loss_total, flags = buf.tolist()  # the one host sync of the step
-        loss, stop = loss_total / self.env.world_size, flags > 0
+        budget = torch.tensor(1.0 if over_budget else 0.0, device=loss_sum.device)
+        buf = all_reduce_sum(torch.stack([loss_sum / cfg.accum_steps, flag, budget]))
+        loss_total, flags, budgets = buf.tolist()  # the one host sync of the step
+        self.over_budget = self.over_budget or budgets > 0
+        loss, stop = loss_total / self.env.world_size, flags > 0 or budgets > 0
         if not math.isfinite(loss):
             raise TrainingDiverged(f"the loss is {loss} at step {st.step + 1} (epoch {st.epoch}); "
                                    f"lower the LR or check the data; last good checkpoint: {st.out / 'last.pt'}")

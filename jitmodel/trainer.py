@@ -30,6 +30,8 @@ from jitmodel.config import TrainConfig, effective_batch, steps_per_epoch, valid
 from jitmodel.dist import DistEnv, amp_dtype, init_process_group, pick_device
 from jitmodel.metrics import MetricsLogger, StepTimer, peak_memory_mib
 from jitmodel.optim import build_optimizer, param_groups
+from jitmodel.replan import BUDGET_EXIT
+from jitmodel.replanner import Replanner
 from jitmodel.train_state import TrainState
 from jitmodel.train_step import Stepper
 
@@ -119,6 +121,8 @@ class Trainer:
         self.loader = data_mod.build_loader(self.dataset, self.sampler, cfg.data, self.device, cfg.seed + env.rank)
         self.stop_signal: int | None = None
         self.expect: Any = None  # a plan's predictions (main sets them): drift is reported in the log
+        self.replanner: Replanner | None = None  # rank 0, set by fit (after main has set expect)
+        self.budget_stop = False  # rank 0's re-plan is over the budget: the next step stops every rank
 
     @property
     def step(self) -> int:
@@ -142,6 +146,12 @@ class Trainer:
             self.save(permanent=keep)
 
     def _online_eval(self, epoch: int, log: RunLog) -> None:
+        t0 = time.perf_counter()
+        self._online_eval_timed(epoch, log)
+        if self.replanner is not None:
+            self.replanner.evaluated(time.perf_counter() - t0)
+
+    def _online_eval_timed(self, epoch: int, log: RunLog) -> None:
         try:
             from jitmodel.evaluate import online_eval  # lazy: start-up (numpy, pynvml, torch)
         except ImportError as e:
@@ -158,10 +168,37 @@ class Trainer:
         if self.env.is_main:
             log.log({"step": self.state.step, "epoch": float(epoch + 1), **{f"eval/{k}": v for k, v in res.items()}})
 
+    def _replanner(self) -> Replanner | None:
+        """Rank 0's re-plan (jitmodel.replanner): the plan's step time, evaluation and $/h when a plan is read,
+        the config's budget_usd and price_per_hour first."""
+        if not self.env.is_main:
+            return None
+        exp, cfg = self.expect or {}, self.cfg
+        price = cfg.price_per_hour if cfg.price_per_hour is not None else exp.get("price_per_hour")
+        return Replanner(self.out, steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps,
+                         planned_step_s=exp.get("step_time_s"), planned_eval_s=exp.get("eval_time_s"),
+                         price_per_hour=price, budget_usd=cfg.budget_usd, resumed=self.state.step > 0)
+
+    def _evals_left(self) -> int:
+        last = math.ceil(self.total_steps / self.steps_per_epoch)
+        return sum(self.cfg.eval_due(e) for e in range(self.state.epoch, last))
+
+    def _replan(self, rec: dict[str, Any], log: RunLog) -> None:
+        """After a log window (rank 0): re-plan, print a new line, ask every rank to stop when over budget."""
+        if self.replanner is None:
+            return
+        said = len(self.replanner.said)
+        r = self.replanner.window(rec, done_steps=self.state.step, evals_left=self._evals_left())
+        for line in self.replanner.said[said:]:
+            log.note(line)
+        if r is not None and r.over_budget:
+            self.budget_stop = True
+
     # -- the loop ------------------------------------------------------------------------------------
     def fit(self) -> int:
         log = (MetricsLogger(self.out, self.total_steps, self.step, expect=self.expect)
                if self.env.is_main else None)
+        self.replanner = self._replanner()
         try:
             return self._fit(log or _Silent())
         finally:
@@ -199,7 +236,7 @@ class Trainer:
                 loss_sum = loss if loss_sum is None else loss_sum + loss
                 if (i + 1) % accum:
                     continue
-                value, lr, stop = stepper.optimizer_step(loss_sum, self.stop_signal is not None)
+                value, lr, stop = stepper.optimizer_step(loss_sum, self.stop_signal is not None, self.budget_stop)
                 timer.step_end()
                 loss_sum = None
                 window.append(value)
@@ -207,10 +244,12 @@ class Trainer:
                 if st.step % cfg.log_every == 0 or st.step == self.total_steps:
                     dt = time.perf_counter() - t0
                     mem, kind = peak_memory_mib(self.device)
-                    log.log({"step": st.step, "epoch": round(st.epoch + st.epoch_step / self.steps_per_epoch, 4),
-                             "loss": sum(window) / len(window), "lr": lr,
-                             "img_per_s": round((st.step - n0) * self.eff_batch / max(dt, 1e-9), 2),
-                             "peak_mem_mib": round(mem, 1), "mem_kind": kind, **timer.window()})
+                    rec = {"step": st.step, "epoch": round(st.epoch + st.epoch_step / self.steps_per_epoch, 4),
+                           "loss": sum(window) / len(window), "lr": lr,
+                           "img_per_s": round((st.step - n0) * self.eff_batch / max(dt, 1e-9), 2),
+                           "peak_mem_mib": round(mem, 1), "mem_kind": kind, **timer.window()}
+                    log.log(rec)
+                    self._replan(rec, log)
                     window, t0, n0 = [], time.perf_counter(), st.step
                 if stop or st.step >= self.total_steps or st.epoch_step == self.steps_per_epoch:
                     break  # the saves below see a consistent position (epoch bumped first)
@@ -228,6 +267,10 @@ class Trainer:
                 self.save()  # no-op when the epoch end already saved this step
             if stop:
                 self.save()
+                if stepper.over_budget:
+                    log.note(f"stopped over budget at step {st.step}; checkpoint {self.out / 'last.pt'} (raise the "
+                             "budget and continue with --resume auto)")
+                    return st.check_replicas(log) or BUDGET_EXIT
                 sig = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal on another rank"
                 log.note(f"stopped by {sig} at step {st.step}; checkpoint {self.out / 'last.pt'} "
                          "(continue with --resume auto)")

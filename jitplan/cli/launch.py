@@ -65,7 +65,8 @@ def launch(
                                            help="SSH/cloud: stop (checkpoint, pull) before this many hours."),
     budget: float | None = typer.Option(None, "--budget",
                                         help="Cloud: stop (checkpoint, pull) before this many dollars at the "
-                                        "offer's $/h."),
+                                        "offer's $/h. Local: stop with a checkpoint once the run's re-plan costs "
+                                        "more."),
     no_doctor: bool = typer.Option(False, "--no-doctor", help="Skip the preflight doctor."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every command it would run; run nothing."),
     json_out: JsonFlag = False,
@@ -103,7 +104,8 @@ def launch(
         else:
             out = launch_local(run, plan_file=plan_file, run_dir=rdir, name=name, rdzv_endpoint=rdzv_endpoint,
                                max_restarts=max_restarts, doctor=not no_doctor, dry_run=dry_run,
-                               echo=None if json_out else sys.stderr, say=note, fresh=run_dir is None)
+                               echo=None if json_out else sys.stderr, say=note, fresh=run_dir is None,
+                               budget=budget)  # HOOK (replan): the trainer stops over budget
         res, rdir = out.model_dump(exclude_none=True), Path(out.run_dir)  # a claimed folder may be NAME-2
         emit(res, json_mode=json_out, render=_render(res))
         if out.status == "failed" and "(exit code 2)" in (out.message or ""):  # the trainer refused its input

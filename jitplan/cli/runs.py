@@ -133,6 +133,8 @@ def _render_status(data: RunStatusView, con: Console) -> None:
         _render_instances(con, data.instances, "Instances")
     for d in data.drift:
         con.print(f"[yellow]drift:[/yellow] {d} (beyond 15%; jitplan calibrate {data.run.id} folds it in)")
+    for line in data.replan.lines() if data.replan else []:  # HOOK (replan): plan -> measured -> re-planned
+        con.print(line, markup=False, highlight=False)
     t = Table(title="Events")
     for c in ("when (UTC)", "kind", "message"):
         t.add_column(c)

@@ -22,6 +22,7 @@ from typing import TextIO
 from pydantic import BaseModel, ConfigDict, Field
 
 from jitmodel.atomic import atomic_write_text
+from jitmodel.config import TrainConfig
 from jitplan.doctor.runner import run_doctor
 from jitplan.errors import CheckFailed, UsageError
 from jitplan.launch import local
@@ -68,16 +69,19 @@ def preflight(plan_file: Path, data_path: str | None) -> None:
 
 def launch_local(run: RunSpec, *, plan_file: Path, run_dir: Path, name: str, rdzv_endpoint: str | None = None,
                  max_restarts: int = 3, doctor: bool = True, dry_run: bool = False, echo: TextIO | None = None,
-                 say: Say | None = None, fresh: bool = False) -> LaunchResult:
+                 say: Say | None = None, fresh: bool = False, budget: float | None = None) -> LaunchResult:
     """Doctor (plans only), stage ``run_dir``, run every node here under the supervisor, record the run.
 
     ``fresh``: ``run_dir`` is a new run's default folder, claimed exclusively (``runs.folders.claim_run_dir``:
     a launch in the same second gets ``NAME-2``; ``name`` follows the folder); else a folder the user named,
     reused to continue its run. ``dry_run`` returns the commands instead. A failed run comes back with
-    ``status == "failed"``.
+    ``status == "failed"``. ``budget`` (USD) goes into the staged config (``train.budget_usd``): the trainer
+    re-plans itself after warm-up and stops with a checkpoint when the cost to the end exceeds it.
     """
 
     res = LaunchResult(backend="local", name=name, run_dir=str(run_dir))
+    if budget is not None:
+        run = with_budget(run, budget)
     doctor = doctor and run.kind == "plan"
     spec = spec_for_run(run, config=str(run_dir / run.file_name), python=sys.executable, rdzv_id=name,
                         rdzv_endpoint=rdzv_endpoint)
@@ -109,6 +113,18 @@ def launch_local(run: RunSpec, *, plan_file: Path, run_dir: Path, name: str, rdz
         "run_id": run_id, "status": result.status, "final_step": result.final_step,
         "message": f"run {run_id}: {result.message} (folder {run_dir})", "restarts": result.restarts,
         "num_workers": result.num_workers})
+
+
+def with_budget(run: RunSpec, budget: float) -> RunSpec:
+    """``run`` with ``train.budget_usd`` set; UsageError (one line) for a budget that is not a positive amount."""
+    from pydantic import ValidationError
+
+
+    try:
+        train = TrainConfig.model_validate({**run.train.model_dump(), "budget_usd": budget})
+    except ValidationError:
+        raise UsageError(f"--budget {budget}: give a positive amount in USD") from None
+    return run.with_train(train)
 
 
 def write_sbatch(run: RunSpec, *, plan_file: Path, out: Path, name: str, run_dir: Path,

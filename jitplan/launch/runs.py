@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from jitplan.calibration.drift import run_drift
 from jitplan.calibration.measured import Measurement
+from jitplan.calibration.replan_view import ReplanView, run_replan
 from jitplan.errors import CheckFailed
 from jitplan.launch import local
 from jitplan.launch.remote_job import is_remote, ssh_launch
@@ -42,6 +43,7 @@ class RunStatusView(_M):
     events: list[EventRow]
     measured: Measurement | None = None  # what its metrics.jsonl says (jitplan.calibration.measured)
     drift: list[str] = []  # measured vs the plan, more than 15% off (jitplan.calibration.drift)
+    replan: ReplanView | None = None  # plan -> measured -> re-planned (jitplan.calibration.replan_view)
 
 
 def instance_view(i: InstanceRow, now: float) -> InstanceView:
@@ -55,7 +57,8 @@ def run_status(reg: Registry, run_id: str, now: float | None = None) -> RunStatu
     measured, drift = run_drift(run.plan_path, run.run_dir)
     rows = reg.cloud.instances(active_only=False, run_id=run.id)
     return RunStatusView(run=run, instances=[instance_view(i, now) for i in rows],
-                         events=reg.events(run.id), measured=measured, drift=drift)
+                         events=reg.events(run.id), measured=measured, drift=drift,
+                         replan=run_replan(run.plan_path, run.run_dir, run.meta.local_run_dir))
 
 
 def log_path(run: RunRow) -> Path | None:

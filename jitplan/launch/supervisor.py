@@ -26,7 +26,9 @@ from typing import TextIO
 from pydantic import BaseModel, ConfigDict
 
 from jitmodel.atomic import atomic_write_text
+from jitmodel.replan import BUDGET_EXIT
 from jitplan.calibration.drift import run_drift
+from jitplan.calibration.replan_view import budget_message
 from jitplan.launch import local
 from jitplan.launch.torchrun import TorchrunSpec, node_command
 from jitplan.runs.registry import Registry
@@ -52,6 +54,7 @@ class Outcome(str, Enum):
     terminated = "terminated"  # SIGTERM (preemption, someone's kill): resume as is
     killed = "killed"  # the trainer itself got SIGKILL (host OOM): resume with fewer workers
     stopped = "stopped"  # the user asked for the stop: do not restart
+    over_budget = "over_budget"  # the run's re-plan costs more than its budget: stopped with a checkpoint (exit 3)
     failed = "failed"  # an error that a restart would only repeat
 
 
@@ -81,6 +84,8 @@ def classify(rc: int, log_text: str, *, step_before: int | None, step_after: int
     """
     if stop_requested:
         return Outcome.stopped
+    if rc == BUDGET_EXIT:
+        return Outcome.over_budget
     if rc == 0:
         if max_steps is None or (step_after is not None and step_after >= max_steps):
             return Outcome.finished
@@ -203,17 +208,19 @@ def _supervise(run_dir: str | Path, spec: TorchrunSpec, *, max_restarts: int, ev
         outcomes.append(outcome)
         step = new_step
         data = {"exit_code": rc, "step": step, "num_workers": workers}
-        if outcome in (Outcome.finished, Outcome.stopped, Outcome.failed):
+        if outcome in (Outcome.finished, Outcome.stopped, Outcome.failed, Outcome.over_budget):
             status = {"finished": "finished", "stopped": "stopped"}.get(outcome.value, "failed")
             msg = {"finished": f"finished at step {step}", "stopped": f"stopped at step {step}",
-                   "failed": f"trainer failed (exit code {rc}); see {log_path}"}[outcome.value]
+                   "failed": f"trainer failed (exit code {rc}); see {log_path}"}.get(outcome.value, "")
             why = stop_file.read_text().strip() if outcome is Outcome.stopped else ""
-            if why == "time budget":
+            if outcome is Outcome.over_budget:
+                status, msg = "stopped", budget_message(out_dir, step)
+            elif why == "time budget":
                 status, msg = "finished", f"time budget of {time_budget_s:.0f} s reached at step {step}"
             elif why.startswith("SIG"):
                 msg = f"stopped by {why} to the launcher at step {step} (the ranks checkpointed; resume with " \
                       "--resume auto)" if step is not None else f"stopped by {why} to the launcher before a checkpoint"
-            emit(status, msg, data)
+            emit("over_budget" if outcome is Outcome.over_budget else status, msg, data)
             return SupervisionResult(status=status, attempts=len(outcomes), restarts=restarts, final_step=step,
                                      num_workers=workers, outcomes=outcomes, message=msg)
         emit({"worker_oom": "oom_detected", "killed": "killed", "terminated": "terminated"}[outcome.value],

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from jitplan.calibration.drift import DRIFT
 from jitplan.calibration.measured import Measurement, metrics_path, read_records, summarize
+from jitplan.calibration.replan_view import replan_view
 from jitplan.errors import UsageError
 from jitplan.runspec import load_run_spec
 
@@ -63,6 +64,7 @@ class Report(_M):
     images_skipped: list[str] = []  # PNGs too large (or too many) to inline, with their sizes
     has_plan: bool = False
     on_gpu: bool = False  # the run measured GPU memory (a CPU run cannot calibrate a GPU plan)
+    replan: list[str] = []  # plan -> measured -> re-planned (jitplan.calibration.replan_view), when re-planned
 
 
 def _cmp(quantity: str, planned: float | None, measured: float | None, unit: str) -> Compared:
@@ -153,4 +155,5 @@ def build_report(*, run_id: str | None, name: str, status: str | None, plan_path
         time_source=est.time_source if est else None, compared=compared, series=_series(recs), measured=m,
         events=[Event(ts=e.ts, kind=e.kind, message=e.message) for e in events], images=imgs,
         trajectory_pages=pages, planned_lines=lines, images_skipped=skipped, has_plan=plan is not None,
-        on_gpu=bool(m and m.peak_reserved_bytes is not None))
+        on_gpu=bool(m and m.peak_reserved_bytes is not None),
+        replan=view.lines() if (view := replan_view(out_dir)) is not None else [])

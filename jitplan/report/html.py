@@ -80,6 +80,7 @@ time model: {e(rep.time_source or "-")}</p>
 <h2>Plan vs measured</h2>
 <table id="compared"><tr><th>quantity</th><th>planned</th><th>measured</th><th>drift</th></tr>{"".join(rows)}</table>
 {verdict}
+{f'<h2>Re-planned on this machine</h2><pre id="replan">{e(chr(10).join(rep.replan))}</pre>' if rep.replan else ""}
 <h2>Over time</h2><div class="charts">{charts}</div>
 <h2>Events</h2>{f'<table id="events"><tr><th>when (UTC)</th><th>kind</th><th>message</th></tr>{events}</table>'
                 if events else '<p class="muted">no events recorded</p>'}
