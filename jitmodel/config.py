@@ -192,6 +192,21 @@ class MemoryConfig(_Strict):
     shard_gather: Literal["auto", "fp32"] = "auto"
 
 
+class PlanExpectations(BaseModel):
+    """What a jitplan plan predicted, as the trainer reads it: the typed view of the plan's ``estimates``
+    (``jitplan.schemas.Estimates`` carries the same fields; a test keeps the names equal). Read by
+    ``jitmodel.metrics.plan_expectations``; drift lines and the re-plan use it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    step_time_s: float | None = None  # one optimizer step
+    images_per_s: float | None = None
+    memory_per_gpu_bytes: float | None = None
+    eval_time_s: float | None = None  # one online evaluation
+    epoch_time_s: float | None = None
+    price_per_hour: float | None = None  # the offer's or the catalog's $/h
+
+
 def effective_batch(micro_batch: int, accum_steps: int, world_size: int) -> int:
     """Images per optimizer step: micro-batch x accumulation x ranks (the one place it is computed).
 

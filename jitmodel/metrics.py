@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jitmodel.config import file_kind, read_yaml_mapping
+from jitmodel.config import PlanExpectations, file_kind, read_yaml_mapping
 from jitmodel.records import DRIFT
 
 NO_PROGRESS_ENV = "JITMODEL_NO_PROGRESS"
@@ -64,7 +64,7 @@ class MetricsLogger:
 
     def __init__(self, out_dir: str | Path, total_steps: int, start_step: int = 0,
                  progress: bool | None = None, echo: bool = True, tensorboard: bool = True,
-                 expect: dict[str, float] | None = None):
+                 expect: PlanExpectations | None = None):
         self.expect, self._drift_said, self._logs = expect, False, 0
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -285,33 +285,29 @@ def _nvml_used(device: Any) -> int | None:
         return None
 
 
-def plan_expectations(config_path: str | Path) -> dict[str, float] | None:
+def plan_expectations(config_path: str | Path) -> PlanExpectations | None:
     """What a jitplan plan predicted (step time, images/s, memory per GPU, evaluation, epoch, $/h), read from its
-    ``estimates``;
-    None for a bare TrainConfig. No jitplan import: the plan file is YAML."""
+    ``estimates`` as the typed ``PlanExpectations``; None for a bare TrainConfig or an unreadable file. No
+    jitplan import: the plan file is YAML."""
     try:
-
         raw = read_yaml_mapping(config_path)
         est = raw.get("estimates") if file_kind(raw) == "plan" else None
-    except (ValueError, OSError):
+        return PlanExpectations.model_validate(est) if isinstance(est, dict) else None
+    except (ValueError, OSError):  # pydantic's ValidationError is a ValueError: a garbled estimate is no estimate
         return None
-    if not isinstance(est, dict):
-        return None
-    keys = ("step_time_s", "images_per_s", "memory_per_gpu_bytes", "eval_time_s", "epoch_time_s", "price_per_hour")
-    return {k: float(est[k]) for k in keys if isinstance(est.get(k), (int, float))}
 
 
-def drift_lines(expect: dict[str, float], rec: dict[str, Any]) -> list[str]:
+def drift_lines(expect: PlanExpectations, rec: dict[str, Any]) -> list[str]:
     """One line per measured quantity that differs from the plan by more than DRIFT.
 
-        >>> print(drift_lines({"step_time_s": 0.35}, {"step_s": 0.54})[0].split(": the plan")[0])
+        >>> print(drift_lines(PlanExpectations(step_time_s=0.35), {"step_s": 0.54})[0].split(": the plan")[0])
         drift: step time 0.540 s measured vs 0.350 s planned (+54%, beyond 15%)
     """
     out = []
-    pairs = [("step time", rec.get("step_s"), expect.get("step_time_s"), "s")]
+    pairs = [("step time", rec.get("step_s"), expect.step_time_s, "s")]
     used = rec.get("nvml_used_mib") or rec.get("peak_reserved_mib")
-    if used is not None and expect.get("memory_per_gpu_bytes"):
-        pairs.append(("GPU memory", used / 1024, expect["memory_per_gpu_bytes"] / 2**30, "GiB"))
+    if used is not None and expect.memory_per_gpu_bytes:
+        pairs.append(("GPU memory", used / 1024, expect.memory_per_gpu_bytes / 2**30, "GiB"))
     for name, got, want, unit in pairs:
         if got is None or not want:
             continue

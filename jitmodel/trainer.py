@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from jitmodel import bounds, strategy
 from jitmodel import checkpoint as ckpt_io
 from jitmodel import data as data_mod
-from jitmodel.config import TrainConfig, effective_batch, steps_per_epoch, validation_summary
+from jitmodel.config import PlanExpectations, TrainConfig, effective_batch, steps_per_epoch, validation_summary
 from jitmodel.dist import DistEnv, amp_dtype, init_process_group, pick_device
 from jitmodel.metrics import MetricsLogger, StepTimer, peak_memory_mib
 from jitmodel.optim import build_optimizer, param_groups
@@ -120,7 +120,7 @@ class Trainer:
         self.stepper = Stepper(cfg, env, self.state, model=self.model, amp=self.amp, peak_lr=self.peak_lr)
         self.loader = data_mod.build_loader(self.dataset, self.sampler, cfg.data, self.device, cfg.seed + env.rank)
         self.stop_signal: int | None = None
-        self.expect: Any = None  # a plan's predictions (main sets them): drift is reported in the log
+        self.expect: PlanExpectations | None = None  # a plan's predictions (main sets them): drift, re-plan
         self.replanner: Replanner | None = None  # rank 0, set by fit (after main has set expect)
         self.budget_stop = False  # rank 0's re-plan is over the budget: the next step stops every rank
 
@@ -173,10 +173,10 @@ class Trainer:
         the config's budget_usd and price_per_hour first."""
         if not self.env.is_main:
             return None
-        exp, cfg = self.expect or {}, self.cfg
-        price = cfg.price_per_hour if cfg.price_per_hour is not None else exp.get("price_per_hour")
+        exp, cfg = self.expect or PlanExpectations(), self.cfg
+        price = cfg.price_per_hour if cfg.price_per_hour is not None else exp.price_per_hour
         return Replanner(self.out, steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps,
-                         planned_step_s=exp.get("step_time_s"), planned_eval_s=exp.get("eval_time_s"),
+                         planned_step_s=exp.step_time_s, planned_eval_s=exp.eval_time_s,
                          price_per_hour=price, budget_usd=cfg.budget_usd, resumed=self.state.step > 0)
 
     def _evals_left(self) -> int:

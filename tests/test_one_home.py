@@ -145,3 +145,33 @@ def test_catalog_and_planner_precision_follow_the_one_rule():
             assert gpu.bf16 is known, gpu.name
             want = "bf16" if known else ("fp16" if gpu.compute_capability >= "7" else "fp32")
             assert precision_for(gpu, "bf16") == want, gpu.name
+
+
+# ---- the plan's estimates as the trainer reads them ------------------------------------------------------
+
+def test_the_trainers_view_of_the_estimates_has_the_planners_names():
+    """jitmodel cannot import jitplan, so the trainer reads a typed view (PlanExpectations) of the plan's
+    estimates: every field it reads must be a field of the planner's Estimates, with a number's type."""
+    from jitmodel.config import PlanExpectations
+    from jitplan.schemas import Estimates
+
+    planner = Estimates.model_fields
+    for name in PlanExpectations.model_fields:
+        assert name in planner, f"the trainer reads estimates.{name}, which the planner does not write"
+        assert re.search(r"\b(float|int)\b", str(planner[name].annotation)), (name, planner[name].annotation)
+
+
+def test_the_trainer_reads_a_written_plan_typed(tmp_path):
+    from jitmodel.config import PlanExpectations
+    from jitmodel.metrics import plan_expectations
+    from jitplan.hardware.spec import hardware_from_flags
+    from jitplan.planner.plan import make_plan
+    from jitplan.schemas import PlanOptions, load_recipe, save_plan
+
+    plan = make_plan(hardware_from_flags("2xRTX3060", host_ram="24GB"), load_recipe("JiT-B/16"), PlanOptions())
+    save_plan(plan, tmp_path / "plan.yaml")
+    seen = plan_expectations(tmp_path / "plan.yaml")
+    assert isinstance(seen, PlanExpectations)
+    assert seen.step_time_s == plan.estimates.step_time_s and seen.epoch_time_s == plan.estimates.epoch_time_s
+    (tmp_path / "bad.yaml").write_text("kind: plan\nestimates: {step_time_s: fast}\ntrain: {}\n")
+    assert plan_expectations(tmp_path / "bad.yaml") is None  # a garbled estimate is no estimate, not a crash
