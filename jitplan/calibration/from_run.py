@@ -12,6 +12,7 @@ from jitplan.calibration.measured import Measurement, metrics_path, summarize
 from jitplan.calibration.records import CalibrationRecord
 from jitplan.errors import UsageError
 from jitplan.runspec import load_run_spec
+from jitplan.schemas import Plan
 
 
 def record_from_run(plan_path: str | None, run_dir: str | None, *, name: str,
@@ -33,8 +34,10 @@ def record_from_run(plan_path: str | None, run_dir: str | None, *, name: str,
     return to_record(spec.plan, m, source=f"run {name} ({m.records} records to step {m.last_step})", today=today)
 
 
-def to_record(plan, m: Measurement, *, source: str, today: datetime.date | None = None) -> CalibrationRecord:
+def to_record(plan: Plan, m: Measurement, *, source: str, today: datetime.date | None = None) -> CalibrationRecord:
     t, hw = plan.train, plan.hardware
+    if hw.gpu is None:
+        raise UsageError("a plan without a GPU has nothing to calibrate (its time is not a GPU's)")
     return CalibrationRecord(
         gpu=hw.gpu.name, variant=t.model.variant, img_size=t.model.img_size, compile=t.compile,
         attention=t.model.attention, batch_per_gpu=t.batch_per_gpu, accum_steps=t.accum_steps,

@@ -30,11 +30,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from jitmodel.config import MemoryConfig
+from jitmodel.config import MemoryConfig, TrainConfig
 from jitmodel.counts import param_breakdown
 from jitmodel.precision import fp16_tensor_cores, parse_cc
 from jitplan.errors import UsageError
-from jitplan.planner import memory
+from jitplan.hardware.schema import GPUSpec, HardwareSpec
+from jitplan.planner import memory, timing
 from jitplan.planner.rows import fmt_bytes, fmt_duration
 from jitplan.planner.strategy_memory import (  # noqa: F401  (the memory model, re-exported)
     NAMES,
@@ -45,6 +46,7 @@ from jitplan.planner.strategy_memory import (  # noqa: F401  (the memory model, 
     parse,
     predict,
 )
+from jitplan.schemas import Estimates, PlanOptions
 
 HOST_LINK_GBS = 12.0  # GPU <-> pinned host copies, PCIe 3.0/4.0 x16 in practice [judgement, unverified]
 HOST_EMA_GBS = 10.0  # host memory traffic of the CPU's foreach EMA update (12 B/param per EMA) [judgement]
@@ -68,7 +70,7 @@ class PlainStep:
     bus_gbs: float  # the link the gradients travel
 
 
-def plain_step(st, bus_gbs: float) -> PlainStep:
+def plain_step(st: timing.StepTime, bus_gbs: float) -> PlainStep:
     """From ``timing.StepTime`` terms (jitplan.planner.timing)."""
     comp = st.get("tensor") + st.get("fp32 attention") + st.get("elementwise traffic")
     return PlainStep(total_s=st.total_s, compute_s=comp, allreduce_s=st.get("all-reduce"), bus_gbs=bus_gbs)
@@ -176,8 +178,8 @@ def choose(inp_for: Callable[[int], memory.MemoryInputs], pick_batch: Callable[[
     return best, cands
 
 
-def adjust_estimates(est, inp: memory.MemoryInputs, m: MemoryConfig, plain: PlainStep, *,
-                     accum: int, epochs: float):
+def adjust_estimates(est: Estimates, inp: memory.MemoryInputs, m: MemoryConfig, plain: PlainStep, *,
+                     accum: int, epochs: float) -> Estimates:
     """The plan's Estimates plus the strategy's extra step time (epoch, total time and throughput follow)."""
     if name_of(m) == "none":
         return est
@@ -220,7 +222,7 @@ def rows(chosen: Candidate, cands: list[Candidate], forced: bool, precision: tup
     return out
 
 
-def precision_for(gpu, wanted: str) -> str:
+def precision_for(gpu: GPUSpec, wanted: str) -> str:
     """The plan's precision: the recipe's on cards with bf16; fp16 (with a gradient scaler) on cards without
     bf16 but with fp16 tensor cores (compute capability >= 7.0: V100, T4, RTX 20xx), fp32 below that; a
     recipe's bf16 means "bf16 where the card has it". (A hand-edited bf16 on such a card: ``jitplan doctor``.)"""
@@ -230,12 +232,13 @@ def precision_for(gpu, wanted: str) -> str:
     return "fp16" if fp16_tensor_cores(cc) else "fp32"
 
 
-def choose_for(train, world: int, hardware, options, target: int,
+def choose_for(train: TrainConfig, world: int, hardware: HardwareSpec, options: PlanOptions, target: int,
                inp_for: Callable[[int], memory.MemoryInputs], pick_batch: Callable[[int], tuple[int, int, str]],
                step_time: Callable[[int, int], tuple[PlainStep, int]]) -> tuple[Candidate, list[Candidate]]:
     """``choose`` with the plan's machine and its own step-time model (``plan.step_time``)."""
     # fp32 plans have no autocast dtype to gather in: say fp32, as the trainer would do under auto
     gather = "fp32" if train.precision == "fp32" or train.memory.shard_gather == "fp32" else "auto"
-    mach = Machine(world=world, nodes=hardware.nodes, nvlink=hardware.gpu.nvlink, target_bytes=target,
+    nvlink = bool(hardware.gpu and hardware.gpu.nvlink)
+    mach = Machine(world=world, nodes=hardware.nodes, nvlink=nvlink, target_bytes=target,
                    step_time=step_time, shard_gather=gather)
     return choose(inp_for, pick_batch, mach, forced=options.strategy)

@@ -29,7 +29,7 @@ from jitplan.planner import memory
 from jitplan.planner.plan import memory_inputs
 from jitplan.planner.rows import fmt_bytes
 from jitplan.planner.traced_step import TrainingStep, tracked_peaks
-from jitplan.schemas import MemoryItem
+from jitplan.schemas import MemoryItem, Plan
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def trace_step(train: TrainConfig, micro_batch: int, steps: int = 2, fused: bool
                        by_category=cats, optimizer="fused" if step.fused else "foreach")
 
 
-def apply_trace(plan):
+def apply_trace(plan: Plan) -> Plan:
     """The plan with its memory estimate replaced by a traced step (+ what the trace cannot see)."""
 
     train = plan.train
