@@ -112,7 +112,8 @@ def test_rank_by_cost_per_epoch_not_price() -> None:
     assert [r.offer.id for r in ranked] == [2, 1, 3]
     a, b = ranked[0], ranked[1]
     assert a.cost_per_epoch < b.cost_per_epoch and a.dph > b.dph
-    assert a.cost_per_epoch == pytest.approx(a.dph * a.epoch_time_s / 3600)
+    # the epoch at the offer's price, plus the dataset's staging at its download speed spread over the run
+    assert a.dph * a.epoch_time_s / 3600 < a.cost_per_epoch < 1.05 * a.dph * a.epoch_time_s / 3600
     assert ranked[2].cost_per_epoch is None and "not in the GPU catalog" in ranked[2].why
     # same GPUs: cost per epoch follows price
     r2 = rank(plan, [_offer(5, num_gpus=2, dph_base=0.3), _offer(6, num_gpus=2, dph_base=0.25)], q)
@@ -130,8 +131,43 @@ def test_rank_uses_the_planners_estimate_on_each_offers_gpus() -> None:
     plan = plan_for(hardware_from_flags("2xRTX3060", host_ram="64GB", cpus=16), load_recipe("JiT-B/16"), PlanOptions())
     gpu = match_nvml_name("RTX 3060", 12288 * 2**20)
     assert epoch_time_s(plan, gpu, 2) == pytest.approx(plan.estimates.epoch_time_s, rel=1e-9)
-    (r,) = rank(plan, [_offer(1, num_gpus=2)], query_for(plan)[0])
-    assert r.epoch_time_s == pytest.approx(plan.estimates.epoch_time_s, rel=1e-9)
+    from jitplan.planner.step import plan_offer
+    from jitplan.providers.ranking import offer_fields
+
+    o = _offer(1, num_gpus=2)
+    (r,) = rank(plan, [o], query_for(plan)[0])
+    assert r.epoch_time_s == pytest.approx(plan_offer(plan, 2, offer_fields(o, r.dph)).epoch_s, rel=1e-9)
+    bare = o.model_copy(update={"pcie_bandwidth_gbps": None, "pcie_lanes": None, "pcie_gen": None,
+                                "disk_bandwidth_mbps": None, "download_mbps": None})
+    (rb,) = rank(plan, [bare], query_for(plan)[0])  # nothing published beyond the plan's own host: the plan's time
+    assert rb.epoch_time_s == pytest.approx(plan.estimates.epoch_time_s, rel=1e-9)
+
+
+def test_a_x4_link_and_a_x16_link_rank_apart() -> None:
+    """Issue 20: the same two RTX 3060 at the same price, one on PCIe 3.0 x4 and one on 4.0 x16 (the offers'
+    published pcie_bw / gpu_lanes / pci_gen): different epochs, the x16 offer first, the x4 one bound by its bus."""
+    from jitplan.hardware.spec import hardware_from_flags
+    from jitplan.planner.plan import make_plan as plan_for
+    from jitplan.schemas import PlanOptions, load_recipe
+
+    story = PlanOptions(policy="scale-lr", lr_scaling="linear", batch_per_gpu=16)  # the real run's
+    plan = plan_for(hardware_from_flags("2xRTX3060", host_ram="24GB"), load_recipe("JiT-B/16"), story)
+    q, _ = query_for(plan)
+    x4 = _offer(1, num_gpus=2, dph_base=0.20, pcie_bw=3.2, gpu_lanes=4, pci_gen=3.0, cpu_cores_effective=32.0)
+    x16 = _offer(2, num_gpus=2, dph_base=0.20, pcie_bw=24.3, gpu_lanes=16, pci_gen=4.0, cpu_cores_effective=32.0)
+    ranked = rank(plan, [x4, x16], q)
+    assert [r.offer.id for r in ranked] == [2, 1]
+    slow, fast = ranked[1], ranked[0]
+    assert slow.epoch_time_s > 1.2 * fast.epoch_time_s
+    assert slow.binding is not None and "all-reduce" in slow.binding and "3.2 GB/s host<->GPU" in slow.binding
+    assert slow.binding in slow.why and fast.binding is not None and "all-reduce" not in fast.binding
+    from rich.console import Console
+
+    from jitplan.providers.ranking import offers_table
+
+    console = Console(width=200, record=True)
+    console.print(offers_table(ranked, provider="Vast.ai"))
+    assert "3.2 GB/s: all-reduce 0.32 s of 0.63 s" in console.export_text()
 
 
 def test_rank_filters_what_the_server_cannot() -> None:

@@ -1,9 +1,11 @@
-"""Offers ranked by predicted cost per epoch (not only $/h), with the planner's own estimate on each offer's GPUs.
+"""Offers ranked by predicted cost per epoch (not only $/h), each planned on its own machine.
 
 Pure: no SDK, no network, no printing. For each offer the plan's hardware is copied with the offer's GPU (from
-the catalog) and :func:`jitplan.planner.plan.step_time` gives seconds per step and steps per epoch, so a
-0.30 $/h RTX 3060 pair can lose to a 0.45 $/h RTX 4090 pair. An offer whose GPU is not in the catalog is ranked
-by $/h after those that have an estimate.
+the catalog) and the offer's published figures (PCIe bandwidth and lanes, effective cores, RAM, disk bandwidth,
+download speed: ``offer_fields``), and :func:`jitplan.planner.step.plan_offer` gives the epoch time, the
+dollars per epoch (dataset staging spread over the run included) and the term that binds the step, so a
+0.30 $/h RTX 3060 pair on a x4 link can lose to the same pair on x16. An offer whose GPU is not in the catalog
+is ranked by $/h after those that have an estimate.
 
     ranked = rank(plan, provider.search(query), query)
     ranked[0].offer.id, ranked[0].cost_per_epoch, ranked[0].why
@@ -18,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from jitplan.hardware.catalog import match_nvml_name
 from jitplan.planner.plan import step_time
+from jitplan.planner.step import plan_offer
 from jitplan.providers import Offer, OfferQuery
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,12 +40,21 @@ class RankedOffer(BaseModel):
     dph: float  # what we would pay per hour
     epoch_time_s: float | None
     cost_per_epoch: float | None
+    binding: str | None = None  # the step's largest term on this machine, e.g. "PCIe ...: all-reduce 0.32 s of 0.63 s"
 
     @property
     def why(self) -> str:
         if self.cost_per_epoch is None or self.epoch_time_s is None:
             return f"{self.offer.gpu_name} is not in the GPU catalog: ranked by $/h only"
-        return f"{self.epoch_time_s / 3600:.2f} h/epoch x {self.dph:.3f} $/h"
+        bound = f"; {self.binding}" if self.binding else ""
+        return f"{self.epoch_time_s / 3600:.2f} h/epoch x {self.dph:.3f} $/h{bound}"
+
+
+def offer_fields(o: Offer, dph: float) -> dict[str, object]:
+    """An offer's published figures under the planner's neutral keys (jitplan.hardware.figures.KEYS)."""
+    return {"id": o.id, "pcie_gbs": o.pcie_bandwidth_gbps, "pcie_lanes": o.pcie_lanes, "pcie_gen": o.pcie_gen,
+            "cpus": o.cpu_cores_effective or None, "ram_mb": o.ram_gb * 1000 or None,
+            "disk_read_mbs": o.disk_bandwidth_mbps, "download_mbps": o.download_mbps, "price_usd_hour": dph}
 
 
 def epoch_time_s(plan: Plan, gpu: GPUSpec, num_gpus: int) -> float:
@@ -73,11 +85,26 @@ def rank(plan: Plan, offers: list[Offer], query: OfferQuery) -> list[RankedOffer
             continue
         spec = match_nvml_name(o.gpu_name, int(o.gpu_ram_mib * MIB))
         dph = o.price(query.bid)
-        t = epoch_time_s(plan, spec, o.num_gpus) if spec is not None else None
-        out.append(RankedOffer(offer=o, gpu=spec.name if spec else None, dph=dph, epoch_time_s=t,
-                               cost_per_epoch=dph * t / 3600 if t is not None else None))
+        if spec is None:
+            out.append(RankedOffer(offer=o, gpu=None, dph=dph, epoch_time_s=None, cost_per_epoch=None))
+            continue
+        on_it = plan.model_copy(update={"hardware": plan.hardware.model_copy(update={"gpu": spec})})
+        est = plan_offer(on_it, o.num_gpus, offer_fields(o, dph))
+        out.append(RankedOffer(offer=o, gpu=spec.name, dph=dph, epoch_time_s=est.epoch_s,
+                               cost_per_epoch=est.usd_per_epoch, binding=est.binding))
     out.sort(key=lambda r: (r.cost_per_epoch is None, r.cost_per_epoch or 0.0, r.dph, -(r.offer.reliability or 0)))
     return out
+
+
+def short_binding(binding: str | None) -> str:
+    """ "3.2 GB/s host<->GPU copy (offer 1), no P2P ...: all-reduce 0.32 s of 0.63 s" -> "3.2 GB/s: all-reduce 0.32 s
+    of 0.63 s" for the table (the whole text is in ``RankedOffer.why``)."""
+    if not binding:
+        return "?"
+    if ": " not in binding:
+        return binding
+    head, tail = binding.rsplit(": ", 1)
+    return f"{head.split(' host')[0].split(' (')[0]}: {tail}"
 
 
 def offers_table(ranked: list[RankedOffer], *, provider: str, top: int = 5) -> Table:
@@ -85,14 +112,15 @@ def offers_table(ranked: list[RankedOffer], *, provider: str, top: int = 5) -> T
     from rich.table import Table
 
     t = Table(title=f"Top {min(top, len(ranked))} of {len(ranked)} {provider} offers (by predicted cost per epoch)")
-    for col in ("#", "offer", "GPUs", "$/h", "h/epoch", "$/epoch", "RAM GB", "CPUs", "CUDA", "reliab.", "where"):
-        t.add_column(col, justify="right" if col not in ("GPUs", "where") else "left")
+    for col in ("#", "offer", "GPUs", "$/h", "h/epoch", "$/epoch", "bound by", "RAM GB", "CPUs", "CUDA", "reliab.",
+                "where"):
+        t.add_column(col, justify="right" if col not in ("GPUs", "bound by", "where") else "left")
     for i, r in enumerate(ranked[:top], 1):
         o = r.offer
         t.add_row(
             str(i), str(o.id), f"{o.num_gpus}x {o.gpu_name}", f"{r.dph:.3f}",
             f"{r.epoch_time_s / 3600:.2f}" if r.epoch_time_s is not None else "?",
-            f"{r.cost_per_epoch:.3f}" if r.cost_per_epoch is not None else "?",
+            f"{r.cost_per_epoch:.3f}" if r.cost_per_epoch is not None else "?", short_binding(r.binding),
             f"{o.ram_gb:.0f}", f"{o.cpu_cores_effective:g}", f"{o.max_cuda:g}",
             f"{o.reliability:.3f}" if o.reliability is not None else "?", o.geolocation or "",
         )
