@@ -34,7 +34,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jitmodel.config import PlanExpectations, file_kind, read_yaml_mapping
+from jitmodel.config import file_kind, read_yaml_mapping
+from jitmodel.plan_view import PlanExpectations
 from jitmodel.records import DRIFT
 
 NO_PROGRESS_ENV = "JITMODEL_NO_PROGRESS"

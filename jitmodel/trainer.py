@@ -26,10 +26,11 @@ from pydantic import ValidationError
 from jitmodel import bounds, strategy
 from jitmodel import checkpoint as ckpt_io
 from jitmodel import data as data_mod
-from jitmodel.config import PlanExpectations, TrainConfig, effective_batch, steps_per_epoch, validation_summary
+from jitmodel.config import TrainConfig, effective_batch, steps_per_epoch, validation_summary
 from jitmodel.dist import DistEnv, amp_dtype, init_process_group, pick_device
 from jitmodel.metrics import MetricsLogger, StepTimer, peak_memory_mib
 from jitmodel.optim import build_optimizer, param_groups
+from jitmodel.plan_view import PlanExpectations
 from jitmodel.replan import BUDGET_EXIT
 from jitmodel.replanner import Replanner
 from jitmodel.train_state import TrainState

@@ -18,7 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from jitmodel.atomic import atomic_write_text
-from jitmodel.config import PrintableText, TrainConfig, read_yaml_mapping, validation_summary
+from jitmodel.config import TrainConfig, read_yaml_mapping, validation_summary
+from jitmodel.fieldtypes import PrintableText
 from jitplan.errors import UsageError
 from jitplan.hardware.schema import HardwareSpec
 from jitplan.hardware.spec import hardware_from_flags

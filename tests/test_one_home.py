@@ -152,7 +152,7 @@ def test_catalog_and_planner_precision_follow_the_one_rule():
 def test_the_trainers_view_of_the_estimates_has_the_planners_names():
     """jitmodel cannot import jitplan, so the trainer reads a typed view (PlanExpectations) of the plan's
     estimates: every field it reads must be a field of the planner's Estimates, with a number's type."""
-    from jitmodel.config import PlanExpectations
+    from jitmodel.plan_view import PlanExpectations
     from jitplan.schemas import Estimates
 
     planner = Estimates.model_fields
@@ -162,8 +162,8 @@ def test_the_trainers_view_of_the_estimates_has_the_planners_names():
 
 
 def test_the_trainer_reads_a_written_plan_typed(tmp_path):
-    from jitmodel.config import PlanExpectations
     from jitmodel.metrics import plan_expectations
+    from jitmodel.plan_view import PlanExpectations
     from jitplan.hardware.spec import hardware_from_flags
     from jitplan.planner.plan import make_plan
     from jitplan.schemas import PlanOptions, load_recipe, save_plan

@@ -13,7 +13,7 @@ import pytest
 from jitplan.hardware.figures import figures_from_offer
 from jitplan.hardware.spec import hardware_from_flags
 from jitplan.planner import link as links
-from jitplan.planner import timing
+from jitplan.planner import timeouts, timing
 from jitplan.planner.plan import make_plan
 from jitplan.schemas import PlanOptions, load_recipe
 
@@ -102,7 +102,7 @@ def test_every_plan_timeout_is_in_minutes():
                       ("2x8xH100", "JiT-B/16"), ("2xT4", "JiT-B/16")):
         plan = make_plan(hardware_from_flags(gpus), load_recipe(rec), PlanOptions())
         assert plan.train.dist_timeout_s is not None and plan.train.dist_timeout_s <= 3600, (gpus, rec)
-        assert plan.train.dist_timeout_s >= timing.DIST_TIMEOUT_STEPS * plan.estimates.step_time_s
+        assert plan.train.dist_timeout_s >= timeouts.DIST_TIMEOUT_STEPS * plan.estimates.step_time_s
 
 
 def test_epochs_goal_scales_the_warmup():

@@ -8,7 +8,7 @@ import pytest
 
 from jitplan.hardware.catalog import lookup
 from jitplan.hardware.spec import hardware_from_flags
-from jitplan.planner import timing
+from jitplan.planner import timeouts, timing
 from jitplan.planner.plan import make_plan
 from jitplan.planner.timing import TimeInputs, train_step_time
 from jitplan.schemas import PlanOptions, load_recipe
@@ -109,10 +109,10 @@ def test_story_plan_timeout_is_minutes_from_the_step_and_the_evaluation_chunks()
     plan = story_plan()
     est = plan.estimates
     assert plan.train.dist_timeout_s == est.dist_timeout_s
-    assert timing.DIST_TIMEOUT_MIN_S <= est.dist_timeout_s <= 3600
-    assert est.dist_timeout_s >= timing.DIST_TIMEOUT_STEPS * est.step_time_s
-    assert est.dist_timeout_s >= timing.DIST_TIMEOUT_MARGIN * est.eval_chunk_s
-    assert est.eval_chunk_s <= timing.EVAL_CHUNK_S and est.eval_chunk_images % plan.train.eval.gen_batch == 0
+    assert timeouts.DIST_TIMEOUT_MIN_S <= est.dist_timeout_s <= 3600
+    assert est.dist_timeout_s >= timeouts.DIST_TIMEOUT_STEPS * est.step_time_s
+    assert est.dist_timeout_s >= timeouts.DIST_TIMEOUT_MARGIN * est.eval_chunk_s
+    assert est.eval_chunk_s <= timeouts.EVAL_CHUNK_S and est.eval_chunk_images % plan.train.eval.gen_batch == 0
     row = next(r for r in plan.rows if r.quantity == "process-group timeout")
     assert "chunks of" in row.why and "init_process_group" in row.why
     one = make_plan(hardware_from_flags("1xRTX3060", host_ram="24GB"), load_recipe("JiT-B/16"), PlanOptions())

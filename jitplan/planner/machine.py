@@ -12,7 +12,7 @@ from jitmodel.config import TrainConfig
 from jitplan.hardware.figures import figures_from_offer
 from jitplan.hardware.schema import HardwareSpec
 from jitplan.planner import link as links
-from jitplan.planner import timing
+from jitplan.planner import timeouts, timing
 from jitplan.schemas import Estimates, PlanOptions
 
 STEP_WITH_LINK = Callable[[links.Link], float]  # the plan's step time over another link
@@ -62,8 +62,8 @@ def finish(est: Estimates, hardware: HardwareSpec, train: TrainConfig, options: 
     upd.update(total_time_s=total, price_per_hour=pph, price_source=src,
                cost_usd=None if pph is None else total / 3600 * pph)
     ev = train.eval
-    chunk = timing.eval_chunks(est.eval_time_s, ev.num_images, world, ev.gen_batch) if ev.online else None
-    timeout = timing.timeout_for(est.step_time_s, chunk, world)
+    chunk = timeouts.eval_chunks(est.eval_time_s, ev.num_images, world, ev.gen_batch) if ev.online else None
+    timeout = timeouts.timeout_for(est.step_time_s, chunk, world)
     upd["dist_timeout_s"] = timeout
     if chunk is not None and world > 1:
         upd.update(eval_chunk_images=chunk.images, eval_chunk_s=chunk.seconds)
