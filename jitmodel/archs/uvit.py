@@ -44,7 +44,7 @@ class UViT(nn.Module):
                  hidden: int = 1152, heads: int = 16, mlp_ratio: float = 4.0, num_classes: int = 1000):
         super().__init__()
         if depth % 2 == 0:
-            raise ValueError(f"U-ViT depth counts the shallow half, the middle block and the deep half: odd, not {depth}")
+            raise ValueError(f"U-ViT depth = shallow half + the middle block + deep half: odd, not {depth}")
         self.in_channels, self.input_size, self.num_classes, self.patch = in_channels, input_size, num_classes, patch
         n = (input_size // patch) ** 2
         self.x_embed = nn.Linear(patch * patch * in_channels, hidden)

@@ -84,6 +84,28 @@ def _traffic_mode() -> Any:
     return Traffic()
 
 
+def _fake_module(spec: custom.ModelSpec, kwargs: dict[str, Any] | None) -> Any:
+    """The factory's module built on ``meta`` (its init code runs without data: a data-dependent init such as
+    ``trunc_normal_`` cannot run on fake tensors), then given fake CPU parameters and buffers of the same
+    shapes, dtypes and ``requires_grad`` (shared tensors stay shared). Call inside ``FakeTensorMode``."""
+    import torch
+    from torch import nn
+
+    with torch.device("meta"):
+        model = custom.build(spec, kwargs)
+    memo: dict[int, tuple[Any, Any]] = {}  # id -> (the meta tensor, kept alive so its id is not reused; fake)
+    for mod in model.modules():
+        for table, make in ((mod._parameters, lambda t: nn.Parameter(torch.empty(t.shape, dtype=t.dtype),
+                                                                     requires_grad=t.requires_grad)),
+                            (mod._buffers, lambda t: torch.empty(t.shape, dtype=t.dtype))):
+            for name, t in list(table.items()):
+                if t is not None:
+                    if id(t) not in memo:
+                        memo[id(t)] = (t, make(t))
+                    table[name] = memo[id(t)][1]
+    return model
+
+
 def _counts(model: Any) -> dict[str, int]:
     from torch import nn
 
@@ -151,7 +173,7 @@ def trace_model(spec_text: str, kwargs: dict[str, Any] | None = None, batches: t
         raise ValueError(f"batches must be 0 < b1 < b2, got {batches}")
     t0 = time.perf_counter()
     with FakeTensorMode(allow_non_fake_inputs=True):
-        model = custom.build(spec, kwargs)
+        model = _fake_module(spec, kwargs)
         counts = _counts(model)
         step = ModelStep(model, b1)
         # MemTracker hooks every parameter's grad and refuses frozen ones (trace.py): trace them as trainable.

@@ -28,6 +28,7 @@ import math
 
 from pydantic import BaseModel, ConfigDict
 
+from jitmodel.config import effective_batch as images_per_step
 from jitplan.errors import CheckFailed
 from jitplan.hardware.schema import HardwareSpec
 from jitplan.planner import memory, scaling, strategy_memory, timing
@@ -107,7 +108,7 @@ def _memory_parts(p: ModelProfile, name: str, b: int, world: int, accum: int, nv
     parts.append(Part(name="activations", value=act, why=f"{b} x {per / 1e6:.1f} MB/sample (traced"
                       + (", every block checkpointed)" if ckpt else ")")))
     tensor = sum(x.value for x in parts)
-    step_phase = p.step_peak_bytes - (8 * p.params if ema_cpu else 0)
+    step_phase = (p.step_peak_bytes - (8 * p.params if ema_cpu else 0)) / (world if shard else 1)
     if step_phase > tensor:
         parts.append(Part(name="optimizer step", value=step_phase - tensor, why="the step's peak (gradients + "
                           "AdamW) exceeds the forward's"))
@@ -127,17 +128,9 @@ def memory_bytes(p: ModelProfile, name: str, b: int, world: int, accum: int = 1,
     return int(sum(x.value for x in _memory_parts(p, name, b, world, accum, nvlink)))
 
 
-def max_micro_batch(p: ModelProfile, name: str, world: int, accum: int, target: int, nvlink: bool = False) -> int:
-    """The largest b whose memory is within ``target`` (0: not even 1); memory is non-decreasing in b."""
-    if memory_bytes(p, name, 1, world, accum, nvlink) > target:
-        return 0
-    lo, hi = 1, 2
-    while hi < 1 << 20 and memory_bytes(p, name, hi, world, accum, nvlink) <= target:
-        lo, hi = hi, hi * 2
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if memory_bytes(p, name, mid, world, accum, nvlink) <= target else (lo, mid)
-    return lo
+def largest_batch(p: ModelProfile, name: str, world: int, accum: int, target: int, nvlink: bool = False) -> int:
+    """The largest b whose memory is within ``target`` (0: not even 1), by the planner's one solver."""
+    return strategy_memory.largest_fitting(lambda b: memory_bytes(p, name, b, world, accum, nvlink), target)
 
 
 def step_parts(p: ModelProfile, hw: HardwareSpec, name: str, b: int, accum: int) -> list[Part]:
@@ -177,20 +170,20 @@ def _candidate(p: ModelProfile, hw: HardwareSpec, name: str, target: int, eff: i
     gpu = hw.gpu
     assert gpu is not None
     world, nv = hw.world_size, gpu.nvlink
-    bmax = max_micro_batch(p, name, world, 1, target, nv)
+    bmax = largest_batch(p, name, world, 1, target, nv)
     if bmax < 1:
         return Candidate(strategy=name, fits=False, max_micro_batch=0)
     b, accum = (batch_per_gpu, math.ceil(eff / (world * batch_per_gpu))) if batch_per_gpu else \
         scaling.choose_accumulation(eff, world, bmax)
     if accum > 1 and not batch_per_gpu:
-        bmax = max_micro_batch(p, name, world, accum, target, nv)
+        bmax = largest_batch(p, name, world, accum, target, nv)
         if bmax < 1:
             return Candidate(strategy=name, fits=False, max_micro_batch=0)
         b, accum = scaling.choose_accumulation(eff, world, bmax)
     mem = memory_bytes(p, name, b, world, accum, nv)
     step = sum(x.value for x in step_parts(p, hw, name, b, accum))
     return Candidate(strategy=name, fits=mem <= target, max_micro_batch=bmax, micro_batch=b, accum_steps=accum,
-                     memory_bytes=mem, step_s=step, images_per_s=b * accum * world / step)
+                     memory_bytes=mem, step_s=step, images_per_s=images_per_step(b, accum, world) / step)
 
 
 def plan_traced(p: ModelProfile, hw: HardwareSpec, *, effective_batch: int = 256, strategy: str | None = None,
@@ -209,11 +202,13 @@ def plan_traced(p: ModelProfile, hw: HardwareSpec, *, effective_batch: int = 256
     cands = [_candidate(p, hw, n, target, effective_batch, batch_per_gpu) for n in names]
     fitting = [c for c in cands if c.fits]
     if not fitting:
-        need = memory_bytes(p, names[0], 1, world, 1, gpu.nvlink)
-        raise CheckFailed(f"{p.spec} does not fit {gpu.name}: batch 1 needs {need / 1e9:.1f} GB "
-                          f"({names[0]}) > target {target / 1e9:.1f} GB",
+        need, least = min((memory_bytes(p, n, 1, world, 1, gpu.nvlink), n) for n in names)
+        raise CheckFailed(f"{p.spec} does not fit {world} x {gpu.name}: batch 1 needs at least {need / 1e9:.1f} GB "
+                          f"({least}, the least of {', '.join(names)}) > target {target / 1e9:.1f} GB",
                           hint="options: --strategy ckpt, ema-cpu or shard (with more GPUs), or a bigger card")
-    best = max(fitting, key=lambda c: c.images_per_s)
+    fastest = max(c.images_per_s for c in fitting)
+    # Within 2% the simpler strategy (NAMES order: none first) wins: the priors do not resolve a smaller gap.
+    best = next(c for c in fitting if c.images_per_s >= 0.98 * fastest)
     mem = _memory_parts(p, best.strategy, best.micro_batch, world, best.accum_steps, gpu.nvlink)
     steps = step_parts(p, hw, best.strategy, best.micro_batch, best.accum_steps)
     warnings = ["time is a prior: traced FLOPs and op traffic at the catalog's rates; a short run of your own "
@@ -223,7 +218,7 @@ def plan_traced(p: ModelProfile, hw: HardwareSpec, *, effective_batch: int = 256
     return TracedPlan(
         model=p.spec, digest=p.digest, gpu=gpu.name, world_size=world, precision=precision_for(gpu, "bf16"),
         strategy=best.strategy, micro_batch=best.micro_batch, accum_steps=best.accum_steps,
-        effective_batch=best.micro_batch * best.accum_steps * world, max_micro_batch=best.max_micro_batch,
+        effective_batch=images_per_step(best.micro_batch, best.accum_steps, world), max_micro_batch=best.max_micro_batch,
         params=p.trainable, train_flops_per_image=p.flops_per_image, memory_per_gpu_bytes=best.memory_bytes,
         memory_target_bytes=target, gpu_memory_bytes=gpu.memory_bytes,
         memory_breakdown=mem, step_time_s=best.step_s, images_per_s=best.images_per_s, step_breakdown=steps,
