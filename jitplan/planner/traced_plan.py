@@ -84,7 +84,7 @@ class TracedPlan(BaseModel):
     warnings: list[str]
 
 
-def _memory_parts(p: ModelProfile, name: str, b: int, world: int, accum: int, nvlink: bool) -> list[Part]:
+def memory_parts(p: ModelProfile, name: str, b: int, world: int, accum: int, nvlink: bool) -> list[Part]:
     m = strategy_memory.parse(name)
     ckpt, shard, ema_cpu = m.checkpoint_every > 0, m.shard and world > 1, m.ema_device == "cpu"
     act = b * (p.act_per_sample_ckpt if ckpt and p.act_per_sample_ckpt is not None else p.act_per_sample)
@@ -125,7 +125,7 @@ def _memory_parts(p: ModelProfile, name: str, b: int, world: int, accum: int, nv
 
 
 def memory_bytes(p: ModelProfile, name: str, b: int, world: int, accum: int = 1, nvlink: bool = False) -> int:
-    return int(sum(x.value for x in _memory_parts(p, name, b, world, accum, nvlink)))
+    return int(sum(x.value for x in memory_parts(p, name, b, world, accum, nvlink)))
 
 
 def largest_batch(p: ModelProfile, name: str, world: int, accum: int, target: int, nvlink: bool = False) -> int:
@@ -209,7 +209,7 @@ def plan_traced(p: ModelProfile, hw: HardwareSpec, *, effective_batch: int = 256
     fastest = max(c.images_per_s for c in fitting)
     # Within 2% the simpler strategy (NAMES order: none first) wins: the priors do not resolve a smaller gap.
     best = next(c for c in fitting if c.images_per_s >= 0.98 * fastest)
-    mem = _memory_parts(p, best.strategy, best.micro_batch, world, best.accum_steps, gpu.nvlink)
+    mem = memory_parts(p, best.strategy, best.micro_batch, world, best.accum_steps, gpu.nvlink)
     steps = step_parts(p, hw, best.strategy, best.micro_batch, best.accum_steps)
     warnings = ["time is a prior: traced FLOPs and op traffic at the catalog's rates; a short run of your own "
                 "replaces it (jitplan calibrate)"]
