@@ -78,19 +78,17 @@ def jit(variant="JiT-B/16", img_size=256, num_classes=1000):
 
 @pytest.mark.slow
 def test_jit_analytic_model_agrees_with_its_trace(tmp_path):
-    """JiT's analytic FLOPs are exact against the trace; its memory within the 5% test_strategy_plan uses
-    (the traced step's loss is this module's flow-matching MSE, not the Denoiser's v-loss: image-space terms
-    differ slightly)."""
+    """JiT-B/16 at 256 px through the --model path: the analytic FLOPs within 2% of the trace (measured
+    -0.00%), the analytic memory at micro-batch 32 within 3% (measured -0.45%: the traced step's loss is the
+    flow-matching MSE of ModelStep, not the Denoiser's v-loss, so the image-space tensors differ a little)."""
     from jitmodel.counts import train_flops_per_image
     from jitmodel.variants import get_variant
     from jitplan.planner import memory
 
     f = tmp_path / "jit_factory.py"
     f.write_text(JIT_FACTORY)
-    kw = dict(variant="JiT-Tiny/4", img_size=32, num_classes=10)
-    prof = trace_model(f"{f}:jit", kw, batches=(8, 16))
-    v = get_variant("JiT-Tiny/4")
-    analytic = train_flops_per_image(v, 32, 3, "exact")
-    assert prof.flops_per_image == pytest.approx(analytic, rel=0.02)
-    inp = memory.MemoryInputs.for_model(v, 32, num_classes=10, world_size=1, accum=1)
-    assert memory.predict(inp, 24).tensor_peak == pytest.approx(prof.forward_peak(24), rel=0.05)
+    prof = trace_model(f"{f}:jit", dict(variant="JiT-B/16", img_size=256), batches=(8, 16))
+    v = get_variant("JiT-B/16")
+    assert prof.flops_per_image == pytest.approx(train_flops_per_image(v, 256, 3, "exact"), rel=0.02)
+    inp = memory.MemoryInputs.for_model(v, 256, world_size=1, accum=1)
+    assert memory.predict(inp, 32).tensor_peak == pytest.approx(prof.forward_peak(32), rel=0.03)
