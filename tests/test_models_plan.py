@@ -155,6 +155,12 @@ def test_bad_model_is_one_line_and_exit_2(spec, why, tmp_path):
     assert why in r.stderr and "Traceback" not in r.stderr
 
 
+def test_jit_only_options_are_refused_with_a_model(tmp_path):
+    r = run_cli("plan", "--gpus", "1xRTX4090", "--model", "examples/models/my_denoiser.py:make", "--trace",
+                "--epochs", "3", env={"JITPLAN_CACHE_DIR": str(tmp_path)})
+    assert r.returncode == 2 and "--trace, --epochs plan(s) a JiT recipe" in r.stderr, r.stderr
+
+
 def test_a_module_without_the_protocol_is_refused(tmp_path):
     pytest.importorskip("torch")
     f = tmp_path / "plain.py"

@@ -32,12 +32,18 @@ def model_cache_dir(env: Any = None) -> Path:
 
 
 def plan_model(text: str, hw: Any, *, json_: bool, strategy: str | None, batch_per_gpu: int | None,
-               effective_batch: int | None, memory_fraction: float, out: str | None) -> None:
+               effective_batch: int | None, memory_fraction: float, out: str | None,
+               jit_only: dict[str, object] | None = None) -> None:
     from jitplan.cli._output import emit, note
     from jitplan.planner.family import is_family, load_family
     from jitplan.planner.traced_model import profile_for
     from jitplan.planner.traced_plan import plan_traced
 
+    given = [flag for flag, value in (jit_only or {}).items() if value not in (None, False)]
+    if given:
+        raise UsageError(f"{', '.join(given)} plan(s) a JiT recipe; a traced model (--model / dit-xl-2 ...) takes "
+                         "--gpus/--hardware, --strategy, --batch-per-gpu, --effective-batch, --memory-fraction, "
+                         "--out, --json (docs/models.md)")
     rec = load_family(text) if not custom.looks_like_spec(text) and is_family(text) else None
     spec, kwargs = (rec.factory, rec.factory_kwargs()) if rec else (text, None)
     try:
