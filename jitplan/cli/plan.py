@@ -158,7 +158,10 @@ def plan_command(
 
     if task == _Task.train and wants_model(recipe):
         return plan_model(str(recipe), hw, json_=json_, strategy=strategy, batch_per_gpu=batch_per_gpu,
-                          effective_batch=effective_batch, memory_fraction=memory_fraction, out=out)
+                          effective_batch=effective_batch, memory_fraction=memory_fraction, out=out,
+                          jit_only={"--policy": policy != _Policy.keep_batch, "--compile": compile_, "--trace": trace,
+                                    "--attention": attention, "--epochs": epochs, "--hours": hours,
+                                    "--budget-usd": budget_usd, "--data": data, "--accum": accum})
     rec = load_recipe(_text(env.take("recipe", recipe)) or "JiT-B/16")
     if task != _Task.train:
         train_only = {"--trace": trace, "--strategy": strategy, "--accum": accum, "--effective-batch": effective_batch,
