@@ -168,3 +168,19 @@ def test_a_module_without_the_protocol_is_refused(tmp_path):
     r = run_cli("plan", "--gpus", "1xRTX4090", "--model", f"{f}:make", env={"JITPLAN_CACHE_DIR": str(tmp_path)})
     assert r.returncode == 2 and "in_channels, input_size, num_classes" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_family_recipe_plans_reference_beside_target(tmp_path):
+    pytest.importorskip("torch")
+    r = run_cli("plan", "--gpus", "1xRTX4090", "--recipe", "DiT-B/2", "--json",
+                env={"JITPLAN_CACHE_DIR": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    ref, target = out["reference"], out["target"]
+    assert out["recipe"]["slug"] == "dit-b-2" and out["recipe"]["reference"]["steps"] == 400_000
+    assert ref["world_size"] == 8 and ref["gpu"] == "A100 80GB SXM" and ref["effective_batch"] == 256
+    assert ref["micro_batch"] == 32 and ref["accum_steps"] == 1
+    assert target["world_size"] == 1 and target["effective_batch"] >= 256
+    assert target["params"] == pytest.approx(130.3e6, rel=0.002)  # DiT paper, Table 1: 130M (without sigma)
+    assert target["images_per_s"] < ref["images_per_s"]
