@@ -146,3 +146,32 @@ def build(spec: ModelSpec, kwargs: dict[str, Any] | None = None) -> Any:
         raise ModelSpecError(f"--model {spec}: the module lacks the integer attribute(s) {', '.join(missing)} "
                              "(docs/models.md, the adapter protocol)")
     return model
+
+
+# --------------------------------------------------------------------------- what a checkpoint records
+
+def record(spec_text: str, kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a checkpoint of a user's model stores to rebuild it: the factory, its arguments, the source digest."""
+    spec = parse_spec(spec_text)
+    return {"factory": str(spec), "factory_kwargs": dict(kwargs or {}), "source_digest": source_digest(spec, kwargs)}
+
+
+def check_same_model(saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse (ModelSpecError, one line) to load a checkpoint recorded by ``saved`` into the model ``current``."""
+    if saved.get("factory") != current.get("factory"):
+        raise ModelSpecError(f"the checkpoint holds {saved.get('factory') or 'a JiT variant'}, not "
+                             f"{current.get('factory') or 'a JiT variant'}")
+    if saved.get("factory_kwargs", {}) != current.get("factory_kwargs", {}):
+        raise ModelSpecError(f"the checkpoint's {saved['factory']} was built with {saved.get('factory_kwargs')}, "
+                             f"not {current.get('factory_kwargs')}")
+    if saved.get("source_digest") != current.get("source_digest"):
+        raise ModelSpecError(f"the source of {saved['factory']} changed since the checkpoint was written (digest "
+                             f"{str(saved.get('source_digest'))[:12]} -> {str(current.get('source_digest'))[:12]})")
+
+
+def build_recorded(saved: dict[str, Any]) -> Any:
+    """Rebuild the model a checkpoint recorded, after checking that its source is still the one it was trained
+    from (``jitmodel sample`` on a checkpoint of a user's model)."""
+    current = record(saved["factory"], saved.get("factory_kwargs"))
+    check_same_model(saved, current)
+    return build(parse_spec(saved["factory"]), saved.get("factory_kwargs"))
