@@ -26,10 +26,9 @@ BATCH = 12
 def real_step(spec: str, kw: dict, batch: int) -> tuple[int, float]:
     import torch
     from torch.distributed._tools.mem_tracker import MemTracker
-    from torch.utils.flop_counter import FlopCounterMode
 
     from jitmodel import custom
-    from jitplan.planner.traced_model import ModelStep
+    from jitplan.planner.traced_model import ModelStep, flop_counter
     from jitplan.planner.traced_step import tracked_peaks
 
     torch.manual_seed(0)
@@ -38,7 +37,7 @@ def real_step(spec: str, kw: dict, batch: int) -> tuple[int, float]:
     mt = MemTracker()
     mt.track_external(step.model, step.opt, *step.ema_tensors())
     peak = tracked_peaks(step, mt, 1)[-1][0]
-    flops = FlopCounterMode(display=False)
+    flops = flop_counter()
     with flops:
         step()
     return peak, float(flops.get_total_flops())

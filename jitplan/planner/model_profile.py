@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from jitmodel.atomic import atomic_write_text
 
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2  # 2: CPU attention FLOPs counted (traced_model.flop_counter)
 
 
 class ModelProfile(BaseModel):
