@@ -161,6 +161,12 @@ def test_jit_only_options_are_refused_with_a_model(tmp_path):
     assert r.returncode == 2 and "--trace, --epochs plan(s) a JiT recipe" in r.stderr, r.stderr
 
 
+def test_a_model_on_the_cpu_is_refused_not_swapped_for_the_demo(tmp_path):
+    r = run_cli("plan", "--gpus", "cpu", "--model", "examples/models/my_denoiser.py:make",
+                env={"JITPLAN_CACHE_DIR": str(tmp_path)})
+    assert r.returncode == 2 and "planned for GPUs" in r.stderr and "JiT-Tiny" not in r.stdout, r.stdout + r.stderr
+
+
 def test_a_module_without_the_protocol_is_refused(tmp_path):
     pytest.importorskip("torch")
     f = tmp_path / "plain.py"
