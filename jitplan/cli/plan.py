@@ -148,6 +148,8 @@ def plan_command(
     if (gpus is None) == (hardware is None):
         raise UsageError("give exactly one of --gpus (e.g. 2xRTX3060) or --hardware FILE"
                          " (or JITPLAN_GPUS / JITPLAN_HARDWARE)")
+    if task == _Task.train and wants_cpu(gpus, hardware) and recipe and ":" in recipe:  # a factory needs GPUs
+        raise UsageError(f"--model {recipe}: a traced model is planned for GPUs (--gpus 1xRTX4090), not the CPU")
     if task == _Task.train and wants_cpu(gpus, hardware):  # no GPU: the laptop plan (cli/demo.py)
         return plan_on_cpu(gpus, hardware, data=data, out=out, json_out=json_, host_ram=host_ram, cpus=cpus)
     hw = _hardware(gpus, hardware, gpu_mem, gpu_tflops, gpu_bw, host_ram, cpus, shm, disk)
