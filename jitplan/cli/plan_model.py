@@ -59,6 +59,12 @@ def plan_model(text: str, hw: Any, *, json_: bool, strategy: str | None, batch_p
     tp = plan_traced(prof, hw, effective_batch=eff, strategy=strategy, batch_per_gpu=batch_per_gpu,
                      memory_fraction=memory_fraction, cached=cached)
     ref = None
+    if rec is not None and rec.space.autoencoder is not None:
+        ae, s = rec.space.autoencoder, rec.space
+        tp = tp.model_copy(update={"warnings": [*tp.warnings, (
+            f"latent model: the plan assumes images pre-encoded to {s.input_size}x{s.input_size}x{ae.channels} "
+            f"latents by {ae.name} (/{ae.downsample}); encoding on the fly (the autoencoder's memory and time) "
+            "is not planned yet")]})
     if rec is not None:
         from jitplan.hardware.spec import hardware_from_flags
 
