@@ -175,3 +175,19 @@ def build_recorded(saved: dict[str, Any]) -> Any:
     current = record(saved["factory"], saved.get("factory_kwargs"))
     check_same_model(saved, current)
     return build(parse_spec(saved["factory"]), saved.get("factory_kwargs"))
+
+
+def build_model(saved: dict[str, Any], device: Any = None, dtype: Any = None) -> Any:
+    """The network of a ``ModelConfig`` that names a factory (``jitmodel.denoiser.Denoiser``): checked against
+    its recorded source digest when it has one, built on ``device`` (``meta`` builds without memory)."""
+    import torch  # lazy: start-up (parsing and digests stay torch-free)
+
+    if saved.get("source_digest"):
+        check_same_model(saved, record(saved["factory"], saved.get("factory_kwargs")))
+    with torch.device(device or "cpu"):
+        model = build(parse_spec(saved["factory"]), saved.get("factory_kwargs"))
+    for attr, key in (("input_size", "img_size"), ("in_channels", "in_channels"), ("num_classes", "num_classes")):
+        if key in saved and getattr(model, attr) != saved[key]:
+            raise ModelSpecError(f"{saved['factory']} builds {attr} {getattr(model, attr)} but the config says "
+                                 f"{key} {saved[key]}")
+    return model.to(dtype=dtype) if dtype is not None else model
