@@ -134,6 +134,8 @@ def check_start(cfg: object, world_size: int, device: object) -> None:
     assert isinstance(cfg, TrainConfig)
     kind = getattr(device, "type", str(device))
     mc = cfg.model
+    if mc.factory is not None:  # a user's network: its floor is jitplan's traced plan (docs/models.md), not JiT's
+        return
     m = start_memory(mc.variant, mc.img_size, cfg.batch_per_gpu, data_kind=cfg.data.kind, device=kind,
                      in_channels=mc.in_channels, num_classes=mc.num_classes, attention=mc.attention,
                      num_emas=len(cfg.diffusion.ema_decays), ema_on_host=cfg.memory.ema_device == "cpu")

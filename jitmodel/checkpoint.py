@@ -62,6 +62,7 @@ from jitmodel.ckpt_checks import (  # noqa: F401 (describe, expected_shapes, req
     tensor_state,
 )
 from jitmodel.config import ModelConfig
+from jitmodel.custom import check_same_model
 from jitmodel.integrity import state_fingerprint  # noqa: F401 (part of this module's API)
 from jitmodel.rng_state import capture_rng, restore_rng  # noqa: F401 (part of this module's API)
 from jitmodel.variants import VARIANTS
@@ -110,6 +111,8 @@ def infer_model_config(shapes: Mapping[str, Sequence[int]]) -> ModelConfig:
 
 def check_compatible(ckpt: ModelConfig, wanted: ModelConfig) -> None:
     """Refuse a checkpoint whose network differs from the config's (one message naming both)."""
+    if ckpt.factory or wanted.factory:  # a user's model: the same factory, arguments and source (jitmodel.custom)
+        check_same_model(ckpt.model_dump(), wanted.model_dump())
     keys = ("variant", "img_size", "in_channels", "num_classes")
     if any(getattr(ckpt, k) != getattr(wanted, k) for k in keys):
         extra = "" if ckpt.in_channels == wanted.in_channels else \

@@ -25,7 +25,7 @@ from jitmodel.config import DiffusionConfig, ModelConfig, validation_summary
 
 def describe(mc: ModelConfig) -> str:
     """'JiT-B/16 at 256px (1000 classes)'."""
-    return f"{mc.variant} at {mc.img_size}px ({mc.num_classes} classes)"
+    return f"{mc.factory or mc.variant} at {mc.img_size}px ({mc.num_classes} classes)"
 
 
 def regular_file(p: Path, what: str) -> Path:

@@ -1,8 +1,7 @@
 """Configuration models of jitmodel: the one schema the planner writes and the trainer reads.
 
-Pure Python (pydantic), no torch. Defaults are the official JiT recipe (LTH14/JiT main_jit.py and its
-README; see docs/training.md). ``TrainConfig`` is saved as YAML by ``jitplan plan --out`` and read by
-``python -m jitmodel.train --config train.yaml``.
+Pure Python (pydantic), no torch. Defaults are the official JiT recipe (LTH14/JiT main_jit.py, its README;
+docs/training.md). ``jitplan plan --out`` saves ``TrainConfig``; ``python -m jitmodel.train --config`` reads it.
 
     >>> from jitmodel.config import DataConfig, ModelConfig, TrainConfig
     >>> cfg = TrainConfig(model=ModelConfig(variant="JiT-B/16"), data=DataConfig(path="/data/imagenet"))
@@ -21,11 +20,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
+from jitmodel.custom import parse_spec, source_digest
 from jitmodel.fieldtypes import NonNegInt, PositiveInt, UnitFloat, float_in, int_in
 from jitmodel.plan_view import FileKind, PlanEnvelope, file_kind  # noqa: F401  (file_kind: re-exported)
 from jitmodel.safeyaml import read_yaml_mapping  # the one YAML file reader, re-exported here
@@ -49,6 +51,10 @@ class ModelConfig(_Strict):
     attn_dropout: UnitFloat = 0.0
     proj_dropout: UnitFloat = 0.0
     attention: Literal["exact", "sdpa"] = "exact"  # exact = the official fp32 QK^T/softmax path
+    # A user's own network instead of JiT (docs/models.md); a checkpoint refuses to load into another's source.
+    factory: str | None = None
+    factory_kwargs: dict[str, int | float | str | bool] = {}
+    source_digest: str | None = None
 
     @field_validator("variant")
     @classmethod
@@ -58,9 +64,28 @@ class ModelConfig(_Strict):
         except KeyError as e:
             raise ValueError(e.args[0]) from None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _digest_factory(cls, data: object) -> object:
+        """A factory without a digest gets its source's now (what the run was started from)."""
+        if isinstance(data, dict) and data.get("factory") and not data.get("source_digest"):
+            spec = parse_spec(str(data["factory"]))
+            data = {**data, "source_digest": source_digest(spec, data.get("factory_kwargs"))}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _jit_unchanged(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """A JiT model's dump (plans, checkpoints) has no factory keys: files written before them stay the same."""
+        out = handler(self)
+        if self.factory is None:
+            for key in ("factory", "factory_kwargs", "source_digest"):
+                out.pop(key, None)
+        return out
+
     @model_validator(mode="after")
     def _grid_divides(self) -> ModelConfig:
-        self.spec.grid(self.img_size)  # raises ValueError when img_size % patch != 0
+        if self.factory is None:  # a user's network checks its own input size (jitmodel.custom.build)
+            self.spec.grid(self.img_size)  # raises ValueError when img_size % patch != 0
         return self
 
     @property
@@ -241,8 +266,8 @@ class TrainConfig(_Strict):
     def _variant_named(cls, m: object) -> object:
         """A model section names its network: no silent JiT-B/16 when model.variant is missing (a file
         with no model section at all is refused by load_train_config)."""
-        if isinstance(m, dict) and m.get("variant") is None:
-            raise ValueError("model.variant is required (e.g. model: {variant: JiT-B/16})")
+        if isinstance(m, dict) and m.get("variant") is None and m.get("factory") is None:
+            raise ValueError("model.variant is required (e.g. model: {variant: JiT-B/16}), or model.factory")
         return m
 
     def effective_batch(self, world_size: int | None = None) -> int:

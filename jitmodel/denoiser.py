@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from jitmodel import objectives
+from jitmodel import custom, objectives
 from jitmodel.config import DiffusionConfig, ModelConfig
 from jitmodel.model import JiT
 
@@ -43,7 +43,8 @@ class Denoiser(nn.Module):
         super().__init__()
         self.model_cfg, self.diff_cfg = model_cfg, diff_cfg
         self.num_classes = model_cfg.num_classes
-        self.net = JiT(model_cfg, device=device, dtype=dtype)
+        self.net = JiT(model_cfg, device=device, dtype=dtype) if model_cfg.factory is None else \
+            custom.build_model(model_cfg.model_dump(), device=device, dtype=dtype)  # a user's model (docs/models.md)
 
     # -- randomness (every draw takes an optional generator so resumed training is reproducible) --
     def drop_labels(self, labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

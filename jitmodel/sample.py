@@ -286,7 +286,7 @@ def load_for_sampling(path: str | Path, *, ema: str = "ema1", img_size: int | No
     ckpt = load_checkpoint(path, map_location="cpu", mmap=True)
     mc = checkpoint_model_config(ckpt)
     size = img_size or mc.img_size
-    if variant is not None:
+    if variant is not None and mc.factory is None:
         try:
             want = get_variant(variant)
         except KeyError as e:
@@ -294,19 +294,21 @@ def load_for_sampling(path: str | Path, *, ema: str = "ema1", img_size: int | No
         if want.name != mc.variant:
             raise ValueError(f"checkpoint is {describe(mc)}; it cannot serve a {want.name} request at {size}px "
                              f"(patch {mc.spec.patch} vs {want.patch}, and the weights are shaped for the former)")
-    if size % mc.spec.patch:
+    if mc.factory is None and size % mc.spec.patch:
         raise ValueError(f"checkpoint is {describe(mc)} with patch {mc.spec.patch}; it cannot serve {size}px "
                          f"(not a multiple of {mc.spec.patch})")
     sd = ckpt.get(_WEIGHTS[ema])
     if sd is None:
         raise ValueError(f"{path} holds no {ema} weights; use --ema raw")
     sd = {k if k.startswith("net.") else f"net.{k.removeprefix('module.')}": v for k, v in sd.items()}
-    inferred = infer_model_config({k: tuple(v.shape) for k, v in sd.items()})
+    inferred = mc if mc.factory else infer_model_config({k: tuple(v.shape) for k, v in sd.items()})
     if (inferred.variant, inferred.img_size, inferred.num_classes) != (mc.variant, mc.img_size, mc.num_classes):
         raise ValueError(f"checkpoint says {describe(mc)} but its {ema} weights are {describe(inferred)}")
     den = Denoiser(mc, _diffusion_from(ckpt))
     den.load_state_dict(sd, strict=True)
     if size != mc.img_size:
+        if mc.factory is not None:
+            raise ValueError(f"{mc.factory} was trained at {mc.img_size}px and is served at that size only")
         den.net.set_grid(size)
     den = den.to(device).eval()
     served = ModelConfig.model_validate({**mc.model_dump(), "img_size": size})

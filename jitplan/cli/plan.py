@@ -62,7 +62,9 @@ def plan_command(
     sampler: _Sampler | None = typer.Option(None, "--sampler", help="sample/evaluate: heun (recipe) or euler."),
     hardware: str | None = typer.Option(None, "--hardware", help="A HardwareSpec YAML (jitplan probe --out)."),
     recipe: str | None = typer.Option(None, "--recipe", "--model", help="Reference recipe: JiT-B/16 (default), "
-                                      "JiT-L/16, JiT-H/16, JiT-B/32, JiT-L/32, JiT-H/32, or a YAML path."),
+                                      "JiT-L/16, JiT-H/16, JiT-B/32, JiT-L/32, JiT-H/32, or a YAML path; "
+                                      "dit-b-2, dit-xl-2, sit-xl-2, uvit-h-2; or your own model: FILE.py:factory "
+                                      "(docs/models.md)."),
     gpu_mem: str | None = typer.Option(None, "--gpu-mem", help="GPU memory for an uncatalogued card (24GB)."),
     gpu_tflops: float | None = typer.Option(None, "--gpu-tflops", help="Dense bf16 TFLOPS (fp32 accumulate)."),
     gpu_bw: float | None = typer.Option(None, "--gpu-bw", help="Memory bandwidth, GB/s."),
@@ -151,12 +153,22 @@ def plan_command(
     if (gpus is None) == (hardware is None):
         raise UsageError("give exactly one of --gpus (e.g. 2xRTX3060) or --hardware FILE"
                          " (or JITPLAN_GPUS / JITPLAN_HARDWARE)")
+    if task == _Task.train and wants_cpu(gpus, hardware) and recipe and ":" in recipe:  # a factory needs GPUs
+        raise UsageError(f"--model {recipe}: a traced model is planned for GPUs (--gpus 1xRTX4090), not the CPU")
     if task == _Task.train and wants_cpu(gpus, hardware):  # no GPU: the laptop plan (cli/demo.py)
         return plan_on_cpu(gpus, hardware, data=data, out=out, json_out=json_, host_ram=host_ram, cpus=cpus)
     hw = _hardware(gpus, hardware, gpu_mem, gpu_tflops, gpu_bw, host_ram, cpus, shm, disk)
     hw = _host_from_env(hw, env)
     hw, offer_price = with_figures(hw, offer_fields, pcie_gbs=pcie_gbs, pcie_lanes=pcie_lanes, pcie_gen=pcie_gen,
                                    disk_mbs=disk_mbs, download_mbps=download_mbps)
+    from jitplan.cli.plan_model import plan_model, wants_model  # a model factory or a DiT/SiT/U-ViT recipe
+
+    if task == _Task.train and wants_model(recipe):
+        return plan_model(str(recipe), hw, json_=json_, strategy=strategy, batch_per_gpu=batch_per_gpu,
+                          effective_batch=effective_batch, memory_fraction=memory_fraction, out=out,
+                          jit_only={"--policy": policy != _Policy.keep_batch, "--compile": compile_, "--trace": trace,
+                                    "--attention": attention, "--epochs": epochs, "--hours": hours,
+                                    "--budget-usd": budget_usd, "--data": data, "--accum": accum})
     rec = load_recipe(_text(env.take("recipe", recipe)) or "JiT-B/16")
     if task != _Task.train:
         train_only = {"--trace": trace, "--strategy": strategy, "--accum": accum, "--effective-batch": effective_batch,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 
 from jitmodel.config import MemoryConfig
 from jitmodel.counts import param_breakdown, seq_lens
@@ -176,9 +177,12 @@ def max_micro_batch(inp: memory.MemoryInputs, m: MemoryConfig, target: int, limi
     answer is solved from two large batches and then confirmed with a few exact predictions: the planner
     compares eight candidates and stays fast.
     """
-    def total(b: int) -> int:
-        return predict(inp, m, b).total
+    return largest_fitting(lambda b: predict(inp, m, b).total, target, limit)
 
+
+def largest_fitting(total: Callable[[int], int], target: int, limit: int = 1 << 16) -> int:
+    """The largest b in [1, limit] with ``total(b) <= target`` (0 when b = 1 does not fit), for a ``total`` that is
+    non-decreasing and affine past the smallest batches (the JiT model; traced models, traced_plan.py)."""
     if total(1) > target:
         return 0
     lo_b, hi_b = limit // 2, limit

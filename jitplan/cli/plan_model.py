@@ -1,0 +1,87 @@
+"""``jitplan plan --model FILE.py:factory`` (or ``package.module:factory``) and ``--recipe dit-xl-2``: plan a
+network that is not JiT from a traced training step (docs/models.md).
+
+The profile comes from the cache when the model's source digest is known (one JSON file; no torch, no user
+code imported), else from ``jitplan.planner.traced_model`` (FakeTensorMode on the CPU, seconds to a minute)
+and is cached under ``$JITPLAN_CACHE_DIR/models`` (else ``$XDG_CACHE_HOME/jitplan``, ``~/.cache/jitplan``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from jitmodel import custom
+from jitplan.errors import UsageError
+
+
+def wants_model(text: str | None) -> bool:
+    """Whether ``--model``/``--recipe`` names a factory or a family recipe (not a JiT recipe)."""
+    if not text:
+        return False
+    from jitplan.planner.family import is_family
+
+    return custom.looks_like_spec(text) or is_family(text)
+
+
+def model_cache_dir(env: Any = None) -> Path:
+    from jitplan.doctor.runner import cache_dir
+
+    return cache_dir(os.environ if env is None else env)
+
+
+def plan_model(text: str, hw: Any, *, json_: bool, strategy: str | None, batch_per_gpu: int | None,
+               effective_batch: int | None, memory_fraction: float, out: str | None,
+               jit_only: dict[str, object] | None = None) -> None:
+    from jitplan.cli._output import emit, note
+    from jitplan.planner.family import is_family, load_family
+    from jitplan.planner.traced_model import profile_for
+    from jitplan.planner.traced_plan import plan_traced
+
+    given = [flag for flag, value in (jit_only or {}).items() if value not in (None, False)]
+    if given:
+        raise UsageError(f"{', '.join(given)} plan(s) a JiT recipe; a traced model (--model / dit-xl-2 ...) takes "
+                         "--gpus/--hardware, --strategy, --batch-per-gpu, --effective-batch, --memory-fraction, "
+                         "--out, --json (docs/models.md)")
+    rec = load_family(text) if not custom.looks_like_spec(text) and is_family(text) else None
+    spec, kwargs = (rec.factory, rec.factory_kwargs()) if rec else (text, None)
+    try:
+        custom.source_file(custom.parse_spec(spec))
+    except custom.ModelSpecError as e:
+        raise UsageError(str(e)) from None
+    cdir = model_cache_dir()
+    try:
+        prof, cached = profile_for(spec, kwargs, cdir, announce=note)
+    except custom.ModelSpecError as e:
+        raise UsageError(str(e)) from None
+    eff = effective_batch or (rec.reference.batch if rec else 256)
+    tp = plan_traced(prof, hw, effective_batch=eff, strategy=strategy, batch_per_gpu=batch_per_gpu,
+                     memory_fraction=memory_fraction, cached=cached)
+    ref = None
+    if rec is not None and rec.space.autoencoder is not None:
+        ae, s = rec.space.autoencoder, rec.space
+        tp = tp.model_copy(update={"warnings": [*tp.warnings, (
+            f"latent model: the plan assumes images pre-encoded to {s.input_size}x{s.input_size}x{ae.channels} "
+            f"latents by {ae.name} (/{ae.downsample}); encoding on the fly (the autoencoder's memory and time) "
+            "is not planned yet")]})
+    if rec is not None:
+        from jitplan.hardware.spec import hardware_from_flags
+
+        rhw = hardware_from_flags(rec.reference.hardware)
+        ref = plan_traced(prof, rhw, effective_batch=rec.reference.batch, strategy="none",
+                          batch_per_gpu=max(1, rec.reference.batch // rhw.world_size), memory_fraction=1.0,
+                          cached=cached)
+    data = {"recipe": rec.model_dump() if rec else None, "reference": ref, "target": tp}
+    if out:
+        import json
+
+        from jitmodel.atomic import atomic_write_text
+        from jitplan.cli._output import to_jsonable
+
+        atomic_write_text(out, json.dumps(to_jsonable(data), indent=1))
+        note(f"traced plan written to {out}")
+    from jitplan.cli.plan_model_render import render_traced
+
+    emit(data, json_mode=json_, render=lambda console: render_traced(console, tp, ref, rec))
+
