@@ -161,7 +161,10 @@ def plan_command(
     hw = _host_from_env(hw, env)
     hw, offer_price = with_figures(hw, offer_fields, pcie_gbs=pcie_gbs, pcie_lanes=pcie_lanes, pcie_gen=pcie_gen,
                                    disk_mbs=disk_mbs, download_mbps=download_mbps)
-    from jitplan.cli.plan_model import plan_model, wants_model  # a model factory or a DiT/SiT/U-ViT recipe
+    from jitplan.cli.plan_model import (  # lazy: CLI start-up (a model factory or a DiT/SiT/U-ViT recipe)
+        plan_model,
+        wants_model,
+    )
 
     if task == _Task.train and wants_model(recipe):
         return plan_model(str(recipe), hw, json_=json_, strategy=strategy, batch_per_gpu=batch_per_gpu,

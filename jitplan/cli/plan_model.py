@@ -20,13 +20,13 @@ def wants_model(text: str | None) -> bool:
     """Whether ``--model``/``--recipe`` names a factory or a family recipe (not a JiT recipe)."""
     if not text:
         return False
-    from jitplan.planner.family import is_family
+    from jitplan.planner.family import is_family  # lazy: CLI start-up
 
     return custom.looks_like_spec(text) or is_family(text)
 
 
 def model_cache_dir(env: Any = None) -> Path:
-    from jitplan.doctor.runner import cache_dir
+    from jitplan.doctor.runner import cache_dir  # lazy: CLI start-up
 
     return cache_dir(os.environ if env is None else env)
 
@@ -34,10 +34,10 @@ def model_cache_dir(env: Any = None) -> Path:
 def plan_model(text: str, hw: Any, *, json_: bool, strategy: str | None, batch_per_gpu: int | None,
                effective_batch: int | None, memory_fraction: float, out: str | None,
                jit_only: dict[str, object] | None = None) -> None:
-    from jitplan.cli._output import emit, note
-    from jitplan.planner.family import is_family, load_family
-    from jitplan.planner.traced_model import profile_for
-    from jitplan.planner.traced_plan import plan_traced
+    from jitplan.cli._output import emit, note  # lazy: start-up (rich, typer)
+    from jitplan.planner.family import is_family, load_family  # lazy: CLI start-up
+    from jitplan.planner.traced_model import profile_for  # lazy: CLI start-up
+    from jitplan.planner.traced_plan import plan_traced  # lazy: CLI start-up
 
     given = [flag for flag, value in (jit_only or {}).items() if value not in (None, False)]
     if given:
@@ -66,7 +66,7 @@ def plan_model(text: str, hw: Any, *, json_: bool, strategy: str | None, batch_p
             f"latents by {ae.name} (/{ae.downsample}); encoding on the fly (the autoencoder's memory and time) "
             "is not planned yet")]})
     if rec is not None:
-        from jitplan.hardware.spec import hardware_from_flags
+        from jitplan.hardware.spec import hardware_from_flags  # lazy: CLI start-up
 
         rhw = hardware_from_flags(rec.reference.hardware)
         ref = plan_traced(prof, rhw, effective_batch=rec.reference.batch, strategy="none",
@@ -76,12 +76,12 @@ def plan_model(text: str, hw: Any, *, json_: bool, strategy: str | None, batch_p
     if out:
         import json
 
-        from jitmodel.atomic import atomic_write_text
-        from jitplan.cli._output import to_jsonable
+        from jitmodel.atomic import atomic_write_text  # lazy: CLI start-up
+        from jitplan.cli._output import to_jsonable  # lazy: start-up (rich, typer)
 
         atomic_write_text(out, json.dumps(to_jsonable(data), indent=1))
         note(f"traced plan written to {out}")
-    from jitplan.cli.plan_model_render import render_traced
+    from jitplan.cli.plan_model_render import render_traced  # lazy: start-up (rich, typer)
 
     emit(data, json_mode=json_, render=lambda console: render_traced(console, tp, ref, rec))
 

@@ -22,7 +22,9 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from jitmodel import custom
+from jitplan.planner import model_profile
 from jitplan.planner.model_profile import ModelProfile, torch_version
+from jitplan.planner.traced_step import tracked_peaks
 
 EMA_DECAYS = (0.9999, 0.9996)
 
@@ -33,7 +35,7 @@ class ModelStep:
     def __init__(self, model: Any, micro_batch: int):
         import torch
 
-        from jitmodel.denoiser import EMA
+        from jitmodel.denoiser import EMA  # lazy: start-up (numpy, pynvml, torch)
 
         self.model, self.micro_batch = model, micro_batch
         self.model.train()
@@ -159,7 +161,6 @@ def flop_counter() -> Any:
 def _measure(step: ModelStep, count: bool = True) -> tuple[int, float, float]:
     """(peak tensor bytes, forward + backward FLOPs, op traffic bytes) of one steady-state step. ``count``
     False: the peak alone (checkpointed steps: under the counting modes their recompute keeps more alive)."""
-    from jitplan.planner.traced_step import tracked_peaks
 
     mt = _global_peak_tracker()
     mt.track_external(step.model, step.opt, *step.ema_tensors())
@@ -181,7 +182,7 @@ def trace_model(spec_text: str, kwargs: dict[str, Any] | None = None, batches: t
     """Trace the factory's model (fake tensors, CPU) and return its profile; ModelSpecError on a bad factory."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from jitmodel.strategy import checkpoint_blocks
+    from jitmodel.strategy import checkpoint_blocks  # lazy: start-up (numpy, pynvml, torch)
 
     spec = custom.parse_spec(spec_text)
     digest = digest or custom.source_digest(spec, kwargs)
@@ -226,7 +227,6 @@ def profile_for(spec_text: str, kwargs: dict[str, Any] | None = None, cache_dir:
     factory, arguments, batches and torch's version: a hit reads one JSON file and imports no torch."""
     from pathlib import Path
 
-    from jitplan.planner import model_profile
 
     spec = custom.parse_spec(spec_text)
     digest = custom.source_digest(spec, kwargs)
