@@ -10,11 +10,13 @@ its analytic model; the last test checks it against the trace of the same networ
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from jitplan.planner.traced_model import ModelStep, flop_counter, trace_model  # noqa: E402
+from jitplan.planner.traced_model import flop_counter, trace_model  # noqa: E402
 
 TINY = dict(input_size=8, patch=2, in_channels=4, hidden=64, heads=4, num_classes=10)
 ARCHS = {
@@ -25,22 +27,18 @@ ARCHS = {
 
 
 def real_step(spec: str, kwargs: dict, batch: int) -> tuple[int, float]:
-    """(peak tensor bytes, forward + backward FLOPs) of a real steady-state CPU training step."""
-    from torch.distributed._tools.mem_tracker import MemTracker
+    """(peak tensor bytes, forward + backward FLOPs) of a real steady-state CPU training step: the benchmark's
+    own measurement (benchmarks/bench_trace_models.py), so the test and the printed numbers are one code."""
+    import importlib.util
+    import sys
 
-    from jitmodel import custom
-    from jitplan.planner.traced_step import tracked_peaks
-
-    torch.manual_seed(0)
-    step = ModelStep(custom.build(custom.parse_spec(spec), kwargs), batch)
-    step()  # AdamW's state
-    mt = MemTracker()
-    mt.track_external(step.model, step.opt, *step.ema_tensors())
-    peak = tracked_peaks(step, mt, 1)[-1][0]
-    flops = flop_counter()
-    with flops:
-        step()
-    return peak, float(flops.get_total_flops())
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_trace_models.py"
+    spec_ = importlib.util.spec_from_file_location("bench_trace_models", path)
+    assert spec_ is not None and spec_.loader is not None
+    mod = importlib.util.module_from_spec(spec_)
+    sys.modules["bench_trace_models"] = mod
+    spec_.loader.exec_module(mod)
+    return mod.real_step(spec, kwargs, batch)
 
 
 @pytest.mark.slow
