@@ -39,18 +39,16 @@ def render_traced(console: Console, tp: Any, ref: Any = None, rec: Any = None) -
     for name, get in rows:
         t.add_row(name, *([get(ref)] if ref is not None else []), get(tp))
     console.print(t)
-    m = Table(title="memory per GPU (target)", show_header=True, header_style="bold")
-    for c in ("item", "GB", "why"):
-        m.add_column(c)
-    for part in tp.memory_breakdown:
-        m.add_row(part.name, f"{part.value / 1e9:+.2f}", part.why)
-    console.print(m)
-    s = Table(title="step time (target)", show_header=True, header_style="bold")
-    for c in ("term", "s", "why"):
-        s.add_column(c)
-    for part in tp.step_breakdown:
-        s.add_row(part.name, f"{part.value:.4f}", part.why)
-    console.print(s)
+    for title, head, parts, fmt in (("memory per GPU (target)", ("item", "GB", "why"), tp.memory_breakdown,
+                                     lambda v: f"{v / 1e9:+.2f}"),
+                                    ("step time (target)", ("term", "s", "why"), tp.step_breakdown,
+                                     lambda v: f"{v:.4f}")):
+        b = Table(title=title, show_header=True, header_style="bold")
+        for c in head:
+            b.add_column(c)
+        for part in parts:
+            b.add_row(part.name, fmt(part.value), part.why)
+        console.print(b)
     st = Table(title="memory strategies", show_header=True, header_style="bold")
     for col in ("strategy", "fits", "micro x accum", "memory", "images/s"):
         st.add_column(col)
