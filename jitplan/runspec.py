@@ -49,25 +49,28 @@ class Topology(BaseModel):
 
 
 class RunSpec(BaseModel):
-    """A run as every consumer sees it. ``plan`` is the whole plan when ``kind == "plan"``."""
+    """A run as every consumer sees it: a whole plan, or a bare TrainConfig (exactly one of the two)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["plan", "train"]
     topology: Topology
     workers: WorkerDecision | None = None  # the planner's decision and reasons; None for a bare config
     provenance: dict[str, str] = Field(default_factory=dict)  # derived number -> where it came from
-    plan: Plan | None = None  # kind "plan": the whole plan, whose ``train`` is the run's one TrainConfig
-    config: TrainConfig | None = None  # kind "train": the bare TrainConfig (never set beside a plan)
+    plan: Plan | None = None  # the whole plan, whose ``train`` is the run's one TrainConfig
+    config: TrainConfig | None = None  # a bare TrainConfig (never set beside a plan)
     source: str | None = None  # the file it was read from
 
     @model_validator(mode="after")
     def _one_source(self) -> RunSpec:
         """One TrainConfig per run: a plan's lives in ``plan.train``, a bare config's in ``config``."""
-        if (self.kind == "plan") != (self.plan is not None) or (self.plan is None) == (self.config is None):
-            raise ValueError(f"a {self.kind!r} run spec holds its TrainConfig in "
-                             f"{'plan.train' if self.kind == 'plan' else 'config'} and nowhere else")
+        if (self.plan is None) == (self.config is None):
+            raise ValueError("a run spec holds its TrainConfig in plan.train or in config, exactly one")
         return self
+
+    @property
+    def kind(self) -> Literal["plan", "train"]:
+        """What the run's file holds (the ``kind:`` key it is written with)."""
+        return "plan" if self.plan is not None else "train"
 
     @property
     def train(self) -> TrainConfig:
@@ -84,7 +87,7 @@ class RunSpec(BaseModel):
                         gpus_per_node=hw.gpus_per_node, cpus_per_node=hw.host.cpus,
                         rdzv_endpoint=ln.rdzv_endpoint, rdzv_id=ln.rdzv_id)
         prov = {**plan.provenance, "topology": "plan: launch (nodes x processes per node from the hardware)"}
-        return cls(kind="plan", topology=topo, workers=plan.workers, provenance=prov, plan=plan, source=source)
+        return cls(topology=topo, workers=plan.workers, provenance=prov, plan=plan, source=source)
 
     @classmethod
     def from_train(cls, train: TrainConfig, *, source: str | None = None, gpus_per_node: int | None = None,
@@ -96,7 +99,7 @@ class RunSpec(BaseModel):
                 else "one node, one process per GPU (train.world_size unset)",
                 "cpus_per_node": "this machine (os.cpu_count)" if cpus else "unknown",
                 "num_workers": "train.data.num_workers as written (no planner decision)"}
-        return cls(kind="train", config=train, topology=topo, provenance=prov, source=source)
+        return cls(config=train, topology=topo, provenance=prov, source=source)
 
     @property
     def file_name(self) -> str:
