@@ -53,3 +53,9 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], object], *, binary
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def os_error_line(e: OSError) -> str:
+    """``No space left on device: plan.yaml``: the file system's reason and the file, one line (both CLIs)."""
+    where = f": {e.filename}" if e.filename is not None else ""
+    return f"{e.strerror or type(e).__name__}{where}"

@@ -24,7 +24,7 @@ import typer
 
 from jitmodel import dist, early_signals
 from jitmodel import trajectory as tr
-from jitmodel.atomic import atomic_write_text
+from jitmodel.atomic import atomic_write_text, os_error_line
 from jitmodel.config import validation_summary
 from jitmodel.helpfmt import plain_help
 from jitmodel.progress import Progress
@@ -262,8 +262,7 @@ def run(argv: list[str] | None = None) -> int:
     except OSError as e:  # the file system said no (a full disk, a read-only folder): one line
         if debug:
             raise
-        where = f": {e.filename}" if e.filename is not None else ""
-        print(f"Error: {e.strerror or type(e).__name__}{where}", file=sys.stderr)
+        print(f"Error: {os_error_line(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # typer's usage errors and Exit, without importing click
         code, fmt = getattr(e, "exit_code", None), getattr(e, "format_message", None)

@@ -11,6 +11,7 @@ import sys
 
 import typer
 
+from jitmodel.atomic import os_error_line
 from jitmodel.helpfmt import plain_help
 from jitplan.errors import JitplanError
 
@@ -42,12 +43,6 @@ def _usage_hint(e: Exception) -> str | None:
     if type(e).__name__ == "MissingParameter" and getattr(getattr(e, "param", None), "name", None) == "plan_file":
         return MAKE_A_PLAN
     return None
-
-
-def os_error_line(e: OSError) -> str:
-    """``No space left on device: plan.yaml``: the reason and the file, one line (atomic writes leave no part)."""
-    where = e.filename if e.filename is not None else ""
-    return f"{e.strerror or type(e).__name__}{': ' + str(where) if where else ''}"
 
 
 def run_with_error_map(app: typer.Typer, argv: list[str] | None) -> int:
