@@ -6,9 +6,9 @@ seconds: first checkpoint, caches, seen on the CPU as 30% slower steps) and wind
 evaluation are left out by ``jitmodel.replan.replan``. Each re-plan is written to ``replan.json`` beside
 ``metrics.jsonl`` (atomically); its line is printed the first time and again only when the epoch time moves by
 more than ``DRIFT`` (15%) from the last line printed, or when the run goes over its budget. ``replan.json``
-also keeps the run's first re-plan made from ``FIRST_WINDOWS`` steady windows (``first``), so ``jitplan
-status`` can show what the run said in its first minutes beside what it measured later. Pure apart from the
-clock and the file; no torch.
+also keeps the run's first re-plan made from ``FIRST_WINDOWS`` steady windows spanning ``FIRST_S`` seconds
+(``first``), so ``jitplan status`` can show what the run said in its first minutes beside what it measured
+later. Pure apart from the clock and the file; no torch.
 
     >>> import tempfile
     >>> d = tempfile.mkdtemp()
@@ -32,6 +32,7 @@ from jitmodel.records import DRIFT
 from jitmodel.replan import WARMUP_WINDOWS, Replan, read_replan, replan, write_replan
 
 FIRST_WINDOWS = 5  # the run's first re-plan kept for `jitplan status` rests on this many steady windows
+FIRST_S = 15.0  # and on at least this many seconds of them: short CPU windows scatter +-25% one to the next
 WARMUP_S = 10.0  # and windows that end within this many seconds of the process's first step are warm-up too
 
 
@@ -58,6 +59,17 @@ class Replanner:
         self.spent0 = float(old.get("spent_s", 0.0)) if old else 0.0
         self.first: dict[str, Any] | None = old.get("first") if old and isinstance(old.get("first"), dict) else None
 
+    def _steady_s(self, warm: int) -> float:
+        """Seconds the measured windows span: those after the ``warm`` warm-up ones, evaluation windows left out."""
+        total, t_prev, seen = 0.0, 0.0, 0
+        for r in self.records:
+            if not r["eval"]:
+                seen += 1
+                if seen > warm:
+                    total += r["_t"] - t_prev
+            t_prev = r["_t"]
+        return total
+
     def evaluated(self, seconds: float) -> None:
         """An online evaluation took ``seconds``: the next window holds it (left out); later ones cost as much."""
         self.eval_s = seconds
@@ -81,7 +93,7 @@ class Replanner:
             # no evaluation measured yet: the plan's, scaled as this machine's steps are to the plan's
             r = replan(self.records, eval_s=self.planned_eval_s * r.step_s / self.planned_step_s, **kw) or r
         now = {"epoch_s": r.epoch_s, "step": done_steps, "elapsed_s": round(spent, 3), "line": r.line}
-        if self.first is None and r.windows >= FIRST_WINDOWS:
+        if self.first is None and r.windows >= FIRST_WINDOWS and self._steady_s(warm) >= FIRST_S:
             self.first = now
         write_replan(self.out, r, {"step": done_steps, "spent_s": round(spent, 3), "steps_per_epoch":
                                    self.steps_per_epoch, "total_steps": self.total_steps,

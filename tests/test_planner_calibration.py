@@ -181,3 +181,16 @@ def test_hand_record_validates():
     with pytest.raises(ValueError):
         CalibrationRecord(gpu="x", variant="JiT-B/16", compile=True, attention="flash", batch_per_gpu=1,
                           date="2026", source="s")
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe- a: 1\n", b"- " * 200 + b"1\n", b"- {a: 1, a: 2}\n"])
+def test_a_hostile_calibration_store_is_one_line_not_a_traceback(content, tmp_path, monkeypatch, cli):
+    """The local store is a file a user can edit: UTF-16, nesting past the limit and a key given twice are
+    refused by the project's one YAML reader, in one line with exit 2 (it was a bare yaml.safe_load)."""
+    monkeypatch.setenv("JITPLAN_HOME", str(tmp_path))
+    from jitplan.calibration.records import store_path
+
+    store_path(tmp_path).write_bytes(content)
+    r = cli("plan", "--gpus", "1xRTX4090")
+    assert r.code == 2, r.out + r.err
+    assert "calibration store" in r.err and len(r.err.strip().splitlines()) == 1, r.err

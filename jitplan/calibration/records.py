@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jitmodel.atomic import atomic_write_text
+from jitmodel.safeyaml import load_text, read_text
 from jitplan.errors import UsageError
 from jitplan.runs.home import default_home
 
@@ -64,11 +65,13 @@ class CalibrationRecord(BaseModel):
 
 def _read(path: Path) -> list[CalibrationRecord]:
     try:
-        raw = yaml.safe_load(path.read_text()) or []
+        raw = load_text(read_text(path)) or []
     except FileNotFoundError:
         return []
     except (OSError, yaml.YAMLError) as e:
         raise UsageError(f"calibration store {path}: cannot read it ({type(e).__name__})") from None
+    except ValueError as e:  # past a limit of safeyaml: not UTF-8, too deep, too big, a key twice
+        raise UsageError(f"calibration store {path}: {e}") from None
     if not isinstance(raw, list):
         raise UsageError(f"calibration store {path}: expected a list of records")
     try:

@@ -16,9 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from jitmodel.safeyaml import read_yaml_mapping
 from jitplan.errors import UsageError
 from jitplan.schemas import recipes_dir
 
@@ -145,10 +145,10 @@ def is_family(text: str) -> bool:
     p = Path(text)
     if p.suffix in (".yaml", ".yml") and p.is_file():
         try:
-            raw = yaml.safe_load(p.read_text())
-        except (OSError, yaml.YAMLError):
+            raw = read_yaml_mapping(p, "recipe")
+        except ValueError:  # not a family file: the JiT recipe reader says what is wrong with it
             return False
-        return isinstance(raw, dict) and "arch" in raw
+        return "arch" in raw
     return False
 
 
@@ -157,11 +157,10 @@ def load_family(text: str) -> FamilyRecipe:
     p = family_dir() / f"{_slug(text)}.yaml"
     if not p.is_file():
         p = Path(text)
+    if not p.is_file():
+        raise UsageError(f"no family recipe {text!r}; shipped: {', '.join(family_slugs())}")
     try:
-        raw = yaml.safe_load(p.read_text())
-        return FamilyRecipe.model_validate(raw)
-    except OSError:
-        raise UsageError(f"no family recipe {text!r}; shipped: {', '.join(family_slugs())}") from None
-    except (yaml.YAMLError, ValueError) as e:
+        return FamilyRecipe.model_validate(read_yaml_mapping(p, "family recipe"))
+    except ValueError as e:
         first = str(e).splitlines()
         raise UsageError(f"{p}: not a family recipe: {' '.join(first[:3])}") from None
