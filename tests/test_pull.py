@@ -288,3 +288,18 @@ def test_cli_pull_help_does_not_import_torch() -> None:
             "print('torch' in sys.modules, 'vastai' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False False"
+
+
+@pytest.mark.parametrize("text", [b"[1, 2]", b'"a string"', b"\xff\xfe{}"])
+def test_a_tampered_pull_manifest_is_verified_again_not_a_traceback(text, tmp_path):
+    """The pull manifest is a local file anyone can edit: JSON that is not an object means 'verify again'."""
+    from jitplan.launch import pull as P
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "last.pt").write_bytes(b"x")
+    (tmp_path / P.MANIFEST).write_bytes(text)
+    (tmp_path / P.SNAPSHOT).parent.mkdir()
+    (tmp_path / P.SNAPSHOT).write_bytes(b"x")
+    assert P._verified_before(tmp_path, "0" * 64) is None
+    P._drop_stale_snapshot(tmp_path, ("0" * 64, 1))  # the manifest says nothing: the snapshot is dropped
+    assert not (tmp_path / P.SNAPSHOT).exists()

@@ -140,6 +140,8 @@ def _verified_before(local: Path, sha: str) -> dict[str, Any] | None:
         prev = json.loads((local / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(prev, dict):  # a tampered manifest: verify again
+        return None
     last = local / "out" / "last.pt"
     if prev.get("sha256") != sha or not last.is_file() or sha256_file(last) != sha:
         return None
@@ -154,7 +156,8 @@ def _drop_stale_snapshot(local: Path, snap: tuple[str, int] | None) -> None:
     if not got.is_file():
         return
     try:
-        prev = json.loads((local / MANIFEST).read_text()).get("sha256")
+        raw = json.loads((local / MANIFEST).read_text())
+        prev = raw.get("sha256") if isinstance(raw, dict) else None
     except (OSError, ValueError):
         prev = None
     if snap is None or prev != snap[0] or got.stat().st_size != snap[1]:
