@@ -75,10 +75,14 @@ class ModelConfig(_Strict):
 
     @model_serializer(mode="wrap")
     def _jit_unchanged(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        """A JiT model's dump (plans, checkpoints) has no factory keys: files written before them stay the same."""
+        """A JiT model's dump (plans, checkpoints) has no factory keys: files written before them stay the same;
+        a factory's has no JiT keys."""
         out = handler(self)
         if self.factory is None:
             for key in ("factory", "factory_kwargs", "source_digest"):
+                out.pop(key, None)
+        else:  # a user's network: the JiT variant and its attention knobs mean nothing, so they are not written
+            for key in ("variant", "attention", "attn_dropout", "proj_dropout"):
                 out.pop(key, None)
         return out
 
@@ -91,6 +95,20 @@ class ModelConfig(_Strict):
     @property
     def spec(self) -> Variant:
         return get_variant(self.variant)
+
+    @property
+    def label(self) -> str:
+        """What runs and tables call the network: the JiT variant, or the factory's module and name.
+
+            >>> ModelConfig(variant="JiT-Tiny/4", img_size=16).label
+            'JiT-Tiny/4'
+            >>> ModelConfig(factory="jitmodel.archs.dit:dit", img_size=16, in_channels=4).label
+            'dit:dit'
+        """
+        if self.factory is None:
+            return self.variant
+        head, _, fn = self.factory.rpartition(":")
+        return f"{Path(head).stem if head.endswith('.py') else head.rpartition('.')[2]}:{fn}"
 
 
 class DataConfig(_Strict):

@@ -67,6 +67,43 @@ def parse_spec(text: str) -> ModelSpec:
     return ModelSpec("module", head, tail)
 
 
+def resolved(text: str) -> str:
+    """The spec with a file's path made absolute: what a plan or config records, so a run started from
+    another folder (a run folder, a launcher's cwd) finds the same file."""
+    spec = parse_spec(text)
+    return f"{source_file(spec)}:{spec.factory}" if spec.kind == "file" else str(spec)
+
+
+def parse_kwargs(pairs: list[str] | None) -> dict[str, int | float | str | bool]:
+    """``--model-arg depth=4 --model-arg act=gelu`` -> {"depth": 4, "act": "gelu"}: ints, floats and
+    true/false read as such, the rest as text; ModelSpecError on a pair without ``=`` or a key given twice.
+
+        >>> parse_kwargs(["depth=4", "scale=0.5", "act=gelu", "qk_norm=true"])
+        {'depth': 4, 'scale': 0.5, 'act': 'gelu', 'qk_norm': True}
+    """
+    out: dict[str, int | float | str | bool] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not _IDENT.match(key):
+            raise ModelSpecError(f"--model-arg {pair!r}: expected NAME=VALUE (e.g. depth=4)")
+        if key in out:
+            raise ModelSpecError(f"--model-arg {key} is given twice")
+        v = value.strip()
+        if v.lower() in ("true", "false"):
+            out[key] = v.lower() == "true"
+            continue
+        for kind in (int, float):
+            try:
+                out[key] = kind(v)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = v
+    return out
+
+
 def _module_file(name: str) -> Path | None:
     """The source file of a dotted module, found on sys.path without importing anything."""
     parts = name.split(".")

@@ -84,6 +84,28 @@ def laptop_config(hardware, *, steps: int, data: str | None):
     return TrainConfig.model_validate(raw), reasons, f"{data} ({n:,} images, {len(classes)} classes)"
 
 
+def with_model(cfg: TrainConfig, spec: str, kwargs: dict[str, Any], *, in_channels: int, input_size: int,
+               num_classes: int, data_classes: int) -> TrainConfig:
+    """The laptop config with a user's network (``--model FILE.py:factory``) in place of JiT-Tiny: its image size
+    and channels are the module's; its classes must be the data's. UsageError (one line) when they are not.
+
+        >>> from jitplan.hardware.schema import HardwareSpec, HostSpec
+        >>> hw = HardwareSpec(gpus_per_node=0, gpu=None, host=HostSpec(cpus=2, ram_bytes=24 * 10**9), source="probe")
+        >>> cfg, _ = demo_config(hw, steps=DEFAULT_STEPS)
+        >>> m = with_model(cfg, "jitmodel.archs.dit:dit", {"depth": 2}, in_channels=1, input_size=16,
+        ...                num_classes=10, data_classes=10).model
+        >>> m.factory, m.factory_kwargs, m.img_size, m.in_channels
+        ('jitmodel.archs.dit:dit', {'depth': 2}, 16, 1)
+    """
+    if num_classes != data_classes:
+        raise UsageError(f"--model {spec}: the module has num_classes {num_classes} but the data has {data_classes} "
+                         f"classes", hint=f"build it for {data_classes} (e.g. --model-arg num_classes={data_classes})")
+    raw = cfg.model_dump(mode="json", exclude_unset=True)
+    raw["model"] = {"factory": spec, "factory_kwargs": kwargs, "img_size": input_size, "in_channels": in_channels,
+                    "num_classes": num_classes}
+    return TrainConfig.model_validate(raw)
+
+
 def _clock(seconds: float) -> str:
     s = int(round(seconds))
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"

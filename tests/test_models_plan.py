@@ -161,9 +161,8 @@ def test_jit_only_options_are_refused_with_a_model(tmp_path):
     assert r.returncode == 2 and "--trace, --epochs plan(s) a JiT recipe" in r.stderr, r.stderr
 
 
-def test_a_model_on_the_cpu_is_refused_not_swapped_for_the_demo(tmp_path):
-    r = run_cli("plan", "--gpus", "cpu", "--model", "examples/models/my_denoiser.py:make",
-                env={"JITPLAN_CACHE_DIR": str(tmp_path)})
+def test_a_published_recipe_on_the_cpu_is_refused_not_swapped_for_the_demo(tmp_path):
+    r = run_cli("plan", "--gpus", "cpu", "--recipe", "dit-xl-2", env={"JITPLAN_CACHE_DIR": str(tmp_path)})
     assert r.returncode == 2 and "planned for GPUs" in r.stderr and "JiT-Tiny" not in r.stdout, r.stdout + r.stderr
 
 

@@ -17,13 +17,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TextIO, cast
+from typing import Any, TextIO, cast
 
 import typer
 from pydantic import BaseModel, ConfigDict
 
+from jitmodel import custom
 from jitplan.cli._output import JsonFlag, emit, note, print_next
-from jitplan.demo import DEFAULT_STEPS, StepProgress, demo_config, labelled_grid, recognise
+from jitplan.demo import DEFAULT_STEPS, StepProgress, demo_config, labelled_grid, recognise, with_model
 from jitplan.errors import CheckFailed, UsageError
 
 TARGET = 0.8  # the share of samples the judge must recognise for the demo to call the grid legible
@@ -183,7 +184,8 @@ def wants_cpu(gpus: str | None, hardware: str | None) -> bool:
 
 
 def plan_on_cpu(gpus: str | None, hardware: str | None, *, data: str | None, out: str | None, json_out: bool,
-                host_ram: str | None = None, cpus: int | None = None) -> None:
+                host_ram: str | None = None, cpus: int | None = None, model: str | None = None,
+                model_kwargs: dict[str, Any] | None = None) -> None:
     """``jitplan plan --gpus cpu``: the tiny JiT on the digits (or a small folder) on this machine's CPU, as a
     config ``jitplan launch FILE --local`` runs. The planner's models are for GPUs; this is the demo's
     recipe with workers from this machine's CPUs and RAM."""
@@ -200,6 +202,9 @@ def plan_on_cpu(gpus: str | None, hardware: str | None, *, data: str | None, out
             cpus=hw.host.cpus or here.cpus_usable, ram_bytes=hw.host.ram_bytes or here.ram_bytes,
             shm_bytes=hw.host.shm_bytes or here.shm_total_bytes, disk_free_bytes=hw.host.disk_free_bytes)})
     cfg, reasons, what = laptop_config(hw, steps=DEFAULT_STEPS, data=data)
+    params = 0
+    if model is not None:  # a user's network in place of JiT-Tiny: built on meta for its sizes (docs/models.md)
+        cfg, params, what = _user_model(cfg, model, model_kwargs or {}, what)
     minutes = round(DEFAULT_STEPS / QUIET_STEPS_PER_S / 60, 1) if data is None else None
     if out:  # one torch thread (cpus_per_node 1): the tiny model gains little from two, and on a busy box they spin
         run = RunSpec.from_train(cfg, gpus_per_node=0, cpus=1)
@@ -214,7 +219,8 @@ def plan_on_cpu(gpus: str | None, hardware: str | None, *, data: str | None, out
         took = (f"about {minutes:g} min on a quiet 2-core box ({QUIET_STEPS_PER_S:g} steps/s measured; "
                 "a busy machine takes longer and says so)" if minutes else "not measured for a folder: "
                 "32 px is about 4x the work per step of the 16 px digits")
-        lines = [f"CPU plan: {cfg.model.variant} at {cfg.model.img_size} px on {what}",
+        name = cfg.model.variant if cfg.model.factory is None else f"{cfg.model.factory} ({params / 1e6:.2f}M params)"
+        lines = [f"CPU plan: {name} at {cfg.model.img_size} px on {what}",
                  f"  processes   1 on the CPU (no GPU); batch {cfg.batch_per_gpu}, lr {cfg.optim.lr:g}, "
                  f"EMA {', '.join(f'{d:g}' for d in cfg.diffusion.ema_decays)} with warm-up",
                  f"  steps       {DEFAULT_STEPS:,} (max_steps; continue the run to train longer)",
@@ -232,6 +238,19 @@ def plan_on_cpu(gpus: str | None, hardware: str | None, *, data: str | None, out
                         "jitplan launch plan.yaml --local"])
 
     emit(result, json_mode=json_out, render=render)
+
+
+def _user_model(cfg: Any, model: str, kwargs: dict[str, Any], what: str) -> tuple[Any, int, str]:
+    """(the laptop config with the user's network, its parameter count, what it trains on)."""
+    try:
+        spec = custom.resolved(model)
+        net = custom.build_model({"factory": spec, "factory_kwargs": kwargs}, device="meta")
+    except custom.ModelSpecError as e:
+        raise UsageError(str(e)) from None
+    params = sum(p.numel() for p in net.parameters())
+    new = with_model(cfg, spec, kwargs, in_channels=net.in_channels, input_size=net.input_size,
+                     num_classes=net.num_classes, data_classes=cfg.model.num_classes)
+    return new, params, what
 
 
 def register(app: typer.Typer) -> None:

@@ -86,7 +86,7 @@ def launch(
                          "--slurm OUT.sbatch" + (f" (got {', '.join(chosen)})" if chosen else ""))
     run = load_run_spec(plan_file)
     train = run.train
-    name = local.run_name(train.model.variant, train.model.img_size)
+    name = local.run_name(train.model.label, train.model.img_size)
     rdir = (run_dir or Path("runs") / name).resolve()
     backend = provider[0] if provider else chosen[0].lstrip("-")
     res: dict = {"backend": backend, "name": name, "run_dir": str(rdir), "commands": []}

@@ -65,6 +65,8 @@ def plan_command(
                                       "JiT-L/16, JiT-H/16, JiT-B/32, JiT-L/32, JiT-H/32, or a YAML path; "
                                       "dit-b-2, dit-xl-2, sit-xl-2, uvit-h-2; or your own model: FILE.py:factory "
                                       "(docs/models.md)."),
+    model_arg: list[str] | None = typer.Option(None, "--model-arg", metavar="NAME=VALUE",
+                                               help="An argument of your model's factory (repeat): depth=4."),
     gpu_mem: str | None = typer.Option(None, "--gpu-mem", help="GPU memory for an uncatalogued card (24GB)."),
     gpu_tflops: float | None = typer.Option(None, "--gpu-tflops", help="Dense bf16 TFLOPS (fp32 accumulate)."),
     gpu_bw: float | None = typer.Option(None, "--gpu-bw", help="Memory bandwidth, GB/s."),
@@ -153,10 +155,23 @@ def plan_command(
     if (gpus is None) == (hardware is None):
         raise UsageError("give exactly one of --gpus (e.g. 2xRTX3060) or --hardware FILE"
                          " (or JITPLAN_GPUS / JITPLAN_HARDWARE)")
-    if task == _Task.train and wants_cpu(gpus, hardware) and recipe and ":" in recipe:  # a factory needs GPUs
-        raise UsageError(f"--model {recipe}: a traced model is planned for GPUs (--gpus 1xRTX4090), not the CPU")
+    from jitmodel.custom import ModelSpecError, looks_like_spec, parse_kwargs  # lazy: CLI start-up
+
+    factory = recipe if recipe and looks_like_spec(recipe) else None
+    try:
+        model_kwargs = parse_kwargs(model_arg)
+    except ModelSpecError as e:
+        raise UsageError(str(e)) from None
+    if model_kwargs and factory is None:
+        raise UsageError("--model-arg goes with --model FILE.py:factory (a recipe sets its own arguments)")
     if task == _Task.train and wants_cpu(gpus, hardware):  # no GPU: the laptop plan (cli/demo.py)
-        return plan_on_cpu(gpus, hardware, data=data, out=out, json_out=json_, host_ram=host_ram, cpus=cpus)
+        from jitplan.planner.family import is_family  # lazy: CLI start-up
+
+        if recipe and factory is None and is_family(recipe):
+            raise UsageError(f"--recipe {recipe}: a published DiT/SiT/U-ViT recipe is planned for GPUs "
+                             "(--gpus 1xRTX4090); on the CPU give --model FILE.py:factory sized for the digits")
+        return plan_on_cpu(gpus, hardware, data=data, out=out, json_out=json_, host_ram=host_ram, cpus=cpus,
+                           model=factory, model_kwargs=model_kwargs)
     hw = _hardware(gpus, hardware, gpu_mem, gpu_tflops, gpu_bw, host_ram, cpus, shm, disk)
     hw = _host_from_env(hw, env)
     hw, offer_price = with_figures(hw, offer_fields, pcie_gbs=pcie_gbs, pcie_lanes=pcie_lanes, pcie_gen=pcie_gen,
@@ -168,10 +183,11 @@ def plan_command(
 
     if task == _Task.train and wants_model(recipe):
         return plan_model(str(recipe), hw, json_=json_, strategy=strategy, batch_per_gpu=batch_per_gpu,
+                          model_kwargs=model_kwargs, data=data,
                           effective_batch=effective_batch, memory_fraction=memory_fraction, out=out,
                           jit_only={"--policy": policy != _Policy.keep_batch, "--compile": compile_, "--trace": trace,
                                     "--attention": attention, "--epochs": epochs, "--hours": hours,
-                                    "--budget-usd": budget_usd, "--data": data, "--accum": accum})
+                                    "--budget-usd": budget_usd, "--accum": accum})
     rec = load_recipe(_text(env.take("recipe", recipe)) or "JiT-B/16")
     if task != _Task.train:
         train_only = {"--trace": trace, "--strategy": strategy, "--accum": accum, "--effective-batch": effective_batch,

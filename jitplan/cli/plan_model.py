@@ -26,14 +26,15 @@ def wants_model(text: str | None) -> bool:
 
 
 def model_cache_dir(env: Any = None) -> Path:
-    from jitplan.doctor.runner import cache_dir  # lazy: CLI start-up
+    from jitplan.runs.home import cache_dir  # lazy: CLI start-up
 
     return cache_dir(os.environ if env is None else env)
 
 
 def plan_model(text: str, hw: Any, *, json_: bool, strategy: str | None, batch_per_gpu: int | None,
                effective_batch: int | None, memory_fraction: float, out: str | None,
-               jit_only: dict[str, object] | None = None) -> None:
+               jit_only: dict[str, object] | None = None, model_kwargs: dict[str, Any] | None = None,
+               data: str | None = None) -> None:
     from jitplan.cli._output import emit, note  # lazy: start-up (rich, typer)
     from jitplan.planner.family import is_family, load_family  # lazy: CLI start-up
     from jitplan.planner.traced_model import profile_for  # lazy: CLI start-up
@@ -45,9 +46,10 @@ def plan_model(text: str, hw: Any, *, json_: bool, strategy: str | None, batch_p
                          "--gpus/--hardware, --strategy, --batch-per-gpu, --effective-batch, --memory-fraction, "
                          "--out, --json (docs/models.md)")
     rec = load_family(text) if not custom.looks_like_spec(text) and is_family(text) else None
-    spec, kwargs = (rec.factory, rec.factory_kwargs()) if rec else (text, None)
+    spec, kwargs = (rec.factory, rec.factory_kwargs()) if rec else (text, model_kwargs or None)
     try:
         custom.source_file(custom.parse_spec(spec))
+        spec = custom.resolved(spec)  # a file's absolute path: the run may start in another folder
     except custom.ModelSpecError as e:
         raise UsageError(str(e)) from None
     cdir = model_cache_dir()
@@ -65,6 +67,7 @@ def plan_model(text: str, hw: Any, *, json_: bool, strategy: str | None, batch_p
             f"latent model: the plan assumes images pre-encoded to {s.input_size}x{s.input_size}x{ae.channels} "
             f"latents by {ae.name} (/{ae.downsample}); encoding on the fly (the autoencoder's memory and time) "
             "is not planned yet")]})
+    rhw = None
     if rec is not None:
         from jitplan.hardware.spec import hardware_from_flags  # lazy: CLI start-up
 
@@ -72,16 +75,21 @@ def plan_model(text: str, hw: Any, *, json_: bool, strategy: str | None, batch_p
         ref = plan_traced(prof, rhw, effective_batch=rec.reference.batch, strategy="none",
                           batch_per_gpu=max(1, rec.reference.batch // rhw.world_size), memory_fraction=1.0,
                           cached=cached)
-    data = {"recipe": rec.model_dump() if rec else None, "reference": ref, "target": tp}
-    if out:
-        import json
+    result = {"recipe": rec.model_dump() if rec else None, "reference": ref, "target": tp}
+    if out:  # the run itself: the file jitplan launch runs and jitmodel.train --config reads
+        from jitplan.cli.plan_inputs import count_dataset  # lazy: start-up (rich, typer)
+        from jitplan.planner.traced_run import traced_run_plan  # lazy: CLI start-up
+        from jitplan.schemas import PlanOptions, save_plan  # lazy: CLI start-up
 
-        from jitmodel.atomic import atomic_write_text  # lazy: CLI start-up
-        from jitplan.cli._output import to_jsonable  # lazy: start-up (rich, typer)
-
-        atomic_write_text(out, json.dumps(to_jsonable(data), indent=1))
-        note(f"traced plan written to {out}")
+        counted = count_dataset(data) if data is not None else None
+        run = traced_run_plan(tp, prof, hw, spec=spec, kwargs=kwargs or {}, rec=rec, ref=ref, reference_hw=rhw,
+                              options=PlanOptions(config_path=Path(out).name), data_path=data,
+                              num_images=counted[0] if counted else None)
+        if counted is not None and counted[0] is None:
+            run = run.model_copy(update={"warnings": [*run.warnings, counted[2]]})
+        save_plan(run, out)
+        note(f"plan written to {out}: jitplan launch {out} --local (or --ssh / --vast) runs it")
     from jitplan.cli.plan_model_render import render_traced  # lazy: start-up (rich, typer)
 
-    emit(data, json_mode=json_, render=lambda console: render_traced(console, tp, ref, rec))
+    emit(result, json_mode=json_, render=lambda console: render_traced(console, tp, ref, rec))
 

@@ -31,7 +31,8 @@ def render_plan(console, plan, *, wide: bool | None = None, saved_to: str | None
 
     wide = console.width >= WIDE_COLUMNS if wide is None else wide
     hw = plan.hardware
-    title = f"{plan.train.model.variant}: {plan.recipe} adapted to {hw.world_size} x {hw.gpu.name} ({plan.policy})"
+    name = "traced model" if plan.train.model.factory else plan.train.model.variant  # its recipe names the factory
+    title = f"{name}: {plan.recipe} adapted to {hw.world_size} x {hw.gpu.name} ({plan.policy})"
     whys = {r.why for r in plan.rows}
     warned = {w for w in plan.warnings if w in whys}
     if wide:

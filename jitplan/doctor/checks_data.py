@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jitmodel import custom
 from jitmodel.checkpoint import infer_model_config
 from jitmodel.scan import outside_note
 from jitmodel.variants import get_variant
@@ -112,6 +113,32 @@ def _describe(variant: Any, img: Any, classes: Any) -> str:
     return f"{variant} at {img}px ({classes} classes)"
 
 
+def _check_factory_checkpoint(ck: Any, plan: Any) -> Finding:
+    """C11 for a user's network (docs/models.md): the checkpoint's factory, arguments and source digest against
+    the plan's model and the source as it is now (what ``jitmodel`` checks before it loads)."""
+    title = "checkpoint vs model config"
+    saved = ck.saved_config or {}
+    n = sum(1 for _ in ck.shapes)
+    if plan is None:  # no plan: the checkpoint against its own factory's source as it is now
+        try:
+            custom.check_same_model(saved, custom.record(str(saved["factory"]), saved.get("factory_kwargs")))
+        except custom.ModelSpecError as e:
+            return Finding(id="C11", level="fail", title=title, found=f"{ck.path}: {e}",
+                           fix="sample or resume with the source the checkpoint was trained from")
+        return Finding(id="C11", level="pass", title=title,
+                       found=f"{saved['factory']} ({n} tensors); its source is unchanged since it was saved")
+    current = {"factory": plan.factory, "factory_kwargs": dict(plan.factory_kwargs),
+               "source_digest": plan.source_digest}
+    try:
+        custom.check_same_model({"factory": saved.get("factory"), "factory_kwargs": saved.get("factory_kwargs") or {},
+                                 "source_digest": saved.get("source_digest")}, current)
+    except custom.ModelSpecError as e:
+        return Finding(id="C11", level="fail", title=title, found=f"{ck.path}: {e}",
+                       fix="resume with the plan the checkpoint was trained from, or start a new run folder")
+    return Finding(id="C11", level="pass", title=title,
+                   found=f"{plan.factory} ({n} tensors): factory, arguments and source digest match the plan")
+
+
 def check_checkpoint(ctx: DoctorContext) -> Finding:
     """C11: the architecture the tensors say vs the checkpoint's saved config vs the plan."""
     title = "checkpoint vs model config"
@@ -125,6 +152,10 @@ def check_checkpoint(ctx: DoctorContext) -> Finding:
         return Finding(id="C11", level="fail", title=title,
                        found=f"{ck.path}: no model state dict among keys {ck.keys[:8]}",
                        fix="pass a jitmodel (last.pt) or official JiT (checkpoint-last.pth) checkpoint")
+    saved_factory = (ck.saved_config or {}).get("factory")
+    plan_model = ctx.plan.train.model if ctx.plan is not None else None
+    if saved_factory or (plan_model is not None and plan_model.factory):
+        return _check_factory_checkpoint(ck, plan_model)
     mc, err = _infer(ck.shapes)
     if mc is None:
         return Finding(id="C11", level="fail", title=title, found=f"{ck.path}: {err}",

@@ -32,6 +32,8 @@ def _params(run: RunSpec) -> int:
         return run.plan.estimates.params
 
     m = run.train.model
+    if m.factory is not None:  # a user's network without a traced plan: its size is not known here
+        return 0
     return param_count(m.variant, m.img_size, m.num_classes)
 
 
@@ -62,6 +64,9 @@ def ram_needed(run: RunSpec, workers: int) -> tuple[int, int, int]:
 def start_floor(run: RunSpec, device: str) -> bounds.StartMemory:
     """The floor of one rank's memory at its first step (``jitmodel.bounds``, what the trainer checks)."""
     t, m = run.train, run.train.model
+    if m.factory is not None:  # a user's network: its floor is the traced plan's (the trainer skips it too)
+        return bounds.StartMemory(device=device, dataset_bytes=0, state_bytes=0, ema_host_bytes=0,
+                                  activation_bytes=0)
     return bounds.start_memory(m.variant, m.img_size, t.batch_per_gpu, data_kind=t.data.kind, device=device,
                                in_channels=m.in_channels, num_classes=m.num_classes, attention=m.attention,
                                num_emas=len(t.diffusion.ema_decays), ema_on_host=t.memory.ema_device == "cpu")

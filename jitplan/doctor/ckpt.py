@@ -165,7 +165,8 @@ def _plain(obj: Any) -> Any:
 def _saved_config(top: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
     mc = top.get("model_config")
     if isinstance(mc, dict):
-        return {k: mc.get(k) for k in ("variant", "img_size", "num_classes", "in_channels")}, "model_config"
+        keys = ("variant", "img_size", "num_classes", "in_channels", "factory", "factory_kwargs", "source_digest")
+        return {k: _plain(mc.get(k)) for k in keys if k in mc}, "model_config"
     args = _plain(top.get("args"))
     if isinstance(args, dict):  # official JiT: argparse Namespace(model="JiT-B/16", img_size=256, class_num=1000)
         return {"variant": args.get("model"), "img_size": args.get("img_size"),

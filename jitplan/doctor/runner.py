@@ -26,6 +26,7 @@ from jitplan.doctor.measure import measure_loader
 from jitplan.errors import UsageError
 from jitplan.hardware.probe import run_probe
 from jitplan.hardware.software import TorchImport, torch_import_check
+from jitplan.runs.home import cache_dir
 from jitplan.runspec import load_run_spec
 
 CHECKS: list[tuple[str, Callable[[DoctorContext], Finding]]] = [
@@ -69,14 +70,6 @@ def _nameable(path: str | Path) -> bool:
     return True
 
 
-
-
-def cache_dir(env: Mapping[str, str]) -> Path:
-    """Where doctor keeps its cache: $JITPLAN_CACHE_DIR, else $XDG_CACHE_HOME/jitplan, else ~/.cache/jitplan."""
-    if env.get("JITPLAN_CACHE_DIR"):
-        return Path(env["JITPLAN_CACHE_DIR"])
-    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "jitplan"
 
 
 def _isolated(check_id: str, check: Callable[[DoctorContext], Finding], ctx: DoctorContext) -> Finding:

@@ -49,13 +49,14 @@ class StagedRun(Protocol):
 
 
 def run_name(variant: str, img_size: int, now: float | None = None) -> str:
-    """Run folders are named by variant, resolution and time: ``JiT-B-16-256px-20260101-120000``.
+    """Run folders are named by variant (or a factory's label, ``my_denoiser:make``), resolution and time:
+    ``JiT-B-16-256px-20260101-120000``, ``my_denoiser-make-16px-20260101-120000``.
 
         >>> run_name("JiT-B/16", 256, now=0)
         'JiT-B-16-256px-19700101-000000'
     """
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
-    return f"{variant.replace('/', '-')}-{img_size}px-{stamp}"
+    return f"{variant.replace('/', '-').replace(':', '-')}-{img_size}px-{stamp}"
 
 
 def _why(e: OSError) -> str:

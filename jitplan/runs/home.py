@@ -1,9 +1,10 @@
-"""Where jitplan keeps its state: the registry database, the calibration store, known hosts. Pure, cheap to
-import (the planner reads the calibration store from here without loading the registry)."""
+"""Where jitplan keeps its state (the registry database, the calibration store, known hosts) and its caches.
+Pure, cheap to import (the planner reads the calibration store from here without loading the registry)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -15,3 +16,12 @@ def default_home(env: dict[str, str] | None = None) -> Path:
     if env.get("XDG_DATA_HOME"):
         return Path(env["XDG_DATA_HOME"]).expanduser() / "jitplan"
     return Path(env.get("HOME") or Path.home()) / ".local" / "share" / "jitplan"
+
+
+def cache_dir(env: Mapping[str, str]) -> Path:
+    """Where jitplan keeps caches (doctor's torch-import result, traced model profiles): ``$JITPLAN_CACHE_DIR``,
+    else ``$XDG_CACHE_HOME/jitplan``, else ``~/.cache/jitplan``."""
+    if env.get("JITPLAN_CACHE_DIR"):
+        return Path(env["JITPLAN_CACHE_DIR"])
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "jitplan"
