@@ -42,6 +42,13 @@ ELSEWHERE = {
     "jitplan calibrate RUN": "needs a finished run: tests/test_planner_calibration.py",
     "jitplan report RUN": "needs a run id: tests/test_laptop.py",
     "jitplan compare ": "trains three arms for minutes: tests/test_compare.py (slow)",
+    "jitplan plan --gpus 2xRTX4090 --model my_net.py": "a file of yours: tests/test_models_launch.py plans "
+                                                       "examples/models/my_denoiser.py for 2 GPUs (slow: a trace)",
+    "jitplan plan --gpus 2xRTX4090 --recipe dit-": "traces the network (DiT-XL/2: ~20 s): "
+                                                  "tests/test_models_plan.py plans a family recipe (slow)",
+    "jitplan plan --gpus cpu --model examples/": "builds the network on meta (imports torch): "
+                                                "tests/test_models_launch.py",
+    "jitplan launch cpu.yaml --local": "trains: tests/test_models_launch.py, the user's model on the digits (slow)",
     "python -m jitmodel.run --nproc-per-node 2": "a plan for two GPUs: tests/test_launch_torchrun.py (CPU)",
     "jitmodel sample --ckpt runs/<run>/": "needs a checkpoint: tests/test_laptop.py draws from its run",
     "jitmodel trajectory --ckpt runs/<run>/": "needs a checkpoint: tests/test_laptop.py",
