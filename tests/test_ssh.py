@@ -304,3 +304,43 @@ def test_a_remote_python_without_torch_is_refused_with_the_fixes(sshd, tmp_path)
         job.ensure_env(create=False)
     assert "check python env failed" in e.value.message
     assert "--create-env" in e.value.hint and "--remote-python" in e.value.hint
+
+
+@pytest.mark.net
+@pytest.mark.slow
+@needs_sshd
+def test_a_users_model_file_travels_with_the_run_over_ssh(cli, sshd, tmp_path, launch_env):
+    """A plan naming a factory in a local file (``plan --gpus cpu --model mine/net.py:make``) trains over SSH:
+    the file and its siblings are copied into the run folder's model/ and the staged config names them at the
+    remote path, so the remote trainer builds the same network (the recorded source digest still holds)."""
+    import json
+
+    import yaml
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "models" / "my_denoiser.py", mine / "net.py")
+    (mine / "helper.py").write_text("X = 1\n")  # a sibling the digest covers: it travels too
+    kw = ["--model-arg", "input_size=8", "--model-arg", "dim=32", "--model-arg", "depth=1", "--model-arg", "heads=2",
+          "--model-arg", "patch=2"]
+    assert cli("plan", "--gpus", "cpu", "--model", "mine/net.py:make", *kw, "--out", "cpu.yaml").code == 0
+    raw = yaml.safe_load((tmp_path / "cpu.yaml").read_text())
+    raw.update(max_steps=3, log_every=1)
+    (tmp_path / "cpu.yaml").write_text(yaml.safe_dump(raw))
+    sshd.trust()
+    root = sshd.tmp / "remote"
+    r = cli("launch", "cpu.yaml", "--ssh", f"root@127.0.0.1:{sshd.port}", "--identity", str(sshd.client_key),
+            "--known-hosts", str(sshd.known_hosts), "--remote-dir", str(root), "--remote-python", sys.executable,
+            "--no-doctor", "--run-dir", str(tmp_path / "staged"), "--json")
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    remote = Path(res["remote_run_dir"])
+    assert (remote / "model" / "net.py").read_text() == (mine / "net.py").read_text()
+    assert (remote / "model" / "helper.py").is_file()
+    staged = yaml_load(remote / "train.yaml")["model"]
+    assert staged["factory"] == f"{remote}/model/net.py:make"
+    assert staged["source_digest"] == raw["model"]["source_digest"]
+    from jitmodel import checkpoint as C
+
+    ck = C.load_checkpoint(remote / "out" / "last.pt")
+    assert ck["step"] == 3 and C.checkpoint_model_config(ck).factory == staged["factory"]

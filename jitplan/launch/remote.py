@@ -20,10 +20,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TextIO
+from typing import IO, TYPE_CHECKING, Annotated, Any, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jitmodel import custom
+from jitmodel.atomic import atomic_write
 from jitplan.errors import JitplanError, UsageError
 from jitplan.launch import local
 from jitplan.launch.ssh import SSHLaunch, SSHOptions, parse_target, project_root, run_script_path
@@ -176,12 +178,40 @@ def stager(run: RunSpec, req: RemoteRequest) -> Stage:
     def stage(job: SSHLaunch, remote_data: str | None) -> tuple[Sequence[Path], NodeCommand]:
         """Write the run folder here once the remote paths are absolute; the files to upload and the command."""
         python = job.venv_python if req.create_env else req.remote_python  # the trainer runs in its run folder
+        staged, extra = run, list[Path]()
         if not req.dry_run:
-            local.prepare_run_dir(run, req.run_dir, data_path=remote_data)
-        spec = spec_for_run(run, config=config, python=python, rdzv_id=req.name)
-        return [req.run_dir / config, run_script_path()], node_command(spec)
+            staged, extra = ship_factory(run, req.run_dir, job.run_dir)
+            local.prepare_run_dir(staged, req.run_dir, data_path=remote_data)
+        spec = spec_for_run(staged, config=config, python=python, rdzv_id=req.name)
+        return [req.run_dir / config, run_script_path(), *extra], node_command(spec)
 
     return stage
+
+
+def _writer(data: bytes) -> Callable[[IO[Any]], object]:
+    return lambda fh: fh.write(data)
+
+
+def ship_factory(run: RunSpec, run_dir: Path, remote_run_dir: str) -> tuple[RunSpec, list[Path]]:
+    """A user's network defined in a file (``model.factory: /home/me/net.py:make``) travels with the run: its
+    source files (the file and the ``.py`` files beside it, what the digest covers) are copied into the run
+    folder's ``model/`` and the staged config names them at the remote run folder. Names and bytes are unchanged,
+    so the recorded source digest still holds there. A module factory (``pkg.mod:make``) must be importable on
+    the remote machine (the project's own ``jitmodel.archs`` is: the code is synced)."""
+    m = run.train.model
+    if m.factory is None or custom.parse_spec(m.factory).kind != "file":
+        return run, []
+    spec = custom.parse_spec(m.factory)
+    dest = run_dir / "model"
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        files = custom.source_files(spec)
+    except custom.ModelSpecError as e:
+        raise UsageError(str(e)) from None
+    for f in files:
+        atomic_write(dest / f.name, _writer(f.read_bytes()))
+    remote = f"{remote_run_dir}/model/{Path(spec.target).name}:{spec.factory}"
+    return run.with_train(run.train.model_copy(update={"model": m.model_copy(update={"factory": remote})})), [dest]
 
 
 def run_ssh(job: SSHLaunch, stage: Stage, req: RemoteRequest, hooks: RemoteHooks, registry: Registry,
