@@ -15,6 +15,8 @@ UTF-8 (UTF-16, Latin-1, binary), nesting deeper than ``MAX_DEPTH``, aliases that
 
 from __future__ import annotations
 
+import copy
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -104,13 +106,36 @@ def read_text(path: Path) -> str:
         raise ValueError(f"{path} is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r})") from None
 
 
+_PARSED: dict[tuple[int, int, int, int], Any] = {}  # (device, inode, size, mtime_ns) -> parsed document
+_PARSED_MAX = 64
+
+
+def _parse_file(p: Path) -> Any:
+    """``load_text(read_text(p))``, remembered for an unchanged regular file: one ``jitplan plan`` reads the
+    same recipe up to four times (the plan and the bigger-GPU advice), 18 ms of pure-Python YAML each. The
+    caller gets its own copy (the cache never hands out a dict another caller may change)."""
+    try:
+        st = p.stat()
+    except OSError:
+        st = None
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) if st is not None and stat.S_ISREG(st.st_mode) else None
+    if key is not None and key in _PARSED:
+        return copy.deepcopy(_PARSED[key])
+    doc = load_text(read_text(p))
+    if key is not None:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[key] = copy.deepcopy(doc)
+    return doc
+
+
 def read_yaml_mapping(path: str | Path, what: str = "config") -> dict:
     """The mapping a YAML file holds; ValueError with one line when the file is missing, a folder,
     not text, not YAML or not a mapping, or past a limit of this module (256 KiB, UTF-8, depth
     64, 100,000 values after alias expansion, no duplicate keys). The project's one YAML file reader."""
     p = Path(path)
     try:
-        raw = load_text(read_text(p))
+        raw = _parse_file(p)
     except FileNotFoundError:
         raise ValueError(f"{what} file not found: {p}") from None
     except IsADirectoryError:
