@@ -11,11 +11,17 @@ wires them up. Nothing here may import torch or vastai (``jitplan --help`` must 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
-import typer
+# pydantic looks for plugins through importlib.metadata at its first model (~20 ms of the CLI's start-up: it
+# scans every installed distribution); the CLI uses none. Set before any model is built; a value the user set
+# (e.g. an empty one, to keep their plugins) wins.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-from jitplan.cli._errors import run_with_error_map
+import typer  # noqa: E402
+
+from jitplan.cli._errors import run_with_error_map  # noqa: E402
 
 app = typer.Typer(
     name="jitplan",
