@@ -45,6 +45,8 @@ def test_decisions() -> None:
     assert decide(cfg, obs(10, step=3, seen=9, now=5000.0)).reason == "budget"
     assert decide(cfg, obs(10, step=3, seen=9, code=0)).reason == "finished"
     assert decide(cfg, obs(1e6, step=3, seen=9, code=1)).reason == "failed"  # an exit wins over any cap
+    over = decide(WatchdogConfig(), obs(10, step=3, seen=9, code=3))  # the trainer's re-plan: over its budget
+    assert over.reason == "budget" and not over.stop and "stopped over budget at step 3" in over.message
     assert not decide(cfg, obs(1e6, code=0)).stop
     assert decide(WatchdogConfig(), obs(1e9)) is None  # no estimate and no cap: only the exit ends it
     floor = WatchdogConfig(step_time_s=0.001, min_stall_s=600)  # an estimate far too fast for this machine

@@ -5,7 +5,8 @@
 ``poll_s`` it reads ``exit_code``, ``pid`` and the last step of ``out/metrics.jsonl`` and decides
 (:func:`decide`, pure):
 
-- **finished**: the trainer exited (``exit_code`` exists) -> record it and end;
+- **finished**: the trainer exited (``exit_code`` exists) -> record it and end; exit 3 is the trainer's own
+  re-plan stopping it over its budget (``jitmodel.replan``): recorded as **budget**, not failed;
 - **stalled**: no new step within ``stall_factor`` x the planned time of one logging interval
   (``step_time_s`` x ``log_every``, at least ``min_stall_s``; ``startup_grace_s`` more before the first
   one) -> SIGUSR1 to the ranks
@@ -49,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jitmodel.atomic import atomic_write_text
 from jitmodel.records import last_step
+from jitmodel.replan import BUDGET_EXIT
 from jitplan.errors import UsageError
 from jitplan.launch.self_stop import stop_self
 from jitplan.providers import SelfStop
@@ -148,6 +150,10 @@ def config_for(plan, *, max_hours: float | None = None, budget_usd: float | None
 
 def decide(cfg: WatchdogConfig, obs: Observation) -> Decision | None:
     """What to do now; None: keep watching. Pure (see the module doc)."""
+    if obs.exit_code == BUDGET_EXIT:  # the trainer's own re-plan: the run to its end costs more than its budget
+        return Decision(reason="budget", stop=False,
+                        message=f"the trainer stopped over budget at step {obs.last_step} (its re-plan: the run to "
+                        f"its end costs more than the budget), its checkpoint written")
     if obs.exit_code is not None:
         ok = obs.exit_code == 0
         return Decision(reason="finished" if ok else "failed", stop=False,
