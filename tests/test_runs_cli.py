@@ -281,3 +281,17 @@ def test_stop_destroy_when_the_host_is_unreachable(cli, reg: Registry, monkeypat
         assert fake.live() == []  # told to, the instance goes even though training could not be reached
     assert r.code == 1 and "could not stop training" in r.err and "Traceback" not in r.err
     assert reg.get_run(rid).status == "stopped" and reg.cloud.instances() == []
+
+
+def test_run_names_stay_whole_at_80_columns_and_a_local_only_list_has_no_host_column(cli, reg, monkeypatch):
+    """A run name is one token (JiT-Tiny-4-16px-20261207-023447): at 80 columns it was folded at a hyphen over
+    two lines; the host column (localhost on every row) took the room it needed."""
+    monkeypatch.setenv("COLUMNS", "80")
+    name = "JiT-Tiny-4-16px-20261207-023447"
+    reg.create_run(name, "local", run_dir="runs/a")
+    out = cli("runs").out
+    assert any(name in line for line in out.splitlines()), out
+    assert "host" not in out.splitlines()[2]
+    reg.create_run("JiT-B-16-256px-20261207-023447", "ssh", run_dir="runs/b", host="gpu-box")
+    out = cli("runs").out
+    assert "host" in out and "gpu-box" in out and any(name in line for line in out.splitlines()), out

@@ -93,10 +93,14 @@ def _render_overview(data: RunsOverview, con: Console) -> None:
         con.print("no runs recorded yet (jitplan launch ... records them)")
     else:
         t = Table(title="Runs")
-        for c in ("id", "name", "backend", "status", "started", "host"):
-            t.add_column(c, overflow="fold")
+        # Every run here: the host column says nothing, and an 80-column terminal needs the room for the names
+        show_host = any((r.host or "localhost") != "localhost" for r in data.runs)
+        cols = ("id", "name", "backend", "status", "started", *(("host",) if show_host else ()))
+        for c in cols:  # a run name is one token: never broken across lines (its full text is in --json)
+            t.add_column(c, overflow="ellipsis" if c == "name" else "fold", no_wrap=c in ("id", "status"))
         for r in data.runs:
-            t.add_row(r.id, r.name, r.backend, r.status, _ago(r.created_at, now) + " ago", r.host or "")
+            row = [r.id, r.name, r.backend, r.status, _ago(r.created_at, now) + " ago"]
+            t.add_row(*row, *((r.host or "",) if show_host else ()))
         con.print(t)
     if data.instances:
         _render_instances(con, data.instances, "Live cloud instances (billing until destroyed)")
