@@ -153,12 +153,13 @@ def labels(choices: Iterable[ModelChoice], configs: Iterable[ModelConfig]) -> li
         else:  # the config's own factory
             names.append(parse_spec(mc.factory).factory)
     keys = [model_key(mc) for mc in configs]
+    out = list(names)
     for i, n in enumerate(names):
         if any(n == m and keys[i] != keys[j] for j, m in enumerate(names)):
             mc = configs[i]
             args = ",".join(f"{k}={v}" for k, v in mc.factory_kwargs.items())
-            names[i] = f"{mc.factory}({args})" if args else str(mc.factory)
-    return names
+            out[i] = f"{mc.factory}({args})" if args else str(mc.factory)
+    return out
 
 
 def model_key(mc: ModelConfig) -> str:
