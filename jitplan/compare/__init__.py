@@ -194,7 +194,7 @@ def _notes(results: list[ArmResult], scorer: Scorer, budget: Budget) -> list[str
     if budget.minutes is not None and len(set(steps.values())) > 1:
         notes.append("Wall-clock budget: the arms ran different numbers of steps (" +
                      ", ".join(f"{a} {n}" for a, n in steps.items()) + "), which also reflects the machine's "
-                     "load at the time; for a like-for-like comparison of objectives use --steps or --images.")
+                     "load at the time; to compare per step (or per image seen) use --steps or --images.")
     if len(spaces) > 1:
         notes.append(f"Training losses are each in their own loss space ({', '.join(spaces)}); their values are not "
                      "comparable across spaces. Compare the common v-space loss instead.")
@@ -213,7 +213,7 @@ def _notes(results: list[ArmResult], scorer: Scorer, budget: Budget) -> list[str
     if accs and all(a < CHANCE_FACTOR / 10 for a in accs):
         most = max((r.steps for r in results if r.steps), default=None)
         notes.append(f"Warning: every arm is at chance (digits accuracy {', '.join(f'{a:.2f}' for a in accs)}"
-                     "; guessing gives 0.10): the samples are still noise and say nothing about the objectives. "
+                     "; guessing gives 0.10): the samples are still noise and say nothing about the arms. "
                      "Train longer before comparing" + (f", e.g. --steps {max(most * 5, 3000)}" if most else "") +
                      " (the digits demo reaches 80 % legible at about 1,400 steps of batch 32).")
     failed = [r.arm for r in results if r.status == "failed"]

@@ -81,8 +81,8 @@ def plan_arms(base: TrainConfig, arms: list[str] | None, objectives: str | None,
     for choice in [parse_model(m) for m in model_texts] or [ModelChoice(kind="base")]:
         combos += [(choice, p, lo) for p, lo in objs or [own]]
     for text in arms or []:
-        choice, pred, loss = parse_arm_text(text)
-        combos.append((choice or ModelChoice(kind="base"), pred or own[0], loss or own[1]))
+        named, pred, loss = parse_arm_text(text)
+        combos.append((named or ModelChoice(kind="base"), pred or own[0], loss or own[1]))
     configs = [resolve(c, base.model, remote=remote) for c, _, _ in combos]
     names = labels([c for c, _, _ in combos], configs)
     keys = [model_key(mc) for mc in configs]
