@@ -43,11 +43,15 @@ def test_models_cross_objectives_and_explicit_arms_add_to_them(base):
                           ["jit", DIT])
     assert [a.name for a in arms] == ["JiT-Tiny/8 x:v", "JiT-Tiny/8 v:v", "dit_digits x:v", "dit_digits v:v",
                                       "dit_digits(hidden=128) eps:eps"]
-    assert arms[-1].model.factory_kwargs == {"hidden": 128} and arms[-1].slug == "dit_digits-hidden=128-eps-eps"
+    assert arms[-1].model.factory_kwargs == {"hidden": 128} and arms[-1].slug == "dit_digits-hidden-128-eps-eps"
     # only objectives vary: the names stay the objectives' (and the objectives study is unchanged)
     same_net = core.plan_arms(base, ["model=jit,pred=eps"], None, ["jit"])
     assert [a.name for a in same_net] == ["x:v", "eps:v"]
     assert [a.name for a in core.plan_arms(base, ["x:v", "eps"], None, None)] == ["x:v", "eps:v"]
+    # --arm alone: exactly the arms given, no arm of the config's own added
+    alone = core.plan_arms(base, ["model=jit", f"model={DIT},pred=v"], None, None)
+    assert [a.name for a in alone] == ["JiT-Tiny/8 x:v", "dit_digits v:v"]
+    assert [a.name for a in core.plan_arms(base, ["model=jit"], "v", None)] == ["v:v", "x:v"]
 
 
 def test_a_file_factory_is_made_absolute_and_refused_over_ssh(base, tmp_path, monkeypatch):

@@ -56,7 +56,16 @@ from jitplan.compare.runners import (
     _StopOnTime,
 )
 from jitplan.compare.score import Scorer
-from jitplan.compare.settings import KINDS, Arm, Budget, arm_train_config, make_budget, parse_arm, parse_arms
+from jitplan.compare.settings import (
+    KINDS,
+    Arm,
+    Budget,
+    arm_train_config,
+    make_budget,
+    parse_arm,
+    parse_arms,
+    safe_name,
+)
 from jitplan.errors import UsageError
 from jitplan.launch import local
 from jitplan.runspec import RunSpec
@@ -139,7 +148,8 @@ def _train_and_score(base: RunSpec, world: int, runner: Runner, arms: list[Arm],
             progress = TrainLogProgress(f"arm {arm.name}", cfg.max_steps, stream=echoing.echo)  # an ETA, not
             echoing.echo = cast(TextIO, progress)  # a line per logged step
         try:
-            status, message = runner.run(rdir, config, minutes=budget.minutes, name=f"compare-{out.name}-{arm.slug}")
+            status, message = runner.run(rdir, config, minutes=budget.minutes,
+                                         name=safe_name(f"compare-{out.name}-{arm.slug}"))
         finally:
             if progress is not None and echoing is not None:
                 progress.close()

@@ -78,8 +78,9 @@ def plan_arms(base: TrainConfig, arms: list[str] | None, objectives: str | None,
     objs = [(a.prediction, a.loss_space) for a in
             (parse_arm(o) for o in (objectives or "").split(",") if o.strip())]
     combos: list[tuple[ModelChoice, str, str]] = []
-    for choice in [parse_model(m) for m in model_texts] or [ModelChoice(kind="base")]:
-        combos += [(choice, p, lo) for p, lo in objs or [own]]
+    if model_texts or objs:  # every --model with every --objective (the config's network / objective if none)
+        for choice in [parse_model(m) for m in model_texts] or [ModelChoice(kind="base")]:
+            combos += [(choice, p, lo) for p, lo in objs or [own]]
     for text in arms or []:
         named, pred, loss = parse_arm_text(text)
         combos.append((named or ModelChoice(kind="base"), pred or own[0], loss or own[1]))

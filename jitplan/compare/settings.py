@@ -47,7 +47,16 @@ class Arm(_Strict):
     @property
     def slug(self) -> str:
         """Path-safe: ``x-v``, ``JiT-Tiny-8``, ``dit_digits-x-v``."""
-        return re.sub(r"[^A-Za-z0-9_.=-]+", "-", self.name).strip("-.") or "arm"
+        return safe_name(self.name) or "arm"
+
+
+def safe_name(text: str) -> str:
+    """Letters, digits, ``_ . -`` only (a folder, a run name, torchrun's rendezvous id).
+
+        >>> safe_name("dit_digits(hidden=128) x:v"), safe_name("cmp 2")
+        ('dit_digits-hidden-128-x-v', 'cmp-2')
+    """
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")
 
 
 def parse_arm(text: str) -> Arm:
