@@ -69,6 +69,7 @@ def compare(
     """Compare objectives or networks on the same data, seed and budget: table, loss plot, sample grids.
 
     jitplan compare jitplan/templates/compare/digits.yaml --objectives x,v,eps --steps 300
+
     jitplan compare jitplan/templates/compare/digits.yaml --model jit,jitmodel.archs.dit:dit_digits --steps 1000
     """
     from jitplan import compare as core  # lazy: CLI start-up
