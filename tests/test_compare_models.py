@@ -250,3 +250,38 @@ def test_jit_tiny_against_a_dit_of_its_size_end_to_end(cli, tmp_path, monkeypatc
     md = (out / "summary.md").read_text()
     assert md.startswith("# Models compared: JiT-Tiny/4, dit_digits(input_size=16,patch=4)")
     assert f"| {jit['params']:,} |" in md and f"| {dit['params']:,} |" in md and (out / "loss.png").is_file()
+
+
+@pytest.mark.net
+@pytest.mark.slow
+def test_model_arms_over_ssh_train_there_and_are_scored_here(cli, tmp_path, monkeypatch):
+    """A factory network goes over the SSH launch path (loopback sshd, tests/test_ssh.py's) as a module of the
+    uploaded project: trained there, its checkpoint fetched and rebuilt here from the recorded factory."""
+    from test_compare import _folder_config
+    from test_ssh import LoopbackSSH, needs_sshd
+
+    if needs_sshd.args[0]:
+        pytest.skip(needs_sshd.kwargs["reason"])
+    monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("JITMODEL_NO_PROGRESS", "1")
+    (tmp_path / "sshd").mkdir()
+    server = LoopbackSSH(tmp_path / "sshd")
+    try:
+        server.trust()
+        root, out = tmp_path / "remote", tmp_path / "cmp"
+        r = cli("compare", str(_folder_config(tmp_path)), "--arm", "model=jit",
+                "--arm", f"model={DIT},input_size=8,patch=4,num_classes=2", "--steps", "2", "--out", str(out),
+                "--ssh", f"root@127.0.0.1:{server.port}", "--identity", str(server.client_key), "--known-hosts",
+                str(server.known_hosts), "--remote-dir", str(root), "--remote-python", sys.executable,
+                "--sample-steps", "2", "--per-class", "1", "--threads", "1", "--json")
+    finally:
+        server.close()
+    assert r.code == 0, r.err[-3000:]
+    res = json.loads(r.out)
+    assert res["backend"] == "ssh" and [a["arm"] for a in res["arms"]] == [
+        "JiT-Tiny/4", "dit_digits(input_size=8,patch=4,num_classes=2)"]
+    for a in res["arms"]:
+        slug = Path(a["run_dir"]).name
+        assert (root / "runs" / f"compare-cmp-{slug}" / "out" / "last.pt").is_file()  # trained there
+        assert a["status"] == "finished" and a["steps"] == 2 and math.isfinite(a["v_loss_common"]) and a["grid"]
+    assert res["arms"][1]["model_spec"] == DIT and res["arms"][1]["params"] > 0
