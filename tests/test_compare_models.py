@@ -64,6 +64,15 @@ def test_a_file_factory_is_made_absolute_and_refused_over_ssh(base, tmp_path, mo
     assert e.value.hint == "e.g. --model examples.models.my_denoiser:FACTORY"
 
 
+def test_a_config_of_a_factory_is_base_and_has_no_jit(base):
+    own = base.model_copy(update={"model": base.model.model_validate(
+        {**base.model.model_dump(), "factory": DIT, "factory_kwargs": {}})})
+    arms = core.plan_arms(own, None, None, ["base", "JiT-Tiny/8"])
+    assert [a.name for a in arms] == ["dit_digits", "JiT-Tiny/8"] and arms[1].model.factory is None
+    with pytest.raises(UsageError, match="the config trains jitmodel.archs.dit:dit_digits, not a JiT variant"):
+        core.plan_arms(own, None, None, ["jit", "JiT-Tiny/8"])
+
+
 def test_two_factories_of_one_name_are_told_apart(base, tmp_path):
     other = tmp_path / "mine.py"
     other.write_text("from jitmodel.archs.dit import dit_digits\n")
@@ -133,9 +142,13 @@ def test_a_network_that_does_not_build_or_take_the_data_is_refused(base, model, 
     (["--model", "jit", "--arm", f"model={DIT},input_size=16"], "does not take the data"),
     (["--model", f"jit,{DIT},{DIT}"], "arm dit_digits x:v is given twice"),
     (["--model", "jit,NoSuch/3"], "unknown model 'NoSuch/3'"),
+    # checked before a cloud is asked for anything (else: "--vast needs a plan", or an instance rented)
+    (["--model", "jit,jitmodel.archs.dit:nope", "--vast", "--yes"], "has no callable 'nope'"),
+    (["--model", "jit,examples/models/my_denoiser.py:make", "--ssh", "a@b"], "runs on this machine only"),
 ])
 def test_bad_models_on_the_command_line_are_one_line_and_exit_2(cli, tmp_path, monkeypatch, args, fragment):
     monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(ROOT)  # the example's FILE.py path is relative to the checkout
     monkeypatch.setattr(core, "run_compare", lambda *a, **k: pytest.fail("the comparison was started"))
     r = cli("compare", str(TEMPLATE), *args, "--steps", "2", "--out", str(tmp_path / "o"))
     assert r.code == 2, (r.out, r.err)
