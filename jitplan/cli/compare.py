@@ -2,10 +2,10 @@
 
     jitplan compare jitplan/templates/compare/digits.yaml --objectives x,v,eps --steps 300 --out runs/cmp-digits
     jitplan compare plan.yaml --arm x:v --arm eps:eps --minutes 10 --out runs/cmp   # PRED:LOSS pairs
-    jitplan compare jitplan/templates/compare/digits.yaml --model jit --model jitmodel.archs.dit:dit_digits \
+    jitplan compare jitplan/templates/compare/digits.yaml --model jit --model jitmodel.archs.dit:dit_digits \\
         --steps 1000 --threads 1                                                    # JiT-Tiny/8 vs a DiT of its size
     jitplan compare digits.yaml --model jit,my_model.py:make --objectives x,v --steps 600   # 2 models x 2 objectives
-    jitplan compare digits.yaml --arm model=jit --arm model=jitmodel.archs.dit:dit_digits,pred=eps,hidden=128 \
+    jitplan compare digits.yaml --arm model=jit --arm model=jitmodel.archs.dit:dit_digits,pred=eps,hidden=128 \\
         --steps 600                                                                 # a factory's arguments
     jitplan compare --gpus 1xRTX4090 --recipe JiT-B/16 --data /data/imagenet --objectives x,v --images 1000000 \\
         --ref-stats jit_in256_stats.npz
