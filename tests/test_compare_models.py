@@ -58,7 +58,8 @@ def test_a_file_factory_is_made_absolute_and_refused_over_ssh(base, tmp_path, mo
     src = ROOT / "examples" / "models" / "my_denoiser.py"
     monkeypatch.chdir(ROOT)
     arms = core.plan_arms(base, None, None, ["jit", "examples/models/my_denoiser.py:make"])
-    assert arms[1].model.factory == f"{src}:make" and arms[1].name == "make"  # the trainer runs in the arm folder
+    assert arms[1].model.factory == f"{src}:make"  # absolute: the trainer runs in the arm folder
+    assert arms[1].name == "my_denoiser.py:make" and arms[1].slug == "my_denoiser.py-make"
     with pytest.raises(UsageError, match="runs on this machine only") as e:
         core.plan_arms(base, None, None, ["jit", "examples/models/my_denoiser.py:make"], remote=True)
     assert e.value.hint == "e.g. --model examples.models.my_denoiser:FACTORY"
@@ -74,10 +75,12 @@ def test_a_config_of_a_factory_is_base_and_has_no_jit(base):
 
 
 def test_two_factories_of_one_name_are_told_apart(base, tmp_path):
-    other = tmp_path / "mine.py"
-    other.write_text("from jitmodel.archs.dit import dit_digits\n")
-    arms = core.plan_arms(base, None, None, [DIT, f"{other}:dit_digits"])
-    assert [a.name for a in arms] == [DIT, f"{other}:dit_digits"]
+    files = [tmp_path / d / "mine.py" for d in ("a", "b")]
+    for f in files:
+        f.parent.mkdir()
+        f.write_text("from jitmodel.archs.dit import dit_digits\n")
+    arms = core.plan_arms(base, None, None, [DIT, *(f"{f}:dit_digits" for f in files)])
+    assert [a.name for a in arms] == ["dit_digits", *(f"{f}:dit_digits" for f in files)]  # not mine.py:dit_digits
 
 
 @pytest.mark.parametrize("arms,objectives,models,fragment", [

@@ -47,12 +47,14 @@ class ModelChoice(BaseModel):
 
     @property
     def label(self) -> str:
-        """What tables call it when models differ: the variant, or the factory's name and its arguments."""
+        """What tables call it when models differ: the variant, or the factory's name (with its file's for a
+    ``FILE.py`` factory) and its arguments."""
         if self.kind == "variant":
             return str(self.variant)
         if self.kind != "factory":
             return self.kind
-        name = parse_spec(str(self.factory)).factory
+        spec = parse_spec(str(self.factory))
+        name = f"{Path(spec.target).name}:{spec.factory}" if spec.kind == "file" else spec.factory  # my_model.py:make
         args = ",".join(f"{k}={v}" for k, v in self.kwargs.items())
         return f"{name}({args})" if args else name
 
@@ -151,7 +153,7 @@ def labels(choices: Iterable[ModelChoice], configs: Iterable[ModelConfig]) -> li
         elif ch.kind == "factory":
             names.append(ch.label)
         else:  # the config's own factory
-            names.append(parse_spec(mc.factory).factory)
+            names.append(ModelChoice(kind="factory", factory=mc.factory).label)
     keys = [model_key(mc) for mc in configs]
     out = list(names)
     for i, n in enumerate(names):
