@@ -83,16 +83,21 @@ def parse_model(text: str, kwargs: dict[str, KwargValue] | None = None) -> Model
 
 
 def parse_value(text: str) -> KwargValue:
-    """A factory argument from the command line: a JSON number or boolean, else the text itself.
+    """A factory argument from the command line: true/false, an int, a float, else the text itself (as
+    ``jitplan plan --model-arg`` reads them).
 
-        >>> [parse_value(v) for v in ("128", "0.5", "true", "gelu")]
+        >>> [parse_value(v) for v in ("128", "0.5", "True", "gelu")]
         [128, 0.5, True, 'gelu']
     """
-    try:
-        v = json.loads(text)
-    except ValueError:
-        return text
-    return v if isinstance(v, int | float | bool) else text
+    v = text.strip()
+    if v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            continue
+    return v
 
 
 def resolve(choice: ModelChoice, base: ModelConfig, *, remote: bool = False) -> ModelConfig:
