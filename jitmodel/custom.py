@@ -105,10 +105,18 @@ def parse_kwargs(pairs: list[str] | None) -> dict[str, int | float | str | bool]
 
 
 def _module_file(name: str) -> Path | None:
-    """The source file of a dotted module, found on sys.path without importing anything."""
+    """The source file of a dotted module, found on sys.path without importing anything; then through the
+    top-level package's own locations (an editable install's finder is on sys.meta_path, not sys.path)."""
     parts = name.split(".")
-    for entry in sys.path:
-        base = Path(entry or ".").joinpath(*parts)
+    roots = [Path(entry or ".") for entry in sys.path]
+    try:
+        top = importlib.util.find_spec(parts[0])  # a top-level name: found, not imported
+    except (ImportError, ValueError):
+        top = None
+    if top is not None and top.submodule_search_locations:
+        roots += [Path(loc).parent for loc in top.submodule_search_locations]
+    for root in roots:
+        base = root.joinpath(*parts)
         for cand in (base.with_suffix(".py"), base / "__init__.py"):
             if cand.is_file():
                 return cand

@@ -209,7 +209,8 @@ class Trainer:
     def _fit(self, log: RunLog) -> int:
         cfg, env, accum, every = self.cfg, self.env, self.cfg.accum_steps, self.cfg.checkpoint.every_steps
         st, stepper = self.state, self.stepper
-        log.note(f"{cfg.model.variant} at {cfg.model.img_size}px, {self.num_images} images in {len(self.classes)} "
+        net = cfg.model.factory or cfg.model.variant  # a factory config keeps a (meaningless) variant field
+        log.note(f"{net} at {cfg.model.img_size}px, {self.num_images} images in {len(self.classes)} "
                  f"classes | effective batch {self.eff_batch} = micro {cfg.batch_per_gpu} x accum {accum} x world "
                  f"{env.world_size} | peak lr {self.peak_lr:.3g} | {self.steps_per_epoch} steps/epoch, "
                  f"{self.total_steps} steps | {self.device.type}, "

@@ -200,7 +200,7 @@ def test_summary_table_has_one_row_per_arm_and_the_caveats():
     r.notes = ["Training losses are each in their own loss space"]
     md = core.summary_markdown(r)
     rows = [line for line in md.splitlines() if line.startswith("| x:v") or line.startswith("| eps:v")]
-    assert len(rows) == 2 and all(row.count("|") == 11 for row in rows)
+    assert len(rows) == 2 and all(row.count("|") == 12 for row in rows)  # arm, params, status, ... FID
     assert "| 0.7 |" in rows[0] and "0.500" in rows[0] and "own loss space" in md
 
 

@@ -97,3 +97,17 @@ def dit_b_2(**kw: int) -> DiT:
 
 def dit_xl_2(**kw: int) -> DiT:
     return dit("XL", 2, **kw)
+
+
+def dit_digits(input_size: int = 32, patch: int = 8, in_channels: int = 3, num_classes: int = 10, depth: int = 4,
+               hidden: int = 96, heads: int = 4) -> DiT:
+    """A DiT the size of JiT-Tiny for the digits (``jitplan compare``'s template: 32 px, 3 channels, 10 classes).
+
+    JiT-Tiny's trunk (4 blocks, 96 wide, 4 heads) with DiT's adaLN-Zero blocks and GELU MLP: 760,128 parameters
+    at patch 8, against JiT-Tiny/8's 752,864 trainable ones at 32 px (+1.0%); at ``patch=4``, 732,336 against
+    JiT-Tiny/4's 734,288 (-0.3%).
+
+        >>> sum(p.numel() for p in dit_digits().parameters())
+        760128
+    """
+    return DiT(input_size, patch, in_channels, depth, hidden, heads, 4.0, num_classes)

@@ -1,7 +1,12 @@
-"""``jitplan compare``: train two or more objectives (x / v / eps) for the same budget and compare them.
+"""``jitplan compare``: train two or more objectives (x / v / eps) or networks for the same budget and compare them.
 
     jitplan compare jitplan/templates/compare/digits.yaml --objectives x,v,eps --steps 300 --out runs/cmp-digits
     jitplan compare plan.yaml --arm x:v --arm eps:eps --minutes 10 --out runs/cmp   # PRED:LOSS pairs
+    jitplan compare jitplan/templates/compare/digits.yaml --model jit --model jitmodel.archs.dit:dit_digits \\
+        --steps 1000 --threads 1                                                    # JiT-Tiny/8 vs a DiT of its size
+    jitplan compare digits.yaml --model jit,my_model.py:make --objectives x,v --steps 600   # 2 models x 2 objectives
+    jitplan compare digits.yaml --arm model=jit --arm model=jitmodel.archs.dit:dit_digits,pred=eps,hidden=128 \\
+        --steps 600                                                                 # a factory's arguments
     jitplan compare --gpus 1xRTX4090 --recipe JiT-B/16 --data /data/imagenet --objectives x,v --images 1000000 \\
         --ref-stats jit_in256_stats.npz
     jitplan compare plan.yaml --objectives x,eps --steps 2000 --ssh root@1.2.3.4:2222 --identity ~/.ssh/id_ed25519
@@ -22,10 +27,16 @@ from jitplan.cli._output import JsonFlag
 
 def compare(
     plan_file: Path | None = typer.Argument(None, metavar="[PLAN]", help="plan.yaml or a TrainConfig YAML."),
-    arm: list[str] | None = typer.Option(None, "--arm", metavar="PRED[:LOSS]",
-                                         help="An objective, e.g. x:v, v:v, eps:eps (repeat). LOSS defaults to v."),
+    arm: list[str] | None = typer.Option(None, "--arm", metavar="PRED[:LOSS]|model=SPEC,...",
+                                         help="An objective, e.g. x:v, v:v, eps:eps (repeat; LOSS defaults to v), "
+                                         "or a network and objective: model=SPEC[,pred=P][,loss=L][,ARG=VALUE...] "
+                                         "(ARG: the factory's arguments)."),
     objectives: str | None = typer.Option(None, "--objectives", metavar="x,v,eps",
                                           help="Predictions to compare, each with the v-space loss."),
+    model: list[str] | None = typer.Option(None, "--model", "--models", metavar="SPEC",
+                                           help="A network to compare (repeat, or a comma list): jit (the config's "
+                                           "JiT), base (the config's own network), a JiT variant, FILE.py:factory "
+                                           "or package.module:factory. With --objectives: every pair."),
     steps: int | None = typer.Option(None, "--steps", help="Budget: optimizer steps per arm."),
     images: int | None = typer.Option(None, "--images", help="Budget: training images per arm."),
     minutes: float | None = typer.Option(None, "--minutes", help="Budget: wall-clock minutes of training per arm."),
@@ -55,15 +66,16 @@ def compare(
     ref_stats: str | None = typer.Option(None, "--ref-stats", help="FID reference statistics (npz, mu/sigma)."),
     json_out: JsonFlag = False,
 ) -> None:
-    """Compare objectives on the same data, seed and budget: table, loss plot, sample grids.
+    """Compare objectives or networks on the same data, seed and budget: table, loss plot, sample grids.
 
     jitplan compare jitplan/templates/compare/digits.yaml --objectives x,v,eps --steps 300
+
+    jitplan compare jitplan/templates/compare/digits.yaml --model jit,jitmodel.archs.dit:dit_digits --steps 1000
     """
     from jitplan import compare as core  # lazy: CLI start-up
     from jitplan.cli._output import emit, err  # lazy: start-up (rich, typer)
     from jitplan.errors import CheckFailed, UsageError  # lazy: CLI start-up
 
-    arms = core.parse_arms(arm, objectives)
     budget = core.make_budget(steps, images, minutes)
     from jitplan.cli.launch import cloud_choice  # lazy: start-up (rich, typer)
 
@@ -72,6 +84,9 @@ def compare(
     if len(chosen) > 1:
         raise UsageError(f"choose one of --local, --ssh, --cloud PROVIDER (or its flag) (got {', '.join(chosen)})")
     base = _base(plan_file, gpus, recipe, data)
+    arms = core.plan_arms(base.train, arm, objectives, model, remote=bool(ssh or provider))
+    if any(a.model is not None for a in arms):  # before renting anything: every network builds and takes the data
+        arms = core.with_params(arms, base.train)
     out_dir = out or Path("runs") / f"compare-{_stamp()}"
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is a file")

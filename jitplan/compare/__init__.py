@@ -1,7 +1,9 @@
-"""Compare objectives (x / v / eps prediction, and the loss space) on the same data, seed and budget.
+"""Compare objectives (x / v / eps prediction, and the loss space) and networks on the same data, seed and budget.
 
-Each *arm* is one ``prediction:loss_space`` setting of ``DiffusionConfig``; everything else (network,
-data, data order, initial weights, t/noise draws, optimizer, budget) is the base config's. Each arm is a
+Each *arm* is one ``prediction:loss_space`` setting of ``DiffusionConfig`` and, when models are compared,
+one network (the config's JiT, another JiT variant, or a factory such as ``jitmodel.archs.dit:dit_digits``;
+jitplan.compare.arms); everything else (data, data order, t/noise draws, optimizer, batch, budget, and the
+initial weights when the network is the same) is the base config's. Each arm is a
 normal run through the launch path (run folder, torchrun, supervisor, registry), then this process reads
 its ``metrics.jsonl`` and ``last.pt`` and scores it the same way for every arm:
 
@@ -17,6 +19,7 @@ Results: ``results.json``, ``summary.md``, ``loss.png`` and ``grids/<arm>.png`` 
 
     jitplan compare jitplan/templates/compare/digits.yaml --objectives x,v,eps --steps 300 --out runs/cmp
     jitplan compare plan.yaml --arm x:v --arm eps:eps --minutes 10
+    jitplan compare jitplan/templates/compare/digits.yaml --model jit --model jitmodel.archs.dit:dit_digits --steps 1000
     jitplan compare --gpus 1xRTX4090 --recipe JiT-B/16 --data /data/imagenet --arm x:v --arm v:v --images 1e6
 
     >>> [a.name for a in parse_arms(["x:v", "eps"], None)]
@@ -36,6 +39,8 @@ from typing import TextIO, cast
 
 from jitmodel.atomic import atomic_write_text
 from jitmodel.progress import TrainLogProgress
+from jitplan.compare.arms import parse_arm_text, plan_arms, with_params
+from jitplan.compare.models import ModelChoice, count_params, parse_model
 from jitplan.compare.plot import _COLORS, _plot_pil, plot_losses
 from jitplan.compare.results import (
     ArmResult,
@@ -51,7 +56,16 @@ from jitplan.compare.runners import (
     _StopOnTime,
 )
 from jitplan.compare.score import Scorer
-from jitplan.compare.settings import KINDS, Arm, Budget, arm_train_config, make_budget, parse_arm, parse_arms
+from jitplan.compare.settings import (
+    KINDS,
+    Arm,
+    Budget,
+    arm_train_config,
+    make_budget,
+    parse_arm,
+    parse_arms,
+    safe_name,
+)
 from jitplan.errors import UsageError
 from jitplan.launch import local
 from jitplan.runspec import RunSpec
@@ -59,10 +73,11 @@ from jitplan.runspec import load_run_spec as load_base
 
 Note = Callable[[str], None]
 
-__all__ = ["KINDS", "Arm", "ArmResult", "Budget", "CompareResult", "LocalRunner", "Runner", "SSHRunner", "Scorer",
-           "arm_train_config", "load_base", "make_budget", "parse_arm", "parse_arms", "plot_losses",
-           "read_metrics", "run_compare", "summarize_metrics", "summary_markdown", "write_outputs",
-           "_COLORS", "_StopOnTime", "_notes", "_plot_pil"]
+__all__ = ["KINDS", "Arm", "ArmResult", "Budget", "CompareResult", "LocalRunner", "ModelChoice", "Runner",
+           "SSHRunner", "Scorer", "arm_train_config", "count_params", "load_base", "make_budget", "parse_arm",
+           "parse_arm_text", "parse_arms", "parse_model", "plan_arms", "plot_losses", "read_metrics", "run_compare",
+           "summarize_metrics", "summary_markdown", "with_params", "write_outputs", "_COLORS", "_StopOnTime",
+           "_notes", "_plot_pil"]
 
 
 def run_compare(base: RunSpec, arms: list[Arm], budget: Budget, out: str | Path, *,
@@ -71,7 +86,8 @@ def run_compare(base: RunSpec, arms: list[Arm], budget: Budget, out: str | Path,
                 threads: int | None = None, note: Note | None = None) -> CompareResult:
     """Run every arm with the same data, seed and budget, score them alike, and write the results.
 
-    ``base`` is the run spec every arm starts from (a plan or a bare TrainConfig). ``threads`` caps torch's
+    ``base`` is the run spec every arm starts from (a plan or a bare TrainConfig); ``arms`` come from
+    ``parse_arms`` (objectives) or ``plan_arms`` (models too). ``threads`` caps torch's
     CPU threads while scoring (as ``--threads`` does for the ranks: on a busy machine fewer threads are much
     faster). Returns the CompareResult also written to
     ``out/results.json``.
@@ -89,6 +105,8 @@ def run_compare(base: RunSpec, arms: list[Arm], budget: Budget, out: str | Path,
         if rdir.exists() and any(rdir.iterdir()):
             raise UsageError(f"{rdir} already holds a run; choose a new --out folder")
     with _torch_threads(threads):
+        if any(a.params is None for a in arms):  # each network built once on meta: sized, checked against the data
+            arms = with_params(arms, train)
         return _train_and_score(base, world, runner, arms, budget, out, seed=seed, weights=weights,
                                 sample_steps=sample_steps, per_class=per_class, ref_stats=ref_stats, note=note)
 
@@ -130,15 +148,18 @@ def _train_and_score(base: RunSpec, world: int, runner: Runner, arms: list[Arm],
             progress = TrainLogProgress(f"arm {arm.name}", cfg.max_steps, stream=echoing.echo)  # an ETA, not
             echoing.echo = cast(TextIO, progress)  # a line per logged step
         try:
-            status, message = runner.run(rdir, config, minutes=budget.minutes, name=f"compare-{out.name}-{arm.slug}")
+            status, message = runner.run(rdir, config, minutes=budget.minutes,
+                                         name=safe_name(f"compare-{out.name}-{arm.slug}"))
         finally:
             if progress is not None and echoing is not None:
                 progress.close()
                 echoing.echo = progress.stream
         wall = time.monotonic() - t0
         recs = read_metrics(rdir / "out" / "metrics.jsonl")
-        results.append(ArmResult(arm=arm.name, prediction=arm.prediction, loss_space=arm.loss_space, status=status,
-                                 message=message, run_dir=str(rdir), wall_s=round(wall, 2),
+        net = cfg.model
+        results.append(ArmResult(arm=arm.name, prediction=arm.prediction, loss_space=arm.loss_space,
+                                 model=arm.model_label, model_spec=net.factory or net.variant, params=arm.params,
+                                 status=status, message=message, run_dir=str(rdir), wall_s=round(wall, 2),
                                  **summarize_metrics(recs)))
         run_dirs[arm.name] = rdir
         note(f"arm {arm.name}: {status}: {message} ({wall:.0f} s)")
@@ -151,7 +172,7 @@ def _train_and_score(base: RunSpec, world: int, runner: Runner, arms: list[Arm],
             continue
         note(f"arm {res.arm}: scoring {ckpt} ({weights} weights, {sample_steps}-step sampler)")
         scorer.score(res, ckpt, weights=weights, sample_steps=sample_steps, per_class=per_class,
-                     grid_path=out / "grids" / f"{res.arm.replace(':', '-')}.png",
+                     grid_path=out / "grids" / f"{run_dirs[res.arm].name}.png",
                      effective_batch=train.effective_batch(world))
     mc = train.model
     result = CompareResult(
@@ -172,10 +193,18 @@ def _notes(results: list[ArmResult], scorer: Scorer, budget: Budget) -> list[str
     spaces = sorted({r.loss_space for r in results})
     notes = []
     steps = {r.arm: r.steps for r in results if r.steps is not None}
+    sizes = {r.model: r.params for r in results if r.model and r.params}
+    if len({r.model_spec for r in results}) > 1 and sizes:
+        first = next(iter(sizes.values()))
+        notes.append("Networks: " + ", ".join(f"{m} {n:,} trainable parameters" + (
+            f" ({(n - first) / first:+.1%})" if n != first else "") for m, n in sizes.items()) +
+            ". Every arm has the same data and data order, seed, t / noise / label-dropout draws, optimizer, batch "
+            "and budget; the networks' initial weights differ with their architecture. images/s is each network's "
+            "speed on this machine (and its load at the time).")
     if budget.minutes is not None and len(set(steps.values())) > 1:
         notes.append("Wall-clock budget: the arms ran different numbers of steps (" +
                      ", ".join(f"{a} {n}" for a, n in steps.items()) + "), which also reflects the machine's "
-                     "load at the time; for a like-for-like comparison of objectives use --steps or --images.")
+                     "load at the time; to compare per step (or per image seen) use --steps or --images.")
     if len(spaces) > 1:
         notes.append(f"Training losses are each in their own loss space ({', '.join(spaces)}); their values are not "
                      "comparable across spaces. Compare the common v-space loss instead.")
@@ -194,7 +223,7 @@ def _notes(results: list[ArmResult], scorer: Scorer, budget: Budget) -> list[str
     if accs and all(a < CHANCE_FACTOR / 10 for a in accs):
         most = max((r.steps for r in results if r.steps), default=None)
         notes.append(f"Warning: every arm is at chance (digits accuracy {', '.join(f'{a:.2f}' for a in accs)}"
-                     "; guessing gives 0.10): the samples are still noise and say nothing about the objectives. "
+                     "; guessing gives 0.10): the samples are still noise and say nothing about the arms. "
                      "Train longer before comparing" + (f", e.g. --steps {max(most * 5, 3000)}" if most else "") +
                      " (the digits demo reaches 80 % legible at about 1,400 steps of batch 32).")
     failed = [r.arm for r in results if r.status == "failed"]

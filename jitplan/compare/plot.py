@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from jitmodel.atomic import atomic_write
-from jitplan.compare.results import CompareResult, _f
+from jitplan.compare.results import CompareResult, _f, models_vary
 
 
 def plot_losses(r: CompareResult, path: Path) -> Path:
@@ -35,7 +35,8 @@ def plot_losses(r: CompareResult, path: Path) -> Path:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    fig.suptitle(f"{r.variant} {r.img_size}px, {r.data}, {r.budget.describe()}", fontsize=10)
+    nets = " vs ".join(dict.fromkeys(str(a.model) for a in r.arms)) if models_vary(r) else r.variant
+    fig.suptitle(f"{nets} {r.img_size}px, {r.data}, {r.budget.describe()}", fontsize=10)
     fig.tight_layout()
     try:
         atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png"))

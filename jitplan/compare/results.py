@@ -18,6 +18,9 @@ class ArmResult(_Strict):
     arm: str
     prediction: str
     loss_space: str
+    model: str | None = None  # the network's name (JiT variant or factory); one for all arms of an objectives study
+    model_spec: str | None = None  # the factory (FILE.py:factory, package.module:factory) or the JiT variant
+    params: int | None = None  # trainable parameters of the network
     status: str  # finished | stopped (minutes budget) | failed
     message: str = ""
     run_dir: str
@@ -86,31 +89,46 @@ def _f(v: float | None, fmt: str = ".4g") -> str:
     return "n/a" if v is None or not math.isfinite(v) else format(v, fmt)
 
 
+def models_vary(r: CompareResult) -> bool:
+    return len({a.model_spec for a in r.arms}) > 1
+
+
 def summary_markdown(r: CompareResult) -> str:
     """The side-by-side table (markdown) with the notes and pictures. Pure.
 
     >>> res = CompareResult(variant="JiT-Tiny/8", img_size=32, patch_dim=192, hidden=96, data="digits",
     ...     budget=Budget(steps=10), seed=0, effective_batch=64, backend="local", weights="ema1", sample_steps=5,
     ...     arms=[ArmResult(arm="x:v", prediction="x", loss_space="v", status="finished", run_dir="r", wall_s=1.0,
-    ...                     steps=10, final_loss=0.5, v_loss_common=0.4, accuracy=0.9)])
+    ...                     params=752864, steps=10, final_loss=0.5, v_loss_common=0.4, accuracy=0.9)])
     >>> [line for line in summary_markdown(res).splitlines() if line.startswith("| x:v")]
-    ['| x:v | finished | 10 | n/a | n/a | 0.5 | 0.4 | 0.900 | n/a | n/a |']
+    ['| x:v | 752,864 | finished | 10 | n/a | n/a | 0.5 | 0.4 | 0.900 | n/a | n/a |']
     """
     mem_kind = next((a.mem_kind for a in r.arms if a.mem_kind), None)
     mem_col = {"rss": "peak RSS (MiB)", "gpu_allocated": "peak GPU mem (MiB)"}.get(mem_kind or "", "peak mem (MiB)")
+    objs = len({(a.prediction, a.loss_space) for a in r.arms}) > 1
+    if models_vary(r):
+        what = "Models and objectives" if objs else "Models"
+        head = "model objective" if objs else "model"
+        net = (f"data {r.data} at {r.img_size} px" if objs else
+               f"objective {r.arms[0].prediction}:{r.arms[0].loss_space}, data {r.data} at {r.img_size} px")
+    else:
+        what, head = "Objectives", "objective (pred:loss)"
+        net = f"{r.variant} at {r.img_size} px (patches of {r.patch_dim} values, width {r.hidden}), data {r.data}"
+        if r.arms and r.arms[0].model_spec and r.arms[0].model_spec != r.variant:  # the config's own factory
+            net = f"{r.arms[0].model} at {r.img_size} px, data {r.data}"
     lines = [
-        f"# Objectives compared: {', '.join(a.arm for a in r.arms)}",
+        f"# {what} compared: {', '.join(a.arm for a in r.arms)}",
         "",
-        f"{r.variant} at {r.img_size} px (patches of {r.patch_dim} values, width {r.hidden}), data {r.data}, "
-        f"budget {r.budget.describe()} per arm, seed {r.seed}, effective batch {r.effective_batch}, backend "
-        f"{r.backend}; scored with {r.weights} weights and a {r.sample_steps}-step sampler.",
+        f"{net}, budget {r.budget.describe()} per arm, seed {r.seed}, effective batch {r.effective_batch}, "
+        f"backend {r.backend}; scored with {r.weights} weights and a {r.sample_steps}-step sampler.",
         "",
-        f"| objective (pred:loss) | status | steps | images/s | {mem_col} | final train loss (own space) "
+        f"| {head} | params | status | steps | images/s | {mem_col} | final train loss (own space) "
         "| common v-loss | digits acc | FD-digits | FID |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for a in r.arms:
-        lines.append(f"| {a.arm} | {a.status} | {a.steps if a.steps is not None else 'n/a'} | "
+        lines.append(f"| {a.arm} | {f'{a.params:,}' if a.params is not None else 'n/a'} | {a.status} | "
+                     f"{a.steps if a.steps is not None else 'n/a'} | "
                      f"{_f(a.images_per_s, '.1f')} | {_f(a.peak_mem_mib, '.0f')} | {_f(a.final_loss)} | "
                      f"{_f(a.v_loss_common)} | {_f(a.accuracy, '.3f')} | {_f(a.fd_digits, '.3g')} | "
                      f"{_f(a.fid, '.4g')} |")

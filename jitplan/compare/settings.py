@@ -1,4 +1,5 @@
-"""Arms (prediction:loss pairs), budgets and the per-arm TrainConfig. Pure: no torch, no I/O.
+"""Arms (prediction:loss pairs, and the network when models are compared), budgets and the per-arm TrainConfig.
+Pure: no torch, no I/O.
 
     >>> [a.name for a in parse_arms(["x:v", "eps"], None)]
     ['x:v', 'eps:v']
@@ -9,11 +10,12 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from jitmodel.config import TrainConfig
+from jitmodel.config import ModelConfig, TrainConfig
 from jitplan.errors import UsageError
 
 KINDS = ("x", "v", "eps")  # the same names as jitmodel.objectives.KINDS (kept here: no torch import)
@@ -24,19 +26,37 @@ class _Strict(BaseModel):
 
 
 class Arm(_Strict):
-    """One objective: what the network output is read as, and where the L2 loss is taken."""
+    """One setting compared: what the network output is read as, where the L2 loss is taken, and (when the
+    comparison has models) which network: ``model`` None is the base config's."""
 
     prediction: Literal["x", "v", "eps"]
     loss_space: Literal["x", "v", "eps"] = "v"
+    model: ModelConfig | None = None
+    model_label: str | None = None  # the network's name in tables (the JiT variant, the factory)
+    params: int | None = None  # its trainable parameters (counted on meta, jitplan.compare.models)
+    label: str | None = None  # the arm's name when it is not the objective alone (jitplan.compare.arms)
 
     @property
-    def name(self) -> str:
+    def objective(self) -> str:
         return f"{self.prediction}:{self.loss_space}"
 
     @property
+    def name(self) -> str:
+        return self.label or self.objective
+
+    @property
     def slug(self) -> str:
-        """Path-safe: ``x-v``."""
-        return f"{self.prediction}-{self.loss_space}"
+        """Path-safe: ``x-v``, ``JiT-Tiny-8``, ``dit_digits-x-v``."""
+        return safe_name(self.name) or "arm"
+
+
+def safe_name(text: str) -> str:
+    """Letters, digits, ``_ . -`` only (a folder, a run name, torchrun's rendezvous id).
+
+        >>> safe_name("dit_digits(hidden=128) x:v"), safe_name("cmp 2")
+        ('dit_digits-hidden-128-x-v', 'cmp-2')
+    """
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")
 
 
 def parse_arm(text: str) -> Arm:
@@ -109,7 +129,8 @@ def make_budget(steps: int | None, images: int | None, minutes: float | None) ->
 
 def arm_train_config(base: TrainConfig, arm: Arm, budget: Budget, *, seed: int | None, world_size: int,
                      log_every: int | None = None) -> TrainConfig:
-    """The TrainConfig of one arm: the base with this objective, the seed and the budget's step cap. Pure.
+    """The TrainConfig of one arm: the base with this objective (and network), the seed and the budget's step
+    cap. Pure.
 
     With a minutes budget the step cap of the base config stays (the launcher stops the run on time). A
     ``log_every`` the template sets is kept; unset, it gives about 60 points on the loss curve.
@@ -117,6 +138,8 @@ def arm_train_config(base: TrainConfig, arm: Arm, budget: Budget, *, seed: int |
     diffusion = base.diffusion.model_copy(update={"prediction": arm.prediction, "loss_space": arm.loss_space})
     cap = budget.max_steps(base.effective_batch(world_size))
     upd: dict[str, Any] = {"diffusion": diffusion, "max_steps": cap if cap is not None else base.max_steps}
+    if arm.model is not None:
+        upd["model"] = arm.model.model_dump()
     if seed is not None:
         upd["seed"] = seed
     if log_every is not None:
