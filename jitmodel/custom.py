@@ -74,9 +74,27 @@ def resolved(text: str) -> str:
     return f"{source_file(spec)}:{spec.factory}" if spec.kind == "file" else str(spec)
 
 
+def parse_value(text: str) -> int | float | str | bool:
+    """A factory argument from the command line: true/false, an int, a float, else the text itself (what
+    ``jitplan plan --model-arg`` and ``jitplan compare --arm model=...,NAME=VALUE`` read).
+
+        >>> [parse_value(v) for v in ("128", "0.5", "True", "gelu")]
+        [128, 0.5, True, 'gelu']
+    """
+    v = text.strip()
+    if v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            continue
+    return v
+
+
 def parse_kwargs(pairs: list[str] | None) -> dict[str, int | float | str | bool]:
-    """``--model-arg depth=4 --model-arg act=gelu`` -> {"depth": 4, "act": "gelu"}: ints, floats and
-    true/false read as such, the rest as text; ModelSpecError on a pair without ``=`` or a key given twice.
+    """``--model-arg depth=4 --model-arg act=gelu`` -> {"depth": 4, "act": "gelu"} (values by
+    :func:`parse_value`); ModelSpecError on a pair without ``=`` or a key given twice.
 
         >>> parse_kwargs(["depth=4", "scale=0.5", "act=gelu", "qk_norm=true"])
         {'depth': 4, 'scale': 0.5, 'act': 'gelu', 'qk_norm': True}
@@ -89,18 +107,7 @@ def parse_kwargs(pairs: list[str] | None) -> dict[str, int | float | str | bool]
             raise ModelSpecError(f"--model-arg {pair!r}: expected NAME=VALUE (e.g. depth=4)")
         if key in out:
             raise ModelSpecError(f"--model-arg {key} is given twice")
-        v = value.strip()
-        if v.lower() in ("true", "false"):
-            out[key] = v.lower() == "true"
-            continue
-        for kind in (int, float):
-            try:
-                out[key] = kind(v)
-                break
-            except ValueError:
-                continue
-        else:
-            out[key] = v
+        out[key] = parse_value(value)
     return out
 
 

@@ -18,6 +18,7 @@ is given; LOSS defaults to v when PRED is given, as everywhere).
 from __future__ import annotations
 
 from jitmodel.config import ModelConfig, TrainConfig
+from jitmodel.custom import parse_value
 from jitplan.compare.models import (
     KwargValue,
     ModelChoice,
@@ -25,7 +26,6 @@ from jitplan.compare.models import (
     labels,
     model_key,
     parse_model,
-    parse_value,
     resolve,
 )
 from jitplan.compare.settings import KINDS, Arm, parse_arm, parse_arms

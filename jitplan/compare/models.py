@@ -82,24 +82,6 @@ def parse_model(text: str, kwargs: dict[str, KwargValue] | None = None) -> Model
     return ModelChoice(kind="variant", variant=variant)
 
 
-def parse_value(text: str) -> KwargValue:
-    """A factory argument from the command line: true/false, an int, a float, else the text itself (as
-    ``jitplan plan --model-arg`` reads them).
-
-        >>> [parse_value(v) for v in ("128", "0.5", "True", "gelu")]
-        [128, 0.5, True, 'gelu']
-    """
-    v = text.strip()
-    if v.lower() in ("true", "false"):
-        return v.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(v)
-        except ValueError:
-            continue
-    return v
-
-
 def resolve(choice: ModelChoice, base: ModelConfig, *, remote: bool = False) -> ModelConfig:
     """The arm's ModelConfig: the base's image size, channels and classes with this network. Pure.
 
