@@ -92,7 +92,7 @@ def _render_overview(data: RunsOverview, con: Console) -> None:
     if not data.runs:
         con.print("no runs recorded yet (jitplan launch ... records them)")
     else:
-        t = Table(title="Runs")
+        t = Table(title="Runs", show_edge=False, pad_edge=False)  # 4 more columns for the names at 80 columns
         # Every run here: the host column says nothing, and an 80-column terminal needs the room for the names
         show_host = any((r.host or "localhost") != "localhost" for r in data.runs)
         cols = ("id", "name", "backend", "status", "started", *(("host",) if show_host else ()))
