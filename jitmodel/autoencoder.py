@@ -26,6 +26,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -42,6 +43,7 @@ SD_VAE_CONFIG: dict[str, Any] = {
     "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4,
     "layers_per_block": 2, "norm_num_groups": 32, "act_fn": "silu", "sample_size": 256, "scaling_factor": SCALE,
 }
+VAE_ENV = "JITMODEL_VAE"  # the autoencoder's folder on this machine, when it is not where the data was encoded
 _WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 
@@ -137,3 +139,21 @@ def decode(vae: Any, latents: Tensor) -> Tensor:
     with torch.no_grad():
         out = vae.decode(latents.to(vae.device, vae.dtype) / scaling_factor(vae)).sample
         return out.float()
+
+
+def decoder_for(data: object, device: torch.device | str = "cpu") -> Callable[[Tensor], Tensor]:
+    """Model space -> pixels for ``jitmodel sample``: the identity for a pixel model; for one trained on latents
+    (the checkpoint's ``train_config.data`` has ``kind: latents``) the decoder of the autoencoder it names
+    (``data.vae``, or ``$JITMODEL_VAE`` on another machine), refused when its digest is not ``data.vae_digest``."""
+    if not isinstance(data, dict) or data.get("kind") != "latents":
+        return lambda x: x
+    source = os.environ.get(VAE_ENV) or str(data.get("vae") or "")
+    if not source:
+        raise VaeError("the checkpoint was trained on latents but names no autoencoder (data.vae): set "
+                       f"{VAE_ENV}=PATH to the one that encoded them")
+    want, got = data.get("vae_digest"), vae_digest(source)
+    if want and got != want:
+        raise VaeError(f"the autoencoder {source} ({got}) is not the one the latents were encoded with ({want}): "
+                       f"set {VAE_ENV}=PATH to that one")
+    vae = build_vae(source, device=device)
+    return lambda z: decode(vae, z)
