@@ -168,7 +168,7 @@ def encode_dataset(root: str | Path, out: str | Path, *, vae: str, image_size: i
         encoded += hi - lo
         if progress:
             progress(hi, n)
-    if n_shards == 0 or start == n_shards:
+    if (n_shards == 0 or start == n_shards) and not man.get("complete"):  # a complete folder is left untouched
         man["complete"] = True
         atomic_write_text(out / lt.MANIFEST, json.dumps(man, indent=1))
     secs = time.perf_counter() - t_enc
