@@ -23,7 +23,6 @@ from jitmodel import latents as lt  # noqa: E402
 from jitmodel.config import DataConfig  # noqa: E402
 from jitmodel.data import build_dataset  # noqa: E402
 from jitplan.dataset.encode import encode_dataset  # noqa: E402
-from jitplan.errors import UsageError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -79,19 +79,17 @@ def test_plan_for_a_recipe():
 
 def test_plan_dit_xl_2_shows_the_encode_without_torch(tmp_path):
     """The rows replace the old warning; the cached plan imports neither torch nor diffusers."""
-    from jitplan.cli.plan_model_render import render_traced
     from rich.console import Console
+
+    from jitplan.cli.plan_model_render import render_latents
 
     hw = hardware_from_flags("1xRTX4090")
     lat, _ = L.plan_for_recipe(load_family("dit-xl-2").space, hw, 715.9e9)
     console = Console(width=200, record=True)
-    from jitplan.cli.plan_model_render import render_latents
-
     render_latents(console, lat)
     text = console.export_text()
     assert "2.0 h on one RTX 4090 (176 images/s, GPU-bound)" in text and "10.51 GB" in text
     assert "pre-encode once instead" in text
-    assert render_traced  # the traced plan renders it after the strategies (plan_model.py passes it)
     code = ("import sys; from jitplan.planner.latent import plan_for_recipe; import jitplan.cli.plan_model_render;"
             "import jitplan.cli.data; print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,

@@ -18,8 +18,8 @@ def render_latents(console: Console, lat: Any) -> None:
     c, h, w = lat.latent_shape
     t = Table(title="latents: encode the dataset once (jitplan data encode)", show_header=False)
     t.add_row("images", f"{lat.images:,} at {lat.image_size} px -> {c}x{h}x{w} x {lat.views} view(s) {lat.dtype}")
-    t.add_row("encode time", f"{lat.encode_s / 3600:.1f} h on one {lat.gpu} ({lat.images / lat.encode_s:,.0f} images/s, "
-                             f"{lat.bound}-bound)")
+    rate = lat.images / lat.encode_s
+    t.add_row("encode time", f"{lat.encode_s / 3600:.1f} h on one {lat.gpu} ({rate:,.0f} images/s, {lat.bound}-bound)")
     free = f" of {lat.disk_free_bytes / 1e9:,.1f} GB free" if lat.disk_free_bytes is not None else ""
     t.add_row("disk", f"{lat.disk_bytes / 1e9:,.2f} GB{free}")
     console.print(t)

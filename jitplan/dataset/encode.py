@@ -15,13 +15,14 @@ autoencoder, size, dtype, views or shard size) is refused before anything is wri
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -159,8 +160,8 @@ def encode_dataset(root: str | Path, out: str | Path, *, vae: str, image_size: i
         lat, labels = _encode_range(model, ds, lo, hi, batch=batch, hflip=hflip, workers=workers, dev=dev)
         name, lname = lt.shard_names(k)
         arr = lat.numpy().astype(dtype)
-        atomic_write(out / name, lambda f, a=arr: np.save(f, a, allow_pickle=False))
-        atomic_write(out / lname, lambda f, a=labels: np.save(f, a, allow_pickle=False))
+        for fname, data in ((name, arr), (lname, labels)):
+            atomic_write(out / fname, functools.partial(_save_npy, data))
         man["shards"].append({"name": name, "labels": lname, "count": hi - lo, "sha256": lt.sha256_file(out / name),
                               "labels_sha256": lt.sha256_file(out / lname)})
         man["complete"] = k == n_shards - 1
@@ -183,8 +184,10 @@ def encode_dataset(root: str | Path, out: str | Path, *, vae: str, image_size: i
 def _encode_range(model: Any, ds: ImageFolder, lo: int, hi: int, *, batch: int, hflip: bool, workers: int,
                   dev: torch.device) -> tuple[torch.Tensor, np.ndarray]:
     """Latents (n, views, C, h, w) fp32 and labels (n,) int64 of images lo..hi-1 (batches inside the range)."""
-    loader = DataLoader(range(lo, hi), batch_size=batch, shuffle=False, num_workers=workers,
-                        collate_fn=lambda idx: _load_batch(ds, idx))
+    indices: list[int] = list(range(lo, hi))
+    loader: DataLoader[Any] = DataLoader(
+        indices,  # type: ignore[arg-type]  # a list of indices is a map-style dataset
+        batch_size=batch, shuffle=False, num_workers=workers, collate_fn=functools.partial(_load_batch, ds))
     lats, labels = [], []
     try:
         for x, y in loader:
@@ -195,6 +198,10 @@ def _encode_range(model: Any, ds: ImageFolder, lo: int, hi: int, *, batch: int, 
     except BadImage as e:
         raise UsageError(e.one_line()) from None
     return torch.cat(lats), np.concatenate(labels).astype(np.int64)
+
+
+def _save_npy(arr: np.ndarray, f: IO[Any]) -> None:
+    np.save(f, arr, allow_pickle=False)
 
 
 def _load_batch(ds: ImageFolder, idx: list[int]) -> tuple[torch.Tensor, np.ndarray]:

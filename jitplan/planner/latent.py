@@ -115,7 +115,7 @@ def plan_latents(hw: HardwareSpec, *, images: int, image_size: int, downsample: 
     else:
         notes.append("host cores unknown: the time assumes the JPEG decoding keeps up (--workers N)")
     frac = flops / train_flops_per_image if train_flops_per_image else None
-    if frac is not None:
+    if frac is not None and train_flops_per_image:
         notes.append(f"on the fly instead: +{flops / 1e9:.0f} GFLOP per image every epoch ({frac:.0%} of the model's "
                      f"{train_flops_per_image / 1e9:.0f} GFLOP training step) and the encoder on every GPU "
                      f"({ENCODER_PARAMS / 1e6:.1f}M params, 128x{image_size}x{image_size} feature maps: "
