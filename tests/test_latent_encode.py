@@ -178,6 +178,9 @@ def test_bad_input_is_one_line_exit_2(encoded, tmp_path, cli):
     (tmp_path / "o2" / "notes.txt").write_text("mine")
     cases.append((["data", "encode", str(base / "ds"), "--out", str(tmp_path / "o2"), "--vae", "random"],
                   "is not empty"))
+    (tmp_path / "afile").write_text("x")
+    cases.append((["data", "encode", str(base / "ds"), "--out", str(tmp_path / "afile"), "--vae", "random"],
+                  "is a file"))
     for argv, want in cases:
         r = cli(*argv)
         assert r.code == 2, (argv, r.err)

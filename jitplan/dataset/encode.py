@@ -117,6 +117,8 @@ def encode_dataset(root: str | Path, out: str | Path, *, vae: str, image_size: i
     for name, v in (("--batch", batch), ("--shard-size", shard_size)):
         if v < 1:
             raise UsageError(f"{name} must be >= 1, got {v}")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
     if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents:
         raise UsageError(f"--out {out} is inside the dataset {root}: the trainer would count it as images")
     try:
@@ -157,7 +159,8 @@ def encode_dataset(root: str | Path, out: str | Path, *, vae: str, image_size: i
     t_enc, encoded = time.perf_counter(), 0
     for k in range(start, n_shards):
         lo, hi = k * shard_size, min(n, (k + 1) * shard_size)
-        lat, labels = _encode_range(model, ds, lo, hi, batch=batch, hflip=hflip, workers=workers, dev=dev)
+        lat, labels = _encode_range(model, ds, lo, hi, batch=batch, hflip=hflip, workers=workers, dev=dev,
+                                    progress=(lambda done: progress(done, n)) if progress else None)
         name, lname = lt.shard_names(k)
         arr = lat.numpy().astype(dtype)
         for fname, data in ((name, arr), (lname, labels)):
@@ -182,7 +185,7 @@ def encode_dataset(root: str | Path, out: str | Path, *, vae: str, image_size: i
 
 
 def _encode_range(model: Any, ds: ImageFolder, lo: int, hi: int, *, batch: int, hflip: bool, workers: int,
-                  dev: torch.device) -> tuple[torch.Tensor, np.ndarray]:
+                  dev: torch.device, progress: Callable[[int], None] | None) -> tuple[torch.Tensor, np.ndarray]:
     """Latents (n, views, C, h, w) fp32 and labels (n,) int64 of images lo..hi-1 (batches inside the range)."""
     indices: list[int] = list(range(lo, hi))
     loader: DataLoader[Any] = DataLoader(
@@ -195,6 +198,8 @@ def _encode_range(model: Any, ds: ImageFolder, lo: int, hi: int, *, batch: int, 
             views = [ae.encode(model, x)] + ([ae.encode(model, x.flip(-1))] if hflip else [])
             lats.append(torch.stack(views, 1).cpu())
             labels.append(y)
+            if progress:
+                progress(lo + sum(len(b) for b in labels))
     except BadImage as e:
         raise UsageError(e.one_line()) from None
     return torch.cat(lats), np.concatenate(labels).astype(np.int64)
