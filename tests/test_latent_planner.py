@@ -48,6 +48,25 @@ def test_encoder_flops_match_the_counter_on_the_real_module():
         assert fc.get_total_flops() == L.encoder_flops_per_image(size, attention_products=False)
 
 
+def test_on_the_fly_memory_matches_memtracker_on_the_real_module():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    from jitmodel import autoencoder as ae
+
+    vae = ae.build_vae("random", warn=False).requires_grad_(True)  # MemTracker hooks grads; encode runs no_grad
+    for size, batch in ((32, 1), (32, 3)):
+        mt = MemTracker()
+        mt.track_external(vae)
+        with mt:
+            ae.encode(vae, torch.zeros(batch, 3, size, size))
+        peak = mt.get_tracker_snapshot("peak")[torch.device("cpu")]
+        acts = sum(v for k, v in peak.items() if "ACT" in str(k))
+        assert acts == batch * size * size * L.ENCODER_ACT_BYTES_PER_PIXEL  # five 128-channel fp32 maps
+    assert L.on_the_fly_bytes(32, 3) == 4 * L.ENCODER_PARAMS + 3 * 32 * 32 * 2560
+
+
 def test_disk_and_time_by_hand():
     # ImageNet-1k at 256 px, fp16, one view: 1,281,167 x (4*32*32*2 + 8) bytes
     assert L.latent_disk_bytes(1_281_167, channels=4, size=32) == 1_281_167 * 8_200 == 10_505_569_400
@@ -60,6 +79,11 @@ def test_disk_and_time_by_hand():
     assert p.gpu_images_per_s == pytest.approx(rate) and 175 < rate < 176.5
     assert p.encode_s == pytest.approx(1_281_167 / rate) and p.bound == "GPU"
     assert p.on_the_fly_step_fraction == pytest.approx(flops / 715.9e9) and 0.38 < p.on_the_fly_step_fraction < 0.39
+    assert p.on_the_fly_bytes is None  # no micro-batch given
+    p8 = L.plan_latents(hw, images=10, image_size=256, downsample=8, channels=4, train_flops_per_image=715.9e9,
+                        micro_batch=8)
+    assert p8.on_the_fly_bytes == 34_163_592 * 4 + 8 * 256 * 256 * 2560 == 1_478_864_448  # 1.48 GB per GPU
+    assert "+1.48 GB per GPU at micro-batch 8" in p8.notes[-1]
     hw2 = hardware_from_flags("1xH100", cpus=2)  # 2 cores x 150 JPEG decodes/s = 300 images/s, under the GPU's
     p2 = L.plan_latents(hw2, images=300_000, image_size=256, downsample=8, channels=4)
     assert p2.gpu_images_per_s > 500 and p2.host_images_per_s == 300

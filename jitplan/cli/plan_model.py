@@ -62,7 +62,7 @@ def plan_model(text: str, hw: Any, *, json_: bool, strategy: str | None, batch_p
     if rec is not None:  # a latent recipe: encoding the dataset once (time, disk) beside the training plan
         from jitplan.planner.latent import plan_for_recipe  # lazy: CLI start-up
 
-        latent, why = plan_for_recipe(rec.space, hw, tp.train_flops_per_image)
+        latent, why = plan_for_recipe(rec.space, hw, tp.train_flops_per_image, tp.micro_batch)
         tp = tp.model_copy(update={"warnings": [*tp.warnings, why]}) if why else tp
     if rec is not None:
         from jitplan.hardware.spec import hardware_from_flags  # lazy: CLI start-up

@@ -6,7 +6,9 @@ are counted here layer by layer from the published configuration (a 3x3 conv is 
 x 9 FLOPs; the mid-block attention adds its projections and the L^2 attention products), and
 ``tests/test_latent_planner.py`` holds the count to torch's FLOP counter on the real diffusers module. At 256 px
 it is 270.6 GFLOP per image (+2.1 GFLOP of attention products the CPU counter does not see): 38% of a DiT-XL/2
-training step's 715.9, paid every epoch when encoding on the fly, once when pre-encoding.
+training step's 715.9, paid every epoch when encoding on the fly, once when pre-encoding. On the fly would
+also hold the encoder on every GPU: 137 MB of fp32 weights + 2,560 B per input pixel of activations at its
+peak (168 MB per 256 px image; ``on_the_fly_bytes``).
 
 ``jitplan data encode`` runs on one GPU in fp32, whose convolutions cuDNN runs on the TF32 tensor cores
 (half the bf16 rate), at the efficiency the step-time model uses for the card's class (``ETA_TENSOR``); the
@@ -34,6 +36,9 @@ LAYERS_PER_BLOCK = 2
 LATENT_CHANNELS = 4
 DOWNSAMPLE = 2 ** (len(BLOCKS) - 1)
 ENCODER_PARAMS = 34_163_592  # counted on the module (tests check it)
+# Peak activation bytes of one image through the encoder, no grad, fp32, per input pixel: five 128-channel maps
+# at full resolution (MemTracker on the real diffusers module, 64 and 128 px, batch 1 and 2: exactly linear).
+ENCODER_ACT_BYTES_PER_PIXEL = 5 * BLOCKS[0] * 4
 LABEL_BYTES = 8  # int64 per image
 TF32_OF_BF16 = 0.5  # dense TF32 tensor rate / dense bf16 rate on Ampere, Ada and Hopper
 
@@ -87,11 +92,18 @@ class LatentPlan(BaseModel):
     disk_bytes: int
     disk_free_bytes: int | None
     on_the_fly_step_fraction: float | None  # encoder FLOPs / the model's training FLOPs per image
+    on_the_fly_bytes: int | None  # GPU memory on-the-fly encoding would add at the plan's micro-batch
     notes: list[str]
 
 
+def on_the_fly_bytes(image_size: int, micro_batch: int) -> int:
+    """GPU memory encoding on the fly adds: the encoder's fp32 weights and a micro-batch's peak activations."""
+    return ENCODER_PARAMS * 4 + micro_batch * image_size * image_size * ENCODER_ACT_BYTES_PER_PIXEL
+
+
 def plan_latents(hw: HardwareSpec, *, images: int, image_size: int, downsample: int, channels: int,
-                 train_flops_per_image: float | None = None, views: int = 1, dtype: str = "float16") -> LatentPlan:
+                 train_flops_per_image: float | None = None, micro_batch: int | None = None, views: int = 1,
+                 dtype: str = "float16") -> LatentPlan:
     """The time and disk of ``jitplan data encode`` for ``images`` at ``image_size`` on ``hw``'s GPU and host."""
     if downsample != DOWNSAMPLE or channels != LATENT_CHANNELS:
         raise ValueError(f"only the SD VAE (/{DOWNSAMPLE}, {LATENT_CHANNELS} channels) is modelled, not "
@@ -115,20 +127,23 @@ def plan_latents(hw: HardwareSpec, *, images: int, image_size: int, downsample: 
     else:
         notes.append("host cores unknown: the time assumes the JPEG decoding keeps up (--workers N)")
     frac = flops / train_flops_per_image if train_flops_per_image else None
+    otf = on_the_fly_bytes(image_size, micro_batch) if micro_batch else None
     if frac is not None and train_flops_per_image:
+        mem = (f"+{otf / 1e9:.2f} GB per GPU at micro-batch {micro_batch}" if otf else "the encoder on every GPU")
+        act = image_size ** 2 * ENCODER_ACT_BYTES_PER_PIXEL
         notes.append(f"on the fly instead: +{flops / 1e9:.0f} GFLOP per image every epoch ({frac:.0%} of the model's "
-                     f"{train_flops_per_image / 1e9:.0f} GFLOP training step) and the encoder on every GPU "
-                     f"({ENCODER_PARAMS / 1e6:.1f}M params, 128x{image_size}x{image_size} feature maps: "
-                     f"{128 * image_size ** 2 * 4 / 1e6:.0f} MB each per image in fp32): pre-encode once instead "
-                     "(on-the-fly encoding is not built)")
+                     f"{train_flops_per_image / 1e9:.0f} GFLOP training step) and {mem} (the encoder's "
+                     f"{ENCODER_PARAMS * 4 / 1e6:.0f} MB of fp32 weights + {act / 1e6:.0f} MB of activations per "
+                     "image): pre-encode once instead (on-the-fly encoding is not built)")
     return LatentPlan(images=images, image_size=image_size, latent_shape=(channels, size, size), views=views,
                       dtype=dtype, encoder_gflop_per_image=flops / 1e9, gpu=hw.gpu.name, gpu_images_per_s=gpu_rate,
                       host_images_per_s=host_rate, encode_s=images / rate,
                       bound="GPU" if rate == gpu_rate else "host JPEG decoding", disk_bytes=disk,
-                      disk_free_bytes=hw.host.disk_free_bytes, on_the_fly_step_fraction=frac, notes=notes)
+                      disk_free_bytes=hw.host.disk_free_bytes, on_the_fly_step_fraction=frac,
+                      on_the_fly_bytes=otf, notes=notes)
 
 
-def plan_for_recipe(space: Any, hw: HardwareSpec, train_flops_per_image: float | None,
+def plan_for_recipe(space: Any, hw: HardwareSpec, train_flops_per_image: float | None, micro_batch: int | None = None,
                     images: int = IMAGENET_TRAIN_IMAGES) -> tuple[LatentPlan | None, str | None]:
     """(the encode plan, None) for a family recipe's latent space (``jitplan.planner.family.Space``) on ``hw``,
     or (None, why it cannot be planned); (None, None) for a pixel space."""
@@ -137,7 +152,8 @@ def plan_for_recipe(space: Any, hw: HardwareSpec, train_flops_per_image: float |
         return None, None
     try:
         return plan_latents(hw, images=images, image_size=space.image_size, downsample=ae.downsample,
-                            channels=ae.channels, train_flops_per_image=train_flops_per_image), None
+                            channels=ae.channels, train_flops_per_image=train_flops_per_image,
+                            micro_batch=micro_batch), None
     except ValueError as e:
         return None, (f"latent model: the plan assumes images pre-encoded by {ae.name} (`jitplan data encode`); "
                       f"its time is not planned here: {e}")
