@@ -181,6 +181,13 @@ def test_bad_input_is_one_line_exit_2(encoded, tmp_path, cli):
     (tmp_path / "afile").write_text("x")
     cases.append((["data", "encode", str(base / "ds"), "--out", str(tmp_path / "afile"), "--vae", "random"],
                   "is a file"))
+    import shutil
+
+    shutil.copytree(base / "ds", tmp_path / "ds2")  # the dataset changed since the encode: not continued
+    shutil.copytree(base / "lat", tmp_path / "lat2")
+    (tmp_path / "ds2" / "train" / "dog" / "3.png").write_bytes((base / "ds" / "train" / "dog" / "0.png").read_bytes())
+    cases.append((["data", "encode", str(tmp_path / "ds2"), "--out", str(tmp_path / "lat2"), "--vae", "random",
+                   "--image-size", "32", "--shard-size", "4", "--hflip"], "its num_images, source_listing differ"))
     for argv, want in cases:
         r = cli(*argv)
         assert r.code == 2, (argv, r.err)
