@@ -113,8 +113,7 @@ def build_vae(source: str, *, device: torch.device | str = "cpu", warn: bool = T
             vae = diffusers.AutoencoderKL(**SD_VAE_CONFIG)
     else:
         folder = _folder(source)
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never reach for the network
-        try:
+        try:  # a local folder, local_files_only: never reaches for the network
             vae = diffusers.AutoencoderKL.from_pretrained(str(folder), local_files_only=True)
         except Exception as e:  # noqa: BLE001 - diffusers raises OSError, ValueError, EnvironmentError...
             raise VaeError(f"--vae {source}: cannot load the autoencoder ({type(e).__name__}: "

@@ -232,3 +232,27 @@ def test_killed_for_real_then_resumed_matches_an_uninterrupted_run(tmp_path):
     assert fresh.communicate(timeout=300) and fresh.returncode == 0
     a, b = lt.verify(tmp_path / "lat"), lt.verify(tmp_path / "fresh")
     assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]  # the same bytes
+
+
+@pytest.mark.slow
+def test_a_local_weights_folder_loads_offline_and_is_named_by_its_digest(encoded, tmp_path):
+    """The real-weights path (``--vae PATH``: from_pretrained, offline) with the random VAE saved as a diffusers
+    folder: the same weights give the same latents, under the folder's own digest; a pipeline folder's vae/ too."""
+    base, _ = encoded
+    folder = tmp_path / "pipe" / "vae"
+    ae.build_vae("random", warn=False).save_pretrained(folder)
+    assert (folder / "config.json").is_file() and (folder / "diffusion_pytorch_model.safetensors").is_file()
+    digest = ae.vae_digest(str(folder))
+    assert len(digest) == 16 and digest == ae.vae_digest(str(tmp_path / "pipe"))  # the pipeline's vae/ sub-folder
+    res = encode_dataset(base / "ds", tmp_path / "lat", vae=str(tmp_path / "pipe"), image_size=32, batch=2,
+                         shard_size=4, hflip=True, device="cpu")
+    assert res.vae_digest == digest and res.vae == str(folder.parent.resolve())
+    ours, theirs = lt.verify(tmp_path / "lat"), lt.verify(base / "lat")
+    assert [s["sha256"] for s in ours["shards"]] == [s["sha256"] for s in theirs["shards"]]  # same weights
+    decode = ae.decoder_for({"kind": "latents", "vae": str(folder), "vae_digest": digest})
+    assert tuple(decode(torch_rand(1, 4, 4, 4)).shape) == (1, 3, 32, 32)
+    with pytest.raises(ae.VaeError, match="is not the one the latents were encoded with"):
+        ae.decoder_for({"kind": "latents", "vae": str(folder), "vae_digest": "random-seed0"})
+    (folder / "config.json").write_text('{"_class_name": "UNet2DModel"}')
+    with pytest.raises(ae.VaeError, match="not an AutoencoderKL"):
+        ae.build_vae(str(folder))
