@@ -256,3 +256,25 @@ def test_a_local_weights_folder_loads_offline_and_is_named_by_its_digest(encoded
     (folder / "config.json").write_text('{"_class_name": "UNet2DModel"}')
     with pytest.raises(ae.VaeError, match="not an AutoencoderKL"):
         ae.build_vae(str(folder))
+
+
+def test_the_loader_reads_latents_in_worker_processes(encoded):
+    """DataLoader workers map the shards themselves (nothing mapped is pickled); flips pick the stored mirror."""
+    import pickle
+
+    import torch
+
+    from jitmodel.data import ResumableSampler, build_loader
+
+    base, _ = encoded
+    cfg = DataConfig(kind="latents", path=str(base / "lat"), num_workers=2)
+    ds = build_dataset(cfg, 4, 4, 2)
+    ds[0]  # maps shard 0 here
+    assert pickle.loads(pickle.dumps(ds))._maps == {}
+    sampler = ResumableSampler(len(ds), 1, 0, seed=3, micro_batch=3, hflip=True)
+    sampler.set_epoch(0)
+    keys = list(sampler)
+    got = [b for b in build_loader(ds, sampler, cfg, torch.device("cpu"), seed=0)]
+    x = torch.cat([b[0] for b in got])
+    want = torch.stack([ds[k][0] for k in keys])
+    assert torch.equal(x, want) and any(f for _, f in keys) and x.shape == (6, 4, 4, 4)
