@@ -119,7 +119,7 @@ def plan_latents(hw: HardwareSpec, *, images: int, image_size: int, downsample: 
     dbytes = {"float16": 2, "float32": 4}[dtype]
     disk = latent_disk_bytes(images, channels=channels, size=size, views=views, dtype_bytes=dbytes)
     notes = [f"encoder {flops / 1e9:.1f} GFLOP per image{' x 2 views (--hflip)' if views == 2 else ''} at "
-             f"{hw.gpu.bf16_tflops:g} x {TF32_OF_BF16:g} (TF32) x {eta:.2f} TFLOPS on one GPU: "
+             f"{hw.gpu.bf16_tflops:g} TFLOPS x {TF32_OF_BF16:g} (TF32) x {eta:.2f} (efficiency) on one GPU: "
              f"{gpu_rate:,.0f} images/s"]
     if host_rate:
         notes.append(f"host: {hw.host.cpus} cores x {DECODE_IMG_PER_S:g} JPEG decodes/s = {host_rate:,.0f} images/s "
