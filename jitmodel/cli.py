@@ -134,7 +134,7 @@ def sample(ckpt: str = CKPT,
     secs = time.perf_counter() - t0
     if (short := short_run_note(m.trained_steps)) is not None:
         print(short, file=sys.stderr)
-    pics = to_uint8(img)
+    pics = to_uint8(m.to_pixels(img))  # a latent model: decoded by its autoencoder
     save_png(out, make_grid(pics, ncol=None if random else (n or 4)))
     if out_dir is not None:
         for k, p in enumerate(pics):

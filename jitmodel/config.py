@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from jitmodel.custom import parse_spec, source_digest
+from jitmodel.dataconfig import IMAGENET_TRAIN_IMAGES, DataConfig  # noqa: F401  (re-exported: the one schema)
 from jitmodel.fieldtypes import NonNegInt, PositiveInt, UnitFloat, float_in, int_in
 from jitmodel.plan_view import FileKind, PlanEnvelope, file_kind  # noqa: F401  (file_kind: re-exported)
 from jitmodel.safeyaml import read_yaml_mapping  # the one YAML file reader, re-exported here
@@ -35,7 +36,6 @@ from jitmodel.variants import Variant, get_variant
 
 SCHEMA_VERSION: Literal[1] = 1
 PLAN_SCHEMA_VERSION: Literal[1] = 1  # the plan files the trainer reads (jitplan.schemas writes this version)
-IMAGENET_TRAIN_IMAGES = 1_281_167  # ImageNet-1k train split; what planning assumes when data.num_images is unset
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, str_max_length=4096)
@@ -109,50 +109,6 @@ class ModelConfig(_Strict):
             return self.variant
         head, _, fn = self.factory.rpartition(":")
         return f"{Path(head).stem if head.endswith('.py') else head.rpartition('.')[2]}:{fn}"
-
-
-class DataConfig(_Strict):
-    """Where images come from and how they are loaded (per rank)."""
-
-    kind: Literal["imagefolder", "digits"] = "imagefolder"  # digits: scikit-learn's 8x8 handwritten digits
-    path: str | None = None  # dataset root holding train/ (imagefolder)
-    num_images: Annotated[int, int_in(1, 10**10)] | None = None  # known size (ImageNet-1k train: 1,281,167)
-    num_workers: Annotated[int, int_in(0, 1024)] = 12
-    prefetch_factor: Annotated[int, int_in(1, 1024)] | None = 2  # only used when num_workers > 0
-    pin_memory: bool = True
-    persistent_workers: bool = True
-    hflip: bool = True
-    manifest: str | None = None  # verified manifest (jitplan data verify); default <path>/jitmodel-manifest.json
-    skip_bad: bool = False  # train without the images that do not decode (else: refuse to start)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_workers_no_prefetch(cls, raw: object) -> object:
-        """Worker normalisation, the one place it lives: 0 workers load in the main process, so there is
-        nothing to prefetch and no worker to keep alive (DataLoader refuses those settings then)."""
-        if isinstance(raw, dict) and raw.get("num_workers") == 0:
-            raw = {**raw, "prefetch_factor": None, "persistent_workers": False}
-        return raw
-
-    @model_validator(mode="after")
-    def _path_for_folders(self) -> DataConfig:
-        if self.kind == "imagefolder" and not self.path:
-            raise ValueError("data.path is required for an imagefolder dataset (a folder holding train/)")
-        return self
-
-    def with_workers(self, num_workers: int) -> DataConfig:
-        """The same data settings with ``num_workers`` per rank, normalised (validated, unlike model_copy).
-
-            >>> d = DataConfig(kind="digits").with_workers(0)
-            >>> d.num_workers, d.prefetch_factor, d.persistent_workers
-            (0, None, False)
-        """
-        return DataConfig.model_validate({**self.model_dump(), "num_workers": num_workers})
-
-    @property
-    def planned_images(self) -> int:
-        """Images per epoch for planning: ``num_images``, else the ImageNet-1k train split."""
-        return self.num_images or IMAGENET_TRAIN_IMAGES
 
 
 class OptimConfig(_Strict):

@@ -4,6 +4,8 @@
   names, as torchvision's ImageFolder numbers them. Each image gets the ADM centre crop (box-halve while
   the short side is >= 2x the target, bicubic resize, centre crop), an optional horizontal flip, and is
   returned as uint8 (C, H, W); the trainer maps it to [-1, 1] on the device, as the official code does.
+* ``latents``: a folder of latents pre-encoded by an autoencoder (``jitplan data encode``; jitmodel.latents),
+  float32 (C, h, w) already scaled; a flip picks the stored mirror's latent when the folder has one.
 * ``digits``: scikit-learn's 1,797 scanned 8x8 handwritten digits (they ship inside the package), upscaled
   bicubically to the model's image size and repeated to its channels. Never flipped (digits are not
   mirror-symmetric). For tests, demos and the learning check.
@@ -31,12 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from torch.utils.data import DataLoader, Sampler
 
-from jitmodel import bounds
+from jitmodel import bounds, latents
 from jitmodel import manifest as mf
 from jitmodel import scan as scan_mod
 from jitmodel.config import DataConfig
+from jitmodel.keyed import KeyedDataset
 
 IMG_EXTENSIONS = scan_mod.IMG_EXTENSIONS
 INJECT_ENV = "JITMODEL_INJECT_WORKER_KILL"  # test hook, see docs/training.md
@@ -65,26 +68,7 @@ def pil_to_uint8(img: Image.Image) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- datasets
 
-class _Base(Dataset):
-    """Items are keyed by (index, flip) pairs from ResumableSampler (a bare int means no flip)."""
-
-    classes: list[str]
-    kill_after_items: int | None = None  # armed by arm_worker_kill(); fires in DataLoader worker 0 only
-    _served = 0
-
-    def _load(self, index: int) -> tuple[torch.Tensor, int]:
-        raise NotImplementedError
-
-    def __getitem__(self, key: int | tuple[int, bool]) -> tuple[torch.Tensor, int]:
-        index, flip = key if isinstance(key, tuple) else (key, False)
-        if self.kill_after_items is not None:
-            info = get_worker_info()
-            if info is not None and info.id == 0:
-                self._served += 1
-                if self._served > self.kill_after_items:
-                    os.kill(os.getpid(), signal.SIGKILL)  # like the kernel's OOM killer
-        img, label = self._load(index)
-        return (img.flip(-1) if flip else img), label
+_Base = KeyedDataset  # the datasets' base (jitmodel.keyed), under its old name
 
 
 class BadImage(ValueError):
@@ -231,8 +215,12 @@ class Digits(_Base):
 
 def build_dataset(cfg: DataConfig, img_size: int, in_channels: int = 3, num_classes: int | None = None) -> _Base:
     """The configured dataset; ValueError (one line) when it cannot be used with this model."""
-    ds: _Base = Digits(img_size, in_channels) if cfg.kind == "digits" else \
-        ImageFolder(cfg.path or "", img_size, in_channels, manifest=cfg.manifest, skip_bad=cfg.skip_bad)
+    ds: _Base
+    if cfg.kind == "latents":  # jitplan data encode's folder (jitmodel.latents)
+        ds = latents.LatentFolder(cfg.path or "", img_size, in_channels, vae_digest=cfg.vae_digest, hflip=cfg.hflip)
+    else:
+        ds = Digits(img_size, in_channels) if cfg.kind == "digits" else \
+            ImageFolder(cfg.path or "", img_size, in_channels, manifest=cfg.manifest, skip_bad=cfg.skip_bad)
     if num_classes is not None and len(ds.classes) > num_classes:
         raise ValueError(f"the dataset has {len(ds.classes)} classes but model.num_classes is {num_classes}")
     return ds

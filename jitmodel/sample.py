@@ -39,6 +39,7 @@ from typing import cast
 import torch
 from torch import Tensor
 
+from jitmodel import autoencoder as ae
 from jitmodel.atomic import atomic_write
 from jitmodel.checkpoint import checkpoint_model_config, describe, infer_model_config, load_checkpoint
 from jitmodel.config import DiffusionConfig, ModelConfig, SampleConfig
@@ -251,6 +252,8 @@ class Loaded:
     classes: list[str]
     sample_defaults: SampleConfig
     trained_steps: int | None = None  # optimizer steps behind these weights (None: the file does not say)
+    # Model space -> pixels in [-1, 1]: the identity, or the autoencoder's decoder for a latent model
+    to_pixels: Callable[[Tensor], Tensor] = lambda x: x
 
     @property
     def x_hat(self) -> XHatFn:
@@ -316,7 +319,9 @@ def load_for_sampling(path: str | Path, *, ema: str = "ema1", img_size: int | No
     tc = ckpt.get("train_config") or {}
     defaults = SampleConfig.model_validate(tc["sample"]) if isinstance(tc.get("sample"), dict) else SampleConfig()
     step = ckpt.get("step")
-    return Loaded(den, served, mc, den.diff_cfg, classes, defaults, int(step) if isinstance(step, int) else None)
+    return Loaded(den, served, mc, den.diff_cfg, classes, defaults, int(step) if isinstance(step, int) else None,
+                  ae.decoder_for(tc.get("data"), device))
+
 
 
 SHORT_RUN_STEPS = 1000  # the digits demo needs about 1,400 steps of batch 32 before 80 % of its samples read right

@@ -35,7 +35,8 @@ class Stepper:
     def micro_step(self, x: torch.Tensor, y: torch.Tensor, last: bool) -> torch.Tensor:
         """Forward + backward of one micro-batch; gradients are synchronised only on the ``last`` one."""
         st = self.state
-        x = x.to(st.device, non_blocking=True).float().div_(255).mul_(2).sub_(1)  # uint8 -> [-1, 1]
+        x = x.to(st.device, non_blocking=True)
+        x = x.float().div_(255).mul_(2).sub_(1) if x.dtype == torch.uint8 else x.float()  # pixels -> [-1, 1]; latents
         y = y.to(st.device, non_blocking=True)
         # DDP: all-reduce on the last micro-step only; FSDP2 reduce-scatters every micro-step (sharded grads)
         accumulate = self.env.distributed and not last and not self.cfg.memory.shard

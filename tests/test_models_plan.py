@@ -189,4 +189,6 @@ def test_family_recipe_plans_reference_beside_target(tmp_path):
     assert target["world_size"] == 1 and target["effective_batch"] >= 256
     assert target["params"] == pytest.approx(130.3e6, rel=0.002)  # DiT paper, Table 1: 130M (without sigma)
     assert target["images_per_s"] < ref["images_per_s"]
-    assert any("pre-encoded to 32x32x4 latents by stabilityai/sd-vae-ft-ema" in w for w in target["warnings"])
+    lat = out["latents"]  # the dataset's encoding once (jitplan.planner.latent), no longer a warning
+    assert lat["latent_shape"] == [4, 32, 32] and lat["disk_bytes"] == 10_505_569_400 and lat["encode_s"] > 0
+    assert not any("pre-encoded" in w for w in target["warnings"])

@@ -5,6 +5,8 @@
     jitplan data verify /data/in256                      # decode every image once -> jitmodel-manifest.json
     jitplan data prepare /data/imagenet256 /data/in256 --val-per-class 10 --seed 0
     jitplan data prepare /data/ILSVRC /data/in1k --val-labels /data/LOC_val_solution.csv --copy --verify
+    jitplan data encode /data/in256 --out /data/in256-latents --vae ~/vae/sd-vae-ft-ema   # once, resumable
+    jitplan data verify /data/in256-latents              # a latents folder: every shard against its manifest
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from jitplan.cli._output import JsonFlag, emit, note
+from jitplan.errors import UsageError
 
 data_app = typer.Typer(help="Inspect and prepare image datasets (ImageFolder layout).", no_args_is_help=True)
 
@@ -88,6 +91,9 @@ def verify_cmd(
     from jitplan.cli._output import err  # lazy: start-up (rich, typer)
     from jitplan.dataset.verify import verify_dataset  # lazy: CLI start-up
 
+    if (path / "latents.json").is_file():  # jitmodel.latents.MANIFEST: a folder `data encode` wrote
+        _verify_latents(path, json_out)
+        return
     with Progress(TextColumn("decode"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
                   transient=True, disable=json_out) as bar:
         task = bar.add_task("decode", total=None)
@@ -104,6 +110,64 @@ def verify_cmd(
     emit(res, json_mode=json_out, render=render)
     _refuse_bad(res.bad, f"{len(res.bad)} of {res.images} images do not decode",
                 "remove them, or set data.skip_bad: true to train without them")
+
+
+def _verify_latents(path: Path, json_out: bool) -> None:
+    from jitmodel import latents  # lazy: numpy + torch, only for a latents folder
+
+    try:
+        man = latents.verify(path)
+    except latents.LatentsError as e:
+        raise UsageError(str(e)) from None
+    res = {"path": str(path), "images": man["num_images"], "shards": len(man["shards"]),
+           "latent_shape": man["latent_shape"], "views": man["views"], "vae": man["vae"]}
+    emit(res, json_mode=json_out, render=lambda c: c.print(
+        f"{man['num_images']:,} latents {'x'.join(map(str, man['latent_shape']))} in {len(man['shards'])} shard(s): "
+        f"every shard matches its sha256; autoencoder {man['vae'].get('digest')} ({man['vae'].get('source')})"))
+
+
+@data_app.command("encode")
+def encode_cmd(
+    path: Path = typer.Argument(..., help="Dataset root (the folder holding train/<class>/*, as data.path)."),
+    out: Path = typer.Option(..., "--out", help="Latents folder (created; an unfinished one is continued)."),
+    vae: str = typer.Option(..., "--vae", help="A diffusers AutoencoderKL folder (sd-vae-ft-ema), or 'random' "
+                                              "(tests: random weights of the real configuration)."),
+    image_size: int = typer.Option(256, "--image-size", help="Centre crop size before encoding (latents /8)."),
+    batch: int = typer.Option(16, "--batch", help="Images per encoder call."),
+    shard_size: int = typer.Option(1024, "--shard-size", help="Images per shard (the unit of resume)."),
+    hflip: bool = typer.Option(False, "--hflip", help="Also encode every image's mirror (2x time and disk)."),
+    dtype: str = typer.Option("float16", "--dtype", help="float16 (default) or float32 on disk."),
+    device: str = typer.Option("auto", "--device", help="auto | cuda | cpu"),
+    workers: int = typer.Option(0, "--workers", min=0, help="Image-decoding processes (0: in this process)."),
+    json_out: JsonFlag = False,
+) -> None:
+    """Encode an image folder once into autoencoder latents for a latent model (data.kind: latents).
+
+    jitplan data encode /data/in256 --out /data/in256-latents --vae ~/vae/sd-vae-ft-ema
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from jitplan.cli._output import err  # lazy: start-up (rich, typer)
+    from jitplan.dataset.encode import encode_dataset  # lazy: torch and the autoencoder
+
+    with Progress(TextColumn("encode"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
+                  transient=True, disable=json_out) as bar:
+        task = bar.add_task("encode", total=None)
+        res = encode_dataset(path, out, vae=vae, image_size=image_size, batch=batch, shard_size=shard_size,
+                             hflip=hflip, dtype=dtype, device=device, workers=workers,
+                             progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+    def render(c: Console) -> None:
+        rate = f" at {res.images_per_s:.1f} images/s on {res.device}" if res.images_per_s else ""
+        c.print(f"{res.images:,} images in {res.classes} classes -> {res.out}: latents "
+                f"{'x'.join(map(str, res.latent_shape))} x {res.views} view(s) {res.dtype}, {res.shards} shard(s), "
+                f"{res.bytes / 1e6:,.1f} MB; encoded {res.encoded:,} now{rate} ({res.resumed_from:,} were done)")
+        c.print(f"train on them with data: {{kind: latents, path: {res.out}}} (model.in_channels "
+                f"{res.latent_shape[0]}, model.img_size {res.latent_shape[1]})")
+        for n in res.notes:
+            c.print(f"note: {n}")
+
+    emit(res, json_mode=json_out, render=render)
 
 
 @data_app.command("prepare")

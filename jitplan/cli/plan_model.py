@@ -60,14 +60,12 @@ def plan_model(text: str, hw: Any, *, json_: bool, strategy: str | None, batch_p
     eff = effective_batch or (rec.reference.batch if rec else 256)
     tp = plan_traced(prof, hw, effective_batch=eff, strategy=strategy, batch_per_gpu=batch_per_gpu,
                      memory_fraction=memory_fraction, cached=cached)
-    ref = None
-    if rec is not None and rec.space.autoencoder is not None:
-        ae, s = rec.space.autoencoder, rec.space
-        tp = tp.model_copy(update={"warnings": [*tp.warnings, (
-            f"latent model: the plan assumes images pre-encoded to {s.input_size}x{s.input_size}x{ae.channels} "
-            f"latents by {ae.name} (/{ae.downsample}); encoding on the fly (the autoencoder's memory and time) "
-            "is not planned yet")]})
-    rhw = None
+    ref, latent, rhw = None, None, None
+    if rec is not None:  # a latent recipe: encoding the dataset once (time, disk) beside the training plan
+        from jitplan.planner.latent import plan_for_recipe  # lazy: CLI start-up
+
+        latent, why = plan_for_recipe(rec.space, hw, tp.train_flops_per_image, tp.micro_batch)
+        tp = tp.model_copy(update={"warnings": [*tp.warnings, why]}) if why else tp
     if rec is not None:
         from jitplan.hardware.spec import hardware_from_flags  # lazy: CLI start-up
 
@@ -75,7 +73,7 @@ def plan_model(text: str, hw: Any, *, json_: bool, strategy: str | None, batch_p
         ref = plan_traced(prof, rhw, effective_batch=rec.reference.batch, strategy="none",
                           batch_per_gpu=max(1, rec.reference.batch // rhw.world_size), memory_fraction=1.0,
                           cached=cached)
-    result = {"recipe": rec.model_dump() if rec else None, "reference": ref, "target": tp}
+    result = {"recipe": rec.model_dump() if rec else None, "reference": ref, "target": tp, "latents": latent}
     if out:  # the run itself: the file jitplan launch runs and jitmodel.train --config reads
         from jitplan.cli.plan_inputs import count_dataset  # lazy: start-up (rich, typer)
         from jitplan.planner.traced_run import traced_run_plan  # lazy: CLI start-up
@@ -91,5 +89,5 @@ def plan_model(text: str, hw: Any, *, json_: bool, strategy: str | None, batch_p
         note(f"plan written to {out}: jitplan launch {out} --local (or --ssh / --vast) runs it")
     from jitplan.cli.plan_model_render import render_traced  # lazy: start-up (rich, typer)
 
-    emit(result, json_mode=json_, render=lambda console: render_traced(console, tp, ref, rec))
+    emit(result, json_mode=json_, render=lambda console: render_traced(console, tp, ref, rec, latent))
 

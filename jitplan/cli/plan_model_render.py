@@ -13,7 +13,24 @@ def _gb(b: float) -> str:
     return f"{b / 1e9:.1f} GB ({b / 2**30:.1f} GiB)"
 
 
-def render_traced(console: Console, tp: Any, ref: Any = None, rec: Any = None) -> None:
+def render_latents(console: Console, lat: Any) -> None:
+    """The dataset's encoding for a latent model (``jitplan.planner.latent.LatentPlan``): once, its time and disk."""
+    c, h, w = lat.latent_shape
+    t = Table(title="latents: encode the dataset once (jitplan data encode)", show_header=False)
+    t.add_row("images", f"{lat.images:,} at {lat.image_size} px -> {c}x{h}x{w} x {lat.views} view(s) {lat.dtype}")
+    rate = lat.images / lat.encode_s
+    t.add_row("encode time", f"{lat.encode_s / 3600:.1f} h on one {lat.gpu} ({rate:,.0f} images/s, {lat.bound}-bound)")
+    free = f" of {lat.disk_free_bytes / 1e9:,.1f} GB free" if lat.disk_free_bytes is not None else ""
+    t.add_row("disk", f"{lat.disk_bytes / 1e9:,.2f} GB{free}")
+    console.print(t)
+    for n in lat.notes:
+        console.print(f"  {n}")
+    if lat.disk_free_bytes is not None and lat.disk_bytes > lat.disk_free_bytes:
+        console.print(f"[yellow]warning:[/yellow] the latents ({lat.disk_bytes / 1e9:,.1f} GB) do not fit the "
+                      f"{lat.disk_free_bytes / 1e9:,.1f} GB free")
+
+
+def render_traced(console: Console, tp: Any, ref: Any = None, rec: Any = None, latent: Any = None) -> None:
     title = rec.name if rec is not None else tp.model
     console.print(f"[bold]{title}[/bold]: {tp.params / 1e6:.1f}M params, "
                   f"{tp.train_flops_per_image / 1e9:.1f} GFLOP per image (forward + backward), {tp.trace}")
@@ -61,5 +78,7 @@ def render_traced(console: Console, tp: Any, ref: Any = None, rec: Any = None) -
         r = rec.reference
         console.print(f"reference run: {r.hardware}, batch {r.batch}, lr {r.lr:g}, {r.steps:,} steps "
                       f"({r.source}){'; ' + r.hardware_note if r.hardware_note else ''}")
+    if latent is not None:
+        render_latents(console, latent)
     for w in tp.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
