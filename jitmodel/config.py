@@ -244,6 +244,15 @@ class TrainConfig(_Strict):
             raise ValueError("model.variant is required (e.g. model: {variant: JiT-B/16}), or model.factory")
         return m
 
+    @model_validator(mode="after")
+    def _no_online_fid_on_latents(self) -> TrainConfig:
+        """Online FID reads the samples as pixels; a latent model's samples need its VAE's decoder first, which
+        the evaluation does not run yet: refused rather than a wrong score."""
+        if self.eval.online and self.data.kind == "latents":
+            raise ValueError("eval.online with data.kind latents: online FID does not decode latents yet; set "
+                             "eval.online: false and sample from a checkpoint (jitmodel sample decodes)")
+        return self
+
     def effective_batch(self, world_size: int | None = None) -> int:
         return effective_batch(self.batch_per_gpu, self.accum_steps, world_size or self.world_size or 1)
 

@@ -30,14 +30,28 @@ class _Strict(BaseModel):  # jitmodel.config's settings (that module imports thi
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, str_max_length=4096)
 
 
+def _latents_manifest(path: str) -> dict:
+    """A latents folder's manifest as JSON, no numpy (the planner reads it); {} when it cannot be read."""
+    try:
+        man = json.loads(read_regular(Path(path).expanduser() / LATENTS_MANIFEST, 2**28, "latents manifest"))
+    except (OSError, ValueError):
+        return {}
+    return man if isinstance(man, dict) else {}
+
+
 def _latents_vae(path: str) -> dict[str, str]:
     """``vae`` and ``vae_digest`` from a latents folder's manifest; {} when it cannot be read (the loader says why)."""
     try:
-        man = json.loads(read_regular(Path(path).expanduser() / LATENTS_MANIFEST, 2**28, "latents manifest"))
-        vae = man["vae"]
+        vae = _latents_manifest(path)["vae"]
         return {"vae": str(vae["source"]), "vae_digest": str(vae["digest"])}
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return {}
+
+
+def latents_count(path: str) -> int | None:
+    """Images in an encoded folder (its manifest's ``num_images``), or None when it is not one here."""
+    n = _latents_manifest(path).get("num_images")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
 class DataConfig(_Strict):

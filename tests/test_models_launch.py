@@ -168,3 +168,27 @@ def test_a_users_model_trains_on_the_digits_through_jitplan_launch_local(tmp_pat
     assert len(pngs) == 20 and ok >= 16, ok
     st = json.loads(jp("status", out["run_id"], "--json", cwd=tmp_path).stdout)
     assert st["run"]["status"] == "finished"
+
+
+def test_a_latent_recipe_plans_a_run_that_reads_encoded_latents(tmp_path):
+    """A family recipe in latent space writes a plan whose data is the encoded folder (kind latents, counted
+    from its manifest, never flipped), with the published run's optimiser and objective, and says how to encode."""
+    pytest.importorskip("torch")
+    src = (ROOT / "jitplan" / "templates" / "recipes" / "family" / "dit-b-2.yaml").read_text()
+    small = src.replace("depth: 12, hidden: 768, heads: 12", "depth: 2, hidden: 64, heads: 4").replace(
+        "image_size: 256", "image_size: 64").replace("slug: dit-b-2", "slug: dit-tiny")
+    (tmp_path / "dit-tiny.yaml").write_text(small)
+    enc = tmp_path / "enc"
+    enc.mkdir()
+    (enc / "latents.json").write_text(json.dumps({"num_images": 5000}))
+    r = jp("plan", "--gpus", "1xRTX4090", "--host-ram", "64GB", "--cpus", "16", "--recipe", "dit-tiny.yaml",
+           "--data", "enc", "--out", "plan.yaml", cwd=tmp_path, JITPLAN_CACHE_DIR=str(tmp_path / "cache"))
+    assert r.returncode == 0, r.stderr
+    run = load_run_spec(tmp_path / "plan.yaml")
+    t = run.train
+    assert (t.data.kind, t.data.path, t.data.num_images, t.data.hflip) == ("latents", "enc", 5000, False)
+    assert (t.model.in_channels, t.model.img_size) == (4, 8)  # 64 px / 8 x 4 channels
+    assert t.lr == pytest.approx(1e-4) and t.optim.betas == (0.9, 0.999) and t.diffusion.prediction == "eps"
+    assert t.epochs == pytest.approx(400_000 * 256 / 5000, rel=1e-3) and not t.eval.online
+    assert any("jitplan data encode IMAGES --out enc --vae PATH" in w for w in run.plan.warnings)
+    assert any("DDPM" in w for w in run.plan.warnings)

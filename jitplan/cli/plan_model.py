@@ -79,7 +79,15 @@ def plan_model(text: str, hw: Any, *, json_: bool, strategy: str | None, batch_p
         from jitplan.planner.traced_run import traced_run_plan  # lazy: CLI start-up
         from jitplan.schemas import PlanOptions, save_plan  # lazy: CLI start-up
 
-        counted = count_dataset(data) if data is not None else None
+        counted: tuple[int | None, int | None, str] | None = None
+        if data is not None and rec is not None and rec.space.kind == "latent":  # an encoded folder, counted
+            from jitmodel.dataconfig import latents_count  # lazy: CLI start-up
+
+            n = latents_count(data)
+            counted = (n, None, f"--data {data}: no latents manifest here (jitplan data encode writes one): "
+                                "planned as ImageNet's 1,281,167 images")
+        elif data is not None:
+            counted = count_dataset(data)
         run = traced_run_plan(tp, prof, hw, spec=spec, kwargs=kwargs or {}, rec=rec, ref=ref, reference_hw=rhw,
                               options=PlanOptions(config_path=Path(out).name), data_path=data,
                               num_images=counted[0] if counted else None)

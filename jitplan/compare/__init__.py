@@ -95,6 +95,9 @@ def run_compare(base: RunSpec, arms: list[Arm], budget: Budget, out: str | Path,
     note = note or (lambda m: None)
     out = Path(out).resolve()
     train = base.train
+    if train.data.kind == "latents":
+        raise UsageError("jitplan compare scores pixels (digit classifier, FD, FID): latent data is not compared "
+                         "yet; compare in pixel space (digits or an image folder)")
     world = base.topology.world_size
     runner = runner or LocalRunner(base)
     weights = ema or train.sample.ema

@@ -42,15 +42,21 @@ from jitplan.schemas import Estimates, MemoryItem, Plan, PlanOptions, PlanRow, T
 
 IMAGENET_TRAIN = 1_281_167  # the family recipes' dataset, when --data does not say otherwise
 DEFAULT_DATA = "./data/imagenet"
+DEFAULT_LATENTS = "./data/imagenet-latents"  # a latent recipe reads what `jitplan data encode` wrote
 REQUESTED_WORKERS = 12  # as JiT's recipes: capped by the host below
 
 
 def _train(tp: TracedPlan, prof: ModelProfile, *, spec: str, kwargs: dict[str, Any], rec: FamilyRecipe | None,
            data_path: str, num_images: int, workers_per_rank: int) -> TrainConfig:
+    latent = rec is not None and rec.space.kind == "latent"
+    data: dict[str, Any] = {"kind": "latents" if latent else "imagefolder", "path": data_path,
+                            "num_images": num_images, "num_workers": workers_per_rank}
+    if latent:  # the mirror images are encoded (data encode --hflip), never flipped latents
+        data["hflip"] = False
     raw: dict[str, Any] = {
         "model": {"factory": spec, "factory_kwargs": kwargs, "img_size": prof.input_size,
                   "in_channels": prof.in_channels, "num_classes": prof.num_classes},
-        "data": {"kind": "imagefolder", "path": data_path, "num_images": num_images, "num_workers": workers_per_rank},
+        "data": data,
         "batch_per_gpu": tp.micro_batch, "accum_steps": tp.accum_steps, "world_size": tp.world_size,
         "precision": tp.precision, "memory": strategy_memory.parse(tp.strategy).model_dump(),
         "eval": {"online": False},
@@ -131,8 +137,10 @@ def traced_run_plan(tp: TracedPlan, prof: ModelProfile, hw: HardwareSpec, *, spe
         fewer = f" (--gpus {short[1]}x{catalog_key(hw.gpu.name)})" if short[1] and hw.gpu else ""
         raise CheckFailed(short[0], hint=f"options: a host or container limit of at least {need} GB (--host-ram "
                                          f"{need}GB), or fewer GPUs per node{fewer}")
-    train = _train(tp, prof, spec=spec, kwargs=kwargs, rec=rec, data_path=data_path or DEFAULT_DATA,
-                   num_images=n_img, workers_per_rank=wp.per_rank)
+    latent = rec is not None and rec.space.kind == "latent"
+    train = _train(tp, prof, spec=spec, kwargs=kwargs, rec=rec,
+                   data_path=data_path or (DEFAULT_LATENTS if latent else DEFAULT_DATA), num_images=n_img,
+                   workers_per_rank=wp.per_rank)
     est = _estimates(tp, prof, hw, train, wp, options.price_per_hour)
     warnings = list(tp.warnings)
     if rec is not None and rec.objective.path == "ddpm":
@@ -140,6 +148,10 @@ def traced_run_plan(tp: TracedPlan, prof: ModelProfile, hw: HardwareSpec, *, spe
                         f"matching) path with the same {rec.objective.prediction}-prediction")
     if wp.per_rank < wp.requested:
         warnings.append(wp.reasons[0])
+    if latent and rec is not None and rec.space.autoencoder is not None:
+        warnings.append(f"the run reads latents at {train.data.path}: encode the images once first, jitplan data "
+                        f"encode IMAGES --out {train.data.path} --vae PATH ({rec.space.autoencoder.name}'s weights; "
+                        f"--hflip for the mirrors), or plan with --data pointing at an encoded folder")
     warnings.append("online FID evaluation is off for a traced model (its time is not planned); sample from a "
                     "checkpoint with jitmodel sample")
     slug = rec.slug if rec else spec
