@@ -366,11 +366,9 @@ def test_chance_level_samples_are_called_noise_with_the_fix():
     assert "at chance" not in " ".join(core._notes(arms, bare, core.Budget(steps=120)))
 
 
-@pytest.mark.net
-@pytest.mark.slow
-def test_compare_over_ssh_fetches_each_arm_back_and_scores_it(cli, tmp_path, monkeypatch):
-    """Two arms through the SSH launch path against a loopback sshd (tests/test_ssh.py's), then scored here
-    (image-folder data, readable on both sides of the loopback)."""
+def compare_over_ssh(cli, tmp_path, monkeypatch, *arms: str):
+    """``jitplan compare`` of ``arms`` on the folder config, 2 steps each, over a loopback sshd (tests/test_ssh.py's):
+    (the CLI result, the remote root, the results folder). Skips where no sshd can run."""
     import sys
 
     from test_ssh import LoopbackSSH, needs_sshd
@@ -381,15 +379,24 @@ def test_compare_over_ssh_fetches_each_arm_back_and_scores_it(cli, tmp_path, mon
     monkeypatch.setenv("JITMODEL_NO_PROGRESS", "1")
     (tmp_path / "sshd").mkdir()
     server = LoopbackSSH(tmp_path / "sshd")
+    root, out = tmp_path / "remote", tmp_path / "cmp"
     try:
         server.trust()
-        root, out = tmp_path / "remote", tmp_path / "cmp"
-        r = cli("compare", str(_folder_config(tmp_path)), "--objectives", "x,eps", "--steps", "2", "--out", str(out),
+        r = cli("compare", str(_folder_config(tmp_path)), *arms, "--steps", "2", "--out", str(out),
                 "--ssh", f"root@127.0.0.1:{server.port}", "--identity", str(server.client_key), "--known-hosts",
                 str(server.known_hosts), "--remote-dir", str(root), "--remote-python", sys.executable,
                 "--sample-steps", "2", "--per-class", "1", "--threads", "1", "--json")
     finally:
         server.close()
+    return r, root, out
+
+
+@pytest.mark.net
+@pytest.mark.slow
+def test_compare_over_ssh_fetches_each_arm_back_and_scores_it(cli, tmp_path, monkeypatch):
+    """Two arms through the SSH launch path against a loopback sshd (tests/test_ssh.py's), then scored here
+    (image-folder data, readable on both sides of the loopback)."""
+    r, root, out = compare_over_ssh(cli, tmp_path, monkeypatch, "--objectives", "x,eps")
     assert r.code == 0, r.err[-3000:]
     res = json.loads(r.out)
     assert res["backend"] == "ssh" and [a["arm"] for a in res["arms"]] == ["x:v", "eps:v"]

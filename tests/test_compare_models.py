@@ -273,25 +273,10 @@ def test_jit_tiny_against_a_dit_of_its_size_end_to_end(cli, tmp_path, monkeypatc
 def test_model_arms_over_ssh_train_there_and_are_scored_here(cli, tmp_path, monkeypatch):
     """A factory network goes over the SSH launch path (loopback sshd, tests/test_ssh.py's) as a module of the
     uploaded project: trained there, its checkpoint fetched and rebuilt here from the recorded factory."""
-    from test_compare import _folder_config
-    from test_ssh import LoopbackSSH, needs_sshd
+    from test_compare import compare_over_ssh
 
-    if needs_sshd.args[0]:
-        pytest.skip(needs_sshd.kwargs["reason"])
-    monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("JITMODEL_NO_PROGRESS", "1")
-    (tmp_path / "sshd").mkdir()
-    server = LoopbackSSH(tmp_path / "sshd")
-    try:
-        server.trust()
-        root, out = tmp_path / "remote", tmp_path / "cmp"
-        r = cli("compare", str(_folder_config(tmp_path)), "--arm", "model=jit",
-                "--arm", f"model={DIT},input_size=8,patch=4,num_classes=2", "--steps", "2", "--out", str(out),
-                "--ssh", f"root@127.0.0.1:{server.port}", "--identity", str(server.client_key), "--known-hosts",
-                str(server.known_hosts), "--remote-dir", str(root), "--remote-python", sys.executable,
-                "--sample-steps", "2", "--per-class", "1", "--threads", "1", "--json")
-    finally:
-        server.close()
+    r, root, _ = compare_over_ssh(cli, tmp_path, monkeypatch, "--arm", "model=jit",
+                                  "--arm", f"model={DIT},input_size=8,patch=4,num_classes=2")
     assert r.code == 0, r.err[-3000:]
     res = json.loads(r.out)
     assert res["backend"] == "ssh" and [a["arm"] for a in res["arms"]] == [
