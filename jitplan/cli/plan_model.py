@@ -85,7 +85,7 @@ def plan_model(text: str, hw: Any, *, json_: bool, strategy: str | None, batch_p
 
             n = latents_count(data)
             counted = (n, None, f"--data {data}: no latents manifest here (jitplan data encode writes one): "
-                                "planned as ImageNet's 1,281,167 images")
+                                "planned as ImageNet-1k's train images")
         elif data is not None:
             counted = count_dataset(data)
         run = traced_run_plan(tp, prof, hw, spec=spec, kwargs=kwargs or {}, rec=rec, ref=ref, reference_hw=rhw,

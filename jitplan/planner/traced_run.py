@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from jitmodel.config import TrainConfig
+from jitmodel.config import IMAGENET_TRAIN_IMAGES, TrainConfig
 from jitplan.errors import CheckFailed
 from jitplan.hardware.schema import HardwareSpec
 from jitplan.planner import compute, strategy_memory, workers
@@ -40,7 +40,6 @@ from jitplan.planner.plan import catalog_key, launch_spec
 from jitplan.planner.traced_plan import TracedPlan
 from jitplan.schemas import Estimates, MemoryItem, Plan, PlanOptions, PlanRow, TimeItem, WorkerDecision
 
-IMAGENET_TRAIN = 1_281_167  # the family recipes' dataset, when --data does not say otherwise
 DEFAULT_DATA = "./data/imagenet"
 DEFAULT_LATENTS = "./data/imagenet-latents"  # a latent recipe reads what `jitplan data encode` wrote
 REQUESTED_WORKERS = 12  # as JiT's recipes: capped by the host below
@@ -126,7 +125,7 @@ def traced_run_plan(tp: TracedPlan, prof: ModelProfile, hw: HardwareSpec, *, spe
                     num_images: int | None = None, reference_hw: HardwareSpec | None = None) -> Plan:
     """The launchable plan of a traced model; CheckFailed when the host cannot hold even the fewest workers."""
     options = options or PlanOptions()
-    n_img = num_images or IMAGENET_TRAIN
+    n_img = num_images or IMAGENET_TRAIN_IMAGES  # the family recipes' dataset, unless --data says
     wp = workers.decide_workers(
         requested=REQUESTED_WORKERS, ranks_per_node=hw.gpus_per_node, micro_batch=tp.micro_batch,
         img_size=prof.input_size, num_images=n_img, ram_bytes=hw.host.ram_bytes, cpus=hw.host.cpus,
