@@ -70,6 +70,17 @@ def cli(capsys):
     return _run
 
 
+@pytest.fixture
+def remote(tmp_path):
+    """A real sshd on loopback with a client key and known_hosts; its 'remote' disk is a folder here
+    (tests/fakes/sshd.py ``Remote``: the pull, recover and cloud-gap tests)."""
+    from fakes.sshd import Remote
+
+    r = Remote(tmp_path)
+    yield r
+    r.sshd.__exit__()
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One intra-op torch thread for a module: tiny models run faster on one thread, the box is shared,

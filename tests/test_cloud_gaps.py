@@ -8,7 +8,7 @@ import json
 import pytest
 from fakes.sshd import sshd_available
 from fakes.vast_server import VastFake
-from test_pull import Remote, write_checkpoint
+from test_pull import write_checkpoint
 from test_recover import KEY, Cloud
 
 from jitplan.cloud.watch import Watch, supervise_remote
@@ -24,13 +24,6 @@ def reg(tmp_path, monkeypatch) -> Registry:
     monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "jp"))
     monkeypatch.setenv("VAST_API_KEY", KEY)
     return Registry()
-
-
-@pytest.fixture
-def remote(tmp_path):
-    r = Remote(tmp_path)
-    yield r
-    r.sshd.__exit__()
 
 
 def _no_relaunch(n: int) -> None:

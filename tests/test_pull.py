@@ -9,47 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from fakes.sshd import LoopbackSSHD, keygen, sshd_available
+from fakes.sshd import Remote, sshd_available
 
 from jitplan.launch import pull as pull_mod
 from jitplan.launch.pull import PullFailed, parse_snapshot, pull, sha256_file
 from jitplan.launch.ssh import SSHLaunch, SSHOptions
 from jitplan.runs.registry import Registry
-from jitplan.transport.target import SSHTarget
 
 needs_sshd = pytest.mark.skipif(not sshd_available(), reason="needs /usr/sbin/sshd, rsync and root")
 KEY = "SENTINEL-pull-key-5e4d3c2b1a"
-
-
-class Remote:
-    """A real sshd with a client key and a known_hosts file; the 'remote' disk is a folder here."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.key = keygen(tmp / "client key")
-        self.sshd = LoopbackSSHD(tmp / "sshd").__enter__()
-        self.sshd.authorized_keys.write_text(self.key.with_name("client key.pub").read_text())
-        self.known_hosts = tmp / "known_hosts"
-        host_pub = (tmp / "sshd" / "hostkey.pub").read_text().split()[:2]
-        self.known_hosts.write_text(f"[127.0.0.1]:{self.sshd.port} {' '.join(host_pub)}\n")
-        self.root = tmp / "remote root"
-
-    @property
-    def target(self) -> SSHTarget:
-        return SSHTarget(user="root", host="127.0.0.1", port=self.sshd.port, identity=str(self.key))
-
-    def job(self, run_id: str = "run-a") -> SSHLaunch:
-        job = SSHLaunch(self.target, SSHOptions(known_hosts=str(self.known_hosts)), root=str(self.root),
-                        run_id=run_id)
-        Path(job.run_dir, "out").mkdir(parents=True, exist_ok=True)
-        return job
-
-
-@pytest.fixture
-def remote(tmp_path):
-    r = Remote(tmp_path)
-    yield r
-    r.sshd.__exit__()
 
 
 def write_checkpoint(path: Path, step: int) -> None:

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from fakes.sshd import LoopbackSSHD, keygen, sshd_available
+from fakes.sshd import LoopbackSSHD, Remote, keygen, sshd_available
 from fakes.vast_server import VastFake
-from test_pull import Remote, write_checkpoint
+from test_pull import write_checkpoint
 
 from jitplan.cloud.watch import Watch, remote_state, supervise_remote, watch_settings
 from jitplan.errors import CheckFailed
@@ -34,13 +34,6 @@ def reg(tmp_path, monkeypatch) -> Registry:
     monkeypatch.setenv("JITPLAN_HOME", str(tmp_path / "jp"))
     monkeypatch.setenv("VAST_API_KEY", KEY)
     return Registry()
-
-
-@pytest.fixture
-def remote(tmp_path):
-    r = Remote(tmp_path)
-    yield r
-    r.sshd.__exit__()
 
 
 class Cloud:
