@@ -204,7 +204,7 @@ def plan_on_cpu(gpus: str | None, hardware: str | None, *, data: str | None, out
     cfg, reasons, what = laptop_config(hw, steps=DEFAULT_STEPS, data=data)
     params = 0
     if model is not None:  # a user's network in place of JiT-Tiny: built on meta for its sizes (docs/models.md)
-        cfg, params, what = _user_model(cfg, model, model_kwargs or {}, what)
+        cfg, params = _user_model(cfg, model, model_kwargs or {})
     minutes = round(DEFAULT_STEPS / QUIET_STEPS_PER_S / 60, 1) if data is None else None
     if out:  # one torch thread (cpus_per_node 1): the tiny model gains little from two, and on a busy box they spin
         run = RunSpec.from_train(cfg, gpus_per_node=0, cpus=1)
@@ -240,8 +240,8 @@ def plan_on_cpu(gpus: str | None, hardware: str | None, *, data: str | None, out
     emit(result, json_mode=json_out, render=render)
 
 
-def _user_model(cfg: Any, model: str, kwargs: dict[str, Any], what: str) -> tuple[Any, int, str]:
-    """(the laptop config with the user's network, its parameter count, what it trains on)."""
+def _user_model(cfg: Any, model: str, kwargs: dict[str, Any]) -> tuple[Any, int]:
+    """(the laptop config with the user's network, its parameter count)."""
     try:
         spec = custom.resolved(model)
         net = custom.build_model({"factory": spec, "factory_kwargs": kwargs}, device="meta")
@@ -250,7 +250,7 @@ def _user_model(cfg: Any, model: str, kwargs: dict[str, Any], what: str) -> tupl
     params = sum(p.numel() for p in net.parameters())
     new = with_model(cfg, spec, kwargs, in_channels=net.in_channels, input_size=net.input_size,
                      num_classes=net.num_classes, data_classes=cfg.model.num_classes)
-    return new, params, what
+    return new, params
 
 
 def register(app: typer.Typer) -> None:

@@ -61,14 +61,12 @@ def plan_model(text: str, hw: Any, *, json_: bool, strategy: str | None, batch_p
     tp = plan_traced(prof, hw, effective_batch=eff, strategy=strategy, batch_per_gpu=batch_per_gpu,
                      memory_fraction=memory_fraction, cached=cached)
     ref, latent, rhw = None, None, None
-    if rec is not None:  # a latent recipe: encoding the dataset once (time, disk) beside the training plan
+    if rec is not None:  # the published run beside yours; a latent recipe: encoding the dataset once (time, disk)
+        from jitplan.hardware.spec import hardware_from_flags  # lazy: CLI start-up
         from jitplan.planner.latent import plan_for_recipe  # lazy: CLI start-up
 
         latent, why = plan_for_recipe(rec.space, hw, tp.train_flops_per_image, tp.micro_batch)
         tp = tp.model_copy(update={"warnings": [*tp.warnings, why]}) if why else tp
-    if rec is not None:
-        from jitplan.hardware.spec import hardware_from_flags  # lazy: CLI start-up
-
         rhw = hardware_from_flags(rec.reference.hardware)
         ref = plan_traced(prof, rhw, effective_batch=rec.reference.batch, strategy="none",
                           batch_per_gpu=max(1, rec.reference.batch // rhw.world_size), memory_fraction=1.0,

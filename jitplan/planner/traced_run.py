@@ -46,8 +46,7 @@ REQUESTED_WORKERS = 12  # as JiT's recipes: capped by the host below
 
 
 def _train(tp: TracedPlan, prof: ModelProfile, *, spec: str, kwargs: dict[str, Any], rec: FamilyRecipe | None,
-           data_path: str, num_images: int, workers_per_rank: int) -> TrainConfig:
-    latent = rec is not None and rec.space.kind == "latent"
+           latent: bool, data_path: str, num_images: int, workers_per_rank: int) -> TrainConfig:
     data: dict[str, Any] = {"kind": "latents" if latent else "imagefolder", "path": data_path,
                             "num_images": num_images, "num_workers": workers_per_rank}
     if latent:  # the mirror images are encoded (data encode --hflip), never flipped latents
@@ -137,7 +136,7 @@ def traced_run_plan(tp: TracedPlan, prof: ModelProfile, hw: HardwareSpec, *, spe
         raise CheckFailed(short[0], hint=f"options: a host or container limit of at least {need} GB (--host-ram "
                                          f"{need}GB), or fewer GPUs per node{fewer}")
     latent = rec is not None and rec.space.kind == "latent"
-    train = _train(tp, prof, spec=spec, kwargs=kwargs, rec=rec,
+    train = _train(tp, prof, spec=spec, kwargs=kwargs, rec=rec, latent=latent,
                    data_path=data_path or (DEFAULT_LATENTS if latent else DEFAULT_DATA), num_images=n_img,
                    workers_per_rank=wp.per_rank)
     est = _estimates(tp, prof, hw, train, wp, options.price_per_hour)
