@@ -72,6 +72,15 @@ def _hash_tensor(h: Any, key: str, t: Any, with_shape: bool) -> None:
         h.update(t.view(torch.uint8).numpy())
 
 
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    """The sha256 of a file's bytes, read in 4 MiB blocks (pulled checkpoints, latent shards)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 def payload_digest(obj: Any) -> str:
     """Format 1: the tensors inside ``obj`` only."""
     h = hashlib.sha256()

@@ -22,7 +22,6 @@ missing, truncated, reshaped or tampered shard or an incomplete folder; the trai
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from jitmodel.bounded_io import read_regular
+from jitmodel.integrity import sha256_file
 from jitmodel.keyed import KeyedDataset
 
 FORMAT = "jitmodel-latents"
@@ -46,14 +46,6 @@ class LatentsError(ValueError):
 
 def shard_names(index: int) -> tuple[str, str]:
     return f"shard-{index:05d}.npy", f"shard-{index:05d}.labels.npy"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:

@@ -118,7 +118,7 @@ def _check_factory_checkpoint(ck: Any, plan: Any) -> Finding:
     the plan's model and the source as it is now (what ``jitmodel`` checks before it loads)."""
     title = "checkpoint vs model config"
     saved = ck.saved_config or {}
-    n = sum(1 for _ in ck.shapes)
+    n = len(ck.shapes)
     if plan is None:  # no plan: the checkpoint against its own factory's source as it is now
         try:
             custom.check_same_model(saved, custom.record(str(saved["factory"]), saved.get("factory_kwargs")))

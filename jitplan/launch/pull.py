@@ -24,7 +24,6 @@ One pull, in order:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from jitmodel.atomic import atomic_write_text
+from jitmodel.integrity import sha256_file
 from jitplan.doctor.ckpt import load_check
 from jitplan.errors import CheckFailed, JitplanError, UsageError
 from jitplan.launch.remote_job import ssh_launch
@@ -72,14 +72,6 @@ class PullResult(BaseModel):
     files: list[str]  # the other files now here (relative to local_dir)
     seconds: float
     message: str
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def snapshot_script(run_dir: str) -> str:
